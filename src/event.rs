@@ -1,0 +1,461 @@
+//! Outbound events: the `text/event-stream` encoder.
+//!
+//! An [`Event`] is built field by field and encoded as the WHATWG HTML
+//! standard, section "Server-sent events" (9.2.5), expects a server to write:
+//!
+//! ```text
+//! event   = *( comment / field ) end-of-line
+//! comment = colon *any-char end-of-line
+//! field   = 1*name-char [ colon [ space ] *any-char ] end-of-line
+//! ```
+//!
+//! * Every field is written `name: value` with one space after the colon.
+//!   A parser removes exactly one leading space, so a value that itself
+//!   starts with a space survives the trip.
+//! * Lines end with LF, and one more LF (an empty line) ends the event.
+//! * Data is split on CRLF, lone CR and lone LF into one `data:` line per
+//!   line of text; CRLF counts as one line break. An event whose data is the
+//!   empty string still writes one `data:` line, so browsers dispatch it.
+//!
+//! # Validation happens when the event is built
+//!
+//! `any-char` excludes CR and LF, so a CR or LF inside the event type or the
+//! id would end the field early and let the rest of the value be read as a
+//! new field (field injection). The standard also makes a parser ignore an
+//! `id` that contains NUL. [`Event::event`] and [`Event::id`] therefore
+//! check their value and return an [`EventError`] naming the field and the
+//! character. The check is done at build time, not at send time: an `Event`
+//! value is always valid, so encoding it cannot fail, and nothing invalid can
+//! ever reach a writer. Data and comments need no check: their line breaks
+//! become separate `data:` or `:` lines.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One server-sent event: data, event type, id, retry hint and comments.
+///
+/// Built with chained methods; the fields that could inject other fields
+/// ([`event`](Event::event) and [`id`](Event::id)) are fallible.
+///
+/// ```
+/// use stdsse::Event;
+/// use std::time::Duration;
+///
+/// let event = Event::new()
+///     .event("update")?
+///     .id("42")?
+///     .retry(Duration::from_secs(3))
+///     .data("first line\nsecond line");
+/// assert_eq!(
+///     event.encode(),
+///     b"event: update\nid: 42\nretry: 3000\ndata: first line\ndata: second line\n\n"
+/// );
+/// # Ok::<(), stdsse::EventError>(())
+/// ```
+///
+/// Fields are written in a fixed order: comments, `event`, `id`, `retry`,
+/// `data`. The order inside one event does not change what a client sees.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    comments: Vec<String>,
+    event: Option<String>,
+    id: Option<String>,
+    retry: Option<Duration>,
+    data: Option<String>,
+}
+
+impl Event {
+    /// An empty event. Encoded as is, it is a lone empty line.
+    pub fn new() -> Event {
+        Event::default()
+    }
+
+    /// Sets the data (replacing any earlier data).
+    ///
+    /// Line breaks (CRLF, CR or LF) split it into several `data:` lines,
+    /// which a client joins back with LF. Empty data is still sent as one
+    /// `data:` line, so the client dispatches an event whose data is `""`.
+    pub fn data(mut self, data: impl Into<String>) -> Event {
+        self.data = Some(data.into());
+        self
+    }
+
+    /// Sets the event type, the name a browser's `addEventListener` listens
+    /// for (without it, the type is `message`).
+    ///
+    /// Fails if the value contains CR or LF, which would end the field early.
+    pub fn event(mut self, event_type: impl Into<String>) -> Result<Event, EventError> {
+        let value = event_type.into();
+        check(Field::Event, &value)?;
+        self.event = Some(value);
+        Ok(self)
+    }
+
+    /// Sets the event id, which the client stores and sends back as
+    /// `Last-Event-ID` when it reconnects.
+    ///
+    /// The empty string is allowed on purpose: `id:` with an empty value
+    /// resets the client's last event id. Fails if the value contains CR or
+    /// LF (field injection) or NUL (a client ignores such an id).
+    pub fn id(mut self, id: impl Into<String>) -> Result<Event, EventError> {
+        let value = id.into();
+        check(Field::Id, &value)?;
+        self.id = Some(value);
+        Ok(self)
+    }
+
+    /// Sets the reconnection time the client should wait before it
+    /// reconnects. Written in whole milliseconds (anything finer is dropped).
+    pub fn retry(mut self, delay: Duration) -> Event {
+        self.retry = Some(delay);
+        self
+    }
+
+    /// Adds a comment line (any number may be added). A client ignores
+    /// comments; an event made only of comments is the usual keep-alive.
+    /// Line breaks in the text make several `:` lines.
+    pub fn comment(mut self, text: impl Into<String>) -> Event {
+        self.comments.push(text.into());
+        self
+    }
+
+    /// The data, if set.
+    pub fn get_data(&self) -> Option<&str> {
+        self.data.as_deref()
+    }
+
+    /// The event type, if set.
+    pub fn get_event(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+
+    /// The id, if set.
+    pub fn get_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The retry hint, if set.
+    pub fn get_retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// The comments, in the order they were added.
+    pub fn get_comments(&self) -> &[String] {
+        &self.comments
+    }
+
+    /// Encodes the event into a new buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoded event to `out`, in one pass over each value and
+    /// with no allocation besides growing `out` (reserved up front).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.size_hint());
+        for comment in &self.comments {
+            push_lines(out, b"", comment);
+        }
+        if let Some(event) = &self.event {
+            push_field(out, b"event", event.as_bytes());
+        }
+        if let Some(id) = &self.id {
+            push_field(out, b"id", id.as_bytes());
+        }
+        if let Some(retry) = self.retry {
+            push_retry(out, retry);
+        }
+        if let Some(data) = &self.data {
+            push_lines(out, b"data", data);
+        }
+        out.push(b'\n');
+    }
+
+    /// A close upper bound of the encoded size in the common case (a few
+    /// lines), so that `encode_into` allocates once.
+    fn size_hint(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 8);
+        let comments: usize = self.comments.iter().map(|c| c.len() + 3).sum();
+        comments + text(&self.event) + text(&self.id) + text(&self.data) + 32
+    }
+}
+
+/// An event encoded once, ready to be written to any number of streams.
+///
+/// Cloning a `Frame` is cheap (a reference count): a broadcast encodes an
+/// event once and hands every subscriber the same bytes. A `Frame` can only
+/// be made from an [`Event`], so its bytes are always a well-formed event.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame(Arc<[u8]>);
+
+impl Frame {
+    /// The encoded bytes, ending with the empty line that ends the event.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The number of encoded bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the frame has no bytes (never true: even an empty event is
+    /// one empty line).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&Event> for Frame {
+    fn from(event: &Event) -> Frame {
+        Frame(event.encode().into())
+    }
+}
+
+impl From<Event> for Frame {
+    fn from(event: Event) -> Frame {
+        Frame::from(&event)
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Frame")
+            .field(&String::from_utf8_lossy(&self.0))
+            .finish()
+    }
+}
+
+/// The single-line fields an application sets that are checked for
+/// characters that would corrupt the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The `event:` field (event type).
+    Event,
+    /// The `id:` field (event id; also the `Last-Event-ID` a client sends).
+    Id,
+}
+
+impl Field {
+    /// The field's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Event => "event",
+            Field::Id => "id",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A field value holds a character that must never reach the wire: CR or LF
+/// (in `event` or `id`), or NUL (in `id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventError {
+    field: Field,
+    character: char,
+    position: usize,
+}
+
+impl EventError {
+    /// The field whose value was refused.
+    pub fn field(&self) -> Field {
+        self.field
+    }
+
+    /// The offending character: `'\r'`, `'\n'` or `'\0'`.
+    pub fn character(&self) -> char {
+        self.character
+    }
+
+    /// The byte offset of the first offending character in the value.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, why) = match self.character {
+            '\r' => ("CR", "it would end the field and start another"),
+            '\n' => ("LF", "it would end the field and start another"),
+            _ => ("NUL", "clients ignore an id that contains it"),
+        };
+        write!(
+            f,
+            "invalid character {} (U+{:04X}) at byte {} of the `{}` field: {}",
+            name, self.character as u32, self.position, self.field, why
+        )
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// Refuses CR and LF in any single-line field, and NUL in `id`.
+fn check(field: Field, value: &str) -> Result<(), EventError> {
+    let bad = |b: u8| b == b'\r' || b == b'\n' || (b == 0 && field == Field::Id);
+    match value.bytes().position(bad) {
+        None => Ok(()),
+        Some(position) => Err(EventError {
+            field,
+            character: char::from(value.as_bytes()[position]),
+            position,
+        }),
+    }
+}
+
+/// Writes `name: value\n`, or `name:\n` when the value is empty. The
+/// comment "field" has the empty name, giving `: text`.
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.push(b':');
+    if !value.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(value);
+    }
+    out.push(b'\n');
+}
+
+/// Writes one `name: line` per line of `text`, splitting on CRLF, CR and LF
+/// (CRLF is one break). Always writes at least one line.
+pub(crate) fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {}
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                push_field(out, name, &bytes[start..i]);
+                i += 2;
+                start = i;
+                continue;
+            }
+            b'\r' => {}
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        push_field(out, name, &bytes[start..i]);
+        i += 1;
+        start = i;
+    }
+    push_field(out, name, &bytes[start..]);
+}
+
+/// Writes `retry: <milliseconds>\n` without going through `fmt`.
+pub(crate) fn push_retry(out: &mut Vec<u8>, delay: Duration) {
+    let mut digits = [0u8; 40];
+    let mut n = delay.as_millis();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    push_field(out, b"retry", &digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One line per case: the event built by the expression, the exact bytes.
+    macro_rules! encodes {
+        ($($name:ident: $event:expr => $wire:expr;)*) => {$(
+            #[test]
+            fn $name() -> Result<(), EventError> {
+                let event: Event = $event;
+                assert_eq!(String::from_utf8(event.encode()).unwrap(), $wire);
+                Ok(())
+            }
+        )*};
+    }
+
+    encodes! {
+        empty_event: Event::new() => "\n";
+        data_simple: Event::new().data("hello") => "data: hello\n\n";
+        data_empty: Event::new().data("") => "data:\n\n";
+        data_lf: Event::new().data("a\nb") => "data: a\ndata: b\n\n";
+        data_cr: Event::new().data("a\rb") => "data: a\ndata: b\n\n";
+        data_crlf_is_one_break: Event::new().data("a\r\nb") => "data: a\ndata: b\n\n";
+        data_lf_cr_is_two_breaks: Event::new().data("a\n\rb") => "data: a\ndata:\ndata: b\n\n";
+        data_cr_cr_lf: Event::new().data("a\r\r\nb") => "data: a\ndata:\ndata: b\n\n";
+        data_trailing_break: Event::new().data("a\n") => "data: a\ndata:\n\n";
+        data_only_break: Event::new().data("\r\n") => "data:\ndata:\n\n";
+        data_leading_space_kept: Event::new().data(" x") => "data:  x\n\n";
+        data_unicode: Event::new().data("héllo ✓ 😀") => "data: héllo ✓ 😀\n\n";
+        data_injection_is_data: Event::new().data("x\revent: evil\rdata: y")
+            => "data: x\ndata: event: evil\ndata: data: y\n\n";
+        event_type: Event::new().event("tick")?.data("1") => "event: tick\ndata: 1\n\n";
+        event_type_colon: Event::new().event("a:b")? => "event: a:b\n\n";
+        id_field: Event::new().id("7")?.data("x") => "id: 7\ndata: x\n\n";
+        id_empty_resets: Event::new().id("")? => "id:\n\n";
+        retry_ms: Event::new().retry(Duration::from_millis(2500)) => "retry: 2500\n\n";
+        retry_truncates: Event::new().retry(Duration::from_micros(1999)) => "retry: 1\n\n";
+        retry_zero: Event::new().retry(Duration::ZERO) => "retry: 0\n\n";
+        comment_keep_alive: Event::new().comment("") => ":\n\n";
+        comment_text: Event::new().comment("connected") => ": connected\n\n";
+        comment_multi_line: Event::new().comment("a\r\nb\rc") => ": a\n: b\n: c\n\n";
+        comments_many: Event::new().comment("a").comment("b") => ": a\n: b\n\n";
+        all_fields: Event::new().comment("c").data("d").id("i")?.event("e")?
+            .retry(Duration::from_secs(1)) => ": c\nevent: e\nid: i\nretry: 1000\ndata: d\n\n";
+    }
+
+    /// One line per case: which setter, the value, the field and character
+    /// named in the error.
+    macro_rules! refuses {
+        ($($name:ident: $setter:ident($value:expr) => $field:ident, $ch:expr, $pos:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let err = Event::new().$setter($value).unwrap_err();
+                assert_eq!((err.field(), err.character(), err.position()), (Field::$field, $ch, $pos));
+                assert!(err.to_string().contains(Field::$field.name()));
+            }
+        )*};
+    }
+
+    refuses! {
+        event_lf: event("a\nevent: x") => Event, '\n', 1;
+        event_cr: event("a\r") => Event, '\r', 1;
+        id_lf: id("\n") => Id, '\n', 0;
+        id_cr: id("1\r2") => Id, '\r', 1;
+        id_nul: id("x\0") => Id, '\0', 1;
+    }
+
+    #[test]
+    fn nul_is_fine_in_event_type_and_data() {
+        let event = Event::new().event("a\0").unwrap().data("\0");
+        assert_eq!(event.encode(), b"event: a\0\ndata: \0\n\n");
+    }
+
+    #[test]
+    fn frame_shares_bytes() {
+        let frame = Frame::from(Event::new().data("x"));
+        let copy = frame.clone();
+        assert_eq!(copy.as_bytes(), b"data: x\n\n");
+        assert!(std::ptr::eq(frame.as_bytes(), copy.as_bytes()));
+        assert_eq!(frame.len(), 9);
+    }
+
+    #[test]
+    fn error_message_names_field_and_character() {
+        let err = Event::new().id("a\nb").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid character LF (U+000A) at byte 1 of the `id` field: \
+             it would end the field and start another"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Event-stream parser (being written).

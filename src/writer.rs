@@ -1,0 +1,185 @@
+//! A flushing writer of events.
+//!
+//! The standard warns that "block buffering or line buffering with different
+//! expected line endings can cause delays in event dispatch" (9.2.7).
+//! [`EventWriter`] therefore encodes each event into one buffer, hands it to
+//! the inner writer with a single `write_all`, and flushes at once, so an
+//! event never waits in a buffer (a `BufWriter`, a pipe, stdout) for the next
+//! one.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use crate::event::{push_lines, push_retry, Event, Frame};
+
+/// Writes events, comments and retry hints to any [`io::Write`], flushing
+/// after each one.
+///
+/// ```
+/// use stdsse::{Event, EventWriter};
+///
+/// let mut out = EventWriter::new(Vec::new());
+/// out.comment("connected")?;
+/// out.send(&Event::new().data("hello"))?;
+/// assert_eq!(out.get_ref(), b": connected\n\ndata: hello\n\n");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// Errors from the inner writer are returned as they are; after an error the
+/// stream may hold part of an event, so the usual answer is to drop it (for
+/// a socket, the client sees the connection end and reconnects).
+#[derive(Debug)]
+pub struct EventWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl<W: Write> EventWriter<W> {
+    /// Wraps a writer.
+    pub fn new(inner: W) -> EventWriter<W> {
+        EventWriter {
+            inner,
+            buf: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Encodes and writes one event, then flushes.
+    pub fn send(&mut self, event: &Event) -> io::Result<()> {
+        self.buf.clear();
+        event.encode_into(&mut self.buf);
+        self.flush_buf()
+    }
+
+    /// Writes an event that was encoded once (for example by a broadcast),
+    /// then flushes.
+    pub fn send_frame(&mut self, frame: &Frame) -> io::Result<()> {
+        self.write_flush(frame.as_bytes())
+    }
+
+    /// Writes a comment-only event (`: text`, several lines if the text has
+    /// line breaks), then flushes. Clients ignore it; proxies see traffic.
+    pub fn comment(&mut self, text: &str) -> io::Result<()> {
+        self.buf.clear();
+        push_lines(&mut self.buf, b"", text);
+        self.buf.push(b'\n');
+        self.flush_buf()
+    }
+
+    /// Writes the keep-alive, an empty comment (`:` and an empty line), then
+    /// flushes.
+    pub fn keep_alive(&mut self) -> io::Result<()> {
+        self.write_flush(b":\n\n")
+    }
+
+    /// Writes a retry hint on its own (`retry: <ms>` and an empty line),
+    /// then flushes. It sets the client's reconnection time.
+    pub fn retry(&mut self, delay: Duration) -> io::Result<()> {
+        self.buf.clear();
+        push_retry(&mut self.buf, delay);
+        self.buf.push(b'\n');
+        self.flush_buf()
+    }
+
+    /// Bytes handed to the inner writer so far (whole events only).
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The inner writer, mutably. Writing to it directly can break the
+    /// stream's framing; it is meant for settings such as timeouts.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner writer. Nothing is buffered here, so nothing is lost.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.write_flush(&buf);
+        self.buf = buf;
+        result
+    }
+
+    fn write_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every call so the tests can count writes and flushes.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+        flushes: usize,
+        fail: bool,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.fail {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "gone"));
+            }
+            self.writes.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_write_and_one_flush_per_event() {
+        let mut w = EventWriter::new(Recorder::default());
+        let event = Event::new().data("a\nb\nc").id("1").unwrap();
+        w.send(&event).unwrap();
+        w.comment("x\ny").unwrap();
+        w.retry(Duration::from_secs(2)).unwrap();
+        w.keep_alive().unwrap();
+        w.send_frame(&Frame::from(&event)).unwrap();
+        let r = w.get_ref();
+        assert_eq!(r.writes.len(), 5);
+        assert_eq!(r.flushes, 5);
+        assert_eq!(r.writes[0], b"id: 1\ndata: a\ndata: b\ndata: c\n\n");
+        assert_eq!(r.writes[1], b": x\n: y\n\n");
+        assert_eq!(r.writes[2], b"retry: 2000\n\n");
+        assert_eq!(r.writes[3], b":\n\n");
+        assert_eq!(r.writes[4], r.writes[0]);
+        let total: usize = r.writes.iter().map(Vec::len).sum();
+        assert_eq!(w.bytes_written(), total as u64);
+    }
+
+    #[test]
+    fn errors_are_returned() {
+        let mut w = EventWriter::new(Recorder {
+            fail: true,
+            ..Recorder::default()
+        });
+        let err = w.send(&Event::new().data("x")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(w.bytes_written(), 0);
+    }
+
+    #[test]
+    fn buffered_inner_writer_is_flushed() {
+        let mut w = EventWriter::new(io::BufWriter::new(Vec::new()));
+        w.send(&Event::new().data("now")).unwrap();
+        assert_eq!(w.get_ref().get_ref(), b"data: now\n\n");
+        assert_eq!(w.into_inner().into_inner().unwrap(), b"data: now\n\n");
+    }
+}
