@@ -1,1 +1,807 @@
-//! Event-stream parser (being written).
+//! Inbound events: an incremental `text/event-stream` parser.
+//!
+//! [`Parser`] turns the bytes of an event stream, fed in chunks of any size,
+//! into [`Item`]s: dispatched [`MessageEvent`]s and comments. It follows the
+//! WHATWG HTML standard, section "Server-sent events", 9.2.6 "Interpreting
+//! an event stream", which is how a browser's `EventSource` reads a stream.
+//!
+//! # The format (9.2.5)
+//!
+//! ```text
+//! stream      = [ bom ] *event
+//! event       = *( comment / field ) end-of-line
+//! comment     = colon *any-char end-of-line
+//! field       = 1*name-char [ colon [ space ] *any-char ] end-of-line
+//! end-of-line = ( cr lf / cr / lf )
+//! ```
+//!
+//! The grammar says what a server should send; a client must accept any
+//! bytes, and no input is an error here either (apart from the size limits
+//! below).
+//!
+//! # What the parser does (9.2.6)
+//!
+//! * "Streams must be decoded using the UTF-8 decode algorithm": one leading
+//!   U+FEFF (BOM) is stripped, at the very start of the stream only, and
+//!   invalid bytes become U+FFFD, one per maximal subpart (as
+//!   [`String::from_utf8_lossy`] does). Decoding never fails.
+//! * Lines end at CRLF, a lone LF or a lone CR. A CR at the end of a fed
+//!   chunk ends its line at once; an LF at the start of the next chunk is
+//!   then the rest of that CRLF, not an empty line.
+//! * "If the line is empty (a blank line)", "dispatch the event" (below).
+//! * "If the line starts with a U+003A COLON character (:)", "ignore the
+//!   line". This parser reports it as [`Item::Comment`] (see there).
+//! * Otherwise the field name is everything before the first colon and the
+//!   value everything after it, "if value starts with a U+0020 SPACE
+//!   character, remove it from value" (one space only). A line without a
+//!   colon is a field with an empty value. Names are compared exactly.
+//!   * `event`: "set the event type buffer to the field value".
+//!   * `data`: "append the field value to the data buffer, then append a
+//!     single U+000A LINE FEED (LF) character to the data buffer".
+//!   * `id`: "if the field value does not contain U+0000 NULL, then set the
+//!     last event ID buffer to the field value. Otherwise, ignore the field."
+//!   * `retry`: "if the field value consists of only ASCII digits, then
+//!     interpret the field value as an integer in base ten, and set the event
+//!     stream's reconnection time to that integer. Otherwise, ignore the
+//!     field." An empty value is ignored; a value too large for a `u64`
+//!     saturates at `u64::MAX` milliseconds.
+//!   * Any other field is ignored.
+//!
+//! Dispatching, at each empty line (the standard's steps for web browsers,
+//! without the parts about DOM events):
+//!
+//! 1. "Set the last event ID string of the event source to the value of the
+//!    last event ID buffer." (Even when no event fires; the buffer is not
+//!    reset.)
+//! 2. "If the data buffer is an empty string, set the data buffer and the
+//!    event type buffer to the empty string and return."
+//! 3. "If the data buffer's last character is a U+000A LINE FEED (LF)
+//!    character, then remove the last character from the data buffer."
+//! 4. The event's type is `message`, or the event type buffer if that is
+//!    not empty; its data is the data buffer; its id is the last event ID
+//!    string.
+//! 5. "Set the data buffer and the event type buffer to the empty string."
+//!
+//! "Once the end of the file is reached, any pending data must be
+//! discarded": [`Parser::finish`] drops a partial line and an event that no
+//! empty line ended, including an `id` in it.
+//!
+//! # Limits
+//!
+//! The standard sets no limit on a line or an event; this parser does, so
+//! that a peer cannot make it hold unbounded memory: [`Parser::max_line_len`]
+//! and [`Parser::max_event_size`], 64 KiB each by default. Going over one
+//! gives one [`ParseError`] and the event it happened in is dropped; parsing
+//! then goes on normally with the next event.
+//!
+//! # Example
+//!
+//! ```
+//! use stdsse::parser::{Item, MessageEvent, Parser};
+//!
+//! let mut parser = Parser::new();
+//! // Chunks can split lines, CRLF pairs and UTF-8 sequences anywhere.
+//! parser.feed(b": hello\r");
+//! parser.feed(b"\nevent: greeting\nid: 1\ndata: caf\xC3");
+//! parser.feed(b"\xA9\ndata: au lait\n\nretry: 2500\n");
+//!
+//! let items: Vec<Item> = parser.by_ref().collect::<Result<_, _>>()?;
+//! assert_eq!(
+//!     items,
+//!     [
+//!         Item::Comment("hello".into()),
+//!         Item::Event(MessageEvent {
+//!             event_type: "greeting".into(),
+//!             data: "café\nau lait".into(),
+//!             id: "1".into(),
+//!         }),
+//!     ]
+//! );
+//! assert_eq!(parser.get_last_event_id(), "1");
+//! assert_eq!(parser.retry(), Some(std::time::Duration::from_millis(2500)));
+//! parser.finish(); // end of stream
+//! # Ok::<(), stdsse::parser::ParseError>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// U+FEFF, stripped once at the start of a stream.
+const BOM: char = '\u{FEFF}';
+
+/// The default for [`Parser::max_line_len`] and [`Parser::max_event_size`].
+const DEFAULT_LIMIT: usize = 64 * 1024;
+
+/// A dispatched event, as a browser's `MessageEvent` would show it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MessageEvent {
+    /// The event type: the last `event` field of the event, or `message`
+    /// when it had none (or an empty one).
+    pub event_type: String,
+    /// The data: the `data` fields of the event joined with LF.
+    pub data: String,
+    /// The last event ID at dispatch: the `id` of this event, or else the
+    /// last `id` seen before it on the stream (or the one the parser started
+    /// with). Empty when there is none or an `id` field reset it.
+    pub id: String,
+}
+
+/// What the parser produces.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Item {
+    /// An event was dispatched (an empty line ended an event with data).
+    Event(MessageEvent),
+    /// A comment line (a line starting with `:`): the text after the colon,
+    /// with one leading space removed if there is one.
+    ///
+    /// Browsers ignore comments; they are reported so that a client can see
+    /// keep-alives. The space is removed the same way as for a field value,
+    /// which makes the parser the exact inverse of
+    /// [`Event::comment`](crate::Event::comment): the encoder writes
+    /// `: text`, and this gives back `text`.
+    Comment(String),
+}
+
+/// A size limit was exceeded. The event it happened in is dropped and
+/// parsing goes on with the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParseError {
+    /// A line (without its line ending) was longer than
+    /// [`Parser::max_line_len`] bytes.
+    LineTooLong {
+        /// The limit in force, in bytes.
+        limit: usize,
+    },
+    /// The data buffer plus the event type of one event grew larger than
+    /// [`Parser::max_event_size`] bytes.
+    EventTooLarge {
+        /// The limit in force, in bytes.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::LineTooLong { limit } => {
+                write!(f, "event stream line longer than {limit} bytes")
+            }
+            ParseError::EventTooLarge { limit } => {
+                write!(f, "event larger than {limit} bytes (data and event type)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// An incremental event-stream parser: [`feed`](Parser::feed) it bytes as
+/// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item).
+///
+/// ```
+/// use stdsse::parser::{Item, Parser};
+///
+/// let mut parser = Parser::new().last_event_id("41");
+/// parser.feed(b"data: one\n\nid: 42\ndata: two\n\n");
+/// let mut ids = Vec::new();
+/// while let Some(item) = parser.next_item() {
+///     if let Ok(Item::Event(event)) = item {
+///         ids.push(event.id);
+///     }
+/// }
+/// assert_eq!(ids, ["41", "42"]);
+/// ```
+///
+/// `Parser` is also an [`Iterator`] over the same items. It is not fused:
+/// `None` means "feed me more", and items come again after the next
+/// [`feed`](Parser::feed).
+///
+/// # Memory
+///
+/// The parser holds at most one partial line (up to
+/// [`max_line_len`](Parser::max_line_len)), the pending event (up to
+/// [`max_event_size`](Parser::max_event_size)) and the input fed since
+/// `next_item` last returned `None`. Feed a chunk, then pull items until
+/// `None`, and memory stays bounded whatever the peer sends.
+///
+/// Input is decoded from UTF-8 as it is fed (a sequence split between two
+/// chunks waits for the rest), so that each line is checked only once;
+/// this gives the same text as decoding line by line, since CR and LF are
+/// never part of a multi-byte sequence.
+///
+/// # Errors and recovery
+///
+/// When a line grows longer than `max_line_len`, `next_item` returns
+/// [`ParseError::LineTooLong`] once, as soon as the line is known to be too
+/// long (before its end arrives). The rest of that line and every line up to
+/// the next empty line are then skipped unread: the event is dropped whole,
+/// including the fields before the long line (an `id` in it is not
+/// committed, and comments after the long line are not reported). The empty
+/// line that ends the dropped event dispatches nothing; the next event is
+/// parsed normally. [`ParseError::EventTooLarge`] works the same way, from
+/// the line that made the event too large. A `retry` field before the error
+/// has already taken effect, as the standard applies it at once.
+#[derive(Clone)]
+pub struct Parser {
+    /// The input, decoded from UTF-8 as it is fed (so lines need no
+    /// checking of their own). The part not yet parsed starts at `pos`;
+    /// the text before it is waiting to be compacted away.
+    buf: String,
+    pos: usize,
+    /// The start of a UTF-8 sequence that the last fed chunk cut short.
+    tail: [u8; 4],
+    tail_len: usize,
+    /// `buf[pos..scanned]` is known to hold no CR or LF (so a long line fed
+    /// in small pieces is scanned once).
+    scanned: usize,
+    /// Still at the start of the stream: a BOM may come.
+    at_start: bool,
+    /// The last line ended with a CR that was the last byte fed: an LF that
+    /// comes next belongs to it.
+    after_cr: bool,
+    /// Skipping the lines of a dropped event up to the next empty line.
+    skipping: bool,
+    /// While skipping: the current line has bytes already (so it is not the
+    /// empty line that ends the skip).
+    skip_mid_line: bool,
+    max_line: usize,
+    /// Items parsed by `finish` that were not pulled yet.
+    ready: VecDeque<Result<Item, ParseError>>,
+    fields: Fields,
+}
+
+/// The standard's buffers, split from the input buffer so that a line can
+/// borrow the input while the fields change.
+#[derive(Clone, Debug)]
+struct Fields {
+    data: String,
+    event_type: String,
+    /// The last event ID buffer (changed by `id` fields).
+    id: String,
+    /// The last event ID string (set from the buffer at each dispatch).
+    last_id: String,
+    retry: Option<Duration>,
+    max_event: usize,
+}
+
+impl Default for Parser {
+    fn default() -> Parser {
+        Parser::new()
+    }
+}
+
+impl fmt::Debug for Parser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parser")
+            .field("last_event_id", &self.fields.last_id)
+            .field("retry", &self.fields.retry)
+            .field("buffered", &self.buffered())
+            .field("max_line_len", &self.max_line)
+            .field("max_event_size", &self.fields.max_event)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parser {
+    /// A parser at the start of a stream, with an empty last event ID, no
+    /// retry seen and 64 KiB limits.
+    pub fn new() -> Parser {
+        Parser {
+            buf: String::new(),
+            pos: 0,
+            tail: [0; 4],
+            tail_len: 0,
+            scanned: 0,
+            at_start: true,
+            after_cr: false,
+            skipping: false,
+            skip_mid_line: false,
+            max_line: DEFAULT_LIMIT,
+            ready: VecDeque::new(),
+            fields: Fields {
+                data: String::new(),
+                event_type: String::new(),
+                id: String::new(),
+                last_id: String::new(),
+                retry: None,
+                max_event: DEFAULT_LIMIT,
+            },
+        }
+    }
+
+    /// Starts from the given last event ID, as a client that reconnects with
+    /// `Last-Event-ID` does: events without an `id` field carry it until the
+    /// stream sends another `id`.
+    pub fn last_event_id(mut self, id: impl Into<String>) -> Parser {
+        let id = id.into();
+        self.fields.id.clone_from(&id);
+        self.fields.last_id = id;
+        self
+    }
+
+    /// Sets the longest line accepted, in bytes, not counting its line
+    /// ending (default 64 KiB). Lines are measured after UTF-8 decoding, so
+    /// an invalid byte counts as the three bytes of U+FFFD. See
+    /// [`ParseError::LineTooLong`].
+    pub fn max_line_len(mut self, bytes: usize) -> Parser {
+        self.max_line = bytes;
+        self
+    }
+
+    /// Sets the largest event accepted, in bytes (default 64 KiB): the data
+    /// buffer (each `data` line adds its value and one LF) plus the event
+    /// type, after UTF-8 decoding. See [`ParseError::EventTooLarge`].
+    pub fn max_event_size(mut self, bytes: usize) -> Parser {
+        self.fields.max_event = bytes;
+        self
+    }
+
+    /// Appends input. Chunks may be of any size and split the stream
+    /// anywhere. Pull the items with [`next_item`](Parser::next_item).
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.tail_len > 0 {
+            // Finish the sequence the last chunk cut: at most four bytes
+            // decide it.
+            let have = self.tail_len;
+            let take = bytes.len().min(self.tail.len() - have);
+            let mut joint = self.tail;
+            joint[have..have + take].copy_from_slice(&bytes[..take]);
+            let used = decode(&mut self.buf, &joint[..have + take]);
+            if used >= have {
+                bytes = &bytes[used - have..];
+                self.tail_len = 0;
+            } else {
+                // Still cut short: then `take` was all of `bytes`.
+                self.set_tail(&joint[used..have + take]);
+                return;
+            }
+        }
+        let used = decode(&mut self.buf, bytes);
+        self.set_tail(&bytes[used..]);
+    }
+
+    fn set_tail(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.tail.len());
+        self.tail[..n].copy_from_slice(&bytes[..n]);
+        self.tail_len = n;
+    }
+
+    /// The next item from the input fed so far, or `None` when more input
+    /// is needed.
+    pub fn next_item(&mut self) -> Option<Result<Item, ParseError>> {
+        if !self.ready.is_empty() {
+            return self.ready.pop_front();
+        }
+        self.parse_next()
+    }
+
+    /// Parses up to the next item.
+    fn parse_next(&mut self) -> Option<Result<Item, ParseError>> {
+        loop {
+            if self.pos >= self.buf.len() {
+                self.compact();
+                return None;
+            }
+            let bytes = self.buf.as_bytes();
+            if self.at_start {
+                self.at_start = false;
+                if self.buf[self.pos..].starts_with(BOM) {
+                    self.pos += BOM.len_utf8();
+                    continue;
+                }
+            }
+            if self.after_cr {
+                self.after_cr = false;
+                if bytes[self.pos] == b'\n' {
+                    self.pos += 1;
+                    continue;
+                }
+            }
+            let from = self.scanned.max(self.pos);
+            let Some(offset) = find_eol(&bytes[from..]) else {
+                return self.partial_line();
+            };
+            let start = self.pos;
+            let end = from + offset;
+            self.pos = end + 1;
+            if bytes[end] == b'\r' {
+                match bytes.get(self.pos) {
+                    Some(b'\n') => self.pos += 1,
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            self.scanned = self.pos;
+            let line = &self.buf[start..end];
+            if self.skipping {
+                if line.is_empty() && !self.skip_mid_line {
+                    self.skipping = false;
+                }
+                self.skip_mid_line = false;
+            } else if line.len() > self.max_line {
+                return Some(Err(self.drop_event(ParseError::LineTooLong {
+                    limit: self.max_line,
+                })));
+            } else if let Some(item) = self.fields.line(line) {
+                if let Err(error) = item {
+                    return Some(Err(self.drop_event(error)));
+                }
+                return Some(item);
+            }
+        }
+    }
+
+    /// Ends the stream. Lines already fed are still parsed (pull their items
+    /// with [`next_item`](Parser::next_item)); then, as the standard says,
+    /// "any pending data must be discarded": a last line without a line
+    /// ending, and an event that no empty line ended (its data, its type and
+    /// its `id`, so [`get_last_event_id`](Parser::get_last_event_id) keeps
+    /// the id of the last event that was ended).
+    ///
+    /// Input fed after `finish` is parsed as the continuation of a stream
+    /// whose start (and BOM) is past; call [`reset`](Parser::reset) to begin
+    /// a new stream.
+    pub fn finish(&mut self) {
+        while let Some(item) = self.parse_next() {
+            self.ready.push_back(item);
+        }
+        self.reset_stream();
+        self.at_start = false;
+    }
+
+    /// Starts a new stream, for example after reconnecting: drops any input
+    /// not parsed yet, a partial line and a pending event, forgets a CR that
+    /// ended the last chunk, and strips a BOM again at the start of the next
+    /// input. The last event ID and the retry time are kept (a reconnecting
+    /// client sends that ID as `Last-Event-ID`). Items that
+    /// [`finish`](Parser::finish) parsed and that were not pulled yet are
+    /// kept too.
+    pub fn reset(&mut self) {
+        self.reset_stream();
+        self.at_start = true;
+    }
+
+    /// The last event ID string: the value of the `id` field in force at the
+    /// last dispatch (empty line), or the starting one. An `id` field of an
+    /// event that no empty line has ended yet does not count until it is
+    /// ended. This is the value a reconnecting client sends as
+    /// `Last-Event-ID` (if it is not empty).
+    pub fn get_last_event_id(&self) -> &str {
+        &self.fields.last_id
+    }
+
+    /// The reconnection time from the last valid `retry` field, if any. It
+    /// takes effect as soon as the field is read, even inside an event that
+    /// is never dispatched.
+    pub fn retry(&self) -> Option<Duration> {
+        self.fields.retry
+    }
+
+    /// The number of bytes the parser holds: input not yet returned as
+    /// items (decoded; plus parsed input not yet compacted away, and up to
+    /// three bytes of a UTF-8 sequence cut short) and the pending event's
+    /// data and type. After `next_item` has returned `None` this is at most
+    /// `max_line_len + max_event_size + 3`.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.tail_len + self.fields.data.len() + self.fields.event_type.len()
+    }
+
+    /// No line ending in the rest of the input: keep the partial line, or
+    /// drop it when skipping or when it is already too long.
+    fn partial_line(&mut self) -> Option<Result<Item, ParseError>> {
+        if self.skipping {
+            self.skip_mid_line = true;
+            self.pos = self.buf.len();
+        } else if self.buf.len() - self.pos > self.max_line {
+            self.pos = self.buf.len();
+            let error = self.drop_event(ParseError::LineTooLong {
+                limit: self.max_line,
+            });
+            self.skip_mid_line = true;
+            return Some(Err(error));
+        } else {
+            self.scanned = self.buf.len();
+        }
+        self.compact();
+        None
+    }
+
+    /// Drops the pending event after a limit error and skips to the end of
+    /// it (the current line is complete; the caller says otherwise).
+    fn drop_event(&mut self, error: ParseError) -> ParseError {
+        self.fields.drop_event();
+        self.skipping = true;
+        self.skip_mid_line = false;
+        error
+    }
+
+    /// Moves the unparsed input to the front of the buffer.
+    fn compact(&mut self) {
+        if self.pos == 0 {
+            return;
+        }
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..self.pos);
+        }
+        self.scanned = self.scanned.saturating_sub(self.pos);
+        self.pos = 0;
+    }
+
+    /// Forgets the input and the pending event; keeps the IDs and retry.
+    fn reset_stream(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        self.tail_len = 0;
+        self.scanned = 0;
+        self.after_cr = false;
+        self.skipping = false;
+        self.skip_mid_line = false;
+        self.fields.drop_event();
+    }
+}
+
+impl Iterator for Parser {
+    type Item = Result<Item, ParseError>;
+
+    /// The same as [`Parser::next_item`].
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item()
+    }
+}
+
+impl Fields {
+    /// Interprets one complete line (without its line ending).
+    fn line(&mut self, line: &str) -> Option<Result<Item, ParseError>> {
+        // The most common line first, without looking for the colon.
+        if let Some(value) = line.strip_prefix("data:") {
+            return self.data(strip_space(value));
+        }
+        let (name, value) = match line.bytes().position(|b| b == b':') {
+            None if line.is_empty() => return self.dispatch().map(Ok),
+            None => (line, ""),
+            Some(0) => return Some(Ok(Item::Comment(strip_space(&line[1..]).to_owned()))),
+            Some(colon) => (&line[..colon], strip_space(&line[colon + 1..])),
+        };
+        match name {
+            "data" => return self.data(value),
+            "event" => {
+                self.event_type.clear();
+                self.event_type.push_str(value);
+                return self.check_size();
+            }
+            // An id containing NUL is ignored whole.
+            "id" if !value.contains('\0') => {
+                self.id.clear();
+                self.id.push_str(value);
+            }
+            "retry" => {
+                if let Some(ms) = parse_retry(value) {
+                    self.retry = Some(Duration::from_millis(ms));
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn data(&mut self, value: &str) -> Option<Result<Item, ParseError>> {
+        self.data.push_str(value);
+        self.data.push('\n');
+        self.check_size()
+    }
+
+    /// The standard's "dispatch the event" steps, at an empty line.
+    fn dispatch(&mut self) -> Option<Item> {
+        self.last_id.clone_from(&self.id);
+        if self.data.is_empty() {
+            self.event_type.clear();
+            return None;
+        }
+        if self.data.ends_with('\n') {
+            self.data.pop();
+        }
+        // Copied out rather than moved: the event gets strings of the exact
+        // size (one allocation each) and the buffers keep their capacity,
+        // so parsing allocates nothing else. (Measured faster than moving
+        // the buffers out and growing new ones.)
+        let event = MessageEvent {
+            event_type: if self.event_type.is_empty() {
+                String::from("message")
+            } else {
+                self.event_type.clone()
+            },
+            data: self.data.clone(),
+            id: self.last_id.clone(),
+        };
+        self.data.clear();
+        self.event_type.clear();
+        Some(Item::Event(event))
+    }
+
+    fn check_size(&self) -> Option<Result<Item, ParseError>> {
+        if self.data.len() + self.event_type.len() > self.max_event {
+            Some(Err(ParseError::EventTooLarge {
+                limit: self.max_event,
+            }))
+        } else {
+            None
+        }
+    }
+
+    /// Forgets the pending event: data, type and an uncommitted `id`.
+    fn drop_event(&mut self) {
+        self.data.clear();
+        self.event_type.clear();
+        if self.id != self.last_id {
+            self.id.clone_from(&self.last_id);
+        }
+    }
+}
+
+/// Removes one leading U+0020 SPACE.
+fn strip_space(value: &str) -> &str {
+    value.strip_prefix(' ').unwrap_or(value)
+}
+
+/// Appends the UTF-8 decoding of `bytes`, each invalid sequence (maximal
+/// subpart) becoming U+FFFD, and returns how many bytes it used: all but
+/// the start of a sequence cut short at the end (at most three bytes).
+fn decode(out: &mut String, mut bytes: &[u8]) -> usize {
+    let total = bytes.len();
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                out.push_str(text);
+                return total;
+            }
+            Err(error) => {
+                let (valid, rest) = bytes.split_at(error.valid_up_to());
+                if let Ok(text) = std::str::from_utf8(valid) {
+                    out.push_str(text);
+                }
+                match error.error_len() {
+                    Some(invalid) => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        bytes = rest.get(invalid..).unwrap_or_default();
+                    }
+                    None => return total - rest.len(),
+                }
+            }
+        }
+    }
+}
+
+/// A `retry` value: ASCII digits only, at least one; saturates at
+/// `u64::MAX`.
+fn parse_retry(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.bytes().fold(0u64, |ms, digit| {
+        ms.saturating_mul(10)
+            .saturating_add(u64::from(digit.wrapping_sub(b'0')))
+    }))
+}
+
+/// The offset of the first CR or LF, eight bytes at a time.
+fn find_eol(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if let Some(at) = eol_in_word(word) {
+            return Some(offset + at);
+        }
+        offset += 8;
+    }
+    // The last few bytes, padded with NUL (neither CR nor LF).
+    let rest = chunks.remainder();
+    let mut word = [0; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    eol_in_word(word).map(|at| offset + at)
+}
+
+/// The index of the first CR or LF among eight bytes.
+#[inline(always)]
+fn eol_in_word(bytes: [u8; 8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    let word = u64::from_le_bytes(bytes);
+    let lf = word ^ LFS;
+    let cr = word ^ CRS;
+    // A byte of `lf` or `cr` is zero where the input has LF or CR. Borrows
+    // can flag a byte above a real match, never below, so the lowest flagged
+    // byte is a real one.
+    let found = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGHS;
+    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_eol_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for eol in [b'\n', b'\r'] {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes near CR/LF and 0x80-heavy ones must not confuse
+                    // the word scan.
+                    for (i, b) in bytes.iter_mut().enumerate() {
+                        *b = [b'a', 0x0B, 0x0C, 0x0E, 0x8A, 0x8D, 0x00, 0xFF][i % 8];
+                    }
+                    bytes[at] = eol;
+                    if at + 1 < len {
+                        bytes[at + 1] = b'\n';
+                    }
+                    assert_eq!(find_eol(&bytes), Some(at), "len {len} at {at}");
+                }
+            }
+            let clean = vec![0x8Bu8; len];
+            assert_eq!(find_eol(&clean), None);
+        }
+    }
+
+    #[test]
+    fn retry_values() {
+        assert_eq!(parse_retry("0"), Some(0));
+        assert_eq!(parse_retry("02000"), Some(2000));
+        assert_eq!(parse_retry("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_retry("18446744073709551616"), Some(u64::MAX));
+        assert_eq!(parse_retry("99999999999999999999999999"), Some(u64::MAX));
+        for bad in ["", " 5", "+5", "-1", "1.5", "5s", "５"] {
+            assert_eq!(parse_retry(bad), None);
+        }
+    }
+
+    #[test]
+    fn utf8_is_decoded_lossily() {
+        let mut out = String::new();
+        assert_eq!(decode(&mut out, b"a\xEF\xBBb\xFF\xC3\xA9\xF0\x9F\x98"), 7);
+        assert_eq!(out, "a\u{FFFD}b\u{FFFD}é");
+        assert_eq!(decode(&mut out, b"\xED\xA0\x80\xC3"), 3);
+        assert_eq!(out, "a\u{FFFD}b\u{FFFD}é\u{FFFD}\u{FFFD}\u{FFFD}");
+    }
+
+    #[test]
+    fn utf8_split_anywhere() {
+        let text = "aé✓😀\u{FEFF}z".as_bytes();
+        let bad = b"\xF0\x9F\x98a\xE2\x82\xFF\xC3\xEF\xBB";
+        for input in [text, &bad[..]] {
+            let mut whole = Parser::new();
+            whole.feed(input);
+            for i in 0..=input.len() {
+                for j in i..=input.len() {
+                    let mut parser = Parser::new();
+                    for chunk in [&input[..i], &input[i..j], &input[j..]] {
+                        parser.feed(chunk);
+                    }
+                    assert_eq!((&parser.buf, parser.tail_len), (&whole.buf, whole.tail_len));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_partial_line() {
+        let mut parser = Parser::new();
+        parser.feed(b"data: a\n\ndata: b");
+        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(_)))));
+        assert_eq!(parser.next_item(), None);
+        assert_eq!(parser.buf, "data: b");
+        parser.feed(b"\n\n");
+        let Some(Ok(Item::Event(event))) = parser.next_item() else {
+            panic!("no event");
+        };
+        assert_eq!(event.data, "b");
+        assert_eq!(parser.next_item(), None);
+        assert_eq!(parser.buffered(), 0);
+    }
+}
