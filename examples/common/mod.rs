@@ -1,0 +1,138 @@
+//! Shared by the examples: graceful shutdown on Ctrl+C, command-line
+//! options and an access log on stderr.
+//!
+//! The standard library cannot catch a signal. `on_ctrl_c` installs a
+//! handler with one call to the C library's `signal` (the only `unsafe` in
+//! this repository; the library itself forbids it). The handler only sets a
+//! flag, the one thing a signal handler may safely do; a watcher thread sees
+//! the flag and starts the server's graceful shutdown.
+
+#![allow(dead_code)] // each example uses part of this module
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use stdsse::server::{LogEntry, LogKind};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_signal(_signal: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+#[cfg(unix)]
+extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+}
+
+/// On Ctrl+C (SIGINT) or SIGTERM, run `stop` (which shuts the server down
+/// gracefully, so that `run()` returns and the example exits with status 0).
+pub fn on_ctrl_c(stop: impl FnOnce() + Send + 'static) {
+    #[cfg(unix)]
+    // SAFETY: `signal` is given a valid signal number and an `extern "C"`
+    // function that only stores to an atomic (async-signal-safe).
+    unsafe {
+        signal(2, on_signal); // SIGINT
+        signal(15, on_signal); // SIGTERM
+    }
+    thread::spawn(move || loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            eprintln!("shutting down");
+            stop();
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    });
+}
+
+/// Prints one access-log line to stderr.
+pub fn log_to_stderr(entry: &LogEntry<'_>) {
+    let what = match entry.kind {
+        LogKind::Request => "",
+        LogKind::StreamEnd => " (stream ended)",
+    };
+    eprintln!(
+        "{} {} {} {} {}B {:.1}ms{}{}",
+        entry.remote,
+        entry.method,
+        entry.path,
+        entry.status,
+        entry.bytes,
+        entry.duration.as_secs_f64() * 1000.0,
+        what,
+        entry.error.map(|e| format!(": {e}")).unwrap_or_default(),
+    );
+}
+
+/// Command-line options: `--name value` pairs, with defaults.
+pub struct Options {
+    args: Vec<(String, String)>,
+}
+
+impl Options {
+    /// Reads `--name value` pairs; anything else (or a name not in `known`)
+    /// prints `usage` and exits with status 2.
+    pub fn parse(known: &[&str], usage: &str) -> Options {
+        let mut args = Vec::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(name) = it.next() {
+            let known_name = name
+                .strip_prefix("--")
+                .filter(|n| known.contains(n))
+                .map(str::to_string);
+            match (known_name, it.next()) {
+                (Some(name), Some(value)) => args.push((name, value)),
+                _ => {
+                    eprintln!("usage: {usage}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Options { args }
+    }
+
+    /// The last value given for `name`, or `default`.
+    pub fn get(&self, name: &str, default: &str) -> String {
+        let found = self.args.iter().rev().find(|(n, _)| n == name);
+        found.map_or(default, |(_, v)| v.as_str()).to_string()
+    }
+
+    /// The value of `name` parsed as a number, or exit with a message.
+    pub fn number(&self, name: &str, default: u64) -> u64 {
+        let value = self.get(name, &default.to_string());
+        value.parse().unwrap_or_else(|_| {
+            eprintln!("--{name}: not a number: {value}");
+            std::process::exit(2);
+        })
+    }
+}
+
+/// The current UTC time in RFC 3339 with milliseconds, e.g.
+/// `2025-01-18T04:30:00.123Z`, from the system clock (no time zone data
+/// needed for UTC).
+pub fn now_rfc3339() -> String {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}

@@ -1,0 +1,183 @@
+//! The `clock` example behaves as documented: it prints where it listens,
+//! serves `/events` and `/`, resumes after `Last-Event-ID`, and exits with
+//! status 0 on Ctrl+C (SIGINT).
+
+mod common;
+
+#[cfg(unix)]
+#[test]
+fn clock_example_works_as_documented() {
+    use std::io::{BufRead, BufReader};
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use common::{Client, WAIT};
+
+    /// Kills the child if the test fails half-way.
+    struct Guard(Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS(.f+)?Z`
+    fn is_rfc3339_utc(s: &str) -> bool {
+        let b = s.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+        let fixed = b.len() >= 20
+            && digits(0..4)
+            && b[4] == b'-'
+            && digits(5..7)
+            && b[7] == b'-'
+            && digits(8..10)
+            && b[10] == b'T'
+            && digits(11..13)
+            && b[13] == b':'
+            && digits(14..16)
+            && b[16] == b':'
+            && digits(17..19);
+        let rest = s.get(19..).unwrap_or("");
+        let fraction_ok = match rest.strip_suffix('Z') {
+            Some("") => true,
+            Some(f) => {
+                f.len() > 1 && f.starts_with('.') && f[1..].bytes().all(|c| c.is_ascii_digit())
+            }
+            None => false,
+        };
+        fixed && fraction_ok
+    }
+
+    /// Reads one event (up to its empty line) and returns its lines.
+    fn event_lines(client: &mut Client) -> Vec<String> {
+        let raw = client.read_until(b"\n\n");
+        let text = String::from_utf8(raw).expect("UTF-8 stream");
+        let text = text.strip_suffix("\n\n").expect("an empty line ends it");
+        text.split('\n').map(str::to_string).collect()
+    }
+
+    /// Checks one `time` event and returns its id.
+    fn time_event(client: &mut Client) -> String {
+        let lines = event_lines(client);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], "event: time");
+        let id = lines[1]
+            .strip_prefix("id: ")
+            .expect("an id line")
+            .to_string();
+        let data = lines[2].strip_prefix("data: ").expect("a data line");
+        assert!(is_rfc3339_utc(data), "not RFC 3339 UTC: {data:?}");
+        id
+    }
+
+    // Build the example (cargo test usually has already), then run the
+    // binary directly so that the signal reaches it and not cargo.
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "--offline", "--example", "clock"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().expect("cargo runs").success(),
+        "the example builds"
+    );
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir: PathBuf = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .into();
+    let clock = profile_dir.join("examples").join("clock");
+
+    let child = Command::new(&clock)
+        .args(["--addr", "127.0.0.1:0", "--interval-ms", "50"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", clock.display()));
+    let mut child = Guard(child);
+
+    // stderr, line by line, with bounded waits.
+    let (tx, lines) = mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(WAIT * 2)
+        .expect("a first line on stderr");
+    let addr: SocketAddr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
+        .parse()
+        .expect("HOST:PORT");
+    assert_ne!(addr.port(), 0, "the real port is printed");
+
+    // The stream: a comment, then evt-1, evt-2, ...
+    let mut events = Client::connect(addr);
+    events.send(b"GET /events HTTP/1.1\r\nHost: clock\r\nAccept: text/event-stream\r\n\r\n");
+    let head = events.head();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Content-Type"), Some("text/event-stream"));
+    assert_eq!(event_lines(&mut events), [": connected"]);
+    for n in 1..=3 {
+        assert_eq!(time_event(&mut events), format!("evt-{n}"));
+    }
+
+    // A reconnect after evt-41 continues at evt-42.
+    let mut resumed = Client::connect(addr);
+    resumed.send(b"GET /events HTTP/1.1\r\nHost: clock\r\nLast-Event-ID: evt-41\r\n\r\n");
+    assert_eq!(resumed.head().status, 200);
+    assert_eq!(event_lines(&mut resumed), [": connected"]);
+    assert_eq!(time_event(&mut resumed), "evt-42");
+    assert_eq!(time_event(&mut resumed), "evt-43");
+    drop(resumed);
+
+    // The page.
+    let mut page = Client::connect(addr);
+    page.send(b"GET / HTTP/1.1\r\nHost: clock\r\nConnection: close\r\n\r\n");
+    let resp = page.response();
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("Content-Type")
+        .unwrap_or("")
+        .starts_with("text/html"));
+    assert!(resp.body_str().contains("EventSource"));
+
+    // Ctrl+C with a stream still open: graceful shutdown, status 0.
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + WAIT * 2;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for clock") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "clock did not exit after SIGINT");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // The open stream was ended by the shutdown (events until then).
+    let rest = events.read_to_end();
+    assert!(
+        rest.ends_with(b"\n\n") || rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -1,0 +1,1414 @@
+//! The HTTP server over real sockets on 127.0.0.1 (port 0): every status it
+//! produces, limits at and past their boundaries, keep-alive, pipelining,
+//! bodies, routing, hooks, event streams, shutdown and a fuzz run.
+//!
+//! Every wait is bounded: client sockets have read timeouts ([`WAIT`]),
+//! polls have deadlines, and servers are configured with short timeouts.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{find, get, parse_status_line, wait_until, Client, Rng, TestServer, WAIT};
+use stdsse::http::Limits;
+use stdsse::server::{Cors, LogKind};
+use stdsse::{Event, EventStream, Response, SendError, Server};
+
+/// The exact head of every event-stream response.
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+    Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
+
+/// Small limits, so that each boundary is cheap to reach.
+const SMALL: Limits = Limits {
+    max_request_line: 64,
+    max_header_line: 64,
+    max_headers: 10,
+    max_head: 512,
+    max_body: 16,
+};
+
+/// The plain routes most tests use.
+fn routes(s: &mut Server) {
+    s.get("/", |_| Response::text(200, "hello"))
+        .post("/echo", |req| {
+            Response::new(200)
+                .header("X-Method", req.method())
+                .body(req.body().to_vec())
+        })
+        .get("/panic", |_| panic!("handler panic (the test expects it)"))
+        .get("/files/exact", |_| Response::text(200, "exact"))
+        .route_prefix("GET", "/files/", |req| {
+            Response::text(200, format!("prefix {}", req.path()))
+        })
+        .route_prefix("GET", "/files/deep/", |req| {
+            Response::text(200, format!("deep {}", req.path()))
+        })
+        .route_prefix("GET", "/long/", |_| Response::text(200, "long"))
+        .route("PUT", "/item", |_| Response::text(200, "put"))
+        .route("DELETE", "/item", |_| Response::text(200, "deleted"));
+}
+
+/// A server with [`routes`], [`SMALL`] limits and short timeouts.
+fn small_server() -> TestServer {
+    TestServer::start(|s| {
+        routes(s);
+        s.limits(SMALL)
+            .head_timeout(Duration::from_millis(300))
+            .idle_timeout(Duration::from_millis(300))
+            .body_timeout(Duration::from_millis(300));
+    })
+}
+
+/// A request line of exactly `len` bytes (CRLF not counted) for the
+/// `/long/` prefix route.
+fn request_line(len: usize) -> String {
+    format!("GET /long/{} HTTP/1.1", "a".repeat(len - 19))
+}
+
+/// A GET / head of exactly `len` bytes in total (final CRLF included), made
+/// of padding fields of at most 64 bytes each.
+fn head_of_len(len: usize) -> Vec<u8> {
+    let mut head = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+    let mut left = len - head.len() - 2;
+    while left > 0 {
+        // One field line is 6..=66 bytes with its CRLF.
+        let take = match left {
+            66 => 66,
+            n if n > 72 => 66,
+            n if n > 66 => n - 6,
+            n => n,
+        };
+        head.extend_from_slice(b"X-P:");
+        head.extend(std::iter::repeat_n(b'p', take - 6));
+        head.extend_from_slice(b"\r\n");
+        left -= take;
+    }
+    head.extend_from_slice(b"\r\n");
+    assert_eq!(head.len(), len);
+    head
+}
+
+// ---------------------------------------------------------------------------
+// Status codes
+// ---------------------------------------------------------------------------
+
+/// One line per case: what is sent on a new connection, and the status it
+/// must get. After each, a normal request on a new connection must work.
+#[test]
+fn every_status_from_a_real_request() {
+    let server = small_server();
+    #[rustfmt::skip]
+    let table: &[(&str, &[u8], u16)] = &[
+        ("plain GET", b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+        ("leading empty lines", b"\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+        ("HTTP/1.0 without Host", b"GET / HTTP/1.0\r\n\r\n", 200),
+        ("POST with a body", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi", 200),
+        ("OPTIONS", b"OPTIONS /echo HTTP/1.1\r\nHost: t\r\n\r\n", 204),
+        ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 204),
+        ("bad request line: two spaces", b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("bad request line: bad method", b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("bad request line: absolute-form", b"GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("bad request line: HTTP/0.9", b"GET /\r\n\r\n", 505),
+        ("bad header name", b"GET / HTTP/1.1\r\nHost: t\r\nBad(Name): x\r\n\r\n", 400),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
+        ("header without colon", b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
+        ("bare CR", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n", 400),
+        ("bare LF", b"GET / HTTP/1.1\nHost: t\n\n", 400),
+        ("bare LF after a field", b"GET / HTTP/1.1\r\nHost: t\n\r\n", 400),
+        ("NUL in a value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n", 400),
+        ("DEL in a value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n", 400),
+        ("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n", 400),
+        ("two Hosts", b"GET / HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400),
+        ("invalid Host", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        ("CL and TE", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+        ("conflicting CL", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+        ("negative CL", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
+        ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+        ("chunk data without CRLF", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n", 400),
+        ("no such path", b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+        ("no such path, with a body", b"POST /missing HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 404),
+        ("wrong method", b"DELETE /echo HTTP/1.1\r\nHost: t\r\n\r\n", 405),
+        ("wrong method, with a body", b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 405),
+        ("methods are case-sensitive", b"get / HTTP/1.1\r\nHost: t\r\n\r\n", 405),
+        ("CL over max_body", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n01234567890123456", 413),
+        ("chunked over max_body", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n1\r\nx\r\n0\r\n\r\n", 413),
+        ("Expect: something-else", b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\nhi", 417),
+        ("handler panic", b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n", 500),
+        ("Transfer-Encoding: gzip", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("Transfer-Encoding: gzip, chunked", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        ("chunked in HTTP/1.0", b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+        ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505),
+    ];
+    for &(name, request, status) in table {
+        let mut client = server.client();
+        client.send(request);
+        let resp = client.response();
+        assert_eq!(resp.status, status, "{name}: {resp:?}");
+        // The reason phrase is the standard one (the version is the
+        // request's, or 1.1 when the request could not be parsed).
+        let reason = stdsse::http::reason_phrase(status);
+        assert_eq!(
+            resp.status_line[8..],
+            format!(" {status} {reason}"),
+            "{name}"
+        );
+        if status >= 400 && !matches!(status, 404 | 405) {
+            // A bad request ends the connection, cleanly.
+            assert_eq!(resp.header("Connection"), Some("close"), "{name}");
+            client.assert_closed();
+        }
+        server.assert_alive();
+    }
+}
+
+/// Each limit of [`SMALL`] exactly at the boundary (accepted) and one byte
+/// (or one field) past it (rejected).
+#[test]
+fn limits_at_and_past_the_boundary() {
+    let server = small_server();
+    let line = |len: usize| format!("{}\r\nHost: t\r\n\r\n", request_line(len)).into_bytes();
+    let field = |len: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+            "v".repeat(len - 7)
+        )
+        .into_bytes()
+    };
+    let fields = |n: usize| {
+        let mut head = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 1..n {
+            head.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    };
+    let length = |n: usize| {
+        let mut req = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n");
+        req.push_str(&"b".repeat(n));
+        req.into_bytes()
+    };
+    let chunked = |n: usize| {
+        // Two chunks, so that the second one crosses the limit.
+        let (a, b) = (n / 2, n - n / 2);
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {a:x};ext=1\r\n{}\r\n{b:x}\r\n{}\r\n0\r\nX-Trailer: t\r\n\r\n",
+            "c".repeat(a),
+            "c".repeat(b)
+        )
+        .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("request line at max_request_line", line(64), 200),
+        ("request line one past", line(65), 414),
+        ("field line at max_header_line", field(64), 200),
+        ("field line one past", field(65), 431),
+        ("fields at max_headers", fields(10), 200),
+        ("one field past max_headers", fields(11), 431),
+        ("head at max_head", head_of_len(512), 200),
+        ("head one past max_head", head_of_len(513), 431),
+        ("Content-Length at max_body", length(16), 200),
+        ("Content-Length one past", length(17), 413),
+        ("chunked body at max_body", chunked(16), 200),
+        ("chunked body one past", chunked(17), 413),
+    ];
+    for (name, request, status) in cases {
+        let mut client = server.client();
+        client.send(&request);
+        let resp = client.response();
+        assert_eq!(resp.status, status, "{name}: {resp:?}");
+        if status == 200 && request.starts_with(b"POST") {
+            assert_eq!(
+                resp.body,
+                vec![if name.contains("chunked") { b'c' } else { b'b' }; 16]
+            );
+        }
+        if status != 200 {
+            assert_eq!(resp.header("Connection"), Some("close"), "{name}");
+            client.assert_closed();
+        }
+        server.assert_alive();
+    }
+}
+
+#[test]
+fn wrong_method_lists_allowed_methods() {
+    let server = small_server();
+    let resp = server.request(b"GET /item HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("Allow"), Some("DELETE, OPTIONS, PUT"));
+    let resp = server.request(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("Allow"), Some("GET, HEAD, OPTIONS"));
+}
+
+/// A client trickling one byte every 50 ms never lets a single read wait
+/// long, yet the 300 ms head deadline is a total: 408.
+#[test]
+fn head_deadline_stops_a_trickling_client() {
+    let server = small_server();
+    let mut client = server.client();
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    client.send(b"GET / HTTP/1.1\r\nX-Slow: ");
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    let mut sent = 0;
+    loop {
+        assert!(Instant::now() < deadline, "no 408 for a trickling client");
+        let mut buf = [0u8; 1024];
+        match std::io::Read::read(&mut client.stream, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if common::is_timeout(&e) => {
+                if got.is_empty() && client.try_send(b"a").is_ok() {
+                    sent += 1;
+                }
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+        if find(&got, b"\r\n\r\n").is_some() {
+            break;
+        }
+    }
+    assert!(sent > 1, "the client trickled only {sent} bytes");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    server.assert_alive();
+}
+
+#[test]
+fn head_deadline_stops_a_stalled_head() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+    let resp = client.response();
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.header("Connection"), Some("close"));
+    client.assert_closed();
+    server.assert_alive();
+}
+
+#[test]
+fn body_deadline_answers_408() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
+    let resp = client.response();
+    assert_eq!(resp.status, 408);
+    client.assert_closed();
+    server.assert_alive();
+}
+
+/// An answer sent without reading the body (404, 405, a guard's refusal)
+/// ends the connection; the unread body must not turn the close into a
+/// reset, which can destroy the answer before the client reads it.
+#[test]
+fn early_answer_with_an_unread_body_closes_cleanly() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.guard(|req| (req.path() == "/guarded").then(|| Response::text(403, "no")));
+    });
+    let body = vec![b'x'; 200_000];
+    for (target, status) in [("/missing", 404), ("/", 405), ("/guarded", 403)] {
+        let mut client = server.client();
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        client.send(head.as_bytes());
+        // The server may answer before it has all of it.
+        let _ = client.try_send(&body);
+        let resp = client.response();
+        assert_eq!(resp.status, status, "{target}");
+        assert_eq!(resp.header("Connection"), Some("close"), "{target}");
+        client.assert_closed();
+    }
+    // The same after a panic, with a pipelined request left unread.
+    let mut client = server.client();
+    let mut pipelined = get("/panic");
+    pipelined.extend_from_slice(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    pipelined.extend_from_slice(&body);
+    let _ = client.try_send(&pipelined);
+    assert_eq!(client.response().status, 500);
+    client.assert_closed();
+    server.assert_alive();
+}
+
+#[test]
+fn handler_panic_is_isolated_and_counted() {
+    let server = small_server();
+    let before = server.handle.stats().panics;
+    let resp = server.request(&get("/panic"));
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.header("Connection"), Some("close"));
+    assert_eq!(server.handle.stats().panics, before + 1);
+    server.assert_alive();
+}
+
+#[test]
+fn max_connections_answers_503_then_recovers() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.max_connections(2)
+            .keep_alive(Some(Duration::from_millis(100)))
+            .sse("/hold", |_req, stream| loop {
+                stream.sleep(Duration::from_secs(30))?;
+            });
+    });
+    let mut first = server.client();
+    first.send(&get("/hold"));
+    assert_eq!(first.read_until(b"\r\n\r\n"), SSE_HEAD);
+    let mut second = server.client();
+    second.send(&get("/hold"));
+    assert_eq!(second.read_until(b"\r\n\r\n"), SSE_HEAD);
+    wait_until("two streams are open", || {
+        server.handle.stats().open_streams == 2
+    });
+    let stats = server.handle.stats();
+    assert_eq!((stats.open_connections, stats.rejected), (2, 0));
+
+    // The third connection: 503 from the accept thread, without a request
+    // being read, and with a request already sent.
+    let mut third = server.client();
+    let resp = third.response();
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    assert_eq!(resp.header("Connection"), Some("close"));
+    third.assert_closed();
+    let resp = server.request(&get("/"));
+    assert_eq!(resp.status, 503);
+    let stats = server.handle.stats();
+    assert_eq!((stats.open_connections, stats.rejected), (2, 2));
+
+    // One stream ends: new connections are served again.
+    drop(first);
+    wait_until("the closed stream is noticed", || {
+        server.handle.stats().open_connections == 1
+    });
+    server.assert_alive();
+    assert_eq!(server.handle.stats().rejected, 2);
+    drop(second);
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------
+
+#[test]
+fn http11_keeps_the_connection_alive() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(&get("/"));
+    let resp = client.response();
+    assert_eq!((resp.status, resp.body_str()), (200, "hello"));
+    assert_eq!(resp.header("Connection"), None);
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    let resp = client.response();
+    assert_eq!((resp.status, resp.body_str()), (200, "abc"));
+    // An idle persistent connection counts as open.
+    assert_eq!(server.handle.stats().open_connections, 1);
+}
+
+#[test]
+fn http10_closes_unless_asked_to_keep_alive() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(b"GET / HTTP/1.0\r\n\r\n");
+    let resp = client.response();
+    assert_eq!(resp.status, 200);
+    assert!(resp.status_line.starts_with("HTTP/1.0 "), "{resp:?}");
+    assert_eq!(resp.header("Connection"), Some("close"));
+    client.assert_closed();
+
+    let mut client = server.client();
+    client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let resp = client.response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("Connection"), Some("keep-alive"));
+    client.send(b"GET /files/exact HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    let resp = client.response();
+    assert_eq!((resp.status, resp.body_str()), (200, "exact"));
+    client.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(client.response().header("Connection"), Some("close"));
+    client.assert_closed();
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let resp = client.response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("Connection"), Some("close"));
+    client.assert_closed();
+}
+
+#[test]
+fn idle_persistent_connection_is_closed() {
+    let server = small_server(); // idle_timeout 300 ms
+    let mut client = server.client();
+    client.send(&get("/"));
+    assert_eq!(client.response().status, 200);
+    // No 408 for a connection idle between requests: just a close.
+    client.assert_closed();
+    wait_until("the connection is gone", || {
+        server.handle.stats().open_connections == 0
+    });
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(
+        b"GET /files/a HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+          GET /files/exact HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let bodies: Vec<String> = (0..3)
+        .map(|_| client.response())
+        .map(|r| format!("{} {}", r.status, r.body_str()))
+        .collect();
+    assert_eq!(bodies, ["200 prefix /files/a", "200 hi", "200 exact"]);
+}
+
+#[test]
+fn bodies_reach_the_handler_intact() {
+    let server = TestServer::start(routes);
+    // Content-Length, split over several writes.
+    let mut client = server.client();
+    let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    client.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    for part in body.chunks(7_000) {
+        client.send(part);
+    }
+    let resp = client.response();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == body, "Content-Length body changed");
+
+    // Chunked, with extensions and trailers, then a pipelined request.
+    client.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;name=value;flag\r\nhello\r\n1 ; x=\"q\"\r\n \r\nA\r\n0123456789\r\n\
+          0\r\nX-Trailer: one\r\nX-Other: two\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let resp = client.response();
+    assert_eq!((resp.status, resp.body_str()), (200, "hello 0123456789"));
+    assert_eq!(client.response().body_str(), "hello");
+
+    // A binary chunked body, byte by byte.
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for b in b"4\r\n\0\r\n\xff\r\n0\r\n\r\n" {
+        client.send(&[*b]);
+    }
+    assert_eq!(client.response().body, b"\0\r\n\xff");
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_response() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    // The body is sent only after the interim answer.
+    assert_eq!(
+        client.read_until(b"\r\n\r\n"),
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    client.send(b"hello");
+    let resp = client.response();
+    assert_eq!((resp.status, resp.body_str()), (200, "hello"));
+
+    // Chunked as well.
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(
+        client.read_until(b"\r\n\r\n"),
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    client.send(b"3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(client.response().body_str(), "abc");
+
+    // Too large: 413 at once, no 100 Continue.
+    client.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 17\r\n\r\n",
+    );
+    assert_eq!(client.response().status, 413);
+    client.assert_closed();
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn head_on_a_get_route_has_no_body() {
+    let server = small_server();
+    let mut client = server.client();
+    client.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /files/exact HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = client.head();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Content-Length"), Some("5"));
+    assert_eq!(
+        head.header("Content-Type"),
+        Some("text/plain; charset=utf-8")
+    );
+    // The next bytes are the next response: no body was sent.
+    let next = client.response();
+    assert_eq!((next.status, next.body_str()), (200, "exact"));
+}
+
+#[test]
+fn options_is_answered_with_allow() {
+    let server = small_server();
+    let resp = server.request(b"OPTIONS /item HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("Allow"), Some("DELETE, OPTIONS, PUT"));
+    assert_eq!(resp.header("Content-Length"), None);
+    let resp = server.request(b"OPTIONS / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.header("Allow"), Some("GET, HEAD, OPTIONS"));
+    let resp = server.request(b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 204);
+    assert_eq!(
+        resp.header("Allow"),
+        Some("DELETE, GET, HEAD, OPTIONS, POST, PUT")
+    );
+    let resp = server.request(b"OPTIONS /missing HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 404);
+}
+
+#[test]
+fn prefix_routes_and_exact_precedence() {
+    let server = small_server();
+    let mut client = server.client();
+    for (path, body) in [
+        ("/files/exact", "exact"),
+        ("/files/exact/more", "prefix /files/exact/more"),
+        ("/files/a/b?q=1", "prefix /files/a/b"),
+        ("/files/", "prefix /files/"),
+        ("/files/deep/x", "deep /files/deep/x"),
+        ("/files/deeper", "prefix /files/deeper"),
+    ] {
+        client.send(&get(path));
+        let resp = client.response();
+        assert_eq!((resp.status, resp.body_str()), (200, body), "{path}");
+    }
+    client.send(&get("/files"));
+    assert_eq!(client.response().status, 404);
+}
+
+// ---------------------------------------------------------------------------
+// Hooks: guard, CORS, access log
+// ---------------------------------------------------------------------------
+
+#[test]
+fn guard_can_reject_with_any_response() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.guard(|req| {
+            if req.path().starts_with("/files/") && req.header("Authorization").is_none() {
+                return Some(
+                    Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer"),
+                );
+            }
+            if req.header("X-Rate") == Some("over") {
+                return Some(Response::text(429, "slow down").header("Retry-After", "7"));
+            }
+            None
+        });
+    });
+    let resp = server.request(&get("/files/x"));
+    assert_eq!((resp.status, resp.body_str()), (401, "who are you?"));
+    assert_eq!(resp.header("WWW-Authenticate"), Some("Bearer"));
+    let resp =
+        server.request(b"GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n");
+    assert_eq!((resp.status, resp.body_str()), (200, "prefix /files/x"));
+
+    // A rejected request with a body: the connection ends, cleanly.
+    let mut client = server.client();
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Rate: over\r\nContent-Length: 4\r\n\r\nbody");
+    let resp = client.response();
+    assert_eq!((resp.status, resp.header("Retry-After")), (429, Some("7")));
+    assert_eq!(resp.header("Connection"), Some("close"));
+    client.assert_closed();
+
+    // Without a body the connection stays usable.
+    let mut client = server.client();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Rate: over\r\n\r\n");
+    assert_eq!(client.response().status, 429);
+    client.send(&get("/"));
+    assert_eq!(client.response().status, 200);
+}
+
+#[test]
+fn cors_headers_and_preflight() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.cors(Cors::origins(["https://ok.example"]))
+            .sse("/events", |_req, mut stream| {
+                stream.send(&Event::new().data("x"))?;
+                Ok(())
+            });
+    });
+    // Allowed origin: echoed once, with Vary.
+    let resp = server.request(b"GET / HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header_all("Access-Control-Allow-Origin"),
+        ["https://ok.example"]
+    );
+    assert_eq!(resp.header_all("Vary"), ["Origin"]);
+
+    // Other origin: no permission, still Vary.
+    let resp = server.request(b"GET / HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), None);
+    assert_eq!(resp.header_all("Vary"), ["Origin"]);
+
+    // Preflight of an EventSource with Last-Event-ID.
+    let resp = server.request(
+        b"OPTIONS /events HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\
+          Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\n\r\n",
+    );
+    assert_eq!(resp.status, 204);
+    assert_eq!(
+        resp.header_all("Access-Control-Allow-Origin"),
+        ["https://ok.example"]
+    );
+    assert_eq!(resp.header_all("Vary"), ["Origin"]);
+    let methods = resp.header("Access-Control-Allow-Methods").unwrap();
+    assert!(methods.split(", ").any(|m| m == "GET"), "{methods}");
+    let headers = resp.header("Access-Control-Allow-Headers").unwrap();
+    assert!(
+        headers.split(", ").any(|h| h == "Last-Event-ID"),
+        "{headers}"
+    );
+    assert_eq!(resp.header("Access-Control-Max-Age"), Some("600"));
+
+    // Preflight from another origin.
+    let resp = server.request(
+        b"OPTIONS /events HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\
+          Access-Control-Request-Method: GET\r\n\r\n",
+    );
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), None);
+
+    // The event stream's head carries the CORS headers too.
+    let mut client = server.client();
+    client.send(b"GET /events HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\r\n");
+    let head = client.head();
+    assert_eq!(head.header("Content-Type"), Some("text/event-stream"));
+    assert_eq!(
+        head.header_all("Access-Control-Allow-Origin"),
+        ["https://ok.example"]
+    );
+    assert_eq!(client.read_to_end(), b"data: x\n\n");
+}
+
+#[test]
+fn no_cors_headers_without_cors() {
+    let server = small_server();
+    let resp = server.request(b"GET / HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    let cors: Vec<_> = resp
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            n.to_ascii_lowercase().starts_with("access-control-") || n.eq_ignore_ascii_case("vary")
+        })
+        .collect();
+    assert!(cors.is_empty(), "{cors:?}");
+    let resp = server.request(
+        b"OPTIONS / HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\
+          Access-Control-Request-Method: GET\r\n\r\n",
+    );
+    assert_eq!(
+        (resp.status, resp.header("Allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), None);
+}
+
+/// What the access log saw, owned.
+#[derive(Debug, Clone, PartialEq)]
+struct Logged {
+    method: String,
+    path: String,
+    status: u16,
+    bytes: u64,
+    kind: LogKind,
+    error: Option<String>,
+}
+
+#[test]
+fn access_log_once_per_request_and_stream_end() {
+    let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
+    let server = TestServer::start({
+        let log = log.clone();
+        move |s| {
+            routes(s);
+            s.access_log(move |e| {
+                assert!(e.remote.ip().is_loopback());
+                log.lock().unwrap().push(Logged {
+                    method: e.method.into(),
+                    path: e.path.into(),
+                    status: e.status,
+                    bytes: e.bytes,
+                    kind: e.kind,
+                    error: e.error.map(str::to_string),
+                });
+            })
+            .sse("/events", |_req, mut stream| {
+                stream.send(&Event::new().data("one"))?;
+                Ok(())
+            })
+            .sse("/fails", |_req, _stream| Err("handler gave up".into()));
+        }
+    });
+    let entries = |n: usize| {
+        wait_until(&format!("{n} log entries"), || {
+            log.lock().unwrap().len() >= n
+        });
+        std::mem::take(&mut *log.lock().unwrap())
+    };
+
+    let resp = server.request(b"GET /files/x?q=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let e = entries(1);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].method.as_str(), e[0].path.as_str(), e[0].status),
+        ("GET", "/files/x", 200)
+    );
+    assert_eq!(e[0].kind, LogKind::Request);
+    assert!(e[0].bytes > resp.body.len() as u64, "{e:?}");
+
+    let mut client = server.client();
+    client.send(&get("/events"));
+    let all = client.read_to_end();
+    let e = entries(2);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(
+        (e[0].path.as_str(), e[0].status, e[0].kind),
+        ("/events", 200, LogKind::Request)
+    );
+    assert_eq!(e[0].bytes, SSE_HEAD.len() as u64);
+    assert_eq!(
+        (e[1].path.as_str(), e[1].status, e[1].kind),
+        ("/events", 200, LogKind::StreamEnd)
+    );
+    assert_eq!(
+        e[1].bytes,
+        all.len() as u64,
+        "the stream entry counts every byte"
+    );
+    assert_eq!(e[1].error, None);
+
+    server.client().send(&get("/fails"));
+    let e = entries(2);
+    assert_eq!(e[1].kind, LogKind::StreamEnd);
+    assert_eq!(e[1].error.as_deref(), Some("handler gave up"));
+
+    let resp = server.request(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(resp.status, 400);
+    let e = entries(1);
+    assert_eq!(
+        (e[0].method.as_str(), e[0].path.as_str(), e[0].status),
+        ("-", "-", 400)
+    );
+    assert!(e[0].bytes > 0);
+    thread::sleep(Duration::from_millis(20));
+    assert!(log.lock().unwrap().is_empty(), "one entry per request");
+}
+
+#[test]
+fn stats_follow_requests_and_connections() {
+    let server = small_server();
+    assert_eq!(server.handle.stats(), Default::default());
+    let mut client = server.client();
+    client.send(&get("/"));
+    client.response();
+    client.send(&get("/missing"));
+    client.response();
+    let stats = server.handle.stats();
+    assert_eq!(
+        (stats.requests, stats.open_connections, stats.open_streams),
+        (2, 1, 0)
+    );
+    drop(client);
+    wait_until("the connection closed", || {
+        server.handle.stats().open_connections == 0
+    });
+    server.request(b"GET / HTTP/1.1\r\n\r\n"); // 400 counts as a request
+    let stats = server.handle.stats();
+    assert_eq!((stats.requests, stats.rejected, stats.panics), (3, 0, 0));
+    assert!(stats.to_json().contains("\"requests\":3"));
+}
+
+// ---------------------------------------------------------------------------
+// Event streams
+// ---------------------------------------------------------------------------
+
+/// Sends `request` and checks the exact event-stream head.
+fn open_stream(server: &TestServer, request: &[u8]) -> Client {
+    let mut client = server.client();
+    client.send(request);
+    assert_eq!(
+        String::from_utf8_lossy(&client.read_until(b"\r\n\r\n")),
+        String::from_utf8_lossy(SSE_HEAD)
+    );
+    client
+}
+
+/// Reports what a handler saw to the test thread.
+fn reporter<T: Send + 'static>() -> (Arc<Mutex<mpsc::Sender<T>>>, mpsc::Receiver<T>) {
+    let (tx, rx) = mpsc::channel();
+    (Arc::new(Mutex::new(tx)), rx)
+}
+
+#[test]
+fn stream_head_first_bytes_and_last_event_id() {
+    let server = TestServer::start(|s| {
+        s.connected_comment(Some("connected"))
+            .initial_retry(Some(Duration::from_millis(2500)))
+            .sse("/events", |_req, mut stream| {
+                let id = stream.last_event_id().unwrap_or("none").to_string();
+                stream.send(&Event::new().id("1")?.data(format!("after {id}")))?;
+                stream.send(&Event::new().event("two")?.data("a\nb"))?;
+                Ok(())
+            });
+    });
+    let mut client = open_stream(
+        &server,
+        b"GET /events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: evt-41\r\n\r\n",
+    );
+    assert_eq!(client.read_until(b"\n\n"), b": connected\n\n");
+    assert_eq!(client.read_until(b"\n\n"), b"retry: 2500\n\n");
+    assert_eq!(client.read_until(b"\n\n"), b"id: 1\ndata: after evt-41\n\n");
+    assert_eq!(
+        client.read_to_end(),
+        b"event: two\ndata: a\ndata: b\n\n",
+        "the stream ends when the handler returns"
+    );
+
+    let mut client = open_stream(&server, &get("/events"));
+    let all = client.read_to_end();
+    assert!(find(&all, b"data: after none\n\n").is_some());
+
+    // HEAD: the head only.
+    let mut client = server.client();
+    client.send(b"HEAD /events HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(client.read_to_end(), SSE_HEAD);
+}
+
+#[test]
+fn events_arrive_while_the_stream_is_open() {
+    let (tx, rx) = reporter::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let server = TestServer::start(move |s| {
+        s.sse("/events", move |_req, mut stream| {
+            for n in 0..3 {
+                stream.send(&Event::new().data(format!("tick {n}")))?;
+                tx.lock().unwrap().send(()).unwrap();
+                // The next event only after the client saw this one.
+                go_rx.lock().unwrap().recv_timeout(WAIT)?;
+            }
+            Ok(())
+        });
+    });
+    let mut client = open_stream(&server, &get("/events"));
+    for n in 0..3 {
+        rx.recv_timeout(WAIT).expect("the handler sent");
+        assert_eq!(
+            client.read_until(b"\n\n"),
+            format!("data: tick {n}\n\n").as_bytes()
+        );
+        go_tx.send(()).unwrap();
+    }
+    client.assert_closed();
+}
+
+#[test]
+fn keep_alive_comment_when_idle_and_delayed_by_events() {
+    let server = TestServer::start(|s| {
+        s.keep_alive(Some(Duration::from_millis(250)))
+            .sse("/events", |_req, mut stream| {
+                // Events every 25 ms for half a second: no keep-alive is due.
+                for n in 0..20 {
+                    stream.send(&Event::new().data(n.to_string()))?;
+                    stream.sleep(Duration::from_millis(25))?;
+                }
+                // Then idle.
+                stream.sleep(Duration::from_secs(30))?;
+                Ok(())
+            });
+    });
+    let mut client = open_stream(&server, &get("/events"));
+    let events = client.read_until(b"data: 19\n\n");
+    assert!(
+        find(&events, b":\n\n").is_none(),
+        "a keep-alive between events: {:?}",
+        String::from_utf8_lossy(&events)
+    );
+    let expected: String = (0..20).map(|n| format!("data: {n}\n\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&events), expected);
+    // Idle now: keep-alive comments, and nothing else.
+    assert_eq!(client.read_until(b":\n\n"), b":\n\n");
+    assert_eq!(client.read_until(b":\n\n"), b":\n\n");
+}
+
+#[test]
+fn disconnect_is_noticed_while_the_handler_sleeps() {
+    // Default keep-alive (15 s): the ticker still checks the socket at
+    // least once a second.
+    let (tx, rx) = reporter::<(Result<(), SendError>, bool)>();
+    let server = TestServer::start(move |s| {
+        s.sse("/sleep", move |_req, stream| {
+            let slept = stream.sleep(Duration::from_secs(60));
+            tx.lock()
+                .unwrap()
+                .send((slept, stream.is_closed()))
+                .unwrap();
+            Ok(())
+        });
+    });
+    let client = open_stream(&server, &get("/sleep"));
+    wait_until("the stream is open", || {
+        server.handle.stats().open_streams == 1
+    });
+    drop(client);
+    let (slept, closed) = rx.recv_timeout(WAIT).expect("sleep returned");
+    assert!(slept.is_err(), "sleep returned Ok after the client left");
+    assert!(closed);
+    wait_until("the stream is gone", || {
+        let stats = server.handle.stats();
+        stats.open_streams == 0 && stats.open_connections == 0
+    });
+}
+
+#[test]
+fn is_closed_notices_a_disconnect_without_sending() {
+    let (tx, rx) = reporter::<u64>();
+    let server = TestServer::start(move |s| {
+        s.keep_alive(None).sse("/poll", move |_req, stream| {
+            let deadline = Instant::now() + WAIT;
+            while !stream.is_closed() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            assert!(stream.is_closed());
+            tx.lock().unwrap().send(stream.bytes_sent()).unwrap();
+            Ok(())
+        });
+    });
+    let client = open_stream(&server, &get("/poll"));
+    drop(client);
+    assert_eq!(rx.recv_timeout(WAIT * 2).expect("is_closed became true"), 0);
+    wait_until("the stream is gone", || {
+        server.handle.stats().open_streams == 0
+    });
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_pin_the_handler() {
+    let (tx, rx) = reporter::<(usize, Option<std::io::ErrorKind>)>();
+    let server = TestServer::start(move |s| {
+        routes(s);
+        s.write_timeout(Duration::from_millis(200))
+            .sse("/flood", move |_req, mut stream| {
+                let big = Event::new().data("x".repeat(64 * 1024));
+                for n in 0..100_000 {
+                    if let Err(e) = stream.send(&big) {
+                        tx.lock().unwrap().send((n, e.io_kind())).unwrap();
+                        return Err(e.into());
+                    }
+                }
+                Ok(())
+            });
+    });
+    let client = open_stream(&server, &get("/flood"));
+    let (sent, kind) = rx.recv_timeout(WAIT * 2).expect("the send timed out");
+    assert!(sent > 0);
+    assert!(
+        matches!(
+            kind,
+            Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        ),
+        "{kind:?}"
+    );
+    wait_until("the stream is gone", || {
+        server.handle.stats().open_streams == 0
+    });
+    drop(client);
+    server.assert_alive();
+}
+
+#[test]
+fn stream_handler_panic_after_the_head() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.sse("/boom", |_req, mut stream| {
+            stream.send(&Event::new().data("before"))?;
+            panic!("stream handler panic (the test expects it)");
+        });
+    });
+    let mut client = open_stream(&server, &get("/boom"));
+    assert_eq!(client.read_to_end(), b"data: before\n\n");
+    wait_until("the panic is counted", || server.handle.stats().panics == 1);
+    wait_until("the stream is gone", || {
+        server.handle.stats().open_streams == 0
+    });
+    server.assert_alive();
+}
+
+#[test]
+fn post_stream_reads_the_body_first() {
+    let server = TestServer::start(|s| {
+        s.sse_route("POST", "/upload", |req, mut stream| {
+            let body = String::from_utf8_lossy(req.body()).into_owned();
+            stream.send(&Event::new().event("got")?.data(body))?;
+            Ok(())
+        });
+    });
+    let mut client = open_stream(
+        &server,
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(client.read_to_end(), b"event: got\ndata: hello world\n\n");
+
+    let mut client = server.client();
+    client.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(
+        client.read_until(b"\r\n\r\n"),
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    client.send(b"4\r\nline\r\n6\r\n\nbreak\r\n0\r\n\r\n");
+    assert_eq!(client.read_until(b"\r\n\r\n"), SSE_HEAD);
+    assert_eq!(
+        client.read_to_end(),
+        b"event: got\ndata: line\ndata: break\n\n"
+    );
+}
+
+#[test]
+fn stream_moved_to_another_thread_stays_open() {
+    let (returned_tx, returned_rx) = reporter::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Arc::new(Mutex::new(go_rx));
+    let server = TestServer::start(move |s| {
+        s.sse("/moved", move |_req, mut stream: EventStream| {
+            let go_rx = go_rx.clone();
+            thread::spawn(move || {
+                if go_rx.lock().unwrap().recv_timeout(WAIT).is_err() {
+                    return;
+                }
+                for n in 0..3 {
+                    if stream
+                        .send(&Event::new().data(format!("from thread {n}")))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                // Dropping the stream here closes the connection.
+            });
+            returned_tx.lock().unwrap().send(()).unwrap();
+            Ok(())
+        });
+    });
+    let mut client = open_stream(&server, &get("/moved"));
+    returned_rx
+        .recv_timeout(WAIT)
+        .expect("the handler returned");
+    let stats = server.handle.stats();
+    assert_eq!((stats.open_streams, stats.open_connections), (1, 1));
+    go_tx.send(()).unwrap();
+    let expected: String = (0..3)
+        .map(|n| format!("data: from thread {n}\n\n"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&client.read_to_end()), expected);
+    wait_until("the stream is gone", || {
+        let stats = server.handle.stats();
+        stats.open_streams == 0 && stats.open_connections == 0
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Graceful shutdown
+// ---------------------------------------------------------------------------
+
+#[test]
+fn graceful_shutdown_ends_streams_and_idle_connections() {
+    let started_streams = Arc::new(AtomicUsize::new(0));
+    let ended_cleanly = Arc::new(AtomicBool::new(true));
+    let server = TestServer::start({
+        let started_streams = started_streams.clone();
+        let ended_cleanly = ended_cleanly.clone();
+        move |s| {
+            routes(s);
+            s.shutdown_timeout(Duration::from_secs(3))
+                .shutdown_event(Some(
+                    Event::new().event("bye").unwrap().data("server stopping"),
+                ))
+                .shutdown_retry(Duration::from_millis(1000), Duration::from_millis(500))
+                .sse("/sleep", move |_req, stream| {
+                    started_streams.fetch_add(1, Ordering::SeqCst);
+                    if stream.sleep(Duration::from_secs(60)).is_ok() {
+                        ended_cleanly.store(false, Ordering::SeqCst);
+                    }
+                    Ok(())
+                });
+        }
+    });
+    let mut streams: Vec<Client> = (0..2)
+        .map(|_| open_stream(&server, &get("/sleep")))
+        .collect();
+    let mut idle = server.client();
+    idle.send(&get("/"));
+    assert_eq!(idle.response().status, 200);
+    wait_until("both handlers run", || {
+        started_streams.load(Ordering::SeqCst) == 2
+    });
+    assert_eq!(server.handle.stats().open_connections, 3);
+
+    let handle = server.handle.clone();
+    server.stop(); // bounded: fails if run() does not return
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.open_connections, stats.open_streams),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert!(handle.is_shutting_down());
+    assert!(
+        ended_cleanly.load(Ordering::SeqCst),
+        "a sleep was not interrupted"
+    );
+
+    let mut retries = Vec::new();
+    for client in &mut streams {
+        let rest = String::from_utf8(client.read_to_end()).unwrap();
+        let retry = rest
+            .strip_prefix("event: bye\ndata: server stopping\n\nretry: ")
+            .and_then(|r| r.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("unexpected goodbye: {rest:?}"));
+        let retry: u64 = retry.parse().unwrap();
+        assert!(
+            (1000..=1500).contains(&retry),
+            "retry {retry} outside 1000..=1500"
+        );
+        retries.push(retry);
+    }
+    idle.assert_closed();
+}
+
+#[test]
+fn shutdown_before_any_stream() {
+    let server = TestServer::start(routes);
+    server.assert_alive();
+    let handle = server.handle.clone();
+    server.stop();
+    handle.shutdown(); // a second call does nothing
+    assert_eq!(handle.stats().open_connections, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz
+// ---------------------------------------------------------------------------
+
+/// Valid requests to mutate.
+const SEEDS: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /files/a?x=1&y=%20 HTTP/1.1\r\nHost: t\r\nAccept: */*\r\nUser-Agent: fuzz\r\n\r\n",
+    b"HEAD /files/exact HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: x\r\n\r\n",
+    b"OPTIONS /item HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /files/x HTTP/1.0\r\n\r\n",
+    b"GET /events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: 7\r\n\r\n",
+    b"PUT /item HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nxGET /panic HTTP/1.1\r\nHost: t\r\n\r\n",
+];
+
+/// Bytes that matter to an HTTP parser.
+const SPECIAL: &[u8] = b"\r\n \t:;,=?/%\0\x7f\xff0123456789aAfFzZ-.";
+
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(out.len() + 1);
+        let byte = if rng.chance(50) {
+            SPECIAL[rng.below(SPECIAL.len())]
+        } else {
+            rng.next_u64() as u8
+        };
+        match rng.below(7) {
+            0 if at < out.len() => out[at] = byte,
+            1 => out.insert(at, byte),
+            2 if at < out.len() => {
+                out.remove(at);
+            }
+            3 => out.truncate(at),
+            4 => {
+                // Repeat a slice (long lines, many headers, big numbers).
+                let end = (at + 1 + rng.below(16)).min(out.len());
+                let piece = out[at.min(end)..end].to_vec();
+                for _ in 0..1 + rng.below(40) {
+                    out.splice(at..at, piece.iter().copied());
+                }
+            }
+            5 => {
+                let seed = SEEDS[rng.below(SEEDS.len())];
+                out.extend_from_slice(&seed[..rng.below(seed.len() + 1)]);
+            }
+            _ => {
+                let junk = [
+                    "\r\n",
+                    "\n",
+                    "\r",
+                    " ",
+                    ": ",
+                    "Content-Length: 3\r\n",
+                    "Transfer-Encoding: chunked\r\n",
+                    "Host: u\r\n",
+                    "ffffffffffffffffff\r\n",
+                    "\r\n\r\n",
+                ];
+                let junk = junk[rng.below(junk.len())].as_bytes();
+                out.splice(at..at, junk.iter().copied());
+            }
+        }
+    }
+    out
+}
+
+fn random_bytes(rng: &mut Rng) -> Vec<u8> {
+    let len = rng.below(300);
+    (0..len)
+        .map(|_| {
+            if rng.chance(30) {
+                SPECIAL[rng.below(SPECIAL.len())]
+            } else {
+                rng.next_u64() as u8
+            }
+        })
+        .collect()
+}
+
+/// Every answer to `sent` is a sequence of well-formed responses (a status
+/// line and headers each), possibly cut short by the close; nothing at all
+/// is a clean close.
+fn check_answer(sent: &[u8], got: &[u8]) {
+    let show = || {
+        format!(
+            "sent {:?}\ngot {:?}",
+            String::from_utf8_lossy(sent),
+            String::from_utf8_lossy(got)
+        )
+    };
+    if got.is_empty() {
+        return;
+    }
+    let Some(end) = find(got, b"\r\n") else {
+        panic!("no status line\n{}", show())
+    };
+    let line = std::str::from_utf8(&got[..end]).unwrap_or("");
+    let status = parse_status_line(line).unwrap_or_else(|| panic!("bad status line\n{}", show()));
+    assert!(
+        matches!(
+            status,
+            100 | 200 | 204 | 400 | 404 | 405 | 408 | 413 | 414 | 417 | 431 | 500 | 501 | 505
+        ),
+        "unexpected status {status}\n{}",
+        show()
+    );
+    if let Some(head_end) = find(got, b"\r\n\r\n") {
+        assert!(
+            common::parse_head(&got[..head_end + 4]).is_some(),
+            "malformed head\n{}",
+            show()
+        );
+    }
+}
+
+#[test]
+fn fuzz_the_whole_server() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.limits(Limits {
+            max_body: 4096,
+            max_request_line: 512,
+            max_header_line: 512,
+            max_headers: 20,
+            max_head: 4096,
+        })
+        .cors(Cors::any())
+        .head_timeout(Duration::from_millis(500))
+        .idle_timeout(Duration::from_millis(500))
+        .body_timeout(Duration::from_millis(500))
+        .keep_alive(Some(Duration::from_millis(40)))
+        .sse("/events", |_req, mut stream| {
+            stream.send(&Event::new().data("x"))?;
+            Ok(())
+        });
+    });
+    let addr = server.addr;
+    let cases_per_thread = 1000;
+    let workers: Vec<_> = (0..4u64)
+        .map(|worker| {
+            thread::spawn(move || {
+                let mut rng = Rng::new(0x5eed_0000 + worker);
+                for _ in 0..cases_per_thread {
+                    let input = match rng.below(10) {
+                        0 => random_bytes(&mut rng),
+                        1 => SEEDS[rng.below(SEEDS.len())].to_vec(),
+                        _ => {
+                            let seed = SEEDS[rng.below(SEEDS.len())];
+                            mutate(&mut rng, seed)
+                        }
+                    };
+                    let mut client = Client::connect(addr);
+                    // The server may answer and close before everything is
+                    // written: that is fine.
+                    let _ = client.try_send(&input);
+                    client.shutdown_write();
+                    let got = client.read_to_end();
+                    check_answer(&input, &got);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a fuzz worker failed");
+    }
+    server.assert_alive();
+    wait_until("every fuzz connection is closed", || {
+        server.handle.stats().open_connections == 0
+    });
+    assert_eq!(server.handle.stats().rejected, 0);
+}
