@@ -120,6 +120,20 @@ impl Event {
         self
     }
 
+    /// Sets an id the crate made itself and knows to be valid.
+    pub(crate) fn with_valid_id(mut self, id: String) -> Event {
+        debug_assert!(check(Field::Id, &id).is_ok());
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets an event type the crate made itself and knows to be valid.
+    pub(crate) fn with_valid_event(mut self, event_type: &str) -> Event {
+        debug_assert!(check(Field::Event, event_type).is_ok());
+        self.event = Some(event_type.to_string());
+        self
+    }
+
     /// The data, if set.
     pub fn get_data(&self) -> Option<&str> {
         self.data.as_deref()

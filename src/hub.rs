@@ -1,0 +1,1132 @@
+//! The broadcast hub: publish from any thread, every subscribed stream
+//! receives, in order; a reconnecting client resumes from `Last-Event-ID`.
+//!
+//! # How events travel
+//!
+//! ```text
+//! publish() ──mpsc──▶ coordinator ──mpsc──▶ fan-out threads ──non-blocking writev──▶ sockets
+//!  (any thread)       assigns ids,          (one per core;      (what a socket does not take
+//!                     encodes once,          each owns a share    stays in that subscriber's
+//!                     keeps the history      of the subscribers)  backlog for the next round)
+//! ```
+//!
+//! Publishers hand events to the hub over a bounded `std::sync::mpsc`
+//! channel. The coordinator thread takes every queued command in one batch,
+//! assigns ids, encodes each event once into a [`Frame`] that every
+//! subscriber shares, and appends it to the history; then it passes the
+//! batch to the fan-out threads. Each fan-out thread owns a share of the
+//! subscribers and writes each one's pending frames with one non-blocking
+//! vectored write; nobody waits for a slow client. Connection threads are not
+//! involved: once a stream is subscribed its thread ends, so an idle
+//! subscriber costs a socket and a few hundred bytes.
+//!
+//! Writing to sockets is nearly all of the cost of a broadcast (the
+//! kernel's work in `writev`), which is why it is spread over the cores. The
+//! coordinator alone touches the history, and a subscription travels the
+//! same first-in-first-out channels as the events: the hand-over from
+//! history to live events has no gap and no duplicate, and no lock is shared
+//! between publishers and subscribers.
+//!
+//! # Ordering
+//!
+//! Events from one publishing thread reach every subscriber in the order
+//! they were published. Events from different threads are ordered as the
+//! channel received them; ids increase in that order.
+//!
+//! # Ids and replay
+//!
+//! An event published without an id gets `<epoch>-<n>`: `n` counts up from
+//! 1, and the epoch is random per hub, so a `Last-Event-ID` from an earlier
+//! run of the program is recognised as unknown instead of pointing into the
+//! wrong history. The history is bounded by a count, by bytes, and
+//! optionally by age. A subscriber that arrives with a `Last-Event-ID`:
+//!
+//! * that the history holds gets every retained event after it, then the
+//!   live stream;
+//! * that the history does not hold (expired, from an earlier epoch, or
+//!   garbage) may have missed events: it first gets the gap signal, an event
+//!   of type [`GAP_EVENT`] whose data says why, then every retained event
+//!   (all newer than what it saw) or, with [`UnknownId::LiveOnly`], only the
+//!   live stream.
+//!
+//! # Slow clients
+//!
+//! Each subscriber's backlog is bounded by events and bytes. Past the bound
+//! the subscriber is disconnected ([`SlowClient::Disconnect`], the default:
+//! its browser reconnects with `Last-Event-ID` and the history replays what
+//! it missed, so nothing is lost while the history still holds it), or its
+//! oldest pending events are dropped and the gap signal takes their place
+//! ([`SlowClient::DropOldest`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::event::{Event, Frame};
+use crate::http::Request;
+use crate::server::{random_unit, Detached, EventStream, HandlerError};
+
+/// The event type of the gap signal: the subscriber may have missed events.
+///
+/// Its data is `unknown-id` (the `Last-Event-ID` the client sent is not in
+/// the history) or `lagged` (the client fell behind and events were
+/// dropped). It carries no id, so the client's last event id is unchanged.
+/// In a browser: `source.addEventListener("stdsse-gap", ...)`.
+pub const GAP_EVENT: &str = "stdsse-gap";
+
+/// What happens to a subscriber whose backlog passes its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowClient {
+    /// Close its connection (the default). It reconnects with
+    /// `Last-Event-ID` and the history gives back what it missed.
+    Disconnect,
+    /// Drop its oldest pending events and send the gap signal instead.
+    DropOldest,
+}
+
+/// What a subscriber whose `Last-Event-ID` is unknown receives after the
+/// gap signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownId {
+    /// Every retained event, then the live stream (the default).
+    ReplayAll,
+    /// Only the live stream.
+    LiveOnly,
+}
+
+/// The hub's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Subscribers now.
+    pub subscribers: u64,
+    /// Events published since start.
+    pub published: u64,
+    /// Events written in full to a subscriber (one per subscriber).
+    pub delivered: u64,
+    /// Subscribers disconnected for falling behind.
+    pub evicted: u64,
+    /// Events dropped from slow subscribers' backlogs.
+    pub dropped: u64,
+    /// Subscriptions whose `Last-Event-ID` was found in the history.
+    pub replay_hits: u64,
+    /// Subscriptions whose `Last-Event-ID` was not found (gap signalled).
+    pub replay_misses: u64,
+    /// Events in the history now.
+    pub history_len: u64,
+    /// Bytes of the history now.
+    pub history_bytes: u64,
+}
+
+impl HubStats {
+    /// The counters as a JSON object.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"subscribers\":{},\"published\":{},\"delivered\":{},\"evicted\":{},\"dropped\":{},\
+             \"replay_hits\":{},\"replay_misses\":{},\"history_len\":{},\"history_bytes\":{}}}",
+            self.subscribers,
+            self.published,
+            self.delivered,
+            self.evicted,
+            self.dropped,
+            self.replay_hits,
+            self.replay_misses,
+            self.history_len,
+            self.history_bytes
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    subscribers: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    evicted: AtomicU64,
+    dropped: AtomicU64,
+    replay_hits: AtomicU64,
+    replay_misses: AtomicU64,
+    history_len: AtomicU64,
+    history_bytes: AtomicU64,
+}
+
+/// `publish` failed: the hub is closed. The event is given back, as
+/// `std::sync::mpsc::SendError` gives back the value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishError(pub Event);
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("publishing on a closed hub")
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// `subscribe` failed: the hub is closed (the stream was closed too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribeError;
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("subscribing to a closed hub")
+    }
+}
+
+impl std::error::Error for SubscribeError {}
+
+/// `close` did not finish within its timeout (the hub is closed anyway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseTimeoutError;
+
+impl fmt::Display for CloseTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the hub did not finish closing in time")
+    }
+}
+
+impl std::error::Error for CloseTimeoutError {}
+
+/// Decides, per subscriber, whether an event is for it (besides topics).
+pub type Filter = Arc<dyn Fn(&Published<'_>) -> bool + Send + Sync>;
+
+/// What a subscriber's [`Filter`] sees of a published event.
+#[derive(Debug)]
+pub struct Published<'a> {
+    /// The topics it was published to (empty: published to everyone).
+    pub topics: &'a [String],
+    /// Its event type, if set.
+    pub event_type: Option<&'a str>,
+    /// Its id (assigned by the hub if the publisher set none).
+    pub id: &'a str,
+    /// The encoded event.
+    pub frame: &'a Frame,
+}
+
+/// How a stream subscribes: topics, where to resume, and a filter.
+#[derive(Clone, Default)]
+pub struct Subscription {
+    topics: Vec<String>,
+    last_event_id: Option<String>,
+    filter: Option<Filter>,
+}
+
+impl Subscription {
+    /// A subscription to events published to everyone only.
+    pub fn new() -> Subscription {
+        Subscription::default()
+    }
+
+    /// Also receive events published to `topic`.
+    pub fn topic(mut self, topic: impl Into<String>) -> Subscription {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Resume after this id (the client's `Last-Event-ID`). An empty id is
+    /// no id, as in the standard (a browser never sends one).
+    pub fn last_event_id(mut self, id: Option<impl Into<String>>) -> Subscription {
+        self.last_event_id = id.map(Into::into).filter(|id: &String| !id.is_empty());
+        self
+    }
+
+    /// Receive only the events `filter` accepts.
+    pub fn filter(
+        mut self,
+        filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
+    ) -> Subscription {
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    fn wants(&self, entry: &Entry) -> bool {
+        let topic_ok =
+            entry.topics.is_empty() || entry.topics.iter().any(|t| self.topics.contains(t));
+        topic_ok
+            && self.filter.as_ref().is_none_or(|f| {
+                f(&Published {
+                    topics: &entry.topics,
+                    event_type: entry.event_type.as_deref(),
+                    id: &entry.id,
+                    frame: &entry.frame,
+                })
+            })
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topics", &self.topics)
+            .field("last_event_id", &self.last_event_id)
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}
+
+/// Builds a [`Hub`]; every setting has a default.
+#[derive(Clone, Debug)]
+pub struct HubBuilder {
+    history_events: usize,
+    history_bytes: usize,
+    history_age: Option<Duration>,
+    backlog_events: usize,
+    backlog_bytes: usize,
+    slow_client: SlowClient,
+    unknown_id: UnknownId,
+    keep_alive: Option<Duration>,
+    inbox: usize,
+    close_event: Option<Event>,
+    close_retry: Option<(Duration, Duration)>,
+    close_timeout: Duration,
+    fanout_threads: usize,
+}
+
+impl Default for HubBuilder {
+    fn default() -> HubBuilder {
+        HubBuilder {
+            history_events: 1000,
+            history_bytes: 1 << 20,
+            history_age: None,
+            backlog_events: 2000,
+            backlog_bytes: 2 << 20,
+            slow_client: SlowClient::Disconnect,
+            unknown_id: UnknownId::ReplayAll,
+            keep_alive: Some(Duration::from_secs(15)),
+            inbox: 65_536,
+            close_event: None,
+            close_retry: None,
+            close_timeout: Duration::from_secs(2),
+            fanout_threads: thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        }
+    }
+}
+
+impl HubBuilder {
+    /// The history keeps at most this many events and this many encoded
+    /// bytes, whichever bound is hit first (default 1000 events, 1 MiB: a
+    /// few minutes of a busy chat room, cheap to hold and to replay). Zero
+    /// events disables replay.
+    pub fn history(mut self, events: usize, bytes: usize) -> HubBuilder {
+        self.history_events = events;
+        self.history_bytes = bytes;
+        self
+    }
+
+    /// Also drop history entries older than this (default: no age limit).
+    pub fn history_max_age(mut self, age: Option<Duration>) -> HubBuilder {
+        self.history_age = age;
+        self
+    }
+
+    /// Bounds each subscriber's backlog of unsent events (default 2000
+    /// events, 2 MiB). Frames are shared between subscribers, so this bounds
+    /// how far behind a client may fall more than it bounds memory. Keep it
+    /// above the history bounds so a full replay fits.
+    pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
+        self.backlog_events = events.max(1);
+        self.backlog_bytes = bytes.max(1);
+        self
+    }
+
+    /// What happens past the backlog bound (default
+    /// [`SlowClient::Disconnect`]).
+    pub fn slow_client(mut self, policy: SlowClient) -> HubBuilder {
+        self.slow_client = policy;
+        self
+    }
+
+    /// What follows the gap signal for an unknown `Last-Event-ID` (default
+    /// [`UnknownId::ReplayAll`]).
+    pub fn unknown_id(mut self, policy: UnknownId) -> HubBuilder {
+        self.unknown_id = policy;
+        self
+    }
+
+    /// A keep-alive comment after this long without a write (default 15 s);
+    /// a subscriber that went away is also noticed at least this often.
+    pub fn keep_alive(mut self, interval: Option<Duration>) -> HubBuilder {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// How many commands (publishes, subscriptions) may wait for the fan-out
+    /// thread; past it, `publish` blocks until there is room (default
+    /// 65,536). This bounds the hub's memory when publishers outrun it.
+    pub fn inbox(mut self, commands: usize) -> HubBuilder {
+        self.inbox = commands.max(1);
+        self
+    }
+
+    /// An event every subscriber receives when the hub closes.
+    pub fn close_event(mut self, event: Option<Event>) -> HubBuilder {
+        self.close_event = event;
+        self
+    }
+
+    /// A `retry:` hint sent at close: `base` plus a random part of up to
+    /// `jitter`, different per subscriber, so reconnects spread out.
+    pub fn close_retry(mut self, base: Duration, jitter: Duration) -> HubBuilder {
+        self.close_retry = Some((base, jitter));
+        self
+    }
+
+    /// How long `close` may spend delivering the final bytes (default 2 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> HubBuilder {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// How many fan-out threads write to subscribers (default: one per
+    /// core, at most 4). Each subscriber belongs to one of them.
+    pub fn fanout_threads(mut self, threads: usize) -> HubBuilder {
+        self.fanout_threads = threads.max(1);
+        self
+    }
+
+    /// Starts the hub's threads: a coordinator and the fan-out threads.
+    pub fn build(self) -> io::Result<Hub> {
+        let (tx, rx) = mpsc::sync_channel(self.inbox);
+        let counters = Arc::new(Counters::default());
+        let epoch = format!("{:08x}", (random_unit() * f64::from(u32::MAX)) as u32);
+        let config = Arc::new(self);
+        let mut shards = Vec::new();
+        for n in 0..config.fanout_threads {
+            let (shard_tx, shard_rx) = mpsc::sync_channel(config.inbox);
+            let load = Arc::new(AtomicU64::new(0));
+            let shard = Shard {
+                subscribers: Vec::new(),
+                counters: counters.clone(),
+                config: config.clone(),
+                load: load.clone(),
+            };
+            thread::Builder::new()
+                .name(format!("stdsse-fanout-{n}"))
+                .spawn(move || shard.run(shard_rx))?;
+            shards.push(ShardHandle { tx: shard_tx, load });
+        }
+        let coordinator = Coordinator {
+            history: VecDeque::new(),
+            history_bytes: 0,
+            next_seq: 1,
+            epoch: epoch.clone(),
+            counters: counters.clone(),
+            config,
+            shards,
+            outgoing: Vec::new(),
+        };
+        thread::Builder::new()
+            .name("stdsse-hub".into())
+            .spawn(move || coordinator.run(rx))?;
+        Ok(Hub {
+            inner: Arc::new(HubInner {
+                tx,
+                closed: AtomicBool::new(false),
+                counters,
+                epoch,
+            }),
+        })
+    }
+}
+
+struct HubInner {
+    tx: SyncSender<Command>,
+    closed: AtomicBool,
+    counters: Arc<Counters>,
+    epoch: String,
+}
+
+impl Drop for HubInner {
+    fn drop(&mut self) {
+        // The last handle is gone: the coordinator sees the channel close
+        // and ends every stream.
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A handle to a broadcast hub; clone it freely, publish from any thread.
+///
+/// ```no_run
+/// use stdsse::{Event, Server};
+/// use stdsse::hub::Hub;
+///
+/// let hub = Hub::new()?;
+/// let mut server = Server::bind("127.0.0.1:8080")?;
+/// server.sse("/events", hub.handler("topic"));
+/// let publisher = hub.clone();
+/// std::thread::spawn(move || {
+///     publisher.publish(Event::new().data("hello, everyone")).unwrap();
+/// });
+/// server.run()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("epoch", &self.inner.epoch)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+enum Command {
+    Publish(Vec<String>, Event),
+    Subscribe(Detached, Subscription),
+    Close(SyncSender<()>),
+}
+
+impl Hub {
+    /// A hub with the default settings (see [`HubBuilder`]).
+    pub fn new() -> io::Result<Hub> {
+        HubBuilder::default().build()
+    }
+
+    /// Settings for a new hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// Publishes an event to every subscriber. Returns once the event is
+    /// queued for the hub (it blocks only if the inbox is full,
+    /// never on a subscriber).
+    pub fn publish(&self, event: Event) -> Result<(), PublishError> {
+        self.send_publish(Vec::new(), event)
+    }
+
+    /// Publishes an event to the subscribers of any of `topics` (each gets
+    /// it once, however many of its topics match).
+    pub fn publish_to<T: AsRef<str>>(
+        &self,
+        topics: &[T],
+        event: Event,
+    ) -> Result<(), PublishError> {
+        let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        self.send_publish(topics, event)
+    }
+
+    fn send_publish(&self, topics: Vec<String>, event: Event) -> Result<(), PublishError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(PublishError(event));
+        }
+        self.inner
+            .tx
+            .send(Command::Publish(topics, event))
+            .map_err(|mpsc::SendError(command)| match command {
+                Command::Publish(_, event) => PublishError(event),
+                _ => unreachable!("we sent a publish"),
+            })
+    }
+
+    /// Hands an open event stream to the hub. The stream's connection
+    /// thread can end now: the hub writes to it from now on, replays from
+    /// the subscription's last event id, and closes it when it goes away.
+    pub fn subscribe(
+        &self,
+        stream: EventStream,
+        subscription: Subscription,
+    ) -> Result<(), SubscribeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(SubscribeError);
+        }
+        let command = Command::Subscribe(stream.detach(), subscription);
+        self.inner.tx.send(command).map_err(|_| SubscribeError)
+    }
+
+    /// Subscribes a stream the way an SSE endpoint usually does: the topics
+    /// are every value of the query parameter `topic_param`
+    /// (`?topic=a&topic=b`), and the last event id is the `Last-Event-ID`
+    /// header or, since a browser cannot set headers on its first
+    /// connection, the `lastEventId` query parameter.
+    pub fn serve(
+        &self,
+        req: &Request,
+        stream: EventStream,
+        topic_param: &str,
+    ) -> Result<(), SubscribeError> {
+        let mut subscription = Subscription::new().last_event_id(last_event_id(req));
+        for (name, value) in req.query_params() {
+            if name == topic_param {
+                subscription = subscription.topic(value);
+            }
+        }
+        self.subscribe(stream, subscription)
+    }
+
+    /// A handler for [`Server::sse`](crate::Server::sse) that calls
+    /// [`serve`](Hub::serve) with `topic_param`.
+    pub fn handler(
+        &self,
+        topic_param: &str,
+    ) -> impl Fn(&Request, EventStream) -> Result<(), HandlerError> + Send + Sync + 'static {
+        let hub = self.clone();
+        let param = topic_param.to_string();
+        move |req, stream| Ok(hub.serve(req, stream, &param)?)
+    }
+
+    /// Ends every stream (after the close event and retry hint, if set) and
+    /// stops the hub's threads; later `publish` and `subscribe` calls fail.
+    /// Waits until the final bytes are written or the close timeout passed.
+    pub fn close(&self) -> Result<(), CloseTimeoutError> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if self.inner.tx.send(Command::Close(done_tx)).is_err() {
+            return Ok(()); // the hub's threads are already gone
+        }
+        // The fan-out threads spend at most its close timeout; allow slack.
+        match done_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(CloseTimeoutError),
+        }
+    }
+
+    /// Whether [`close`](Hub::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// The epoch part of the ids this hub assigns (`<epoch>-<n>`).
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    /// The hub's counters now.
+    pub fn stats(&self) -> HubStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HubStats {
+            subscribers: get(&c.subscribers),
+            published: get(&c.published),
+            delivered: get(&c.delivered),
+            evicted: get(&c.evicted),
+            dropped: get(&c.dropped),
+            replay_hits: get(&c.replay_hits),
+            replay_misses: get(&c.replay_misses),
+            history_len: get(&c.history_len),
+            history_bytes: get(&c.history_bytes),
+        }
+    }
+}
+
+/// The client's last event id: the `Last-Event-ID` header, else the
+/// `lastEventId` query parameter.
+pub fn last_event_id(req: &Request) -> Option<String> {
+    req.header("Last-Event-ID")
+        .map(str::to_string)
+        .or_else(|| req.query_param("lastEventId"))
+}
+
+/// One published event as the history keeps it.
+struct Entry {
+    seq: u64,
+    id: String,
+    topics: Vec<String>,
+    event_type: Option<String>,
+    frame: Frame,
+    at: Instant,
+}
+
+/// One frame waiting to be written to a subscriber.
+struct Pending {
+    frame: Frame,
+    kind: Kind,
+}
+
+/// What a pending frame is: only events count as delivered or dropped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Event,
+    Gap,
+    Control,
+}
+
+struct Subscriber {
+    stream: Detached,
+    subscription: Subscription,
+    pending: VecDeque<Pending>,
+    /// Bytes of the first pending frame already written.
+    offset: usize,
+    pending_bytes: usize,
+    last_write: Instant,
+    gone: bool,
+}
+
+impl Subscriber {
+    fn push(&mut self, frame: Frame, kind: Kind) {
+        self.pending_bytes += frame.len();
+        self.pending.push_back(Pending { frame, kind });
+    }
+
+    /// Writes as much of the backlog as the socket takes now. Returns the
+    /// number of events written in full.
+    fn flush(&mut self) -> u64 {
+        let mut delivered = 0;
+        while !self.pending.is_empty() && !self.gone {
+            let mut slices = Vec::with_capacity(self.pending.len().min(64));
+            for (i, p) in self.pending.iter().take(64).enumerate() {
+                let skip = if i == 0 { self.offset } else { 0 };
+                slices.push(IoSlice::new(&p.frame.as_bytes()[skip..]));
+            }
+            let offered: usize = slices.iter().map(|s| s.len()).sum();
+            match self.stream.write_vectored(&slices) {
+                Ok(written) => {
+                    self.last_write = Instant::now();
+                    let mut left = written;
+                    while left > 0 {
+                        let front_left = self.pending[0].frame.len() - self.offset;
+                        if left < front_left {
+                            self.offset += left;
+                            break;
+                        }
+                        left -= front_left;
+                        self.offset = 0;
+                        let done = self
+                            .pending
+                            .pop_front()
+                            .expect("written bytes belong to pending frames");
+                        self.pending_bytes -= done.frame.len();
+                        delivered += u64::from(done.kind == Kind::Event);
+                    }
+                    if written < offered {
+                        break; // the socket buffer is full
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => self.gone = true,
+            }
+        }
+        delivered
+    }
+}
+
+/// The coordinator thread: ids, encoding and the history. It forwards
+/// published entries to every shard and each new subscriber (with its
+/// replay already queued) to the least loaded shard. Each shard's channel is
+/// first in, first out, so a subscriber sees its replay and then exactly the
+/// entries published after it: the hand-over has no gap and no duplicate.
+struct Coordinator {
+    history: VecDeque<Arc<Entry>>,
+    history_bytes: usize,
+    next_seq: u64,
+    epoch: String,
+    counters: Arc<Counters>,
+    config: Arc<HubBuilder>,
+    shards: Vec<ShardHandle>,
+    /// Entries published since the last forward; every shard gets them in
+    /// one message.
+    outgoing: Vec<Arc<Entry>>,
+}
+
+struct ShardHandle {
+    tx: SyncSender<ShardCommand>,
+    load: Arc<AtomicU64>,
+}
+
+enum ShardCommand {
+    Publish(Arc<[Arc<Entry>]>),
+    Subscribe(Box<Subscriber>),
+    Close(SyncSender<()>),
+}
+
+/// The most commands handled before the results are passed on: a batch.
+const BATCH: usize = 4096;
+
+impl Coordinator {
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            let command = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.prune_history(); // entries may have aged out
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return self.close(None),
+            };
+            let mut next = Some(command);
+            let mut handled = 0;
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Publish(topics, event) => self.publish(topics, event),
+                    Command::Subscribe(stream, subscription) => {
+                        self.subscribe(stream, subscription)
+                    }
+                    Command::Close(done) => return self.close(Some(done)),
+                }
+                handled += 1;
+                if handled < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.forward();
+        }
+    }
+
+    /// Sends what was published since the last call to every shard.
+    fn forward(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let batch: Arc<[Arc<Entry>]> = std::mem::take(&mut self.outgoing).into();
+        for shard in &self.shards {
+            let _ = shard.tx.send(ShardCommand::Publish(batch.clone()));
+        }
+    }
+
+    fn publish(&mut self, topics: Vec<String>, event: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (event, id) = match event.get_id() {
+            Some(id) => {
+                let id = id.to_string();
+                (event, id)
+            }
+            None => {
+                let id = format!("{}-{}", self.epoch, seq);
+                (event.with_valid_id(id.clone()), id)
+            }
+        };
+        let entry = Arc::new(Entry {
+            seq,
+            id,
+            topics,
+            event_type: event.get_event().map(str::to_string),
+            frame: Frame::from(&event),
+            at: Instant::now(),
+        });
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        if self.config.history_events > 0 {
+            self.history_bytes += entry.frame.len();
+            self.history.push_back(entry.clone());
+            self.prune_history();
+        }
+        self.outgoing.push(entry);
+    }
+
+    fn prune_history(&mut self) {
+        let now = Instant::now();
+        while let Some(oldest) = self.history.front() {
+            let too_old = self
+                .config
+                .history_age
+                .is_some_and(|age| now.duration_since(oldest.at) > age);
+            let too_many = self.history.len() > self.config.history_events;
+            // The newest event always stays, however large, so that a
+            // client that saw it can resume.
+            let too_big = self.history_bytes > self.config.history_bytes && self.history.len() > 1;
+            if !(too_old || too_many || too_big) {
+                break;
+            }
+            self.history_bytes -= oldest.frame.len();
+            self.history.pop_front();
+        }
+        self.counters
+            .history_len
+            .store(self.history.len() as u64, Ordering::Relaxed);
+        self.counters
+            .history_bytes
+            .store(self.history_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Where in the history a client that last saw `id` resumes: the index
+    /// of the first entry after it, or `None` when the id is unknown.
+    fn resume_index(&self, id: &str) -> Option<usize> {
+        // An empty history (everything expired) is followed by `next_seq`.
+        let first = self.history.front().map_or(self.next_seq, |e| e.seq);
+        let assigned = id
+            .strip_prefix(self.epoch.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<u64>().ok());
+        match assigned {
+            // The event just before the oldest retained one: the client
+            // missed nothing, everything retained is newer.
+            Some(seq) if seq.checked_add(1) == Some(first) => Some(0),
+            // Hub-assigned ids locate their entry by arithmetic.
+            Some(seq) => {
+                let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+                let entry = self.history.get(index)?;
+                (entry.id == id).then_some(index + 1)
+            }
+            // Publisher-chosen ids: search, newest first.
+            None => self.history.iter().rposition(|e| e.id == id).map(|i| i + 1),
+        }
+    }
+
+    fn subscribe(&mut self, stream: Detached, subscription: Subscription) {
+        let mut sub = Subscriber {
+            stream,
+            subscription,
+            pending: VecDeque::new(),
+            offset: 0,
+            pending_bytes: 0,
+            last_write: Instant::now(),
+            gone: false,
+        };
+        if let Some(id) = sub.subscription.last_event_id.clone() {
+            let start = match self.resume_index(&id) {
+                Some(index) => {
+                    self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
+                    Some(index)
+                }
+                None => {
+                    self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
+                    sub.push(gap_frame("unknown-id"), Kind::Gap);
+                    match self.config.unknown_id {
+                        UnknownId::ReplayAll => Some(0),
+                        UnknownId::LiveOnly => None,
+                    }
+                }
+            };
+            for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
+                if sub.subscription.wants(entry) {
+                    sub.push(entry.frame.clone(), Kind::Event);
+                }
+            }
+        }
+        // Entries published before this subscription must reach the shards
+        // before it does: they are in its replay (or before its time).
+        self.forward();
+        let shard = self
+            .shards
+            .iter()
+            .min_by_key(|s| s.load.load(Ordering::Relaxed))
+            .expect("a hub has at least one shard");
+        shard.load.fetch_add(1, Ordering::Relaxed);
+        self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
+        let _ = shard.tx.send(ShardCommand::Subscribe(Box::new(sub)));
+    }
+
+    /// Forwards what is pending, closes every shard and waits for them.
+    fn close(&mut self, done: Option<SyncSender<()>>) {
+        self.forward();
+        let mut waits = Vec::new();
+        for shard in &self.shards {
+            let (tx, rx) = mpsc::sync_channel(1);
+            if shard.tx.send(ShardCommand::Close(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv();
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// A fan-out thread: writes to its share of the subscribers.
+struct Shard {
+    subscribers: Vec<Subscriber>,
+    counters: Arc<Counters>,
+    config: Arc<HubBuilder>,
+    load: Arc<AtomicU64>,
+}
+
+impl Shard {
+    fn run(mut self, rx: Receiver<ShardCommand>) {
+        let tick = self
+            .config
+            .keep_alive
+            .map_or(Duration::from_secs(1), |k| k / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            // Sleep until a command arrives; wake sooner to retry backlogs
+            // that a full socket left behind, and on the tick.
+            let backlog = self.subscribers.iter().any(|s| !s.pending.is_empty());
+            let wait = if backlog {
+                Duration::from_millis(2)
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            let mut next = match rx.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return self.close(None),
+            };
+            let mut handled = 0;
+            while let Some(command) = next.take() {
+                match command {
+                    ShardCommand::Publish(entries) => {
+                        for entry in entries.iter() {
+                            self.publish(entry);
+                        }
+                    }
+                    ShardCommand::Subscribe(sub) => self.subscribers.push(*sub),
+                    ShardCommand::Close(done) => return self.close(Some(done)),
+                }
+                handled += 1;
+                if handled < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + tick;
+                self.tick();
+            }
+            self.flush_all();
+        }
+    }
+
+    fn publish(&mut self, entry: &Entry) {
+        let (bound_events, bound_bytes) = (self.config.backlog_events, self.config.backlog_bytes);
+        for sub in &mut self.subscribers {
+            if sub.gone || !sub.subscription.wants(entry) {
+                continue;
+            }
+            sub.push(entry.frame.clone(), Kind::Event);
+            let over = |sub: &Subscriber| {
+                sub.pending.len() > bound_events || sub.pending_bytes > bound_bytes
+            };
+            if over(sub) {
+                // A batch queues many events before any write: let the
+                // socket take what it can first, so that only a client that
+                // does not read counts as slow.
+                let delivered = sub.flush();
+                self.counters
+                    .delivered
+                    .fetch_add(delivered, Ordering::Relaxed);
+            }
+            if over(sub) && !sub.gone {
+                match self.config.slow_client {
+                    SlowClient::Disconnect => {
+                        sub.gone = true;
+                        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    SlowClient::DropOldest => {
+                        let dropped = drop_oldest(sub, bound_events, bound_bytes);
+                        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keep-alives for idle subscribers, and a check for clients that went
+    /// away; backlogs that emptied give their memory back.
+    fn tick(&mut self) {
+        let keep_alive = self.config.keep_alive;
+        for sub in &mut self.subscribers {
+            if sub.gone || sub.stream.is_gone() {
+                sub.gone = true;
+                continue;
+            }
+            if sub.pending.is_empty() {
+                sub.pending.shrink_to(4);
+                if keep_alive.is_some_and(|interval| sub.last_write.elapsed() >= interval) {
+                    sub.push(keep_alive_frame(), Kind::Control);
+                }
+            }
+        }
+    }
+
+    /// Writes every backlog, then removes subscribers that are gone.
+    fn flush_all(&mut self) {
+        let mut delivered = 0;
+        for sub in &mut self.subscribers {
+            if !sub.pending.is_empty() {
+                delivered += sub.flush();
+            }
+        }
+        self.counters
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+        let before = self.subscribers.len();
+        self.subscribers.retain(|sub| {
+            if sub.gone {
+                sub.stream.close();
+            }
+            !sub.gone
+        });
+        let removed = (before - self.subscribers.len()) as u64;
+        if removed > 0 {
+            self.load.fetch_sub(removed, Ordering::Relaxed);
+            self.counters
+                .subscribers
+                .fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the goodbye (close event, jittered retry), gives the sockets
+    /// until the close timeout to take it, then ends every stream.
+    fn close(&mut self, done: Option<SyncSender<()>>) {
+        let deadline = Instant::now() + self.config.close_timeout;
+        for sub in &mut self.subscribers {
+            if let Some(event) = &self.config.close_event {
+                sub.push(Frame::from(event), Kind::Control);
+            }
+            if let Some((base, jitter)) = self.config.close_retry {
+                let retry = Event::new().retry(base + jitter.mul_f64(random_unit()));
+                sub.push(Frame::from(&retry), Kind::Control);
+            }
+        }
+        while Instant::now() < deadline {
+            self.flush_all();
+            if self.subscribers.iter().all(|s| s.pending.is_empty()) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        for sub in &self.subscribers {
+            sub.stream.close();
+        }
+        let left = self.subscribers.len() as u64;
+        self.subscribers.clear();
+        self.load.fetch_sub(left, Ordering::Relaxed);
+        self.counters.subscribers.fetch_sub(left, Ordering::Relaxed);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Drops the oldest pending events (never the one partly written) until
+/// the backlog fits again, and puts one gap signal in their place.
+fn drop_oldest(sub: &mut Subscriber, max_events: usize, max_bytes: usize) -> u64 {
+    // The first frame may be partly written: it must be finished.
+    let keep_front = usize::from(sub.offset > 0);
+    let gap_queued = sub
+        .pending
+        .get(keep_front)
+        .is_some_and(|p| p.kind == Kind::Gap);
+    let first_droppable = keep_front + usize::from(gap_queued);
+    let mut dropped = 0;
+    while (sub.pending.len() > max_events || sub.pending_bytes > max_bytes)
+        && sub.pending.len() > first_droppable + 1
+    {
+        if let Some(p) = sub.pending.remove(first_droppable) {
+            sub.pending_bytes -= p.frame.len();
+            dropped += u64::from(p.kind == Kind::Event);
+        }
+    }
+    if dropped > 0 && !gap_queued {
+        let gap = gap_frame("lagged");
+        sub.pending_bytes += gap.len();
+        sub.pending.insert(
+            keep_front,
+            Pending {
+                frame: gap,
+                kind: Kind::Gap,
+            },
+        );
+    }
+    dropped
+}
+
+fn gap_frame(reason: &str) -> Frame {
+    Frame::from(Event::new().with_valid_event(GAP_EVENT).data(reason))
+}
+
+fn keep_alive_frame() -> Frame {
+    Frame::from(Event::new().comment(""))
+}

@@ -1,0 +1,909 @@
+//! The broadcast hub over real sockets: a `Server` on 127.0.0.1:0 whose
+//! `/events` route subscribes streams to a `Hub`, and raw TCP clients that
+//! parse the event stream with `stdsse::parser::Parser`.
+
+mod common_hub;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common_hub::{wait_for, wait_until, BgServer, NoItem, Sse, WAIT};
+use stdsse::hub::{
+    Hub, HubBuilder, PublishError, SlowClient, SubscribeError, Subscription, UnknownId, GAP_EVENT,
+};
+use stdsse::parser::{Item, MessageEvent};
+use stdsse::Event;
+
+/// A server whose `/events` route is `hub.handler("topic")`. The server's
+/// own keep-alives are off: everything on a subscribed stream is the hub's.
+fn serve(hub: &Hub) -> BgServer {
+    let handler = hub.handler("topic");
+    BgServer::start(move |server| {
+        server.keep_alive(None).sse("/events", handler);
+    })
+    .before_stop(closer(hub))
+}
+
+/// Closes the hub first when the test ends: the server's shutdown waits for
+/// the streams the hub holds, which it would otherwise release only on its
+/// next check for closed streams (up to a second later).
+fn closer(hub: &Hub) -> impl FnOnce() + 'static {
+    let hub = hub.clone();
+    move || {
+        let _ = hub.close();
+    }
+}
+
+fn build(builder: HubBuilder) -> Hub {
+    builder.build().expect("start the hub")
+}
+
+/// The `n` of a hub-assigned id `<epoch>-<n>`; panics on any other id.
+fn seq(hub: &Hub, id: &str) -> u64 {
+    id.strip_prefix(hub.epoch())
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{id:?} is not of the form {}-<n>", hub.epoch()))
+}
+
+/// The id the hub assigns to its `n`th event.
+fn id(hub: &Hub, n: u64) -> String {
+    format!("{}-{n}", hub.epoch())
+}
+
+fn wait_subscribers(hub: &Hub, n: u64) {
+    wait_until(&format!("{n} subscribers"), || hub.stats().subscribers == n);
+}
+
+fn wait_history(hub: &Hub, published: u64) {
+    wait_until(&format!("{published} events in the history"), || {
+        let stats = hub.stats();
+        stats.published == published && stats.history_len > 0
+    });
+}
+
+fn data(events: &[MessageEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.data.as_str()).collect()
+}
+
+/// Reads events up to and including the one whose data is `last`.
+fn events_until(sse: &mut Sse, last: &str) -> Vec<MessageEvent> {
+    let mut events = Vec::new();
+    loop {
+        let event = sse.next_event();
+        let done = event.data == last;
+        events.push(event);
+        if done {
+            return events;
+        }
+    }
+}
+
+fn publish(hub: &Hub, data: &str) {
+    hub.publish(Event::new().data(data)).expect("publish");
+}
+
+#[test]
+fn every_subscriber_gets_every_event_once_in_publish_order() {
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: usize = 500;
+    const SUBSCRIBERS: usize = 20;
+    const TOTAL: usize = PUBLISHERS * PER_PUBLISHER;
+    let hub = build(Hub::builder());
+    let epoch = hub.epoch();
+    assert!(
+        !epoch.is_empty() && !epoch.contains('-') && epoch.is_ascii(),
+        "epoch {epoch:?}"
+    );
+    assert_ne!(epoch, build(Hub::builder()).epoch(), "two hubs, one epoch");
+    let server = serve(&hub);
+    let clients: Vec<Sse> = (0..SUBSCRIBERS)
+        .map(|_| server.sse("/events", &[]))
+        .collect();
+    wait_subscribers(&hub, SUBSCRIBERS as u64);
+
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut sse| thread::spawn(move || sse.events(TOTAL)))
+        .collect();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let hub = hub.clone();
+            thread::spawn(move || {
+                for i in 0..PER_PUBLISHER {
+                    hub.publish(Event::new().data(format!("{p}:{i}")))
+                        .expect("publish");
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().expect("publisher thread");
+    }
+    for (s, reader) in readers.into_iter().enumerate() {
+        let events = reader.join().expect("reader thread");
+        let mut next = [0usize; PUBLISHERS];
+        for (k, event) in events.iter().enumerate() {
+            assert_eq!(event.event_type, "message");
+            // Ids count up from 1 without holes: strictly increasing, and
+            // every event arrives exactly once.
+            assert_eq!(
+                seq(&hub, &event.id),
+                k as u64 + 1,
+                "subscriber {s}: {event:?}"
+            );
+            let (p, i) = event.data.split_once(':').expect("publisher:seq");
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[p], "subscriber {s}: publisher {p} out of order");
+            next[p] += 1;
+        }
+        assert_eq!(next, [PER_PUBLISHER; PUBLISHERS], "subscriber {s}");
+    }
+    wait_until("every delivery counted", || {
+        hub.stats().delivered == (TOTAL * SUBSCRIBERS) as u64
+    });
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.published, stats.evicted, stats.dropped),
+        (TOTAL as u64, 0, 0)
+    );
+}
+
+#[test]
+fn replay_hands_over_to_live_without_gap_or_duplicate() {
+    const ITERATIONS: u64 = 150;
+    const READ: u64 = 60;
+    let hub = build(Hub::builder().history(1_000_000, 256 << 20));
+    let server = serve(&hub);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // The watcher sees every event and shares the ids seen so far.
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut watcher = server.sse("/events", &[]);
+    wait_subscribers(&hub, 1);
+    let watch = {
+        let (hub, seen, stop) = (hub.clone(), seen.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match watcher.next_item(Duration::from_millis(50)) {
+                    Ok(Item::Event(event)) => seen.lock().unwrap().push(seq(&hub, &event.id)),
+                    Ok(Item::Comment(_)) | Err(NoItem::Timeout) => {}
+                    Err(NoItem::Eof) => panic!("the watcher's stream ended"),
+                }
+            }
+        })
+    };
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            let (hub, stop) = (hub.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    hub.publish(Event::new().data(format!("{p}:{i}")))
+                        .expect("publish");
+                    i += 1;
+                    thread::sleep(Duration::from_micros(200));
+                }
+            })
+        })
+        .collect();
+
+    for iteration in 0..ITERATIONS {
+        wait_until("the watcher to see events", || {
+            seen.lock().unwrap().len() > 10
+        });
+        let resume = {
+            let seen = seen.lock().unwrap();
+            // The newest id seen, or one up to 200 events older.
+            let back = (iteration as usize * 37) % 200;
+            seen[seen.len() - 1 - back.min(seen.len() - 1)]
+        };
+        let resume_id = id(&hub, resume);
+        let mut sse = if iteration % 2 == 0 {
+            server.sse("/events", &[("Last-Event-ID", &resume_id)])
+        } else {
+            server.sse(&format!("/events?lastEventId={resume_id}"), &[])
+        };
+        for expected in resume + 1..=resume + READ {
+            let event = sse.next_event();
+            assert_ne!(event.event_type, GAP_EVENT, "iteration {iteration}");
+            assert_eq!(
+                seq(&hub, &event.id),
+                expected,
+                "iteration {iteration}, resumed after {resume}"
+            );
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for publisher in publishers {
+        publisher.join().expect("publisher thread");
+    }
+    watch.join().expect("watcher thread");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "the watcher missed events"
+    );
+    let stats = hub.stats();
+    assert_eq!((stats.replay_hits, stats.replay_misses), (ITERATIONS, 0));
+    assert_eq!((stats.evicted, stats.dropped), (0, 0));
+}
+
+#[test]
+fn last_event_id_from_header_or_query_parameter() {
+    let hub = build(Hub::builder());
+    let server = serve(&hub);
+    for n in 1..=5 {
+        publish(&hub, &format!("e{n}"));
+    }
+    wait_history(&hub, 5);
+    let (two, three) = (id(&hub, 2), id(&hub, 3));
+    // name, target, Last-Event-ID header, expected replay
+    let cases: [(&str, String, Option<&str>, &[&str]); 4] = [
+        ("header", "/events".into(), Some(&two), &["e3", "e4", "e5"]),
+        (
+            "query",
+            format!("/events?lastEventId={two}"),
+            None,
+            &["e3", "e4", "e5"],
+        ),
+        // The header wins over the query parameter.
+        (
+            "both",
+            format!("/events?lastEventId={two}"),
+            Some(&three),
+            &["e4", "e5"],
+        ),
+        // An empty id is no id: no gap signal, no replay, live only.
+        ("empty", "/events?lastEventId=".into(), None, &[]),
+    ];
+    let mut clients: Vec<_> = cases
+        .iter()
+        .map(|(name, target, header, _)| {
+            let headers: Vec<_> = header.iter().map(|v| ("Last-Event-ID", *v)).collect();
+            (*name, server.sse(target, &headers))
+        })
+        .collect();
+    for ((name, sse), (_, _, _, expected)) in clients.iter_mut().zip(&cases) {
+        let events = sse.events(expected.len());
+        assert_eq!(&data(&events), expected, "{name}");
+    }
+    wait_subscribers(&hub, cases.len() as u64);
+    publish(&hub, "live");
+    for (name, sse) in &mut clients {
+        let event = sse.next_event();
+        assert_eq!(
+            (event.data.as_str(), seq(&hub, &event.id)),
+            ("live", 6),
+            "{name}"
+        );
+    }
+    let stats = hub.stats();
+    assert_eq!((stats.replay_hits, stats.replay_misses), (3, 0));
+}
+
+/// Makes an id for a hub.
+type IdOf = fn(&Hub) -> String;
+
+#[test]
+fn unknown_ids_get_the_gap_signal_then_the_retained_events() {
+    // History of 5: after 8 events it holds 4..=8.
+    let other_epoch = |hub: &Hub| {
+        if hub.epoch() == "deadbeef" {
+            "deadbeee-3".to_string()
+        } else {
+            "deadbeef-3".to_string()
+        }
+    };
+    // name, the id the client sends, whether it is unknown (a gap)
+    let cases: [(&str, IdOf, bool); 6] = [
+        ("another epoch", other_epoch, true),
+        ("garbage", |_| "not an id at all".into(), true),
+        ("expired", |hub| id(hub, 2), true),
+        ("never issued", |hub| id(hub, 100), true),
+        ("right before the oldest retained", |hub| id(hub, 3), false),
+        ("retained", |hub| id(hub, 6), false),
+    ];
+    for policy in [UnknownId::ReplayAll, UnknownId::LiveOnly] {
+        for (name, last_id, gap) in &cases {
+            let hub = build(Hub::builder().history(5, 1 << 20).unknown_id(policy));
+            let server = serve(&hub);
+            for n in 1..=8 {
+                publish(&hub, &format!("e{n}"));
+            }
+            wait_history(&hub, 8);
+            let last_id = last_id(&hub);
+            let mut sse = server.sse("/events", &[("Last-Event-ID", &last_id)]);
+            let mut expected: Vec<String> = Vec::new();
+            if *gap {
+                let event = sse.next_event();
+                assert_eq!(
+                    (
+                        event.event_type.as_str(),
+                        event.data.as_str(),
+                        event.id.as_str()
+                    ),
+                    (GAP_EVENT, "unknown-id", ""),
+                    "{policy:?}, {name}"
+                );
+            }
+            let from = if *gap { 4 } else { seq(&hub, &last_id) + 1 };
+            if !*gap || policy == UnknownId::ReplayAll {
+                expected.extend((from..=8).map(|n| format!("e{n}")));
+            }
+            let replayed = sse.events(expected.len());
+            assert_eq!(data(&replayed), expected, "{policy:?}, {name}");
+            wait_subscribers(&hub, 1);
+            publish(&hub, "live");
+            let event = sse.next_event();
+            assert_eq!(
+                (event.data.as_str(), seq(&hub, &event.id)),
+                ("live", 9),
+                "{policy:?}, {name}"
+            );
+            let stats = hub.stats();
+            let expected_counts = if *gap { (0, 1) } else { (1, 0) };
+            assert_eq!(
+                (stats.replay_hits, stats.replay_misses),
+                expected_counts,
+                "{policy:?}, {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn history_is_bounded_by_count_bytes_and_age() {
+    struct Case {
+        name: &'static str,
+        count: usize,
+        bytes: usize,
+        events: usize,
+        data_len: usize,
+    }
+    #[rustfmt::skip]
+    let cases = [
+        Case { name: "count", count: 5, bytes: 1 << 20, events: 20, data_len: 10 },
+        Case { name: "bytes", count: 1000, bytes: 1000, events: 20, data_len: 100 },
+        Case { name: "both", count: 7, bytes: 1000, events: 20, data_len: 100 },
+        Case { name: "one event over the byte bound stays", count: 1000, bytes: 100, events: 3, data_len: 500 },
+    ];
+    for case in cases {
+        let hub = build(Hub::builder().history(case.count, case.bytes));
+        let server = serve(&hub);
+        for n in 0..case.events {
+            publish(&hub, &format!("{n:02}{}", "x".repeat(case.data_len - 2)));
+        }
+        // What the bounds keep: the newest events while both bounds hold,
+        // and always the newest one. Each is "id: <id>\ndata: <data>\n\n".
+        let frame =
+            |n: usize| "id: \ndata: \n\n".len() + id(&hub, n as u64 + 1).len() + case.data_len;
+        let (mut retained, mut bytes) = (0, 0);
+        for n in (0..case.events).rev() {
+            let (count, more) = (retained + 1, bytes + frame(n));
+            if retained > 0 && (count > case.count || more > case.bytes) {
+                break;
+            }
+            (retained, bytes) = (count, more);
+        }
+        assert!(
+            retained < case.events,
+            "{}: the case prunes nothing",
+            case.name
+        );
+        wait_for(
+            &format!(
+                "{}: {retained} events, {bytes} bytes in the history",
+                case.name
+            ),
+            || hub.stats(),
+            |s| {
+                (s.published, s.history_len, s.history_bytes)
+                    == (case.events as u64, retained as u64, bytes as u64)
+            },
+        );
+        // The newest are the ones kept: a client with an unknown id gets
+        // exactly those.
+        let mut sse = server.sse("/events", &[("Last-Event-ID", "unknown")]);
+        assert_eq!(sse.next_event().event_type, GAP_EVENT, "{}", case.name);
+        let replayed = sse.events(retained);
+        let first = case.events - retained;
+        for (k, event) in replayed.iter().enumerate() {
+            assert!(
+                event.data.starts_with(&format!("{:02}", first + k)),
+                "{}: {event:?}",
+                case.name
+            );
+        }
+        wait_subscribers(&hub, 1);
+        publish(&hub, "after");
+        assert_eq!(sse.next_event().data, "after", "{}", case.name);
+    }
+
+    // Age: entries older than the maximum age go, even without publishes.
+    let hub = build(
+        Hub::builder()
+            .history_max_age(Some(Duration::from_millis(150)))
+            .keep_alive(Some(Duration::from_millis(100))),
+    );
+    let server = serve(&hub);
+    for n in 1..=3 {
+        publish(&hub, &format!("e{n}"));
+    }
+    wait_history(&hub, 3);
+    wait_until("the history to expire", || {
+        let stats = hub.stats();
+        stats.history_len == 0 && stats.history_bytes == 0
+    });
+    // The client that saw the newest event missed nothing: no gap signal.
+    let mut up_to_date = server.sse("/events", &[("Last-Event-ID", &id(&hub, 3))]);
+    // One that saw an expired older one may have missed events.
+    let mut behind = server.sse("/events", &[("Last-Event-ID", &id(&hub, 2))]);
+    let gap = behind.next_event();
+    assert_eq!(
+        (gap.event_type.as_str(), gap.data.as_str()),
+        (GAP_EVENT, "unknown-id")
+    );
+    wait_subscribers(&hub, 2);
+    publish(&hub, "live");
+    assert_eq!(up_to_date.next_event().data, "live");
+    assert_eq!(behind.next_event().data, "live");
+    let stats = hub.stats();
+    assert_eq!((stats.replay_hits, stats.replay_misses), (1, 1));
+}
+
+#[test]
+fn publisher_chosen_ids_are_kept_and_resumable() {
+    let hub = build(Hub::builder());
+    let server = serve(&hub);
+    let mut live = server.sse("/events", &[]);
+    wait_subscribers(&hub, 1);
+    let events = [
+        Event::new().data("a"),
+        Event::new().id("x").unwrap().data("b"),
+        Event::new().data("c"),
+        Event::new().id("order/42").unwrap().data("d"),
+        Event::new().data("e"),
+    ];
+    for event in events {
+        hub.publish(event).expect("publish");
+    }
+    let received = live.events(5);
+    let ids: Vec<&str> = received.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            id(&hub, 1).as_str(),
+            "x",
+            &id(&hub, 3),
+            "order/42",
+            &id(&hub, 5)
+        ]
+    );
+    assert_eq!(data(&received), ["a", "b", "c", "d", "e"]);
+
+    let cases: [(&str, &[&str]); 4] = [
+        ("x", &["c", "d", "e"]),
+        ("order/42", &["e"]),
+        (&id(&hub, 3), &["d", "e"]),
+        (&id(&hub, 5), &[]),
+    ];
+    let mut resumed = Vec::new();
+    for (last_id, expected) in cases {
+        let mut sse = server.sse("/events", &[("Last-Event-ID", last_id)]);
+        let replayed = sse.events(expected.len());
+        assert_eq!(data(&replayed), expected, "after {last_id}");
+        resumed.push(sse);
+    }
+    wait_subscribers(&hub, 5);
+    publish(&hub, "live");
+    for sse in resumed.iter_mut().chain([&mut live]) {
+        let event = sse.next_event();
+        assert_eq!((event.data.as_str(), seq(&hub, &event.id)), ("live", 6));
+    }
+    assert_eq!(hub.stats().replay_misses, 0);
+}
+
+#[test]
+fn topics_reach_their_subscribers_once_and_filters_drop() {
+    let hub = build(Hub::builder());
+    let filtered_hub = hub.clone();
+    let server = BgServer::start(|server| {
+        server.keep_alive(None).sse("/events", hub.handler("topic"));
+        server.sse("/filtered", move |_req, stream| {
+            let subscription = Subscription::new().topic("a").filter(|p| {
+                assert!(!p.id.is_empty() && !p.frame.as_bytes().is_empty());
+                p.event_type == Some("keep")
+            });
+            Ok(filtered_hub.subscribe(stream, subscription)?)
+        });
+    })
+    .before_stop(closer(&hub));
+    let targets = [
+        "/events?topic=a&topic=b",
+        "/events?topic=a&topic=a",
+        "/events?topic=c",
+        "/events",
+        "/filtered",
+    ];
+    let mut clients: Vec<Sse> = targets.iter().map(|t| server.sse(t, &[])).collect();
+    wait_subscribers(&hub, targets.len() as u64);
+
+    let typed = |t: &str, d: &str| Event::new().event(t).unwrap().data(d);
+    let to = |topics: &[&str], event: Event| hub.publish_to(topics, event).expect("publish_to");
+    to(&["a"], Event::new().data("a1"));
+    to(&["b"], Event::new().data("b1"));
+    to(&["a", "b"], Event::new().data("ab1"));
+    to(&["c"], Event::new().data("c1"));
+    hub.publish(Event::new().data("all1")).unwrap();
+    to(&["a"], typed("drop", "a-drop"));
+    to(&["a"], typed("keep", "a-keep"));
+    hub.publish(typed("keep", "all-keep")).unwrap();
+    to(&["b"], typed("keep", "b-keep"));
+    to(&["a", "a"], Event::new().data("aa1"));
+    to(&["b", "c"], typed("keep", "bc-keep"));
+    hub.publish(typed("keep", "end")).unwrap();
+
+    let expected: [&[&str]; 5] = [
+        &[
+            "a1", "b1", "ab1", "all1", "a-drop", "a-keep", "all-keep", "b-keep", "aa1", "bc-keep",
+            "end",
+        ],
+        &[
+            "a1", "ab1", "all1", "a-drop", "a-keep", "all-keep", "aa1", "end",
+        ],
+        &["c1", "all1", "all-keep", "bc-keep", "end"],
+        &["all1", "all-keep", "end"],
+        &["a-keep", "all-keep", "end"],
+    ];
+    for ((target, sse), expected) in targets.iter().zip(&mut clients).zip(expected) {
+        assert_eq!(data(&events_until(sse, "end")), expected, "{target}");
+    }
+}
+
+const FLOOD: usize = 10_000;
+/// How far the publisher may run ahead of the reading subscriber, in events:
+/// well under what its socket buffers hold, so that only the client that
+/// never reads can pass the backlog bound (64 events here).
+const LEAD: usize = 50;
+
+/// Reads `sse` on a thread, counting the events as they arrive, until EOF.
+fn counting_reader(mut sse: Sse) -> (Arc<AtomicUsize>, thread::JoinHandle<Vec<MessageEvent>>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let reader = thread::spawn(move || {
+        let mut events = Vec::new();
+        loop {
+            match sse.next_item(WAIT) {
+                Ok(Item::Event(event)) => {
+                    events.push(event);
+                    counter.store(events.len(), Ordering::SeqCst);
+                }
+                Ok(Item::Comment(_)) => {}
+                Err(NoItem::Eof) => return events,
+                Err(NoItem::Timeout) => panic!("stalled after {} events", events.len()),
+            }
+        }
+    });
+    (count, reader)
+}
+
+/// Publishes [`FLOOD`] events of about 1 KiB (data `<5-digit index>:xxx...`),
+/// never more than [`LEAD`] ahead of what `received` says.
+fn publish_flood(hub: &Hub, received: &AtomicUsize) {
+    let filler = "x".repeat(1018);
+    for i in 0..FLOOD {
+        if i % 10 == 0 && i >= LEAD {
+            wait_until("the reading subscriber to keep up", || {
+                received.load(Ordering::SeqCst) + LEAD >= i
+            });
+        }
+        hub.publish(Event::new().data(format!("{i:05}:{filler}")))
+            .expect("publish");
+    }
+}
+
+fn index_of(event: &MessageEvent) -> usize {
+    event.data[..5]
+        .parse()
+        .unwrap_or_else(|_| panic!("bad data {:?}", &event.data[..20]))
+}
+
+/// The resident set size of this process, in KiB (Linux only).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
+    let hub = build(Hub::builder().backlog(64, 256 << 10));
+    let server = serve(&hub);
+    let mut slow = server.sse("/events", &[]);
+    let normal = server.sse("/events", &[]);
+    wait_subscribers(&hub, 2);
+    let (received, reader) = counting_reader(normal);
+    publish_flood(&hub, &received);
+    wait_until("the slow client's eviction", || hub.stats().evicted >= 1);
+    wait_subscribers(&hub, 1);
+    // Its connection was closed: what reached its socket buffer, then EOF.
+    let partial: Vec<MessageEvent> = slow
+        .until_eof()
+        .into_iter()
+        .filter_map(|item| match item {
+            Item::Event(event) => Some(event),
+            Item::Comment(_) => None,
+        })
+        .collect();
+    assert!(partial.len() < FLOOD, "the slow client got everything");
+    for (k, event) in partial.iter().enumerate() {
+        assert_eq!(index_of(event), k);
+    }
+    wait_until("every event handled", || {
+        hub.stats().published == FLOOD as u64
+    });
+    hub.close().expect("close");
+    let events = reader.join().expect("reader thread");
+    assert_eq!(events.len(), FLOOD, "the normal subscriber missed events");
+    for (k, event) in events.iter().enumerate() {
+        assert_eq!(index_of(event), k);
+        assert_eq!(seq(&hub, &event.id), k as u64 + 1);
+    }
+
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.evicted, stats.dropped, stats.subscribers),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    assert!(
+        stats.history_len <= 1000 && stats.history_bytes <= 1 << 20,
+        "{stats:?}"
+    );
+    wait_until("the streams to close", || {
+        server.handle.stats().open_streams == 0
+    });
+    if let Some(rss) = rss_kib() {
+        assert!(rss < 200 * 1024, "RSS {rss} KiB after the flood");
+    }
+}
+
+#[test]
+fn drop_oldest_counts_drops_and_signals_the_gap() {
+    let hub = build(
+        Hub::builder()
+            .backlog(64, 256 << 10)
+            .slow_client(SlowClient::DropOldest)
+            .close_timeout(WAIT),
+    );
+    let server = serve(&hub);
+    let mut slow = server.sse("/events", &[]);
+    let normal = server.sse("/events", &[]);
+    wait_subscribers(&hub, 2);
+    let (received, reader) = counting_reader(normal);
+    publish_flood(&hub, &received);
+    wait_until("drops", || hub.stats().dropped >= 1);
+    publish(&hub, "end");
+    // Now the slow client reads: what its socket held, then the gap signal
+    // where events were dropped, then the newest ones.
+    let received = events_until(&mut slow, "end");
+    hub.close().expect("close");
+    let all = reader.join().expect("reader thread");
+    assert_eq!(all.len(), FLOOD + 1, "the normal subscriber missed events");
+    for (k, event) in all[..FLOOD].iter().enumerate() {
+        assert_eq!(index_of(event), k);
+    }
+
+    let stats = hub.stats();
+    assert_eq!(stats.evicted, 0, "{stats:?}");
+    let (gaps, events): (Vec<_>, Vec<_>) = received.iter().partition(|e| e.event_type == GAP_EVENT);
+    assert!(!gaps.is_empty(), "no gap signal");
+    assert!(gaps.iter().all(|g| g.data == "lagged"), "{gaps:?}");
+    // Everything the normal subscriber got, the slow one got or had dropped.
+    assert_eq!(
+        events.len() as u64 + stats.dropped,
+        FLOOD as u64 + 1,
+        "{stats:?}"
+    );
+    // Each hole in the sequence has a gap signal right before it.
+    let mut previous: Option<usize> = None;
+    let mut after_gap = false;
+    for event in &received {
+        if event.event_type == GAP_EVENT {
+            after_gap = true;
+            continue;
+        }
+        let index = if event.data == "end" {
+            FLOOD
+        } else {
+            index_of(event)
+        };
+        let expected = previous.map_or(0, |p| p + 1);
+        assert!(
+            index >= expected,
+            "out of order: {index} after {previous:?}"
+        );
+        assert!(
+            index == expected || after_gap,
+            "a hole before {index} without a gap signal"
+        );
+        previous = Some(index);
+        after_gap = false;
+    }
+    assert!(stats.history_bytes <= 1 << 20, "{stats:?}");
+}
+
+#[test]
+fn a_burst_longer_than_the_backlog_bound_reaches_reading_clients() {
+    // The fan-out queues a whole batch before writing: clients that read
+    // must not count as slow because a burst outgrew their backlog bound.
+    // 1000 events of about 30 bytes: far less than their socket buffers.
+    const BURST: u64 = 1000;
+    let hub = build(Hub::builder().backlog(64, 64 << 10));
+    let server = serve(&hub);
+    let clients: Vec<Sse> = (0..3).map(|_| server.sse("/events", &[])).collect();
+    wait_subscribers(&hub, 3);
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut sse| thread::spawn(move || sse.events(BURST as usize)))
+        .collect();
+    for n in 1..=BURST {
+        publish(&hub, &n.to_string());
+    }
+    for reader in readers {
+        let events = reader.join().expect("reader thread");
+        let ids: Vec<u64> = events.iter().map(|e| seq(&hub, &e.id)).collect();
+        assert_eq!(ids, (1..=BURST).collect::<Vec<_>>());
+    }
+    let stats = hub.stats();
+    assert_eq!((stats.evicted, stats.dropped), (0, 0));
+}
+
+#[test]
+fn keep_alives_on_idle_subscribers_and_prompt_removal() {
+    for keep_alive in [Some(Duration::from_millis(100)), None] {
+        let hub = build(Hub::builder().keep_alive(keep_alive));
+        let server = serve(&hub);
+        let mut sse = server.sse("/events", &[]);
+        wait_subscribers(&hub, 1);
+        assert_eq!(server.handle.stats().open_streams, 1);
+        if keep_alive.is_some() {
+            for _ in 0..2 {
+                assert_eq!(sse.next_item(WAIT), Ok(Item::Comment(String::new())));
+            }
+        }
+        drop(sse);
+        wait_until("the subscriber's removal", || {
+            hub.stats().subscribers == 0 && server.handle.stats().open_streams == 0
+        });
+    }
+}
+
+#[test]
+fn close_ends_every_stream_and_refuses_later_calls() {
+    let (base, jitter) = (Duration::from_millis(1000), Duration::from_millis(500));
+    let hub = build(
+        Hub::builder()
+            .close_event(Some(Event::new().event("bye").unwrap().data("closing")))
+            .close_retry(base, jitter),
+    );
+    // `/events` subscribes; `/probe` also records what `subscribe` returned.
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let (probe_hub, probe_results) = (hub.clone(), results.clone());
+    let server = BgServer::start(|server| {
+        server.keep_alive(None).sse("/events", hub.handler("topic"));
+        server.sse("/probe", move |_req, stream| {
+            let result = probe_hub.subscribe(stream, Subscription::new());
+            probe_results.lock().unwrap().push(result);
+            Ok(result?)
+        });
+    });
+    let mut clients: Vec<Sse> = (0..3).map(|_| server.sse("/events", &[])).collect();
+    wait_subscribers(&hub, 3);
+    publish(&hub, "before");
+    for sse in &mut clients {
+        assert_eq!(sse.next_event().data, "before");
+    }
+    hub.close().expect("close");
+    assert!(hub.is_closed());
+    for sse in &mut clients {
+        let events: Vec<_> = sse
+            .until_eof()
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Event(event) => Some(event),
+                Item::Comment(_) => None,
+            })
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].event_type.as_str(), events[0].data.as_str()),
+            ("bye", "closing")
+        );
+        let retry = sse.retry().expect("a retry: hint");
+        assert!(retry >= base && retry <= base + jitter, "retry {retry:?}");
+    }
+
+    let event = Event::new().id("kept").unwrap().data("too late");
+    assert_eq!(hub.publish(event.clone()), Err(PublishError(event.clone())));
+    assert_eq!(
+        hub.publish_to(&["a"], event.clone()),
+        Err(PublishError(event))
+    );
+    // A new stream cannot subscribe: it ends at once, without events.
+    let mut late = server.sse("/probe", &[]);
+    let items = late.until_eof();
+    assert!(
+        items.iter().all(|i| matches!(i, Item::Comment(_))),
+        "{items:?}"
+    );
+    assert_eq!(*results.lock().unwrap(), [Err(SubscribeError)]);
+    assert_eq!(hub.close(), Ok(()), "closing twice");
+    assert_eq!(hub.stats().subscribers, 0);
+    wait_until("the streams to close", || {
+        server.handle.stats().open_streams == 0
+    });
+}
+
+#[test]
+fn stats_count_publishes_deliveries_and_replays() {
+    let hub = build(Hub::builder());
+    let server = serve(&hub);
+    let mut clients: Vec<Sse> = (0..2).map(|_| server.sse("/events", &[])).collect();
+    wait_subscribers(&hub, 2);
+    for n in 1..=10 {
+        publish(&hub, &format!("e{n}"));
+    }
+    for sse in &mut clients {
+        assert_eq!(sse.events(10).len(), 10);
+    }
+    let wait_counts = |published, delivered, hits, misses| {
+        wait_until(
+            &format!("published {published}, delivered {delivered}"),
+            || {
+                let s = hub.stats();
+                (s.published, s.delivered, s.replay_hits, s.replay_misses)
+                    == (published, delivered, hits, misses)
+            },
+        );
+    };
+    wait_counts(10, 20, 0, 0);
+
+    // A known id: a hit, and 5 replayed events delivered.
+    let mut hit = server.sse("/events", &[("Last-Event-ID", &id(&hub, 5))]);
+    assert_eq!(hit.events(5).len(), 5);
+    wait_counts(10, 25, 1, 0);
+    // An unknown one: a miss; the gap signal is not counted as delivered.
+    let mut miss = server.sse("/events", &[("Last-Event-ID", "nope")]);
+    assert_eq!(miss.events(11).len(), 11);
+    wait_counts(10, 35, 1, 1);
+
+    publish(&hub, "e11");
+    for sse in clients.iter_mut().chain([&mut hit, &mut miss]) {
+        assert_eq!(sse.next_event().data, "e11");
+    }
+    wait_counts(11, 39, 1, 1);
+    let stats = hub.stats();
+    assert_eq!(
+        (
+            stats.subscribers,
+            stats.history_len,
+            stats.evicted,
+            stats.dropped
+        ),
+        (4, 11, 0, 0)
+    );
+    assert!(stats.history_bytes > 0);
+    let json = stats.to_json();
+    for (key, value) in [
+        ("published", 11),
+        ("delivered", 39),
+        ("replay_hits", 1),
+        ("replay_misses", 1),
+    ] {
+        assert!(json.contains(&format!("\"{key}\":{value}")), "{json}");
+    }
+}
