@@ -1,0 +1,2088 @@
+//! The client: a blocking `EventSource` that reconnects and resumes.
+//!
+//! [`Client`] connects to an `http://` URL over a [`TcpStream`], checks the
+//! answer the way a browser's `EventSource` does, parses the body with the
+//! crate's [`Parser`] as its bytes arrive, and is an [`Iterator`] over what
+//! it receives. When the connection drops or the body ends, it waits and
+//! connects again, sending `Last-Event-ID` so that the server can resume.
+//!
+//! ```no_run
+//! use stdsse::client::{Client, Received};
+//! use std::time::Duration;
+//!
+//! let client = Client::builder("http://127.0.0.1:8080/events")
+//!     .header("Authorization", "Bearer 0123")
+//!     .retry(Duration::from_secs(1))
+//!     .build()?;
+//! let stop = client.close_handle(); // stop.close() from any thread ends the loop
+//! for item in client {
+//!     match item {
+//!         Ok(Received::Event(event)) => println!("{} {:?} (id {:?})", event.event_type, event.data, event.id),
+//!         Ok(_) => {} // comments and states, when asked for
+//!         Err(error) if error.is_final() => return Err(error.into()),
+//!         Err(error) => eprintln!("{error}"), // an event over the size limit, skipped
+//!     }
+//! }
+//! # drop(stop);
+//! // The loop ended: the server answered 204 No Content, or `stop.close()` was called.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The request
+//!
+//! `GET` (or [`method`](ClientBuilder::method)) with `Host`,
+//! `Accept: text/event-stream`, `Cache-Control: no-cache` (as browsers
+//! send), `Last-Event-ID` when the last event ID is not empty, the
+//! [custom headers](ClientBuilder::header), and the
+//! [body](ClientBuilder::body) with its `Content-Length`. The same request
+//! is sent on every reconnect, body included.
+//!
+//! # The response (WHATWG HTML 9.2.2, 9.2.3)
+//!
+//! * `200` with a `Content-Type` whose essence is `text/event-stream`
+//!   (case-insensitive; parameters such as `; charset=utf-8` allowed):
+//!   the connection is open ([`Received::Connected`]). Any other content
+//!   type, or none, "fails the connection": one
+//!   [`ClientError::ContentType`], then the iterator ends.
+//! * `204 No Content`: the server says "stop". The iterator ends without an
+//!   error (after [`Disconnect::NoContent`] when states are on).
+//! * `301`, `302`, `303`, `307`, `308`: the redirect is followed, up to
+//!   [`max_redirects`](ClientBuilder::max_redirects). As in Fetch, a `303`
+//!   turns any method but `GET`/`HEAD` into a `GET` without body, and so
+//!   does a `301` or `302` answering a `POST`; a redirect to another host or
+//!   port drops `Authorization`, `Cookie`, `Proxy-Authorization` and a custom
+//!   `Host`. A relative `Location` is resolved against the current URL.
+//! * `1xx` interim answers (`100 Continue`, `103 Early Hints`) are skipped.
+//! * Anything else fails the connection: [`ClientError::Status`], which
+//!   shows the status and the content type.
+//!
+//! The body may be close-delimited, `Content-Length` or chunked; it is
+//! decoded as it arrives, so each event comes out as soon as its last byte
+//! is read (a read returns what the socket has; nothing waits for a buffer
+//! or a chunk to fill).
+//!
+//! # Reconnecting (9.2.3, "reestablish the connection")
+//!
+//! "When a user agent is to reestablish the connection, [...] wait a delay
+//! equal to the reconnection time of the event source", then "if the event
+//! source's last event ID string is not the empty string, set
+//! (`Last-Event-ID`, lastEventIDValue) in request's header list", and fetch
+//! the URL again. So:
+//!
+//! * Every transient problem (connection refused, name resolution failure,
+//!   connection reset, the server closing the connection or ending the
+//!   body, the [idle timeout](ClientBuilder::idle_timeout), a malformed
+//!   answer) leads to a reconnect, never to the end of the iterator, and is
+//!   shown as [`Received::Disconnected`] and [`Received::Retrying`] when
+//!   [`states`](ClientBuilder::states) are on.
+//! * The reconnect goes to the **original** URL with the original method and
+//!   body, whatever redirects the last connection followed.
+//! * "Once the end of the file is reached, any pending data must be
+//!   discarded": an event cut by the drop is dropped (with an `id` in it).
+//! * The last event ID carries across connections; an empty `id:` resets it,
+//!   and the next request then has **no** `Last-Event-ID` header at all.
+//! * The delay is the reconnection time: the server's last `retry:`, clamped
+//!   to [`retry_bounds`](ClientBuilder::retry_bounds) (100 ms to 60 s by
+//!   default: `retry: 0` is no tight loop, a typo is no hour-long sleep), or
+//!   the caller's [`retry`](ClientBuilder::retry) (3 s by default, as in
+//!   browsers) until the server sends one. The caller's value is used as
+//!   given, zero included.
+//! * Failures in a row back off ("optionally, wait some more", the standard
+//!   allows): after the n-th failed attempt in a row the delay is
+//!   `reconnection time × 2ⁿ`, capped at the ceiling of `retry_bounds` (or
+//!   at the reconnection time if that is larger), with "equal jitter": a
+//!   random value between half of that and all of it. An attempt fails when
+//!   it ends before a `200` event stream; a successful connection resets the
+//!   count, so the first reconnect after a dropped stream waits exactly the
+//!   reconnection time.
+//!
+//! # Errors
+//!
+//! The iterator yields `Err` for the failures the standard calls "fail the
+//! connection" (status, content type) and for unusable redirects; those
+//! are final: the iterator then ends. The one error that is not final is
+//! [`ClientError::EventTooLarge`]: the parser skips that event and the
+//! stream goes on. [`ClientError::is_final`] tells them apart. Settings and
+//! URLs are checked by [`ClientBuilder::build`], including `https://`: the
+//! standard library has no TLS, so put a TLS-terminating proxy (stunnel,
+//! nginx, ...) on the local host and give the client its `http://` URL.
+//!
+//! # Stopping
+//!
+//! [`Client::close_handle`] gives a [`CloseHandle`] that another thread can
+//! use to stop the client: the iterator returns `None` promptly even when it
+//! is blocked reading, connecting or sleeping before a reconnect.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::iter::FusedIterator;
+use std::net::{Ipv6Addr, Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::http::{self, reason_phrase, ChunkedDecoder};
+use crate::parser::{Item, MessageEvent, ParseError, Parser};
+
+/// The largest response head accepted (status line and header fields).
+const MAX_HEAD: usize = 64 * 1024;
+/// The read buffer of a connection.
+const READ_BUF: usize = 16 * 1024;
+/// How much longer than the event size limit one line may be: room for
+/// the field name, so that a long `data` line is reported as too large only
+/// when its value is.
+const LINE_SLACK: usize = 64;
+/// The shortest socket timeout (the standard library refuses zero).
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+// ---------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------
+
+/// What the client yields: events, and comments and connection states when
+/// asked for ([`ClientBuilder::comments`], [`ClientBuilder::states`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Received {
+    /// A dispatched event: its type (`message` by default), data and the
+    /// last event ID at dispatch.
+    Event(MessageEvent),
+    /// A comment line (keep-alives are comments), without the colon and one
+    /// leading space. Only with [`ClientBuilder::comments`].
+    Comment(String),
+    /// The server answered `200` with an event stream. Only with
+    /// [`ClientBuilder::states`].
+    Connected,
+    /// The connection ended or could not be made, and why. A
+    /// [`Retrying`](Received::Retrying) follows, except after
+    /// [`Disconnect::NoContent`], which is the last item. Only with
+    /// [`ClientBuilder::states`].
+    Disconnected(Disconnect),
+    /// The client will connect again after this delay. Only with
+    /// [`ClientBuilder::states`].
+    Retrying(Duration),
+}
+
+/// Why a connection ended or could not be made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// The server ended the body: it closed a close-delimited body, sent the
+    /// last chunk, or sent all the bytes of its `Content-Length`.
+    Ended,
+    /// The server answered `204 No Content`: stop reconnecting. No retry
+    /// follows; this is the last item.
+    NoContent,
+    /// The connection could not be made: the name did not resolve, the
+    /// connection was refused, or [`ClientBuilder::connect_timeout`] passed.
+    Connect(io::Error),
+    /// Reading or writing failed: the connection was reset, or closed in the
+    /// middle of the response head, a chunk or a `Content-Length` body.
+    Io(io::Error),
+    /// Nothing at all arrived for this long (see
+    /// [`ClientBuilder::idle_timeout`]): the connection is taken for dead.
+    IdleTimeout(Duration),
+    /// The answer was not valid HTTP/1.x: a bad status line, header line or
+    /// chunk, an unsupported `Transfer-Encoding`, or a head over 64 KiB.
+    Protocol(String),
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disconnect::Ended => f.write_str("the server ended the stream"),
+            Disconnect::NoContent => f.write_str("the server answered 204 No Content (stop)"),
+            Disconnect::Connect(e) => write!(f, "could not connect: {e}"),
+            Disconnect::Io(e) => write!(f, "connection lost: {e}"),
+            Disconnect::IdleTimeout(d) => {
+                write!(f, "nothing received for {} ms", d.as_millis())
+            }
+            Disconnect::Protocol(why) => write!(f, "invalid response: {why}"),
+        }
+    }
+}
+
+/// Why the client failed. Every variant but
+/// [`EventTooLarge`](ClientError::EventTooLarge) is final: it comes from
+/// [`ClientBuilder::build`], or it is the last item of the iterator.
+///
+/// Untrusted text (URLs, header names, content types) is shown quoted and
+/// escaped, so every message is one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not a usable `http://` URL.
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An `https://` URL (given, or in a redirect's `Location`): the
+    /// standard library has no TLS.
+    Https {
+        /// The URL.
+        url: String,
+    },
+    /// The method is not an HTTP token.
+    Method {
+        /// The method as given.
+        method: String,
+    },
+    /// A request header (or the initial last event ID) cannot be sent.
+    Header {
+        /// The header name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The server answered with a status other than 200, 204 or a followed
+    /// redirect.
+    Status {
+        /// The status code.
+        status: u16,
+        /// The `Content-Type` of the answer, if it had one.
+        content_type: Option<String>,
+    },
+    /// The server answered 200 with a content type that is not
+    /// `text/event-stream`.
+    ContentType {
+        /// The `Content-Type`, if the answer had one.
+        content_type: Option<String>,
+    },
+    /// A redirect without a `Location` header, or with an empty one.
+    MissingLocation {
+        /// The redirect status.
+        status: u16,
+    },
+    /// A redirect whose `Location` is not an `http://` URL or a relative
+    /// reference.
+    InvalidLocation {
+        /// The redirect status.
+        status: u16,
+        /// The `Location` value.
+        location: String,
+    },
+    /// More redirects in a row than [`ClientBuilder::max_redirects`].
+    TooManyRedirects {
+        /// The limit in force.
+        limit: u32,
+    },
+    /// An event (or one of its lines) was larger than
+    /// [`ClientBuilder::max_event_size`]. Not final: the event is skipped
+    /// and the stream goes on.
+    EventTooLarge {
+        /// The limit in force, in bytes.
+        limit: usize,
+    },
+}
+
+impl ClientError {
+    /// Whether the client stops after this error. Only
+    /// [`EventTooLarge`](ClientError::EventTooLarge) is not final.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, ClientError::EventTooLarge { .. })
+    }
+}
+
+/// `Content-Type: "..."` or `no Content-Type`.
+struct ShowType<'a>(&'a Option<String>);
+
+impl fmt::Display for ShowType<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(content_type) => write!(f, "Content-Type {content_type:?}"),
+            None => f.write_str("no Content-Type"),
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
+            ClientError::Https { url } => write!(
+                f,
+                "{url:?}: https is not supported, the Rust standard library has no TLS; \
+                 run a local TLS-terminating proxy (such as stunnel or nginx) \
+                 and connect to it with http://"
+            ),
+            ClientError::Method { method } => {
+                write!(f, "invalid HTTP method {method:?}: not a token")
+            }
+            ClientError::Header { name, reason } => {
+                write!(f, "invalid request header {name:?}: {reason}")
+            }
+            ClientError::Status {
+                status,
+                content_type,
+            } => write!(
+                f,
+                "the server answered {status} {} ({}), not an event stream",
+                reason_phrase(*status),
+                ShowType(content_type)
+            ),
+            ClientError::ContentType { content_type } => write!(
+                f,
+                "the server answered 200 OK with {}, not text/event-stream",
+                ShowType(content_type)
+            ),
+            ClientError::MissingLocation { status } => write!(
+                f,
+                "the server answered {status} {} without a Location header",
+                reason_phrase(*status)
+            ),
+            ClientError::InvalidLocation { status, location } => write!(
+                f,
+                "the server answered {status} {} with an unusable Location {location:?}",
+                reason_phrase(*status)
+            ),
+            ClientError::TooManyRedirects { limit } => {
+                write!(f, "more than {limit} redirects in a row")
+            }
+            ClientError::EventTooLarge { limit } => {
+                write!(f, "skipped an event larger than {limit} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Settings for a [`Client`]; from [`Client::builder`].
+///
+/// Every setting has a default; [`build`](ClientBuilder::build) checks
+/// them all and the URL. Setters never fail: the first invalid value is
+/// reported by `build`.
+#[derive(Clone)]
+pub struct ClientBuilder {
+    url: String,
+    method: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    last_event_id: String,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    retry: Duration,
+    retry_floor: Duration,
+    retry_ceiling: Duration,
+    max_redirects: u32,
+    max_event_size: usize,
+    comments: bool,
+    states: bool,
+    error: Option<ClientError>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    /// Header values and the body are not shown (they may hold secrets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("headers", &HeaderNames(&self.headers))
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .field("last_event_id", &self.last_event_id)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("retry", &self.retry)
+            .field("retry_bounds", &(self.retry_floor, self.retry_ceiling))
+            .field("max_redirects", &self.max_redirects)
+            .field("max_event_size", &self.max_event_size)
+            .field("comments", &self.comments)
+            .field("states", &self.states)
+            .finish()
+    }
+}
+
+/// Shows header names only.
+struct HeaderNames<'a>(&'a [(String, String)]);
+
+impl fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a request header; call it again for more (repeated names are
+    /// all sent, in order). A header named `Accept`, `Cache-Control` or
+    /// `Host` replaces the client's own.
+    ///
+    /// `build` fails with [`ClientError::Header`] if the name is not an
+    /// HTTP token or the value contains CR, LF or NUL (so nothing can be
+    /// injected into the request), and for `Content-Length`,
+    /// `Transfer-Encoding` (the client frames the [body](Self::body)) and
+    /// `Last-Event-ID` (use [`last_event_id`](Self::last_event_id)).
+    pub fn header(mut self, name: &str, value: &str) -> ClientBuilder {
+        match check_header(name, value) {
+            Ok(()) => self.headers.push((name.to_owned(), value.to_owned())),
+            Err(reason) => self.fail(ClientError::Header {
+                name: name.to_owned(),
+                reason,
+            }),
+        }
+        self
+    }
+
+    /// The request method. Default `GET`. Must be an HTTP token
+    /// ([`ClientError::Method`] otherwise); it is sent as given (methods are
+    /// case-sensitive).
+    pub fn method(mut self, method: &str) -> ClientBuilder {
+        if method.is_empty() || !method.bytes().all(is_tchar) {
+            self.fail(ClientError::Method {
+                method: method.to_owned(),
+            });
+        }
+        self.method = method.to_owned();
+        self
+    }
+
+    /// A request body, sent with its `Content-Length` on every connection,
+    /// reconnects included. Default none. Without a body, `Content-Length:
+    /// 0` is sent for methods other than `GET` and `HEAD`. Set a
+    /// `Content-Type` with [`header`](Self::header).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> ClientBuilder {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// The last event ID to start from, sent as `Last-Event-ID` on the first
+    /// request and until the server sends another `id`. Default empty (no
+    /// header). Must not contain CR, LF or NUL.
+    pub fn last_event_id(mut self, id: &str) -> ClientBuilder {
+        if id.contains(['\r', '\n', '\0']) {
+            self.fail(ClientError::Header {
+                name: "Last-Event-ID".into(),
+                reason: "the value contains CR, LF or NUL",
+            });
+        }
+        self.last_event_id = id.to_owned();
+        self
+    }
+
+    /// How long name resolution and the TCP connection may take together
+    /// (all addresses of a name are tried within it). Default 10 s. Past
+    /// it, the attempt fails and the client retries. At least 1 ms.
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout.max(MIN_TIMEOUT);
+        self
+    }
+
+    /// The idle timeout: when not a single byte arrives for this long (not
+    /// even a keep-alive comment), while waiting for the response head or
+    /// during the stream, the connection is taken for dead (a half-open
+    /// connection) and the client reconnects. It also bounds each blocked
+    /// write of the request. Default 45 s: three missed keep-alives at the
+    /// 15 s interval the standard suggests. `None` waits forever. At least
+    /// 1 ms.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ClientBuilder {
+        self.idle_timeout = timeout.map(|t| t.max(MIN_TIMEOUT));
+        self
+    }
+
+    /// The initial reconnection time: the delay before a reconnect until the
+    /// server sends `retry:`. Default 3 s, as in browsers. Used as given,
+    /// not clamped: zero reconnects at once (and failures in a row then
+    /// retry at once too).
+    pub fn retry(mut self, delay: Duration) -> ClientBuilder {
+        self.retry = delay;
+        self
+    }
+
+    /// The bounds for a reconnection time set by the server's `retry:`, and
+    /// the ceiling of the backoff. Default 100 ms to 60 s. A `floor` above
+    /// the `ceiling` raises the ceiling to it. Does not apply to the
+    /// caller's own [`retry`](Self::retry); set the floor to zero to let
+    /// the server ask for immediate reconnects.
+    pub fn retry_bounds(mut self, floor: Duration, ceiling: Duration) -> ClientBuilder {
+        self.retry_floor = floor;
+        self.retry_ceiling = ceiling.max(floor);
+        self
+    }
+
+    /// How many redirects are followed in a row before
+    /// [`ClientError::TooManyRedirects`]. Default 10; 0 follows none.
+    pub fn max_redirects(mut self, max: u32) -> ClientBuilder {
+        self.max_redirects = max;
+        self
+    }
+
+    /// The largest event accepted, in bytes: its data (with one LF per
+    /// `data` line) plus its type, as [`Parser::max_event_size`] counts.
+    /// Default 64 KiB. A line longer than this plus 64 bytes (room for the
+    /// field name) counts as too large as well. A larger event is skipped
+    /// and reported as [`ClientError::EventTooLarge`]; the stream goes on.
+    pub fn max_event_size(mut self, bytes: usize) -> ClientBuilder {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// Also yield comments as [`Received::Comment`]. Default off.
+    pub fn comments(mut self, yes: bool) -> ClientBuilder {
+        self.comments = yes;
+        self
+    }
+
+    /// Also yield connection states: [`Received::Connected`],
+    /// [`Received::Disconnected`] and [`Received::Retrying`]. Default off.
+    pub fn states(mut self, yes: bool) -> ClientBuilder {
+        self.states = yes;
+        self
+    }
+
+    /// Checks the settings and the URL and makes the client. Nothing is
+    /// sent until the first call to [`Iterator::next`].
+    ///
+    /// ```
+    /// use stdsse::client::{Client, ClientError};
+    ///
+    /// let error = Client::builder("https://example.com/events").build().unwrap_err();
+    /// assert!(matches!(error, ClientError::Https { .. }));
+    /// assert!(error.to_string().contains("no TLS"));
+    ///
+    /// let error = Client::builder("http://example.com/")
+    ///     .header("X-Injected", "a\r\nEvil: 1")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, ClientError::Header { .. }));
+    /// ```
+    pub fn build(self) -> Result<Client, ClientError> {
+        let url = Url::parse(&self.url).map_err(|e| e.into_error(&self.url))?;
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let parser = Parser::new()
+            .last_event_id(self.last_event_id)
+            .max_event_size(self.max_event_size)
+            .max_line_len(self.max_event_size.saturating_add(LINE_SLACK));
+        Ok(Client {
+            config: Config {
+                url,
+                method: self.method,
+                headers: self.headers,
+                body: self.body,
+                connect_timeout: self.connect_timeout,
+                idle_timeout: self.idle_timeout,
+                retry: self.retry,
+                retry_floor: self.retry_floor,
+                retry_ceiling: self.retry_ceiling,
+                max_redirects: self.max_redirects,
+                max_event_size: self.max_event_size,
+                comments: self.comments,
+                states: self.states,
+            },
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+            }),
+            parser,
+            body: None,
+            queue: VecDeque::new(),
+            phase: Phase::Connect,
+            failures: 0,
+        })
+    }
+
+    /// Keeps the first error.
+    fn fail(&mut self, error: ClientError) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+}
+
+/// A blocking event-stream client: an [`Iterator`] over what it receives,
+/// reconnecting as the standard says. See the [module docs](self).
+///
+/// The iterator ends (`None`) after a final error, after a `204 No
+/// Content`, or once [`CloseHandle::close`] was called; it is fused.
+pub struct Client {
+    config: Config,
+    shared: Arc<Shared>,
+    parser: Parser,
+    body: Option<Body>,
+    /// Items to yield before doing anything else.
+    queue: VecDeque<Result<Received, ClientError>>,
+    phase: Phase,
+    /// Failed attempts since the last successful connection.
+    failures: u32,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.config.url.to_string())
+            .field("method", &self.config.method)
+            .field("phase", &self.phase)
+            .field("last_event_id", &self.parser.get_last_event_id())
+            .field("reconnection_time", &self.reconnection_time())
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a [`Client`] from another thread; from [`Client::close_handle`].
+#[derive(Clone)]
+pub struct CloseHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for CloseHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseHandle")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl CloseHandle {
+    /// Closes the client: the current connection is shut down, a sleep
+    /// before a reconnect or a connection attempt is cut short, and the
+    /// iterator returns `None` from then on (at once if it is blocked in
+    /// another thread). Calling it again does nothing.
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        state.connected = None;
+        if let Some(stream) = state.stream.take() {
+            // Wakes a thread blocked reading or writing it.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.shared.wake.notify_all();
+    }
+
+    /// Whether [`close`](CloseHandle::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
+impl Client {
+    /// Starts building a client for `url`, with these defaults: `GET`, no
+    /// custom header, no body, no last event ID, connect timeout 10 s, idle
+    /// timeout 45 s, retry 3 s, retry bounds 100 ms to 60 s, 10 redirects,
+    /// events up to 64 KiB, no comments, no states. The URL is checked by
+    /// [`ClientBuilder::build`].
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_owned(),
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: None,
+            last_event_id: String::new(),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(45)),
+            retry: Duration::from_secs(3),
+            retry_floor: Duration::from_millis(100),
+            retry_ceiling: Duration::from_secs(60),
+            max_redirects: 10,
+            max_event_size: 64 * 1024,
+            comments: false,
+            states: false,
+            error: None,
+        }
+    }
+
+    /// A handle that stops this client from any thread.
+    pub fn close_handle(&self) -> CloseHandle {
+        CloseHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The last event ID: what the next request sends as `Last-Event-ID`
+    /// (nothing when empty). Save it to resume in another process.
+    pub fn last_event_id(&self) -> &str {
+        self.parser.get_last_event_id()
+    }
+
+    /// The reconnection time now: the server's last `retry:` clamped to
+    /// the bounds, or the caller's [`retry`](ClientBuilder::retry). The
+    /// backoff after failures comes on top of it.
+    pub fn reconnection_time(&self) -> Duration {
+        match self.parser.retry() {
+            Some(server) => server.clamp(self.config.retry_floor, self.config.retry_ceiling),
+            None => self.config.retry,
+        }
+    }
+
+    /// Connects (following redirects) and sets up what comes next.
+    fn connect(&mut self) {
+        match self.open() {
+            Ok(Opened::Stream(body)) => {
+                self.failures = 0;
+                self.parser.reset();
+                self.body = Some(body);
+                self.phase = Phase::Streaming;
+                self.state(Received::Connected);
+            }
+            Ok(Opened::NoContent) => {
+                self.state(Received::Disconnected(Disconnect::NoContent));
+                self.phase = Phase::Done;
+            }
+            Err(Failure::Final(error)) => {
+                self.queue.push_back(Err(error));
+                self.phase = Phase::Done;
+            }
+            Err(Failure::Retry(reason)) => {
+                self.failures = self.failures.saturating_add(1);
+                self.schedule(reason);
+            }
+            Err(Failure::Closed) => self.phase = Phase::Done,
+        }
+    }
+
+    /// One connection attempt: request, redirects, checks.
+    fn open(&mut self) -> Result<Opened, Failure> {
+        let config = &self.config;
+        let mut url = config.url.clone();
+        let mut hop = Hop {
+            method: config.method.clone(),
+            send_body: true,
+            cross_origin: false,
+        };
+        let mut redirects = 0;
+        loop {
+            let stream = self.shared.connect(&url, config.connect_timeout)?;
+            let result = exchange(config, &stream, &url, &hop, self.parser.get_last_event_id());
+            let (head, rest) = match result {
+                Ok(answer) => answer,
+                Err(reason) => {
+                    self.shared.release(&stream);
+                    return Err(Failure::Retry(reason));
+                }
+            };
+            let content_type = head.header("content-type").map(str::to_owned);
+            match head.status {
+                200 => {
+                    if !content_type.as_deref().is_some_and(is_event_stream) {
+                        self.shared.release(&stream);
+                        return Err(Failure::Final(ClientError::ContentType { content_type }));
+                    }
+                    let framing = match framing(&head, &hop.method) {
+                        Ok(framing) => framing,
+                        Err(reason) => {
+                            self.shared.release(&stream);
+                            return Err(Failure::Retry(reason));
+                        }
+                    };
+                    // An empty body ends at once, whatever the socket does.
+                    let end = matches!(framing, Framing::Length(0)).then_some(Disconnect::Ended);
+                    return Ok(Opened::Stream(Body {
+                        stream,
+                        framing,
+                        pending: rest,
+                        buf: vec![0; READ_BUF],
+                        decoded: Vec::new(),
+                        idle: config.idle_timeout,
+                        end,
+                    }));
+                }
+                204 => {
+                    self.shared.release(&stream);
+                    return Ok(Opened::NoContent);
+                }
+                301 | 302 | 303 | 307 | 308 => {
+                    self.shared.release(&stream);
+                    let status = head.status;
+                    if redirects == config.max_redirects {
+                        return Err(Failure::Final(ClientError::TooManyRedirects {
+                            limit: config.max_redirects,
+                        }));
+                    }
+                    redirects += 1;
+                    let location = head.header("location").unwrap_or("").trim();
+                    if location.is_empty() {
+                        return Err(Failure::Final(ClientError::MissingLocation { status }));
+                    }
+                    let next = url.join(location).map_err(|e| {
+                        Failure::Final(match e {
+                            UrlError::Https => ClientError::Https {
+                                url: location.to_owned(),
+                            },
+                            UrlError::Invalid(_) => ClientError::InvalidLocation {
+                                status,
+                                location: location.to_owned(),
+                            },
+                        })
+                    })?;
+                    // Fetch, HTTP-redirect fetch, steps 11 and 13.
+                    let to_get = (matches!(status, 301 | 302) && hop.method == "POST")
+                        || (status == 303 && !matches!(hop.method.as_str(), "GET" | "HEAD"));
+                    if to_get {
+                        hop.method = "GET".into();
+                        hop.send_body = false;
+                    }
+                    if (next.host.as_str(), next.port) != (url.host.as_str(), url.port) {
+                        hop.cross_origin = true;
+                    }
+                    url = next;
+                }
+                status => {
+                    self.shared.release(&stream);
+                    return Err(Failure::Final(ClientError::Status {
+                        status,
+                        content_type,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: drop what is pending and plan the retry.
+    fn lost(&mut self, reason: Disconnect) {
+        if let Some(body) = self.body.take() {
+            self.shared.release(&body.stream);
+        }
+        // Lines already fed were parsed; `finish` drops a partial event.
+        self.parser.finish();
+        while let Some(item) = self.parser.next_item() {
+            if let Some(item) = self.map_item(item) {
+                self.queue.push_back(item);
+            }
+        }
+        self.schedule(reason);
+    }
+
+    /// Queues the state items and waits next.
+    fn schedule(&mut self, reason: Disconnect) {
+        let delay = backoff(
+            self.reconnection_time(),
+            self.failures,
+            self.config.retry_ceiling,
+            random(),
+        );
+        self.state(Received::Disconnected(reason));
+        self.state(Received::Retrying(delay));
+        self.phase = Phase::Wait(delay);
+    }
+
+    /// Queues a state item if states are on.
+    fn state(&mut self, item: Received) {
+        if self.config.states {
+            self.queue.push_back(Ok(item));
+        }
+    }
+
+    /// A parser item as a client item (`None`: not wanted).
+    fn map_item(&self, item: Result<Item, ParseError>) -> Option<Result<Received, ClientError>> {
+        match item {
+            Ok(Item::Event(event)) => Some(Ok(Received::Event(event))),
+            Ok(Item::Comment(text)) => self.config.comments.then_some(Ok(Received::Comment(text))),
+            Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
+                Some(Err(ClientError::EventTooLarge {
+                    limit: self.config.max_event_size,
+                }))
+            }
+        }
+    }
+}
+
+impl Iterator for Client {
+    type Item = Result<Received, ClientError>;
+
+    /// The next event (or comment, state, error), blocking until there is
+    /// one; `None` once the client has stopped for good.
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.shared.is_closed() {
+                self.phase = Phase::Done;
+                self.queue.clear();
+                if let Some(body) = self.body.take() {
+                    self.shared.release(&body.stream);
+                }
+                return None;
+            }
+            if let Some(item) = self.queue.pop_front() {
+                return Some(item);
+            }
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Wait(delay) => {
+                    self.phase = Phase::Connect;
+                    self.shared.sleep(delay);
+                }
+                Phase::Connect => self.connect(),
+                Phase::Streaming => {
+                    if let Some(item) = self.parser.next_item() {
+                        if let Some(item) = self.map_item(item) {
+                            return Some(item);
+                        }
+                        continue;
+                    }
+                    let Some(body) = self.body.as_mut() else {
+                        self.phase = Phase::Connect;
+                        continue;
+                    };
+                    if let Err(reason) = body.read_into(&mut self.parser) {
+                        if !self.shared.is_closed() {
+                            self.lost(reason);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl FusedIterator for Client {}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        // A connection attempt still running delivers to nobody.
+        state.attempt = state.attempt.wrapping_add(1);
+        state.connected = None;
+        if let Some(stream) = state.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection state
+// ---------------------------------------------------------------------------
+
+/// The settings, checked.
+#[derive(Clone)]
+struct Config {
+    url: Url,
+    method: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    retry: Duration,
+    retry_floor: Duration,
+    retry_ceiling: Duration,
+    max_redirects: u32,
+    max_event_size: usize,
+    comments: bool,
+    states: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Connect next.
+    Connect,
+    /// Read the body.
+    Streaming,
+    /// Sleep this long, then connect.
+    Wait(Duration),
+    /// Stopped for good.
+    Done,
+}
+
+/// What a connection attempt gave.
+enum Opened {
+    Stream(Body),
+    NoContent,
+}
+
+/// Why a connection attempt gave nothing.
+enum Failure {
+    /// Transient: retry after the delay.
+    Retry(Disconnect),
+    /// Permanent: yield the error and stop.
+    Final(ClientError),
+    /// The client was closed meanwhile.
+    Closed,
+}
+
+/// The request as it stands after the redirects so far.
+struct Hop {
+    method: String,
+    /// False once a redirect turned the request into a `GET`.
+    send_body: bool,
+    /// True once a redirect went to another host or port.
+    cross_origin: bool,
+}
+
+/// What the client and its close handles share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled by `close` and by a finished connection attempt.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    /// The current connection, so that `close` can shut it down.
+    stream: Option<Arc<TcpStream>>,
+    /// Numbers connection attempts: a late result of an abandoned attempt
+    /// is dropped.
+    attempt: u64,
+    /// The result of the current connection attempt.
+    connected: Option<io::Result<TcpStream>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Sleeps up to `delay`, less if the client is closed.
+    fn sleep(&self, delay: Duration) {
+        let deadline = Instant::now().checked_add(delay);
+        let mut state = self.lock();
+        while !state.closed {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Resolves and connects on a helper thread, so that a slow name lookup
+    /// is bounded by `timeout` too and `close` interrupts the wait. The
+    /// stream is registered for `close`.
+    fn connect(
+        self: &Arc<Shared>,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<Arc<TcpStream>, Failure> {
+        let deadline = Instant::now().checked_add(timeout);
+        let attempt = {
+            let mut state = self.lock();
+            state.attempt = state.attempt.wrapping_add(1);
+            state.connected = None;
+            state.attempt
+        };
+        let shared = Arc::clone(self);
+        let address = url.address();
+        let spawned = thread::Builder::new()
+            .name("stdsse-connect".into())
+            .spawn(move || {
+                let result = connect_to(&address, deadline);
+                let mut state = shared.lock();
+                if state.attempt == attempt && !state.closed {
+                    state.connected = Some(result);
+                    shared.wake.notify_all();
+                }
+            });
+        if let Err(e) = spawned {
+            return Err(Failure::Retry(Disconnect::Connect(e)));
+        }
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return Err(Failure::Closed);
+            }
+            if let Some(result) = state.connected.take() {
+                let stream = Arc::new(result.map_err(|e| Failure::Retry(Disconnect::Connect(e)))?);
+                state.stream = Some(Arc::clone(&stream));
+                return Ok(stream);
+            }
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                state.attempt = state.attempt.wrapping_add(1);
+                return Err(Failure::Retry(Disconnect::Connect(timed_out(timeout))));
+            }
+            state = self
+                .wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Forgets `stream` as the current connection (it closes when the last
+    /// reference goes).
+    fn release(&self, stream: &Arc<TcpStream>) {
+        let mut state = self.lock();
+        if state
+            .stream
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            state.stream = None;
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("connect timed out after {} ms", timeout.as_millis()),
+    )
+}
+
+/// Resolves `address` and tries each of its addresses until `deadline`.
+fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in address.to_socket_addrs()? {
+        let stream = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                TcpStream::connect_timeout(&addr, left)
+            }
+            None => TcpStream::connect(addr),
+        };
+        match stream {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no address found for {address}"),
+        )
+    }))
+}
+
+/// Sends the request on `stream` and reads the final response head.
+/// Returns the head and the body bytes read with it.
+fn exchange(
+    config: &Config,
+    stream: &TcpStream,
+    url: &Url,
+    hop: &Hop,
+    last_event_id: &str,
+) -> Result<(Head, Vec<u8>), Disconnect> {
+    stream
+        .set_read_timeout(config.idle_timeout)
+        .map_err(Disconnect::Io)?;
+    stream
+        .set_write_timeout(config.idle_timeout)
+        .map_err(Disconnect::Io)?;
+    let request = request_bytes(config, url, hop, last_event_id);
+    let mut writer = stream;
+    writer
+        .write_all(&request)
+        .and_then(|()| writer.flush())
+        .map_err(|e| io_failure(e, config.idle_timeout))?;
+    read_head(stream, config.idle_timeout)
+}
+
+/// The request head and body.
+fn request_bytes(config: &Config, url: &Url, hop: &Hop, last_event_id: &str) -> Vec<u8> {
+    let body = config.body.as_deref().filter(|_| hop.send_body);
+    // Headers a redirect to another origin must not carry, and headers that
+    // describe a body a redirect dropped (Fetch, HTTP-redirect fetch).
+    let dropped = |name: &str| {
+        let any = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+        (hop.cross_origin && any(&["authorization", "cookie", "proxy-authorization", "host"]))
+            || (!hop.send_body
+                && any(&[
+                    "content-type",
+                    "content-encoding",
+                    "content-language",
+                    "content-location",
+                ]))
+    };
+    let custom: Vec<(&str, &str)> = config
+        .headers
+        .iter()
+        .filter(|(name, _)| !dropped(name))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let has = |name: &str| custom.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let authority = url.authority();
+    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(custom.len() + 5);
+    if !has("host") {
+        fields.push(("Host", &authority));
+    }
+    if !has("accept") {
+        fields.push(("Accept", "text/event-stream"));
+    }
+    if !has("cache-control") {
+        fields.push(("Cache-Control", "no-cache"));
+    }
+    if !last_event_id.is_empty() {
+        fields.push(("Last-Event-ID", last_event_id));
+    }
+    fields.extend_from_slice(&custom);
+    let length = body.map_or(0, <[u8]>::len).to_string();
+    if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
+        fields.push(("Content-Length", &length));
+    }
+
+    let mut out = Vec::with_capacity(256 + body.map_or(0, <[u8]>::len));
+    out.extend_from_slice(hop.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(url.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.unwrap_or_default());
+    out
+}
+
+/// A read or write error as a reason to reconnect.
+fn io_failure(error: io::Error, idle: Option<Duration>) -> Disconnect {
+    match (error.kind(), idle) {
+        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(idle)) => {
+            Disconnect::IdleTimeout(idle)
+        }
+        _ => Disconnect::Io(error),
+    }
+}
+
+/// Reads one read's worth from `stream`, retrying on EINTR.
+fn read_some(
+    mut stream: &TcpStream,
+    buf: &mut [u8],
+    idle: Option<Duration>,
+) -> Result<usize, Disconnect> {
+    loop {
+        match stream.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_failure(e, idle)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Response head
+// ---------------------------------------------------------------------------
+
+/// A response head: the status and the header fields, in order.
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The last field named `name` (case-insensitive).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every field named `name`, in order.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads up to the end of the final (non-1xx) response head. Returns it and
+/// the bytes read after it.
+fn read_head(stream: &TcpStream, idle: Option<Duration>) -> Result<(Head, Vec<u8>), Disconnect> {
+    let mut buf = Vec::new();
+    let mut chunk = [0; 4096];
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = find_head_end(&buf, scanned) {
+            let head = parse_head(&buf[..end]).map_err(|why| Disconnect::Protocol(why.into()))?;
+            buf.drain(..end);
+            scanned = 0;
+            // Interim answers (100 Continue, 103 Early Hints) come before the
+            // real one; 101 Switching Protocols is final (and unwanted).
+            if (100..200).contains(&head.status) && head.status != 101 {
+                continue;
+            }
+            return Ok((head, buf));
+        }
+        scanned = buf.len();
+        if buf.len() > MAX_HEAD {
+            return Err(Disconnect::Protocol(format!(
+                "response head larger than {MAX_HEAD} bytes"
+            )));
+        }
+        let n = read_some(stream, &mut chunk, idle)?;
+        if n == 0 {
+            return Err(Disconnect::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection before the end of the response head",
+            )));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The length of the head in `buf` (up to and including the empty line that
+/// ends it), if it is all there. Lines end with CRLF or a bare LF. Bytes
+/// before `from` were searched already.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    // Back up so that an end split across reads is found.
+    let start = from.saturating_sub(2);
+    (start..buf.len()).find_map(|i| {
+        let ends = buf[i] == b'\n'
+            && (i >= 1 && buf[i - 1] == b'\n'
+                || i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n');
+        ends.then_some(i + 1)
+    })
+}
+
+/// Parses a complete head (status line and fields up to the empty line).
+///
+/// Lenient where it is harmless for a client (a bare LF ends a line, the
+/// reason phrase may be missing), strict where the framing depends on it.
+fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let status_line = lines.next().unwrap_or_default();
+    let status = parse_status_line(status_line).ok_or("invalid status line")?;
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            return Err("folded header line");
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or("header line without a colon")?;
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err("invalid header name");
+        }
+        let value = String::from_utf8_lossy(&line[colon + 1..]);
+        headers.push((
+            String::from_utf8_lossy(name).into_owned(),
+            value.trim_matches([' ', '\t']).to_owned(),
+        ));
+    }
+    Ok(Head { status, headers })
+}
+
+/// `HTTP/1.x SP 3DIGIT [ SP reason ]`: the status code.
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let (&minor, rest) = rest.split_first()?;
+    let rest = rest.strip_prefix(b" ")?;
+    if !minor.is_ascii_digit() || rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if rest.len() > 3 && rest[3] != b' ' {
+        return None;
+    }
+    let status = rest[..3]
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    (status >= 100).then_some(status)
+}
+
+/// Whether the essence of a `Content-Type` is `text/event-stream`.
+fn is_event_stream(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence
+        .trim_matches([' ', '\t'])
+        .eq_ignore_ascii_case("text/event-stream")
+}
+
+// ---------------------------------------------------------------------------
+// Response body
+// ---------------------------------------------------------------------------
+
+/// How the body of a `200` is delimited (RFC 9112 6.3).
+enum Framing {
+    /// Until the server closes the connection.
+    Close,
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked, decoded with the server's own decoder (no size limit: an
+    /// event stream is endless; only 32-bit targets stop at 4 GiB per
+    /// connection, which is then a protocol error and a reconnect).
+    Chunked(ChunkedDecoder),
+}
+
+/// The framing from the head (a `HEAD` answer has no body).
+fn framing(head: &Head, method: &str) -> Result<Framing, Disconnect> {
+    if method == "HEAD" {
+        return Ok(Framing::Length(0));
+    }
+    let codings: Vec<&str> = head
+        .all("transfer-encoding")
+        .flat_map(|v| v.split(','))
+        .map(|c| c.trim_matches([' ', '\t']))
+        .filter(|c| !c.is_empty())
+        .collect();
+    if !codings.is_empty() {
+        return match codings[..] {
+            [coding] if coding.eq_ignore_ascii_case("chunked") => {
+                Ok(Framing::Chunked(ChunkedDecoder::new(usize::MAX)))
+            }
+            _ => Err(Disconnect::Protocol(format!(
+                "unsupported Transfer-Encoding {:?}",
+                codings.join(", ")
+            ))),
+        };
+    }
+    let mut length = None;
+    for value in head.all("content-length").flat_map(|v| v.split(',')) {
+        let value = value.trim_matches([' ', '\t']);
+        let n = parse_decimal(value)
+            .ok_or_else(|| Disconnect::Protocol(format!("invalid Content-Length {value:?}")))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Disconnect::Protocol(
+                "conflicting Content-Length values".into(),
+            ));
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// A decimal number of at most 19 digits.
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The body of an open event stream, read incrementally.
+struct Body {
+    stream: Arc<TcpStream>,
+    framing: Framing,
+    /// Body bytes read together with the head, fed first.
+    pending: Vec<u8>,
+    buf: Vec<u8>,
+    /// Chunked: the data decoded from the last read.
+    decoded: Vec<u8>,
+    idle: Option<Duration>,
+    /// Set when the body ended or broke: returned by the next read, after
+    /// the items already fed have been pulled.
+    end: Option<Disconnect>,
+}
+
+impl Body {
+    /// Reads what the socket has (waiting for at least one byte) and feeds
+    /// the body bytes in it to `parser`. `Err` when the body has ended.
+    fn read_into(&mut self, parser: &mut Parser) -> Result<(), Disconnect> {
+        if let Some(end) = self.end.take() {
+            return Err(end);
+        }
+        let mut input = std::mem::take(&mut self.pending);
+        let input: &[u8] = if input.is_empty() {
+            let n = read_some(&self.stream, &mut self.buf, self.idle)?;
+            if n == 0 {
+                return Err(match self.framing {
+                    Framing::Close => Disconnect::Ended,
+                    _ => Disconnect::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection before the end of the body",
+                    )),
+                });
+            }
+            &self.buf[..n]
+        } else {
+            input.as_mut_slice()
+        };
+        match &mut self.framing {
+            Framing::Close => parser.feed(input),
+            Framing::Length(left) => {
+                let take = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
+                parser.feed(&input[..take]);
+                *left -= take as u64;
+                if *left == 0 {
+                    self.end = Some(Disconnect::Ended);
+                }
+            }
+            Framing::Chunked(decoder) => {
+                self.decoded.clear();
+                let result = decoder.decode(input, &mut self.decoded);
+                parser.feed(&self.decoded);
+                match result {
+                    Ok(http::Status::Partial) => {}
+                    Ok(http::Status::Complete(_)) => self.end = Some(Disconnect::Ended),
+                    Err(e) => {
+                        self.end = Some(Disconnect::Protocol(format!(
+                            "invalid chunked body: {}",
+                            e.description()
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// URLs
+// ---------------------------------------------------------------------------
+
+/// An `http://` URL, split for the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Url {
+    /// A lower-case name, an IPv4 address, or an IPv6 address in brackets.
+    host: String,
+    port: u16,
+    /// The request-target: path and query, percent-encoded where needed,
+    /// always starting with `/`.
+    target: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UrlError {
+    Https,
+    Invalid(&'static str),
+}
+
+impl UrlError {
+    fn into_error(self, url: &str) -> ClientError {
+        match self {
+            UrlError::Https => ClientError::Https {
+                url: url.to_owned(),
+            },
+            UrlError::Invalid(reason) => ClientError::Url {
+                url: url.to_owned(),
+                reason,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority(), self.target)
+    }
+}
+
+impl Url {
+    /// Parses an absolute `http://` URL: host (name, IPv4 or `[IPv6]`),
+    /// optional port, path, query; a fragment is dropped.
+    fn parse(text: &str) -> Result<Url, UrlError> {
+        let text = text.trim_matches(|c: char| c <= ' ');
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or(UrlError::Invalid("not an absolute http:// URL"))?;
+        if scheme.eq_ignore_ascii_case("https") {
+            return Err(UrlError::Https);
+        }
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(UrlError::Invalid("only http:// URLs are supported"));
+        }
+        let rest = rest.split('#').next().unwrap_or_default();
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(split);
+        if authority.contains('@') {
+            return Err(UrlError::Invalid(
+                "credentials in the URL are not supported; send an Authorization header",
+            ));
+        }
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (address, after) = bracketed
+                .split_once(']')
+                .ok_or(UrlError::Invalid("unclosed [ in the host"))?;
+            let address: Ipv6Addr = address
+                .parse()
+                .map_err(|_| UrlError::Invalid("invalid IPv6 address"))?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or(UrlError::Invalid("invalid port"))?,
+                ),
+            };
+            (format!("[{address}]"), port)
+        } else {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+            if host.is_empty() {
+                return Err(UrlError::Invalid("no host"));
+            }
+            if !host.bytes().all(valid) {
+                return Err(UrlError::Invalid(
+                    "invalid host (use punycode for non-ASCII names)",
+                ));
+            }
+            (host.to_ascii_lowercase(), port)
+        };
+        let port = match port {
+            None | Some("") => 80,
+            Some(port) => parse_decimal(port)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0)
+                .ok_or(UrlError::Invalid("invalid port"))?,
+        };
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut target = remove_dot_segments(if path.is_empty() { "/" } else { path });
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        Ok(Url {
+            host,
+            port,
+            target: percent_encode(&target),
+        })
+    }
+
+    /// `host[:port]`, the `Host` header (the port only when it is not 80).
+    fn authority(&self) -> String {
+        if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// `host:port`, to resolve.
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Resolves a `Location` against this URL (RFC 3986 5.2, for the
+    /// forms a server sends: absolute, `//authority...`, `/path`, `?query`,
+    /// `relative/path`).
+    fn join(&self, location: &str) -> Result<Url, UrlError> {
+        let location = location.split('#').next().unwrap_or_default();
+        let has_scheme = location.split_once(':').is_some_and(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        });
+        if has_scheme {
+            return Url::parse(location);
+        }
+        if location.starts_with("//") {
+            return Url::parse(&format!("http:{location}"));
+        }
+        let base_path = self.target.split('?').next().unwrap_or("/");
+        let joined = if location.starts_with('/') {
+            location.to_owned()
+        } else if location.starts_with('?') {
+            format!("{base_path}{location}")
+        } else {
+            let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+            format!("{dir}{location}")
+        };
+        Url::parse(&format!("http://{}{joined}", self.authority()))
+    }
+}
+
+/// RFC 3986 5.2.4 on an absolute path.
+fn remove_dot_segments(path: &str) -> String {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    let last = segments.len() - 1;
+    for (i, segment) in segments.into_iter().enumerate() {
+        match segment {
+            "." | ".." => {
+                if segment == ".." {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            _ => out.push(segment),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Percent-encodes what may not appear raw in a request-target: controls,
+/// space, `"`, `<`, `>`, DEL and non-ASCII bytes (as browsers do).
+fn percent_encode(target: &str) -> String {
+    let mut out = String::with_capacity(target.len());
+    for &b in target.as_bytes() {
+        if b > b' ' && b < 0x7f && !matches!(b, b'"' | b'<' | b'>') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+/// `tchar` (RFC 9110 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Why a custom header cannot be sent, if it cannot.
+fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err("the name is not an HTTP token");
+    }
+    if value.contains(['\r', '\n', '\0']) {
+        return Err("the value contains CR, LF or NUL");
+    }
+    let owned = |n: &str| name.eq_ignore_ascii_case(n);
+    if owned("content-length") || owned("transfer-encoding") {
+        return Err("set by the client from the body");
+    }
+    if owned("last-event-id") {
+        return Err("set by the client: use last_event_id()");
+    }
+    Ok(())
+}
+
+/// The delay before the next attempt: `base` after a success; after `n`
+/// failures in a row, `base × 2ⁿ` capped at `max(ceiling, base)`, with equal
+/// jitter (between half of it and all of it, from `random`).
+fn backoff(base: Duration, failures: u32, ceiling: Duration, random: u64) -> Duration {
+    if failures == 0 {
+        return base;
+    }
+    let target = base
+        .saturating_mul(1 << failures.min(31))
+        .min(ceiling.max(base));
+    let nanos = target.as_nanos();
+    let half = nanos / 2;
+    let spread = nanos - half;
+    let jitter = u128::from(random) % (spread + 1);
+    let total = half + jitter;
+    Duration::new(
+        u64::try_from(total / 1_000_000_000).unwrap_or(u64::MAX),
+        (total % 1_000_000_000) as u32,
+    )
+}
+
+/// A random number from the standard library's hash keys and the clock.
+fn random() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
+    }
+
+    #[test]
+    fn urls() {
+        let u = url("http://Example.COM:8080/a/b?x=1&y=é#frag");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("example.com", 8080, "/a/b?x=1&y=%C3%A9")
+        );
+        assert_eq!(u.authority(), "example.com:8080");
+        assert_eq!(u.to_string(), "http://example.com:8080/a/b?x=1&y=%C3%A9");
+        let u = url("HTTP://127.0.0.1");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("127.0.0.1", 80, "/")
+        );
+        assert_eq!(u.authority(), "127.0.0.1");
+        let u = url("http://[::1]:9000?q");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("[::1]", 9000, "/?q")
+        );
+        assert_eq!(u.address(), "[::1]:9000");
+        let u = url("http://[0:0::1]/x y/../z/./a b\"<>");
+        assert_eq!(
+            (u.host.as_str(), u.target.as_str()),
+            ("[::1]", "/z/a%20b%22%3C%3E")
+        );
+        assert_eq!(url("http://h:/p").port, 80);
+        assert_eq!(url(" http://h/a/./b/../c/ ").target, "/a/c/");
+        assert_eq!(url("http://h/a/..").target, "/");
+
+        assert_eq!(Url::parse("https://h/"), Err(UrlError::Https));
+        assert_eq!(Url::parse("HTTPS://h/"), Err(UrlError::Https));
+        for bad in [
+            "h/path",
+            "ftp://h/",
+            "http://",
+            "http:///p",
+            "http://u:p@h/",
+            "http://h:0/",
+            "http://h:65536/",
+            "http://h:x/",
+            "http://h:1:2/",
+            "http://[::1/",
+            "http://[zz]/",
+            "http://[::1]x/",
+            "http://exa mple/",
+            "http://bücher.de/",
+        ] {
+            assert!(
+                matches!(Url::parse(bad), Err(UrlError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn locations() {
+        let base = url("http://h:81/a/b/c?q=1");
+        let join = |loc: &str| base.join(loc).map(|u| u.to_string());
+        assert_eq!(join("/x?y").unwrap(), "http://h:81/x?y");
+        assert_eq!(join("d").unwrap(), "http://h:81/a/b/d");
+        assert_eq!(join("../d#f").unwrap(), "http://h:81/a/d");
+        assert_eq!(join("../../../../d").unwrap(), "http://h:81/d");
+        assert_eq!(join("./").unwrap(), "http://h:81/a/b/");
+        assert_eq!(join("?z").unwrap(), "http://h:81/a/b/c?z");
+        assert_eq!(join("//other/p").unwrap(), "http://other/p");
+        assert_eq!(join("http://o:9/").unwrap(), "http://o:9/");
+        assert_eq!(join("https://o/"), Err(UrlError::Https));
+        assert!(matches!(join("mailto:x"), Err(UrlError::Invalid(_))));
+    }
+
+    #[test]
+    fn heads() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type:  text/event-stream \r\nX: 1\nx: 2\r\n\r\nbody";
+        let end = find_head_end(raw, 0).unwrap();
+        assert_eq!(&raw[end..], b"body");
+        let head = parse_head(&raw[..end]).unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-type"), Some("text/event-stream"));
+        assert_eq!(head.all("X").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(head.header("x"), Some("2"));
+        assert_eq!(find_head_end(b"HTTP/1.0 204\n\n", 0), Some(14));
+        for split in 0..raw.len() {
+            let found = find_head_end(&raw[..split], 0).or_else(|| find_head_end(raw, split));
+            assert_eq!(found, Some(end));
+        }
+        assert_eq!(parse_head(b"HTTP/1.0 204\n\n").unwrap().status, 204);
+        for bad in [
+            &b"HTTP/2 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 2000\r\n\r\n",
+            b"HTTP/1.1 099 x\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n folded\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n",
+        ] {
+            assert!(parse_head(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        for ok in [
+            "text/event-stream",
+            "TEXT/Event-Stream",
+            "text/event-stream;",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;charset=windows-1252",
+        ] {
+            assert!(is_event_stream(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "text/event-streams",
+            "x bogus",
+            "",
+            "text/event-stream,text/html",
+        ] {
+            assert!(!is_event_stream(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn framings() {
+        let head = |fields: &[(&str, &str)]| Head {
+            status: 200,
+            headers: fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        };
+        let kind = |h: &Head| match framing(h, "GET") {
+            Ok(Framing::Close) => "close".to_string(),
+            Ok(Framing::Length(n)) => format!("length {n}"),
+            Ok(Framing::Chunked(_)) => "chunked".to_string(),
+            Err(_) => "error".to_string(),
+        };
+        assert_eq!(kind(&head(&[])), "close");
+        assert_eq!(kind(&head(&[("Content-Length", "12")])), "length 12");
+        assert_eq!(kind(&head(&[("content-length", "3, 3")])), "length 3");
+        assert_eq!(
+            kind(&head(&[("content-length", "3"), ("Content-Length", "4")])),
+            "error"
+        );
+        assert_eq!(kind(&head(&[("Content-Length", "-1")])), "error");
+        assert_eq!(
+            kind(&head(&[
+                ("Transfer-Encoding", "Chunked"),
+                ("Content-Length", "3")
+            ])),
+            "chunked"
+        );
+        assert_eq!(
+            kind(&head(&[("Transfer-Encoding", "gzip, chunked")])),
+            "error"
+        );
+        assert!(matches!(
+            framing(&head(&[]), "HEAD"),
+            Ok(Framing::Length(0))
+        ));
+    }
+
+    #[test]
+    fn request_head() {
+        let client = Client::builder("http://h:8080/s?x")
+            .header("Accept", "text/event-stream, */*")
+            .header("Authorization", "Bearer t")
+            .header("Content-Type", "text/plain")
+            .header("X-Two", "1")
+            .header("x-two", "2")
+            .method("POST")
+            .body("hi")
+            .build()
+            .unwrap();
+        let config = &client.config;
+        let mut hop = Hop {
+            method: "POST".into(),
+            send_body: true,
+            cross_origin: false,
+        };
+        let text = |hop: &Hop, id: &str| {
+            String::from_utf8(request_bytes(config, &config.url, hop, id)).unwrap()
+        };
+        assert_eq!(
+            text(&hop, "7"),
+            "POST /s?x HTTP/1.1\r\nHost: h:8080\r\nCache-Control: no-cache\r\n\
+             Last-Event-ID: 7\r\nAccept: text/event-stream, */*\r\nAuthorization: Bearer t\r\n\
+             Content-Type: text/plain\r\nX-Two: 1\r\nx-two: 2\r\nContent-Length: 2\r\n\r\nhi"
+        );
+        hop.method = "GET".into();
+        hop.send_body = false;
+        hop.cross_origin = true;
+        assert_eq!(
+            text(&hop, ""),
+            "GET /s?x HTTP/1.1\r\nHost: h:8080\r\nCache-Control: no-cache\r\n\
+             Accept: text/event-stream, */*\r\nX-Two: 1\r\nx-two: 2\r\n\r\n"
+        );
+        // The request parses with the server's strict parser.
+        let limits = http::Limits::default();
+        hop.send_body = true;
+        assert!(matches!(
+            http::parse_head(text(&hop, "x").as_bytes(), &limits),
+            Ok(http::Status::Complete(_))
+        ));
+    }
+
+    #[test]
+    fn builder_checks() {
+        let header =
+            |name: &str, value: &str| Client::builder("http://h/").header(name, value).build();
+        assert!(header("X-Ok", "tab\tand ünicode").is_ok());
+        for (name, value) in [
+            ("X", "a\r\nEvil: 1"),
+            ("X", "a\nb"),
+            ("X", "a\0"),
+            ("Bad Name", "v"),
+            ("", "v"),
+            ("X:", "v"),
+            ("content-length", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("Last-Event-ID", "1"),
+        ] {
+            assert!(
+                matches!(header(name, value), Err(ClientError::Header { .. })),
+                "{name:?}: {value:?}"
+            );
+        }
+        assert!(matches!(
+            Client::builder("http://h/").method("GE T").build(),
+            Err(ClientError::Method { .. })
+        ));
+        assert!(matches!(
+            Client::builder("http://h/").last_event_id("a\nb").build(),
+            Err(ClientError::Header { .. })
+        ));
+        let error = Client::builder("http://h/")
+            .header("A\r\nB", "x")
+            .build()
+            .unwrap_err();
+        assert!(!error.to_string().contains('\n'), "{error}");
+        assert!(matches!(
+            Client::builder("nope").build(),
+            Err(ClientError::Url { .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_with_equal_jitter() {
+        let base = Duration::from_millis(100);
+        let ceiling = Duration::from_secs(1);
+        assert_eq!(backoff(base, 0, ceiling, 12345), base);
+        for random in [0, 1, 7_777_777, u64::MAX / 3, u64::MAX] {
+            for (failures, low, high) in [
+                (1, 100, 200),
+                (2, 200, 400),
+                (3, 400, 800),
+                (4, 500, 1000),
+                (40, 500, 1000),
+            ] {
+                let d = backoff(base, failures, ceiling, random);
+                assert!(
+                    d >= Duration::from_millis(low) && d <= Duration::from_millis(high),
+                    "{failures}: {d:?}"
+                );
+            }
+        }
+        assert_eq!(backoff(Duration::ZERO, 5, ceiling, 99), Duration::ZERO);
+        // A caller's delay above the ceiling is the cap itself.
+        let long = Duration::from_secs(120);
+        assert!(backoff(long, 3, ceiling, 5) <= long);
+        assert!(backoff(Duration::MAX, 3, ceiling, u64::MAX) <= Duration::MAX);
+    }
+
+    #[test]
+    fn reconnection_time_is_clamped() {
+        let mut client = Client::builder("http://h/")
+            .retry(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(client.reconnection_time(), Duration::ZERO);
+        client.parser.feed(b"retry: 0\n");
+        assert_eq!(client.parser.next_item(), None);
+        assert_eq!(client.reconnection_time(), Duration::from_millis(100));
+        client.parser.feed(b"retry: 36000000\n");
+        assert_eq!(client.parser.next_item(), None);
+        assert_eq!(client.reconnection_time(), Duration::from_secs(60));
+        client.parser.feed(b"retry: 2500\n");
+        assert_eq!(client.parser.next_item(), None);
+        assert_eq!(client.reconnection_time(), Duration::from_millis(2500));
+    }
+}
