@@ -1,14 +1,128 @@
-//! stdsse: Server-Sent Events on the Rust standard library alone.
+//! Server-Sent Events on the Rust standard library alone.
 //!
-//! (Crate documentation is written in full once the modules land.)
+//! `stdsse` speaks `text/event-stream`, the format behind the browser's
+//! `EventSource`: an encoder ([`Event`]), a flushing writer
+//! ([`EventWriter`]), a spec-exact incremental parser ([`Parser`]), an
+//! HTTP/1.1 server that gives every connection a thread ([`Server`]), a
+//! broadcast [`Hub`] with replay, and a reconnecting [`Client`]. It has no
+//! dependencies and no `unsafe` code.
+//!
+//! # The wire format in one page
+//!
+//! The law is the WHATWG HTML standard, section [9.2 "Server-sent
+//! events"](https://html.spec.whatwg.org/multipage/server-sent-events.html).
+//! A server answers a `GET` with `200`, `Content-Type: text/event-stream`,
+//! and a body that never ends. The body is UTF-8 text made of lines; an
+//! empty line ends an event:
+//!
+//! ```text
+//! : connected                 <- a comment: ignored by clients (keep-alives)
+//! retry: 5000                 <- reconnect after 5000 ms if the connection drops
+//!                             <- an empty line: the block ends (no data, no event)
+//! event: time                 <- the event type (addEventListener("time", ...))
+//! id: evt-1                   <- the id; sent back as Last-Event-ID on reconnect
+//! data: 2025-01-18T04:30:00Z  <- one line of data
+//!                             <- an empty line: dispatch the event
+//! data: first line            <- type "message" (no event: field)
+//! data: second line           <- data lines are joined with LF: "first line\nsecond line"
+//!                             <- dispatch
+//! ```
+//!
+//! The rules a parser follows (9.2.6, "interpreting an event stream"):
+//!
+//! * Lines end with CRLF, LF or CR. A leading byte-order mark is dropped.
+//! * `name: value` splits at the **first** colon, and **one** space after
+//!   it is removed (`data:  x` is the value `" x"`). A line without a colon
+//!   is a name with an empty value. A line starting with a colon is a comment.
+//! * `data` appends the value and an LF to the data buffer; `event` sets the
+//!   type; `id` sets the last event id (unless the value contains NUL; an
+//!   empty `id:` resets it); `retry` sets the reconnection time if the value
+//!   is ASCII digits only. Other names are ignored.
+//! * An empty line dispatches: if the data buffer is empty nothing fires;
+//!   otherwise one trailing LF is removed, and an event of the buffered type
+//!   (`message` by default) fires with the data and the last event id.
+//!   Data and type reset; the last event id stays.
+//! * An event not followed by an empty line when the stream ends is dropped.
+//!
+//! A client that loses the connection waits the reconnection time and
+//! requests the URL again with a `Last-Event-ID` header, so the server can
+//! resume; a `204 No Content` answer tells it to stop for good.
+//!
+//! What a server must never do is let a line break into a field value: a CR
+//! or LF inside `id` or `event` would start a new field (injection). [`Event`]
+//! refuses those values when the event is built, and splits data and
+//! comments into one line per line of text.
+//!
+//! # Writing events
+//!
+//! ```
+//! use stdsse::{Event, EventWriter};
+//!
+//! let mut out = EventWriter::new(Vec::new());
+//! out.send(&Event::new().event("time")?.id("evt-1")?.data("2025-01-18T04:30:00Z"))?;
+//! assert_eq!(out.get_ref(), b"event: time\nid: evt-1\ndata: 2025-01-18T04:30:00Z\n\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Reading events
+//!
+//! ```
+//! use stdsse::parser::{Item, Parser};
+//!
+//! let mut parser = Parser::new();
+//! parser.feed(b"event: time\nid: evt-1\ndata: now\n\n");
+//! match parser.next_item() {
+//!     Some(Ok(Item::Event(event))) => {
+//!         assert_eq!((event.event_type.as_str(), event.data.as_str(), event.id.as_str()), ("time", "now", "evt-1"));
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+//!
+//! # Serving events
+//!
+//! ```no_run
+//! use stdsse::{Event, Server};
+//! use std::time::Duration;
+//!
+//! let mut server = Server::bind("127.0.0.1:8080")?;
+//! server.sse("/events", |_req, mut stream| {
+//!     for n in 1.. {
+//!         stream.send(&Event::new().id(format!("evt-{n}"))?.data("tick"))?;
+//!         stream.sleep(Duration::from_secs(1))?;
+//!     }
+//!     Ok(())
+//! });
+//! server.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Modules
+//!
+//! * [`event`]: the encoder, [`Event`] and [`Frame`] (an event encoded once).
+//! * [`writer`]: [`EventWriter`], one write and one flush per event.
+//! * [`parser`]: the incremental event-stream parser.
+//! * [`http`]: the HTTP/1.1 request parser and [`Response`].
+//! * [`server`]: the thread-per-connection server and [`EventStream`].
+//! * [`hub`]: the broadcast [`Hub`] with replay, topics and a slow-client policy.
+//! * [`client`]: a blocking [`Client`] that behaves like `EventSource`: it
+//!   reconnects, resumes with `Last-Event-ID`, and follows `retry:`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod event;
 pub mod http;
+pub mod hub;
 pub mod parser;
+pub mod server;
 pub mod writer;
 
+pub use client::{Client, ClientError, Received};
 pub use event::{Event, EventError, Field, Frame};
+pub use http::{Request, Response};
+pub use hub::Hub;
+pub use parser::{Item, MessageEvent, ParseError, Parser};
+pub use server::{EventStream, SendError, Server, ShutdownHandle};
 pub use writer::EventWriter;
