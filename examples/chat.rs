@@ -20,6 +20,7 @@
 //! * Ctrl+C: graceful shutdown, exit status 0.
 //!
 //! The first line on stderr is `listening on http://HOST:PORT`.
+//! `--fanout-threads N` sets the hub's writer threads (default: one per core).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -30,7 +31,7 @@ use stdsse::http::Limits;
 use stdsse::hub::{Hub, Subscription};
 use stdsse::{Event, Request, Response, Server};
 
-const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000]";
+const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N]";
 
 /// The largest message accepted.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -58,11 +59,15 @@ fn post_message(hub: &Hub, req: &Request) -> Response {
 }
 
 fn main() -> std::io::Result<()> {
-    let options = common::Options::parse(&["addr", "max-connections"], USAGE);
+    let options = common::Options::parse(&["addr", "max-connections", "fanout-threads"], USAGE);
     let addr = options.get("addr", "127.0.0.1:8080");
     let max_connections = options.number("max-connections", 12_000) as usize;
 
-    let hub = Hub::builder()
+    let mut hub = Hub::builder();
+    if let Some(threads) = options.optional("fanout-threads") {
+        hub = hub.fanout_threads(threads as usize);
+    }
+    let hub = hub
         .close_retry(Duration::from_millis(500), Duration::from_millis(1500))
         .build()?;
     let mut server = Server::bind(&addr)?;

@@ -131,10 +131,6 @@ use crate::parser::{Item, MessageEvent, ParseError, Parser};
 const MAX_HEAD: usize = 64 * 1024;
 /// The read buffer of a connection.
 const READ_BUF: usize = 16 * 1024;
-/// How much longer than the event size limit one line may be: room for
-/// the field name, so that a long `data` line is reported as too large only
-/// when its value is.
-const LINE_SLACK: usize = 64;
 /// The shortest socket timeout (the standard library refuses zero).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
@@ -558,8 +554,7 @@ impl ClientBuilder {
         }
         let parser = Parser::new()
             .last_event_id(self.last_event_id)
-            .max_event_size(self.max_event_size)
-            .max_line_len(self.max_event_size.saturating_add(LINE_SLACK));
+            .max_event_size(self.max_event_size);
         Ok(Client {
             config: Config {
                 url,

@@ -33,6 +33,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::parser::find_eol;
+
 /// One server-sent event: data, event type, id, retry hint and comments.
 ///
 /// Built with chained methods; the fields that could inject other fields
@@ -340,29 +342,13 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Writes one `name: line` per line of `text`, splitting on CRLF, CR and LF
 /// (CRLF is one break). Always writes at least one line.
 pub(crate) fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\n' => {}
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
-                push_field(out, name, &bytes[start..i]);
-                i += 2;
-                start = i;
-                continue;
-            }
-            b'\r' => {}
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        push_field(out, name, &bytes[start..i]);
-        i += 1;
-        start = i;
+    let mut rest = text.as_bytes();
+    while let Some(at) = find_eol(rest) {
+        push_field(out, name, &rest[..at]);
+        let crlf = rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n');
+        rest = &rest[at + 1 + usize::from(crlf)..];
     }
-    push_field(out, name, &bytes[start..]);
+    push_field(out, name, rest);
 }
 
 /// Writes `retry: <milliseconds>\n` without going through `fmt`.

@@ -113,6 +113,10 @@ const BOM: char = '\u{FEFF}';
 /// The default for [`Parser::max_line_len`] and [`Parser::max_event_size`].
 const DEFAULT_LIMIT: usize = 64 * 1024;
 
+/// Room for a field name, its colon and space on top of the event limit, so
+/// that one `data:` line can carry a value as large as a whole event.
+const LINE_SLACK: usize = 64;
+
 /// A dispatched event, as a browser's `MessageEvent` would show it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MessageEvent {
@@ -246,6 +250,8 @@ pub struct Parser {
     /// empty line that ends the skip).
     skip_mid_line: bool,
     max_line: usize,
+    /// Whether `max_line_len` was set (else it follows the event limit).
+    line_explicit: bool,
     /// Items parsed by `finish` that were not pulled yet.
     ready: VecDeque<Result<Item, ParseError>>,
     fields: Fields,
@@ -297,7 +303,8 @@ impl Parser {
             after_cr: false,
             skipping: false,
             skip_mid_line: false,
-            max_line: DEFAULT_LIMIT,
+            max_line: DEFAULT_LIMIT + LINE_SLACK,
+            line_explicit: false,
             ready: VecDeque::new(),
             fields: Fields {
                 data: String::new(),
@@ -321,11 +328,13 @@ impl Parser {
     }
 
     /// Sets the longest line accepted, in bytes, not counting its line
-    /// ending (default 64 KiB). Lines are measured after UTF-8 decoding, so
-    /// an invalid byte counts as the three bytes of U+FFFD. See
-    /// [`ParseError::LineTooLong`].
+    /// ending (default: the event size limit plus 64 bytes, room for the
+    /// field name, so one `data:` line can carry a whole event's worth).
+    /// Lines are measured after UTF-8 decoding, so an invalid byte counts as
+    /// the three bytes of U+FFFD. See [`ParseError::LineTooLong`].
     pub fn max_line_len(mut self, bytes: usize) -> Parser {
         self.max_line = bytes;
+        self.line_explicit = true;
         self
     }
 
@@ -334,6 +343,9 @@ impl Parser {
     /// type, after UTF-8 decoding. See [`ParseError::EventTooLarge`].
     pub fn max_event_size(mut self, bytes: usize) -> Parser {
         self.fields.max_event = bytes;
+        if !self.line_explicit {
+            self.max_line = bytes.saturating_add(LINE_SLACK);
+        }
         self
     }
 
@@ -686,8 +698,9 @@ fn parse_retry(value: &str) -> Option<u64> {
     }))
 }
 
-/// The offset of the first CR or LF, eight bytes at a time.
-fn find_eol(bytes: &[u8]) -> Option<usize> {
+/// The offset of the first CR or LF, eight bytes at a time. The encoder
+/// uses it too, to split data and comments into lines.
+pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(8);
     let mut offset = 0;
     for chunk in &mut chunks {

@@ -393,12 +393,25 @@ fn builder_defaults_and_traits() {
     assert_eq!(b.next_item(), Some(ev("message", "1", "x")));
     assert_eq!(a.next_item(), None);
     assert!(format!("{a:?}").contains("Parser"));
-    // A default limit of 64 KiB.
+    // Default limits: 64 KiB events, lines 64 bytes longer (room for the
+    // field name), so one `data:` line can carry a whole 64 KiB value.
     let mut p = Parser::new();
-    p.feed(&[b'a'; 64 * 1024]);
+    p.feed(&[b'a'; 64 * 1024 + 64]);
     assert_eq!(p.next_item(), None);
     p.feed(b"a");
-    assert_eq!(p.next_item(), Some(line_err(64 * 1024)));
+    assert_eq!(p.next_item(), Some(line_err(64 * 1024 + 64)));
+    let mut p = Parser::new();
+    let value = "v".repeat(64 * 1024 - 1); // plus its LF: exactly 64 KiB
+    p.feed(format!("data: {value}\n\n").as_bytes());
+    assert_eq!(p.next_item(), Some(msg(&value)));
+    // Setting the event limit moves the line limit with it, unless the
+    // line limit was set explicitly.
+    let mut p = Parser::new().max_event_size(10);
+    p.feed(&[b'a'; 75]);
+    assert_eq!(p.next_item(), Some(line_err(74)));
+    let mut p = Parser::new().max_line_len(5).max_event_size(10);
+    p.feed(&[b'a'; 6]);
+    assert_eq!(p.next_item(), Some(line_err(5)));
     let mut p = Parser::new();
     // Two lines of 32 KiB including their LF fill the data buffer exactly.
     let line = format!("data: {}\n", "a".repeat(32 * 1024 - 1));
@@ -427,12 +440,12 @@ fn endless_line_stays_bounded() {
     for _ in 0..1024 {
         // 8 MiB without a line ending.
         parser.feed(&chunk);
-        assert!(parser.buffered() <= 64 * 1024 + chunk.len());
+        assert!(parser.buffered() <= 64 * 1024 + 64 + chunk.len());
         while let Some(item) = parser.next_item() {
-            assert_eq!(item, line_err(64 * 1024));
+            assert_eq!(item, line_err(64 * 1024 + 64));
             errors += 1;
         }
-        assert!(parser.buffered() <= 64 * 1024);
+        assert!(parser.buffered() <= 64 * 1024 + 64);
     }
     assert_eq!(errors, 1);
     parser.feed(b"\ndata: ok\n\n\ndata: ok\n\n");

@@ -101,11 +101,17 @@ impl Options {
 
     /// The value of `name` parsed as a number, or exit with a message.
     pub fn number(&self, name: &str, default: u64) -> u64 {
-        let value = self.get(name, &default.to_string());
-        value.parse().unwrap_or_else(|_| {
+        self.optional(name).unwrap_or(default)
+    }
+
+    /// The value of `name` parsed as a number if it was given (exit with a
+    /// message if it is not a number).
+    pub fn optional(&self, name: &str) -> Option<u64> {
+        let (_, value) = self.args.iter().rev().find(|(n, _)| n == name)?;
+        Some(value.parse().unwrap_or_else(|_| {
             eprintln!("--{name}: not a number: {value}");
             std::process::exit(2);
-        })
+        }))
     }
 }
 
