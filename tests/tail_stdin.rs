@@ -30,7 +30,7 @@ fn tail_prints_json_lines_and_reports_usage() {
         id\ndata: 123456789012345678901234567890123456789012345678901234567890\
         123456789012345678901234567890123456789012345678901234567890\n";
     let mut input = input.to_vec();
-    // Over the parser's 64 KiB line limit: reported on stderr, skipped.
+    // Over the parser's default line limit (64 KiB + 64): reported on stderr, skipped.
     input.extend_from_slice(b"\ndata: ");
     input.extend_from_slice(&[b'x'; 70_000]);
     input.extend_from_slice(b"\n\ndata: after\n\ndata: not ended\n");
@@ -53,7 +53,7 @@ fn tail_prints_json_lines_and_reports_usage() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "tail: skipped an event: event stream line longer than 65536 bytes\n"
+        "tail: skipped an event: event stream line longer than 65600 bytes\n"
     );
 
     for args in [&["--bogus", "-"][..], &["--last-event-id"], &[]] {
