@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# How the cost of broadcasting grows with the number of clients.
+#
+#     bash benches/scale.sh [CLIENTS...]        (default: 10 100 1000 10000)
+#
+# For each client count it starts the release `chat` example and runs the
+# release `loadgen` example three ways:
+#   throughput  messages posted as fast as the server answers (--rate 0)
+#   latency     100 messages per second for 5 s (--rate 100)
+#   idle        connections held for 5 s with keep-alives flowing: server RSS per client
+# One JSON line per run goes to benches/results/scale.jsonl (overwritten), and
+# a Markdown table to standard output. benches/chart.py draws the SVG.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clients=("$@")
+[ ${#clients[@]} -gt 0 ] || clients=(10 100 1000 10000)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo build --release --example chat --example loadgen >/dev/null 2>&1
+out=benches/results/scale.jsonl
+: >"$out"
+err=$(mktemp)
+trap 'kill $chat 2>/dev/null || true; rm -f "$err"' EXIT
+
+run() { # kind clients messages rate hold
+    ./target/release/examples/chat --addr 127.0.0.1:0 --max-connections 20000 2>"$err" &
+    chat=$!
+    for _ in $(seq 100); do grep -q listening "$err" 2>/dev/null && break; sleep 0.05; done
+    local port
+    port=$(head -1 "$err" | sed 's/.*://')
+    local line
+    line=$(./target/release/examples/loadgen \
+        --events "http://127.0.0.1:$port/events?room=bench" \
+        --publish "http://127.0.0.1:$port/messages?room=bench" \
+        --clients "$2" --messages "$3" --rate "$4" --hold-secs "$5" --pid "$chat" \
+        --connect-parallel 256 | tail -1)
+    kill -INT "$chat"; wait "$chat" 2>/dev/null || true
+    echo "{\"kind\":\"$1\",${line#\{}" | tee -a "$out" >&2
+}
+
+for n in "${clients[@]}"; do
+    # About two million deliveries per throughput run (at least 200 messages).
+    messages=$(( 2000000 / n )); [ $messages -ge 200 ] || messages=200
+    [ $messages -le 20000 ] || messages=20000
+    run throughput "$n" "$messages" 0 0
+    run latency "$n" 500 100 0
+    run idle "$n" 0 0 5
+done
+
+python3 - "$out" <<'PY'
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows.setdefault(r["clients"], {})[r["kind"]] = r
+print("| clients | deliveries/s (as fast as possible) | p50 / p99 latency at 100 events/s | server RSS per idle client | lost or duplicated |")
+print("|---:|---:|---:|---:|---:|")
+for n in sorted(rows):
+    t, l, i = (rows[n].get(k, {}) for k in ("throughput", "latency", "idle"))
+    lost = sum(r.get("missing", 0) + r.get("duplicated", 0) for r in (t, l))
+    print(f"| {n:,} | {t.get('per_sec', 0):,.0f} | {l.get('p50_ms', 0):.1f} / {l.get('p99_ms', 0):.1f} ms "
+          f"| {i.get('rss_kib_per_client', 0):.1f} KiB | {lost} |")
+PY
