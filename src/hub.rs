@@ -58,6 +58,16 @@
 //! oldest pending events are dropped and the gap signal takes their place
 //! ([`SlowClient::DropOldest`]).
 
+//! # Closing
+//!
+//! [`Hub::close`] sends every subscriber the close event and a jittered
+//! `retry:` hint (when configured), then ends the streams. Close the hub
+//! before shutting the server down: a server's shutdown closes the sockets
+//! of hub streams too, but waits for the hub to let go of them, which it
+//! notices at its next check (at most a second later). A `publish` that
+//! races with `close` may be accepted and then discarded, as a value sent
+//! on an `mpsc` channel whose receiver is dropped is.
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
