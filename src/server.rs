@@ -863,6 +863,10 @@ enum ReadOutcome {
     Closed,
 }
 
+/// How long a client may pause before the bytes it sent are parsed even
+/// though they hold no line end and add up to less than a KiB.
+const PARSE_PAUSE: Duration = Duration::from_millis(50);
+
 /// The connection's read side: a buffer of received bytes not yet used
 /// (pipelined requests stay in it for the next round).
 struct Reader<'a> {
@@ -875,9 +879,11 @@ impl Reader<'_> {
     /// or slow request.
     ///
     /// The head is parsed again from its start after a read that may have
-    /// completed a line (it holds an LF) or added another KiB: a client
+    /// completed a line (it holds an LF) or added another KiB, and when the
+    /// client pauses for [`PARSE_PAUSE`] with bytes not parsed yet: a client
     /// sending one byte per packet cannot make the server re-parse 64 KiB
-    /// for every byte.
+    /// for every byte, and a head that is already invalid is answered at
+    /// once.
     fn read_request(&mut self, config: &Config, first: bool) -> Result<ReadOutcome, u16> {
         let idle = if first {
             config.head_timeout
@@ -908,10 +914,23 @@ impl Reader<'_> {
                 }
             }
             let before = self.buf.len();
-            match self.fill(deadline) {
+            // Bytes not parsed yet are parsed as soon as the client pauses,
+            // so that a head already known to be bad (binary junk, a line
+            // past its limit without its line end) is answered at once, not
+            // at the deadline.
+            let unparsed = self.buf.len() > parsed_len;
+            let wait = if unparsed {
+                deadline.min(Instant::now() + PARSE_PAUSE)
+            } else {
+                deadline
+            };
+            match self.fill(wait) {
                 Ok(0) if self.buf.is_empty() => return Ok(ReadOutcome::Closed),
                 Ok(0) => return Err(400),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
+                Err(e) if is_timeout(&e) && unparsed && Instant::now() < deadline => {
+                    new_line = true
+                }
                 Err(e) if is_timeout(&e) && self.buf.is_empty() => return Ok(ReadOutcome::Closed),
                 Err(e) if is_timeout(&e) => return Err(408),
                 Err(_) => return Ok(ReadOutcome::Closed),
