@@ -2,104 +2,27 @@
 //! sockets: the page, the room streams, posting, replay with
 //! `Last-Event-ID`, the stats, and a graceful exit on SIGINT.
 
-mod common_hub;
+mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant};
-
-use common_hub::{http, wait_for, Reply, Sse, WAIT};
+use common::{http, wait_for, Example, Resp, Sse, LONG_WAIT};
 use stdsse::parser::{Item, MessageEvent};
-
-/// Builds the example once (`cargo build --example chat`) and returns the
-/// path of its binary: next to this test binary's directory, in the same
-/// target directory and profile (`target/<profile>/deps/chat_example-*` →
-/// `target/<profile>/examples/chat`).
-fn chat_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("the test binary is in <target>/<profile>/deps");
-            let mut build = Command::new(env!("CARGO"));
-            build
-                .args(["build", "--quiet", "--example", "chat"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir
-                .file_name()
-                .is_some_and(|name| name == "release")
-            {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build");
-            assert!(status.success(), "cargo build --example chat: {status}");
-            let binary = profile_dir
-                .join("examples")
-                .join(format!("chat{}", std::env::consts::EXE_SUFFIX));
-            assert!(binary.is_file(), "no chat binary at {}", binary.display());
-            binary
-        })
-        .clone()
-}
 
 /// The chat example running on 127.0.0.1:0; killed if still running when
 /// dropped.
-struct Chat {
-    child: Child,
-    addr: SocketAddr,
-    /// The rest of its stderr (the access log), line by line.
-    log: mpsc::Receiver<String>,
-}
+struct Chat(Example);
 
 impl Chat {
     fn start() -> Chat {
-        let mut child = Command::new(chat_binary())
-            .args(["--addr", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the chat example");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, log) = mpsc::channel();
-        // Always drained, so that the example never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let _ = tx.send(line);
-            }
-        });
-        let mut chat = Chat {
-            child,
-            addr: ([127, 0, 0, 1], 0).into(),
-            log,
-        };
-        let first = chat.log.recv_timeout(WAIT).expect("the first stderr line");
-        let addr = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first stderr line {first:?}"));
-        chat.addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("bad address in {first:?}"));
-        assert_ne!(chat.addr.port(), 0, "{first}");
-        chat
+        Chat(Example::start("chat", &[]))
     }
 
-    fn get(&self, target: &str) -> Reply {
-        http(self.addr, "GET", target, &[], b"")
+    fn get(&self, target: &str) -> Resp {
+        http(self.0.addr, "GET", target, &[], b"")
     }
 
-    fn post(&self, room: &str, body: &[u8]) -> Reply {
+    fn post(&self, room: &str, body: &[u8]) -> Resp {
         http(
-            self.addr,
+            self.0.addr,
             "POST",
             &format!("/messages?room={room}"),
             &[],
@@ -108,7 +31,7 @@ impl Chat {
     }
 
     fn sse(&self, target: &str, headers: &[(&str, &str)]) -> Sse {
-        Sse::open(self.addr, target, headers)
+        Sse::open(self.0.addr, target, headers)
     }
 
     /// The hub's subscriber count from `/stats`.
@@ -124,24 +47,11 @@ impl Chat {
 
     fn wait_subscribers(&self, n: u64) {
         wait_for(
+            LONG_WAIT,
             &format!("{n} subscribers"),
             || self.subscribers(),
             |&s| s == n,
         );
-    }
-
-    /// Whatever the example wrote to stderr since start (for messages).
-    fn log_so_far(&self) -> Vec<String> {
-        self.log.try_iter().collect()
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -274,11 +184,7 @@ fn sigint_ends_the_streams_and_exits_0() {
     assert_eq!(chat.post("lobby", b"hello").status, 204);
     assert_eq!(message(&mut streams[0]).data, "hello");
 
-    let status = Command::new("kill")
-        .args(["-INT", &chat.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    chat.0.interrupt();
     for sse in &mut streams {
         // The goodbye is a retry: hint of 0.5 to 2 s, then the end.
         let items = sse.until_eof();
@@ -289,17 +195,6 @@ fn sigint_ends_the_streams_and_exits_0() {
         let retry = sse.retry().expect("a retry: hint");
         assert!((500..=2000).contains(&retry.as_millis()), "{retry:?}");
     }
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = chat.child.try_wait().expect("wait for the example") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running after SIGINT: {:?}",
-            chat.log_so_far()
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(0), "{:?}", chat.log_so_far());
+    let status = chat.0.wait_exit();
+    assert_eq!(status.code(), Some(0), "{:?}", chat.0.log_so_far());
 }

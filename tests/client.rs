@@ -5,16 +5,16 @@
 //! lower bound where the client must wait, a generous upper bound only to
 //! tell "the configured delay" from "some much longer default".
 
-mod client_support;
+mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use client_support::*;
+use common::*;
 use stdsse::client::{Client, ClientError};
 use stdsse::Event;
 
@@ -38,7 +38,7 @@ fn quick(url: &str) -> stdsse::client::ClientBuilder {
 fn project_server_stream_then_resume_with_last_event_id() {
     let (seen_tx, seen) = mpsc::channel();
     let seen_tx = Mutex::new(seen_tx);
-    let server = ProjectServer::start(move |s| {
+    let server = TestServer::start(move |s| {
         s.sse("/events", move |_req, mut stream| {
             let _ = seen_tx
                 .lock()
@@ -77,7 +77,7 @@ fn project_server_stream_then_resume_with_last_event_id() {
 fn post_body_and_custom_headers_are_sent_on_every_connection() {
     let (seen_tx, seen) = mpsc::channel();
     let seen_tx = Mutex::new(seen_tx);
-    let server = ProjectServer::start(move |s| {
+    let server = TestServer::start(move |s| {
         s.sse_route("POST", "/llm", move |req, mut stream| {
             let auth = req.header("authorization").unwrap_or("-").to_string();
             let traces: Vec<&str> = req.header_all("x-trace").collect();
@@ -974,29 +974,12 @@ fn ipv6_literals_work() {
 /// Runs `examples/tail.rs` with `args`, killed if it takes longer than
 /// `limit`.
 fn tail(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--example", "tail", "--"])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cargo runs");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("tail {args:?} ran longer than {limit:?}");
-        }
-        thread::sleep(ms(20));
-    }
-    child.wait_with_output().expect("output")
+    run_example("tail", args, b"", Some(limit))
 }
 
 #[test]
 fn the_tail_example_follows_a_url() {
-    let server = ProjectServer::start(|s| {
+    let server = TestServer::start(|s| {
         s.sse("/events", |_req, mut stream| {
             stream.comment("hello")?;
             for n in 1..=3 {

@@ -7,24 +7,7 @@ mod common;
 #[cfg(unix)]
 #[test]
 fn clock_example_works_as_documented() {
-    use std::io::{BufRead, BufReader};
-    use std::net::SocketAddr;
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
-    use std::sync::mpsc;
-    use std::thread;
-    use std::time::{Duration, Instant};
-
-    use common::{Client, WAIT};
-
-    /// Kills the child if the test fails half-way.
-    struct Guard(Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use common::{Client, Example};
 
     /// `YYYY-MM-DDTHH:MM:SS(.f+)?Z`
     fn is_rfc3339_utc(s: &str) -> bool {
@@ -75,56 +58,10 @@ fn clock_example_works_as_documented() {
         id
     }
 
-    // Build the example (cargo test usually has already), then run the
-    // binary directly so that the signal reaches it and not cargo.
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet", "--offline", "--example", "clock"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().expect("cargo runs").success(),
-        "the example builds"
-    );
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir: PathBuf = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .into();
-    let clock = profile_dir.join("examples").join("clock");
-
-    let child = Command::new(&clock)
-        .args(["--addr", "127.0.0.1:0", "--interval-ms", "50"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", clock.display()));
-    let mut child = Guard(child);
-
-    // stderr, line by line, with bounded waits.
-    let (tx, lines) = mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().expect("piped stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = lines
-        .recv_timeout(WAIT * 2)
-        .expect("a first line on stderr");
-    let addr: SocketAddr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
-        .parse()
-        .expect("HOST:PORT");
-    assert_ne!(addr.port(), 0, "the real port is printed");
+    // The example's binary runs directly so that the signal reaches it and
+    // not cargo.
+    let mut clock = Example::start("clock", &["--interval-ms", "50"]);
+    let addr = clock.addr;
 
     // The stream: a comment, then evt-1, evt-2, ...
     let mut events = Client::connect(addr);
@@ -158,20 +95,8 @@ fn clock_example_works_as_documented() {
     assert!(resp.body_str().contains("EventSource"));
 
     // Ctrl+C with a stream still open: graceful shutdown, status 0.
-    let pid = child.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let deadline = Instant::now() + WAIT * 2;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait for clock") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "clock did not exit after SIGINT");
-        thread::sleep(Duration::from_millis(10));
-    };
+    clock.interrupt();
+    let status = clock.wait_exit();
     assert_eq!(status.code(), Some(0), "{status:?}");
     // The open stream was ended by the shutdown (events until then).
     let rest = events.read_to_end();

@@ -2,14 +2,14 @@
 //! `/events` route subscribes streams to a `Hub`, and raw TCP clients that
 //! parse the event stream with `stdsse::parser::Parser`.
 
-mod common_hub;
+mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common_hub::{wait_for, wait_until, BgServer, NoItem, Sse, WAIT};
+use common::{wait_for, wait_until_within, NoItem, Sse, TestServer, LONG_WAIT};
 use stdsse::hub::{
     Hub, HubBuilder, PublishError, SlowClient, SubscribeError, Subscription, UnknownId, GAP_EVENT,
 };
@@ -18,9 +18,9 @@ use stdsse::Event;
 
 /// A server whose `/events` route is `hub.handler("topic")`. The server's
 /// own keep-alives are off: everything on a subscribed stream is the hub's.
-fn serve(hub: &Hub) -> BgServer {
+fn serve(hub: &Hub) -> TestServer {
     let handler = hub.handler("topic");
-    BgServer::start(move |server| {
+    TestServer::start(move |server| {
         server.keep_alive(None).sse("/events", handler);
     })
     .before_stop(closer(hub))
@@ -54,14 +54,20 @@ fn id(hub: &Hub, n: u64) -> String {
 }
 
 fn wait_subscribers(hub: &Hub, n: u64) {
-    wait_until(&format!("{n} subscribers"), || hub.stats().subscribers == n);
+    wait_until_within(LONG_WAIT, &format!("{n} subscribers"), || {
+        hub.stats().subscribers == n
+    });
 }
 
 fn wait_history(hub: &Hub, published: u64) {
-    wait_until(&format!("{published} events in the history"), || {
-        let stats = hub.stats();
-        stats.published == published && stats.history_len > 0
-    });
+    wait_until_within(
+        LONG_WAIT,
+        &format!("{published} events in the history"),
+        || {
+            let stats = hub.stats();
+            stats.published == published && stats.history_len > 0
+        },
+    );
 }
 
 fn data(events: &[MessageEvent]) -> Vec<&str> {
@@ -141,7 +147,7 @@ fn every_subscriber_gets_every_event_once_in_publish_order() {
         }
         assert_eq!(next, [PER_PUBLISHER; PUBLISHERS], "subscriber {s}");
     }
-    wait_until("every delivery counted", || {
+    wait_until_within(LONG_WAIT, "every delivery counted", || {
         hub.stats().delivered == (TOTAL * SUBSCRIBERS) as u64
     });
     let stats = hub.stats();
@@ -191,7 +197,7 @@ fn replay_hands_over_to_live_without_gap_or_duplicate() {
         .collect();
 
     for iteration in 0..ITERATIONS {
-        wait_until("the watcher to see events", || {
+        wait_until_within(LONG_WAIT, "the watcher to see events", || {
             seen.lock().unwrap().len() > 10
         });
         let resume = {
@@ -394,6 +400,7 @@ fn history_is_bounded_by_count_bytes_and_age() {
             case.name
         );
         wait_for(
+            LONG_WAIT,
             &format!(
                 "{}: {retained} events, {bytes} bytes in the history",
                 case.name
@@ -433,7 +440,7 @@ fn history_is_bounded_by_count_bytes_and_age() {
         publish(&hub, &format!("e{n}"));
     }
     wait_history(&hub, 3);
-    wait_until("the history to expire", || {
+    wait_until_within(LONG_WAIT, "the history to expire", || {
         let stats = hub.stats();
         stats.history_len == 0 && stats.history_bytes == 0
     });
@@ -510,7 +517,7 @@ fn publisher_chosen_ids_are_kept_and_resumable() {
 fn topics_reach_their_subscribers_once_and_filters_drop() {
     let hub = build(Hub::builder());
     let filtered_hub = hub.clone();
-    let server = BgServer::start(|server| {
+    let server = TestServer::start(|server| {
         server.keep_alive(None).sse("/events", hub.handler("topic"));
         server.sse("/filtered", move |_req, stream| {
             let subscription = Subscription::new().topic("a").filter(|p| {
@@ -576,7 +583,7 @@ fn counting_reader(mut sse: Sse) -> (Arc<AtomicUsize>, thread::JoinHandle<Vec<Me
     let reader = thread::spawn(move || {
         let mut events = Vec::new();
         loop {
-            match sse.next_item(WAIT) {
+            match sse.next_item(LONG_WAIT) {
                 Ok(Item::Event(event)) => {
                     events.push(event);
                     counter.store(events.len(), Ordering::SeqCst);
@@ -596,7 +603,7 @@ fn publish_flood(hub: &Hub, received: &AtomicUsize) {
     let filler = "x".repeat(1018);
     for i in 0..FLOOD {
         if i % 10 == 0 && i >= LEAD {
-            wait_until("the reading subscriber to keep up", || {
+            wait_until_within(LONG_WAIT, "the reading subscriber to keep up", || {
                 received.load(Ordering::SeqCst) + LEAD >= i
             });
         }
@@ -627,7 +634,9 @@ fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
     wait_subscribers(&hub, 2);
     let (received, reader) = counting_reader(normal);
     publish_flood(&hub, &received);
-    wait_until("the slow client's eviction", || hub.stats().evicted >= 1);
+    wait_until_within(LONG_WAIT, "the slow client's eviction", || {
+        hub.stats().evicted >= 1
+    });
     wait_subscribers(&hub, 1);
     // Its connection was closed: what reached its socket buffer, then EOF.
     let partial: Vec<MessageEvent> = slow
@@ -642,7 +651,7 @@ fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
     for (k, event) in partial.iter().enumerate() {
         assert_eq!(index_of(event), k);
     }
-    wait_until("every event handled", || {
+    wait_until_within(LONG_WAIT, "every event handled", || {
         hub.stats().published == FLOOD as u64
     });
     hub.close().expect("close");
@@ -663,7 +672,7 @@ fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
         stats.history_len <= 1000 && stats.history_bytes <= 1 << 20,
         "{stats:?}"
     );
-    wait_until("the streams to close", || {
+    wait_until_within(LONG_WAIT, "the streams to close", || {
         server.handle.stats().open_streams == 0
     });
     if let Some(rss) = rss_kib() {
@@ -677,7 +686,7 @@ fn drop_oldest_counts_drops_and_signals_the_gap() {
         Hub::builder()
             .backlog(64, 256 << 10)
             .slow_client(SlowClient::DropOldest)
-            .close_timeout(WAIT),
+            .close_timeout(LONG_WAIT),
     );
     let server = serve(&hub);
     let mut slow = server.sse("/events", &[]);
@@ -685,7 +694,7 @@ fn drop_oldest_counts_drops_and_signals_the_gap() {
     wait_subscribers(&hub, 2);
     let (received, reader) = counting_reader(normal);
     publish_flood(&hub, &received);
-    wait_until("drops", || hub.stats().dropped >= 1);
+    wait_until_within(LONG_WAIT, "drops", || hub.stats().dropped >= 1);
     publish(&hub, "end");
     // Now the slow client reads: what its socket held, then the gap signal
     // where events were dropped, then the newest ones.
@@ -772,11 +781,11 @@ fn keep_alives_on_idle_subscribers_and_prompt_removal() {
         assert_eq!(server.handle.stats().open_streams, 1);
         if keep_alive.is_some() {
             for _ in 0..2 {
-                assert_eq!(sse.next_item(WAIT), Ok(Item::Comment(String::new())));
+                assert_eq!(sse.next_item(LONG_WAIT), Ok(Item::Comment(String::new())));
             }
         }
         drop(sse);
-        wait_until("the subscriber's removal", || {
+        wait_until_within(LONG_WAIT, "the subscriber's removal", || {
             hub.stats().subscribers == 0 && server.handle.stats().open_streams == 0
         });
     }
@@ -793,7 +802,7 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     // `/events` subscribes; `/probe` also records what `subscribe` returned.
     let results = Arc::new(Mutex::new(Vec::new()));
     let (probe_hub, probe_results) = (hub.clone(), results.clone());
-    let server = BgServer::start(|server| {
+    let server = TestServer::start(|server| {
         server.keep_alive(None).sse("/events", hub.handler("topic"));
         server.sse("/probe", move |_req, stream| {
             let result = probe_hub.subscribe(stream, Subscription::new());
@@ -843,7 +852,7 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     assert_eq!(*results.lock().unwrap(), [Err(SubscribeError)]);
     assert_eq!(hub.close(), Ok(()), "closing twice");
     assert_eq!(hub.stats().subscribers, 0);
-    wait_until("the streams to close", || {
+    wait_until_within(LONG_WAIT, "the streams to close", || {
         server.handle.stats().open_streams == 0
     });
 }
@@ -861,7 +870,8 @@ fn stats_count_publishes_deliveries_and_replays() {
         assert_eq!(sse.events(10).len(), 10);
     }
     let wait_counts = |published, delivered, hits, misses| {
-        wait_until(
+        wait_until_within(
+            LONG_WAIT,
             &format!("published {published}, delivered {delivered}"),
             || {
                 let s = hub.stats();

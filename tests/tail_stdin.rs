@@ -1,24 +1,12 @@
 //! Runs `examples/tail.rs` on standard input.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-/// Runs the example through cargo (so it is built if needed) with `input`
-/// on standard input.
+use std::process::Output;
+
+/// Runs the example with `input` on standard input.
 fn tail(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--example", "tail", "--"])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cargo runs");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(input).expect("write to tail");
-    drop(stdin);
-    child.wait_with_output().expect("tail runs")
+    common::run_example("tail", args, input, None)
 }
 
 #[test]
