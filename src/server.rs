@@ -730,11 +730,14 @@ fn reject(socket: TcpStream, shared: &Shared) {
     let _ = socket.set_nonblocking(true);
     let _ = (&socket).write(FULL);
     // Read what the client already sent, so that closing does not turn into
-    // a reset that could destroy the 503 before the client reads it.
+    // a reset that could destroy the 503 before the client reads it. At
+    // most 16 KiB: a client that keeps sending must not hold the accept
+    // thread.
     let mut sink = [0u8; 4096];
-    while let Ok(n) = (&socket).read(&mut sink) {
-        if n == 0 {
-            break;
+    for _ in 0..4 {
+        match (&socket).read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
     let _ = socket.shutdown(Shutdown::Write);
