@@ -4,8 +4,8 @@
     python3 benches/chart.py
 
 Two panels against the number of clients (log scale): publish-to-receive
-latency at 100 events per second (p50 and p99), and server memory (RSS) per
-idle client. Standard library only; the SVG is written by hand.
+latency at 100 events per second (p50 and p99, with the load generator's two
+client models), and server memory (RSS) per idle client. Standard library only; the SVG is written by hand.
 """
 import json
 import math
@@ -19,12 +19,19 @@ rows = {}
 with open(SOURCE) as f:
     for line in f:
         r = json.loads(line)
-        rows.setdefault(r["clients"], {})[r["kind"]] = r
+        rows.setdefault(r["clients"], {})[(r["kind"], r.get("per_thread", 1))] = r
 clients = sorted(rows)
+
+
+def values(kind, per_thread, field):
+    return [rows[n].get((kind, per_thread), {}).get(field, 0) for n in clients]
+
+
 series = {
-    "p50 latency (ms)": [rows[n].get("latency", {}).get("p50_ms", 0) for n in clients],
-    "p99 latency (ms)": [rows[n].get("latency", {}).get("p99_ms", 0) for n in clients],
-    "RSS per idle client (KiB)": [rows[n].get("idle", {}).get("rss_kib_per_client", 0) for n in clients],
+    "p50, 10 clients per thread": values("latency", 10, "p50_ms"),
+    "p99, 10 clients per thread": values("latency", 10, "p99_ms"),
+    "p99, a thread per client": values("latency", 1, "p99_ms"),
+    "RSS per idle client (KiB)": values("idle", 10, "rss_kib_per_client"),
 }
 
 W, H, PAD = 360, 240, 48
@@ -60,8 +67,9 @@ def panel(x0, title, lines, colors):
         out.append(f'<text x="{x0 + PAD + 22}" y="{35 + 14 * i}">{name}</text>')
 
 
-panel(0, "Latency at 100 events/s", {k: series[k] for k in list(series)[:2]}, ["#2563eb", "#dc2626"])
-panel(W, "Server memory per idle client", {k: series[k] for k in list(series)[2:]}, ["#16a34a"])
+panel(0, "Latency at 100 events/s (ms)", {k: series[k] for k in list(series)[:3]},
+      ["#2563eb", "#dc2626", "#f59e0b"])
+panel(W, "Server memory per idle client", {k: series[k] for k in list(series)[3:]}, ["#16a34a"])
 out.append("</svg>")
 with open(TARGET, "w") as f:
     f.write("\n".join(out) + "\n")

@@ -19,8 +19,12 @@
 //!
 //! The last line is the same figures as JSON, for scripts.
 //!
-//! Each client is a thread with a 64 KiB stack that blocks in `read`, so
-//! 10,000 clients cost about as much memory here as they cost the server.
+//! By default each client is a thread with a 64 KiB stack that blocks in
+//! `read`. `--per-thread K` gives each thread K clients, read round-robin
+//! with blocking reads: one wake-up per event serves K clients, which takes
+//! most of the load generator's own cost off the two cores it shares with
+//! the server. Bytes that wait in a socket while the thread reads another
+//! one count as latency, so grouping can only make the server look slower.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -32,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stdsse::parser::{Item, Parser};
 
 const USAGE: &str = "loadgen --events URL [--publish URL] [--clients N] [--messages M] [--rate R] \
-[--pid PID] [--hold-secs S] [--connect-parallel K] [--timeout-secs T]";
+[--pid PID] [--hold-secs S] [--connect-parallel K] [--timeout-secs T] [--per-thread K]";
 
 struct Args {
     events: Url,
@@ -44,6 +48,7 @@ struct Args {
     hold: Duration,
     connect_parallel: usize,
     timeout: Duration,
+    per_thread: usize,
 }
 
 #[derive(Clone)]
@@ -93,6 +98,7 @@ fn parse_args() -> Args {
         hold: Duration::ZERO,
         connect_parallel: 64,
         timeout: Duration::from_secs(30),
+        per_thread: 1,
     };
     let mut events = None;
     let mut it = std::env::args().skip(1);
@@ -113,6 +119,7 @@ fn parse_args() -> Args {
             "--hold-secs" => args.hold = Duration::from_secs(number()),
             "--connect-parallel" => args.connect_parallel = number().max(1) as usize,
             "--timeout-secs" => args.timeout = Duration::from_secs(number()),
+            "--per-thread" => args.per_thread = number().max(1) as usize,
             _ => fail(&format!("unknown option {name}")),
         }
     }
@@ -157,25 +164,41 @@ struct Shared {
     clients_with_loss: AtomicUsize,
 }
 
-/// One SSE client: connect, read the head, then parse events until stopped.
-fn client(url: &Url, shared: &Shared) {
-    let stream = match open_stream(url) {
-        Ok(stream) => stream,
-        Err(_) => {
-            shared.failed.fetch_add(1, Ordering::SeqCst);
-            return;
+/// One SSE connection and what it has received.
+struct Conn {
+    stream: TcpStream,
+    parser: Parser,
+    /// How many times each message arrived.
+    seen: Vec<u8>,
+    got: usize,
+    latencies: Vec<u32>,
+}
+
+impl Conn {
+    fn open(url: &Url, shared: &Shared) -> Option<Conn> {
+        match open_stream(url) {
+            Ok(stream) => {
+                shared.connected.fetch_add(1, Ordering::SeqCst);
+                Some(Conn {
+                    stream,
+                    parser: Parser::new(),
+                    seen: vec![0; shared.messages],
+                    got: 0,
+                    latencies: Vec::with_capacity(shared.messages),
+                })
+            }
+            Err(_) => {
+                shared.failed.fetch_add(1, Ordering::SeqCst);
+                None
+            }
         }
-    };
-    shared.connected.fetch_add(1, Ordering::SeqCst);
-    let mut seen = vec![0u8; shared.messages];
-    let mut got = 0usize;
-    let mut latencies = Vec::with_capacity(shared.messages);
-    let mut parser = Parser::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut stream = stream;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break,
+    }
+
+    /// One blocking read (bounded by the socket's read timeout) and the
+    /// events it completed. Returns false once the connection is over.
+    fn read(&mut self, buf: &mut [u8], shared: &Shared) -> bool {
+        let n = match self.stream.read(buf) {
+            Ok(0) => return false,
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -183,13 +206,13 @@ fn client(url: &Url, shared: &Shared) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                return true
             }
-            Err(_) => break,
+            Err(_) => return false,
         };
-        parser.feed(&buf[..n]);
+        self.parser.feed(&buf[..n]);
         let now = now_ns();
-        while let Some(item) = parser.next_item() {
+        while let Some(item) = self.parser.next_item() {
             let Ok(Item::Event(event)) = item else {
                 continue;
             };
@@ -200,33 +223,66 @@ fn client(url: &Url, shared: &Shared) {
             ) else {
                 continue;
             };
-            if seq >= seen.len() {
+            if seq >= self.seen.len() {
                 continue;
             }
-            seen[seq] = seen[seq].saturating_add(1);
-            if seen[seq] == 1 {
-                got += 1;
-                latencies.push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
-                if got == shared.messages {
+            self.seen[seq] = self.seen[seq].saturating_add(1);
+            if self.seen[seq] == 1 {
+                self.got += 1;
+                self.latencies
+                    .push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
+                if self.got == shared.messages {
                     shared.complete.fetch_add(1, Ordering::SeqCst);
                 }
             }
             shared.received.fetch_add(1, Ordering::Relaxed);
             shared.last_receive_ns.fetch_max(now, Ordering::Relaxed);
         }
+        true
     }
-    let missing = seen.iter().filter(|&&c| c == 0).count() as u64;
-    let duplicated: u64 = seen.iter().map(|&c| u64::from(c.saturating_sub(1))).sum();
-    shared.missing.fetch_add(missing, Ordering::SeqCst);
-    shared.duplicated.fetch_add(duplicated, Ordering::SeqCst);
-    if missing + duplicated > 0 {
-        shared.clients_with_loss.fetch_add(1, Ordering::SeqCst);
+
+    /// Adds this connection's losses and latencies to the totals.
+    fn finish(self, shared: &Shared) {
+        let missing = self.seen.iter().filter(|&&c| c == 0).count() as u64;
+        let duplicated: u64 = self
+            .seen
+            .iter()
+            .map(|&c| u64::from(c.saturating_sub(1)))
+            .sum();
+        shared.missing.fetch_add(missing, Ordering::SeqCst);
+        shared.duplicated.fetch_add(duplicated, Ordering::SeqCst);
+        if missing + duplicated > 0 {
+            shared.clients_with_loss.fetch_add(1, Ordering::SeqCst);
+        }
+        shared
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(self.latencies);
     }
-    shared
-        .latencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(latencies);
+}
+
+/// A thread's clients: opened one by one, then read round-robin with
+/// blocking reads until stopped. Every client receives every broadcast, so
+/// after the read that waits for an event the others of the group usually
+/// have it already: one wake-up serves the group. Data that waits in a
+/// socket while the thread reads another one counts as latency, so a group
+/// can only make the server look slower, never faster.
+fn clients(url: &Url, shared: &Shared, count: usize) {
+    let mut conns: Vec<Conn> = (0..count).filter_map(|_| Conn::open(url, shared)).collect();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut i = 0;
+    while !shared.stop.load(Ordering::Relaxed) && !conns.is_empty() {
+        i %= conns.len();
+        if conns[i].read(&mut buf, shared) {
+            i += 1;
+        } else {
+            conns.swap_remove(i).finish(shared);
+        }
+    }
+    for conn in conns {
+        conn.finish(shared);
+    }
 }
 
 /// Connects and reads the response head; fails unless it is a 200 stream.
@@ -339,7 +395,7 @@ fn main() {
     // listen backlog would only measure the kernel's retry timer.
     let connect_start = Instant::now();
     let mut handles = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
+    for i in (0..args.clients).step_by(args.per_thread) {
         while i
             >= shared.connected.load(Ordering::SeqCst)
                 + shared.failed.load(Ordering::SeqCst)
@@ -349,13 +405,14 @@ fn main() {
         }
         let url = args.events.clone();
         let client_shared = shared.clone();
+        let count = args.per_thread.min(args.clients - i);
         let spawned = thread::Builder::new()
             .stack_size(64 * 1024)
-            .spawn(move || client(&url, &client_shared));
+            .spawn(move || clients(&url, &client_shared, count));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(_) => {
-                shared.failed.fetch_add(1, Ordering::SeqCst);
+                shared.failed.fetch_add(count, Ordering::SeqCst);
             }
         }
     }
@@ -459,11 +516,12 @@ fn main() {
     println!(
         "{{\"clients\":{connected},\"failed\":{},\"messages\":{},\"deliveries\":{received},\"per_sec\":{per_sec:.0},\
 \"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"missing\":{missing},\"duplicated\":{duplicated},\
-\"rss_kib_per_client\":{:.2},\"server_threads\":{}}}",
+\"rss_kib_per_client\":{:.2},\"server_threads\":{},\"per_thread\":{}}}",
         shared.failed.load(Ordering::SeqCst),
         args.messages,
         per_client(before, if args.hold.is_zero() { with_clients } else { held }),
         with_clients.map_or(0, |(_, t)| t),
+        args.per_thread,
     );
     if missing + duplicated > 0 {
         std::process::exit(1);
