@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use stdsse::http::{ChunkedDecoder, Status};
 use stdsse::parser::{Item, Parser};
 
 const USAGE: &str = "loadgen --events URL [--publish URL] [--clients N] [--messages M] [--rate R] \
@@ -167,6 +168,9 @@ struct Shared {
 /// One SSE connection and what it has received.
 struct Conn {
     stream: TcpStream,
+    /// Set when the body is chunked (HTTP/1.1): decodes it for the parser.
+    chunks: Option<ChunkedDecoder>,
+    body: Vec<u8>,
     parser: Parser,
     /// How many times each message arrived.
     seen: Vec<u8>,
@@ -177,10 +181,12 @@ struct Conn {
 impl Conn {
     fn open(url: &Url, shared: &Shared) -> Option<Conn> {
         match open_stream(url) {
-            Ok(stream) => {
+            Ok((stream, chunked)) => {
                 shared.connected.fetch_add(1, Ordering::SeqCst);
                 Some(Conn {
                     stream,
+                    chunks: chunked.then(|| ChunkedDecoder::new(usize::MAX)),
+                    body: Vec::new(),
                     parser: Parser::new(),
                     seen: vec![0; shared.messages],
                     got: 0,
@@ -210,7 +216,17 @@ impl Conn {
             }
             Err(_) => return false,
         };
-        self.parser.feed(&buf[..n]);
+        match &mut self.chunks {
+            None => self.parser.feed(&buf[..n]),
+            Some(chunks) => {
+                self.body.clear();
+                let done = chunks.decode(&buf[..n], &mut self.body);
+                self.parser.feed(&self.body);
+                if !matches!(done, Ok(Status::Partial)) {
+                    return false; // the last chunk, or broken framing
+                }
+            }
+        }
         let now = now_ns();
         while let Some(item) = self.parser.next_item() {
             let Ok(Item::Event(event)) = item else {
@@ -286,7 +302,8 @@ fn clients(url: &Url, shared: &Shared, count: usize) {
 }
 
 /// Connects and reads the response head; fails unless it is a 200 stream.
-fn open_stream(url: &Url) -> io::Result<TcpStream> {
+/// Also tells whether the body is chunked.
+fn open_stream(url: &Url) -> io::Result<(TcpStream, bool)> {
     let mut stream = connect(url)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -307,7 +324,9 @@ fn open_stream(url: &Url) -> io::Result<TcpStream> {
         return Err(io::Error::other("status is not 200"));
     }
     stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    Ok(stream)
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let chunked = head.contains("\r\ntransfer-encoding: chunked\r\n");
+    Ok((stream, chunked))
 }
 
 /// Posts the messages over one persistent connection.

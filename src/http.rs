@@ -1489,6 +1489,28 @@ impl Response {
     }
 }
 
+/// The line that starts a chunk of `len` bytes in a chunked response body
+/// (RFC 9112 7.1: `chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF`):
+/// the size in hex and CRLF, written to the start of `out`. Returns its
+/// length. `len` must not be 0: a chunk of size 0 ends the body.
+pub(crate) fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
+    debug_assert!(len > 0);
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, digit) in out[..digits].iter_mut().enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *digit = b"0123456789abcdef"[nibble];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+/// What ends every chunk's data.
+pub(crate) const CHUNK_END: &[u8] = b"\r\n";
+
+/// The last chunk and the empty trailer section: the end of a chunked body.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -1562,6 +1584,21 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_heads() {
+        let mut out = [0u8; 18];
+        for (len, want) in [
+            (1, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (0x1234, "1234\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let n = chunk_head(len, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), want);
+        }
+    }
 
     /// One line per case: the response, how it is written, the exact bytes.
     macro_rules! writes {

@@ -78,7 +78,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
-use crate::http::Request;
+use crate::http::{chunk_head, Request, CHUNK_END};
 use crate::server::{random_unit, Detached, EventStream, HandlerError};
 
 /// The event type of the gap signal: the subscriber may have missed events.
@@ -662,6 +662,8 @@ enum Kind {
 
 struct Subscriber {
     stream: Detached,
+    /// Frames go out as chunks of a chunked body (HTTP/1.1 clients).
+    chunked: bool,
     subscription: Subscription,
     pending: VecDeque<Pending>,
     /// Bytes of the first pending frame already written.
@@ -680,12 +682,35 @@ impl Subscriber {
     /// Writes as much of the backlog as the socket takes now. Returns the
     /// number of events written in full.
     fn flush(&mut self) -> u64 {
+        const MAX_FRAMES: usize = 64;
         let mut delivered = 0;
+        // The chunk-size lines of a chunked body, one per frame, built here
+        // so that the shared frames themselves stay as encoded.
+        let mut heads = [[0u8; 18]; MAX_FRAMES];
         while !self.pending.is_empty() && !self.gone {
-            let mut slices = Vec::with_capacity(self.pending.len().min(64));
-            for (i, p) in self.pending.iter().take(64).enumerate() {
-                let skip = if i == 0 { self.offset } else { 0 };
-                slices.push(IoSlice::new(&p.frame.as_bytes()[skip..]));
+            let count = self.pending.len().min(MAX_FRAMES);
+            let mut head_lens = [0usize; MAX_FRAMES];
+            if self.chunked {
+                for (i, p) in self.pending.iter().take(count).enumerate() {
+                    head_lens[i] = chunk_head(p.frame.len(), &mut heads[i]);
+                }
+            }
+            let mut slices = Vec::with_capacity(count * 3);
+            let mut skip = self.offset;
+            for (i, p) in self.pending.iter().take(count).enumerate() {
+                let parts: [&[u8]; 3] = if self.chunked {
+                    [&heads[i][..head_lens[i]], p.frame.as_bytes(), CHUNK_END]
+                } else {
+                    [p.frame.as_bytes(), &[], &[]]
+                };
+                for part in parts {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                    } else {
+                        slices.push(IoSlice::new(&part[skip..]));
+                        skip = 0;
+                    }
+                }
             }
             let offered: usize = slices.iter().map(|s| s.len()).sum();
             match self.stream.write_vectored(&slices) {
@@ -693,7 +718,7 @@ impl Subscriber {
                     self.last_write = Instant::now();
                     let mut left = written;
                     while left > 0 {
-                        let front_left = self.pending[0].frame.len() - self.offset;
+                        let front_left = self.wire_len(&self.pending[0]) - self.offset;
                         if left < front_left {
                             self.offset += left;
                             break;
@@ -716,6 +741,22 @@ impl Subscriber {
             }
         }
         delivered
+    }
+
+    /// The bytes a pending frame takes on the wire (with its chunk framing).
+    fn wire_len(&self, pending: &Pending) -> usize {
+        let len = pending.frame.len();
+        if self.chunked {
+            let mut head = [0u8; 18];
+            chunk_head(len, &mut head) + len + CHUNK_END.len()
+        } else {
+            len
+        }
+    }
+
+    /// Whether nothing is written in part: the body can end cleanly.
+    fn between_frames(&self) -> bool {
+        self.offset == 0
     }
 }
 
@@ -873,6 +914,7 @@ impl Coordinator {
 
     fn subscribe(&mut self, stream: Detached, subscription: Subscription) {
         let mut sub = Subscriber {
+            chunked: stream.chunked(),
             stream,
             subscription,
             pending: VecDeque::new(),
@@ -881,8 +923,8 @@ impl Coordinator {
             last_write: Instant::now(),
             gone: false,
         };
-        if let Some(id) = sub.subscription.last_event_id.clone() {
-            let start = match self.resume_index(&id) {
+        let start = match sub.subscription.last_event_id.clone() {
+            Some(id) => match self.resume_index(&id) {
                 Some(index) => {
                     self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
                     Some(index)
@@ -895,11 +937,19 @@ impl Coordinator {
                         UnknownId::LiveOnly => None,
                     }
                 }
-            };
-            for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
-                if sub.subscription.wants(entry) {
-                    sub.push(entry.frame.clone(), Kind::Event);
-                }
+            },
+            // A new client: events published since its response head went
+            // out are its own, even those that got here before the
+            // subscription did (the client may have posted one the moment
+            // the stream opened). The history is in publish order.
+            None => {
+                let since = sub.stream.head_sent();
+                Some(self.history.partition_point(|e| e.at < since))
+            }
+        };
+        for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
+            if sub.subscription.wants(entry) {
+                sub.push(entry.frame.clone(), Kind::Event);
             }
         }
         // Entries published before this subscription must reach the shards
@@ -1054,7 +1104,7 @@ impl Shard {
         let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
             if sub.gone {
-                sub.stream.close();
+                sub.stream.close(sub.between_frames());
             }
             !sub.gone
         });
@@ -1088,7 +1138,7 @@ impl Shard {
             thread::sleep(Duration::from_millis(2));
         }
         for sub in &self.subscribers {
-            sub.stream.close();
+            sub.stream.close(sub.between_frames());
         }
         let left = self.subscribers.len() as u64;
         self.subscribers.clear();

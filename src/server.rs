@@ -32,15 +32,26 @@
 //! Cache-Control: no-cache
 //! X-Accel-Buffering: no
 //! Connection: close
+//! Transfer-Encoding: chunked        (HTTP/1.1 requests only)
 //! ```
 //!
-//! The body is *close-delimited*: it ends when the connection closes, as the
-//! standard suggests for event streams ("authors can turn chunking off ...
-//! with `Connection: close`"). Chunked framing would add bytes to every event
-//! and is not allowed toward HTTP/1.0 peers such as nginx's default upstream
-//! connection; an event stream never ends on its own, so a length is
-//! impossible, and the connection cannot be reused anyway. `TCP_NODELAY` is
-//! set, and every event is one write followed by a flush.
+//! Body framing:
+//!
+//! * For HTTP/1.1 the body is **chunked, one chunk per event** (and per
+//!   keep-alive). Every event is complete in its chunk, and the chunk is
+//!   written and flushed at once. A stream that ends cleanly sends the last
+//!   chunk (`0`), so the client sees the body end rather than break.
+//! * For HTTP/1.0, which has no chunked coding, the body ends when the
+//!   connection closes. nginx's default `proxy_http_version` 1.0 upstream
+//!   is such a peer.
+//!
+//! Why not close-delimited for everyone, as the standard suggests ("authors
+//! can turn chunking off")? Common HTTP clients read a body without framing
+//! in fixed-size blocks and wait for each block to fill. Python's
+//! `requests` with urllib3, and therefore `sseclient-py` used as its README
+//! shows, waits for 128 bytes, so a short event would sit in its buffer
+//! until more traffic came. With one chunk per event, every client hands
+//! each event on as it arrives. `TCP_NODELAY` is set on streams.
 //!
 //! The handler owns the `EventStream` and may keep it on the connection's
 //! thread or hand it to another thread (a broadcast hub does that); the
@@ -1297,27 +1308,39 @@ fn serve_stream(
     handler: &StreamFn,
     started: Instant,
 ) {
+    // HTTP/1.1 clients get one chunk per event; HTTP/1.0 ones (nginx's
+    // default upstream requests among them) a body that ends with the
+    // connection. See the module docs for why.
+    let chunked = req.version() == Version::Http11;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
           X-Accel-Buffering: no\r\nConnection: close\r\n",
     );
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
     for (name, value) in app.cors_pairs(req) {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     let head_only = req.method() == "HEAD";
     if !head_only {
+        let mut first = Vec::new();
         if let Some(text) = &app.config.connected_comment {
-            crate::event::push_lines(&mut out, b"", text);
-            out.push(b'\n');
+            crate::event::push_lines(&mut first, b"", text);
+            first.push(b'\n');
         }
         if let Some(delay) = app.config.initial_retry {
-            crate::event::push_retry(&mut out, delay);
-            out.push(b'\n');
+            crate::event::push_retry(&mut first, delay);
+            first.push(b'\n');
         }
+        push_body(&mut out, &first, chunked);
     }
     let _ = conn.socket.set_nodelay(true);
+    // Before the write: a client may react to the head (post an event of
+    // its own) before `write_all` returns here.
+    let head_sent = Instant::now();
     let sent = (&conn.socket).write_all(&out).is_ok();
     app.log(&LogEntry {
         remote: conn.remote,
@@ -1336,7 +1359,11 @@ fn serve_stream(
         conn: conn.clone(),
         app: app.clone(),
         state: Mutex::new(StreamState {
-            writer: EventWriter::new(SocketWriter(conn.clone())),
+            writer: EventWriter::new(SocketWriter {
+                conn: conn.clone(),
+                chunked,
+                framing_bytes: 0,
+            }),
             last_write: Instant::now(),
             error: None,
             keep_alive_bytes: 0,
@@ -1345,6 +1372,8 @@ fn serve_stream(
         wake: Condvar::new(),
         closed: AtomicBool::new(false),
         detached: AtomicBool::new(false),
+        chunked,
+        head_sent,
         method: req.method().to_string(),
         path: req.path().to_string(),
         started,
@@ -1368,21 +1397,70 @@ fn serve_stream(
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => {
             app.shared.panics.fetch_add(1, Ordering::SeqCst);
+            // No last chunk: the client must see a broken body, not an end.
+            let state = lock(&keep.state);
+            keep.mark_closed();
+            drop(state);
             Some("handler panicked".to_string())
         }
     };
     lock(&keep.state).ended_by = ended_by;
 }
 
-/// `Write` for the shared socket of a stream.
-struct SocketWriter(Arc<Conn>);
+/// `Write` for the shared socket of a stream. In a chunked body every call
+/// writes one whole chunk (`EventWriter` calls it once per event), so an
+/// event is never split over chunks and nothing waits for more data.
+struct SocketWriter {
+    conn: Arc<Conn>,
+    chunked: bool,
+    /// Bytes of chunk framing written (chunk-size lines and CRLFs), which
+    /// the writer's own count leaves out.
+    framing_bytes: u64,
+}
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.0.socket).write(buf)
+        let socket = &self.conn.socket;
+        if !self.chunked || buf.is_empty() {
+            return (&*socket).write(buf);
+        }
+        let mut head = [0u8; 18];
+        let n = http::chunk_head(buf.len(), &mut head);
+        let mut slices = [
+            io::IoSlice::new(&head[..n]),
+            io::IoSlice::new(buf),
+            io::IoSlice::new(http::CHUNK_END),
+        ];
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            match (&*socket).write_vectored(left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => io::IoSlice::advance_slices(&mut left, written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.framing_bytes += (n + http::CHUNK_END.len()) as u64;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Appends `data` to a stream's body: as one chunk when it is chunked.
+fn push_body(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        let mut head = [0u8; 18];
+        let n = http::chunk_head(data.len(), &mut head);
+        out.extend_from_slice(&head[..n]);
+    }
+    out.extend_from_slice(data);
+    if chunked {
+        out.extend_from_slice(http::CHUNK_END);
     }
 }
 
@@ -1390,7 +1468,8 @@ struct StreamState {
     writer: EventWriter<SocketWriter>,
     last_write: Instant,
     error: Option<io::ErrorKind>,
-    /// Bytes written besides the writer's (keep-alives, fan-out writes).
+    /// Bytes written besides the writer's (keep-alives, fan-out writes,
+    /// the goodbye, the last chunk).
     keep_alive_bytes: u64,
     ended_by: Option<String>,
 }
@@ -1408,6 +1487,11 @@ struct StreamShared {
     /// Handed to a hub, whose fan-out thread writes, probes and sends
     /// keep-alives itself: the ticker leaves the stream alone.
     detached: AtomicBool,
+    /// Each write is one chunk of a chunked body (HTTP/1.1), rather than
+    /// bytes of a body that ends when the connection closes (HTTP/1.0).
+    chunked: bool,
+    /// When the response head was sent.
+    head_sent: Instant,
     method: String,
     path: String,
     started: Instant,
@@ -1448,13 +1532,37 @@ impl StreamShared {
     /// Ends the stream after writing `goodbye` (if any), waiting at most
     /// 100 ms for a client that does not read.
     fn close_with(&self, goodbye: &[u8]) {
-        let _state = lock(&self.state);
-        if !self.closed.load(Ordering::SeqCst) && !goodbye.is_empty() {
-            let _ = self
-                .conn
-                .socket
-                .set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = (&self.conn.socket).write_all(goodbye);
+        let mut state = lock(&self.state);
+        if !self.closed.load(Ordering::SeqCst) {
+            let mut bytes = Vec::new();
+            push_body(&mut bytes, goodbye, self.chunked);
+            if self.chunked {
+                bytes.extend_from_slice(http::LAST_CHUNK);
+            }
+            if !bytes.is_empty() {
+                let _ = self
+                    .conn
+                    .socket
+                    .set_write_timeout(Some(Duration::from_millis(100)));
+                if (&self.conn.socket).write_all(&bytes).is_ok() {
+                    state.keep_alive_bytes += bytes.len() as u64;
+                }
+            }
+        }
+        self.mark_closed();
+    }
+
+    /// Ends a chunked body cleanly (the last chunk), without blocking, if
+    /// the stream is still open; then closes it. Call only between chunks.
+    fn end(&self) {
+        let mut state = lock(&self.state);
+        if self.chunked && !self.closed.load(Ordering::SeqCst) {
+            let socket = &self.conn.socket;
+            if socket.set_nonblocking(true).is_ok() {
+                if let Ok(n) = (&*socket).write(http::LAST_CHUNK) {
+                    state.keep_alive_bytes += n as u64;
+                }
+            }
         }
         self.mark_closed();
     }
@@ -1482,10 +1590,15 @@ impl StreamShared {
         };
         if let Some(interval) = keep_alive.filter(|_| !gone) {
             if state.last_write.elapsed() >= interval {
-                match (&*socket).write(b":\n\n") {
-                    Ok(3) => {
+                let frame: &[u8] = if self.chunked {
+                    b"3\r\n:\n\n\r\n"
+                } else {
+                    b":\n\n"
+                };
+                match (&*socket).write(frame) {
+                    Ok(n) if n == frame.len() => {
                         state.last_write = Instant::now();
-                        state.keep_alive_bytes += 3;
+                        state.keep_alive_bytes += n as u64;
                     }
                     // A full socket buffer: the client is not reading. The
                     // next send blocks and times out; nothing to do now.
@@ -1507,8 +1620,14 @@ impl StreamShared {
 
 impl Drop for StreamShared {
     fn drop(&mut self) {
+        // A stream whose handler (or hub) let go of it between events ends
+        // its body cleanly; one closed by an error was closed already.
+        self.end();
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let bytes = self.head_bytes + state.writer.bytes_written() + state.keep_alive_bytes;
+        let bytes = self.head_bytes
+            + state.writer.bytes_written()
+            + state.writer.get_ref().framing_bytes
+            + state.keep_alive_bytes;
         self.app.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
         let _ = self.conn.socket.shutdown(Shutdown::Both);
         self.app.log(&LogEntry {
@@ -1702,9 +1821,25 @@ impl Detached {
         gone
     }
 
-    /// Closes the connection now.
-    pub(crate) fn close(&self) {
-        let _state = lock(&self.shared.state);
-        self.shared.mark_closed();
+    /// Closes the connection now. `between_frames`: nothing was written in
+    /// part, so a chunked body can be ended cleanly with the last chunk.
+    pub(crate) fn close(&self, between_frames: bool) {
+        if between_frames {
+            self.shared.end();
+        } else {
+            let _state = lock(&self.shared.state);
+            self.shared.mark_closed();
+        }
+    }
+
+    /// Whether every frame must be sent as one chunk of a chunked body.
+    pub(crate) fn chunked(&self) -> bool {
+        self.shared.chunked
+    }
+
+    /// When the response head was sent: events published since then are
+    /// the stream's to receive.
+    pub(crate) fn head_sent(&self) -> Instant {
+        self.shared.head_sent
     }
 }

@@ -100,6 +100,12 @@ fn chat_endpoints_over_real_sockets() {
     assert_eq!(chat.post("b", b"for b").status, 204);
     assert_eq!(message(&mut room_b).data, "for b");
 
+    // A client that posts the moment its stream opened, perhaps before its
+    // subscription reached the hub, still sees its own message.
+    let mut room_c = chat.sse("/events?room=c", &[]);
+    assert_eq!(chat.post("c", b"mine").status, 204);
+    assert_eq!(message(&mut room_c).data, "mine");
+
     // Refused messages: a status and a text saying why; nothing broadcast.
     let refused: [(&str, Vec<u8>, u16, &str); 3] = [
         ("empty", Vec::new(), 400, "empty"),
@@ -146,7 +152,7 @@ fn chat_endpoints_over_real_sockets() {
         ("m2".into(), "m3".into())
     );
     assert_eq!(message(&mut by_query).data, "m3");
-    chat.wait_subscribers(4);
+    chat.wait_subscribers(5);
     assert_eq!(chat.post("a", b"m4").status, 204);
     for sse in [&mut by_header, &mut by_query, &mut room_a] {
         assert_eq!(message(sse).data, "m4");
@@ -171,8 +177,8 @@ fn chat_endpoints_over_real_sockets() {
         json.contains("\"hub\":{") && json.contains("\"server\":{"),
         "{json}"
     );
-    assert!(json.contains("\"published\":9,"), "{json}");
-    assert!(json.contains("\"open_streams\":4,"), "{json}");
+    assert!(json.contains("\"published\":10,"), "{json}");
+    assert!(json.contains("\"open_streams\":5,"), "{json}");
 }
 
 #[cfg(unix)]
@@ -194,6 +200,11 @@ fn sigint_ends_the_streams_and_exits_0() {
         );
         let retry = sse.retry().expect("a retry: hint");
         assert!((500..=2000).contains(&retry.as_millis()), "{retry:?}");
+        assert!(sse.is_chunked(), "{:?}", sse.head);
+        assert!(
+            sse.last_chunk_seen(),
+            "the body ended without the last chunk"
+        );
     }
     let status = chat.0.wait_exit();
     assert_eq!(status.code(), Some(0), "{:?}", chat.0.log_so_far());

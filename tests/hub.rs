@@ -834,6 +834,10 @@ fn close_ends_every_stream_and_refuses_later_calls() {
         );
         let retry = sse.retry().expect("a retry: hint");
         assert!(retry >= base && retry <= base + jitter, "retry {retry:?}");
+        assert!(
+            sse.last_chunk_seen(),
+            "the body ended without the last chunk"
+        );
     }
 
     let event = Event::new().id("kept").unwrap().data("too late");
@@ -848,6 +852,10 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     assert!(
         items.iter().all(|i| matches!(i, Item::Comment(_))),
         "{items:?}"
+    );
+    assert!(
+        late.last_chunk_seen(),
+        "the body ended without the last chunk"
     );
     assert_eq!(*results.lock().unwrap(), [Err(SubscribeError)]);
     assert_eq!(hub.close(), Ok(()), "closing twice");
@@ -916,4 +924,136 @@ fn stats_count_publishes_deliveries_and_replays() {
     ] {
         assert!(json.contains(&format!("\"{key}\":{value}")), "{json}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Body framing, and the first events of a new subscriber
+// ---------------------------------------------------------------------------
+
+/// Over HTTP/1.1 the hub writes every frame as one chunk of a chunked body
+/// and ends the body with the last chunk when it closes the stream; over
+/// HTTP/1.0 the same frames go out raw and the body ends with the
+/// connection.
+#[test]
+fn hub_streams_are_chunked_over_http11_and_raw_over_http10() {
+    let hub = build(
+        Hub::builder()
+            .close_event(Some(Event::new().event("bye").unwrap().data("closing")))
+            .close_retry(Duration::from_millis(1000), Duration::ZERO),
+    );
+    let server = serve(&hub);
+    let mut raw11 = server.client();
+    raw11.send(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = raw11.head();
+    assert_eq!(
+        head.header("Transfer-Encoding"),
+        Some("chunked"),
+        "{head:?}"
+    );
+    let mut raw10 = server.client();
+    raw10.send(b"GET /events HTTP/1.0\r\n\r\n");
+    let head = raw10.head();
+    assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
+    let mut sse = server.sse("/events", &[]);
+    assert!(sse.is_chunked(), "{:?}", sse.head);
+    wait_subscribers(&hub, 3);
+
+    publish(&hub, "one");
+    let frame = format!("id: {}\ndata: one\n\n", id(&hub, 1));
+    let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
+    assert_eq!(
+        String::from_utf8_lossy(&raw11.read_exact(chunk.len())),
+        chunk
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&raw10.read_exact(frame.len())),
+        frame
+    );
+    assert_eq!(sse.next_event().data, "one");
+
+    hub.close().expect("close");
+    // The goodbye, one chunk per frame, then the last chunk and the close.
+    let goodbye = ["event: bye\ndata: closing\n\n", "retry: 1000\n\n"];
+    let chunked: String = goodbye
+        .iter()
+        .map(|f| format!("{:x}\r\n{f}\r\n", f.len()))
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&raw11.read_to_end()),
+        chunked + "0\r\n\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&raw10.read_to_end()),
+        goodbye.concat()
+    );
+    let items = sse.until_eof();
+    assert!(
+        matches!(&items[..], [Item::Event(e)] if e.event_type == "bye"),
+        "{items:?}"
+    );
+    assert!(sse.last_chunk_seen(), "no last chunk after hub.close()");
+}
+
+/// A subscription without a last event id gets the events published after
+/// its response head went out, even those the hub saw before the
+/// subscription itself: a client may publish (post a message) the moment
+/// its stream opens, and must see its own event.
+///
+/// Deterministic: each event is published, and taken into the hub's
+/// history, after the head was written and before the stream subscribes,
+/// once from the access-log hook (which runs right after the head is
+/// written) and once from a handler that publishes before it subscribes.
+/// Events published before a client's request are not replayed to it.
+#[test]
+fn a_new_subscriber_gets_events_published_after_its_head() {
+    use stdsse::server::LogKind;
+
+    let hub = build(Hub::builder());
+    /// Publishes `data` and waits until the hub has taken it.
+    fn publish_now(hub: &Hub, data: &str) {
+        let before = hub.stats().published;
+        publish(hub, data);
+        wait_until_within(LONG_WAIT, "the hub to take the event", || {
+            hub.stats().published > before
+        });
+    }
+    let server = TestServer::start(|server| {
+        let log_hub = hub.clone();
+        let wrapped_hub = hub.clone();
+        let handler = hub.handler("topic");
+        server
+            .keep_alive(None)
+            .access_log(move |entry| {
+                if entry.path == "/logged" && entry.kind == LogKind::Request {
+                    publish_now(&log_hub, "from the access log");
+                }
+            })
+            .sse("/events", hub.handler("topic"))
+            .sse("/logged", handler)
+            .sse("/wrapped", move |req, stream| {
+                publish_now(&wrapped_hub, "from the handler");
+                Ok(wrapped_hub.serve(req, stream, "topic")?)
+            });
+    })
+    .before_stop(closer(&hub));
+
+    publish_now(&hub, "before anyone");
+    let mut logged = server.sse("/logged", &[]);
+    assert_eq!(logged.next_event().data, "from the access log");
+    wait_subscribers(&hub, 1);
+    let mut wrapped = server.sse("/wrapped", &[]);
+    // Published after `logged`'s head as well: both get it.
+    assert_eq!(wrapped.next_event().data, "from the handler");
+    assert_eq!(logged.next_event().data, "from the handler");
+    wait_subscribers(&hub, 2);
+    // A later subscriber gets none of the earlier events.
+    let mut later = server.sse("/events", &[]);
+    wait_subscribers(&hub, 3);
+    publish(&hub, "live");
+    for sse in [&mut logged, &mut wrapped, &mut later] {
+        let event = sse.next_event();
+        assert_eq!((event.data.as_str(), seq(&hub, &event.id)), ("live", 4));
+    }
+    let stats = hub.stats();
+    assert_eq!((stats.replay_hits, stats.replay_misses), (0, 0));
 }

@@ -18,8 +18,15 @@ use stdsse::http::Limits;
 use stdsse::server::{Cors, LogKind};
 use stdsse::{Event, EventStream, Response, SendError, Server};
 
-/// The exact head of every event-stream response.
+/// The exact head of every event-stream response to an HTTP/1.1 request:
+/// the body is chunked, one chunk per event.
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+    Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\
+    Transfer-Encoding: chunked\r\n\r\n";
+
+/// The exact head of an event-stream response to an HTTP/1.0 request: the
+/// body ends when the connection closes.
+const SSE_HEAD_10: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
     Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
 
 /// Small limits, so that each boundary is cheap to reach.
@@ -722,8 +729,8 @@ fn cors_headers_and_preflight() {
     // The event stream's head carries the CORS headers too.
     let mut client = server.client();
     client.send(b"GET /events HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\r\n");
-    let head = client.head();
-    assert_eq!(head.header("Content-Type"), Some("text/event-stream"));
+    let head = client.stream_head();
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
     assert_eq!(
         head.header_all("Access-Control-Allow-Origin"),
         ["https://ok.example"]
@@ -874,8 +881,16 @@ fn stats_follow_requests_and_connections() {
 // Event streams
 // ---------------------------------------------------------------------------
 
-/// Sends `request` and checks the exact event-stream head.
+/// Sends an HTTP/1.1 `request` and checks the exact event-stream head; the
+/// client reads the decoded (dechunked) body from here on.
 fn open_stream(server: &TestServer, request: &[u8]) -> Client {
+    let mut client = open_raw_stream(server, request);
+    client.decode_chunked();
+    client
+}
+
+/// The same, but the client reads the raw chunk framing.
+fn open_raw_stream(server: &TestServer, request: &[u8]) -> Client {
     let mut client = server.client();
     client.send(request);
     assert_eq!(
@@ -1078,7 +1093,15 @@ fn stream_handler_panic_after_the_head() {
         });
     });
     let mut client = open_stream(&server, &get("/boom"));
-    assert_eq!(client.read_to_end(), b"data: before\n\n");
+    // What was sent stays intact and the connection closes, not resets,
+    // without the last chunk: the client sees a broken body, not an end.
+    let body = client.read_to_close().expect("closed, not reset");
+    assert_eq!(String::from_utf8_lossy(&body), "data: before\n\n");
+    assert_eq!(
+        client.last_chunk_seen(),
+        Some(false),
+        "a panic must not end the body cleanly"
+    );
     wait_until("the panic is counted", || server.handle.stats().panics == 1);
     wait_until("the stream is gone", || {
         server.handle.stats().open_streams == 0
@@ -1109,6 +1132,7 @@ fn post_stream_reads_the_body_first() {
     );
     client.send(b"4\r\nline\r\n6\r\n\nbreak\r\n0\r\n\r\n");
     assert_eq!(client.read_until(b"\r\n\r\n"), SSE_HEAD);
+    client.decode_chunked();
     assert_eq!(
         client.read_to_end(),
         b"event: got\ndata: line\ndata: break\n\n"
@@ -1156,6 +1180,135 @@ fn stream_moved_to_another_thread_stays_open() {
         let stats = server.handle.stats();
         stats.open_streams == 0 && stats.open_connections == 0
     });
+}
+
+/// A server whose `/framed` stream sends the first bytes (a comment and a
+/// `retry:`), event A, waits for the test (keep-alives come meanwhile),
+/// sends event B (more than 255 bytes: a three-digit chunk size) and
+/// returns `Ok`. The sender lets the handler go on.
+fn framing_server() -> (TestServer, mpsc::Sender<()>) {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let server = TestServer::start(move |s| {
+        s.connected_comment(Some("connected"))
+            .initial_retry(Some(Duration::from_millis(2500)))
+            .keep_alive(Some(Duration::from_millis(50)))
+            .sse("/framed", move |_req, mut stream| {
+                stream.send(&Event::new().id("1")?.data("A"))?;
+                go_rx.lock().unwrap().recv_timeout(WAIT)?;
+                stream.send(&Event::new().event("b")?.data(FRAMED_B))?;
+                Ok(())
+            });
+    });
+    (server, go_tx)
+}
+
+/// The data of event B of [`framing_server`]: two lines, 300 bytes.
+const FRAMED_B: &str = concat!(
+    "0123456789012345678901234567890123456789012345678901234567890123456789",
+    "0123456789012345678901234567890123456789012345678901234567890123456789",
+    "\n",
+    "0123456789012345678901234567890123456789012345678901234567890123456789",
+    "0123456789012345678901234567890123456789012345678901234567890123456789",
+    "0123456789012345678"
+);
+
+/// `len` in hex, CRLF, `data`, CRLF: one chunk.
+fn chunk(data: &str) -> String {
+    format!("{:x}\r\n{data}\r\n", data.len())
+}
+
+/// Reads up to and including `expected`, which only keep-alive frames
+/// (`keep_alive`, exactly) may precede: a keep-alive is due whenever the
+/// stream was idle long enough, even on a slow test machine.
+fn after_keep_alives(client: &mut Client, keep_alive: &str, expected: &str) {
+    let got = String::from_utf8(client.read_until(expected.as_bytes())).unwrap();
+    let before = got.strip_suffix(expected).unwrap();
+    assert_eq!(before.replace(keep_alive, ""), "", "before {expected:?}");
+}
+
+#[test]
+fn http11_stream_is_chunked_one_chunk_per_event() {
+    let (server, go) = framing_server();
+    let mut client = open_raw_stream(&server, &get("/framed"));
+    // The first bytes are one chunk, and so is each event.
+    let first = chunk(": connected\n\nretry: 2500\n\n");
+    assert_eq!(
+        String::from_utf8_lossy(&client.read_exact(first.len())),
+        first
+    );
+    after_keep_alives(&mut client, "3\r\n:\n\n\r\n", &chunk("id: 1\ndata: A\n\n"));
+    // An idle stream: each keep-alive comment is a chunk of its own.
+    for _ in 0..2 {
+        assert_eq!(client.read_exact(8), b"3\r\n:\n\n\r\n");
+    }
+    go.send(()).unwrap();
+    let b_event = format!("event: b\ndata: {}\n\n", FRAMED_B.replace('\n', "\ndata: "));
+    assert_eq!(b_event.len(), 0x143);
+    let b = chunk(&b_event);
+    assert!(b.starts_with("143\r\nevent: b\ndata: 0123"), "{b}");
+    // Keep-alives may come until B: whole chunks, nothing else.
+    after_keep_alives(&mut client, "3\r\n:\n\n\r\n", &b);
+    // The handler returned Ok: the last chunk, then the close.
+    assert_eq!(client.read_to_end(), b"0\r\n\r\n");
+}
+
+#[test]
+fn http10_stream_is_close_delimited() {
+    let (server, go) = framing_server();
+    let mut client = server.client();
+    client.send(b"GET /framed HTTP/1.0\r\n\r\n");
+    let head = client.read_until(b"\r\n\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&head),
+        String::from_utf8_lossy(SSE_HEAD_10),
+        "no Transfer-Encoding for HTTP/1.0"
+    );
+    let first = ": connected\n\nretry: 2500\n\n";
+    assert_eq!(
+        String::from_utf8_lossy(&client.read_exact(first.len())),
+        first
+    );
+    after_keep_alives(&mut client, ":\n\n", "id: 1\ndata: A\n\n");
+    for _ in 0..2 {
+        assert_eq!(client.read_exact(3), b":\n\n");
+    }
+    go.send(()).unwrap();
+    let body = String::from_utf8(client.read_to_end()).unwrap();
+    let b_event = format!("event: b\ndata: {}\n\n", FRAMED_B.replace('\n', "\ndata: "));
+    // Keep-alives may come until B; after it, nothing but the close.
+    let keep_alives = body
+        .strip_suffix(&b_event)
+        .unwrap_or_else(|| panic!("{body:?}"));
+    assert_eq!(keep_alives.replace(":\n\n", ""), "", "{body:?}");
+}
+
+#[test]
+fn handler_end_and_errors_end_the_chunked_body() {
+    let server = TestServer::start(|s| {
+        s.keep_alive(None)
+            .sse("/ok", |_req, mut stream| {
+                stream.send(&Event::new().data("x"))?;
+                Ok(())
+            })
+            .sse("/nothing", |_req, _stream| Ok(()))
+            .sse("/fails", |_req, mut stream| {
+                stream.send(&Event::new().data("x"))?;
+                Err("handler gave up".into())
+            });
+    });
+    for (path, body) in [
+        ("/ok", "9\r\ndata: x\n\n\r\n0\r\n\r\n"),
+        ("/nothing", "0\r\n\r\n"),
+        ("/fails", "9\r\ndata: x\n\n\r\n0\r\n\r\n"),
+    ] {
+        let mut client = open_raw_stream(&server, &get(path));
+        assert_eq!(
+            String::from_utf8_lossy(&client.read_to_end()),
+            body,
+            "{path}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1225,6 +1378,35 @@ fn graceful_shutdown_ends_streams_and_idle_connections() {
         retries.push(retry);
     }
     idle.assert_closed();
+}
+
+/// The goodbye over HTTP/1.1 is chunked and followed by the last chunk;
+/// over HTTP/1.0 it is raw and the close ends the body.
+#[test]
+fn graceful_shutdown_sends_the_goodbye_in_chunks_then_the_last_chunk() {
+    let server = TestServer::start(|s| {
+        s.shutdown_event(Some(Event::new().event("bye").unwrap().data("stopping")))
+            .shutdown_retry(Duration::from_millis(1000), Duration::ZERO)
+            .keep_alive(None)
+            .sse("/sleep", |_req, stream| {
+                let _ = stream.sleep(Duration::from_secs(60));
+                Ok(())
+            });
+    });
+    let mut http11 = open_raw_stream(&server, &get("/sleep"));
+    let mut http10 = server.client();
+    http10.send(b"GET /sleep HTTP/1.0\r\n\r\n");
+    assert_eq!(http10.read_until(b"\r\n\r\n"), SSE_HEAD_10);
+    wait_until("both streams are open", || {
+        server.handle.stats().open_streams == 2
+    });
+    server.stop();
+    let goodbye = "event: bye\ndata: stopping\n\nretry: 1000\n\n";
+    assert_eq!(
+        String::from_utf8_lossy(&http11.read_to_end()),
+        chunk(goodbye) + "0\r\n\r\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&http10.read_to_end()), goodbye);
 }
 
 #[test]

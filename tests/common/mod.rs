@@ -5,8 +5,12 @@
 //!   ([`TestServer`]);
 //! - a raw TCP client that sends bytes and reads responses ([`Client`],
 //!   [`Resp`], [`parse_head`]), and one-shot requests ([`http`]);
+//! - a decoder for chunked response bodies ([`Dechunker`]), which a
+//!   [`Client`] uses after [`Client::stream_head`] or
+//!   [`Client::decode_chunked`];
 //! - an event-stream reader on a raw socket, parsed with
-//!   `stdsse::parser::Parser` ([`Sse`]);
+//!   `stdsse::parser::Parser` after the chunked framing (if any) is removed
+//!   ([`Sse`]);
 //! - a scripted server that misbehaves on purpose ([`Scripted`]) and a
 //!   runner that drives a `stdsse::client::Client` on its own thread
 //!   ([`Run`]);
@@ -28,7 +32,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use stdsse::client::{ClientError, CloseHandle, Disconnect, Received};
-use stdsse::http::{Framing, Limits, Status};
+use stdsse::http::{ChunkedDecoder, Framing, Limits, Status};
 use stdsse::parser::{Item, MessageEvent, Parser};
 use stdsse::{Server, ShutdownHandle};
 
@@ -313,12 +317,102 @@ pub fn request_bytes(method: &str, target: &str, headers: &[(&str, &str)], body:
     bytes
 }
 
+// ---------------------------------------------------------------------------
+// Chunked response bodies
+// ---------------------------------------------------------------------------
+
+/// Removes the chunked framing of a response body (`Transfer-Encoding:
+/// chunked`) as its bytes arrive, with the library's own decoder; any
+/// framing error, and any byte after the last chunk, fails the test.
+#[derive(Debug)]
+pub struct Dechunker {
+    decoder: ChunkedDecoder,
+    ended: bool,
+    /// Every raw byte so far, for messages.
+    raw: Vec<u8>,
+}
+
+impl Default for Dechunker {
+    fn default() -> Dechunker {
+        Dechunker::new()
+    }
+}
+
+impl Dechunker {
+    pub fn new() -> Dechunker {
+        Dechunker {
+            decoder: ChunkedDecoder::new(usize::MAX),
+            ended: false,
+            raw: Vec::new(),
+        }
+    }
+
+    /// Decodes `raw` (split anywhere) and appends the body bytes to `body`.
+    pub fn feed(&mut self, raw: &[u8], body: &mut Vec<u8>) {
+        if raw.is_empty() {
+            return;
+        }
+        self.raw.extend_from_slice(raw);
+        assert!(
+            !self.ended,
+            "bytes after the last chunk: {:?}",
+            String::from_utf8_lossy(&self.raw)
+        );
+        match self.decoder.decode(raw, body) {
+            Ok(Status::Partial) => {}
+            Ok(Status::Complete(used)) => {
+                self.ended = true;
+                assert_eq!(
+                    used,
+                    raw.len(),
+                    "bytes after the last chunk: {:?}",
+                    String::from_utf8_lossy(&self.raw)
+                );
+            }
+            Err(e) => panic!(
+                "invalid chunked body ({e:?}): {:?}",
+                String::from_utf8_lossy(&self.raw)
+            ),
+        }
+    }
+
+    /// Whether the last chunk (`0\r\n\r\n`) has arrived: the body ended
+    /// cleanly.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+/// Decodes a whole chunked body, which must end with the last chunk.
+pub fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut dechunker = Dechunker::new();
+    let mut body = Vec::new();
+    dechunker.feed(raw, &mut body);
+    assert!(
+        dechunker.ended(),
+        "the chunked body has no last chunk: {:?}",
+        String::from_utf8_lossy(raw)
+    );
+    body
+}
+
+/// Whether a response head says its body is chunked.
+pub fn is_chunked(resp: &Resp) -> bool {
+    resp.header("Transfer-Encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+}
+
 /// A raw TCP client with a receive buffer (bytes past one response stay
 /// for the next, so pipelined answers can be read one by one). Each read
 /// waits up to the socket's read timeout, [`WAIT`] unless changed.
+///
+/// After [`Client::decode_chunked`] (or a [`Client::stream_head`] that says
+/// `Transfer-Encoding: chunked`), everything read is the decoded body: the
+/// reading methods see the event stream itself, not its chunk framing.
 pub struct Client {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    chunked: Option<Dechunker>,
 }
 
 impl Client {
@@ -329,6 +423,47 @@ impl Client {
         Client {
             stream,
             buf: Vec::new(),
+            chunked: None,
+        }
+    }
+
+    /// From now on, the bytes are a chunked body: decode them (those
+    /// already buffered too). Call right after the response head.
+    pub fn decode_chunked(&mut self) {
+        assert!(self.chunked.is_none(), "already decoding");
+        let raw = std::mem::take(&mut self.buf);
+        let mut dechunker = Dechunker::new();
+        dechunker.feed(&raw, &mut self.buf);
+        self.chunked = Some(dechunker);
+    }
+
+    /// Whether the body is chunked and its last chunk has arrived; `None`
+    /// when the body is not decoded as chunked.
+    pub fn last_chunk_seen(&self) -> Option<bool> {
+        self.chunked.as_ref().map(Dechunker::ended)
+    }
+
+    /// Reads an event-stream head: `200`, `text/event-stream`; the body is
+    /// decoded from here on if the head says `Transfer-Encoding: chunked`.
+    pub fn stream_head(&mut self) -> Resp {
+        let head = self.head();
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_eq!(
+            head.header("Content-Type"),
+            Some("text/event-stream"),
+            "{head:?}"
+        );
+        if is_chunked(&head) {
+            self.decode_chunked();
+        }
+        head
+    }
+
+    /// Adds raw bytes from the socket to the buffer (decoded if chunked).
+    fn absorb(&mut self, raw: &[u8]) {
+        match &mut self.chunked {
+            Some(dechunker) => dechunker.feed(raw, &mut self.buf),
+            None => self.buf.extend_from_slice(raw),
         }
     }
 
@@ -342,13 +477,14 @@ impl Client {
         self.stream.write_all(bytes)
     }
 
-    /// Reads more bytes into the buffer; `Ok(0)` at end of stream. Fails
+    /// Reads more bytes into the buffer; 0 at end of stream, else the
+    /// number of bytes read from the socket (with chunked framing). Fails
     /// the test when nothing arrives within the read timeout.
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 16 * 1024];
         match self.stream.read(&mut chunk) {
             Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
+                self.absorb(&chunk[..n]);
                 n
             }
             Err(e) if is_timeout(&e) => panic!(
@@ -414,10 +550,19 @@ impl Client {
 
     /// Everything until the server closes the connection, which must be a
     /// clean close (FIN), not a reset: a reset can destroy an answer before
-    /// the client reads it.
+    /// the client reads it. A chunked body must have ended with the last
+    /// chunk before the close.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         match self.read_to_close() {
-            Ok(all) => all,
+            Ok(all) => {
+                assert_ne!(
+                    self.last_chunk_seen(),
+                    Some(false),
+                    "the connection closed without the last chunk; body: {:?}",
+                    String::from_utf8_lossy(&all)
+                );
+                all
+            }
             Err(e) => panic!(
                 "connection reset instead of closed ({e}); buffered: {:?}",
                 String::from_utf8_lossy(&self.buf)
@@ -426,13 +571,14 @@ impl Client {
     }
 
     /// Everything until the server closes the connection; `Err` if it was
-    /// reset.
+    /// reset. (A chunked body's last chunk is not required: see
+    /// [`Client::last_chunk_seen`].)
     pub fn read_to_close(&mut self) -> io::Result<Vec<u8>> {
         loop {
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => break,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.absorb(&chunk[..n]),
                 Err(e) if is_timeout(&e) => panic!(
                     "connection not closed within the read timeout; buffered: {:?}",
                     String::from_utf8_lossy(&self.buf)
@@ -514,8 +660,9 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Sends one request with `Connection: close` and reads the response to EOF
-/// (within [`LONG_WAIT`]). Write errors are ignored (the server may answer
-/// before reading a body it refuses).
+/// (within [`LONG_WAIT`]); a chunked body is decoded, and must end with the
+/// last chunk. Write errors are ignored (the server may answer before
+/// reading a body it refuses).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -536,7 +683,11 @@ pub fn http(
             String::from_utf8_lossy(&all[..end])
         )
     });
-    resp.body = all[end..].to_vec();
+    resp.body = if is_chunked(&resp) {
+        dechunk(&all[end..])
+    } else {
+        all[end..].to_vec()
+    };
     resp
 }
 
@@ -565,10 +716,15 @@ pub enum NoItem {
 }
 
 /// An event-stream client on a raw socket. Its waits are bounded by
-/// [`LONG_WAIT`].
+/// [`LONG_WAIT`]. A chunked body (`Transfer-Encoding: chunked`, what the
+/// server sends to HTTP/1.1 requests) is decoded before the parser sees
+/// it; a framing error fails the test.
 pub struct Sse {
     pub stream: TcpStream,
+    /// The response head.
+    pub head: Resp,
     parser: Parser,
+    chunked: Option<Dechunker>,
     eof: bool,
 }
 
@@ -590,22 +746,59 @@ impl Sse {
                 String::from_utf8_lossy(&buf)
             );
         };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 200 "), "{target}: {head}");
+        let head = parse_head(&buf[..end]).unwrap_or_else(|| {
+            panic!(
+                "{target}: malformed head {:?}",
+                String::from_utf8_lossy(&buf[..end])
+            )
+        });
         assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/event-stream"),
-            "{target}: {head}"
+            head.status_line.starts_with("HTTP/1.1 200 "),
+            "{target}: {}",
+            head.head
         );
+        assert_eq!(
+            head.header("Content-Type").map(str::to_ascii_lowercase),
+            Some("text/event-stream".to_string()),
+            "{target}: {}",
+            head.head
+        );
+        let chunked = is_chunked(&head).then(Dechunker::new);
         let mut sse = Sse {
             stream,
+            head,
             // Above the default 64 KiB: the chat accepts 64 KiB messages,
             // and "data: " comes on top.
             parser: Parser::new().max_line_len(1 << 20).max_event_size(1 << 20),
+            chunked,
             eof: false,
         };
-        sse.parser.feed(&buf[end..]);
+        sse.feed(&buf[end..]);
         sse
+    }
+
+    /// Gives bytes from the socket to the parser, without their chunk
+    /// framing.
+    fn feed(&mut self, raw: &[u8]) {
+        match &mut self.chunked {
+            Some(dechunker) => {
+                let mut body = Vec::new();
+                dechunker.feed(raw, &mut body);
+                self.parser.feed(&body);
+            }
+            None => self.parser.feed(raw),
+        }
+    }
+
+    /// Whether the body is chunked.
+    pub fn is_chunked(&self) -> bool {
+        self.chunked.is_some()
+    }
+
+    /// Whether the last chunk of a chunked body has arrived (the stream
+    /// ended cleanly); `false` for a body that is not chunked.
+    pub fn last_chunk_seen(&self) -> bool {
+        self.chunked.as_ref().is_some_and(Dechunker::ended)
     }
 
     /// The next item (event or comment) within `timeout`.
@@ -624,7 +817,7 @@ impl Sse {
                     self.parser.finish();
                     self.eof = true;
                 }
-                Ok(_) => self.parser.feed(&buf),
+                Ok(_) => self.feed(&buf),
                 Err(e) if is_timeout(&e) => return Err(NoItem::Timeout),
                 // A reset after the server closed counts as the end.
                 Err(_) => {
