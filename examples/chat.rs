@@ -89,25 +89,8 @@ fn main() -> std::io::Result<()> {
     });
     let post_hub = hub.clone();
     server.post("/messages", move |req| post_message(&post_hub, req));
-    let stats_hub = hub.clone();
-    let handle = server.handle();
-    let stats_handle = handle.clone();
-    server.get("/stats", move |_req| {
-        let json = format!(
-            "{{\"hub\":{},\"server\":{}}}",
-            stats_hub.stats().to_json(),
-            stats_handle.stats().to_json()
-        );
-        Response::json(200, json)
-    });
-
-    eprintln!("listening on http://{}", server.local_addr());
-    common::on_ctrl_c(move || {
-        // Tell every subscriber to reconnect in 0.5-2 s, then stop serving.
-        let _ = hub.close();
-        handle.shutdown();
-    });
-    server.run()
+    common::stats_route(&mut server, &hub);
+    common::serve_until_ctrl_c(server, hub)
 }
 
 const PAGE: &str = r##"<!doctype html>

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use stdsse::hub::Hub;
 use stdsse::server::{LogEntry, LogKind};
+use stdsse::{Response, Server};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -141,4 +143,32 @@ pub fn now_rfc3339() -> String {
         rem % 60,
         since.subsec_millis()
     )
+}
+
+/// `GET /stats`: the hub's and the server's counters as one JSON object,
+/// `{"hub":{...},"server":{...}}`.
+pub fn stats_route(server: &mut Server, hub: &Hub) {
+    let hub = hub.clone();
+    let handle = server.handle();
+    server.get("/stats", move |_req| {
+        let json = format!(
+            "{{\"hub\":{},\"server\":{}}}",
+            hub.stats().to_json(),
+            handle.stats().to_json()
+        );
+        Response::json(200, json)
+    });
+}
+
+/// Prints `listening on http://HOST:PORT` and serves until Ctrl+C; then
+/// closes the hub (every subscriber gets its goodbye and retry hint) and
+/// shuts the server down gracefully.
+pub fn serve_until_ctrl_c(server: Server, hub: Hub) -> std::io::Result<()> {
+    eprintln!("listening on http://{}", server.local_addr());
+    let handle = server.handle();
+    on_ctrl_c(move || {
+        let _ = hub.close();
+        handle.shutdown();
+    });
+    server.run()
 }
