@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# curl -N against the clock example: the raw stream, byte for byte.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+
+RFC3339='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})'
+
+if ! start_example clock curl-clock --addr 127.0.0.1:0 --interval-ms 200; then
+    fail "curl: the clock example starts"
+    exit 1
+fi
+raw="$OUT_DIR/curl-clock.raw"
+headers="$OUT_DIR/curl-clock.headers"
+
+name="curl -N: raw stream starts with ': connected', then event: time / id: evt-1 / data: RFC 3339"
+curl -sN --max-time 1.1 -D "$headers" "$EX_URL/events" >"$raw"
+status=$?
+mapfile -t lines <"$raw"
+expected_head=$(printf '%s\n' ": connected" "" "event: time" "id: evt-1")
+actual_head=$(printf '%s\n' "${lines[@]:0:4}")
+if [[ $status != 28 ]]; then
+    fail "$name" "curl exited $status (expected 28: stopped by --max-time while streaming)"
+elif [[ $actual_head != "$expected_head" ]]; then
+    fail "$name" "first lines: $(printf '%q ' "${lines[@]:0:6}")"
+elif ! [[ ${lines[4]} =~ ^data:\ $RFC3339$ && ${lines[5]} == "" ]]; then
+    fail "$name" "data line: $(printf '%q ' "${lines[@]:4:2}")"
+elif ! [[ ${lines[6]} == "event: time" && ${lines[7]} == "id: evt-2" ]]; then
+    fail "$name" "second event: $(printf '%q ' "${lines[@]:6:3}")"
+elif [[ -n $(tr -d '\n' <"$raw" | tr -d '[:print:]') ]]; then
+    fail "$name" "the stream has bytes other than printable ASCII and LF (CR?)"
+else
+    pass "$name" "$(grep -c '^id: ' "$raw") events in 1.1 s; ${lines[4]}"
+fi
+
+# curl decodes the chunked body (exit status 28, not 56, above: the framing
+# was valid), so the stream reads the same as the close-delimited one below.
+name="curl -N: response head is 200, text/event-stream, no-cache, X-Accel-Buffering: no, chunked"
+tr -d '\r' <"$headers" >"$headers.lf"
+if head -n 1 "$headers.lf" | grep -q '^HTTP/1.1 200 ' &&
+    grep -qix 'content-type: text/event-stream' "$headers.lf" &&
+    grep -qix 'cache-control: no-cache' "$headers.lf" &&
+    grep -qix 'x-accel-buffering: no' "$headers.lf" &&
+    grep -qix 'transfer-encoding: chunked' "$headers.lf"; then
+    pass "$name"
+else
+    fail "$name" "$(tr '\n' '|' <"$headers.lf")"
+fi
+
+name="curl --http1.0 -N: no Transfer-Encoding, the same stream, close-delimited"
+out10=$(curl -sN --http1.0 --max-time 0.5 -D "$headers.10" "$EX_URL/events")
+status=$?
+mapfile -t lines10 <<<"$out10"
+if [[ $status != 28 ]]; then
+    fail "$name" "curl exited $status (expected 28: stopped by --max-time while streaming)"
+elif grep -qi '^transfer-encoding:' "$headers.10"; then
+    fail "$name" "$(tr -d '\r' <"$headers.10" | tr '\n' '|')"
+elif [[ $(printf '%s\n' "${lines10[@]:0:4}") != "$expected_head" ]]; then
+    fail "$name" "first lines: $(printf '%q ' "${lines10[@]:0:6}")"
+else
+    pass "$name"
+fi
+
+name="curl -N with Last-Event-ID: evt-41 resumes at evt-42"
+out=$(curl -sN --max-time 0.5 -H 'Last-Event-ID: evt-41' "$EX_URL/events")
+first_id=$(grep -m 1 '^id: ' <<<"$out")
+if [[ $first_id == "id: evt-42" ]]; then
+    pass "$name"
+else
+    fail "$name" "first id line: '$first_id'"
+fi
+
+stop_pid "$EX_PID" INT
+if [[ $STOP_STATUS == 0 ]]; then
+    pass "clock exits 0 on SIGINT"
+else
+    fail "clock exits 0 on SIGINT" "status $STOP_STATUS"
+fi
+exit $((FAILED > 0))

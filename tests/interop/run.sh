@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The interop suite: real clients (Chromium via playwright-core, the
+# `eventsource` npm package, httpx-sse, sseclient-py, curl, nginx, and the
+# crate's own `tail`) against the clock and chat examples.
+#
+#   bash tests/interop/run.sh
+#
+# Installs what is missing (idempotent): Debian's chromium, nginx and curl
+# with apt-get; package.json into tests/interop/node_modules with npm;
+# requirements.txt into target/interop/venv with pip. Builds the examples
+# (debug), runs every check script, and ends with the line
+# `N passed, M failed`; exits non-zero if anything failed or could not run.
+# Artifacts (screenshots, logs, versions.txt) go to target/interop/.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+HERE=$ROOT/tests/interop
+OUT=$ROOT/target/interop
+VENV=$OUT/venv
+SCRIPT_LIMIT=${INTEROP_SCRIPT_LIMIT:-300} # seconds, per check script
+mkdir -p "$OUT/logs"
+rm -f "$OUT"/logs/* "$OUT"/*.png
+
+export STDSSE_BIN_DIR=$ROOT/target/debug/examples
+export INTEROP_OUT=$OUT
+export INTEROP_PYTHON=$VENV/bin/python
+export PYTHONDONTWRITEBYTECODE=1
+
+suite_start=$(date +%s)
+phase_start=$suite_start
+phase() {
+    local now
+    now=$(date +%s)
+    printf '    (%ss)\n\n==> %s\n' "$((now - phase_start))" "$*"
+    phase_start=$now
+}
+setup_problems=()
+
+echo "==> install: Debian packages"
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v nginx >/dev/null || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+    echo "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -q && apt-get install -y -q "${need[@]}"; } >"$OUT/logs/apt.log" 2>&1; then
+        tail -n 20 "$OUT/logs/apt.log"
+        setup_problems+=("apt-get install ${need[*]} failed (see target/interop/logs/apt.log)")
+    fi
+    grep -E '^(Need to get|Fetched)' "$OUT/logs/apt.log"
+else
+    echo "chromium, nginx, curl: present"
+fi
+
+phase "install: npm packages (tests/interop/package.json)"
+npm_current() {
+    node -e '
+        const dir = process.argv[1];
+        const want = require(dir + "/package.json").dependencies;
+        for (const [name, version] of Object.entries(want)) {
+            const have = require(`${dir}/node_modules/${name}/package.json`).version;
+            if (have !== version) process.exit(1);
+        }' "$HERE" 2>/dev/null
+}
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    setup_problems+=("node and npm are not installed")
+elif npm_current; then
+    echo "present"
+elif ! (cd "$HERE" && npm install --no-audit --no-fund --loglevel=error) >"$OUT/logs/npm.log" 2>&1 || ! npm_current; then
+    tail -n 20 "$OUT/logs/npm.log"
+    setup_problems+=("npm install failed (see target/interop/logs/npm.log)")
+else
+    echo "installed"
+fi
+
+phase "install: Python packages (tests/interop/requirements.txt into target/interop/venv)"
+if [[ -x $VENV/bin/python ]] && cmp -s "$HERE/requirements.txt" "$VENV/requirements.installed"; then
+    echo "present"
+elif ! { [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"; } >"$OUT/logs/pip.log" 2>&1 ||
+    ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$HERE/requirements.txt" >>"$OUT/logs/pip.log" 2>&1; then
+    tail -n 20 "$OUT/logs/pip.log"
+    setup_problems+=("pip install failed (see target/interop/logs/pip.log)")
+else
+    cp "$HERE/requirements.txt" "$VENV/requirements.installed"
+    echo "installed"
+fi
+
+phase "build the examples (debug)"
+if ! cargo build --examples --quiet; then
+    setup_problems+=("cargo build --examples failed")
+fi
+
+phase "versions (also in target/interop/versions.txt)"
+{
+    pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "not installed"; }
+    npm_version() { node -p "require('$HERE/node_modules/$1/package.json').version" 2>/dev/null || echo "not installed"; }
+    echo "chromium:        $(chromium --version 2>/dev/null || echo 'not found') (Debian package $(pkg chromium))"
+    echo "playwright-core: $(npm_version playwright-core)"
+    echo "eventsource:     $(npm_version eventsource) (npm)"
+    echo "node:            $(node --version 2>/dev/null || echo 'not found')"
+    "$VENV/bin/python" - <<'EOF' 2>/dev/null || echo "python packages: not installed"
+import importlib.metadata as m, platform
+for name in ("httpx-sse", "sseclient-py", "httpx", "requests"):
+    print(f"{name + ':':16} {m.version(name)} (PyPI)")
+print(f"python:          {platform.python_version()}")
+EOF
+    echo "nginx:           $(nginx -v 2>&1 | sed 's/^nginx version: //') (Debian package $(pkg nginx))"
+    echo "curl:            $(curl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2) (Debian package $(pkg curl))"
+    echo "rustc:           $(rustc --version)"
+} | tee "$OUT/versions.txt"
+
+passed=0
+failed=0
+xfailed=0
+for problem in "${setup_problems[@]}"; do
+    echo "FAIL setup: $problem"
+    failed=$((failed + 1))
+done
+
+# run_checks LABEL COMMAND...: runs one check script (bounded), shows its
+# output and counts its PASS/FAIL lines; a script that dies without saying
+# why counts as one failure.
+run_checks() {
+    local label=$1 log=$OUT/logs/$1.out status p f x
+    shift
+    phase "$label"
+    timeout -k 10 "$SCRIPT_LIMIT" "$@" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    x=$(grep -c '^XFAIL ' "$log")
+    if [[ $status != 0 && $f == 0 ]]; then
+        [[ $status == 124 ]] && echo "FAIL $label: timed out after ${SCRIPT_LIMIT}s" ||
+            echo "FAIL $label: exited with status $status without reporting a failure"
+        f=1
+    elif [[ $status == 0 && $p == 0 ]]; then
+        echo "FAIL $label: ran no check"
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    xfailed=$((xfailed + x))
+}
+
+run_checks curl bash "$HERE/curl.sh"
+run_checks tail bash "$HERE/tail.sh"
+run_checks node-eventsource node "$HERE/node_eventsource.mjs"
+run_checks python-clients "$INTEROP_PYTHON" "$HERE/python_clients.py"
+run_checks nginx bash "$HERE/nginx.sh"
+run_checks browser node "$HERE/browser.mjs"
+
+phase "summary"
+echo "artifacts: $(cd "$ROOT" && ls target/interop/*.png 2>/dev/null | tr '\n' ' ')target/interop/logs/"
+if ((xfailed)); then
+    echo "$xfailed known issue(s) marked XFAIL above, not counted (INTEROP_STRICT=1 counts them)"
+fi
+echo "interop suite: $(($(date +%s) - suite_start)) s in all"
+echo "$passed passed, $failed failed"
+((failed == 0))
