@@ -113,16 +113,14 @@
 //! use to stop the client: the iterator returns `None` promptly even when it
 //! is blocked reading, connecting or sleeping before a reconnect.
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::iter::FusedIterator;
 use std::net::{Ipv6Addr, Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::http::{self, reason_phrase, ChunkedDecoder};
 use crate::parser::{Item, MessageEvent, ParseError, Parser};
@@ -429,7 +427,7 @@ impl ClientBuilder {
     /// ([`ClientError::Method`] otherwise); it is sent as given (methods are
     /// case-sensitive).
     pub fn method(mut self, method: &str) -> ClientBuilder {
-        if method.is_empty() || !method.bytes().all(is_tchar) {
+        if method.is_empty() || !method.bytes().all(http::is_tchar) {
             self.fail(ClientError::Method {
                 method: method.to_owned(),
             });
@@ -850,7 +848,7 @@ impl Client {
             self.reconnection_time(),
             self.failures,
             self.config.retry_ceiling,
-            random(),
+            crate::random_u64(),
         );
         self.state(Received::Disconnected(reason));
         self.state(Received::Retrying(delay));
@@ -1360,7 +1358,7 @@ fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
             .position(|&b| b == b':')
             .ok_or("header line without a colon")?;
         let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        if name.is_empty() || !name.iter().all(|&b| http::is_tchar(b)) {
             return Err("invalid header name");
         }
         let value = String::from_utf8_lossy(&line[colon + 1..]);
@@ -1438,7 +1436,7 @@ fn framing(head: &Head, method: &str) -> Result<Framing, Disconnect> {
     let mut length = None;
     for value in head.all("content-length").flat_map(|v| v.split(',')) {
         let value = value.trim_matches([' ', '\t']);
-        let n = parse_decimal(value)
+        let n = http::parse_decimal(value)
             .ok_or_else(|| Disconnect::Protocol(format!("invalid Content-Length {value:?}")))?;
         if length.is_some_and(|l| l != n) {
             return Err(Disconnect::Protocol(
@@ -1448,14 +1446,6 @@ fn framing(head: &Head, method: &str) -> Result<Framing, Disconnect> {
         length = Some(n);
     }
     Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-/// A decimal number of at most 19 digits.
-fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// The body of an open event stream, read incrementally.
@@ -1623,7 +1613,7 @@ impl Url {
         };
         let port = match port {
             None | Some("") => 80,
-            Some(port) => parse_decimal(port)
+            Some(port) => http::parse_decimal(port)
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|&p| p != 0)
                 .ok_or(UrlError::Invalid("invalid port"))?,
@@ -1727,14 +1717,9 @@ fn percent_encode(target: &str) -> String {
 // Small helpers
 // ---------------------------------------------------------------------------
 
-/// `tchar` (RFC 9110 5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Why a custom header cannot be sent, if it cannot.
 fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
-    if name.is_empty() || !name.bytes().all(is_tchar) {
+    if name.is_empty() || !name.bytes().all(http::is_tchar) {
         return Err("the name is not an HTTP token");
     }
     if value.contains(['\r', '\n', '\0']) {
@@ -1769,16 +1754,6 @@ fn backoff(base: Duration, failures: u32, ceiling: Duration, random: u64) -> Dur
         u64::try_from(total / 1_000_000_000).unwrap_or(u64::MAX),
         (total % 1_000_000_000) as u32,
     )
-}
-
-/// A random number from the standard library's hash keys and the clock.
-fn random() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ macro_rules! byte_table {
 }
 
 /// `tchar` (RFC 9110 5.6.2): the characters of a method or a field name.
-const fn is_tchar(b: u8) -> bool {
+pub(crate) const fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -956,7 +956,7 @@ impl Request {
 }
 
 /// `1*DIGIT` as a `u64`, or `None` (empty, other characters, overflow).
-fn parse_decimal(s: &str) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() {
         return None;
     }

@@ -70,9 +70,7 @@
 //! waits for connection threads up to [`Server::shutdown_timeout`], and
 //! makes [`Server::run`] return.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
@@ -775,12 +773,9 @@ fn shutdown_connections(app: &App) {
     }
 }
 
-/// A random number in [0, 1) from the standard library's randomly keyed
-/// hasher (no dependency needed for jitter).
+/// A random number in [0, 1), for jitter.
 pub(crate) fn random_unit() -> f64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    (crate::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Sends keep-alives to idle streams and closes streams whose client went
