@@ -24,7 +24,8 @@ clients=("$@")
 [ ${#clients[@]} -gt 0 ] || clients=(10 100 1000 10000)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release --example chat --example loadgen >/dev/null 2>&1
+cargo build --release --example chat >/dev/null 2>&1
+cargo build --profile loadgen --example loadgen >/dev/null 2>&1
 out=benches/results/scale.jsonl
 : >"$out"
 err=$(mktemp)
@@ -37,7 +38,7 @@ run() { # kind clients messages rate hold per-thread
     local port
     port=$(head -1 "$err" | sed 's/.*://')
     local line
-    line=$(./target/release/examples/loadgen \
+    line=$(./target/loadgen/examples/loadgen \
         --events "http://127.0.0.1:$port/events?room=bench" \
         --publish "http://127.0.0.1:$port/messages?room=bench" \
         --clients "$2" --messages "$3" --rate "$4" --hold-secs "$5" --pid "$chat" \
