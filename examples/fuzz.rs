@@ -44,91 +44,22 @@ use std::time::Instant;
 use stdsse::http::{parse_head, ChunkedDecoder, Error, Framing, Limits, Status};
 use stdsse::parser::{Item, Parser};
 
+// The generator and the mutator the fuzz-style tests use too.
+#[path = "../tests/common/fuzz.rs"]
+mod fuzzing;
+use fuzzing::{mutate, Rng};
+
 const USAGE: &str = "fuzz [--seed 1] [--inputs 1000000]";
-
-/// xorshift64*, seeded through splitmix64 so that any seed works.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True `percent` times in a hundred.
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Random bytes: mostly tokens from `alphabet`, some arbitrary bytes.
 fn random_input(rng: &mut Rng, alphabet: &[&[u8]], max_pieces: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..rng.below(max_pieces + 1) {
         if rng.chance(25) {
-            out.push(rng.next() as u8);
+            out.push(rng.next_u64() as u8);
         } else {
             let token = rng.pick(alphabet);
             out.extend_from_slice(token);
-        }
-    }
-    out
-}
-
-/// One to four edits of `input`: overwrite, insert, delete, truncate,
-/// repeat a slice, splice in a token or a piece of another seed.
-fn mutate(rng: &mut Rng, input: &[u8], tokens: &[&[u8]], seeds: &[&[u8]]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        let byte = if rng.chance(50) {
-            *rng.pick(b"\r\n \t:;,=?/%\0\x7f\xff0123456789aAfFzZ-.")
-        } else {
-            rng.next() as u8
-        };
-        match rng.below(7) {
-            0 if at < out.len() => out[at] = byte,
-            1 => out.insert(at, byte),
-            2 if at < out.len() => {
-                out.remove(at);
-            }
-            3 => out.truncate(at),
-            4 => {
-                // Long lines, many fields, big numbers.
-                let end = (at + 1 + rng.below(16)).min(out.len());
-                let piece = out[at.min(end)..end].to_vec();
-                let most = if rng.chance(10) { 1000 } else { 40 };
-                for _ in 0..1 + rng.below(most) {
-                    out.splice(at..at, piece.iter().copied());
-                }
-            }
-            5 => {
-                let seed = rng.pick(seeds);
-                let from = rng.below(seed.len() + 1);
-                out.splice(at..at, seed[from..].iter().copied());
-            }
-            _ => {
-                let token = rng.pick(tokens);
-                out.splice(at..at, token.iter().copied());
-            }
         }
     }
     out
@@ -461,7 +392,10 @@ const STREAM_TOKENS: &[&[u8]] = &[
 fn make_stream(rng: &mut Rng) -> (Vec<u8>, &'static str) {
     if rng.chance(20) {
         let len = rng.below(300);
-        ((0..len).map(|_| rng.next() as u8).collect(), "random bytes")
+        (
+            (0..len).map(|_| rng.next_u64() as u8).collect(),
+            "random bytes",
+        )
     } else {
         (random_input(rng, STREAM_TOKENS, 80), "random stream")
     }

@@ -1,6 +1,9 @@
 //! Integration tests of `stdsse::http`: request heads, body framing, chunked
 //! bodies, query strings and responses. No network.
 
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::{mutate, Rng};
 use stdsse::http::{
     decode_query, parse_head, percent_decode, reason_phrase, ChunkedDecoder, Error, Framing,
     Limits, Request, Response, Status, Version,
@@ -820,31 +823,6 @@ fn response_invalid_status() {
 // Fuzzing with a deterministic PRNG
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: small, deterministic, good enough to pick bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        const INTERESTING: &[u8] = b"\r\n\0 :\t\x7f\x80\xff\xc3\xa9?%#/*;,=GETHPOST1.0";
-        if self.next().is_multiple_of(2) {
-            INTERESTING[self.below(INTERESTING.len())]
-        } else {
-            self.next() as u8
-        }
-    }
-}
-
 const SEEDS: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"\r\nPOST /p?a=1&b=%41 HTTP/1.1\r\nHost: a:1\r\nContent-Length: 3\r\n\r\nabc",
@@ -907,13 +885,13 @@ fn exercise(r: &Request, limits: &Limits) {
 
 #[test]
 fn fuzz_random_bytes() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     for _ in 0..200_000 {
         let len = rng.below(48);
         let mut input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
         // Half the time, start like a request so that the fuzz gets past
         // the method.
-        if rng.next().is_multiple_of(2) {
+        if rng.chance(50) {
             let mut prefix = b"GET /".to_vec();
             prefix.append(&mut input);
             input = prefix;
@@ -922,32 +900,11 @@ fn fuzz_random_bytes() {
     }
 }
 
-fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
-    for _ in 0..1 + rng.below(3) {
-        let at = rng.below(input.len());
-        match rng.below(6) {
-            0 if !input.is_empty() => input[at] ^= 1 << rng.below(8),
-            1 if !input.is_empty() => input[at] = rng.byte(),
-            2 => input.insert(at.min(input.len()), rng.byte()),
-            3 if !input.is_empty() => {
-                input.remove(at);
-            }
-            4 => {
-                let end = (at + rng.below(8)).min(input.len());
-                let copy = input[at.min(end)..end].to_vec();
-                let to = rng.below(input.len());
-                input.splice(to..to, copy);
-            }
-            _ => input.truncate(input.len() - rng.below(4).min(input.len())),
-        }
-    }
-}
-
 fn fuzz_mutations(seed: u64, rounds: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for _ in 0..rounds {
-        let mut input = SEEDS[rng.below(SEEDS.len())].to_vec();
-        mutate(&mut rng, &mut input);
+        let seed = *rng.pick(SEEDS);
+        let input = mutate(&mut rng, seed, &[], SEEDS);
         fuzz_one(&mut rng, &input);
     }
 }
@@ -978,10 +935,10 @@ fn fuzz_chunked() {
         b"3;x=y\r\nabc\r\n1\r\nd\r\n0\r\nT: v\r\n\r\nGET",
         b"A\r\n0123456789\r\n00\r\n\r\n",
     ];
-    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
     for _ in 0..20_000 {
-        let mut input = BODIES[rng.below(BODIES.len())].to_vec();
-        mutate(&mut rng, &mut input);
+        let body = *rng.pick(BODIES);
+        let input = mutate(&mut rng, body, &[], BODIES);
         let whole = feed(&input, &[], 12);
         let mut cuts: Vec<usize> = (0..rng.below(4))
             .map(|_| rng.below(input.len() + 1))

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::Rng;
 use stdsse::parser::{Item, MessageEvent, ParseError, Parser};
 use stdsse::Event;
 
@@ -469,34 +472,10 @@ fn endless_event_stays_bounded() {
     assert_eq!(errors, 1);
 }
 
-/// A small deterministic PRNG (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn text(&mut self, pieces: &[&str], max: usize) -> String {
-        let len = self.below(max + 1);
-        (0..len).map(|_| self.pick(pieces)).collect()
-    }
+/// Random text of up to `max` pieces.
+fn text(rng: &mut Rng, pieces: &[&str], max: usize) -> String {
+    let len = rng.below(max + 1);
+    (0..len).map(|_| *rng.pick(pieces)).collect()
 }
 
 /// Splits `bytes` into chunks of random sizes (1 to `max`).
@@ -530,7 +509,7 @@ fn round_trip_random_events() {
     ];
     const NAME: &[&str] = &["a", "tick", " ", ":", "é", "😀", "\t", "\0", "message"];
     const ID: &[&str] = &["1", "42", " ", ":", "é", "x y", "\u{FEFF}"];
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng::new(0x5EED);
     for round in 0..20 {
         let start = if round % 2 == 0 { "" } else { "start" };
         let mut wire = Vec::new();
@@ -540,26 +519,26 @@ fn round_trip_random_events() {
         for _ in 0..300 {
             let mut event = Event::new();
             for _ in 0..rng.below(3) {
-                let text = rng.text(TEXT, 6);
+                let text = text(&mut rng, TEXT, 6);
                 expected.extend(lines(&text).into_iter().map(|line| Ok(Item::Comment(line))));
                 event = event.comment(text);
             }
-            let event_type = rng.chance(50).then(|| rng.text(NAME, 3));
+            let event_type = rng.chance(50).then(|| text(&mut rng, NAME, 3));
             if let Some(name) = &event_type {
                 event = event.event(name.clone()).unwrap();
             }
             if rng.chance(40) {
-                let new_id = rng.text(ID, 3);
+                let new_id = text(&mut rng, ID, 3);
                 event = event.id(new_id.clone()).unwrap();
                 id = new_id;
             }
             if rng.chance(10) {
-                let ms = rng.next() % 100_000;
+                let ms = rng.next_u64() % 100_000;
                 event = event.retry(Duration::from_millis(ms));
                 retry = Some(Duration::from_millis(ms));
             }
             if rng.chance(85) {
-                let data = rng.text(TEXT, 12);
+                let data = text(&mut rng, TEXT, 12);
                 expected.push(Ok(Item::Event(MessageEvent {
                     event_type: match event_type {
                         Some(name) if !name.is_empty() => name,
@@ -590,7 +569,7 @@ fn round_trip_random_events() {
 fn random_bytes_never_panic_and_stay_bounded() {
     const BYTES: &[u8] = b"\r\n\r\n::  \xEF\xBB\xBF\0\x80\xC3\xFFad9";
     const WORDS: &[&[u8]] = &[b"data", b"id", b"event", b"retry", b"123", b": ", b"\r\n"];
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (max_line, max_event) = (24, 40);
     let mut input = Vec::new();
     for n in 0..200_000 {
@@ -598,11 +577,12 @@ fn random_bytes_never_panic_and_stay_bounded() {
         let len = rng.below(48);
         while input.len() < len {
             if rng.chance(30) {
-                input.extend_from_slice(rng.pick(WORDS));
+                let word = *rng.pick(WORDS);
+                input.extend_from_slice(word);
             } else if rng.chance(80) {
-                input.push(rng.pick(BYTES));
+                input.push(*rng.pick(BYTES));
             } else {
-                input.push(rng.next() as u8);
+                input.push(rng.next_u64() as u8);
             }
         }
         let max_chunk = 1 + rng.below(16);

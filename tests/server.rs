@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{find, get, parse_status_line, wait_until, Client, Rng, TestServer, WAIT};
+use common::fuzz::{mutate, Rng, SPECIAL};
+use common::{find, get, parse_status_line, wait_until, Client, TestServer, WAIT};
 use stdsse::http::Limits;
 use stdsse::server::{Cors, LogKind};
 use stdsse::{Event, EventStream, Response, SendError, Server};
@@ -1437,64 +1438,26 @@ const SEEDS: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nxGET /panic HTTP/1.1\r\nHost: t\r\n\r\n",
 ];
 
-/// Bytes that matter to an HTTP parser.
-const SPECIAL: &[u8] = b"\r\n \t:;,=?/%\0\x7f\xff0123456789aAfFzZ-.";
-
-fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        let byte = if rng.chance(50) {
-            SPECIAL[rng.below(SPECIAL.len())]
-        } else {
-            rng.next_u64() as u8
-        };
-        match rng.below(7) {
-            0 if at < out.len() => out[at] = byte,
-            1 => out.insert(at, byte),
-            2 if at < out.len() => {
-                out.remove(at);
-            }
-            3 => out.truncate(at),
-            4 => {
-                // Repeat a slice (long lines, many headers, big numbers).
-                let end = (at + 1 + rng.below(16)).min(out.len());
-                let piece = out[at.min(end)..end].to_vec();
-                for _ in 0..1 + rng.below(40) {
-                    out.splice(at..at, piece.iter().copied());
-                }
-            }
-            5 => {
-                let seed = SEEDS[rng.below(SEEDS.len())];
-                out.extend_from_slice(&seed[..rng.below(seed.len() + 1)]);
-            }
-            _ => {
-                let junk = [
-                    "\r\n",
-                    "\n",
-                    "\r",
-                    " ",
-                    ": ",
-                    "Content-Length: 3\r\n",
-                    "Transfer-Encoding: chunked\r\n",
-                    "Host: u\r\n",
-                    "ffffffffffffffffff\r\n",
-                    "\r\n\r\n",
-                ];
-                let junk = junk[rng.below(junk.len())].as_bytes();
-                out.splice(at..at, junk.iter().copied());
-            }
-        }
-    }
-    out
-}
+/// What the mutator splices in besides bytes.
+const JUNK: &[&[u8]] = &[
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b": ",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Host: u\r\n",
+    b"ffffffffffffffffff\r\n",
+    b"\r\n\r\n",
+];
 
 fn random_bytes(rng: &mut Rng) -> Vec<u8> {
     let len = rng.below(300);
     (0..len)
         .map(|_| {
             if rng.chance(30) {
-                SPECIAL[rng.below(SPECIAL.len())]
+                *rng.pick(SPECIAL)
             } else {
                 rng.next_u64() as u8
             }
@@ -1570,8 +1533,8 @@ fn fuzz_the_whole_server() {
                         0 => random_bytes(&mut rng),
                         1 => SEEDS[rng.below(SEEDS.len())].to_vec(),
                         _ => {
-                            let seed = SEEDS[rng.below(SEEDS.len())];
-                            mutate(&mut rng, seed)
+                            let seed = *rng.pick(SEEDS);
+                            mutate(&mut rng, seed, JUNK, SEEDS)
                         }
                     };
                     let mut client = Client::connect(addr);
