@@ -138,22 +138,18 @@ def check(name, fn):
         return False
 
 
-def known_issue(name, fn):
-    """A check of a reported interop problem (see README.md in this folder):
-    PASS when it works; XFAIL (not counted) while it does not, unless
-    INTEROP_STRICT=1 makes it an ordinary FAIL."""
-    if os.environ.get("INTEROP_STRICT") == "1":
-        return check(name, fn)
-    started = time.monotonic()
-    try:
-        note = fn()
-        _results["passed"] += 1
-        ms = round((time.monotonic() - started) * 1000)
-        print(f"PASS {name} ({ms} ms)" + (f": {note}" if note else ""), flush=True)
-    except Exception as e:  # noqa: BLE001
-        print(f"XFAIL {name}: {e}", flush=True)
-
-
 def finish():
     _kill_all()
     raise SystemExit(1 if _results["failed"] else 0)
+
+
+def run_main(main, script):
+    """Runs a check script's `main`: a crash is one reported failure, not a
+    silent exit."""
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001
+        print(f"FAIL {script} crashed: {e!r}", flush=True)
+        raise SystemExit(1)

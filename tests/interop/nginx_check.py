@@ -12,7 +12,7 @@ import time
 import httpx
 from httpx_sse import connect_sse
 
-from interop_lib import check, equal, finish, post, stats, wait_for, wait_subscribers
+from interop_lib import check, equal, finish, post, run_main, stats, wait_for, wait_subscribers
 
 PROXY, DIRECT = sys.argv[1], sys.argv[2]
 LATENCY_LIMIT = 0.100
@@ -156,10 +156,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001
-        print(f"FAIL nginx_check.py crashed: {e!r}", flush=True)
-        raise SystemExit(1)
+    run_main(main, "nginx_check.py")

@@ -19,6 +19,7 @@ from interop_lib import (
     equal,
     finish,
     post,
+    run_main,
     stats,
     wait_for,
     wait_subscribers,
@@ -67,31 +68,28 @@ def httpx_sse_reader(url, out, stop, headers=None):
         out.put(("error", repr(e), ""))
 
 
-def sseclient_requests_reader(url, out, stop):
-    """Reads events with sseclient-py into `out`, as its README's
-    `with_requests` does: the requests Response itself is the event source
-    (requests reads it in 128-byte blocks, which a chunk ends early)."""
-    try:
-        res = requests.get(url, stream=True)
-        for event in sseclient.SSEClient(res).events():
-            out.put((event.event, event.data, event.id))
-            if stop.is_set():
-                return
-    except Exception as e:  # noqa: BLE001
-        out.put(("error", repr(e), ""))
+def sseclient_reader(open_response):
+    """A reader that feeds sseclient-py the response `open_response(url)`
+    returns, as its README shows: a requests Response (`with_requests`;
+    requests reads it in 128-byte blocks, which a chunk ends early) or a
+    urllib3 one (`with_urllib3`)."""
+
+    def read(url, out, stop):
+        try:
+            for event in sseclient.SSEClient(open_response(url)).events():
+                out.put((event.event, event.data, event.id))
+                if stop.is_set():
+                    return
+        except Exception as e:  # noqa: BLE001
+            out.put(("error", repr(e), ""))
+
+    return read
 
 
-def sseclient_urllib3_reader(url, out, stop):
-    """The same as the README's `with_urllib3`: a urllib3 response."""
-    try:
-        http = urllib3.PoolManager()
-        res = http.request("GET", url, preload_content=False)
-        for event in sseclient.SSEClient(res).events():
-            out.put((event.event, event.data, event.id))
-            if stop.is_set():
-                return
-    except Exception as e:  # noqa: BLE001
-        out.put(("error", repr(e), ""))
+sseclient_requests_reader = sseclient_reader(lambda url: requests.get(url, stream=True))
+sseclient_urllib3_reader = sseclient_reader(
+    lambda url: urllib3.PoolManager().request("GET", url, preload_content=False)
+)
 
 
 def take(out, n, timeout, what):
@@ -211,10 +209,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001
-        print(f"FAIL python_clients.py crashed: {e!r}", flush=True)
-        raise SystemExit(1)
+    run_main(main, "python_clients.py")
