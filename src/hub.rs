@@ -58,6 +58,13 @@
 //! oldest pending events are dropped and the gap signal takes their place
 //! ([`SlowClient::DropOldest`]).
 
+//! # Subscribers in this process
+//!
+//! [`Hub::receiver`] subscribes without a socket: a [`Receiver`] gets the
+//! same frames from a channel, under the same backlog bound and replay
+//! rules. It serves tests, bridges to other transports, and the benchmark
+//! that measures the hub's own cost apart from the kernel's.
+//!
 //! # Closing
 //!
 //! [`Hub::close`] sends every subscriber the close event and a jittered
@@ -72,8 +79,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -490,7 +497,7 @@ impl fmt::Debug for Hub {
 
 enum Command {
     Publish(Vec<String>, Event),
-    Subscribe(Detached, Subscription),
+    Subscribe(Sink, Subscription),
     Close(SyncSender<()>),
 }
 
@@ -544,10 +551,53 @@ impl Hub {
         stream: EventStream,
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
+        self.send_subscribe(Sink::Socket(stream.detach()), subscription)
+    }
+
+    /// Subscribes in this process, without a socket: the [`Receiver`] gets
+    /// the frames an event stream with this subscription would be sent
+    /// (replay, gap signal, events, close event), except keep-alives.
+    ///
+    /// Without a last event id it receives the events published after
+    /// this call; with one, it resumes from the history like a
+    /// reconnecting client. The same backlog bound and slow-client policy
+    /// apply: a receiver that falls behind by more than the backlog is
+    /// disconnected (its `recv` fails once the frames before that are
+    /// taken) or loses its oldest events to a gap signal.
+    ///
+    /// ```
+    /// use stdsse::hub::{Hub, Subscription};
+    /// use stdsse::{Event, Item, Parser};
+    ///
+    /// let hub = Hub::new()?;
+    /// let receiver = hub.receiver(Subscription::new()).unwrap();
+    /// hub.publish(Event::new().data("hello")).unwrap();
+    /// let frame = receiver.recv().unwrap();
+    /// assert!(frame.as_bytes().ends_with(b"data: hello\n\n"));
+    ///
+    /// // A frame is the encoded event; the parser gives its fields back.
+    /// let mut parser = Parser::new();
+    /// parser.feed(frame.as_bytes());
+    /// let Some(Ok(Item::Event(event))) = parser.next_item() else { panic!() };
+    /// assert_eq!(event.data, "hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
+        let (tx, rx) = mpsc::sync_channel(RECEIVER_WINDOW);
+        let alive = Arc::new(());
+        let sink = Sink::Local {
+            tx,
+            alive: Arc::downgrade(&alive),
+        };
+        self.send_subscribe(sink, subscription)?;
+        Ok(Receiver { rx, _alive: alive })
+    }
+
+    fn send_subscribe(&self, sink: Sink, subscription: Subscription) -> Result<(), SubscribeError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(SubscribeError);
         }
-        let command = Command::Subscribe(stream.detach(), subscription);
+        let command = Command::Subscribe(sink, subscription);
         self.inner.tx.send(command).map_err(|_| SubscribeError)
     }
 
@@ -628,6 +678,48 @@ impl Hub {
     }
 }
 
+/// How many frames a [`Receiver`] holds beyond its subscriber's backlog:
+/// the hand-over window between a fan-out thread and the receiving thread.
+const RECEIVER_WINDOW: usize = 16;
+
+/// A subscriber in this process: receives the hub's frames from a channel
+/// (see [`Hub::receiver`]).
+///
+/// Frames arrive in the order a socket subscriber would be sent them.
+/// `recv` fails once the hub has closed or dropped this subscriber and
+/// every frame sent before that has been received. Dropping the receiver
+/// unsubscribes.
+#[derive(Debug)]
+pub struct Receiver {
+    rx: mpsc::Receiver<Frame>,
+    /// The fan-out thread holds a weak reference: once this is dropped, it
+    /// removes the subscriber at its next check, even with no events
+    /// flowing to reveal the closed channel.
+    _alive: Arc<()>,
+}
+
+impl Receiver {
+    /// Waits for the next frame.
+    pub fn recv(&self) -> Result<Frame, RecvError> {
+        self.rx.recv()
+    }
+
+    /// The next frame, if one is waiting.
+    pub fn try_recv(&self) -> Result<Frame, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Waits at most `timeout` for the next frame.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// The frames as they arrive, until the subscription ends.
+    pub fn iter(&self) -> mpsc::Iter<'_, Frame> {
+        self.rx.iter()
+    }
+}
+
 /// The client's last event id: the `Last-Event-ID` header, else the
 /// `lastEventId` query parameter.
 pub fn last_event_id(req: &Request) -> Option<String> {
@@ -660,8 +752,37 @@ enum Kind {
     Control,
 }
 
+/// Where a subscriber's frames go.
+enum Sink {
+    /// An event stream, written with non-blocking writes.
+    Socket(Detached),
+    /// A [`Receiver`] in this process.
+    Local {
+        tx: SyncSender<Frame>,
+        alive: Weak<()>,
+    },
+}
+
+impl Sink {
+    /// Whether the other end went away (checked without blocking).
+    fn is_gone(&self) -> bool {
+        match self {
+            Sink::Socket(stream) => stream.is_gone(),
+            Sink::Local { alive, .. } => alive.strong_count() == 0,
+        }
+    }
+
+    /// Ends the stream; a local receiver's channel closes when its
+    /// subscriber is dropped.
+    fn close(&self, between_frames: bool) {
+        if let Sink::Socket(stream) = self {
+            stream.close(between_frames);
+        }
+    }
+}
+
 struct Subscriber {
-    stream: Detached,
+    sink: Sink,
     /// Frames go out as chunks of a chunked body (HTTP/1.1 clients).
     chunked: bool,
     subscription: Subscription,
@@ -679,9 +800,44 @@ impl Subscriber {
         self.pending.push_back(Pending { frame, kind });
     }
 
-    /// Writes as much of the backlog as the socket takes now. Returns the
+    /// Writes as much of the backlog as the sink takes now. Returns the
     /// number of events written in full.
     fn flush(&mut self) -> u64 {
+        match self.sink {
+            Sink::Socket(_) => self.write_socket(),
+            Sink::Local { .. } => self.send_local(),
+        }
+    }
+
+    /// Moves pending frames into a local receiver's channel while it has
+    /// room.
+    fn send_local(&mut self) -> u64 {
+        let Sink::Local { tx, .. } = &self.sink else {
+            unreachable!("called for local sinks")
+        };
+        let mut delivered = 0;
+        while let Some(front) = self.pending.front() {
+            match tx.try_send(front.frame.clone()) {
+                Ok(()) => {
+                    let done = self.pending.pop_front().expect("the front was there");
+                    self.pending_bytes -= done.frame.len();
+                    delivered += u64::from(done.kind == Kind::Event);
+                }
+                Err(TrySendError::Full(_)) => break,
+                Err(TrySendError::Disconnected(_)) => {
+                    self.gone = true;
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Writes as much of the backlog as the socket takes now.
+    fn write_socket(&mut self) -> u64 {
+        let Sink::Socket(stream) = &self.sink else {
+            unreachable!("called for sockets")
+        };
         const MAX_FRAMES: usize = 64;
         let mut delivered = 0;
         // The chunk-size lines of a chunked body, one per frame, built here
@@ -713,7 +869,7 @@ impl Subscriber {
                 }
             }
             let offered: usize = slices.iter().map(|s| s.len()).sum();
-            match self.stream.write_vectored(&slices) {
+            match stream.write_vectored(&slices) {
                 Ok(written) => {
                     self.last_write = Instant::now();
                     let mut left = written;
@@ -793,7 +949,7 @@ enum ShardCommand {
 const BATCH: usize = 4096;
 
 impl Coordinator {
-    fn run(mut self, rx: Receiver<Command>) {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
         loop {
             let command = match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(command) => command,
@@ -912,10 +1068,10 @@ impl Coordinator {
         }
     }
 
-    fn subscribe(&mut self, stream: Detached, subscription: Subscription) {
+    fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         let mut sub = Subscriber {
-            chunked: stream.chunked(),
-            stream,
+            chunked: matches!(&sink, Sink::Socket(stream) if stream.chunked()),
+            sink,
             subscription,
             pending: VecDeque::new(),
             offset: 0,
@@ -942,10 +1098,14 @@ impl Coordinator {
             // out are its own, even those that got here before the
             // subscription did (the client may have posted one the moment
             // the stream opened). The history is in publish order.
-            None => {
-                let since = sub.stream.head_sent();
-                Some(self.history.partition_point(|e| e.at < since))
-            }
+            None => match &sub.sink {
+                Sink::Socket(stream) => {
+                    let since = stream.head_sent();
+                    Some(self.history.partition_point(|e| e.at < since))
+                }
+                // A local receiver gets what is published after it.
+                Sink::Local { .. } => None,
+            },
         };
         for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
             if sub.subscription.wants(entry) {
@@ -993,7 +1153,7 @@ struct Shard {
 }
 
 impl Shard {
-    fn run(mut self, rx: Receiver<ShardCommand>) {
+    fn run(mut self, rx: mpsc::Receiver<ShardCommand>) {
         let tick = self
             .config
             .keep_alive
@@ -1077,13 +1237,15 @@ impl Shard {
     fn tick(&mut self) {
         let keep_alive = self.config.keep_alive;
         for sub in &mut self.subscribers {
-            if sub.gone || sub.stream.is_gone() {
+            if sub.gone || sub.sink.is_gone() {
                 sub.gone = true;
                 continue;
             }
             if sub.pending.is_empty() {
                 sub.pending.shrink_to(4);
-                if keep_alive.is_some_and(|interval| sub.last_write.elapsed() >= interval) {
+                let socket = matches!(sub.sink, Sink::Socket(_));
+                if socket && keep_alive.is_some_and(|interval| sub.last_write.elapsed() >= interval)
+                {
                     sub.push(keep_alive_frame(), Kind::Control);
                 }
             }
@@ -1104,7 +1266,7 @@ impl Shard {
         let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
             if sub.gone {
-                sub.stream.close(sub.between_frames());
+                sub.sink.close(sub.between_frames());
             }
             !sub.gone
         });
@@ -1138,7 +1300,7 @@ impl Shard {
             thread::sleep(Duration::from_millis(2));
         }
         for sub in &self.subscribers {
-            sub.stream.close(sub.between_frames());
+            sub.sink.close(sub.between_frames());
         }
         let left = self.subscribers.len() as u64;
         self.subscribers.clear();

@@ -5,15 +5,17 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use common::{wait_for, wait_until_within, NoItem, Sse, TestServer, LONG_WAIT};
 use stdsse::hub::{
-    Hub, HubBuilder, PublishError, SlowClient, SubscribeError, Subscription, UnknownId, GAP_EVENT,
+    Hub, HubBuilder, PublishError, Receiver, SlowClient, SubscribeError, Subscription, UnknownId,
+    GAP_EVENT,
 };
-use stdsse::parser::{Item, MessageEvent};
+use stdsse::parser::{Item, MessageEvent, Parser};
 use stdsse::Event;
 
 /// A server whose `/events` route is `hub.handler("topic")`. The server's
@@ -1056,4 +1058,115 @@ fn a_new_subscriber_gets_events_published_after_its_head() {
     }
     let stats = hub.stats();
     assert_eq!((stats.replay_hits, stats.replay_misses), (0, 0));
+}
+
+// ---------------------------------------------------------------------------
+// Receivers: subscribers in this process
+// ---------------------------------------------------------------------------
+
+/// Parses the frames a receiver holds until it ends or `timeout` passes
+/// without one; returns the events (comments and retry hints skipped) and
+/// whether the subscription ended.
+fn receive(receiver: &Receiver, timeout: Duration) -> (Vec<MessageEvent>, bool) {
+    let mut parser = Parser::new();
+    let mut events = Vec::new();
+    let ended = loop {
+        match receiver.recv_timeout(timeout) {
+            Ok(frame) => parser.feed(frame.as_bytes()),
+            Err(RecvTimeoutError::Timeout) => break false,
+            Err(RecvTimeoutError::Disconnected) => break true,
+        }
+        while let Some(item) = parser.next_item() {
+            if let Ok(Item::Event(event)) = item {
+                events.push(event);
+            }
+        }
+    };
+    (events, ended)
+}
+
+/// How long a test waits to be sure nothing more arrives.
+const QUIET: Duration = Duration::from_millis(100);
+
+#[test]
+fn receivers_get_live_events_replays_topics_and_the_close_event() {
+    let hub = build(Hub::builder().close_event(Some(Event::new().data("bye"))));
+    publish(&hub, "before");
+    let live = hub.receiver(Subscription::new()).expect("subscribe");
+    let resumed = hub
+        .receiver(Subscription::new().last_event_id(Some(id(&hub, 1))))
+        .expect("subscribe");
+    let everything = hub
+        .receiver(Subscription::new().last_event_id(Some("unknown")))
+        .expect("subscribe");
+    let topical = hub
+        .receiver(Subscription::new().topic("a"))
+        .expect("subscribe");
+    wait_subscribers(&hub, 4);
+    publish(&hub, "one");
+    hub.publish_to(&["a"], Event::new().data("for a"))
+        .expect("publish");
+    hub.publish_to(&["b"], Event::new().data("for b"))
+        .expect("publish");
+    hub.close().expect("close");
+
+    let cases: [(&Receiver, &[&str]); 4] = [
+        (&live, &["one", "bye"]),
+        (&resumed, &["one", "bye"]),
+        (&everything, &["unknown-id", "before", "one", "bye"]),
+        (&topical, &["one", "for a", "bye"]),
+    ];
+    for (receiver, expected) in cases {
+        let (events, ended) = receive(receiver, LONG_WAIT);
+        assert_eq!(data(&events), expected);
+        assert!(ended, "the subscription did not end with the hub");
+    }
+    assert!(hub.receiver(Subscription::new()).is_err());
+}
+
+#[test]
+fn a_receiver_that_stops_taking_is_evicted_or_lagged() {
+    const BACKLOG: usize = 8;
+    const SENT: usize = 200;
+    for policy in [SlowClient::Disconnect, SlowClient::DropOldest] {
+        let hub = build(Hub::builder().backlog(BACKLOG, 1 << 20).slow_client(policy));
+        let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+        wait_subscribers(&hub, 1);
+        for n in 0..SENT {
+            publish(&hub, &n.to_string());
+        }
+        wait_until_within(LONG_WAIT, "the backlog bound to act", || {
+            let stats = hub.stats();
+            stats.evicted + stats.dropped > 0 && stats.published == SENT as u64
+        });
+        let (events, ended) = receive(&receiver, QUIET);
+        // What was held never exceeds the backlog plus the channel's window.
+        assert!(events.len() < SENT, "{policy:?}: nothing was bounded");
+        match policy {
+            SlowClient::Disconnect => {
+                assert!(ended, "an evicted receiver's channel stays open");
+                assert_eq!(hub.stats().evicted, 1);
+                let expected: Vec<String> = (0..events.len()).map(|n| n.to_string()).collect();
+                assert_eq!(data(&events), expected, "a prefix, in order");
+            }
+            SlowClient::DropOldest => {
+                assert!(!ended, "a lagging receiver stays subscribed");
+                assert!(events.iter().any(|e| e.event_type == GAP_EVENT));
+                let last = events.last().expect("events");
+                assert_eq!(last.data, (SENT - 1).to_string(), "the newest is kept");
+            }
+        }
+        hub.close().expect("close");
+    }
+}
+
+#[test]
+fn dropping_a_receiver_unsubscribes_without_any_event() {
+    let hub = Hub::new().expect("hub");
+    let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+    wait_subscribers(&hub, 1);
+    drop(receiver);
+    // Noticed at the fan-out thread's next check, at most a second later.
+    wait_subscribers(&hub, 0);
+    assert_eq!(hub.stats().published, 0);
 }
