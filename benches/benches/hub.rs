@@ -1,0 +1,48 @@
+//! Hub publish to in-process subscribers: the hub's own work (id, encoding,
+//! history, fan-out to every subscriber) without the kernel's socket work.
+//! One iteration publishes one event and waits until every subscriber has
+//! received it, so the time is the publish-to-last-delivery latency and the
+//! throughput is in deliveries.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use stdsse::hub::{Hub, Subscription};
+use stdsse::Event;
+
+fn publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub_publish");
+    for subscribers in [10u64, 1_000, 10_000] {
+        let hub = Hub::new().expect("start a hub");
+        let receivers: Vec<_> = (0..subscribers)
+            .map(|_| hub.receiver(Subscription::new()).expect("subscribe"))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hub.stats().subscribers < subscribers {
+            assert!(Instant::now() < deadline, "subscribers did not arrive");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        group.throughput(Throughput::Elements(subscribers));
+        group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
+            let mut n = 0u64;
+            b.iter(|| {
+                n += 1;
+                let event = Event::new().data(format!(r#"{{"symbol":"ACME","seq":{n}}}"#));
+                hub.publish(event).expect("publish");
+                for receiver in &receivers {
+                    black_box(receiver.recv().expect("a frame"));
+                }
+            });
+        });
+        hub.close().expect("close the hub");
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = publish
+}
+criterion_main!(benches);
