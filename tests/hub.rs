@@ -1170,3 +1170,65 @@ fn dropping_a_receiver_unsubscribes_without_any_event() {
     wait_subscribers(&hub, 0);
     assert_eq!(hub.stats().published, 0);
 }
+
+#[test]
+fn publish_blocks_while_the_inbox_is_full() {
+    const INBOX: usize = 4;
+    let hub = build(Hub::builder().inbox(INBOX));
+    publish(&hub, "history");
+    wait_history(&hub, 1);
+    // A filter that holds the coordinator: it runs there while the
+    // subscription's replay is queued (an unknown id replays everything).
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let subscription = Subscription::new()
+        .last_event_id(Some("unknown"))
+        .filter(move |_| {
+            let held = gate.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((entered, release)) = held {
+                let _ = entered.send(());
+                let _ = release.recv_timeout(LONG_WAIT);
+            }
+            true
+        });
+    let receiver = hub.receiver(subscription).expect("subscribe");
+    entered_rx
+        .recv_timeout(LONG_WAIT)
+        .expect("the coordinator runs the filter");
+
+    let published = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (hub, published) = (hub.clone(), published.clone());
+        thread::spawn(move || {
+            for n in 0..=INBOX {
+                publish(&hub, &n.to_string());
+                published.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until_within(LONG_WAIT, "the inbox to fill", || {
+        published.load(Ordering::SeqCst) == INBOX
+    });
+    thread::sleep(QUIET);
+    assert_eq!(
+        published.load(Ordering::SeqCst),
+        INBOX,
+        "publish did not block"
+    );
+
+    release_tx.send(()).expect("release the coordinator");
+    publisher.join().expect("publisher thread");
+    let mut expected = vec!["unknown-id".to_string(), "history".to_string()];
+    expected.extend((0..=INBOX).map(|n| n.to_string()));
+    let mut parser = Parser::new();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let frame = receiver.recv_timeout(LONG_WAIT).expect("a frame");
+        parser.feed(frame.as_bytes());
+        while let Some(Ok(Item::Event(event))) = parser.next_item() {
+            got.push(event.data);
+        }
+    }
+    assert_eq!(got, expected, "nothing lost while publishers waited");
+}
