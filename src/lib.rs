@@ -104,7 +104,8 @@
 //! * [`parser`]: the incremental event-stream parser.
 //! * [`http`]: the HTTP/1.1 request parser and [`Response`].
 //! * [`server`]: the thread-per-connection server and [`EventStream`].
-//! * [`hub`]: the broadcast [`Hub`] with replay, topics and a slow-client policy.
+//! * [`hub`]: the broadcast [`Hub`] with replay, topics and a slow-client policy;
+//!   its subscribers are event streams or in-process [`hub::Receiver`]s.
 //! * [`client`]: a blocking [`Client`] that behaves like `EventSource`: it
 //!   reconnects, resumes with `Last-Event-ID`, and follows `retry:`.
 
