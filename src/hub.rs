@@ -60,10 +60,11 @@
 
 //! # Subscribers in this process
 //!
-//! [`Hub::receiver`] subscribes without a socket: a [`Receiver`] gets the
-//! same frames from a channel, under the same backlog bound and replay
-//! rules. It serves tests, bridges to other transports, and the benchmark
-//! that measures the hub's own cost apart from the kernel's.
+//! [`Hub::receiver`] subscribes without a socket: a [`Receiver`] takes the
+//! frames a stream would be sent from a queue, which is its backlog, under
+//! the same bound and slow-client policy. It serves tests, bridges to other
+//! transports, and the benchmark that measures the hub's own cost apart
+//! from the kernel's.
 //!
 //! # Closing
 //!
@@ -79,8 +80,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Weak};
+use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -123,7 +124,8 @@ pub struct HubStats {
     pub subscribers: u64,
     /// Events published since start.
     pub published: u64,
-    /// Events written in full to a subscriber (one per subscriber).
+    /// Events written in full to a subscriber's socket or taken by a
+    /// [`Receiver`] (one per subscriber).
     pub delivered: u64,
     /// Subscribers disconnected for falling behind.
     pub evicted: u64,
@@ -184,7 +186,8 @@ impl fmt::Display for PublishError {
 
 impl std::error::Error for PublishError {}
 
-/// `subscribe` failed: the hub is closed (the stream was closed too).
+/// `subscribe` or `receiver` failed: the hub is closed (a stream handed to
+/// `subscribe` was closed too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubscribeError;
 
@@ -556,14 +559,19 @@ impl Hub {
 
     /// Subscribes in this process, without a socket: the [`Receiver`] gets
     /// the frames an event stream with this subscription would be sent
-    /// (replay, gap signal, events, close event), except keep-alives.
+    /// (replay, gap signals, events, and on close the close event and retry
+    /// hint), except keep-alive comments.
     ///
-    /// Without a last event id it receives the events published after
-    /// this call; with one, it resumes from the history like a
-    /// reconnecting client. The same backlog bound and slow-client policy
-    /// apply: a receiver that falls behind by more than the backlog is
-    /// disconnected (its `recv` fails once the frames before that are
-    /// taken) or loses its oldest events to a gap signal.
+    /// With a last event id it resumes from the history as a reconnecting
+    /// client does; without one it receives the events published after
+    /// this call. The backlog bound counts the frames it has not taken yet:
+    /// once more are waiting, the slow-client policy applies. With
+    /// [`SlowClient::Disconnect`] the subscription ends (`recv` fails after
+    /// the frames already queued); with [`SlowClient::DropOldest`] its
+    /// oldest events give way to a gap signal. Unlike a socket, a receiver
+    /// has no kernel buffer in front of it: a burst longer than the backlog,
+    /// published faster than the receiving thread takes it, counts as
+    /// falling behind. Size the backlog for the bursts you publish.
     ///
     /// ```
     /// use stdsse::hub::{Hub, Subscription};
@@ -583,14 +591,13 @@ impl Hub {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
-        let (tx, rx) = mpsc::sync_channel(RECEIVER_WINDOW);
-        let alive = Arc::new(());
-        let sink = Sink::Local {
-            tx,
-            alive: Arc::downgrade(&alive),
-        };
-        self.send_subscribe(sink, subscription)?;
-        Ok(Receiver { rx, _alive: alive })
+        let queue = Arc::new(LocalQueue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            counters: self.inner.counters.clone(),
+        });
+        self.send_subscribe(Sink::Local(queue.clone()), subscription)?;
+        Ok(Receiver { queue })
     }
 
     fn send_subscribe(&self, sink: Sink, subscription: Subscription) -> Result<(), SubscribeError> {
@@ -678,45 +685,139 @@ impl Hub {
     }
 }
 
-/// How many frames a [`Receiver`] holds beyond its subscriber's backlog:
-/// the hand-over window between a fan-out thread and the receiving thread.
-const RECEIVER_WINDOW: usize = 16;
-
-/// A subscriber in this process: receives the hub's frames from a channel
-/// (see [`Hub::receiver`]).
+/// A subscriber in this process: takes the hub's frames from a queue (see
+/// [`Hub::receiver`]). Dropping it unsubscribes.
 ///
 /// Frames arrive in the order a socket subscriber would be sent them.
-/// `recv` fails once the hub has closed or dropped this subscriber and
-/// every frame sent before that has been received. Dropping the receiver
-/// unsubscribes.
-#[derive(Debug)]
+/// Once the subscription ends (the hub closed, or the receiver was
+/// disconnected as a slow client; [`Hub::is_closed`] tells which), the
+/// frames already queued are still received, then `recv` fails.
+#[must_use = "dropping a Receiver unsubscribes it"]
 pub struct Receiver {
-    rx: mpsc::Receiver<Frame>,
-    /// The fan-out thread holds a weak reference: once this is dropped, it
-    /// removes the subscriber at its next check, even with no events
-    /// flowing to reveal the closed channel.
-    _alive: Arc<()>,
+    queue: Arc<LocalQueue>,
+}
+
+/// How long [`LocalQueue::take`] waits.
+enum Wait {
+    No,
+    Until(Instant),
+    Forever,
 }
 
 impl Receiver {
     /// Waits for the next frame.
     pub fn recv(&self) -> Result<Frame, RecvError> {
-        self.rx.recv()
+        self.queue.take(Wait::Forever).map_err(|_| RecvError)
     }
 
     /// The next frame, if one is waiting.
     pub fn try_recv(&self) -> Result<Frame, TryRecvError> {
-        self.rx.try_recv()
+        self.queue.take(Wait::No).map_err(|ended| match ended {
+            true => TryRecvError::Disconnected,
+            false => TryRecvError::Empty,
+        })
     }
 
     /// Waits at most `timeout` for the next frame.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
-        self.rx.recv_timeout(timeout)
+        let wait = Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until);
+        self.queue.take(wait).map_err(|ended| match ended {
+            true => RecvTimeoutError::Disconnected,
+            false => RecvTimeoutError::Timeout,
+        })
     }
 
     /// The frames as they arrive, until the subscription ends.
-    pub fn iter(&self) -> mpsc::Iter<'_, Frame> {
-        self.rx.iter()
+    pub fn iter(&self) -> impl Iterator<Item = Frame> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let queue = self.queue.lock();
+        f.debug_struct("Receiver")
+            .field("queued", &queue.backlog.frames.len())
+            .field("ended", &queue.ended)
+            .finish()
+    }
+}
+
+/// The queue between a fan-out thread and a [`Receiver`]. It is that
+/// subscriber's whole backlog: the bound and the slow-client policy act on
+/// what the receiving thread has not taken yet.
+struct LocalQueue {
+    state: Mutex<LocalState>,
+    ready: Condvar,
+    /// An event counts as delivered when the receiver takes it.
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct LocalState {
+    backlog: Backlog,
+    ended: bool,
+    /// The receiver waits on the condition variable: only then is a push
+    /// worth a wake-up (a system call even when nobody waits).
+    waiting: bool,
+}
+
+impl LocalQueue {
+    fn lock(&self) -> MutexGuard<'_, LocalState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next frame; `Err(true)` once the queue is empty and ended,
+    /// `Err(false)` when the wait is over first.
+    fn take(&self, wait: Wait) -> Result<Frame, bool> {
+        let mut state = self.lock();
+        loop {
+            if let Some(pending) = state.backlog.pop_front() {
+                if pending.kind == Kind::Event {
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(pending.frame);
+            }
+            if state.ended {
+                return Err(true);
+            }
+            let left = match wait {
+                Wait::No => return Err(false),
+                Wait::Forever => None,
+                Wait::Until(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(false);
+                    }
+                    Some(left)
+                }
+            };
+            state.waiting = true;
+            state = match left {
+                None => self.ready.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    let waited = self.ready.wait_timeout(state, left);
+                    waited.unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+            state.waiting = false;
+        }
+    }
+
+    /// Queues a frame and wakes the receiver if it waits.
+    fn push(&self, frame: Frame, kind: Kind) {
+        let mut state = self.lock();
+        state.backlog.push(frame, kind);
+        if state.waiting {
+            self.ready.notify_one();
+        }
+    }
+
+    fn end(&self) {
+        self.lock().ended = true;
+        self.ready.notify_all();
     }
 }
 
@@ -752,15 +853,64 @@ enum Kind {
     Control,
 }
 
+/// Frames waiting for a subscriber, and their size.
+#[derive(Default)]
+struct Backlog {
+    frames: VecDeque<Pending>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, frame: Frame, kind: Kind) {
+        self.bytes += frame.len();
+        self.frames.push_back(Pending { frame, kind });
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let pending = self.frames.pop_front()?;
+        self.bytes -= pending.frame.len();
+        Some(pending)
+    }
+
+    fn over(&self, max_events: usize, max_bytes: usize) -> bool {
+        self.frames.len() > max_events || self.bytes > max_bytes
+    }
+
+    /// Drops the oldest events after the first `keep` frames (a frame
+    /// partly written must be finished) until the backlog fits again, and
+    /// puts one gap signal in their place. Returns the events dropped.
+    fn drop_oldest(&mut self, keep: usize, max_events: usize, max_bytes: usize) -> u64 {
+        let gap_queued = self.frames.get(keep).is_some_and(|p| p.kind == Kind::Gap);
+        let first_droppable = keep + usize::from(gap_queued);
+        let mut dropped = 0;
+        while self.over(max_events, max_bytes) && self.frames.len() > first_droppable + 1 {
+            if let Some(p) = self.frames.remove(first_droppable) {
+                self.bytes -= p.frame.len();
+                dropped += u64::from(p.kind == Kind::Event);
+            }
+        }
+        if dropped > 0 && !gap_queued {
+            let frame = gap_frame("lagged");
+            self.bytes += frame.len();
+            self.frames.insert(
+                keep,
+                Pending {
+                    frame,
+                    kind: Kind::Gap,
+                },
+            );
+        }
+        dropped
+    }
+}
+
 /// Where a subscriber's frames go.
 enum Sink {
-    /// An event stream, written with non-blocking writes.
+    /// An event stream, written with non-blocking writes from the
+    /// subscriber's own backlog.
     Socket(Detached),
-    /// A [`Receiver`] in this process.
-    Local {
-        tx: SyncSender<Frame>,
-        alive: Weak<()>,
-    },
+    /// A [`Receiver`] in this process; the queue is the backlog.
+    Local(Arc<LocalQueue>),
 }
 
 impl Sink {
@@ -768,15 +918,26 @@ impl Sink {
     fn is_gone(&self) -> bool {
         match self {
             Sink::Socket(stream) => stream.is_gone(),
-            Sink::Local { alive, .. } => alive.strong_count() == 0,
+            // Only the fan-out thread's handle is left.
+            Sink::Local(queue) => Arc::strong_count(queue) == 1,
         }
     }
 
-    /// Ends the stream; a local receiver's channel closes when its
-    /// subscriber is dropped.
+    /// Ends the stream.
     fn close(&self, between_frames: bool) {
-        if let Sink::Socket(stream) = self {
-            stream.close(between_frames);
+        match self {
+            Sink::Socket(stream) => stream.close(between_frames),
+            Sink::Local(queue) => queue.end(),
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// A receiver's subscription ends however its subscriber goes, even if
+    /// a fan-out thread panics: `recv` must not wait forever.
+    fn drop(&mut self) {
+        if let Sink::Local(queue) = self {
+            queue.end();
         }
     }
 }
@@ -786,74 +947,68 @@ struct Subscriber {
     /// Frames go out as chunks of a chunked body (HTTP/1.1 clients).
     chunked: bool,
     subscription: Subscription,
-    pending: VecDeque<Pending>,
+    /// What waits to be written to a socket (a receiver's is its queue).
+    pending: Backlog,
     /// Bytes of the first pending frame already written.
     offset: usize,
-    pending_bytes: usize,
     last_write: Instant,
     gone: bool,
 }
 
 impl Subscriber {
     fn push(&mut self, frame: Frame, kind: Kind) {
-        self.pending_bytes += frame.len();
-        self.pending.push_back(Pending { frame, kind });
-    }
-
-    /// Writes as much of the backlog as the sink takes now. Returns the
-    /// number of events written in full.
-    fn flush(&mut self) -> u64 {
-        match self.sink {
-            Sink::Socket(_) => self.write_socket(),
-            Sink::Local { .. } => self.send_local(),
+        match &self.sink {
+            Sink::Socket(_) => self.pending.push(frame, kind),
+            // A receiver that was dropped takes nothing more: it is gone,
+            // not slow.
+            Sink::Local(queue) if Arc::strong_count(queue) == 1 => self.gone = true,
+            Sink::Local(queue) => queue.push(frame, kind),
         }
     }
 
-    /// Moves pending frames into a local receiver's channel while it has
-    /// room.
-    fn send_local(&mut self) -> u64 {
-        let Sink::Local { tx, .. } = &self.sink else {
-            unreachable!("called for local sinks")
-        };
-        let mut delivered = 0;
-        while let Some(front) = self.pending.front() {
-            match tx.try_send(front.frame.clone()) {
-                Ok(()) => {
-                    let done = self.pending.pop_front().expect("the front was there");
-                    self.pending_bytes -= done.frame.len();
-                    delivered += u64::from(done.kind == Kind::Event);
-                }
-                Err(TrySendError::Full(_)) => break,
-                Err(TrySendError::Disconnected(_)) => {
-                    self.gone = true;
-                    break;
-                }
+    /// Whether the backlog passed its bound.
+    fn over(&self, max_events: usize, max_bytes: usize) -> bool {
+        match &self.sink {
+            Sink::Socket(_) => self.pending.over(max_events, max_bytes),
+            Sink::Local(queue) => queue.lock().backlog.over(max_events, max_bytes),
+        }
+    }
+
+    /// Drops the oldest pending events for [`SlowClient::DropOldest`].
+    fn drop_oldest(&mut self, max_events: usize, max_bytes: usize) -> u64 {
+        match &self.sink {
+            // A frame partly written must be finished.
+            Sink::Socket(_) => {
+                let keep = usize::from(self.offset > 0);
+                self.pending.drop_oldest(keep, max_events, max_bytes)
             }
+            Sink::Local(queue) => queue.lock().backlog.drop_oldest(0, max_events, max_bytes),
         }
-        delivered
     }
 
-    /// Writes as much of the backlog as the socket takes now.
-    fn write_socket(&mut self) -> u64 {
-        let Sink::Socket(stream) = &self.sink else {
-            unreachable!("called for sockets")
-        };
+    /// Writes as much of the backlog as the socket takes now. Returns the
+    /// number of events written in full. (A receiver's frames are queued
+    /// for it as they are pushed.)
+    fn flush(&mut self) -> u64 {
         const MAX_FRAMES: usize = 64;
+        let Sink::Socket(stream) = &self.sink else {
+            return 0;
+        };
         let mut delivered = 0;
         // The chunk-size lines of a chunked body, one per frame, built here
         // so that the shared frames themselves stay as encoded.
         let mut heads = [[0u8; 18]; MAX_FRAMES];
-        while !self.pending.is_empty() && !self.gone {
-            let count = self.pending.len().min(MAX_FRAMES);
+        while !self.pending.frames.is_empty() && !self.gone {
+            let count = self.pending.frames.len().min(MAX_FRAMES);
             let mut head_lens = [0usize; MAX_FRAMES];
             if self.chunked {
-                for (i, p) in self.pending.iter().take(count).enumerate() {
+                for (i, p) in self.pending.frames.iter().take(count).enumerate() {
                     head_lens[i] = chunk_head(p.frame.len(), &mut heads[i]);
                 }
             }
             let mut slices = Vec::with_capacity(count * 3);
             let mut skip = self.offset;
-            for (i, p) in self.pending.iter().take(count).enumerate() {
+            for (i, p) in self.pending.frames.iter().take(count).enumerate() {
                 let parts: [&[u8]; 3] = if self.chunked {
                     [&heads[i][..head_lens[i]], p.frame.as_bytes(), CHUNK_END]
                 } else {
@@ -874,7 +1029,7 @@ impl Subscriber {
                     self.last_write = Instant::now();
                     let mut left = written;
                     while left > 0 {
-                        let front_left = self.wire_len(&self.pending[0]) - self.offset;
+                        let front_left = self.wire_len(&self.pending.frames[0]) - self.offset;
                         if left < front_left {
                             self.offset += left;
                             break;
@@ -885,7 +1040,6 @@ impl Subscriber {
                             .pending
                             .pop_front()
                             .expect("written bytes belong to pending frames");
-                        self.pending_bytes -= done.frame.len();
                         delivered += u64::from(done.kind == Kind::Event);
                     }
                     if written < offered {
@@ -1073,9 +1227,8 @@ impl Coordinator {
             chunked: matches!(&sink, Sink::Socket(stream) if stream.chunked()),
             sink,
             subscription,
-            pending: VecDeque::new(),
+            pending: Backlog::default(),
             offset: 0,
-            pending_bytes: 0,
             last_write: Instant::now(),
             gone: false,
         };
@@ -1104,7 +1257,7 @@ impl Coordinator {
                     Some(self.history.partition_point(|e| e.at < since))
                 }
                 // A local receiver gets what is published after it.
-                Sink::Local { .. } => None,
+                Sink::Local(_) => None,
             },
         };
         for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
@@ -1163,7 +1316,10 @@ impl Shard {
         loop {
             // Sleep until a command arrives; wake sooner to retry backlogs
             // that a full socket left behind, and on the tick.
-            let backlog = self.subscribers.iter().any(|s| !s.pending.is_empty());
+            let backlog = self
+                .subscribers
+                .iter()
+                .any(|s| !s.pending.frames.is_empty());
             let wait = if backlog {
                 Duration::from_millis(2)
             } else {
@@ -1205,10 +1361,7 @@ impl Shard {
                 continue;
             }
             sub.push(entry.frame.clone(), Kind::Event);
-            let over = |sub: &Subscriber| {
-                sub.pending.len() > bound_events || sub.pending_bytes > bound_bytes
-            };
-            if over(sub) {
+            if sub.over(bound_events, bound_bytes) {
                 // A batch queues many events before any write: let the
                 // socket take what it can first, so that only a client that
                 // does not read counts as slow.
@@ -1217,14 +1370,14 @@ impl Shard {
                     .delivered
                     .fetch_add(delivered, Ordering::Relaxed);
             }
-            if over(sub) && !sub.gone {
+            if sub.over(bound_events, bound_bytes) && !sub.gone {
                 match self.config.slow_client {
                     SlowClient::Disconnect => {
                         sub.gone = true;
                         self.counters.evicted.fetch_add(1, Ordering::Relaxed);
                     }
                     SlowClient::DropOldest => {
-                        let dropped = drop_oldest(sub, bound_events, bound_bytes);
+                        let dropped = sub.drop_oldest(bound_events, bound_bytes);
                         self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
                     }
                 }
@@ -1241,11 +1394,12 @@ impl Shard {
                 sub.gone = true;
                 continue;
             }
-            if sub.pending.is_empty() {
-                sub.pending.shrink_to(4);
-                let socket = matches!(sub.sink, Sink::Socket(_));
-                if socket && keep_alive.is_some_and(|interval| sub.last_write.elapsed() >= interval)
-                {
+            let Sink::Socket(_) = sub.sink else {
+                continue; // receivers get no keep-alives
+            };
+            if sub.pending.frames.is_empty() {
+                sub.pending.frames.shrink_to(4);
+                if keep_alive.is_some_and(|interval| sub.last_write.elapsed() >= interval) {
                     sub.push(keep_alive_frame(), Kind::Control);
                 }
             }
@@ -1256,7 +1410,7 @@ impl Shard {
     fn flush_all(&mut self) {
         let mut delivered = 0;
         for sub in &mut self.subscribers {
-            if !sub.pending.is_empty() {
+            if !sub.pending.frames.is_empty() {
                 delivered += sub.flush();
             }
         }
@@ -1294,7 +1448,7 @@ impl Shard {
         }
         while Instant::now() < deadline {
             self.flush_all();
-            if self.subscribers.iter().all(|s| s.pending.is_empty()) {
+            if self.subscribers.iter().all(|s| s.pending.frames.is_empty()) {
                 break;
             }
             thread::sleep(Duration::from_millis(2));
@@ -1310,39 +1464,6 @@ impl Shard {
             let _ = done.send(());
         }
     }
-}
-
-/// Drops the oldest pending events (never the one partly written) until
-/// the backlog fits again, and puts one gap signal in their place.
-fn drop_oldest(sub: &mut Subscriber, max_events: usize, max_bytes: usize) -> u64 {
-    // The first frame may be partly written: it must be finished.
-    let keep_front = usize::from(sub.offset > 0);
-    let gap_queued = sub
-        .pending
-        .get(keep_front)
-        .is_some_and(|p| p.kind == Kind::Gap);
-    let first_droppable = keep_front + usize::from(gap_queued);
-    let mut dropped = 0;
-    while (sub.pending.len() > max_events || sub.pending_bytes > max_bytes)
-        && sub.pending.len() > first_droppable + 1
-    {
-        if let Some(p) = sub.pending.remove(first_droppable) {
-            sub.pending_bytes -= p.frame.len();
-            dropped += u64::from(p.kind == Kind::Event);
-        }
-    }
-    if dropped > 0 && !gap_queued {
-        let gap = gap_frame("lagged");
-        sub.pending_bytes += gap.len();
-        sub.pending.insert(
-            keep_front,
-            Pending {
-                frame: gap,
-                kind: Kind::Gap,
-            },
-        );
-    }
-    dropped
 }
 
 fn gap_frame(reason: &str) -> Frame {

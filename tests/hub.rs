@@ -1091,7 +1091,9 @@ const QUIET: Duration = Duration::from_millis(100);
 #[test]
 fn receivers_get_live_events_replays_topics_and_the_close_event() {
     let hub = build(Hub::builder().close_event(Some(Event::new().data("bye"))));
-    publish(&hub, "before");
+    publish(&hub, "first");
+    publish(&hub, "second");
+    wait_history(&hub, 2);
     let live = hub.receiver(Subscription::new()).expect("subscribe");
     let resumed = hub
         .receiver(Subscription::new().last_event_id(Some(id(&hub, 1))))
@@ -1112,8 +1114,11 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
 
     let cases: [(&Receiver, &[&str]); 4] = [
         (&live, &["one", "bye"]),
-        (&resumed, &["one", "bye"]),
-        (&everything, &["unknown-id", "before", "one", "bye"]),
+        (&resumed, &["second", "one", "bye"]),
+        (
+            &everything,
+            &["unknown-id", "first", "second", "one", "bye"],
+        ),
         (&topical, &["one", "for a", "bye"]),
     ];
     for (receiver, expected) in cases {
@@ -1121,39 +1126,113 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
         assert_eq!(data(&events), expected);
         assert!(ended, "the subscription did not end with the hub");
     }
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.replay_hits, stats.replay_misses),
+        (1, 1),
+        "{stats:?}"
+    );
+    // Events taken by receivers count as delivered (1 + 2 + 3 + 2); the
+    // gap signal and the close event are not events.
+    assert_eq!(stats.delivered, 8, "{stats:?}");
     assert!(hub.receiver(Subscription::new()).is_err());
 }
 
 #[test]
-fn a_receiver_that_stops_taking_is_evicted_or_lagged() {
-    const BACKLOG: usize = 8;
-    const SENT: usize = 200;
-    for policy in [SlowClient::Disconnect, SlowClient::DropOldest] {
-        let hub = build(Hub::builder().backlog(BACKLOG, 1 << 20).slow_client(policy));
-        let receiver = hub.receiver(Subscription::new()).expect("subscribe");
-        wait_subscribers(&hub, 1);
-        for n in 0..SENT {
-            publish(&hub, &n.to_string());
+fn closing_delivers_everything_a_receiver_has_not_taken() {
+    // One thread publishes, closes, then reads: nothing waits for it.
+    const SENT: usize = 500;
+    let hub = build(Hub::builder().close_event(Some(Event::new().data("bye"))));
+    let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+    wait_subscribers(&hub, 1);
+    for n in 0..SENT {
+        publish(&hub, &n.to_string());
+    }
+    hub.close().expect("close");
+    let (events, ended) = receive(&receiver, LONG_WAIT);
+    let mut expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
+    expected.push("bye".into());
+    assert_eq!(data(&events), expected);
+    assert!(ended);
+}
+
+/// Publishes `n` events for everyone, then one to the topic `marker` and
+/// waits until `marker` (on the same fan-out thread) has it: by then the
+/// fan-out thread has handled the `n` events for every subscriber.
+fn publish_and_settle(hub: &Hub, marker: &Receiver, n: usize) {
+    for k in 0..n {
+        publish(hub, &k.to_string());
+    }
+    hub.publish_to(&["marker"], Event::new().data("marker"))
+        .expect("publish");
+    let mut parser = Parser::new();
+    loop {
+        let frame = marker.recv_timeout(LONG_WAIT).expect("the marker");
+        parser.feed(frame.as_bytes());
+        if let Some(Ok(Item::Event(event))) = parser.next_item() {
+            if event.data == "marker" {
+                return;
+            }
         }
-        wait_until_within(LONG_WAIT, "the backlog bound to act", || {
-            let stats = hub.stats();
-            stats.evicted + stats.dropped > 0 && stats.published == SENT as u64
-        });
-        let (events, ended) = receive(&receiver, QUIET);
-        // What was held never exceeds the backlog plus the channel's window.
-        assert!(events.len() < SENT, "{policy:?}: nothing was bounded");
+    }
+}
+
+#[test]
+fn the_backlog_bound_counts_what_a_receiver_has_not_taken() {
+    const BACKLOG: usize = 8;
+    for policy in [SlowClient::Disconnect, SlowClient::DropOldest] {
+        let hub = build(
+            Hub::builder()
+                .backlog(BACKLOG, 1 << 20)
+                .slow_client(policy)
+                .fanout_threads(1),
+        );
+        let slow = hub.receiver(Subscription::new()).expect("subscribe");
+        // It takes everything at once; only events for everyone reach it.
+        let marker = hub
+            .receiver(
+                Subscription::new()
+                    .filter(|p| !p.topics.is_empty())
+                    .topic("marker"),
+            )
+            .expect("subscribe");
+        wait_subscribers(&hub, 2);
+
+        // Exactly the bound waits: nothing happens.
+        publish_and_settle(&hub, &marker, BACKLOG);
+        let stats = hub.stats();
+        assert_eq!(
+            (stats.evicted, stats.dropped),
+            (0, 0),
+            "{policy:?}: {stats:?}"
+        );
+
+        // One more than the bound: the policy acts.
+        publish_and_settle(&hub, &marker, 1);
+        // Every frame is queued by now; an evicted receiver's queue ends
+        // right after the fan-out thread's round.
+        let wait = match policy {
+            SlowClient::Disconnect => LONG_WAIT,
+            SlowClient::DropOldest => QUIET,
+        };
+        let (events, ended) = receive(&slow, wait);
+        let stats = hub.stats();
+        let sent: Vec<String> = (0..BACKLOG).chain([0]).map(|n| n.to_string()).collect();
         match policy {
             SlowClient::Disconnect => {
-                assert!(ended, "an evicted receiver's channel stays open");
-                assert_eq!(hub.stats().evicted, 1);
-                let expected: Vec<String> = (0..events.len()).map(|n| n.to_string()).collect();
-                assert_eq!(data(&events), expected, "a prefix, in order");
+                assert_eq!(stats.evicted, 1, "{stats:?}");
+                assert!(ended, "an evicted receiver's subscription goes on");
+                // What was queued before the eviction, in order.
+                assert_eq!(data(&events), sent);
             }
             SlowClient::DropOldest => {
+                assert_eq!((stats.evicted, stats.dropped), (0, 1), "{stats:?}");
                 assert!(!ended, "a lagging receiver stays subscribed");
-                assert!(events.iter().any(|e| e.event_type == GAP_EVENT));
-                let last = events.last().expect("events");
-                assert_eq!(last.data, (SENT - 1).to_string(), "the newest is kept");
+                // The gap signal where the oldest was, then the rest.
+                let mut expected = vec!["lagged".to_string()];
+                expected.extend(sent[1..].iter().cloned());
+                assert_eq!(data(&events), expected);
+                assert_eq!(events[0].event_type, GAP_EVENT);
             }
         }
         hub.close().expect("close");
