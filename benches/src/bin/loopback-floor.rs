@@ -104,7 +104,8 @@ fn main() {
 }
 
 /// The client process: reads every event on every connection, then prints
-/// `<CPU seconds> <latency ns>...` sorted, on one line.
+/// its CPU seconds on one line (at once, so that the server can stop its
+/// clock) and every latency in nanoseconds on the next.
 fn clients(args: &Args, addr: &str) {
     let conns: Vec<TcpStream> = (0..args.clients)
         .map(|_| TcpStream::connect(addr).expect("connect (raise ulimit -n?)"))
@@ -145,13 +146,13 @@ fn clients(args: &Args, addr: &str) {
             })
         })
         .collect();
-    let mut latencies: Vec<u64> = readers
+    let latencies: Vec<Vec<u64>> = readers
         .into_iter()
-        .flat_map(|r| r.join().expect("reader"))
+        .map(|r| r.join().expect("reader"))
         .collect();
-    latencies.sort_unstable();
-    let mut line = format!("{}", cpu_seconds() - cpu_before);
-    for latency in latencies {
+    println!("{}", cpu_seconds() - cpu_before);
+    let mut line = String::new();
+    for latency in latencies.into_iter().flatten() {
         line.push(' ');
         line.push_str(&latency.to_string());
     }
@@ -223,15 +224,19 @@ fn server(args: &Args) {
         .map(|w| w.join().expect("writer"))
         .collect();
     let server_cpu = cpu_seconds() - cpu_before;
-    let mut report = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut report)
-        .expect("the clients' report");
+    let mut report = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    report.read_line(&mut line).expect("the clients' CPU time");
     let wall = begin.elapsed().as_secs_f64();
+    let client_cpu: f64 = line.trim().parse().unwrap_or(0.0);
+    line.clear();
+    report.read_line(&mut line).expect("the clients' latencies");
     let _ = child.wait();
-    let mut fields = report.split_whitespace();
-    let client_cpu: f64 = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
-    let latencies: Vec<u64> = fields.filter_map(|l| l.parse().ok()).collect();
+    let mut latencies: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    latencies.sort_unstable();
     assert!(!latencies.is_empty(), "no deliveries");
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
     let deliveries = latencies.len() as f64;
