@@ -343,8 +343,9 @@ impl HubBuilder {
         self
     }
 
-    /// Bounds each subscriber's backlog of unsent events (default 2000
-    /// events, 2 MiB). Frames are shared between subscribers, so this bounds
+    /// Bounds each subscriber's backlog: the frames not yet written to its
+    /// socket, or not yet taken by its [`Receiver`] (default 2000 frames,
+    /// 2 MiB). Frames are shared between subscribers, so this bounds
     /// how far behind a client may fall more than it bounds memory. Keep it
     /// above the history bounds so a full replay fits.
     pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
@@ -689,9 +690,10 @@ impl Hub {
 /// [`Hub::receiver`]). Dropping it unsubscribes.
 ///
 /// Frames arrive in the order a socket subscriber would be sent them.
-/// Once the subscription ends (the hub closed, or the receiver was
-/// disconnected as a slow client; [`Hub::is_closed`] tells which), the
-/// frames already queued are still received, then `recv` fails.
+/// Once the subscription ends (the hub was closed or its last handle
+/// dropped, or the receiver was disconnected as a slow client, which
+/// [`HubStats::evicted`] counts), the frames already queued are still
+/// received, then `recv` fails.
 #[must_use = "dropping a Receiver unsubscribes it"]
 pub struct Receiver {
     queue: Arc<LocalQueue>,
@@ -759,9 +761,10 @@ struct LocalQueue {
 struct LocalState {
     backlog: Backlog,
     ended: bool,
-    /// The receiver waits on the condition variable: only then is a push
-    /// worth a wake-up (a system call even when nobody waits).
-    waiting: bool,
+    /// Threads waiting on the condition variable (a `Receiver` may be
+    /// shared): only then is a push worth a wake-up, which is a system call
+    /// even when nobody waits.
+    waiting: usize,
 }
 
 impl LocalQueue {
@@ -794,7 +797,7 @@ impl LocalQueue {
                     Some(left)
                 }
             };
-            state.waiting = true;
+            state.waiting += 1;
             state = match left {
                 None => self.ready.wait(state).unwrap_or_else(|e| e.into_inner()),
                 Some(left) => {
@@ -802,17 +805,23 @@ impl LocalQueue {
                     waited.unwrap_or_else(|e| e.into_inner()).0
                 }
             };
-            state.waiting = false;
+            state.waiting -= 1;
         }
     }
 
-    /// Queues a frame and wakes the receiver if it waits.
-    fn push(&self, frame: Frame, kind: Kind) {
+    /// Queues a frame, applies `bound` under the same lock (so that the
+    /// decision sees what the receiver has taken), and wakes the receiver
+    /// if it waits.
+    fn push(&self, frame: Frame, kind: Kind, bound: impl FnOnce(&mut Backlog) -> Bound) -> Bound {
         let mut state = self.lock();
         state.backlog.push(frame, kind);
-        if state.waiting {
+        let outcome = bound(&mut state.backlog);
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
             self.ready.notify_one();
         }
+        outcome
     }
 
     fn end(&self) {
@@ -904,6 +913,30 @@ impl Backlog {
     }
 }
 
+/// What the backlog bound did when an event was queued.
+enum Bound {
+    Fits,
+    /// Over the bound with [`SlowClient::Disconnect`].
+    Evict,
+    /// Over the bound with [`SlowClient::DropOldest`]: events dropped.
+    Dropped(u64),
+}
+
+impl Backlog {
+    /// Applies the slow-client policy if the backlog is over its bound;
+    /// the first `keep` frames are never dropped.
+    fn enforce(&mut self, keep: usize, config: &HubBuilder) -> Bound {
+        let (events, bytes) = (config.backlog_events, config.backlog_bytes);
+        if !self.over(events, bytes) {
+            return Bound::Fits;
+        }
+        match config.slow_client {
+            SlowClient::Disconnect => Bound::Evict,
+            SlowClient::DropOldest => Bound::Dropped(self.drop_oldest(keep, events, bytes)),
+        }
+    }
+}
+
 /// Where a subscriber's frames go.
 enum Sink {
     /// An event stream, written with non-blocking writes from the
@@ -956,33 +989,47 @@ struct Subscriber {
 }
 
 impl Subscriber {
+    /// Queues a frame that does not count against the bound (replay,
+    /// gap signal, keep-alive, goodbye).
     fn push(&mut self, frame: Frame, kind: Kind) {
         match &self.sink {
             Sink::Socket(_) => self.pending.push(frame, kind),
+            Sink::Local(queue) => {
+                queue.push(frame, kind, |_| Bound::Fits);
+            }
+        }
+    }
+
+    /// Queues a published event and keeps the backlog within its bound.
+    /// Returns the events a flush wrote on the way, and what the bound did.
+    fn push_event(&mut self, frame: Frame, config: &HubBuilder) -> (u64, Bound) {
+        match &self.sink {
             // A receiver that was dropped takes nothing more: it is gone,
             // not slow.
-            Sink::Local(queue) if Arc::strong_count(queue) == 1 => self.gone = true,
-            Sink::Local(queue) => queue.push(frame, kind),
-        }
-    }
-
-    /// Whether the backlog passed its bound.
-    fn over(&self, max_events: usize, max_bytes: usize) -> bool {
-        match &self.sink {
-            Sink::Socket(_) => self.pending.over(max_events, max_bytes),
-            Sink::Local(queue) => queue.lock().backlog.over(max_events, max_bytes),
-        }
-    }
-
-    /// Drops the oldest pending events for [`SlowClient::DropOldest`].
-    fn drop_oldest(&mut self, max_events: usize, max_bytes: usize) -> u64 {
-        match &self.sink {
-            // A frame partly written must be finished.
-            Sink::Socket(_) => {
-                let keep = usize::from(self.offset > 0);
-                self.pending.drop_oldest(keep, max_events, max_bytes)
+            Sink::Local(queue) if Arc::strong_count(queue) == 1 => {
+                self.gone = true;
+                (0, Bound::Fits)
             }
-            Sink::Local(queue) => queue.lock().backlog.drop_oldest(0, max_events, max_bytes),
+            Sink::Local(queue) => (0, queue.push(frame, Kind::Event, |b| b.enforce(0, config))),
+            Sink::Socket(_) => {
+                self.pending.push(frame, Kind::Event);
+                let mut delivered = 0;
+                if self
+                    .pending
+                    .over(config.backlog_events, config.backlog_bytes)
+                {
+                    // A batch queues many events before any write: let the
+                    // socket take what it can first, so that only a client
+                    // that does not read counts as slow.
+                    delivered = self.flush();
+                }
+                if self.gone {
+                    return (delivered, Bound::Fits);
+                }
+                // A frame partly written must be finished.
+                let keep = usize::from(self.offset > 0);
+                (delivered, self.pending.enforce(keep, config))
+            }
         }
     }
 
@@ -1355,34 +1402,26 @@ impl Shard {
     }
 
     fn publish(&mut self, entry: &Entry) {
-        let (bound_events, bound_bytes) = (self.config.backlog_events, self.config.backlog_bytes);
+        let (mut delivered, mut evicted, mut dropped) = (0, 0, 0);
         for sub in &mut self.subscribers {
             if sub.gone || !sub.subscription.wants(entry) {
                 continue;
             }
-            sub.push(entry.frame.clone(), Kind::Event);
-            if sub.over(bound_events, bound_bytes) {
-                // A batch queues many events before any write: let the
-                // socket take what it can first, so that only a client that
-                // does not read counts as slow.
-                let delivered = sub.flush();
-                self.counters
-                    .delivered
-                    .fetch_add(delivered, Ordering::Relaxed);
-            }
-            if sub.over(bound_events, bound_bytes) && !sub.gone {
-                match self.config.slow_client {
-                    SlowClient::Disconnect => {
-                        sub.gone = true;
-                        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    SlowClient::DropOldest => {
-                        let dropped = sub.drop_oldest(bound_events, bound_bytes);
-                        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
-                    }
+            let (written, bound) = sub.push_event(entry.frame.clone(), &self.config);
+            delivered += written;
+            match bound {
+                Bound::Fits => {}
+                Bound::Evict => {
+                    sub.gone = true;
+                    evicted += 1;
                 }
+                Bound::Dropped(n) => dropped += n,
             }
         }
+        let c = &self.counters;
+        c.delivered.fetch_add(delivered, Ordering::Relaxed);
+        c.evicted.fetch_add(evicted, Ordering::Relaxed);
+        c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// Keep-alives for idle subscribers, and a check for clients that went
@@ -1437,7 +1476,9 @@ impl Shard {
     /// until the close timeout to take it, then ends every stream.
     fn close(&mut self, done: Option<SyncSender<()>>) {
         let deadline = Instant::now() + self.config.close_timeout;
-        for sub in &mut self.subscribers {
+        // One evicted in this round gets no goodbye, as it would not have
+        // a round later.
+        for sub in self.subscribers.iter_mut().filter(|s| !s.gone) {
             if let Some(event) = &self.config.close_event {
                 sub.push(Frame::from(event), Kind::Control);
             }

@@ -1,6 +1,7 @@
 //! The broadcast hub over real sockets: a `Server` on 127.0.0.1:0 whose
 //! `/events` route subscribes streams to a `Hub`, and raw TCP clients that
-//! parse the event stream with `stdsse::parser::Parser`.
+//! parse the event stream with `stdsse::parser::Parser`. The last tests
+//! subscribe in-process `Receiver`s instead.
 
 mod common;
 
@@ -1111,6 +1112,8 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
     hub.publish_to(&["b"], Event::new().data("for b"))
         .expect("publish");
     hub.close().expect("close");
+    // Queued is not delivered: an event counts when a receiver takes it.
+    assert_eq!(hub.stats().delivered, 0);
 
     let cases: [(&Receiver, &[&str]); 4] = [
         (&live, &["one", "bye"]),
@@ -1310,4 +1313,49 @@ fn publish_blocks_while_the_inbox_is_full() {
         }
     }
     assert_eq!(got, expected, "nothing lost while publishers waited");
+}
+
+#[test]
+fn an_evicted_receiver_gets_no_close_event() {
+    // Eviction and close usually land in the same fan-out round here.
+    let hub = build(
+        Hub::builder()
+            .backlog(1, 1 << 20)
+            .close_event(Some(Event::new().data("bye"))),
+    );
+    let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+    wait_subscribers(&hub, 1);
+    for n in 0..3 {
+        publish(&hub, &n.to_string());
+    }
+    hub.close().expect("close");
+    let (events, ended) = receive(&receiver, LONG_WAIT);
+    assert!(ended);
+    assert_eq!(hub.stats().evicted, 1);
+    assert_eq!(data(&events), ["0", "1"], "what was queued, and no goodbye");
+}
+
+#[test]
+fn a_publish_wakes_every_thread_blocked_on_a_receiver() {
+    let hub = Hub::new().expect("hub");
+    let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+    wait_subscribers(&hub, 1);
+    thread::scope(|scope| {
+        // Two threads wait; one gives up first. The other must still be
+        // woken by the next event.
+        let patient = scope.spawn(|| receiver.recv_timeout(LONG_WAIT));
+        let hasty = scope.spawn(|| receiver.recv_timeout(Duration::from_millis(20)));
+        assert_eq!(
+            hasty.join().expect("thread").map(|_| ()),
+            Err(RecvTimeoutError::Timeout)
+        );
+        let started = std::time::Instant::now();
+        publish(&hub, "wake up");
+        let frame = patient.join().expect("thread").expect("a frame");
+        assert!(frame.as_bytes().ends_with(b"data: wake up\n\n"));
+        assert!(
+            started.elapsed() < LONG_WAIT / 2,
+            "woken by its timeout, not by the event"
+        );
+    });
 }
