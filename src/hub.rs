@@ -317,7 +317,7 @@ impl Default for HubBuilder {
             slow_client: SlowClient::Disconnect,
             unknown_id: UnknownId::ReplayAll,
             keep_alive: Some(Duration::from_secs(15)),
-            inbox: 65_536,
+            inbox: 1024,
             close_event: None,
             close_retry: None,
             close_timeout: Duration::from_secs(2),
@@ -375,9 +375,15 @@ impl HubBuilder {
         self
     }
 
-    /// How many commands (publishes, subscriptions) may wait for the fan-out
-    /// thread; past it, `publish` blocks until there is room (default
-    /// 65,536). This bounds the hub's memory when publishers outrun it.
+    /// How many commands (publishes, subscriptions) may wait for the hub;
+    /// past it, `publish` blocks until there is room (default 1,024).
+    ///
+    /// This bounds the memory of events on their way when publishers
+    /// outrun the subscribers' backlogs (a fan-out thread busy with
+    /// thousands of sockets, or a filter that is slow): the hub then holds
+    /// at most about five times this many published events in its queues
+    /// (up to 4,096 at a time between its threads). It counts events, not
+    /// bytes: with large events, lower it.
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
         self
@@ -417,7 +423,7 @@ impl HubBuilder {
         let config = Arc::new(self);
         let mut shards = Vec::new();
         for n in 0..config.fanout_threads {
-            let (shard_tx, shard_rx) = mpsc::sync_channel(config.inbox);
+            let (shard_tx, shard_rx) = mpsc::sync_channel(SHARD_QUEUE);
             let load = Arc::new(AtomicU64::new(0));
             let shard = Shard {
                 subscribers: Vec::new(),
@@ -1147,7 +1153,15 @@ enum ShardCommand {
 }
 
 /// The most commands handled before the results are passed on: a batch.
+/// The coordinator's batches are also at most the inbox's size.
 const BATCH: usize = 4096;
+
+/// How many commands (batches, mostly) may wait for a fan-out thread. A
+/// fan-out thread that falls behind stops the coordinator after this many,
+/// the inbox then fills, and `publish` waits. Events on their way are then
+/// at most five inboxes' worth: the inbox, the coordinator's batch, these
+/// two batches, and the one being fanned out.
+const SHARD_QUEUE: usize = 2;
 
 impl Coordinator {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -1171,7 +1185,7 @@ impl Coordinator {
                     Command::Close(done) => return self.close(Some(done)),
                 }
                 handled += 1;
-                if handled < BATCH {
+                if handled < BATCH.min(self.config.inbox) {
                     next = rx.try_recv().ok();
                 }
             }

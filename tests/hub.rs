@@ -1359,3 +1359,67 @@ fn a_publish_wakes_every_thread_blocked_on_a_receiver() {
         );
     });
 }
+
+#[test]
+fn a_stalled_fan_out_thread_makes_publish_wait_with_bounded_queues() {
+    const INBOX: usize = 8;
+    const SENT: usize = 1000;
+    let hub = build(Hub::builder().inbox(INBOX).fanout_threads(1));
+    // A filter runs on the fan-out thread: holding it there stalls it.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let stalled = hub
+        .receiver(Subscription::new().filter(move |_| {
+            let held = gate.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((entered, release)) = held {
+                let _ = entered.send(());
+                let _ = release.recv_timeout(LONG_WAIT);
+            }
+            true
+        }))
+        .expect("subscribe");
+    wait_subscribers(&hub, 1);
+
+    let published = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (hub, published) = (hub.clone(), published.clone());
+        thread::spawn(move || {
+            for n in 0..SENT {
+                publish(&hub, &n.to_string());
+                published.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    entered_rx
+        .recv_timeout(LONG_WAIT)
+        .expect("the fan-out thread runs the filter");
+    // Wait until publishing stops moving.
+    let mut last = usize::MAX;
+    wait_until_within(LONG_WAIT, "publish to block", || {
+        let now = published.load(Ordering::SeqCst);
+        let settled = now == last;
+        last = now;
+        thread::sleep(QUIET);
+        settled
+    });
+    let accepted = published.load(Ordering::SeqCst);
+    assert!(
+        accepted <= 5 * INBOX,
+        "{accepted} events accepted while the fan-out thread was stalled"
+    );
+
+    release_tx.send(()).expect("release the fan-out thread");
+    publisher.join().expect("publisher thread");
+    let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
+    let mut parser = Parser::new();
+    let mut got = Vec::new();
+    while got.len() < SENT {
+        let frame = stalled.recv_timeout(LONG_WAIT).expect("a frame");
+        parser.feed(frame.as_bytes());
+        while let Some(Ok(Item::Event(event))) = parser.next_item() {
+            got.push(event.data);
+        }
+    }
+    assert_eq!(got, expected, "nothing lost while publishers waited");
+}
