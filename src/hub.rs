@@ -79,7 +79,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -379,11 +379,11 @@ impl HubBuilder {
     /// past it, `publish` blocks until there is room (default 1,024).
     ///
     /// This bounds the memory of events on their way when publishers
-    /// outrun the subscribers' backlogs (a fan-out thread busy with
-    /// thousands of sockets, or a filter that is slow): the hub then holds
-    /// at most about five times this many published events in its queues
-    /// (up to 4,096 at a time between its threads). It counts events, not
-    /// bytes: with large events, lower it.
+    /// outrun the fan-out (a fan-out thread busy with thousands of
+    /// sockets, or a filter that is slow): the hub then holds at most about
+    /// five times this many published events in its queues (this is also
+    /// the most passed between its threads at a time, up to 4,096). It
+    /// counts events, not bytes: with large events, lower it.
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
         self
@@ -423,18 +423,24 @@ impl HubBuilder {
         let config = Arc::new(self);
         let mut shards = Vec::new();
         for n in 0..config.fanout_threads {
-            let (shard_tx, shard_rx) = mpsc::sync_channel(SHARD_QUEUE);
+            let (shard_tx, shard_rx) = mpsc::channel();
             let load = Arc::new(AtomicU64::new(0));
+            let queued = Arc::new(AtomicUsize::new(0));
             let shard = Shard {
                 subscribers: Vec::new(),
                 counters: counters.clone(),
                 config: config.clone(),
                 load: load.clone(),
+                queued: queued.clone(),
             };
             thread::Builder::new()
                 .name(format!("stdsse-fanout-{n}"))
                 .spawn(move || shard.run(shard_rx))?;
-            shards.push(ShardHandle { tx: shard_tx, load });
+            shards.push(ShardHandle {
+                tx: shard_tx,
+                load,
+                queued,
+            });
         }
         let coordinator = Coordinator {
             history: VecDeque::new(),
@@ -1142,8 +1148,11 @@ struct Coordinator {
 }
 
 struct ShardHandle {
-    tx: SyncSender<ShardCommand>,
+    /// Unbounded as a channel; bounded by `queued`, below.
+    tx: mpsc::Sender<ShardCommand>,
     load: Arc<AtomicU64>,
+    /// Events sent to the fan-out thread that it has not taken yet.
+    queued: Arc<AtomicUsize>,
 }
 
 enum ShardCommand {
@@ -1155,13 +1164,6 @@ enum ShardCommand {
 /// The most commands handled before the results are passed on: a batch.
 /// The coordinator's batches are also at most the inbox's size.
 const BATCH: usize = 4096;
-
-/// How many commands (batches, mostly) may wait for a fan-out thread. A
-/// fan-out thread that falls behind stops the coordinator after this many,
-/// the inbox then fills, and `publish` waits. Events on their way are then
-/// at most five inboxes' worth: the inbox, the coordinator's batch, these
-/// two batches, and the one being fanned out.
-const SHARD_QUEUE: usize = 2;
 
 impl Coordinator {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -1194,12 +1196,29 @@ impl Coordinator {
     }
 
     /// Sends what was published since the last call to every shard.
+    ///
+    /// A fan-out thread that falls behind by an inbox's worth of events
+    /// makes the coordinator wait here; the inbox then fills and `publish`
+    /// waits. So events on their way are at most about five inboxes' worth:
+    /// the inbox, this batch, what a fan-out thread has queued (up to one
+    /// batch past the limit), and the batch it is fanning out. Bounding by
+    /// events, not by batches, lets a fan-out thread that falls behind take
+    /// everything queued in one round, which is what keeps its latency down.
     fn forward(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
         let batch: Arc<[Arc<Entry>]> = std::mem::take(&mut self.outgoing).into();
         for shard in &self.shards {
+            // Polled: this wait only happens when the hub is overloaded,
+            // where a millisecond does not matter. A fan-out thread that
+            // ended has dropped its count.
+            while shard.queued.load(Ordering::SeqCst) >= self.config.inbox
+                && Arc::strong_count(&shard.queued) > 1
+            {
+                thread::sleep(Duration::from_millis(1));
+            }
+            shard.queued.fetch_add(batch.len(), Ordering::SeqCst);
             let _ = shard.tx.send(ShardCommand::Publish(batch.clone()));
         }
     }
@@ -1364,6 +1383,7 @@ struct Shard {
     counters: Arc<Counters>,
     config: Arc<HubBuilder>,
     load: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Shard {
@@ -1395,6 +1415,7 @@ impl Shard {
             while let Some(command) = next.take() {
                 match command {
                     ShardCommand::Publish(entries) => {
+                        self.queued.fetch_sub(entries.len(), Ordering::SeqCst);
                         for entry in entries.iter() {
                             self.publish(entry);
                         }
