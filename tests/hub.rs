@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{wait_for, wait_until_within, NoItem, Sse, TestServer, LONG_WAIT};
 use stdsse::hub::{
-    Hub, HubBuilder, PublishError, Receiver, SlowClient, SubscribeError, Subscription, UnknownId,
-    GAP_EVENT,
+    Hub, HubBuilder, PublishError, Published, Receiver, SlowClient, SubscribeError, Subscription,
+    UnknownId, GAP_EVENT,
 };
 use stdsse::parser::{Item, MessageEvent, Parser};
 use stdsse::Event;
@@ -1159,25 +1159,86 @@ fn closing_delivers_everything_a_receiver_has_not_taken() {
     assert!(ended);
 }
 
+/// The data of the next `n` events a receiver takes (gap signals
+/// included), each within [`LONG_WAIT`].
+fn take_data(receiver: &Receiver, n: usize) -> Vec<String> {
+    let mut parser = Parser::new();
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = receiver.recv_timeout(LONG_WAIT).expect("a frame");
+        parser.feed(frame.as_bytes());
+        while let Some(Ok(Item::Event(event))) = parser.next_item() {
+            got.push(event.data);
+        }
+    }
+    got
+}
+
 /// Publishes `n` events for everyone, then one to the topic `marker` and
-/// waits until `marker` (on the same fan-out thread) has it: by then the
-/// fan-out thread has handled the `n` events for every subscriber.
+/// waits until `marker` (on the same fan-out thread, taking only that
+/// topic) has it: by then the fan-out thread has handled the `n` events
+/// for every subscriber.
 fn publish_and_settle(hub: &Hub, marker: &Receiver, n: usize) {
     for k in 0..n {
         publish(hub, &k.to_string());
     }
     hub.publish_to(&["marker"], Event::new().data("marker"))
         .expect("publish");
-    let mut parser = Parser::new();
-    loop {
-        let frame = marker.recv_timeout(LONG_WAIT).expect("the marker");
-        parser.feed(frame.as_bytes());
-        if let Some(Ok(Item::Event(event))) = parser.next_item() {
-            if event.data == "marker" {
-                return;
+    assert_eq!(take_data(marker, 1), ["marker"]);
+}
+
+/// A filter that holds the thread running it, the first time it runs,
+/// until the gate is released (or [`LONG_WAIT`] passes). Filters run on
+/// the coordinator while a replay is queued, and on a fan-out thread for
+/// each published event: this stalls either one.
+struct Gate {
+    entered: std::sync::mpsc::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Gate {
+    fn new() -> (
+        Gate,
+        impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
+    ) {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = Mutex::new(Some((entered_tx, release_rx)));
+        let filter = move |_: &Published<'_>| {
+            let first = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((entered, release)) = first {
+                let _ = entered.send(());
+                let _ = release.recv_timeout(LONG_WAIT);
             }
-        }
+            true
+        };
+        (Gate { entered, release }, filter)
     }
+
+    /// Waits until a thread is held.
+    fn wait_entered(&self, which: &str) {
+        self.entered
+            .recv_timeout(LONG_WAIT)
+            .unwrap_or_else(|_| panic!("{which} never ran the filter"));
+    }
+
+    fn open(&self) {
+        self.release.send(()).expect("release the held thread");
+    }
+}
+
+/// Publishes "0", "1", ... "`n - 1`" from a thread; the counter says how
+/// many `publish` calls have returned.
+fn counting_publisher(hub: &Hub, n: usize) -> (Arc<AtomicUsize>, thread::JoinHandle<()>) {
+    let published = Arc::new(AtomicUsize::new(0));
+    let (hub, count) = (hub.clone(), published.clone());
+    let publisher = thread::spawn(move || {
+        for k in 0..n {
+            publish(&hub, &k.to_string());
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (published, publisher)
 }
 
 #[test]
@@ -1259,36 +1320,15 @@ fn publish_blocks_while_the_inbox_is_full() {
     let hub = build(Hub::builder().inbox(INBOX));
     publish(&hub, "history");
     wait_history(&hub, 1);
-    // A filter that holds the coordinator: it runs there while the
-    // subscription's replay is queued (an unknown id replays everything).
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    // Hold the coordinator in a replay (an unknown id replays everything).
+    let (gate, filter) = Gate::new();
     let subscription = Subscription::new()
         .last_event_id(Some("unknown"))
-        .filter(move |_| {
-            let held = gate.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some((entered, release)) = held {
-                let _ = entered.send(());
-                let _ = release.recv_timeout(LONG_WAIT);
-            }
-            true
-        });
+        .filter(filter);
     let receiver = hub.receiver(subscription).expect("subscribe");
-    entered_rx
-        .recv_timeout(LONG_WAIT)
-        .expect("the coordinator runs the filter");
+    gate.wait_entered("the coordinator");
 
-    let published = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let (hub, published) = (hub.clone(), published.clone());
-        thread::spawn(move || {
-            for n in 0..=INBOX {
-                publish(&hub, &n.to_string());
-                published.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
+    let (published, publisher) = counting_publisher(&hub, INBOX + 1);
     wait_until_within(LONG_WAIT, "the inbox to fill", || {
         published.load(Ordering::SeqCst) == INBOX
     });
@@ -1299,19 +1339,11 @@ fn publish_blocks_while_the_inbox_is_full() {
         "publish did not block"
     );
 
-    release_tx.send(()).expect("release the coordinator");
+    gate.open();
     publisher.join().expect("publisher thread");
     let mut expected = vec!["unknown-id".to_string(), "history".to_string()];
     expected.extend((0..=INBOX).map(|n| n.to_string()));
-    let mut parser = Parser::new();
-    let mut got = Vec::new();
-    while got.len() < expected.len() {
-        let frame = receiver.recv_timeout(LONG_WAIT).expect("a frame");
-        parser.feed(frame.as_bytes());
-        while let Some(Ok(Item::Event(event))) = parser.next_item() {
-            got.push(event.data);
-        }
-    }
+    let got = take_data(&receiver, expected.len());
     assert_eq!(got, expected, "nothing lost while publishers waited");
 }
 
@@ -1365,35 +1397,15 @@ fn a_stalled_fan_out_thread_makes_publish_wait_with_bounded_queues() {
     const INBOX: usize = 8;
     const SENT: usize = 1000;
     let hub = build(Hub::builder().inbox(INBOX).fanout_threads(1));
-    // A filter runs on the fan-out thread: holding it there stalls it.
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    // Hold the fan-out thread in the filter of the first event.
+    let (gate, filter) = Gate::new();
     let stalled = hub
-        .receiver(Subscription::new().filter(move |_| {
-            let held = gate.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some((entered, release)) = held {
-                let _ = entered.send(());
-                let _ = release.recv_timeout(LONG_WAIT);
-            }
-            true
-        }))
+        .receiver(Subscription::new().filter(filter))
         .expect("subscribe");
     wait_subscribers(&hub, 1);
 
-    let published = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let (hub, published) = (hub.clone(), published.clone());
-        thread::spawn(move || {
-            for n in 0..SENT {
-                publish(&hub, &n.to_string());
-                published.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
-    entered_rx
-        .recv_timeout(LONG_WAIT)
-        .expect("the fan-out thread runs the filter");
+    let (published, publisher) = counting_publisher(&hub, SENT);
+    gate.wait_entered("the fan-out thread");
     // Wait until publishing stops moving.
     let mut last = usize::MAX;
     wait_until_within(LONG_WAIT, "publish to block", || {
@@ -1409,17 +1421,9 @@ fn a_stalled_fan_out_thread_makes_publish_wait_with_bounded_queues() {
         "{accepted} events accepted while the fan-out thread was stalled"
     );
 
-    release_tx.send(()).expect("release the fan-out thread");
+    gate.open();
     publisher.join().expect("publisher thread");
     let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
-    let mut parser = Parser::new();
-    let mut got = Vec::new();
-    while got.len() < SENT {
-        let frame = stalled.recv_timeout(LONG_WAIT).expect("a frame");
-        parser.feed(frame.as_bytes());
-        while let Some(Ok(Item::Event(event))) = parser.next_item() {
-            got.push(event.data);
-        }
-    }
+    let got = take_data(&stalled, SENT);
     assert_eq!(got, expected, "nothing lost while publishers waited");
 }
