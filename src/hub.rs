@@ -79,6 +79,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -254,7 +255,9 @@ impl Subscription {
         self
     }
 
-    /// Receive only the events `filter` accepts.
+    /// Receive only the events `filter` accepts. It runs on the hub's
+    /// threads, once per event for each subscriber, so keep it quick; if it
+    /// panics, this subscription ends and the others go on.
     pub fn filter(
         mut self,
         filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
@@ -263,18 +266,23 @@ impl Subscription {
         self
     }
 
-    fn wants(&self, entry: &Entry) -> bool {
+    /// Whether `entry` is for this subscription; `None` if the filter
+    /// panicked.
+    fn wants(&self, entry: &Entry) -> Option<bool> {
         let topic_ok =
             entry.topics.is_empty() || entry.topics.iter().any(|t| self.topics.contains(t));
-        topic_ok
-            && self.filter.as_ref().is_none_or(|f| {
-                f(&Published {
+        match &self.filter {
+            Some(filter) if topic_ok => {
+                let published = Published {
                     topics: &entry.topics,
                     event_type: entry.event_type.as_deref(),
                     id: &entry.id,
                     frame: &entry.frame,
-                })
-            })
+                };
+                panic::catch_unwind(AssertUnwindSafe(|| filter(&published))).ok()
+            }
+            _ => Some(topic_ok),
+        }
     }
 }
 
@@ -1001,6 +1009,19 @@ struct Subscriber {
 }
 
 impl Subscriber {
+    /// Whether `entry` is for this subscriber. A filter that panics ends
+    /// its own subscription (the panic hook reports it, as it does a
+    /// handler's): it must not take down the fan-out thread and every
+    /// other subscriber on it.
+    fn wants(&mut self, entry: &Entry) -> bool {
+        if self.gone {
+            return false;
+        }
+        let wanted = self.subscription.wants(entry);
+        self.gone = wanted.is_none();
+        wanted == Some(true)
+    }
+
     /// Queues a frame that does not count against the bound (replay,
     /// gap signal, keep-alive, goodbye).
     fn push(&mut self, frame: Frame, kind: Kind) {
@@ -1341,7 +1362,7 @@ impl Coordinator {
             },
         };
         for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
-            if sub.subscription.wants(entry) {
+            if sub.wants(entry) {
                 sub.push(entry.frame.clone(), Kind::Event);
             }
         }
@@ -1439,7 +1460,7 @@ impl Shard {
     fn publish(&mut self, entry: &Entry) {
         let (mut delivered, mut evicted, mut dropped) = (0, 0, 0);
         for sub in &mut self.subscribers {
-            if sub.gone || !sub.subscription.wants(entry) {
+            if !sub.wants(entry) {
                 continue;
             }
             let (written, bound) = sub.push_event(entry.frame.clone(), &self.config);

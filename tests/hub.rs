@@ -1427,3 +1427,27 @@ fn a_stalled_fan_out_thread_makes_publish_wait_with_bounded_queues() {
     let got = take_data(&stalled, SENT);
     assert_eq!(got, expected, "nothing lost while publishers waited");
 }
+
+#[test]
+fn a_panicking_filter_ends_only_its_own_subscription() {
+    // One fan-out thread: a panic that escaped would take both down.
+    let hub = build(Hub::builder().fanout_threads(1));
+    let fragile = hub
+        .receiver(Subscription::new().filter(|p| {
+            assert!(!p.frame.as_bytes().ends_with(b"boom\n\n"), "filter fails");
+            true
+        }))
+        .expect("subscribe");
+    let sturdy = hub.receiver(Subscription::new()).expect("subscribe");
+    wait_subscribers(&hub, 2);
+    for data in ["a", "boom", "b"] {
+        publish(&hub, data);
+    }
+    assert_eq!(take_data(&sturdy, 3), ["a", "boom", "b"]);
+    let (events, ended) = receive(&fragile, LONG_WAIT);
+    assert_eq!(data(&events), ["a"]);
+    assert!(ended, "the subscription whose filter panicked goes on");
+    wait_subscribers(&hub, 1);
+    publish(&hub, "after");
+    assert_eq!(take_data(&sturdy, 1), ["after"]);
+}
