@@ -80,8 +80,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -384,14 +384,16 @@ impl HubBuilder {
     }
 
     /// How many commands (publishes, subscriptions) may wait for the hub;
-    /// past it, `publish` blocks until there is room (default 1,024).
+    /// past it, `publish`, `subscribe` and `receiver` wait until there is
+    /// room (default 1,024).
     ///
-    /// This bounds the memory of events on their way when publishers
-    /// outrun the fan-out (a fan-out thread busy with thousands of
-    /// sockets, or a filter that is slow): the hub then holds at most about
-    /// five times this many published events in its queues (this is also
-    /// the most passed between its threads at a time, up to 4,096). It
-    /// counts events, not bytes: with large events, lower it.
+    /// This bounds the memory of what is on its way when publishers or
+    /// subscribers outrun the fan-out (a fan-out thread busy with thousands
+    /// of sockets, or a filter that is slow): the hub then holds at most
+    /// about five times this many published events and replayed frames in
+    /// its queues (this is also the most passed between its threads at a
+    /// time, up to 4,096). It counts events, not bytes: with large events,
+    /// lower it.
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
         self
@@ -433,7 +435,7 @@ impl HubBuilder {
         for n in 0..config.fanout_threads {
             let (shard_tx, shard_rx) = mpsc::channel();
             let load = Arc::new(AtomicU64::new(0));
-            let queued = Arc::new(AtomicUsize::new(0));
+            let queued = Arc::new(Room::default());
             let shard = Shard {
                 subscribers: Vec::new(),
                 counters: counters.clone(),
@@ -537,8 +539,9 @@ impl Hub {
     }
 
     /// Publishes an event to every subscriber. Returns once the event is
-    /// queued for the hub (it blocks only if the inbox is full,
-    /// never on a subscriber).
+    /// queued for the hub. It waits only while the inbox is full, when the
+    /// hub as a whole is behind (a fan-out thread busy with many sockets,
+    /// or a slow filter); never on one slow subscriber.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.send_publish(Vec::new(), event)
     }
@@ -667,12 +670,27 @@ impl Hub {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        // The fan-out threads spend at most the close timeout; allow slack,
+        // also for a full inbox ahead of the close.
+        let deadline = Instant::now() + Duration::from_secs(30);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if self.inner.tx.send(Command::Close(done_tx)).is_err() {
-            return Ok(()); // the hub's threads are already gone
+        let mut command = Command::Close(done_tx);
+        loop {
+            match self.inner.tx.try_send(command) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Ok(()), // threads gone
+                Err(TrySendError::Full(_)) if Instant::now() >= deadline => {
+                    return Err(CloseTimeoutError)
+                }
+                // Rare (the hub is far behind): polling is enough.
+                Err(TrySendError::Full(back)) => {
+                    command = back;
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
-        // The fan-out threads spend at most its close timeout; allow slack.
-        match done_rx.recv_timeout(Duration::from_secs(30)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(CloseTimeoutError),
         }
@@ -1022,6 +1040,12 @@ impl Subscriber {
         wanted == Some(true)
     }
 
+    /// What a subscription counts against a fan-out thread's queue on its
+    /// way there: itself and its replay (a receiver's is in its queue).
+    fn queued(&self) -> usize {
+        1 + self.pending.frames.len()
+    }
+
     /// Queues a frame that does not count against the bound (replay,
     /// gap signal, keep-alive, goodbye).
     fn push(&mut self, frame: Frame, kind: Kind) {
@@ -1172,8 +1196,54 @@ struct ShardHandle {
     /// Unbounded as a channel; bounded by `queued`, below.
     tx: mpsc::Sender<ShardCommand>,
     load: Arc<AtomicU64>,
-    /// Events sent to the fan-out thread that it has not taken yet.
-    queued: Arc<AtomicUsize>,
+    /// What the fan-out thread has not taken yet.
+    queued: Arc<Room>,
+}
+
+/// How many frames (events of published batches, and a subscriber's
+/// replay) wait for a fan-out thread, and a way for the coordinator to wait
+/// for that to drop.
+#[derive(Default)]
+struct Room {
+    state: Mutex<RoomState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct RoomState {
+    queued: usize,
+    /// The coordinator waits: only then is a wake-up worth a system call.
+    waiting: bool,
+}
+
+impl Room {
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The coordinator's side: waits while `limit` or more frames are
+    /// queued, then counts `n` more. A fan-out thread that ended has
+    /// dropped its handle: then nothing is waited for.
+    fn reserve(self: &Arc<Room>, n: usize, limit: usize) {
+        let mut state = self.lock();
+        while state.queued >= limit && Arc::strong_count(self) > 1 {
+            state.waiting = true;
+            // Bounded, so that a fan-out thread that ends is noticed.
+            let wait = self.freed.wait_timeout(state, Duration::from_millis(100));
+            state = wait.unwrap_or_else(|e| e.into_inner()).0;
+            state.waiting = false;
+        }
+        state.queued += n;
+    }
+
+    /// The fan-out thread's side: `n` frames were taken.
+    fn release(&self, n: usize) {
+        let mut state = self.lock();
+        state.queued -= n;
+        if state.waiting {
+            self.freed.notify_one();
+        }
+    }
 }
 
 enum ShardCommand {
@@ -1218,28 +1288,21 @@ impl Coordinator {
 
     /// Sends what was published since the last call to every shard.
     ///
-    /// A fan-out thread that falls behind by an inbox's worth of events
-    /// makes the coordinator wait here; the inbox then fills and `publish`
-    /// waits. So events on their way are at most about five inboxes' worth:
-    /// the inbox, this batch, what a fan-out thread has queued (up to one
-    /// batch past the limit), and the batch it is fanning out. Bounding by
-    /// events, not by batches, lets a fan-out thread that falls behind take
-    /// everything queued in one round, which is what keeps its latency down.
+    /// A fan-out thread that falls behind by an inbox's worth of frames
+    /// makes the coordinator wait here (and in `subscribe`); the inbox then
+    /// fills and `publish` waits. So events on their way are at most about
+    /// five inboxes' worth: the inbox, this batch, what a fan-out thread
+    /// has queued (up to one batch past the limit), and the batch it is
+    /// fanning out. Bounding by frames, not by batches, lets a fan-out
+    /// thread that falls behind take everything queued in one round, which
+    /// is what keeps its latency down.
     fn forward(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
         let batch: Arc<[Arc<Entry>]> = std::mem::take(&mut self.outgoing).into();
         for shard in &self.shards {
-            // Polled: this wait only happens when the hub is overloaded,
-            // where a millisecond does not matter. A fan-out thread that
-            // ended has dropped its count.
-            while shard.queued.load(Ordering::SeqCst) >= self.config.inbox
-                && Arc::strong_count(&shard.queued) > 1
-            {
-                thread::sleep(Duration::from_millis(1));
-            }
-            shard.queued.fetch_add(batch.len(), Ordering::SeqCst);
+            shard.queued.reserve(batch.len(), self.config.inbox);
             let _ = shard.tx.send(ShardCommand::Publish(batch.clone()));
         }
     }
@@ -1376,6 +1439,8 @@ impl Coordinator {
             .expect("a hub has at least one shard");
         shard.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
+        // Its replay counts against the bound, as published events do.
+        shard.queued.reserve(sub.queued(), self.config.inbox);
         let _ = shard.tx.send(ShardCommand::Subscribe(Box::new(sub)));
     }
 
@@ -1404,7 +1469,7 @@ struct Shard {
     counters: Arc<Counters>,
     config: Arc<HubBuilder>,
     load: Arc<AtomicU64>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Room>,
 }
 
 impl Shard {
@@ -1436,12 +1501,15 @@ impl Shard {
             while let Some(command) = next.take() {
                 match command {
                     ShardCommand::Publish(entries) => {
-                        self.queued.fetch_sub(entries.len(), Ordering::SeqCst);
+                        self.queued.release(entries.len());
                         for entry in entries.iter() {
                             self.publish(entry);
                         }
                     }
-                    ShardCommand::Subscribe(sub) => self.subscribers.push(*sub),
+                    ShardCommand::Subscribe(sub) => {
+                        self.queued.release(sub.queued());
+                        self.subscribers.push(*sub);
+                    }
                     ShardCommand::Close(done) => return self.close(Some(done)),
                 }
                 handled += 1;

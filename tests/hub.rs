@@ -1227,18 +1227,50 @@ impl Gate {
     }
 }
 
-/// Publishes "0", "1", ... "`n - 1`" from a thread; the counter says how
-/// many `publish` calls have returned.
-fn counting_publisher(hub: &Hub, n: usize) -> (Arc<AtomicUsize>, thread::JoinHandle<()>) {
-    let published = Arc::new(AtomicUsize::new(0));
-    let (hub, count) = (hub.clone(), published.clone());
-    let publisher = thread::spawn(move || {
+/// Runs `call(k)` for k in 0..n on a thread; the counter says how many
+/// calls have returned.
+fn counting_thread(
+    n: usize,
+    call: impl Fn(usize) + Send + 'static,
+) -> (Arc<AtomicUsize>, thread::JoinHandle<()>) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let count = done.clone();
+    let thread = thread::spawn(move || {
         for k in 0..n {
-            publish(&hub, &k.to_string());
+            call(k);
             count.fetch_add(1, Ordering::SeqCst);
         }
     });
-    (published, publisher)
+    (done, thread)
+}
+
+/// Publishes "0", "1", ... "`n - 1`" from a thread; the counter says how
+/// many `publish` calls have returned.
+fn counting_publisher(hub: &Hub, n: usize) -> (Arc<AtomicUsize>, thread::JoinHandle<()>) {
+    let hub = hub.clone();
+    counting_thread(n, move |k| publish(&hub, &k.to_string()))
+}
+
+/// Waits until the counter stops moving, and returns it.
+fn settled(count: &AtomicUsize) -> usize {
+    let mut last = usize::MAX;
+    wait_until_within(LONG_WAIT, "the calls to block", || {
+        let now = count.load(Ordering::SeqCst);
+        let still = now == last;
+        last = now;
+        thread::sleep(QUIET);
+        still
+    });
+    count.load(Ordering::SeqCst)
+}
+
+/// Joins a counting thread once all `n` calls returned, failing (instead
+/// of hanging) if they do not within [`LONG_WAIT`].
+fn finish(count: &AtomicUsize, thread: thread::JoinHandle<()>, n: usize) {
+    wait_until_within(LONG_WAIT, "every call to return", || {
+        count.load(Ordering::SeqCst) == n
+    });
+    thread.join().expect("counting thread");
 }
 
 #[test]
@@ -1340,7 +1372,7 @@ fn publish_blocks_while_the_inbox_is_full() {
     );
 
     gate.open();
-    publisher.join().expect("publisher thread");
+    finish(&published, publisher, INBOX + 1);
     let mut expected = vec!["unknown-id".to_string(), "history".to_string()];
     expected.extend((0..=INBOX).map(|n| n.to_string()));
     let got = take_data(&receiver, expected.len());
@@ -1406,23 +1438,14 @@ fn a_stalled_fan_out_thread_makes_publish_wait_with_bounded_queues() {
 
     let (published, publisher) = counting_publisher(&hub, SENT);
     gate.wait_entered("the fan-out thread");
-    // Wait until publishing stops moving.
-    let mut last = usize::MAX;
-    wait_until_within(LONG_WAIT, "publish to block", || {
-        let now = published.load(Ordering::SeqCst);
-        let settled = now == last;
-        last = now;
-        thread::sleep(QUIET);
-        settled
-    });
-    let accepted = published.load(Ordering::SeqCst);
+    let accepted = settled(&published);
     assert!(
         accepted <= 5 * INBOX,
         "{accepted} events accepted while the fan-out thread was stalled"
     );
 
     gate.open();
-    publisher.join().expect("publisher thread");
+    finish(&published, publisher, SENT);
     let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
     let got = take_data(&stalled, SENT);
     assert_eq!(got, expected, "nothing lost while publishers waited");
@@ -1450,4 +1473,69 @@ fn a_panicking_filter_ends_only_its_own_subscription() {
     wait_subscribers(&hub, 1);
     publish(&hub, "after");
     assert_eq!(take_data(&sturdy, 1), ["after"]);
+
+    // The same filter during a replay, which runs on the coordinator.
+    let replayed = hub
+        .receiver(
+            Subscription::new()
+                .last_event_id(Some("unknown"))
+                .filter(|p| {
+                    assert!(!p.frame.as_bytes().ends_with(b"boom\n\n"), "filter fails");
+                    true
+                }),
+        )
+        .expect("subscribe");
+    let (events, ended) = receive(&replayed, LONG_WAIT);
+    assert_eq!(data(&events), ["unknown-id", "a"]);
+    assert!(ended);
+    wait_subscribers(&hub, 1);
+    publish(&hub, "still here");
+    assert_eq!(take_data(&sturdy, 1), ["still here"]);
+}
+
+#[test]
+fn a_stalled_fan_out_thread_makes_subscribing_wait_with_bounded_queues() {
+    const INBOX: usize = 8;
+    const HISTORY: usize = 10;
+    const TRIES: usize = 1000;
+    let hub = build(Hub::builder().inbox(INBOX).fanout_threads(1));
+    for n in 0..HISTORY {
+        publish(&hub, &n.to_string());
+    }
+    wait_history(&hub, HISTORY as u64);
+    let (gate, filter) = Gate::new();
+    let stalled = hub
+        .receiver(Subscription::new().filter(filter))
+        .expect("subscribe");
+    wait_subscribers(&hub, 1);
+    publish(&hub, "stall");
+    gate.wait_entered("the fan-out thread");
+
+    // Each reconnect replays the whole history.
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let (subscribed, subscriber) = {
+        let (hub, kept) = (hub.clone(), kept.clone());
+        counting_thread(TRIES, move |_| {
+            let resumed = Subscription::new().last_event_id(Some("unknown"));
+            let receiver = hub.receiver(resumed).expect("subscribe");
+            kept.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(receiver);
+        })
+    };
+    let accepted = settled(&subscribed);
+    // A receiver's replay waits in its own queue, so each subscription
+    // counts once: at most an inbox's worth admitted (plus the one that
+    // crossed the limit), one held by the coordinator, the inbox full. (A
+    // stream's replay travels with it and counts frame by frame.)
+    assert!(
+        accepted <= 2 * INBOX + 2,
+        "{accepted} replays accepted while the fan-out thread was stalled"
+    );
+
+    gate.open();
+    finish(&subscribed, subscriber, TRIES);
+    assert_eq!(take_data(&stalled, 1), ["stall"]);
+    kept.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    wait_subscribers(&hub, 1);
 }
