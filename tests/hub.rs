@@ -94,6 +94,17 @@ fn publish(hub: &Hub, data: &str) {
     hub.publish(Event::new().data(data)).expect("publish");
 }
 
+/// Reads the next event and checks its data and the `n` of its
+/// hub-assigned id.
+fn expect_next(sse: &mut Sse, hub: &Hub, data: &str, n: u64, label: &str) {
+    let event = sse.next_event();
+    assert_eq!(
+        (event.data.as_str(), seq(hub, &event.id)),
+        (data, n),
+        "{label}"
+    );
+}
+
 #[test]
 fn every_subscriber_gets_every_event_once_in_publish_order() {
     const PUBLISHERS: usize = 4;
@@ -282,12 +293,7 @@ fn last_event_id_from_header_or_query_parameter() {
     wait_subscribers(&hub, cases.len() as u64);
     publish(&hub, "live");
     for (name, sse) in &mut clients {
-        let event = sse.next_event();
-        assert_eq!(
-            (event.data.as_str(), seq(&hub, &event.id)),
-            ("live", 6),
-            "{name}"
-        );
+        expect_next(sse, &hub, "live", 6, name);
     }
     let stats = hub.stats();
     assert_eq!((stats.replay_hits, stats.replay_misses), (3, 0));
@@ -346,12 +352,7 @@ fn unknown_ids_get_the_gap_signal_then_the_retained_events() {
             assert_eq!(data(&replayed), expected, "{policy:?}, {name}");
             wait_subscribers(&hub, 1);
             publish(&hub, "live");
-            let event = sse.next_event();
-            assert_eq!(
-                (event.data.as_str(), seq(&hub, &event.id)),
-                ("live", 9),
-                "{policy:?}, {name}"
-            );
+            expect_next(&mut sse, &hub, "live", 9, &format!("{policy:?}, {name}"));
             let stats = hub.stats();
             let expected_counts = if *gap { (0, 1) } else { (1, 0) };
             assert_eq!(
@@ -510,8 +511,7 @@ fn publisher_chosen_ids_are_kept_and_resumable() {
     wait_subscribers(&hub, 5);
     publish(&hub, "live");
     for sse in resumed.iter_mut().chain([&mut live]) {
-        let event = sse.next_event();
-        assert_eq!((event.data.as_str(), seq(&hub, &event.id)), ("live", 6));
+        expect_next(sse, &hub, "live", 6, "resumed or live");
     }
     assert_eq!(hub.stats().replay_misses, 0);
 }
@@ -1054,8 +1054,7 @@ fn a_new_subscriber_gets_events_published_after_its_head() {
     wait_subscribers(&hub, 3);
     publish(&hub, "live");
     for sse in [&mut logged, &mut wrapped, &mut later] {
-        let event = sse.next_event();
-        assert_eq!((event.data.as_str(), seq(&hub, &event.id)), ("live", 4));
+        expect_next(sse, &hub, "live", 4, "logged, wrapped or later");
     }
     let stats = hub.stats();
     assert_eq!((stats.replay_hits, stats.replay_misses), (0, 0));
