@@ -16,9 +16,10 @@
 //! request-head   = *( CRLF ) request-line *( field-line CRLF ) CRLF
 //! request-line   = method SP request-target SP HTTP-version CRLF
 //! method         = token
-//! request-target = origin-form / "*"          ; "*" with OPTIONS only
+//! request-target = origin-form / absolute-form / "*" ; "*" with OPTIONS only
 //! origin-form    = absolute-path [ "?" query ]
-//! HTTP-version   = "HTTP/1.0" / "HTTP/1.1"
+//! absolute-form  = "http://" authority path-abempty [ "?" query ]
+//! HTTP-version   = "HTTP/" DIGIT "." DIGIT     ; 1.0 and 1.1 served
 //! field-line     = field-name ":" OWS field-value OWS
 //! field-name     = token
 //! field-value    = *( HTAB / SP / VCHAR / obs-text )
@@ -40,20 +41,31 @@
 //!   SHOULD); they count towards [`Limits::max_head`].
 //! * The request line has exactly one SP between its three parts.
 //! * The method is any token (case-sensitive; no list of known methods).
-//! * The request-target is origin-form only: `/` followed by visible ASCII
+//! * The request-target is origin-form: `/` followed by visible ASCII
 //!   except `"`, `<`, `>` and `#` (no spaces, controls, DEL or non-ASCII
 //!   bytes; a fragment is never sent). `\`, `^`, `` ` ``, `{`, `|` and
 //!   `}` are accepted because browsers send them unencoded in query
 //!   strings. Percent-encoding is not checked. `*` is accepted only
-//!   with `OPTIONS`. Absolute-form (`http://host/path`, what a client sends
-//!   to a proxy) and authority-form (`host:port`, for `CONNECT`) are
-//!   [`Error::Target`]: this is an origin server, not a proxy.
-//! * The version is exactly `HTTP/1.0` or `HTTP/1.1`; anything else in that
-//!   position (`HTTP/2.0`, `HTTP/1.2`, `http/1.1`, `HTTP/1`, garbage) is
-//!   [`Error::Version`] (505), except that a version field containing a SP
-//!   means the line had more than two SP (such as a space inside the
-//!   target), which is [`Error::Target`]. A request line that ends right
-//!   after the target (an HTTP/0.9 request) is [`Error::Version`].
+//!   with `OPTIONS`.
+//! * Absolute-form is accepted too (RFC 9112 3.2.2: "a server MUST accept
+//!   the absolute-form in requests"): the scheme is `http` (any case), the
+//!   authority a valid `uri-host [ ":" port ]`, not empty, without
+//!   userinfo; the path and query come from the rest (an empty path is
+//!   `/`). Another scheme (`https` included: this server speaks plain
+//!   TCP) is [`Error::Target`]. `Host` must still be present and valid,
+//!   but when it disagrees with the target's authority the request is
+//!   served and the target wins, as RFC 9112 3.2.2 says ("MUST ignore the
+//!   received Host header field"): see [`Request::authority`].
+//!   Authority-form (`host:port`, for `CONNECT`) is [`Error::Target`]:
+//!   this is an origin server, not a proxy.
+//! * The version must be `HTTP/` DIGIT `.` DIGIT (RFC 9112 2.3,
+//!   case-sensitive): anything else (`http/1.1`, `HTTP/1`, `HTTP/1.10`,
+//!   garbage, none at all as in an HTTP/0.9 request) is a malformed request
+//!   line, [`Error::MalformedVersion`] (400). A well-formed version other
+//!   than `HTTP/1.0` and `HTTP/1.1` (`HTTP/1.2`, `HTTP/2.0`) is
+//!   [`Error::Version`] (505). A version field containing a SP means the
+//!   line had more than two SP (such as a space inside the target), which
+//!   is [`Error::Target`].
 //! * Field names are tokens; whitespace between the name and the colon is
 //!   [`Error::HeaderName`] (RFC 9112 5.1 MUST reject), and so is a line with
 //!   no colon.
@@ -93,7 +105,7 @@
 //!
 //! | [`Error`] | status |
 //! |---|---|
-//! | `Method`, `Target`, `HeaderName`, `HeaderValue`, `NewLine`, `MissingHost`, `ContentLength`, `LengthAndChunked`, `ChunkSize` | 400 |
+//! | `Method`, `Target`, `MalformedVersion`, `HeaderName`, `HeaderValue`, `NewLine`, `MissingHost`, `ContentLength`, `LengthAndChunked`, `ChunkSize` | 400 |
 //! | `Version` | 505 |
 //! | `RequestLineTooLong` | 414 |
 //! | `HeaderLineTooLong`, `TooManyHeaders`, `HeadTooLarge` | 431 |
@@ -285,12 +297,16 @@ pub enum Error {
     /// The method is not a token, or is not followed by exactly one SP.
     /// (400)
     Method,
-    /// The request-target is not origin-form (or `*` with `OPTIONS`), holds
-    /// a byte outside the allowed set, or the request line has more than two
-    /// SP. (400)
+    /// The request-target is not origin-form, `http` absolute-form with a
+    /// valid authority, or `*` with `OPTIONS`; holds a byte outside the
+    /// allowed set; or the request line has more than two SP. (400)
     Target,
-    /// The HTTP-version is not exactly `HTTP/1.0` or `HTTP/1.1`. (505)
+    /// The HTTP-version is well-formed (`HTTP/` DIGIT `.` DIGIT) but not
+    /// `HTTP/1.0` or `HTTP/1.1`. (505)
     Version,
+    /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing: the
+    /// request line is malformed. (400)
+    MalformedVersion,
     /// A field name is empty, holds a non-token byte, is followed by
     /// whitespace before the colon, or the line has no colon. (400)
     HeaderName,
@@ -320,8 +336,10 @@ pub enum Error {
     /// A `Transfer-Encoding` other than exactly `chunked`, or any
     /// `Transfer-Encoding` in an HTTP/1.0 request. (501)
     UnsupportedTransferCoding,
-    /// A malformed chunked body: bad chunk-size line, chunk data not
-    /// followed by CRLF, chunk extensions or trailer section too long. (400)
+    /// A malformed chunked body: bad chunk-size line (an unterminated
+    /// quoted string in a chunk extension included), chunk data not
+    /// followed by CRLF, a trailer line that is not `name:value`, chunk
+    /// extensions or trailer section too long. (400)
     ChunkSize,
     /// The body is longer than [`Limits::max_body`]. (413)
     BodyTooLarge,
@@ -341,6 +359,7 @@ impl Error {
             Error::Expectation => 417,
             Error::Method
             | Error::Target
+            | Error::MalformedVersion
             | Error::HeaderName
             | Error::HeaderValue
             | Error::NewLine
@@ -357,6 +376,7 @@ impl Error {
             Error::Method => "invalid method",
             Error::Target => "invalid request target",
             Error::Version => "unsupported HTTP version",
+            Error::MalformedVersion => "malformed HTTP version",
             Error::HeaderName => "invalid header name",
             Error::HeaderValue => "invalid header value",
             Error::NewLine => "invalid line ending",
@@ -473,6 +493,11 @@ pub struct Request {
     head: String,
     method: Span,
     target: Span,
+    /// Where the path starts in the target (after the authority of an
+    /// absolute-form target).
+    path_start: u32,
+    /// The authority of an absolute-form target.
+    authority: Option<Span>,
     /// Index of the `?` in the target, if any.
     query: Option<u32>,
     version: Version,
@@ -597,19 +622,35 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
     let target_start = method_end + 1;
     match line.get(target_start) {
         None => return ran_off(long, Error::RequestLineTooLong),
-        Some(b'/' | b'*') => {}
+        Some(b) if matches!(b, b'/' | b'*') || b.is_ascii_alphabetic() => {}
         Some(_) => return unexpected(view, target_start, Error::Target, Error::Target),
     }
     let target_end = scan(line, target_start, &URI);
     match line.get(target_end) {
         None => return ran_off(long, Error::RequestLineTooLong),
         Some(b' ') => {}
-        Some(_) => return unexpected(view, target_end, Error::Version, Error::Target),
+        Some(_) => return unexpected(view, target_end, Error::MalformedVersion, Error::Target),
     }
     let target = &line[target_start..target_end];
     if target[0] == b'*' && (target != b"*" || &line[start..method_end] != b"OPTIONS") {
         return Err(Error::Target);
     }
+    // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
+    let authority = match target[0] {
+        b'/' | b'*' => None,
+        _ => {
+            let (scheme, rest) = target.split_at(7.min(target.len()));
+            let len = rest.iter().take_while(|&&b| b != b'/' && b != b'?').count();
+            let host = &rest[..len];
+            if !scheme.eq_ignore_ascii_case(b"http://")
+                || host.is_empty()
+                || !host.iter().all(|&b| HOST[b as usize])
+            {
+                return Err(Error::Target);
+            }
+            Some((target_start + 7, target_start + 7 + len))
+        }
+    };
     let version_start = target_end + 1;
     let version_end = line[version_start..]
         .iter()
@@ -624,11 +665,17 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
             Some(_) => return Err(Error::NewLine),
         },
     }
+    // HTTP-version = HTTP-name "/" DIGIT "." DIGIT (RFC 9112 2.3).
     let version = match &line[version_start..version_end] {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
         other if other.contains(&b' ') => return Err(Error::Target),
-        _ => return Err(Error::Version),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(Error::Version)
+        }
+        _ => return Err(Error::MalformedVersion),
     };
 
     // *( field-line CRLF ) CRLF
@@ -719,6 +766,11 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
             start: at(target_start),
             end: at(target_end),
         },
+        path_start: at(authority.map_or(target_start, |(_, end)| end)),
+        authority: authority.map(|(from, to)| Span {
+            start: at(from),
+            end: at(to),
+        }),
         query: target
             .iter()
             .position(|&b| b == b'?')
@@ -766,21 +818,36 @@ impl Request {
         self.span(self.method)
     }
 
-    /// The raw request-target: the path and query, still percent-encoded
-    /// (or `*` for `OPTIONS *`).
+    /// The raw request-target as sent: the path and query, still
+    /// percent-encoded (or `*` for `OPTIONS *`, or the whole URL of an
+    /// absolute-form target).
     pub fn target(&self) -> &str {
         self.span(self.target)
     }
 
-    /// The target up to the first `?`, not decoded.
+    /// The path: the target up to the first `?`, after the authority of an
+    /// absolute-form target, not decoded. An absolute-form target with an
+    /// empty path (`http://host?q`) has the path `/` (RFC 9110 4.2.3).
     pub fn path(&self) -> &str {
-        match self.query {
-            Some(q) => self.span(Span {
-                start: self.target.start,
-                end: q,
-            }),
-            None => self.target(),
+        let end = self.query.unwrap_or(self.target.end);
+        match self.span(Span {
+            start: self.path_start,
+            end,
+        }) {
+            "" => "/",
+            path => path,
         }
+    }
+
+    /// The authority the request is for: that of an absolute-form target,
+    /// else the `Host` value (RFC 9112 3.2.2: with an absolute-form target
+    /// the server "MUST ignore the received Host header field" in favour of
+    /// the target's authority). `None` for an HTTP/1.0 request without
+    /// either.
+    pub fn authority(&self) -> Option<&str> {
+        self.authority
+            .map(|span| self.span(span))
+            .or_else(|| self.header("host"))
     }
 
     /// The raw text after the first `?` (`Some("")` for a bare `?`), or
@@ -1004,6 +1071,11 @@ enum Chunk {
     SizeSpace,
     /// Inside the chunk extensions, up to CR.
     Ext,
+    /// Inside a quoted-string of a chunk extension: CR before its closing
+    /// `"` is an error.
+    ExtQuoted,
+    /// After a `\` in a quoted-string: one escaped byte.
+    ExtEscape,
     /// CR of the chunk-size line seen, LF next.
     SizeLf,
     /// Reading chunk data: this many bytes left.
@@ -1014,7 +1086,9 @@ enum Chunk {
     DataLf,
     /// At the start of a trailer field line or of the final CRLF.
     TrailerStart,
-    /// Inside a trailer field line.
+    /// Inside a trailer field name: token bytes, then `:`.
+    TrailerName,
+    /// Inside a trailer field value.
     Trailer,
     /// CR of a trailer field line seen, LF next.
     TrailerLf,
@@ -1035,12 +1109,16 @@ enum Chunk {
 /// chunk-size   = 1*HEXDIG
 /// last-chunk   = 1*("0") [ chunk-ext ] CRLF
 /// chunk-ext    = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// chunk-ext-val = token / quoted-string
+/// trailer-section = *( field-line CRLF )
 /// ```
 ///
 /// Feed it the bytes as they arrive, split anywhere (one byte at a time
 /// works). Chunk sizes have at most 16 hex digits (leading zeros count);
 /// chunk extensions (up to 1 KiB per line) and the trailer section (up to
-/// 8 KiB) are checked for line syntax and discarded. Line ends are CRLF only.
+/// 8 KiB) are checked for line syntax and discarded: a quoted-string in an
+/// extension must end on its line, and a trailer line must be
+/// `field-name ":" field-value`. Line ends are CRLF only.
 /// Once an error is returned, every later call returns it again.
 ///
 /// ```
@@ -1162,9 +1240,19 @@ impl ChunkedDecoder {
             },
             Chunk::Ext => match b {
                 b'\r' => Ok(Chunk::SizeLf),
+                b'"' => self.ext_byte(Chunk::ExtQuoted),
                 _ if VALUE[b as usize] => self.ext_byte(Chunk::Ext),
                 _ => bad,
             },
+            // quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
+            Chunk::ExtQuoted => match b {
+                b'"' => self.ext_byte(Chunk::Ext),
+                b'\\' => self.ext_byte(Chunk::ExtEscape),
+                b'\r' => bad,
+                _ if VALUE[b as usize] => self.ext_byte(Chunk::ExtQuoted),
+                _ => bad,
+            },
+            Chunk::ExtEscape if VALUE[b as usize] => self.ext_byte(Chunk::ExtQuoted),
             Chunk::SizeLf => {
                 if b != b'\n' {
                     return bad;
@@ -1186,7 +1274,7 @@ impl ChunkedDecoder {
                 b'\n' | b' ' | b'\t' => bad,
                 _ => self.trailer_byte(b),
             },
-            Chunk::Trailer => self.trailer_byte(b),
+            Chunk::TrailerName | Chunk::Trailer => self.trailer_byte(b),
             Chunk::TrailerLf if b == b'\n' => self.trailer_byte(b),
             Chunk::EndLf if b == b'\n' => Ok(Chunk::Done),
             _ => bad,
@@ -1210,8 +1298,12 @@ impl ChunkedDecoder {
         }
         match (self.state, b) {
             (Chunk::TrailerLf, b'\n') => Ok(Chunk::TrailerStart),
-            (_, b'\r') => Ok(Chunk::TrailerLf),
-            (_, _) if VALUE[b as usize] => Ok(Chunk::Trailer),
+            (Chunk::TrailerStart | Chunk::TrailerName, _) if TCHAR[b as usize] => {
+                Ok(Chunk::TrailerName)
+            }
+            (Chunk::TrailerName, b':') => Ok(Chunk::Trailer),
+            (Chunk::Trailer, b'\r') => Ok(Chunk::TrailerLf),
+            (Chunk::Trailer, _) if VALUE[b as usize] => Ok(Chunk::Trailer),
             _ => Err(Error::ChunkSize),
         }
     }

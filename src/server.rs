@@ -6,7 +6,12 @@
 //! One thread accepts connections and gives each its own thread (with a
 //! small, configurable stack). Past [`Server::max_connections`] the accept
 //! thread answers `503 Service Unavailable` with `Retry-After` itself, and no
-//! thread is spawned for the rejected connection. One more thread, the
+//! thread is spawned for the rejected connection. The accept thread keeps
+//! one descriptor in reserve (a file open on `/dev/null`): when `accept`
+//! fails because the process is out of descriptors, it frees it for one
+//! accept and answers that client `503` at once, so a flood past the
+//! descriptor limit cannot leave clients waiting in the listen backlog.
+//! One more thread, the
 //! ticker, sends keep-alive comments on idle event streams and notices
 //! clients that went away.
 //!
@@ -18,8 +23,22 @@
 //! | [`idle_timeout`](Server::idle_timeout) | 30 s | idle persistent connections holding threads |
 //! | [`body_timeout`](Server::body_timeout) | 30 s | a slow request body (total deadline) |
 //! | [`write_timeout`](Server::write_timeout) | 10 s | a client that stops reading: a blocked write fails after this and the connection closes |
-//! | [`max_connections`](Server::max_connections) | 1024 | thread and descriptor exhaustion |
+//! | [`max_connections`](Server::max_connections) | 1024, less under a low descriptor limit | thread and descriptor exhaustion |
+//! | [`linger_timeout`](Server::linger_timeout) | 2 s | a client that neither reads nor closes holding a closing connection (and its reading is bounded to 1 MiB) |
 //! | [`limits`](Server::limits) | see [`Limits`] | huge heads and bodies (414, 431, 413) |
+//!
+//! # Closing
+//!
+//! Every connection is closed in stages (RFC 9112 9.6): the write side is
+//! shut first, so the client sees the end of the response, then what the
+//! client still sends is read and dropped until it closes, for at most
+//! [`linger_timeout`](Server::linger_timeout) and 1 MiB. Closing at once
+//! with unread bytes (a pipelined request after `Connection: close`, a
+//! stray CRLF, an unread body) would send a reset, which destroys the part
+//! of the response the client has not received yet. The accept thread's
+//! `503` and a stream closed by a hub's fan-out thread do not wait: they
+//! drain only what has already arrived (the `503` is small and sent at
+//! once; a hub closes streams whose client is gone).
 //!
 //! # Event streams
 //!
@@ -226,6 +245,7 @@ struct Config {
     body_timeout: Duration,
     write_timeout: Duration,
     max_connections: usize,
+    linger_timeout: Duration,
     stack_size: usize,
     keep_alive: Option<Duration>,
     connected_comment: Option<String>,
@@ -244,7 +264,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
-            max_connections: 1024,
+            max_connections: default_max_connections(),
+            linger_timeout: Duration::from_secs(2),
             stack_size: 128 * 1024,
             keep_alive: Some(Duration::from_secs(15)),
             connected_comment: None,
@@ -303,6 +324,10 @@ struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // The connection thread has closed in stages already, waiting for
+        // the client; any other last owner (a hub's fan-out thread, the
+        // accept thread) must not wait.
+        close_staged(&self.socket, Duration::ZERO);
         lock(&self.server.connections).remove(&self.id);
         self.server.open_connections.fetch_sub(1, Ordering::SeqCst);
         let _guard = lock(&self.server.closed_lock);
@@ -516,10 +541,28 @@ impl Server {
         self
     }
 
-    /// The most connections open at once (default 1024). Past it, new
-    /// connections get `503` with `Retry-After: 1` from the accept thread.
+    /// The most connections open at once. Past it, new connections get
+    /// `503` with `Retry-After: 1` from the accept thread.
+    ///
+    /// Each connection holds one descriptor, so the default fits the
+    /// process's soft limit on open files: that limit minus 64 (room for the
+    /// listener, the spare descriptor, standard streams, a hub and the
+    /// application's own files), at most 1024 (threads). On Linux the limit
+    /// is read from `/proc/self/limits`; where it cannot be read, 1024 is
+    /// assumed (so the default is 960). Set more only after raising the
+    /// limit (`ulimit -n`); past it the server still answers `503`, using
+    /// its spare descriptor.
     pub fn max_connections(&mut self, max: usize) -> &mut Server {
         self.config.max_connections = max;
+        self
+    }
+
+    /// How long closing a connection may wait for the client to close its
+    /// side (default 2 s): see [Closing](crate::server#closing). Protects
+    /// the response's tail from a reset without letting a client that
+    /// neither reads nor closes hold the connection's thread.
+    pub fn linger_timeout(&mut self, timeout: Duration) -> &mut Server {
+        self.config.linger_timeout = timeout;
         self
     }
 
@@ -686,9 +729,41 @@ impl App {
 /// The canned answer of the accept thread when the server is full.
 const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\nserver at capacity\r\n";
 
+/// What the spare descriptor is opened on.
+const SPARE: &str = if cfg!(windows) { "NUL" } else { "/dev/null" };
+
+/// Descriptors left for the listener, the spare descriptor, standard
+/// streams, a hub and the application's files by the default
+/// `max_connections`.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The default `max_connections`: see [`Server::max_connections`].
+fn default_max_connections() -> usize {
+    let limit = descriptor_limit().unwrap_or(1024);
+    limit.saturating_sub(RESERVED_DESCRIPTORS).clamp(1, 1024) as usize
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`), from
+/// `/proc/self/limits` (Linux): `None` elsewhere, or when unlimited.
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// EMFILE or ENFILE (Linux, the BSDs, macOS), WSAEMFILE (Windows).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 10024))
+}
+
 fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
     let shared = &app.shared;
     let mut backoff = Duration::from_millis(5);
+    let mut spare = std::fs::File::open(SPARE).ok();
     while !shared.shutting_down.load(Ordering::SeqCst) {
         let (socket, remote) = match listener.accept() {
             Ok(accepted) => {
@@ -696,9 +771,21 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                 accepted
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if out_of_descriptors(&e) && spare.is_some() => {
+                // Free the spare for one accept: the client gets its 503
+                // now rather than waiting in the backlog for a descriptor.
+                drop(spare.take());
+                if let Ok((socket, _)) = listener.accept() {
+                    reject(socket, shared);
+                }
+                spare = std::fs::File::open(SPARE).ok();
+                continue;
+            }
             Err(_) => {
-                // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: the condition is
-                // usually temporary; back off instead of spinning or dying.
+                // ENOBUFS, ECONNABORTED, descriptors short with no spare...:
+                // the condition is usually temporary; back off instead of
+                // spinning or dying.
+                spare = spare.or_else(|| std::fs::File::open(SPARE).ok());
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -727,29 +814,25 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         if spawned.is_err() {
             // The closure (and the connection) was dropped with the error;
             // the client sees the connection close. Count it as rejected.
-            shared.rejected.fetch_add(1, Ordering::SeqCst);
+            count(&shared.rejected);
         }
     }
 }
 
 /// Answers 503 without a thread: a non-blocking write of the canned
-/// response (it fits any socket buffer), then close.
+/// response (it fits any socket buffer, so it is on its way at once), then
+/// a staged close that drains only what has arrived: the accept thread
+/// never waits, so a flood cannot hold it.
 fn reject(socket: TcpStream, shared: &Shared) {
-    shared.rejected.fetch_add(1, Ordering::SeqCst);
+    count(&shared.rejected);
     let _ = socket.set_nonblocking(true);
     let _ = (&socket).write(FULL);
-    // Read what the client already sent, so that closing does not turn into
-    // a reset that could destroy the 503 before the client reads it. At
-    // most 16 KiB: a client that keeps sending must not hold the accept
-    // thread.
-    let mut sink = [0u8; 4096];
-    for _ in 0..4 {
-        match (&socket).read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
-    let _ = socket.shutdown(Shutdown::Write);
+    close_staged(&socket, Duration::ZERO);
+}
+
+/// Adds one to a counter, stopping at its maximum rather than wrapping.
+fn count(counter: &AtomicU64) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_add(1));
 }
 
 /// Ends every stream and wakes every connection thread blocked reading.
@@ -818,10 +901,20 @@ fn ticker(app: &App) {
     }
 }
 
-/// Reads requests from one connection and answers them, in order.
+/// Serves one connection, then closes it in stages, unless a stream handed
+/// to another thread still uses it (its last owner closes it then).
 fn serve_connection(app: &Arc<App>, conn: Arc<Conn>) {
+    serve_requests(app, &conn);
+    if Arc::strong_count(&conn) == 1 {
+        close_staged(&conn.socket, app.config.linger_timeout);
+    }
+}
+
+/// Reads requests from one connection and answers them, in order, until
+/// one ends the connection.
+fn serve_requests(app: &Arc<App>, conn: &Arc<Conn>) {
     let mut reader = Reader {
-        conn: &conn,
+        conn,
         buf: Vec::new(),
     };
     let _ = conn
@@ -837,7 +930,7 @@ fn serve_connection(app: &Arc<App>, conn: Arc<Conn>) {
             Ok(ReadOutcome::Closed) => return,
             Ok(ReadOutcome::Request(req, consumed)) => {
                 first = false;
-                if !handle_request(app, &conn, &mut reader, req, consumed, started) {
+                if !handle_request(app, conn, &mut reader, req, consumed, started) {
                     return;
                 }
             }
@@ -846,8 +939,8 @@ fn serve_connection(app: &Arc<App>, conn: Arc<Conn>) {
                 // Counted before the answer is written, as in
                 // `handle_request`: a client that has its answer sees it
                 // in the stats.
-                app.shared.requests.fetch_add(1, Ordering::SeqCst);
-                let bytes = write_response(&conn, &response, Version::Http11, false, true);
+                count(&app.shared.requests);
+                let bytes = write_response(conn, &response, Version::Http11, false, true);
                 app.log(&LogEntry {
                     remote: conn.remote,
                     method: "-",
@@ -858,7 +951,6 @@ fn serve_connection(app: &Arc<App>, conn: Arc<Conn>) {
                     kind: LogKind::Request,
                     error: None,
                 });
-                linger_close(&conn);
                 return;
             }
         }
@@ -1033,20 +1125,36 @@ fn write_response(
     }
 }
 
-/// Closes after an error answer: stop writing, then briefly drain what the
-/// client is still sending, so the close is not a reset that could destroy
-/// the answer before the client reads it.
-fn linger_close(conn: &Conn) {
-    let _ = conn.socket.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_millis(500);
+/// Most bytes a staged close reads and drops: bounds the work a client
+/// that keeps sending can cause.
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Closes a connection in stages (RFC 9112 9.6: "half-close by closing only
+/// the write side of the read/write connection", then "continue to read
+/// from the connection until it receives a corresponding close from the
+/// client"), so that the close is not a reset that destroys what the client
+/// has not received yet. Reads and drops until the client closes,
+/// [`LINGER_BYTES`] have been read or `linger` has passed; with `linger`
+/// zero, drains only what has arrived, without blocking. The caller drops
+/// the socket afterwards.
+fn close_staged(socket: &TcpStream, linger: Duration) {
+    let _ = socket.shutdown(Shutdown::Write);
+    let _ = socket.set_nonblocking(linger.is_zero());
+    let deadline = Instant::now() + linger;
     let mut sink = [0u8; 4096];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if left.is_zero() || conn.socket.set_read_timeout(Some(left)).is_err() {
-            break;
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        if !linger.is_zero() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err() {
+                break;
+            }
         }
-        match (&conn.socket).read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
+        match (&*socket).read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
 }
@@ -1192,7 +1300,7 @@ fn handle_request(
     started: Instant,
 ) -> bool {
     req.set_remote_addr(conn.remote);
-    app.shared.requests.fetch_add(1, Ordering::SeqCst);
+    count(&app.shared.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
 
     // Errors in the head that parse_head leaves to us: the body cannot be
@@ -1210,11 +1318,11 @@ fn handle_request(
                 false,
                 started,
             );
-            linger_close(conn);
             return false;
         }
     };
-    let has_body = framing != Framing::None;
+    // `Content-Length: 0` is no body: nothing to read, the connection stays.
+    let has_body = !matches!(framing, Framing::None | Framing::Length(0));
 
     // Answers that need no body: OPTIONS, the guard, 404 and 405. An unread
     // body cannot be skipped safely, so such a connection then ends.
@@ -1242,12 +1350,7 @@ fn handle_request(
             if keep {
                 reader.buf.drain(..consumed);
             }
-            let open = respond(app, conn, &req, response, keep, started);
-            if has_body {
-                // Closing with the body unread would be a reset.
-                linger_close(conn);
-            }
-            return open;
+            return respond(app, conn, &req, response, keep, started);
         }
     };
 
@@ -1265,7 +1368,6 @@ fn handle_request(
                 false,
                 started,
             );
-            linger_close(conn);
             return false;
         }
     }
@@ -1274,7 +1376,7 @@ fn handle_request(
         Handler::Plain(handler) => match panic::catch_unwind(AssertUnwindSafe(|| handler(&req))) {
             Ok(response) => respond(app, conn, &req, response, keep, started),
             Err(_) => {
-                app.shared.panics.fetch_add(1, Ordering::SeqCst);
+                count(&app.shared.panics);
                 respond(
                     app,
                     conn,
@@ -1283,8 +1385,6 @@ fn handle_request(
                     false,
                     started,
                 );
-                // Pipelined requests may be unread: no reset.
-                linger_close(conn);
                 false
             }
         },
@@ -1391,7 +1491,7 @@ fn serve_stream(
         Ok(Err(e)) if e.is::<SendError>() => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => {
-            app.shared.panics.fetch_add(1, Ordering::SeqCst);
+            count(&app.shared.panics);
             // No last chunk: the client must see a broken body, not an end.
             let state = lock(&keep.state);
             keep.mark_closed();
@@ -1435,7 +1535,9 @@ impl Write for SocketWriter {
                 Err(e) => return Err(e),
             }
         }
-        self.framing_bytes += (n + http::CHUNK_END.len()) as u64;
+        self.framing_bytes = self
+            .framing_bytes
+            .saturating_add((n + http::CHUNK_END.len()) as u64);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -1516,11 +1618,12 @@ impl StreamShared {
         }
     }
 
-    /// Marks the stream closed, shuts the socket and wakes sleepers. Called
-    /// with the state locked, so no write is in progress.
+    /// Marks the stream closed, shuts the socket's write side (the client
+    /// sees the end; the staged close reads what it still sends) and wakes
+    /// sleepers. Called with the state locked, so no write is in progress.
     fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let _ = self.conn.socket.shutdown(Shutdown::Both);
+        let _ = self.conn.socket.shutdown(Shutdown::Write);
         self.wake.notify_all();
     }
 
@@ -1540,7 +1643,8 @@ impl StreamShared {
                     .socket
                     .set_write_timeout(Some(Duration::from_millis(100)));
                 if (&self.conn.socket).write_all(&bytes).is_ok() {
-                    state.keep_alive_bytes += bytes.len() as u64;
+                    state.keep_alive_bytes =
+                        state.keep_alive_bytes.saturating_add(bytes.len() as u64);
                 }
             }
         }
@@ -1555,7 +1659,7 @@ impl StreamShared {
             let socket = &self.conn.socket;
             if socket.set_nonblocking(true).is_ok() {
                 if let Ok(n) = (&*socket).write(http::LAST_CHUNK) {
-                    state.keep_alive_bytes += n as u64;
+                    state.keep_alive_bytes = state.keep_alive_bytes.saturating_add(n as u64);
                 }
             }
         }
@@ -1593,7 +1697,7 @@ impl StreamShared {
                 match (&*socket).write(frame) {
                     Ok(n) if n == frame.len() => {
                         state.last_write = Instant::now();
-                        state.keep_alive_bytes += n as u64;
+                        state.keep_alive_bytes = state.keep_alive_bytes.saturating_add(n as u64);
                     }
                     // A full socket buffer: the client is not reading. The
                     // next send blocks and times out; nothing to do now.
@@ -1619,12 +1723,15 @@ impl Drop for StreamShared {
         // its body cleanly; one closed by an error was closed already.
         self.end();
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let bytes = self.head_bytes
-            + state.writer.bytes_written()
-            + state.writer.get_ref().framing_bytes
-            + state.keep_alive_bytes;
+        let bytes = [
+            state.writer.bytes_written(),
+            state.writer.get_ref().framing_bytes,
+            state.keep_alive_bytes,
+        ]
+        .iter()
+        .fold(self.head_bytes, |sum, &n| sum.saturating_add(n));
         self.app.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
-        let _ = self.conn.socket.shutdown(Shutdown::Both);
+        let _ = self.conn.socket.shutdown(Shutdown::Write);
         self.app.log(&LogEntry {
             remote: self.conn.remote,
             method: &self.method,
@@ -1785,7 +1892,7 @@ impl Detached {
         }
         match (&self.shared.conn.socket).write_vectored(bufs) {
             Ok(n) => {
-                state.keep_alive_bytes += n as u64;
+                state.keep_alive_bytes = state.keep_alive_bytes.saturating_add(n as u64);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),

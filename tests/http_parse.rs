@@ -126,9 +126,9 @@ req! {
     method_non_ascii: b"G\xc3\x89T / HTTP/1.1\r\n" => Fail(Error::Method);
     method_nul: b"GET\0 / HTTP/1.1\r\n" => Fail(Error::Method);
 
-    // request-target: origin-form, or * with OPTIONS.
+    // request-target: origin-form, http absolute-form, or * with OPTIONS.
     target_empty_double_space: b"GET  / HTTP/1.1\r\n" => Fail(Error::Target);
-    target_absolute_form: b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Fail(Error::Target);
+    target_absolute_form: b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Head("GET", "http://a/", Http11, &[]);
     target_authority_form: b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n" => Fail(Error::Target);
     target_star_without_options: b"GET * HTTP/1.1\r\nHost: a\r\n\r\n" => Fail(Error::Target);
     target_star_then_more: b"OPTIONS *x HTTP/1.1\r\n" => Fail(Error::Target);
@@ -142,15 +142,19 @@ req! {
     target_tab: b"GET /\t HTTP/1.1\r\n" => Fail(Error::Target);
     target_nul: b"GET /\0 HTTP/1.1\r\n" => Fail(Error::Target);
 
-    // HTTP-version = "HTTP/1.0" / "HTTP/1.1" exactly.
+    // HTTP-version = "HTTP/" DIGIT "." DIGIT; 1.0 and 1.1 are served, other
+    // well-formed versions are 505, anything else is malformed (400).
     version_2: b"GET / HTTP/2.0\r\n" => Fail(Error::Version);
     version_1_2: b"GET / HTTP/1.2\r\n" => Fail(Error::Version);
-    version_lowercase: b"GET / http/1.1\r\n" => Fail(Error::Version);
-    version_short: b"GET / HTTP/1\r\n" => Fail(Error::Version);
-    version_long: b"GET / HTTP/1.10\r\n" => Fail(Error::Version);
-    version_garbage: b"GET / GARBAGE\r\n" => Fail(Error::Version);
-    version_empty: b"GET / \r\n" => Fail(Error::Version);
-    version_http09: b"GET /\r\n" => Fail(Error::Version);
+    version_9_9: b"GET / HTTP/9.9\r\n" => Fail(Error::Version);
+    version_lowercase: b"GET / http/1.1\r\n" => Fail(Error::MalformedVersion);
+    version_short: b"GET / HTTP/1\r\n" => Fail(Error::MalformedVersion);
+    version_long: b"GET / HTTP/1.10\r\n" => Fail(Error::MalformedVersion);
+    version_two_digit_major: b"GET / HTTP/10.1\r\n" => Fail(Error::MalformedVersion);
+    version_letter: b"GET / HTTP/1.x\r\n" => Fail(Error::MalformedVersion);
+    version_garbage: b"GET / GARBAGE\r\n" => Fail(Error::MalformedVersion);
+    version_empty: b"GET / \r\n" => Fail(Error::MalformedVersion);
+    version_http09: b"GET /\r\n" => Fail(Error::MalformedVersion);
 
     // CRLF only.
     bare_lf_request_line: b"GET / HTTP/1.1\nHost: a\n\n" => Fail(Error::NewLine);
@@ -233,6 +237,53 @@ req! {
     default_headers_past_limit: many_headers(101) => Fail(Error::TooManyHeaders);
     default_head_at_limit: head_of(65536) => Head("GET", "/", Http11, &[]);
     default_head_past_limit: head_of(65537) => Fail(Error::HeadTooLarge);
+}
+
+/// Absolute-form targets (RFC 9112 3.2.2), one line per case: the request
+/// line's target and `Host`, then `Ok((path, query, authority))` or the
+/// error.
+#[test]
+fn absolute_form_targets() {
+    type Want = Result<(&'static str, Option<&'static str>, &'static str), Error>;
+    #[rustfmt::skip]
+    let table: &[(&str, &str, Want)] = &[
+        ("http://a/", "a", Ok(("/", None, "a"))),
+        ("http://a/x/y?q=1", "a", Ok(("/x/y", Some("q=1"), "a"))),
+        ("HTTP://a/x", "a", Ok(("/x", None, "a"))),
+        ("http://a", "a", Ok(("/", None, "a"))),
+        ("http://a?q", "a", Ok(("/", Some("q"), "a"))),
+        ("http://a:8080/x", "a:8080", Ok(("/x", None, "a:8080"))),
+        ("http://[::1]:80/", "x", Ok(("/", None, "[::1]:80"))),
+        // The target's authority wins over a different Host.
+        ("http://a/x", "b", Ok(("/x", None, "a"))),
+        ("https://a/", "a", Err(Error::Target)),
+        ("ftp://a/", "a", Err(Error::Target)),
+        ("http:/a", "a", Err(Error::Target)),
+        ("http:///x", "a", Err(Error::Target)),
+        ("http://u@a/", "a", Err(Error::Target)),
+        ("http", "a", Err(Error::Target)),
+        ("a:443", "a", Err(Error::Target)),
+        // Host must still be present and valid.
+        ("http://a/", "a b", Err(Error::MissingHost)),
+    ];
+    for &(target, host, want) in table {
+        let wire = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let got = Request::parse(wire.as_bytes()).map(|r| {
+            (
+                r.path().to_owned(),
+                r.query().map(str::to_owned),
+                r.authority().map(str::to_owned),
+            )
+        });
+        let want = want.map(|(p, q, a)| (p.to_owned(), q.map(str::to_owned), Some(a.to_owned())));
+        assert_eq!(got, want, "{target} with Host {host}");
+    }
+    let no_host = Request::parse(b"GET http://a/ HTTP/1.1\r\n\r\n");
+    assert_eq!(no_host, Err(Error::MissingHost));
+    let http10 = Request::parse(b"GET http://a/x HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!((http10.path(), http10.authority()), ("/x", Some("a")));
+    let origin = Request::parse(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(origin.authority(), Some("h"));
 }
 
 /// The target that makes `GET <target> HTTP/1.1` exactly `len` bytes.
@@ -367,7 +418,7 @@ fn parse_convenience() {
     );
     assert_eq!(
         Request::parse(b"GET / HTTP/3\r\n\r\n").unwrap_err(),
-        Error::Version
+        Error::MalformedVersion
     );
     let debug = format!("{r:?}");
     assert!(
@@ -636,6 +687,14 @@ chunked! {
     chunk_space_no_ext: b"5 \r\nhello\r\n0\r\n\r\n" => Err(Error::ChunkSize);
     chunk_space_then_junk: b"5 x\r\n" => Err(Error::ChunkSize);
     chunk_ext_control: b"5;a\0\r\n" => Err(Error::ChunkSize);
+    chunk_ext_quoted_escapes: b"1;a=\"x\\\"; y\";b\r\nx\r\n0\r\n\r\n" => Ok(Some(24)), b"x";
+    chunk_ext_quoted_unterminated: b"1;a=\"x\r\nx\r\n0\r\n\r\n" => Err(Error::ChunkSize);
+    chunk_ext_quoted_escaped_end: b"1;a=\"x\\\"\r\nx\r\n0\r\n\r\n" => Err(Error::ChunkSize);
+    chunk_ext_quoted_control: b"1;a=\"\x01\"\r\n" => Err(Error::ChunkSize);
+    chunk_trailer_no_colon: b"0\r\nNoColon\r\n\r\n" => Err(Error::ChunkSize);
+    chunk_trailer_empty_name: b"0\r\n: a\r\n\r\n" => Err(Error::ChunkSize);
+    chunk_trailer_space_before_colon: b"0\r\nX : a\r\n\r\n" => Err(Error::ChunkSize);
+    chunk_trailer_bad_name: b"0\r\nX(y): a\r\n\r\n" => Err(Error::ChunkSize);
     chunk_ext_bare_lf: b"5;a\n" => Err(Error::ChunkSize);
     chunk_data_too_long: b"5\r\nhelloX\r\n" => Err(Error::ChunkSize), b"hello";
     chunk_data_bare_lf: b"5\r\nhello\n0\r\n\r\n" => Err(Error::ChunkSize), b"hello";
@@ -716,6 +775,7 @@ fn error_statuses() {
         (Error::Method, 400),
         (Error::Target, 400),
         (Error::Version, 505),
+        (Error::MalformedVersion, 400),
         (Error::HeaderName, 400),
         (Error::HeaderValue, 400),
         (Error::NewLine, 400),

@@ -119,8 +119,13 @@ fn every_status_from_a_real_request() {
         ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 204),
         ("bad request line: two spaces", b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("bad request line: bad method", b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-        ("bad request line: absolute-form", b"GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-        ("bad request line: HTTP/0.9", b"GET /\r\n\r\n", 505),
+        ("absolute-form", b"GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+        ("absolute-form, other Host", b"GET http://t/files/exact HTTP/1.1\r\nHost: u\r\n\r\n", 200),
+        ("absolute-form https", b"GET https://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("bad request line: HTTP/0.9", b"GET /\r\n\r\n", 400),
+        ("malformed version HTTP/1", b"GET / HTTP/1\r\nHost: t\r\n\r\n", 400),
+        ("malformed version HTTP/1.10", b"GET / HTTP/1.10\r\nHost: t\r\n\r\n", 400),
+        ("malformed version http/1.1", b"GET / http/1.1\r\nHost: t\r\n\r\n", 400),
         ("bad header name", b"GET / HTTP/1.1\r\nHost: t\r\nBad(Name): x\r\n\r\n", 400),
         ("space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
         ("header without colon", b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
@@ -137,6 +142,8 @@ fn every_status_from_a_real_request() {
         ("conflicting CL", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
         ("negative CL", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
         ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+        ("chunk ext: unterminated quoted string", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"x\r\nx\r\n0\r\n\r\n", 400),
+        ("trailer without colon", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nNoColon\r\n\r\n", 400),
         ("chunk data without CRLF", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n", 400),
         ("no such path", b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n", 404),
         ("no such path, with a body", b"POST /missing HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 404),
@@ -415,6 +422,215 @@ fn max_connections_answers_503_then_recovers() {
     server.assert_alive();
     assert_eq!(server.handle.stats().rejected, 2);
     drop(second);
+}
+
+/// The size of the `/big` route's body: more than the socket buffers hold
+/// while the client does not read.
+const BIG: usize = 4 << 20;
+
+/// RFC 9112 9.6: a connection the server closes while the client has sent
+/// bytes it has not read is closed in stages, so the client gets the whole
+/// response and a clean end (FIN), never a reset. One line per case: the
+/// request (which ends the connection), the bytes sent after it while the
+/// handler runs (so that they arrive after the head was read), and the
+/// body length of the response.
+#[test]
+fn closing_with_unread_bytes_loses_nothing() {
+    let (logged_tx, logged) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let logged_tx = Mutex::new(logged_tx);
+    let gate = Mutex::new((started_tx, go_rx));
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.get("/gate", move |req| {
+            let gate = lock_ok(&gate);
+            let _ = gate.0.send(());
+            let _ = gate.1.recv_timeout(WAIT);
+            let len = if req.query() == Some("big") { BIG } else { 5 };
+            Response::new(200).body(vec![b'x'; len])
+        })
+        .access_log(move |entry| {
+            let _ = lock_ok(&logged_tx).send(entry.path.to_string());
+        });
+    });
+    let pipelined: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    #[rustfmt::skip]
+    let table: &[(&str, &[u8], &[u8], usize)] = &[
+        ("pipelined request after Connection: close", b"GET /gate HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", pipelined, 5),
+        ("stray CRLF after an HTTP/1.0 request", b"GET /gate HTTP/1.0\r\n\r\n", b"\r\n", 5),
+        ("large response not read yet, pipelined request", b"GET /gate?big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", pipelined, BIG),
+        ("large response not read yet, stray CRLF", b"GET /gate?big HTTP/1.0\r\n\r\n", b"\r\n", BIG),
+    ];
+    for &(name, request, extra, len) in table {
+        while logged.try_recv().is_ok() {}
+        let mut client = server.client();
+        client.send(request);
+        started.recv_timeout(WAIT).expect("the handler runs");
+        client.send(extra);
+        go.send(()).unwrap();
+        // Read nothing until the server has written all it could (the log
+        // comes after the write), so that a large response's tail is still
+        // in its socket buffer when it closes.
+        let _ = logged.recv_timeout(Duration::from_millis(500));
+        let resp = client.response();
+        assert_eq!((resp.status, resp.body.len()), (200, len), "{name}");
+        assert!(resp.body.iter().all(|&b| b == b'x'), "{name}");
+        let rest = client
+            .read_to_close()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(rest.is_empty(), "{name}: {rest:?}");
+    }
+}
+
+fn lock_ok<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `Content-Length: 0` is no body: an early answer (404, 405) keeps the
+/// connection, as it does without the header.
+#[test]
+fn content_length_zero_keeps_the_connection() {
+    let server = small_server();
+    let mut client = server.client();
+    for (target, status) in [("/missing", 404), ("/", 405), ("/echo", 200)] {
+        client.send(
+            format!("POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        let resp = client.response();
+        assert_eq!(
+            (resp.status, resp.header("Connection")),
+            (status, None),
+            "{target}"
+        );
+    }
+    client.send(&get("/"));
+    assert_eq!(client.response().status, 200);
+}
+
+/// The child role of [`descriptor_limit_flood_is_answered`]: run under
+/// `ulimit -n 1024`, serve with the default `max_connections` and with one
+/// far above the descriptor limit, print both addresses, and exit when the
+/// parent closes stdin (or after a minute).
+fn descriptor_limit_child() {
+    thread::spawn(|| {
+        thread::sleep(Duration::from_secs(60));
+        std::process::exit(1);
+    });
+    let fits = TestServer::start(routes);
+    let above = TestServer::start(|s| {
+        routes(s);
+        s.max_connections(100_000);
+    });
+    println!("ADDRS {} {}", fits.addr, above.addr);
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0);
+}
+
+/// The soft limit on open files of this process (Linux).
+fn own_descriptor_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line[14..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or(u64::MAX)
+}
+
+/// A server under the common 1,024-descriptor soft limit, flooded past it:
+/// with the default `max_connections` (which must fit the limit) and with
+/// a `max_connections` above it (accept then fails with EMFILE), a client
+/// past the flood gets `503` with `Retry-After` at once, and once the flood
+/// stops a client gets through within a second.
+#[cfg(target_os = "linux")]
+#[test]
+fn descriptor_limit_flood_is_answered() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::process::{Command, Stdio};
+    const CHILD: &str = "STDSSE_TEST_FD_CHILD";
+    const FLOOD: usize = 1100;
+    if std::env::var_os(CHILD).is_some() {
+        return descriptor_limit_child();
+    }
+    if own_descriptor_limit() < FLOOD as u64 + 200 {
+        eprintln!("skipped: this process may open too few files for the flood (ulimit -n)");
+        return;
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "descriptor_limit_flood_is_answered",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the child server");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(addrs) = line.strip_prefix("ADDRS ") {
+                let _ = tx.send(addrs.to_string());
+            }
+        }
+    });
+    let addrs = rx.recv_timeout(WAIT).expect("the child's addresses");
+    let addrs: Vec<SocketAddr> = addrs.split(' ').map(|a| a.parse().unwrap()).collect();
+    // One request with bounded waits; the status, or 0 for no answer.
+    let probe = |addr: SocketAddr, within: Duration| -> u16 {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, within) else {
+            return 0;
+        };
+        stream.set_read_timeout(Some(within)).unwrap();
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status == 503 {
+            assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
+        }
+        status
+    };
+    for (name, &addr) in ["default max_connections", "max_connections above the limit"]
+        .iter()
+        .zip(&addrs)
+    {
+        let flood: Vec<TcpStream> = (0..FLOOD)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok())
+            .collect();
+        assert_eq!(
+            probe(addr, Duration::from_secs(2)),
+            503,
+            "{name}: past the flood"
+        );
+        drop(flood);
+        let stopped = Instant::now();
+        let mut status = 0;
+        while status != 200 && stopped.elapsed() < Duration::from_secs(1) {
+            status = probe(addr, Duration::from_secs(1));
+        }
+        assert_eq!(
+            status,
+            200,
+            "{name}: after the flood ({:?})",
+            stopped.elapsed()
+        );
+    }
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 // ---------------------------------------------------------------------------
