@@ -130,3 +130,34 @@ fn clock_example_works_as_documented() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// The harness takes the `listening on` line only once its LF arrived: a
+/// line written in pieces (as `eprintln!` writes it, one `write(2)` per
+/// piece) is read whole, and a line the end of output cuts short is refused.
+#[cfg(unix)]
+#[test]
+fn listening_line_is_taken_only_when_complete() {
+    use std::process::{Command, Stdio};
+    for (script, want) in [
+        (
+            "printf 'listening on http://127'; sleep 0.05; printf '.0'; sleep 0.05; \
+             printf '.0.1:8'; sleep 0.05; printf '080\\n'",
+            Ok("127.0.0.1:8080"),
+        ),
+        ("printf 'listening on http://127.0.0.1:8'", Err(())),
+        ("printf 'listening on http://127.0'; sleep 0.05", Err(())),
+    ] {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        let lines = common::complete_lines(child.stdout.take().unwrap());
+        let got = common::listening_addr(&lines);
+        let _ = child.wait();
+        match want {
+            Ok(addr) => assert_eq!(got.map(|a| a.to_string()), Ok(addr.to_string()), "{script}"),
+            Err(()) => assert!(got.is_err(), "{script}: {got:?}"),
+        }
+    }
+}

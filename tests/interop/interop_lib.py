@@ -46,7 +46,8 @@ class Example:
                     text = line.decode("utf-8", "replace")
                     with self._lock:
                         self.log += text
-                    m = re.match(r"^listening on http://(\S+):(\d+)$", text.strip())
+                    # Only a whole line: the last one may lack its LF at EOF.
+                    m = re.match(r"^listening on http://(\S+):(\d+)\n$", text)
                     if m and not listening.is_set():
                         self.host, self.port = m.group(1), int(m.group(2))
                         self.url = f"http://{self.host}:{self.port}"

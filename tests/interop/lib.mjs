@@ -38,7 +38,8 @@ let logSeq = 0;
 
 /**
  * Starts an example (`chat`, `clock`) on `addr` (default 127.0.0.1:0) and
- * resolves once it printed `listening on http://HOST:PORT`. The example's
+ * resolves once it printed `listening on http://HOST:PORT` and the newline
+ * that ends it (the line may arrive in pieces). The example's
  * stderr (its access log) is kept in `.log` and copied to target/interop/logs.
  */
 export async function startExample(name, { addr = "127.0.0.1:0", args = [], tag = name } = {}) {
@@ -78,7 +79,7 @@ function startOnce(name, addr, args, tag) {
       proc.stderr.on("data", (chunk) => {
         example.log += chunk;
         logFile.write(chunk);
-        const m = example.log.match(/^listening on http:\/\/([^\s]+):(\d+)$/m);
+        const m = example.log.match(/^listening on http:\/\/([^\s]+):(\d+)\n/);
         if (m && !example.url) {
           example.host = m[1];
           example.port = Number(m[2]);
