@@ -118,6 +118,12 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
   });
 }
 
+/**
+ * The chat's largest message, exactly its MAX_MESSAGE (64 KiB) of UTF-8: 64
+ * lines of 1024 bytes, the same as python_clients.py and tests/chat_example.rs.
+ */
+export const LARGEST = ("h\u00e9llo \u2713 \u{1F600}" + "x".repeat(1008) + "\n").repeat(64);
+
 /** POSTs a chat message; resolves with the status, which must be 204. */
 export async function post(baseUrl, text, room = "lobby") {
   const res = await within(

@@ -18,6 +18,7 @@ import urllib3
 from httpx_sse import connect_sse
 
 from interop_lib import (
+    LARGEST,
     Example,
     check,
     equal,
@@ -51,11 +52,6 @@ TEXTS = [
     "\ufeffbyte order mark first",
     "\n".join(f"line {i:04d} \u00e9\u00e8 " + "x" * 40 for i in range(1000)),  # ~55 KiB
 ]
-# The chat's MAX_MESSAGE (examples/chat.rs): a message of exactly that size
-# (64 lines of 1024 bytes), the same as tests/chat_example.rs sends.
-MAX_MESSAGE = 64 * 1024
-LARGEST = ("h\u00e9llo \u2713 \U0001f600" + "x" * 1008 + "\n") * 64
-assert len(LARGEST.encode("utf-8")) == MAX_MESSAGE
 TEXTS.append(LARGEST)
 # Keep-alives every 200 ms: a client that took one for an event would show it.
 CHAT_ARGS = ("--keep-alive-ms", "200")
