@@ -1271,7 +1271,7 @@ pub fn complete_lines(reader: impl Read + Send + 'static) -> Receiver<String> {
     thread::spawn(move || {
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
-        while matches!(reader.read_until(b'\n', &mut line), Ok(_) if line.pop() == Some(b'\n')) {
+        while reader.read_until(b'\n', &mut line).is_ok() && line.pop() == Some(b'\n') {
             let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
             line.clear();
         }
