@@ -37,7 +37,7 @@ run() { # kind clients messages rate hold per-thread
     # The first line, `listening on http://HOST:PORT`, once it is complete
     # (`read` fails until its newline has arrived).
     local first="" port
-    for _ in $(seq 100); do IFS= read -r first <"$err" 2>/dev/null && break; sleep 0.05; done
+    for _ in $(seq 100); do IFS= read -r first 2>/dev/null <"$err" && break; sleep 0.05; done
     port=${first##*:}
     local line
     line=$(./target/loadgen/examples/loadgen \

@@ -24,7 +24,7 @@ start_example() {
         EX_PID=$!
         STARTED_PIDS+=("$EX_PID")
         for ((i = 0; i < 100; i++)); do
-            if IFS= read -r line <"$EX_LOG" 2>/dev/null && [[ $line == "listening on http://"* ]]; then
+            if IFS= read -r line 2>/dev/null <"$EX_LOG" && [[ $line == "listening on http://"* ]]; then
                 EX_URL=${line#listening on }
                 EX_PORT=${EX_URL##*:}
                 return 0
