@@ -34,9 +34,11 @@ trap 'kill $chat 2>/dev/null || true; rm -f "$err"' EXIT
 run() { # kind clients messages rate hold per-thread
     ./target/release/examples/chat --addr 127.0.0.1:0 --max-connections 20000 2>"$err" &
     chat=$!
-    for _ in $(seq 100); do grep -q listening "$err" 2>/dev/null && break; sleep 0.05; done
-    local port
-    port=$(head -1 "$err" | sed 's/.*://')
+    # The first line, `listening on http://HOST:PORT`, once it is complete
+    # (`read` fails until its newline has arrived).
+    local first="" port
+    for _ in $(seq 100); do IFS= read -r first 2>/dev/null <"$err" && break; sleep 0.05; done
+    port=${first##*:}
     local line
     line=$(./target/loadgen/examples/loadgen \
         --events "http://127.0.0.1:$port/events?room=bench" \

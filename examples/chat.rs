@@ -13,14 +13,17 @@
 //!   the text exactly as posted (multi-line text stays multi-line).
 //!   `Last-Event-ID` (header, or `lastEventId` query parameter) resumes
 //!   through the hub's history.
-//! * `POST /messages?room=R`, the text as the body (UTF-8, at most 64 KiB):
+//! * `POST /messages?room=R`, the text as the body (UTF-8, at most
+//!   [`MAX_MESSAGE`], 64 KiB):
 //!   `204`, and the message is broadcast; empty or invalid UTF-8: `400`;
 //!   too large: `413`.
 //! * `GET /stats`: the hub's and the server's counters as JSON.
 //! * Ctrl+C: graceful shutdown, exit status 0.
 //!
 //! The first line on stderr is `listening on http://HOST:PORT`.
-//! `--fanout-threads N` sets the hub's writer threads (default: one per core).
+//! `--fanout-threads N` sets the hub's writer threads (default: one per core);
+//! `--keep-alive-ms N` the idle time before a keep-alive comment (default
+//! 15000).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -31,9 +34,20 @@ use stdsse::http::Limits;
 use stdsse::hub::{Hub, Subscription};
 use stdsse::{Event, Request, Response, Server};
 
-const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N]";
+const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N] \
+                     [--keep-alive-ms 15000]";
 
-/// The largest message accepted.
+/// The largest message accepted, in bytes of UTF-8: larger bodies get `413`.
+///
+/// It protects the server (a request body is held in memory) and must fit
+/// every client on the way: a message becomes the data of one event, which
+/// a client counts as the text plus one LF per line (CR and CRLF become
+/// LF, so at most the text plus one byte) plus the type `message`. That is
+/// at most `MAX_MESSAGE + 8` bytes, far below the event limit of stdsse's
+/// `Parser`, `Client` and `tail` (16 MiB by default); browsers, Node's
+/// `eventsource`, httpx-sse, sseclient-py, curl and nginx (unbuffered, as
+/// the stream asks) set none. The interop suite and `tests/chat_example.rs`
+/// send a message of exactly this size to each of them.
 const MAX_MESSAGE: usize = 64 * 1024;
 
 fn room(req: &Request) -> String {
@@ -59,15 +73,20 @@ fn post_message(hub: &Hub, req: &Request) -> Response {
 }
 
 fn main() -> std::io::Result<()> {
-    let options = common::Options::parse(&["addr", "max-connections", "fanout-threads"], USAGE);
+    let options = common::Options::parse(
+        &["addr", "max-connections", "fanout-threads", "keep-alive-ms"],
+        USAGE,
+    );
     let addr = options.get("addr", "127.0.0.1:8080");
     let max_connections = options.number("max-connections", 12_000) as usize;
+    let keep_alive = Duration::from_millis(options.number("keep-alive-ms", 15_000).max(1));
 
     let mut hub = Hub::builder();
     if let Some(threads) = options.optional("fanout-threads") {
         hub = hub.fanout_threads(threads as usize);
     }
     let hub = hub
+        .keep_alive(Some(keep_alive))
         .close_retry(Duration::from_millis(500), Duration::from_millis(1500))
         .build()?;
     let mut server = Server::bind(&addr)?;
@@ -78,6 +97,7 @@ fn main() -> std::io::Result<()> {
             ..Limits::default()
         })
         .initial_retry(Some(Duration::from_secs(1)))
+        .keep_alive(Some(keep_alive))
         .access_log(common::log_to_stderr)
         .get("/", |_req| Response::html(200, PAGE));
     let events_hub = hub.clone();

@@ -7,7 +7,9 @@
 //! * `GET /events`: a `: connected` comment, then every interval an event
 //!   `event: time`, `id: evt-N` (N = 1, 2, 3, ...), `data:` the UTC time in
 //!   RFC 3339. A reconnect with `Last-Event-ID: evt-K` continues at
-//!   `evt-(K+1)`.
+//!   `evt-(K+1)`. Ids stop growing at `evt-18446744073709551615` (the
+//!   largest u64): later ticks repeat it rather than wrap to `evt-0`. Any
+//!   other `Last-Event-ID` (not `evt-` and a u64) starts again at `evt-1`.
 //! * `GET /`: a page that shows the ticks live with `EventSource`.
 //! * Ctrl+C: graceful shutdown, exit status 0.
 //!
@@ -54,7 +56,8 @@ const PAGE: &str = r#"<!doctype html>
 </html>
 "#;
 
-/// `evt-K` from a reconnecting client means: continue at K + 1.
+/// `evt-K` from a reconnecting client means: continue at K + 1 (at most
+/// u64::MAX); an id the clock did not make starts at 1.
 fn first_tick(last_event_id: Option<&str>) -> u64 {
     last_event_id
         .and_then(|id| id.strip_prefix("evt-"))
@@ -82,10 +85,10 @@ fn main() -> std::io::Result<()> {
                     .data(common::now_rfc3339());
                 stream.send(&event)?;
                 stream.sleep(interval)?;
-                n += 1;
+                n = n.saturating_add(1);
             }
         });
-    eprintln!("listening on http://{}", server.local_addr());
+    common::print_listening(&server);
     let handle = server.handle();
     common::on_ctrl_c(move || handle.shutdown());
     server.run()

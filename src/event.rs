@@ -12,7 +12,17 @@
 //! * Every field is written `name: value` with one space after the colon.
 //!   A parser removes exactly one leading space, so a value that itself
 //!   starts with a space survives the trip.
-//! * Lines end with LF, and one more LF (an empty line) ends the event.
+//! * Lines end with LF, and one more LF (an empty line) ends the event:
+//!   "If the line is empty (a blank line) - Dispatch the event". An event
+//!   made only of comments and/or a `retry` gets no empty line: "Lines
+//!   starting with a U+003A COLON character (:) - Ignore the line", and a
+//!   `retry` field takes effect when its line is read, so the empty line
+//!   would only dispatch nothing. Some clients (httpx-sse, and the Python
+//!   SDKs that copied its decoder) dispatch such a block anyway, as an
+//!   event with empty data; without the empty line a keep-alive or a retry
+//!   hint is never mistaken for an event, and the hint rides on the next
+//!   event's block. An `event` or `id` without data keeps its empty line:
+//!   dispatching it resets the type and commits the id.
 //! * Data is split on CRLF, lone CR and lone LF into one `data:` line per
 //!   line of text; CRLF counts as one line break. An event whose data is the
 //!   empty string still writes one `data:` line, so browsers dispatch it.
@@ -68,7 +78,8 @@ pub struct Event {
 }
 
 impl Event {
-    /// An empty event. Encoded as is, it is a lone empty line.
+    /// An empty event. Encoded as is, it is a lone empty line (so a
+    /// [`Frame`] is never empty).
     pub fn new() -> Event {
         Event::default()
     }
@@ -115,7 +126,8 @@ impl Event {
     }
 
     /// Adds a comment line (any number may be added). A client ignores
-    /// comments; an event made only of comments is the usual keep-alive.
+    /// comments; an event made only of comments is the usual keep-alive
+    /// (written without the empty line, see the [module docs](self)).
     /// Line breaks in the text make several `:` lines.
     pub fn comment(mut self, text: impl Into<String>) -> Event {
         self.comments.push(text.into());
@@ -187,7 +199,16 @@ impl Event {
         if let Some(data) = &self.data {
             push_lines(out, b"data", data);
         }
-        out.push(b'\n');
+        if self.dispatches() {
+            out.push(b'\n');
+        }
+    }
+
+    /// Whether the encoding ends with the empty line: not for an event made
+    /// only of comments and/or a retry hint (see the [module docs](self)).
+    fn dispatches(&self) -> bool {
+        let fields = self.data.is_some() || self.event.is_some() || self.id.is_some();
+        fields || (self.comments.is_empty() && self.retry.is_none())
     }
 
     /// A close upper bound of the encoded size in the common case (a few
@@ -208,7 +229,8 @@ impl Event {
 pub struct Frame(Arc<[u8]>);
 
 impl Frame {
-    /// The encoded bytes, ending with the empty line that ends the event.
+    /// The encoded bytes, ending with the empty line that ends the event
+    /// (or, for comments and retry hints alone, with their last line).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -402,13 +424,18 @@ mod tests {
         event_type_colon: Event::new().event("a:b")? => "event: a:b\n\n";
         id_field: Event::new().id("7")?.data("x") => "id: 7\ndata: x\n\n";
         id_empty_resets: Event::new().id("")? => "id:\n\n";
-        retry_ms: Event::new().retry(Duration::from_millis(2500)) => "retry: 2500\n\n";
-        retry_truncates: Event::new().retry(Duration::from_micros(1999)) => "retry: 1\n\n";
-        retry_zero: Event::new().retry(Duration::ZERO) => "retry: 0\n\n";
-        comment_keep_alive: Event::new().comment("") => ":\n\n";
-        comment_text: Event::new().comment("connected") => ": connected\n\n";
-        comment_multi_line: Event::new().comment("a\r\nb\rc") => ": a\n: b\n: c\n\n";
-        comments_many: Event::new().comment("a").comment("b") => ": a\n: b\n\n";
+        retry_ms: Event::new().retry(Duration::from_millis(2500)) => "retry: 2500\n";
+        retry_truncates: Event::new().retry(Duration::from_micros(1999)) => "retry: 1\n";
+        retry_zero: Event::new().retry(Duration::ZERO) => "retry: 0\n";
+        comment_keep_alive: Event::new().comment("") => ":\n";
+        comment_text: Event::new().comment("connected") => ": connected\n";
+        comment_multi_line: Event::new().comment("a\r\nb\rc") => ": a\n: b\n: c\n";
+        comments_many: Event::new().comment("a").comment("b") => ": a\n: b\n";
+        comment_and_retry: Event::new().comment("hi").retry(Duration::from_secs(1))
+            => ": hi\nretry: 1000\n";
+        event_only_dispatches: Event::new().event("e")? => "event: e\n\n";
+        retry_with_data_dispatches: Event::new().retry(Duration::from_secs(1)).data("d")
+            => "retry: 1000\ndata: d\n\n";
         all_fields: Event::new().comment("c").data("d").id("i")?.event("e")?
             .retry(Duration::from_secs(1)) => ": c\nevent: e\nid: i\nretry: 1000\ndata: d\n\n";
     }

@@ -17,8 +17,7 @@
 //!
 //! ```text
 //! : connected                 <- a comment: ignored by clients (keep-alives)
-//! retry: 5000                 <- reconnect after 5000 ms if the connection drops
-//!                             <- an empty line: the block ends (no data, no event)
+//! retry: 5000                 <- reconnect after 5000 ms if the connection drops (as read)
 //! event: time                 <- the event type (addEventListener("time", ...))
 //! id: evt-1                   <- the id; sent back as Last-Event-ID on reconnect
 //! data: 2025-01-18T04:30:00Z  <- one line of data

@@ -845,7 +845,6 @@ fn shutdown_connections(app: &App) {
         }
         if let Some((base, jitter)) = app.config.shutdown_retry {
             crate::event::push_retry(&mut goodbye, base + jitter.mul_f64(random_unit()));
-            goodbye.push(b'\n');
         }
         stream.close_with(&goodbye);
     }
@@ -1424,11 +1423,9 @@ fn serve_stream(
         let mut first = Vec::new();
         if let Some(text) = &app.config.connected_comment {
             crate::event::push_lines(&mut first, b"", text);
-            first.push(b'\n');
         }
         if let Some(delay) = app.config.initial_retry {
             crate::event::push_retry(&mut first, delay);
-            first.push(b'\n');
         }
         push_body(&mut out, &first, chunked);
     }
@@ -1690,9 +1687,9 @@ impl StreamShared {
         if let Some(interval) = keep_alive.filter(|_| !gone) {
             if state.last_write.elapsed() >= interval {
                 let frame: &[u8] = if self.chunked {
-                    b"3\r\n:\n\n\r\n"
+                    b"2\r\n:\n\r\n"
                 } else {
-                    b":\n\n"
+                    b":\n"
                 };
                 match (&*socket).write(frame) {
                     Ok(n) if n == frame.len() => {

@@ -10,7 +10,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use crate::event::{push_lines, push_retry, Event, Frame};
+use crate::event::{Event, Frame};
 
 /// Writes events, comments and retry hints to any [`io::Write`], flushing
 /// after each one.
@@ -21,7 +21,7 @@ use crate::event::{push_lines, push_retry, Event, Frame};
 /// let mut out = EventWriter::new(Vec::new());
 /// out.comment("connected")?;
 /// out.send(&Event::new().data("hello"))?;
-/// assert_eq!(out.get_ref(), b": connected\n\ndata: hello\n\n");
+/// assert_eq!(out.get_ref(), b": connected\ndata: hello\n\n");
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
@@ -58,28 +58,23 @@ impl<W: Write> EventWriter<W> {
         self.write_flush(frame.as_bytes())
     }
 
-    /// Writes a comment-only event (`: text`, several lines if the text has
-    /// line breaks), then flushes. Clients ignore it; proxies see traffic.
+    /// Writes comment lines (`: text`, several lines if the text has line
+    /// breaks), then flushes. Clients ignore them; proxies see traffic. No
+    /// empty line follows: it would dispatch nothing (see [`Event`]).
     pub fn comment(&mut self, text: &str) -> io::Result<()> {
-        self.buf.clear();
-        push_lines(&mut self.buf, b"", text);
-        self.buf.push(b'\n');
-        self.flush_buf()
+        self.send(&Event::new().comment(text))
     }
 
-    /// Writes the keep-alive, an empty comment (`:` and an empty line), then
-    /// flushes.
+    /// Writes the keep-alive, an empty comment line (`:`), then flushes.
     pub fn keep_alive(&mut self) -> io::Result<()> {
-        self.write_flush(b":\n\n")
+        self.write_flush(b":\n")
     }
 
-    /// Writes a retry hint on its own (`retry: <ms>` and an empty line),
-    /// then flushes. It sets the client's reconnection time.
+    /// Writes a retry hint on its own line (`retry: <ms>`, no empty line
+    /// after it, see [`Event`]), then flushes. It sets the client's
+    /// reconnection time when the line is read.
     pub fn retry(&mut self, delay: Duration) -> io::Result<()> {
-        self.buf.clear();
-        push_retry(&mut self.buf, delay);
-        self.buf.push(b'\n');
-        self.flush_buf()
+        self.send(&Event::new().retry(delay))
     }
 
     /// Bytes handed to the inner writer so far (whole events only).
@@ -156,9 +151,9 @@ mod tests {
         assert_eq!(r.writes.len(), 5);
         assert_eq!(r.flushes, 5);
         assert_eq!(r.writes[0], b"id: 1\ndata: a\ndata: b\ndata: c\n\n");
-        assert_eq!(r.writes[1], b": x\n: y\n\n");
-        assert_eq!(r.writes[2], b"retry: 2000\n\n");
-        assert_eq!(r.writes[3], b":\n\n");
+        assert_eq!(r.writes[1], b": x\n: y\n");
+        assert_eq!(r.writes[2], b"retry: 2000\n");
+        assert_eq!(r.writes[3], b":\n");
         assert_eq!(r.writes[4], r.writes[0]);
         let total: usize = r.writes.iter().map(Vec::len).sum();
         assert_eq!(w.bytes_written(), total as u64);

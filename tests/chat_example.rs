@@ -4,8 +4,19 @@
 
 mod common;
 
-use common::{http, wait_for, Example, Resp, Sse, LONG_WAIT};
+use common::{describe, http, wait_for, Example, Resp, Run, Sse, LONG_WAIT};
 use stdsse::parser::{Item, MessageEvent};
+use stdsse::Received;
+
+/// The chat's `MAX_MESSAGE`: the largest body it accepts.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A message of exactly [`MAX_MESSAGE`] bytes (64 lines of 1024 bytes:
+/// unicode, then ASCII, then LF), the one the interop suite sends too.
+fn largest_message() -> String {
+    let line = format!("h\u{e9}llo \u{2713} \u{1f600}{}\n", "x".repeat(1008));
+    line.repeat(64)
+}
 
 /// The chat example running on 127.0.0.1:0; killed if still running when
 /// dropped.
@@ -208,4 +219,56 @@ fn sigint_ends_the_streams_and_exits_0() {
     }
     let status = chat.0.wait_exit();
     assert_eq!(status.code(), Some(0), "{:?}", chat.0.log_so_far());
+}
+
+/// The largest message the chat accepts reaches stdsse's own `Client`
+/// byte-exact (one byte more is refused with 413), and the client reads the
+/// chat's stream as written: keep-alive comments and retry hints are lines
+/// with no empty line after them, and the close retry at shutdown is the
+/// delay the client then waits.
+#[cfg(unix)]
+#[test]
+fn largest_message_reaches_the_crate_client_and_retry_lines_are_followed() {
+    let mut chat = Chat(Example::start("chat", &["--keep-alive-ms", "50"]));
+    let url = format!("http://{}/events", chat.0.addr);
+    let client = stdsse::Client::builder(&url)
+        .comments(true)
+        .states(true)
+        .build()
+        .unwrap();
+    let run = Run::new(client);
+    assert_eq!(run.next_str(), "connected");
+    chat.wait_subscribers(1);
+    // The next item that is not a keep-alive comment.
+    let next = || loop {
+        match run.next() {
+            Some(Ok(Received::Comment(text))) => assert_eq!(text, ""),
+            other => return other,
+        }
+    };
+
+    let text = largest_message();
+    assert_eq!(text.len(), MAX_MESSAGE);
+    assert_eq!(
+        chat.post("lobby", format!("{text}x").as_bytes()).status,
+        413
+    );
+    assert_eq!(chat.post("lobby", text.as_bytes()).status, 204);
+    match next() {
+        Some(Ok(Received::Event(event))) => {
+            assert!(event.data == text, "{} bytes", event.data.len())
+        }
+        other => panic!("expected the message, got {}", describe(&other)),
+    }
+
+    chat.0.interrupt();
+    assert_eq!(describe(&next()), "disconnected ended");
+    match next() {
+        // The hub's close retry: 500 ms plus up to 1500 ms of jitter.
+        Some(Ok(Received::Retrying(delay))) => {
+            assert!((500..=2000).contains(&delay.as_millis()), "{delay:?}")
+        }
+        other => panic!("expected Retrying, got {}", describe(&other)),
+    }
+    assert_eq!(chat.0.wait_exit().code(), Some(0));
 }

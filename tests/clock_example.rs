@@ -63,25 +63,48 @@ fn clock_example_works_as_documented() {
     let mut clock = Example::start("clock", &["--interval-ms", "50"]);
     let addr = clock.addr;
 
-    // The stream: a comment, then evt-1, evt-2, ...
+    // The stream: a comment line (no empty line after it: it would only
+    // dispatch nothing), then evt-1, evt-2, ...
     let mut events = Client::connect(addr);
     events.send(b"GET /events HTTP/1.1\r\nHost: clock\r\nAccept: text/event-stream\r\n\r\n");
     // 200, text/event-stream; the chunked body is decoded from here on.
     let head = events.stream_head();
     assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
-    assert_eq!(event_lines(&mut events), [": connected"]);
+    assert_eq!(events.read_exact(12), b": connected\n");
     for n in 1..=3 {
         assert_eq!(time_event(&mut events), format!("evt-{n}"));
     }
 
-    // A reconnect after evt-41 continues at evt-42.
-    let mut resumed = Client::connect(addr);
-    resumed.send(b"GET /events HTTP/1.1\r\nHost: clock\r\nLast-Event-ID: evt-41\r\n\r\n");
-    resumed.stream_head();
-    assert_eq!(event_lines(&mut resumed), [": connected"]);
-    assert_eq!(time_event(&mut resumed), "evt-42");
-    assert_eq!(time_event(&mut resumed), "evt-43");
-    drop(resumed);
+    // A reconnect after evt-K continues at evt-(K+1); the ids stop at the
+    // largest u64 (no wrap to evt-0); an id the clock did not make (not a
+    // u64 after `evt-`) starts again at evt-1.
+    let max = u64::MAX;
+    for (last_id, next) in [
+        ("evt-41", ["evt-42", "evt-43"].map(String::from)),
+        (
+            &format!("evt-{}", max - 1),
+            [max, max].map(|n| format!("evt-{n}")),
+        ),
+        (
+            &format!("evt-{max}"),
+            [max, max].map(|n| format!("evt-{n}")),
+        ),
+        (
+            "evt-18446744073709551616",
+            ["evt-1", "evt-2"].map(String::from),
+        ),
+        ("evt-x", ["evt-1", "evt-2"].map(String::from)),
+        ("42", ["evt-1", "evt-2"].map(String::from)),
+    ] {
+        let mut resumed = Client::connect(addr);
+        let request =
+            format!("GET /events HTTP/1.1\r\nHost: clock\r\nLast-Event-ID: {last_id}\r\n\r\n");
+        resumed.send(request.as_bytes());
+        resumed.stream_head();
+        assert_eq!(resumed.read_exact(12), b": connected\n");
+        let got = [time_event(&mut resumed), time_event(&mut resumed)];
+        assert_eq!(got, next, "after Last-Event-ID {last_id}");
+    }
 
     // The page.
     let mut page = Client::connect(addr);
@@ -106,4 +129,35 @@ fn clock_example_works_as_documented() {
         "{:?}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+/// The harness takes the `listening on` line only once its LF arrived: a
+/// line written in pieces (as `eprintln!` writes it, one `write(2)` per
+/// piece) is read whole, and a line the end of output cuts short is refused.
+#[cfg(unix)]
+#[test]
+fn listening_line_is_taken_only_when_complete() {
+    use std::process::{Command, Stdio};
+    for (script, want) in [
+        (
+            "printf 'listening on http://127'; sleep 0.05; printf '.0'; sleep 0.05; \
+             printf '.0.1:8'; sleep 0.05; printf '080\\n'",
+            Ok("127.0.0.1:8080"),
+        ),
+        ("printf 'listening on http://127.0.0.1:8'", Err(())),
+        ("printf 'listening on http://127.0'; sleep 0.05", Err(())),
+    ] {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        let lines = common::complete_lines(child.stdout.take().unwrap());
+        let got = common::listening_addr(&lines);
+        let _ = child.wait();
+        match want {
+            Ok(addr) => assert_eq!(got.map(|a| a.to_string()), Ok(addr.to_string()), "{script}"),
+            Err(()) => assert!(got.is_err(), "{script}: {got:?}"),
+        }
+    }
 }

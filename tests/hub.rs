@@ -976,7 +976,7 @@ fn hub_streams_are_chunked_over_http11_and_raw_over_http10() {
 
     hub.close().expect("close");
     // The goodbye, one chunk per frame, then the last chunk and the close.
-    let goodbye = ["event: bye\ndata: closing\n\n", "retry: 1000\n\n"];
+    let goodbye = ["event: bye\ndata: closing\n\n", "retry: 1000\n"];
     let chunked: String = goodbye
         .iter()
         .map(|f| format!("{:x}\r\n{f}\r\n", f.len()))

@@ -1139,9 +1139,12 @@ fn stream_head_first_bytes_and_last_event_id() {
         &server,
         b"GET /events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: evt-41\r\n\r\n",
     );
-    assert_eq!(client.read_until(b"\n\n"), b": connected\n\n");
-    assert_eq!(client.read_until(b"\n\n"), b"retry: 2500\n\n");
-    assert_eq!(client.read_until(b"\n\n"), b"id: 1\ndata: after evt-41\n\n");
+    // The comment and the retry hint are lines of the first event's block
+    // (an empty line after them would dispatch nothing).
+    assert_eq!(
+        client.read_until(b"\n\n"),
+        b": connected\nretry: 2500\nid: 1\ndata: after evt-41\n\n"
+    );
     assert_eq!(
         client.read_to_end(),
         b"event: two\ndata: a\ndata: b\n\n",
@@ -1204,15 +1207,15 @@ fn keep_alive_comment_when_idle_and_delayed_by_events() {
     let mut client = open_stream(&server, &get("/events"));
     let events = client.read_until(b"data: 19\n\n");
     assert!(
-        find(&events, b":\n\n").is_none(),
+        find(&events, b":\n").is_none(),
         "a keep-alive between events: {:?}",
         String::from_utf8_lossy(&events)
     );
     let expected: String = (0..20).map(|n| format!("data: {n}\n\n")).collect();
     assert_eq!(String::from_utf8_lossy(&events), expected);
     // Idle now: keep-alive comments, and nothing else.
-    assert_eq!(client.read_until(b":\n\n"), b":\n\n");
-    assert_eq!(client.read_until(b":\n\n"), b":\n\n");
+    assert_eq!(client.read_until(b":\n"), b":\n");
+    assert_eq!(client.read_until(b":\n"), b":\n");
 }
 
 #[test]
@@ -1449,15 +1452,15 @@ fn http11_stream_is_chunked_one_chunk_per_event() {
     let (server, go) = framing_server();
     let mut client = open_raw_stream(&server, &get("/framed"));
     // The first bytes are one chunk, and so is each event.
-    let first = chunk(": connected\n\nretry: 2500\n\n");
+    let first = chunk(": connected\nretry: 2500\n");
     assert_eq!(
         String::from_utf8_lossy(&client.read_exact(first.len())),
         first
     );
-    after_keep_alives(&mut client, "3\r\n:\n\n\r\n", &chunk("id: 1\ndata: A\n\n"));
+    after_keep_alives(&mut client, "2\r\n:\n\r\n", &chunk("id: 1\ndata: A\n\n"));
     // An idle stream: each keep-alive comment is a chunk of its own.
     for _ in 0..2 {
-        assert_eq!(client.read_exact(8), b"3\r\n:\n\n\r\n");
+        assert_eq!(client.read_exact(7), b"2\r\n:\n\r\n");
     }
     go.send(()).unwrap();
     let b_event = format!("event: b\ndata: {}\n\n", FRAMED_B.replace('\n', "\ndata: "));
@@ -1465,7 +1468,7 @@ fn http11_stream_is_chunked_one_chunk_per_event() {
     let b = chunk(&b_event);
     assert!(b.starts_with("143\r\nevent: b\ndata: 0123"), "{b}");
     // Keep-alives may come until B: whole chunks, nothing else.
-    after_keep_alives(&mut client, "3\r\n:\n\n\r\n", &b);
+    after_keep_alives(&mut client, "2\r\n:\n\r\n", &b);
     // The handler returned Ok: the last chunk, then the close.
     assert_eq!(client.read_to_end(), b"0\r\n\r\n");
 }
@@ -1481,14 +1484,14 @@ fn http10_stream_is_close_delimited() {
         String::from_utf8_lossy(SSE_HEAD_10),
         "no Transfer-Encoding for HTTP/1.0"
     );
-    let first = ": connected\n\nretry: 2500\n\n";
+    let first = ": connected\nretry: 2500\n";
     assert_eq!(
         String::from_utf8_lossy(&client.read_exact(first.len())),
         first
     );
-    after_keep_alives(&mut client, ":\n\n", "id: 1\ndata: A\n\n");
+    after_keep_alives(&mut client, ":\n", "id: 1\ndata: A\n\n");
     for _ in 0..2 {
-        assert_eq!(client.read_exact(3), b":\n\n");
+        assert_eq!(client.read_exact(2), b":\n");
     }
     go.send(()).unwrap();
     let body = String::from_utf8(client.read_to_end()).unwrap();
@@ -1497,7 +1500,7 @@ fn http10_stream_is_close_delimited() {
     let keep_alives = body
         .strip_suffix(&b_event)
         .unwrap_or_else(|| panic!("{body:?}"));
-    assert_eq!(keep_alives.replace(":\n\n", ""), "", "{body:?}");
+    assert_eq!(keep_alives.replace(":\n", ""), "", "{body:?}");
 }
 
 #[test]
@@ -1585,7 +1588,7 @@ fn graceful_shutdown_ends_streams_and_idle_connections() {
         let rest = String::from_utf8(client.read_to_end()).unwrap();
         let retry = rest
             .strip_prefix("event: bye\ndata: server stopping\n\nretry: ")
-            .and_then(|r| r.strip_suffix("\n\n"))
+            .and_then(|r| r.strip_suffix('\n'))
             .unwrap_or_else(|| panic!("unexpected goodbye: {rest:?}"));
         let retry: u64 = retry.parse().unwrap();
         assert!(
@@ -1618,7 +1621,7 @@ fn graceful_shutdown_sends_the_goodbye_in_chunks_then_the_last_chunk() {
         server.handle.stats().open_streams == 2
     });
     server.stop();
-    let goodbye = "event: bye\ndata: stopping\n\nretry: 1000\n\n";
+    let goodbye = "event: bye\ndata: stopping\n\nretry: 1000\n";
     assert_eq!(
         String::from_utf8_lossy(&http11.read_to_end()),
         chunk(goodbye) + "0\r\n\r\n"

@@ -41,12 +41,25 @@ pub fn on_ctrl_c(stop: impl FnOnce() + Send + 'static) {
     }
     thread::spawn(move || loop {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            eprintln!("shutting down");
+            eprint_line("shutting down");
             stop();
             return;
         }
         thread::sleep(Duration::from_millis(50));
     });
+}
+
+/// Writes `line` and a newline to stderr in one `write_all`: `eprintln!`
+/// makes one `write(2)` per formatted piece, so a script reading stderr
+/// could see `listening on http://127` before the rest of the address.
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
+/// Prints `listening on http://HOST:PORT`, the line scripts wait for.
+pub fn print_listening(server: &Server) {
+    eprint_line(&format!("listening on http://{}", server.local_addr()));
 }
 
 /// Prints one access-log line to stderr.
@@ -55,7 +68,7 @@ pub fn log_to_stderr(entry: &LogEntry<'_>) {
         LogKind::Request => "",
         LogKind::StreamEnd => " (stream ended)",
     };
-    eprintln!(
+    eprint_line(&format!(
         "{} {} {} {} {}B {}.{}ms{}{}",
         entry.remote,
         entry.method,
@@ -68,7 +81,7 @@ pub fn log_to_stderr(entry: &LogEntry<'_>) {
         entry.duration.as_micros() % 1000 / 100,
         what,
         entry.error.map(|e| format!(": {e}")).unwrap_or_default(),
-    );
+    ));
 }
 
 /// Command-line options: `--name value` pairs, with defaults.
@@ -167,7 +180,7 @@ pub fn stats_route(server: &mut Server, hub: &Hub) {
 /// closes the hub (every subscriber gets its goodbye and retry hint) and
 /// shuts the server down gracefully.
 pub fn serve_until_ctrl_c(server: Server, hub: Hub) -> std::io::Result<()> {
-    eprintln!("listening on http://{}", server.local_addr());
+    print_listening(&server);
     let handle = server.handle();
     on_ctrl_c(move || {
         let _ = hub.close();

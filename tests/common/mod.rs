@@ -1220,31 +1220,14 @@ impl Example {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, log) = mpsc::channel();
-        // Always drained, so that the example never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let _ = tx.send(line);
-            }
-        });
         let mut example = Example {
             child,
             addr: ([127, 0, 0, 1], 0).into(),
-            log,
+            log: complete_lines(stderr),
             name: name.to_string(),
         };
-        let first = example
-            .log
-            .recv_timeout(LONG_WAIT)
-            .expect("the first stderr line");
-        let addr = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first stderr line {first:?}"));
-        example.addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("bad address in {first:?}"));
-        assert_ne!(example.addr.port(), 0, "the real port is printed: {first}");
+        example.addr = listening_addr(&example.log).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_ne!(example.addr.port(), 0, "the real port is printed");
         example
     }
 
@@ -1278,6 +1261,35 @@ impl Example {
             thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The complete lines `reader` delivers, without their LF, read on a
+/// thread that drains it to the end (so a child never blocks on a full
+/// pipe). A last line that the end of input cuts short is not a line.
+pub fn complete_lines(reader: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok() && line.pop() == Some(b'\n') {
+            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            line.clear();
+        }
+    });
+    lines
+}
+
+/// The address in the first of `lines` (within [`LONG_WAIT`]), which must
+/// be `listening on http://HOST:PORT`, whole: a line is only taken once its
+/// LF has arrived.
+pub fn listening_addr(lines: &Receiver<String>) -> Result<SocketAddr, String> {
+    let first = lines
+        .recv_timeout(LONG_WAIT)
+        .map_err(|e| format!("no complete first stderr line: {e}"))?;
+    first
+        .strip_prefix("listening on http://")
+        .and_then(|addr| addr.parse().ok())
+        .ok_or_else(|| format!("unexpected first stderr line {first:?}"))
 }
 
 impl Drop for Example {

@@ -3,6 +3,7 @@
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
+  LARGEST,
   RFC3339,
   OUT_DIR,
   assert,
@@ -171,6 +172,15 @@ async function main() {
     await pages[1].screenshot({ path: join(OUT_DIR, "chat-b.png") });
     const states = await pages[0].evaluate(() => window.__states.map(([s]) => s).join(" > "));
     return `status ${states}; replay_misses ${s.hub.replay_misses}; screenshot ${join(OUT_DIR, "chat.png")}`;
+  });
+
+  await check("browser: the chat's largest message (MAX_MESSAGE, 64 KiB) is shown byte-exact", 30000, async () => {
+    await post(chat.url, LARGEST);
+    for (const [i, page] of pages.entries()) {
+      await waitFor(10000, `page ${i}: the message`, async () =>
+        (await messagesOf(page)).some((m) => m.text === LARGEST),
+      );
+    }
   });
 
   await context.close();

@@ -12,24 +12,24 @@ fi
 raw="$OUT_DIR/curl-clock.raw"
 headers="$OUT_DIR/curl-clock.headers"
 
-name="curl -N: raw stream starts with ': connected', then event: time / id: evt-1 / data: RFC 3339"
+name="curl -N: raw stream starts with the line ': connected' (no empty line after it), then event: time / id: evt-1 / data: RFC 3339"
 curl -sN --max-time 1.1 -D "$headers" "$EX_URL/events" >"$raw"
 status=$?
 mapfile -t lines <"$raw"
-expected_head=$(printf '%s\n' ": connected" "" "event: time" "id: evt-1")
-actual_head=$(printf '%s\n' "${lines[@]:0:4}")
+expected_head=$(printf '%s\n' ": connected" "event: time" "id: evt-1")
+actual_head=$(printf '%s\n' "${lines[@]:0:3}")
 if [[ $status != 28 ]]; then
     fail "$name" "curl exited $status (expected 28: stopped by --max-time while streaming)"
 elif [[ $actual_head != "$expected_head" ]]; then
     fail "$name" "first lines: $(printf '%q ' "${lines[@]:0:6}")"
-elif ! [[ ${lines[4]} =~ ^data:\ $RFC3339$ && ${lines[5]} == "" ]]; then
-    fail "$name" "data line: $(printf '%q ' "${lines[@]:4:2}")"
-elif ! [[ ${lines[6]} == "event: time" && ${lines[7]} == "id: evt-2" ]]; then
-    fail "$name" "second event: $(printf '%q ' "${lines[@]:6:3}")"
+elif ! [[ ${lines[3]} =~ ^data:\ $RFC3339$ && ${lines[4]} == "" ]]; then
+    fail "$name" "data line: $(printf '%q ' "${lines[@]:3:2}")"
+elif ! [[ ${lines[5]} == "event: time" && ${lines[6]} == "id: evt-2" ]]; then
+    fail "$name" "second event: $(printf '%q ' "${lines[@]:5:3}")"
 elif [[ -n $(tr -d '\n' <"$raw" | tr -d '[:print:]') ]]; then
     fail "$name" "the stream has bytes other than printable ASCII and LF (CR?)"
 else
-    pass "$name" "$(grep -c '^id: ' "$raw") events in 1.1 s; ${lines[4]}"
+    pass "$name" "$(grep -c '^id: ' "$raw") events in 1.1 s; ${lines[3]}"
 fi
 
 # curl decodes the chunked body (exit status 28, not 56, above: the framing
@@ -54,7 +54,7 @@ if [[ $status != 28 ]]; then
     fail "$name" "curl exited $status (expected 28: stopped by --max-time while streaming)"
 elif grep -qi '^transfer-encoding:' "$headers.10"; then
     fail "$name" "$(tr -d '\r' <"$headers.10" | tr '\n' '|')"
-elif [[ $(printf '%s\n' "${lines10[@]:0:4}") != "$expected_head" ]]; then
+elif [[ $(printf '%s\n' "${lines10[@]:0:3}") != "$expected_head" ]]; then
     fail "$name" "first lines: $(printf '%q ' "${lines10[@]:0:6}")"
 else
     pass "$name"

@@ -16,6 +16,12 @@ BIN_DIR = os.environ.get("STDSSE_BIN_DIR", "target/debug/examples")
 OUT_DIR = os.environ.get("INTEROP_OUT", "target/interop")
 os.makedirs(os.path.join(OUT_DIR, "logs"), exist_ok=True)
 
+# The chat's MAX_MESSAGE (examples/chat.rs): a message of exactly that size
+# (64 lines of 1024 bytes), the same as lib.mjs and tests/chat_example.rs.
+MAX_MESSAGE = 64 * 1024
+LARGEST = ("h\u00e9llo \u2713 \U0001f600" + "x" * 1008 + "\n") * 64
+assert len(LARGEST.encode("utf-8")) == MAX_MESSAGE
+
 _running = set()
 _log_seq = [0]
 
@@ -46,7 +52,8 @@ class Example:
                     text = line.decode("utf-8", "replace")
                     with self._lock:
                         self.log += text
-                    m = re.match(r"^listening on http://(\S+):(\d+)$", text.strip())
+                    # Only a whole line: the last one may lack its LF at EOF.
+                    m = re.match(r"^listening on http://(\S+):(\d+)\n$", text)
                     if m and not listening.is_set():
                         self.host, self.port = m.group(1), int(m.group(2))
                         self.url = f"http://{self.host}:{self.port}"

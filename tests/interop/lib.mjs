@@ -38,7 +38,8 @@ let logSeq = 0;
 
 /**
  * Starts an example (`chat`, `clock`) on `addr` (default 127.0.0.1:0) and
- * resolves once it printed `listening on http://HOST:PORT`. The example's
+ * resolves once it printed `listening on http://HOST:PORT` and the newline
+ * that ends it (the line may arrive in pieces). The example's
  * stderr (its access log) is kept in `.log` and copied to target/interop/logs.
  */
 export async function startExample(name, { addr = "127.0.0.1:0", args = [], tag = name } = {}) {
@@ -78,7 +79,7 @@ function startOnce(name, addr, args, tag) {
       proc.stderr.on("data", (chunk) => {
         example.log += chunk;
         logFile.write(chunk);
-        const m = example.log.match(/^listening on http:\/\/([^\s]+):(\d+)$/m);
+        const m = example.log.match(/^listening on http:\/\/([^\s]+):(\d+)\n/);
         if (m && !example.url) {
           example.host = m[1];
           example.port = Number(m[2]);
@@ -116,6 +117,12 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
     process.exit(1);
   });
 }
+
+/**
+ * The chat's largest message, exactly its MAX_MESSAGE (64 KiB) of UTF-8: 64
+ * lines of 1024 bytes, the same as python_clients.py and tests/chat_example.rs.
+ */
+export const LARGEST = ("h\u00e9llo \u2713 \u{1F600}" + "x".repeat(1008) + "\n").repeat(64);
 
 /** POSTs a chat message; resolves with the status, which must be 204. */
 export async function post(baseUrl, text, room = "lobby") {

@@ -12,7 +12,8 @@ fail() { echo "FAIL $1${2:+: $2}"; FAILED=$((FAILED + 1)); }
 
 # start_example NAME TAG [ARGS...]: starts target/.../examples/NAME ARGS with
 # its stderr in $OUT_DIR/logs/TAG.log and waits (at most 10 s) for its first
-# line, `listening on http://HOST:PORT`. Sets EX_PID, EX_URL, EX_PORT, EX_LOG.
+# line, `listening on http://HOST:PORT`, complete with its newline (`read`
+# fails on a line still being written). Sets EX_PID, EX_URL, EX_PORT, EX_LOG.
 start_example() {
     local name=$1 tag=$2 line i
     shift 2
@@ -23,8 +24,7 @@ start_example() {
         EX_PID=$!
         STARTED_PIDS+=("$EX_PID")
         for ((i = 0; i < 100; i++)); do
-            line=$(head -n 1 "$EX_LOG" 2>/dev/null)
-            if [[ $line == "listening on http://"* ]]; then
+            if IFS= read -r line 2>/dev/null <"$EX_LOG" && [[ $line == "listening on http://"* ]]; then
                 EX_URL=${line#listening on }
                 EX_PORT=${EX_URL##*:}
                 return 0

@@ -12,7 +12,7 @@ import time
 import httpx
 from httpx_sse import connect_sse
 
-from interop_lib import check, equal, finish, post, run_main, stats, wait_for, wait_subscribers
+from interop_lib import LARGEST, check, equal, finish, post, run_main, stats, wait_for, wait_subscribers
 
 PROXY, DIRECT = sys.argv[1], sys.argv[2]
 LATENCY_LIMIT = 0.100
@@ -40,8 +40,7 @@ class Reader:
                 self._sock = stream.get_extra_info("socket")
                 self.opened.set()
                 for sse in source.iter_sse():
-                    if sse.data or sse.retry is None:
-                        self.events.put((time.monotonic(), sse.event, sse.data, sse.id))
+                    self.events.put((time.monotonic(), sse.event, sse.data, sse.id))
         except Exception as e:  # noqa: BLE001 - closed by close(), or a failure
             self.events.put((time.monotonic(), "error", repr(e), ""))
             self.opened.set()
@@ -103,6 +102,15 @@ def main():
         return summary
 
     check("nginx (buffering on): each event arrives within 100 ms of its POST", latency)
+
+    def largest():
+        post(PROXY, LARGEST)
+        got = state["reader"].take(1, 5)
+        if not got or got[0][2] != LARGEST:
+            raise AssertionError(f"through nginx: {got[0][2][:100] if got else 'nothing'!r} instead of the message")
+        state["last_id"] = got[0][3]
+
+    check("nginx: the chat's largest message (MAX_MESSAGE, 64 KiB) arrives byte-exact", largest)
 
     def resume():
         reader = state.get("reader")

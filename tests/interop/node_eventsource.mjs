@@ -2,6 +2,7 @@
 // the clock and chat examples.
 import { EventSource } from "eventsource";
 import {
+  LARGEST,
   RFC3339,
   assert,
   assertEqual,
@@ -102,6 +103,14 @@ async function main() {
       previous = Number(m[2]);
     });
     return `${got.length} messages, ids ${got[0].id} .. ${got[got.length - 1].id}`;
+  });
+
+  await check("eventsource: the chat's largest message (MAX_MESSAGE, 64 KiB) arrives byte-exact", 20000, async () => {
+    assertEqual(Buffer.byteLength(LARGEST), 64 * 1024, "bytes posted");
+    const before = messages().length;
+    await post(chat.url, LARGEST);
+    await waitFor(5000, "the message", () => messages().length > before);
+    assert(messages()[before].data === LARGEST, `got ${messages()[before].data.length} chars, not the message`);
   });
 
   await check("eventsource: `retry: 1000` honoured after the server dies (SIGKILL, restart on the same port)", 20000, async () => {

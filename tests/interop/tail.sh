@@ -62,6 +62,31 @@ else
     fail "$name" "no subscriber, or a POST failed"
 fi
 
+name="tail: the chat's largest message (MAX_MESSAGE, 64 KiB) arrives byte-exact"
+largest="$OUT_DIR/largest.txt"
+"$INTEROP_PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from interop_lib import LARGEST; sys.stdout.buffer.write(LARGEST.encode())' "$(dirname "$0")" >"$largest"
+out="$OUT_DIR/tail-largest.jsonl"
+n=$(subscribers "$chat_url")
+timeout 15 "$TAIL" --max-events 1 "$chat_url/events" >"$out" 2>"$OUT_DIR/logs/tail-largest.stderr" &
+tail_pid=$!
+STARTED_PIDS+=("$tail_pid")
+code=""
+if wait_until 5 has_subscribers "$chat_url" $((n + 1)); then
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --data-binary @"$largest" "$chat_url/messages")
+fi
+stop_pid "$tail_pid" none 10
+if [[ $code != 204 ]]; then
+    fail "$name" "no subscriber, or the POST answered '$code'"
+elif [[ $STOP_STATUS != 0 ]]; then
+    fail "$name" "tail's exit status: $STOP_STATUS; $(head -c 300 "$OUT_DIR/logs/tail-largest.stderr")"
+elif ! "$INTEROP_PYTHON" -c 'import json, sys
+got = json.loads(open(sys.argv[1], encoding="utf-8").readline())["data"]
+sys.exit(got != open(sys.argv[2], encoding="utf-8", newline="").read())' "$out" "$largest"; then
+    fail "$name" "output: $(head -c 200 "$out")"
+else
+    pass "$name" "$(wc -c <"$largest") bytes"
+fi
+
 name="tail follows the chat across a restart: reconnects with Last-Event-ID, gap signal, then the new messages"
 out="$OUT_DIR/tail-chat-restart.jsonl"
 timeout 30 "$TAIL" --max-events 5 "$chat_url/events" >"$out" 2>"$OUT_DIR/logs/tail-chat-restart.stderr" &
