@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! cargo run --example tail -- [OPTIONS] http://127.0.0.1:8080/events
-//! cargo run --example tail -- [--last-event-id ID] [--comments] [--max-events N] -
+//! cargo run --example tail -- [--last-event-id ID] [--comments] [--max-events N]
+//!                               [--max-event-size BYTES] -
 //! ```
 //!
 //! A URL is followed with [`stdsse::client::Client`], reconnecting as a
 //! browser's `EventSource` does (with `Last-Event-ID`, honouring the
-//! server's `retry:`); each reconnect is reported on standard error. `-`
+//! server's `retry:`, retrying a `5xx` or `429` answer after its
+//! `Retry-After`); each reconnect is reported on standard error with its
+//! reason and wait. `-`
 //! reads the stream from standard input. Every dispatched event is printed
 //! as one JSON object per line, flushed at once:
 //!
@@ -16,8 +19,10 @@
 //! ```
 //!
 //! `id` is the last event ID at dispatch. Comments are printed only with
-//! `--comments`, as `{"comment":"text"}`. A stream line or event over the
-//! limits (64 KiB) is reported on standard error and skipped.
+//! `--comments`, as `{"comment":"text"}`. An event whose data and type
+//! together are over `--max-event-size` bytes (default 16 MiB, so 16 MiB of
+//! data is accepted), or a line 64 bytes longer, is reported on standard
+//! error and skipped.
 //!
 //! Options for a URL: `--header 'Name: value'` (repeatable), `--method M`,
 //! `--data TEXT` (the request body, sent again on every reconnect; it makes
@@ -25,7 +30,7 @@
 //!
 //! Exit status: 0 when the stream ends for good (end of the input, a `204
 //! No Content`, or `--max-events` reached); 1 when the connection fails for
-//! good (a status other than 200, a content type other than
+//! good (a status other than 200 that is not retried, a content type other than
 //! `text/event-stream`, a redirect without `Location`, too many redirects,
 //! an `https://` URL), with a one-line reason on standard error, or on a
 //! read or write error; 2 on a usage error.
@@ -38,12 +43,14 @@ use stdsse::client::{Client, ClientError, Disconnect, Received};
 use stdsse::parser::{Item, MessageEvent, Parser};
 
 const USAGE: &str = "usage: tail [OPTIONS] URL
-       tail [--last-event-id ID] [--comments] [--max-events N] -
+       tail [--last-event-id ID] [--comments] [--max-events N] [--max-event-size BYTES] -
   URL                      follow an http:// event stream, reconnecting
   -                        read the event stream from standard input
   --last-event-id ID       start from this last event ID
   --comments               also print comments as {\"comment\":\"...\"}
   --max-events N           exit after N events
+  --max-event-size BYTES   skip events whose data and type are larger
+                           (default 16777216: 16 MiB)
   --header 'Name: value'   add a request header (repeatable; URL only)
   --method M               the request method (URL only; default GET)
   --data TEXT              the request body, resent on every reconnect
@@ -60,6 +67,7 @@ struct Options {
     last_event_id: String,
     comments: bool,
     max_events: Option<u64>,
+    max_event_size: Option<usize>,
     headers: Vec<(String, String)>,
     method: Option<String>,
     data: Option<String>,
@@ -98,7 +106,10 @@ fn main() -> ExitCode {
     };
     let result = match &options.source {
         Source::Stdin => {
-            let parser = Parser::new().last_event_id(options.last_event_id.clone());
+            let mut parser = Parser::new().last_event_id(options.last_event_id.clone());
+            if let Some(limit) = options.max_event_size {
+                parser = parser.max_event_size(limit);
+            }
             tail(io::stdin().lock(), parser, &mut printer)
         }
         Source::Url(url) => follow(url, &options, &mut printer),
@@ -125,6 +136,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         last_event_id: String::new(),
         comments: false,
         max_events: None,
+        max_event_size: None,
         headers: Vec::new(),
         method: None,
         data: None,
@@ -150,6 +162,13 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                 match n.parse::<u64>() {
                     Ok(n) if n > 0 => options.max_events = Some(n),
                     _ => return Err(format!("--max-events needs a positive number, not `{n}`")),
+                }
+            }
+            "--max-event-size" => {
+                let n = value()?;
+                match n.parse::<usize>() {
+                    Ok(n) => options.max_event_size = Some(n),
+                    _ => return Err(format!("--max-event-size needs a number, not `{n}`")),
                 }
             }
             "--header" => {
@@ -227,6 +246,9 @@ fn follow(url: &str, options: &Options, printer: &mut Printer) -> Result<(), Fai
         .last_event_id(&options.last_event_id)
         .comments(options.comments)
         .states(true);
+    if let Some(limit) = options.max_event_size {
+        builder = builder.max_event_size(limit);
+    }
     for (name, value) in &options.headers {
         builder = builder.header(name, value);
     }

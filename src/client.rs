@@ -52,7 +52,13 @@
 //!   does a `301` or `302` answering a `POST`; a redirect to another host or
 //!   port drops `Authorization`, `Cookie`, `Proxy-Authorization` and a custom
 //!   `Host`. A relative `Location` is resolved against the current URL.
-//! * `1xx` interim answers (`100 Continue`, `103 Early Hints`) are skipped.
+//! * `1xx` interim answers (`100 Continue`, `103 Early Hints`) are skipped;
+//!   they count toward the 64 KiB limit of the head and its
+//!   [deadline](ClientBuilder::head_timeout).
+//! * `5xx` and `429 Too Many Requests` (an overloaded server) are retried,
+//!   honouring `Retry-After` (see
+//!   [`retry_server_errors`](ClientBuilder::retry_server_errors)), where a
+//!   browser would fail the connection.
 //! * Anything else fails the connection: [`ClientError::Status`], which
 //!   shows the status and the content type.
 //!
@@ -71,8 +77,9 @@
 //!
 //! * Every transient problem (connection refused, name resolution failure,
 //!   connection reset, the server closing the connection or ending the
-//!   body, the [idle timeout](ClientBuilder::idle_timeout), a malformed
-//!   answer) leads to a reconnect, never to the end of the iterator, and is
+//!   body, the [idle timeout](ClientBuilder::idle_timeout), the
+//!   [head timeout](ClientBuilder::head_timeout), a malformed answer, a
+//!   `5xx` or `429`) leads to a reconnect, never to the end of the iterator, and is
 //!   shown as [`Received::Disconnected`] and [`Received::Retrying`] when
 //!   [`states`](ClientBuilder::states) are on.
 //! * The reconnect goes to the **original** URL with the original method and
@@ -94,7 +101,9 @@
 //!   random value between half of that and all of it. An attempt fails when
 //!   it ends before a `200` event stream; a successful connection resets the
 //!   count, so the first reconnect after a dropped stream waits exactly the
-//!   reconnection time.
+//!   reconnection time. A `Retry-After` on a `5xx` or `429` makes the delay
+//!   at least what it asks, clamped to `retry_bounds` (so it never sleeps
+//!   past the ceiling).
 //!
 //! # Errors
 //!
@@ -111,7 +120,9 @@
 //!
 //! [`Client::close_handle`] gives a [`CloseHandle`] that another thread can
 //! use to stop the client: the iterator returns `None` promptly even when it
-//! is blocked reading, connecting or sleeping before a reconnect.
+//! is blocked reading, connecting or sleeping before a reconnect. Its
+//! [`restart`](CloseHandle::restart) drops the connection instead and
+//! reconnects at once, with `Last-Event-ID`, and the iterator goes on.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -120,7 +131,7 @@ use std::iter::FusedIterator;
 use std::net::{Ipv6Addr, Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, reason_phrase, ChunkedDecoder};
 use crate::parser::{Item, MessageEvent, ParseError, Parser};
@@ -180,8 +191,27 @@ pub enum Disconnect {
     /// [`ClientBuilder::idle_timeout`]): the connection is taken for dead.
     IdleTimeout(Duration),
     /// The answer was not valid HTTP/1.x: a bad status line, header line or
-    /// chunk, an unsupported `Transfer-Encoding`, or a head over 64 KiB.
+    /// chunk, or an unsupported `Transfer-Encoding`.
     Protocol(String),
+    /// The response head, interim `1xx` answers included, was larger than
+    /// this many bytes (64 KiB).
+    HeadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The response head, interim `1xx` answers included, was not complete
+    /// within [`ClientBuilder::head_timeout`].
+    HeadTimeout(Duration),
+    /// The server answered `5xx` or `429 Too Many Requests`, which
+    /// [`ClientBuilder::retry_server_errors`] retries.
+    Status {
+        /// The status code.
+        status: u16,
+        /// The wait its `Retry-After` asked for, if it had a valid one.
+        retry_after: Option<Duration>,
+    },
+    /// [`CloseHandle::restart`] was called.
+    Restart,
 }
 
 impl fmt::Display for Disconnect {
@@ -195,6 +225,23 @@ impl fmt::Display for Disconnect {
                 write!(f, "nothing received for {} ms", d.as_millis())
             }
             Disconnect::Protocol(why) => write!(f, "invalid response: {why}"),
+            Disconnect::HeadTooLarge { limit } => {
+                write!(f, "invalid response: head larger than {limit} bytes")
+            }
+            Disconnect::HeadTimeout(d) => {
+                write!(f, "no complete response head in {} ms", d.as_millis())
+            }
+            Disconnect::Status {
+                status,
+                retry_after,
+            } => {
+                write!(f, "the server answered {status} {}", reason_phrase(*status))?;
+                match retry_after {
+                    Some(d) => write!(f, " (Retry-After: {} s)", d.as_secs()),
+                    None => Ok(()),
+                }
+            }
+            Disconnect::Restart => f.write_str("restart requested"),
         }
     }
 }
@@ -233,8 +280,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The server answered with a status other than 200, 204 or a followed
-    /// redirect.
+    /// The server answered with a status other than 200, 204, a followed
+    /// redirect, or a `5xx` or `429` that
+    /// [`retry_server_errors`](ClientBuilder::retry_server_errors) retries.
     Status {
         /// The status code.
         status: u16,
@@ -360,9 +408,11 @@ pub struct ClientBuilder {
     last_event_id: String,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
+    head_timeout: Duration,
     retry: Duration,
     retry_floor: Duration,
     retry_ceiling: Duration,
+    retry_server_errors: bool,
     max_redirects: u32,
     max_event_size: usize,
     comments: bool,
@@ -381,8 +431,10 @@ impl fmt::Debug for ClientBuilder {
             .field("last_event_id", &self.last_event_id)
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("head_timeout", &self.head_timeout)
             .field("retry", &self.retry)
             .field("retry_bounds", &(self.retry_floor, self.retry_ceiling))
+            .field("retry_server_errors", &self.retry_server_errors)
             .field("max_redirects", &self.max_redirects)
             .field("max_event_size", &self.max_event_size)
             .field("comments", &self.comments)
@@ -479,6 +531,21 @@ impl ClientBuilder {
         self
     }
 
+    /// How long the whole response head may take, from sending the request
+    /// to the empty line that ends the final head, interim `1xx` answers
+    /// included. Default 30 s. It protects against a server that holds the
+    /// client in the head phase by dripping it a byte at a time (which the
+    /// [idle timeout](Self::idle_timeout) never sees) or sending `1xx`
+    /// answers without end: past it the attempt fails
+    /// ([`Disconnect::HeadTimeout`]) and the client backs off and retries.
+    /// (Interim answers also count toward the 64 KiB head limit,
+    /// [`Disconnect::HeadTooLarge`].) At least 1 ms.
+    #[must_use]
+    pub fn head_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.head_timeout = timeout.max(MIN_TIMEOUT);
+        self
+    }
+
     /// The initial reconnection time: the delay before a reconnect until the
     /// server sends `retry:`. Default 3 s, as in browsers. Used as given,
     /// not clamped: zero reconnects at once (and failures in a row then
@@ -499,6 +566,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether `5xx` answers and `429 Too Many Requests` are retried (as
+    /// [`Disconnect::Status`]) rather than final. Default `true`: a server
+    /// at capacity answers `503`, and a fleet of clients must not stop for
+    /// good during a brief overload. The retry backs off as other failures
+    /// do, and waits at least what the answer's `Retry-After` asks
+    /// (delay-seconds or an HTTP-date, RFC 9110 10.2.3), clamped to
+    /// [`retry_bounds`](Self::retry_bounds). `false` makes them final
+    /// ([`ClientError::Status`]), as in browsers, where any status but
+    /// `200` "fails the connection". Other `4xx` answers are always final.
+    #[must_use]
+    pub fn retry_server_errors(mut self, yes: bool) -> ClientBuilder {
+        self.retry_server_errors = yes;
+        self
+    }
+
     /// How many redirects are followed in a row before
     /// [`ClientError::TooManyRedirects`]. Default 10; 0 follows none.
     pub fn max_redirects(mut self, max: u32) -> ClientBuilder {
@@ -506,11 +588,15 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest event accepted, in bytes: its data (with one LF per
-    /// `data` line) plus its type, as [`Parser::max_event_size`] counts.
-    /// Default 64 KiB. A line longer than this plus 64 bytes (room for the
-    /// field name) counts as too large as well. A larger event is skipped
-    /// and reported as [`ClientError::EventTooLarge`]; the stream goes on.
+    /// The largest event accepted, in bytes: its data as dispatched (its
+    /// `data` lines joined by LF) plus its event type, as
+    /// [`Parser::max_event_size`] counts. Default 16 MiB: an event whose
+    /// data is exactly 16 MiB is accepted. A line longer than this plus 64
+    /// bytes (room for the field name) counts as too large as well. A
+    /// larger event is skipped and reported as
+    /// [`ClientError::EventTooLarge`]; the stream goes on. It protects
+    /// against an endless event; nothing is allocated up front, memory
+    /// grows only with the bytes that arrive.
     pub fn max_event_size(mut self, bytes: usize) -> ClientBuilder {
         self.max_event_size = bytes;
         self
@@ -561,9 +647,11 @@ impl ClientBuilder {
                 body: self.body,
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.idle_timeout,
+                head_timeout: self.head_timeout,
                 retry: self.retry,
                 retry_floor: self.retry_floor,
                 retry_ceiling: self.retry_ceiling,
+                retry_server_errors: self.retry_server_errors,
                 max_redirects: self.max_redirects,
                 max_event_size: self.max_event_size,
                 comments: self.comments,
@@ -641,12 +729,23 @@ impl CloseHandle {
     pub fn close(&self) {
         let mut state = self.shared.lock();
         state.closed = true;
-        state.connected = None;
-        if let Some(stream) = state.stream.take() {
-            // Wakes a thread blocked reading or writing it.
-            let _ = stream.shutdown(Shutdown::Both);
+        self.shared.interrupt(&mut state);
+    }
+
+    /// Restarts the client, for when the application knows the stream is
+    /// stale: the current connection is dropped now (or the connection
+    /// attempt, or the sleep before a reconnect, is cut short) and the
+    /// client connects again at once, with `Last-Event-ID`, without ending
+    /// the iterator. As on any disconnect, an event cut short is dropped;
+    /// the backoff starts over. With [`states`](ClientBuilder::states) on,
+    /// it shows as [`Disconnect::Restart`] and `Retrying(0)`. Does nothing
+    /// once the client has stopped.
+    pub fn restart(&self) {
+        let mut state = self.shared.lock();
+        if !state.closed {
+            state.restart = true;
+            self.shared.interrupt(&mut state);
         }
-        self.shared.wake.notify_all();
     }
 
     /// Whether [`close`](CloseHandle::close) was called.
@@ -658,8 +757,9 @@ impl CloseHandle {
 impl Client {
     /// Starts building a client for `url`, with these defaults: `GET`, no
     /// custom header, no body, no last event ID, connect timeout 10 s, idle
-    /// timeout 45 s, retry 3 s, retry bounds 100 ms to 60 s, 10 redirects,
-    /// events up to 64 KiB, no comments, no states. The URL is checked by
+    /// timeout 45 s, head timeout 30 s, retry 3 s, retry bounds 100 ms to
+    /// 60 s, `5xx` and `429` retried, 10 redirects, events up to 16 MiB, no
+    /// comments, no states. The URL is checked by
     /// [`ClientBuilder::build`].
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
@@ -670,11 +770,13 @@ impl Client {
             last_event_id: String::new(),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(45)),
+            head_timeout: Duration::from_secs(30),
             retry: Duration::from_secs(3),
             retry_floor: Duration::from_millis(100),
             retry_ceiling: Duration::from_secs(60),
+            retry_server_errors: true,
             max_redirects: 10,
-            max_event_size: 64 * 1024,
+            max_event_size: 16 * 1024 * 1024,
             comments: false,
             states: false,
             error: None,
@@ -706,7 +808,11 @@ impl Client {
 
     /// Connects (following redirects) and sets up what comes next.
     fn connect(&mut self) {
-        match self.open() {
+        let result = self.open();
+        if self.shared.interrupted() {
+            return; // whatever the attempt gave: `next` closes or restarts
+        }
+        match result {
             Ok(Opened::Stream(body)) => {
                 self.failures = 0;
                 self.parser.reset();
@@ -726,7 +832,8 @@ impl Client {
                 self.failures = self.failures.saturating_add(1);
                 self.schedule(reason);
             }
-            Err(Failure::Closed) => self.phase = Phase::Done,
+            // A close or restart: `next` sees it.
+            Err(Failure::Interrupted) => {}
         }
     }
 
@@ -818,6 +925,16 @@ impl Client {
                 }
                 status => {
                     self.shared.release(&stream);
+                    if config.retry_server_errors && (status == 429 || (500..600).contains(&status))
+                    {
+                        let retry_after = head
+                            .header("retry-after")
+                            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                        return Err(Failure::Retry(Disconnect::Status {
+                            status,
+                            retry_after,
+                        }));
+                    }
                     return Err(Failure::Final(ClientError::Status {
                         status,
                         content_type,
@@ -842,14 +959,27 @@ impl Client {
         self.schedule(reason);
     }
 
-    /// Queues the state items and waits next.
+    /// Queues the state items and waits next: the backoff, or longer if a
+    /// `Retry-After` (clamped to the retry bounds) asks for more; nothing
+    /// after a restart.
     fn schedule(&mut self, reason: Disconnect) {
-        let delay = backoff(
-            self.reconnection_time(),
-            self.failures,
-            self.config.retry_ceiling,
-            crate::random_u64(),
-        );
+        let grown = || {
+            backoff(
+                self.reconnection_time(),
+                self.failures,
+                self.config.retry_ceiling,
+                crate::random_u64(),
+            )
+        };
+        let (floor, ceiling) = (self.config.retry_floor, self.config.retry_ceiling);
+        let delay = match reason {
+            Disconnect::Restart => Duration::ZERO,
+            Disconnect::Status {
+                retry_after: Some(asked),
+                ..
+            } => grown().max(asked.clamp(floor, ceiling)),
+            _ => grown(),
+        };
         self.state(Received::Disconnected(reason));
         self.state(Received::Retrying(delay));
         self.phase = Phase::Wait(delay);
@@ -891,6 +1021,10 @@ impl Iterator for Client {
                 }
                 return None;
             }
+            if self.shared.take_restart() && self.phase != Phase::Done {
+                self.failures = 0;
+                self.lost(Disconnect::Restart);
+            }
             if let Some(item) = self.queue.pop_front() {
                 return Some(item);
             }
@@ -913,7 +1047,7 @@ impl Iterator for Client {
                         continue;
                     };
                     if let Err(reason) = body.read_into(&mut self.parser) {
-                        if !self.shared.is_closed() {
+                        if !self.shared.interrupted() {
                             self.lost(reason);
                         }
                     }
@@ -928,12 +1062,7 @@ impl FusedIterator for Client {}
 impl Drop for Client {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        // A connection attempt still running delivers to nobody.
-        state.attempt = state.attempt.wrapping_add(1);
-        state.connected = None;
-        if let Some(stream) = state.stream.take() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.shared.interrupt(&mut state);
     }
 }
 
@@ -950,9 +1079,11 @@ struct Config {
     body: Option<Vec<u8>>,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
+    head_timeout: Duration,
     retry: Duration,
     retry_floor: Duration,
     retry_ceiling: Duration,
+    retry_server_errors: bool,
     max_redirects: u32,
     max_event_size: usize,
     comments: bool,
@@ -983,8 +1114,8 @@ enum Failure {
     Retry(Disconnect),
     /// Permanent: yield the error and stop.
     Final(ClientError),
-    /// The client was closed meanwhile.
-    Closed,
+    /// The client was closed or restarted meanwhile.
+    Interrupted,
 }
 
 /// The request as it stands after the redirects so far.
@@ -1006,6 +1137,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     closed: bool,
+    /// `restart` was called and `next` has not acted on it yet.
+    restart: bool,
     /// The current connection, so that `close` can shut it down.
     stream: Option<Arc<TcpStream>>,
     /// Numbers connection attempts: a late result of an abandoned attempt
@@ -1024,11 +1157,35 @@ impl Shared {
         self.lock().closed
     }
 
+    /// Closed, or a restart is pending.
+    fn interrupted(&self) -> bool {
+        let state = self.lock();
+        state.closed || state.restart
+    }
+
+    /// Whether a restart was pending (it is not any more).
+    fn take_restart(&self) -> bool {
+        std::mem::take(&mut self.lock().restart)
+    }
+
+    /// Wakes the client wherever it blocks (for `close`, `restart` and
+    /// drop): a connection attempt still running delivers to nobody, the
+    /// current connection is shut down (which ends a blocked read or
+    /// write), and a sleep or a wait for a connection ends.
+    fn interrupt(&self, state: &mut State) {
+        state.attempt = state.attempt.wrapping_add(1);
+        state.connected = None;
+        if let Some(stream) = state.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.wake.notify_all();
+    }
+
     /// Sleeps up to `delay`, less if the client is closed.
     fn sleep(&self, delay: Duration) {
         let deadline = Instant::now().checked_add(delay);
         let mut state = self.lock();
-        while !state.closed {
+        while !state.closed && !state.restart {
             let left = match deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
@@ -1076,8 +1233,8 @@ impl Shared {
         }
         let mut state = self.lock();
         loop {
-            if state.closed {
-                return Err(Failure::Closed);
+            if state.closed || state.restart {
+                return Err(Failure::Interrupted);
             }
             if let Some(result) = state.connected.take() {
                 let stream = Arc::new(result.map_err(|e| Failure::Retry(Disconnect::Connect(e)))?);
@@ -1169,7 +1326,11 @@ fn exchange(
         .write_all(&request)
         .and_then(|()| writer.flush())
         .map_err(|e| io_failure(e, config.idle_timeout))?;
-    read_head(stream, config.idle_timeout)
+    let head = read_head(stream, config.idle_timeout, config.head_timeout)?;
+    stream
+        .set_read_timeout(config.idle_timeout)
+        .map_err(Disconnect::Io)?;
+    Ok(head)
 }
 
 /// The request head and body.
@@ -1286,12 +1447,20 @@ impl Head {
     }
 }
 
-/// Reads up to the end of the final (non-1xx) response head. Returns it and
-/// the bytes read after it.
-fn read_head(stream: &TcpStream, idle: Option<Duration>) -> Result<(Head, Vec<u8>), Disconnect> {
+/// Reads up to the end of the final (non-1xx) response head, within
+/// `timeout` and [`MAX_HEAD`] bytes for all the heads together (leaves the
+/// socket's read timeout changed). Returns it and the bytes read after it.
+fn read_head(
+    stream: &TcpStream,
+    idle: Option<Duration>,
+    timeout: Duration,
+) -> Result<(Head, Vec<u8>), Disconnect> {
+    let deadline = Instant::now().checked_add(timeout);
     let mut buf = Vec::new();
     let mut chunk = [0; 4096];
     let mut scanned = 0;
+    // The bytes of the interim heads already read.
+    let mut interim = 0usize;
     loop {
         if let Some(end) = find_head_end(&buf, scanned) {
             let head = parse_head(&buf[..end]).map_err(|why| Disconnect::Protocol(why.into()))?;
@@ -1300,17 +1469,36 @@ fn read_head(stream: &TcpStream, idle: Option<Duration>) -> Result<(Head, Vec<u8
             // Interim answers (100 Continue, 103 Early Hints) come before the
             // real one; 101 Switching Protocols is final (and unwanted).
             if (100..200).contains(&head.status) && head.status != 101 {
+                interim = interim.saturating_add(end);
                 continue;
             }
             return Ok((head, buf));
         }
         scanned = buf.len();
-        if buf.len() > MAX_HEAD {
-            return Err(Disconnect::Protocol(format!(
-                "response head larger than {MAX_HEAD} bytes"
-            )));
+        if interim.saturating_add(buf.len()) > MAX_HEAD {
+            return Err(Disconnect::HeadTooLarge { limit: MAX_HEAD });
         }
-        let n = read_some(stream, &mut chunk, idle)?;
+        // Wait for the next byte until the idle timeout or the deadline,
+        // whichever comes first.
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            return Err(Disconnect::HeadTimeout(timeout));
+        }
+        let (wait, by_deadline) = match idle {
+            Some(idle) if idle < left => (idle, false),
+            _ => (left.max(MIN_TIMEOUT), true),
+        };
+        stream
+            .set_read_timeout(Some(wait))
+            .map_err(Disconnect::Io)?;
+        let n = match read_some(stream, &mut chunk, Some(wait)) {
+            Err(Disconnect::IdleTimeout(_)) if by_deadline => {
+                return Err(Disconnect::HeadTimeout(timeout))
+            }
+            result => result?,
+        };
         if n == 0 {
             return Err(Disconnect::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -1735,6 +1923,50 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A `Retry-After` value (RFC 9110 10.2.3: "HTTP-date / delay-seconds") as
+/// a delay from `now`: `delay-seconds` is `1*DIGIT`; of the HTTP-date forms
+/// (5.6.7), the IMF-fixdate one that senders must use, such as `Sun, 06 Nov
+/// 1994 08:49:37 GMT` (a date past is no delay). `None` when invalid.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim_matches([' ', '\t']);
+    if let Some(seconds) = http::parse_decimal(value) {
+        return Some(Duration::from_secs(seconds));
+    }
+    const DAYS: [&str; 7] = ["Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,", "Sun,"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = value.split([' ', ':']).collect();
+    let [day_name, day, month, year, hour, minute, second, "GMT"] = parts[..] else {
+        return None;
+    };
+    let digits = |text: &str, len: usize, max: u64| {
+        http::parse_decimal(text).filter(|&n| text.len() == len && n <= max)
+    };
+    let month = MONTHS.iter().position(|&m| m == month)? as u64 + 1;
+    let (day, year) = (digits(day, 2, 31)?, digits(year, 4, 9999)?);
+    let time = digits(hour, 2, 23)? * 3600 + digits(minute, 2, 59)? * 60 + digits(second, 2, 60)?;
+    if !DAYS.contains(&day_name) || day == 0 {
+        return None;
+    }
+    // Days since 1970-01-01 (H. Hinnant's days_from_civil), years from March.
+    let (y, m) = if month <= 2 {
+        (year as i64 - 1, month + 9)
+    } else {
+        (year as i64, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = ((153 * m + 2) / 5 + day - 1) as i64;
+    let days = era * 146_097 + year_of_era * 365 + year_of_era / 4 - year_of_era / 100
+        + day_of_year
+        - 719_468;
+    let at = u64::try_from(days * 86_400).map_or(UNIX_EPOCH, |secs| {
+        UNIX_EPOCH + Duration::from_secs(secs + time)
+    });
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// The delay before the next attempt: `base` after a success; after `n`
 /// failures in a row, `base × 2ⁿ` capped at `max(ceiling, base)`, with equal
 /// jitter (between half of it and all of it, from `random`).
@@ -2036,6 +2268,51 @@ mod tests {
         let long = Duration::from_secs(120);
         assert!(backoff(long, 3, ceiling, 5) <= long);
         assert!(backoff(Duration::MAX, 3, ceiling, u64::MAX) <= Duration::MAX);
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let after = |v: &str| parse_retry_after(v, now);
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(after("0"), secs(0));
+        assert_eq!(after(" 120 "), secs(120));
+        assert_eq!(after("Sun, 06 Nov 1994 08:49:37 GMT"), secs(0));
+        assert_eq!(after("Sun, 06 Nov 1994 08:49:39 GMT"), secs(2));
+        assert_eq!(after("Mon, 07 Nov 1994 09:50:38 GMT"), secs(86_400 + 3661));
+        assert_eq!(after("Thu, 01 Mar 1996 00:00:00 GMT"), secs(41_526_623)); // past 29 Feb
+        assert_eq!(
+            after("Sat, 05 Nov 1994 08:49:37 GMT"),
+            secs(0),
+            "a date past"
+        );
+        assert_eq!(after("Thu, 01 Jan 1970 00:00:00 GMT"), secs(0));
+        assert_eq!(after("Mon, 01 Jan 0001 00:00:00 GMT"), secs(0));
+        assert!(
+            after("Fri, 31 Dec 9999 23:59:60 GMT").is_some_and(|d| d.as_secs() > 252_000_000_000)
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "1 s",
+            "99999999999999999999999",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "sun, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 94 08:49:37 GMT",
+            "Sun, 00 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:60:00 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 06 Nov 1994 08:49:37:00 GMT",
+            "Sun, 06 Nov 1994  08:49:37 GMT",
+        ] {
+            assert_eq!(after(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

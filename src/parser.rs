@@ -69,10 +69,13 @@
 //! # Limits
 //!
 //! The standard sets no limit on a line or an event; this parser does, so
-//! that a peer cannot make it hold unbounded memory: [`Parser::max_line_len`]
-//! and [`Parser::max_event_size`], 64 KiB each by default. Going over one
-//! gives one [`ParseError`] and the event it happened in is dropped; parsing
-//! then goes on normally with the next event.
+//! that a peer cannot make it hold unbounded memory: [`Parser::max_event_size`]
+//! (16 MiB by default: real streams carry snapshot events of several MiB)
+//! and [`Parser::max_line_len`] (64 bytes more). Going over one gives one
+//! [`ParseError`] and the event it happened in is dropped; parsing then goes
+//! on normally with the next event. Nothing is allocated up front: memory
+//! grows with the bytes that arrive, and a buffer emptied after a large
+//! event shrinks back to 64 KiB.
 //!
 //! # Example
 //!
@@ -110,8 +113,12 @@ use std::time::Duration;
 /// U+FEFF, stripped once at the start of a stream.
 const BOM: char = '\u{FEFF}';
 
-/// The default for [`Parser::max_line_len`] and [`Parser::max_event_size`].
-const DEFAULT_LIMIT: usize = 64 * 1024;
+/// The default for [`Parser::max_event_size`].
+const DEFAULT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The capacity a buffer keeps once it is emptied, so that one large event
+/// does not pin its size in memory for the rest of the stream.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Room for a field name, its colon and space on top of the event limit, so
 /// that one `data:` line can carry a value as large as a whole event.
@@ -157,8 +164,8 @@ pub enum ParseError {
         /// The limit in force, in bytes.
         limit: usize,
     },
-    /// The data buffer plus the event type of one event grew larger than
-    /// [`Parser::max_event_size`] bytes.
+    /// The data of one event (as it would be dispatched) plus its event
+    /// type grew larger than [`Parser::max_event_size`] bytes.
     EventTooLarge {
         /// The limit in force, in bytes.
         limit: usize,
@@ -261,7 +268,13 @@ pub struct Parser {
 /// borrow the input while the fields change.
 #[derive(Clone, Debug)]
 struct Fields {
+    /// The data buffer without the LF after its last line (that LF goes in
+    /// before the next line instead), so that it is the data as dispatched
+    /// and the size check counts exactly that.
     data: String,
+    /// Whether a `data` line came: the standard's data buffer is not empty
+    /// (one empty `data` line makes it a lone LF).
+    has_data: bool,
     event_type: String,
     /// The last event ID buffer (changed by `id` fields).
     id: String,
@@ -291,7 +304,8 @@ impl fmt::Debug for Parser {
 
 impl Parser {
     /// A parser at the start of a stream, with an empty last event ID, no
-    /// retry seen and 64 KiB limits.
+    /// retry seen and the default limits (16 MiB events). Allocates nothing
+    /// until input is fed.
     pub fn new() -> Parser {
         Parser {
             buf: String::new(),
@@ -308,6 +322,7 @@ impl Parser {
             ready: VecDeque::new(),
             fields: Fields {
                 data: String::new(),
+                has_data: false,
                 event_type: String::new(),
                 id: String::new(),
                 last_id: String::new(),
@@ -338,9 +353,13 @@ impl Parser {
         self
     }
 
-    /// Sets the largest event accepted, in bytes (default 64 KiB): the data
-    /// buffer (each `data` line adds its value and one LF) plus the event
-    /// type, after UTF-8 decoding. See [`ParseError::EventTooLarge`].
+    /// Sets the largest event accepted, in bytes (default 16 MiB): its data
+    /// as dispatched (the values of its `data` lines joined by LF, without
+    /// the LF the standard appends after the last one) plus its event type,
+    /// after UTF-8 decoding. So an event whose data is exactly this long,
+    /// with no `event` field, is accepted, and one byte more gives
+    /// [`ParseError::EventTooLarge`]. It protects against a peer that sends
+    /// an endless event; memory grows only with the bytes that arrive.
     pub fn max_event_size(mut self, bytes: usize) -> Parser {
         self.fields.max_event = bytes;
         if !self.line_explicit {
@@ -534,7 +553,7 @@ impl Parser {
             return;
         }
         if self.pos >= self.buf.len() {
-            self.buf.clear();
+            clear(&mut self.buf);
         } else {
             self.buf.drain(..self.pos);
         }
@@ -544,7 +563,7 @@ impl Parser {
 
     /// Forgets the input and the pending event; keeps the IDs and retry.
     fn reset_stream(&mut self) {
-        self.buf.clear();
+        clear(&mut self.buf);
         self.pos = 0;
         self.tail_len = 0;
         self.scanned = 0;
@@ -600,25 +619,26 @@ impl Fields {
     }
 
     fn data(&mut self, value: &str) -> Option<Result<Item, ParseError>> {
+        if self.has_data {
+            self.data.push('\n');
+        }
+        self.has_data = true;
         self.data.push_str(value);
-        self.data.push('\n');
         self.check_size()
     }
 
     /// The standard's "dispatch the event" steps, at an empty line.
     fn dispatch(&mut self) -> Option<Item> {
         self.last_id.clone_from(&self.id);
-        if self.data.is_empty() {
+        // Step 3 (remove the last LF) is built in: `data` never has it.
+        if !self.has_data {
             self.event_type.clear();
             return None;
         }
-        if self.data.ends_with('\n') {
-            self.data.pop();
-        }
         // Copied out rather than moved: the event gets strings of the exact
-        // size (one allocation each) and the buffers keep their capacity,
-        // so parsing allocates nothing else. (Measured faster than moving
-        // the buffers out and growing new ones.)
+        // size (one allocation each) and the buffers keep their capacity (up
+        // to KEEP_CAPACITY), so parsing allocates nothing else. (Measured
+        // faster than moving the buffers out and growing new ones.)
         let event = MessageEvent {
             event_type: if self.event_type.is_empty() {
                 String::from("message")
@@ -628,8 +648,7 @@ impl Fields {
             data: self.data.clone(),
             id: self.last_id.clone(),
         };
-        self.data.clear();
-        self.event_type.clear();
+        self.drop_event();
         Some(Item::Event(event))
     }
 
@@ -645,12 +664,19 @@ impl Fields {
 
     /// Forgets the pending event: data, type and an uncommitted `id`.
     fn drop_event(&mut self) {
-        self.data.clear();
+        clear(&mut self.data);
+        self.has_data = false;
         self.event_type.clear();
         if self.id != self.last_id {
             self.id.clone_from(&self.last_id);
         }
     }
+}
+
+/// Empties a buffer, giving back memory above [`KEEP_CAPACITY`].
+fn clear(buffer: &mut String) {
+    buffer.clear();
+    buffer.shrink_to(KEEP_CAPACITY);
 }
 
 /// Removes one leading U+0020 SPACE.
@@ -800,6 +826,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_16_mib_limit_reserves_nothing_and_big_events_give_memory_back() {
+        let capacity = |p: &Parser| p.buf.capacity() + p.fields.data.capacity();
+        let mut parser = Parser::new();
+        assert_eq!(parser.fields.max_event, 16 * 1024 * 1024);
+        assert_eq!(capacity(&parser), 0, "nothing sized by the limit up front");
+        parser.feed(b"data: small\n\n");
+        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(_)))));
+        assert!(capacity(&parser) < 1024);
+        // A 1 MiB event fed in 16 KiB reads: memory follows the input, and
+        // is given back (down to 64 KiB per buffer) once the event is out.
+        parser.feed(b"data: ");
+        for _ in 0..64 {
+            parser.feed(&[b'x'; 16 * 1024]);
+            assert_eq!(parser.next_item(), None);
+        }
+        parser.feed(b"\n\n");
+        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(e))) if e.data.len() == 1 << 20));
+        assert_eq!(parser.next_item(), None);
+        assert!(
+            capacity(&parser) <= 2 * KEEP_CAPACITY,
+            "{}",
+            capacity(&parser)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use stdsse::client::{Client, ClientError};
+use stdsse::client::{Client, ClientError, Disconnect, Received};
 use stdsse::Event;
 
 fn ms(n: u64) -> Duration {
@@ -414,11 +414,9 @@ fn no_content_ends_the_stream_for_good() {
 #[test]
 fn a_wrong_status_or_content_type_fails_for_good() {
     let cases = [
-        (
-            "500 Internal Server Error",
-            Some("text/plain"),
-            "500 Internal Server Error",
-        ),
+        // (5xx answers are retried by default: see
+        // overload_answers_are_retried_honouring_retry_after.)
+        ("410 Gone", Some("text/plain"), "410 Gone"),
         (
             "404 Not Found",
             Some("text/html; charset=utf-8"),
@@ -504,6 +502,207 @@ fn interim_responses_are_skipped() {
     });
     let run = Run::new(quick(&server.url("/")).build().unwrap());
     assert_eq!(run.take(2), ["connected", "event message:after interim:"]);
+}
+
+/// The next item; a `Disconnected` shows its message, which `describe`
+/// does not for the newer reasons.
+fn said(run: &Run) -> String {
+    match run.next() {
+        Some(Ok(Received::Disconnected(why))) => format!("disconnected: {why}"),
+        other => describe(&other),
+    }
+}
+
+#[test]
+fn endless_interim_responses_end_by_the_head_limit_and_are_retried() {
+    let server = Scripted::start(|_n, _req, stream| {
+        let heads = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(1000);
+        // Up to 2.5 MB per connection, or until the client hangs up.
+        for _ in 0..100 {
+            if std::io::Write::write_all(stream, &heads).is_err() {
+                return;
+            }
+        }
+        hold(stream);
+    });
+    let run = Run::new(quick(&server.url("/")).build().unwrap());
+    for _ in 0..3 {
+        assert_eq!(
+            said(&run),
+            "disconnected: invalid response: head larger than 65536 bytes"
+        );
+        run.retrying();
+    }
+    // Three attempts ended, and the server saw a fourth.
+    for _ in 0..4 {
+        server.request();
+    }
+}
+
+#[test]
+fn a_dripped_head_fails_by_the_head_deadline_and_is_retried() {
+    let server = Scripted::start(|n, _req, stream| {
+        let mut bytes = stream_head("");
+        bytes.extend_from_slice(b"data: ok\n\n");
+        if n > 0 {
+            send(stream, &bytes);
+            return hold(stream);
+        }
+        // One byte every 30 ms: the idle timeout never fires.
+        for byte in bytes {
+            send(stream, &[byte]);
+            thread::sleep(ms(30));
+        }
+    });
+    let client = quick(&server.url("/"))
+        .head_timeout(ms(300))
+        .build()
+        .unwrap();
+    let run = Run::new(client);
+    let asked = server.request().at;
+    assert_eq!(
+        said(&run),
+        "disconnected: no complete response head in 300 ms"
+    );
+    let took = asked.elapsed();
+    assert!(took >= ms(290) && took < WAIT, "{took:?}");
+    run.retrying();
+    assert_eq!(run.take(2), ["connected", "event message:ok:"]);
+}
+
+#[test]
+fn overload_answers_are_retried_honouring_retry_after() {
+    let far = "Fri, 31 Dec 9999 23:59:59 GMT";
+    // (status, Retry-After, ceiling of the retry bounds, retry 5xx, expected
+    // delay range in ms or None for a final error).
+    type Case = (u16, &'static str, u64, bool, Option<(u64, u64)>);
+    let cases: [Case; 8] = [
+        (503, "1", 5000, true, Some((1000, 1000))),
+        (503, "1", 200, true, Some((200, 200))),
+        (503, far, 300, true, Some((300, 300))),
+        (503, "soon", 5000, true, Some((20, 40))),
+        (429, "", 5000, true, Some((20, 40))),
+        (500, "", 5000, true, Some((20, 40))),
+        (404, "1", 5000, true, None),
+        (503, "1", 5000, false, None),
+    ];
+    for (status, retry_after, ceiling, retried, delay) in cases {
+        let server = Scripted::start(move |n, _req, stream| {
+            if n == 0 {
+                let header = match retry_after {
+                    "" => String::new(),
+                    value => format!("Retry-After: {value}\r\n"),
+                };
+                let head = format!("HTTP/1.1 {status} x\r\n{header}Content-Length: 0\r\n\r\n");
+                return send(stream, head.as_bytes());
+            }
+            let mut bytes = stream_head("");
+            bytes.extend_from_slice(b"data: ok\n\n");
+            send(stream, &bytes);
+            hold(stream);
+        });
+        let client = quick(&server.url("/"))
+            .retry_bounds(ms(10), ms(ceiling))
+            .retry_server_errors(retried)
+            .build()
+            .unwrap();
+        let case = format!("{status} {retry_after:?} {ceiling} {retried}");
+        let run = Run::new(client);
+        let Some((low, high)) = delay else {
+            match run.next() {
+                Some(Err(e @ ClientError::Status { .. })) => {
+                    assert!(
+                        e.is_final() && e.to_string().contains(&status.to_string()),
+                        "{case}"
+                    )
+                }
+                other => panic!("{case}: {}", describe(&other)),
+            }
+            assert_eq!(run.next_str(), "end", "{case}");
+            assert_eq!(server.received().len(), 1, "{case}: no retry");
+            continue;
+        };
+        match run.next() {
+            Some(Ok(Received::Disconnected(Disconnect::Status { status: got, .. }))) => {
+                assert_eq!(got, status, "{case}")
+            }
+            other => panic!("{case}: {}", describe(&other)),
+        }
+        let waited = run.retrying();
+        assert!(
+            waited >= ms(low) && waited <= ms(high),
+            "{case}: {waited:?}"
+        );
+        assert_eq!(run.take(2), ["connected", "event message:ok:"], "{case}");
+        let (first, second) = (server.request(), server.request());
+        assert!(second.at - first.at >= ms(low), "{case}");
+    }
+}
+
+#[test]
+fn restart_reconnects_at_once_from_the_body_the_head_and_the_backoff() {
+    // What connection 0 does: in the body, in the head (no answer), or
+    // ending the stream so that the client waits out a 60 s retry.
+    for state in ["body", "head", "backoff"] {
+        let server = Scripted::start(move |n, req, stream| {
+            let id = req.header("last-event-id").unwrap_or("-").to_string();
+            let mut bytes = stream_head("");
+            match (n, state) {
+                (0, "head") => return hold(stream),
+                (0, _) => bytes.extend_from_slice(b"id: 1\ndata: a\n\n"),
+                _ => bytes.extend_from_slice(format!("data: b {id}\n\n").as_bytes()),
+            }
+            send(stream, &bytes);
+            if (n, state) != (0, "backoff") {
+                hold(stream);
+            }
+        });
+        let client = quick(&server.url("/"))
+            .retry(Duration::from_secs(60))
+            .last_event_id("0")
+            .build()
+            .unwrap();
+        let restart = client.close_handle();
+        let run = Run::new(client);
+        server.request();
+        let id = match state {
+            "head" => "0",
+            _ => {
+                assert_eq!(run.take(2), ["connected", "event message:a:1"], "{state}");
+                "1"
+            }
+        };
+        if state == "backoff" {
+            assert_eq!(
+                run.take(2),
+                ["disconnected ended", "retrying 60000ms"],
+                "{state}"
+            );
+        }
+        thread::sleep(ms(50)); // let the client block
+        restart.restart();
+        assert_eq!(said(&run), "disconnected: restart requested", "{state}");
+        assert_eq!(run.retrying(), Duration::ZERO, "{state}");
+        let again = Instant::now();
+        assert_eq!(
+            run.take(2),
+            ["connected", &format!("event message:b {id}:{id}")],
+            "{state}"
+        );
+        assert!(again.elapsed() < WAIT, "{state}");
+        assert_eq!(
+            server.request().header("last-event-id"),
+            Some(id),
+            "{state}"
+        );
+        assert!(!restart.is_closed());
+    }
+    // Once the client has stopped, a restart does nothing.
+    let client = Client::builder("http://127.0.0.1:9/").build().unwrap();
+    let handle = client.close_handle();
+    handle.close();
+    handle.restart();
+    assert_eq!(client.count(), 0);
 }
 
 #[test]
@@ -869,6 +1068,32 @@ fn comments_and_oversized_events() {
 }
 
 #[test]
+fn the_default_event_limit_takes_16_mib_of_data_and_refuses_one_byte_more() {
+    const LIMIT: usize = 16 * 1024 * 1024;
+    let server = Scripted::start(|_n, _req, stream| {
+        send(stream, &stream_head(""));
+        let data = vec![b'x'; LIMIT + 1];
+        for size in [LIMIT, LIMIT + 1] {
+            send(stream, b"data: ");
+            send(stream, &data[..size]);
+            send(stream, b"\n\n");
+        }
+        send(stream, b"data: after\n\n");
+        hold(stream);
+    });
+    let run = Run::new(Client::builder(&server.url("/")).build().unwrap());
+    match run.next() {
+        Some(Ok(Received::Event(e))) => assert_eq!(e.data.len(), LIMIT),
+        other => panic!("{}", describe(&other)),
+    }
+    match run.next() {
+        Some(Err(e)) => assert_eq!(e, ClientError::EventTooLarge { limit: LIMIT }),
+        other => panic!("{}", describe(&other)),
+    }
+    assert_eq!(run.next_str(), "event message:after:");
+}
+
+#[test]
 fn the_close_handle_ends_a_blocked_read() {
     let server = Scripted::start(|_n, _req, stream| {
         send(stream, &stream_head(""));
@@ -1019,6 +1244,42 @@ fn the_tail_example_follows_a_url() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no TLS"), "{stderr}");
+}
+
+#[test]
+fn the_tail_example_shows_the_overload_answer_and_the_wait() {
+    let server = Scripted::start(|n, _req, stream| match n {
+        0 => {
+            let mut bytes = stream_head("");
+            bytes.extend_from_slice(b"retry: 200\n\n");
+            send(stream, &bytes);
+        }
+        1 => send(
+            stream,
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+        ),
+        _ => {
+            let mut bytes = stream_head("");
+            bytes.extend_from_slice(b"data: ok\n\n");
+            send(stream, &bytes);
+            hold(stream);
+        }
+    });
+    let out = tail(
+        &[&server.url("/"), "--max-events", "1"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"type\":\"message\",\"data\":\"ok\",\"id\":\"\"}\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "tail: the server ended the stream; reconnecting in 200 ms\n\
+         tail: the server answered 503 Service Unavailable (Retry-After: 1 s); \
+         reconnecting in 1000 ms\n"
+    );
 }
 
 #[test]

@@ -289,15 +289,21 @@ cases! {
     line_over_limit_retry_before_kept: b"retry: 5\ndata: 123456789\n\n" => [line_err(8)], line = 8, retry = Some(5);
     line_limit_zero: b"\n\nx\n\n\n" => [line_err(0)], line = 0;
     line_limit_bom_not_counted: b"\xEF\xBB\xBFdata: 12\n\n" => [msg("12")], line = 8;
+    // The limit counts the data as dispatched (no LF after the last line)
+    // plus the event type.
     event_at_limit: b"data: 123\n\n" => [msg("123")], event = 4;
-    event_over_limit: b"data: 1234\n\ndata: x\n\n" => [size_err(4), msg("x")], event = 4;
+    event_data_exactly_at_limit: b"data: 1234\n\n" => [msg("1234")], event = 4;
+    event_over_limit: b"data: 12345\n\ndata: x\n\n" => [size_err(4), msg("x")], event = 4;
     event_lines_at_limit: b"data: 1\ndata: 2\n\n" => [msg("1\n2")], event = 4;
+    event_lines_data_exactly_at_limit: b"data: 1\ndata: 23\n\n" => [msg("1\n23")], event = 4;
+    event_empty_lines_at_limit: b"data\ndata\ndata\ndata\ndata\n\n" => [msg("\n\n\n\n")], event = 4;
+    event_empty_lines_over_limit: b"data\ndata\ndata\ndata\ndata\ndata\n\n" => [size_err(4)], event = 4;
     event_lines_over_limit: b"data: 1\ndata: 23\ndata\n\n" => [size_err(4)], event = 4;
-    event_type_counts: b"event: ab\ndata: 1\n\nevent: abc\ndata: 1\n\n" => [ev("ab", "1", ""), size_err(4)], event = 4;
+    event_type_counts: b"event: ab\ndata: 12\n\nevent: abc\ndata: 12\n\n" => [ev("ab", "12", ""), size_err(4)], event = 4;
     event_type_alone_over: b"event: abcde\n\ndata: x\n\n" => [size_err(4), msg("x")], event = 4;
     event_over_limit_id_dropped: b"id: 9\ndata: 12345\n\n" => [size_err(4)], event = 4;
     event_over_limit_eof: b"data: 12345\ndata: 6" => [size_err(4)], event = 4;
-    event_size_after_decoding: b"data: \xFF\n\n" => [size_err(3)], event = 3;
+    event_size_after_decoding: b"data: \xFF\n\n" => [size_err(2)], event = 2;
 }
 
 /// Runs a parser over chunks, pulling after each one; no finish.
@@ -396,17 +402,6 @@ fn builder_defaults_and_traits() {
     assert_eq!(b.next_item(), Some(ev("message", "1", "x")));
     assert_eq!(a.next_item(), None);
     assert!(format!("{a:?}").contains("Parser"));
-    // Default limits: 64 KiB events, lines 64 bytes longer (room for the
-    // field name), so one `data:` line can carry a whole 64 KiB value.
-    let mut p = Parser::new();
-    p.feed(&[b'a'; 64 * 1024 + 64]);
-    assert_eq!(p.next_item(), None);
-    p.feed(b"a");
-    assert_eq!(p.next_item(), Some(line_err(64 * 1024 + 64)));
-    let mut p = Parser::new();
-    let value = "v".repeat(64 * 1024 - 1); // plus its LF: exactly 64 KiB
-    p.feed(format!("data: {value}\n\n").as_bytes());
-    assert_eq!(p.next_item(), Some(msg(&value)));
     // Setting the event limit moves the line limit with it, unless the
     // line limit was set explicitly.
     let mut p = Parser::new().max_event_size(10);
@@ -415,13 +410,35 @@ fn builder_defaults_and_traits() {
     let mut p = Parser::new().max_line_len(5).max_event_size(10);
     p.feed(&[b'a'; 6]);
     assert_eq!(p.next_item(), Some(line_err(5)));
+}
+
+const MIB16: usize = 16 * 1024 * 1024;
+
+#[test]
+fn the_default_limit_takes_16_mib_of_data_and_refuses_one_byte_more() {
+    // Lines may be 64 bytes longer than the event limit (room for the field
+    // name), so one `data:` line can carry a whole event's worth.
     let mut p = Parser::new();
-    // Two lines of 32 KiB including their LF fill the data buffer exactly.
-    let line = format!("data: {}\n", "a".repeat(32 * 1024 - 1));
-    p.feed(line.repeat(2).as_bytes());
+    p.feed(&vec![b'a'; MIB16 + 64]);
     assert_eq!(p.next_item(), None);
-    p.feed(b"data\n");
-    assert_eq!(p.next_item(), Some(size_err(64 * 1024)));
+    p.feed(b"a");
+    assert_eq!(p.next_item(), Some(line_err(MIB16 + 64)));
+    // Data of exactly the limit, in one line or in two (joined by LF).
+    let value = "v".repeat(MIB16);
+    for input in [
+        format!("data: {value}\n\n"),
+        format!("data: {}\ndata: {}\n\n", &value[..1000], &value[1001..]),
+    ] {
+        let mut p = Parser::new();
+        p.feed(input.as_bytes());
+        assert!(matches!(p.next_item(), Some(Ok(Item::Event(e))) if e.data.len() == MIB16));
+        // One byte more is refused, and the stream goes on.
+        p.feed(input.replacen("data: ", "data: w", 1).as_bytes());
+        p.feed(b"data: next\n\n");
+        assert_eq!(p.next_item(), Some(size_err(MIB16)));
+        assert_eq!(p.next_item(), Some(msg("next")));
+        assert_eq!(p.next_item(), None);
+    }
 }
 
 #[test]
@@ -440,15 +457,15 @@ fn endless_line_stays_bounded() {
     let mut parser = Parser::new();
     let chunk = [b'x'; 8192];
     let mut errors = 0;
-    for _ in 0..1024 {
-        // 8 MiB without a line ending.
+    for _ in 0..2100 {
+        // 16.4 MiB without a line ending.
         parser.feed(&chunk);
-        assert!(parser.buffered() <= 64 * 1024 + 64 + chunk.len());
+        assert!(parser.buffered() <= MIB16 + 64 + chunk.len());
         while let Some(item) = parser.next_item() {
-            assert_eq!(item, line_err(64 * 1024 + 64));
+            assert_eq!(item, line_err(MIB16 + 64));
             errors += 1;
         }
-        assert!(parser.buffered() <= 64 * 1024 + 64);
+        assert!(parser.buffered() <= MIB16 + 64);
     }
     assert_eq!(errors, 1);
     parser.feed(b"\ndata: ok\n\n\ndata: ok\n\n");
@@ -461,13 +478,15 @@ fn endless_line_stays_bounded() {
 fn endless_event_stays_bounded() {
     let mut parser = Parser::new();
     let mut errors = 0;
-    for _ in 0..2000 {
-        parser.feed(b"data: 0123456789012345678901234567890123456789\n");
+    let line = format!("data: {}\n", "x".repeat(1017));
+    for _ in 0..17_000 {
+        // 17 MB of data lines.
+        parser.feed(line.as_bytes());
         while let Some(item) = parser.next_item() {
-            assert_eq!(item, size_err(64 * 1024));
+            assert_eq!(item, size_err(MIB16));
             errors += 1;
         }
-        assert!(parser.buffered() <= 64 * 1024);
+        assert!(parser.buffered() <= MIB16);
     }
     assert_eq!(errors, 1);
 }
