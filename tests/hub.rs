@@ -1595,13 +1595,8 @@ fn an_evicted_client_resumes_every_missed_event_once() {
             let data = if is_rare(published) { &big } else { "small" };
             hub.publish_to(&[topic], Event::new().data(format!("{published}:{data}")))
                 .expect("publish");
-            expect_next(
-                &mut all,
-                &hub,
-                all_data(published, data),
-                published,
-                case.name,
-            );
+            let expected = format!("{published}:{data}");
+            expect_next(&mut all, &hub, &expected, published, case.name);
         }
         let wanted: Vec<u64> = (1..=published).filter(|&n| is_rare(n)).collect();
         // What reached its socket, then EOF; then it reconnects at once.
@@ -1629,11 +1624,6 @@ fn an_evicted_client_resumes_every_missed_event_once() {
             case.name
         );
     }
-}
-
-/// The data [`an_evicted_client_resumes_every_missed_event_once`] publishes.
-fn all_data(n: u64, data: &str) -> &'static str {
-    Box::leak(format!("{n}:{data}").into_boxed_str())
 }
 
 #[test]
