@@ -38,8 +38,12 @@
 //! An event published without an id gets `<epoch>-<n>`: `n` counts up from
 //! 1, and the epoch is random per hub, so a `Last-Event-ID` from an earlier
 //! run of the program is recognised as unknown instead of pointing into the
-//! wrong history. The history is bounded by a count, by bytes, and
-//! optionally by age. A subscriber that arrives with a `Last-Event-ID`:
+//! wrong history. Ids of that form (this hub's epoch and a dash) are the
+//! hub's alone: an event published with one gets the hub's own instead, so
+//! no publisher can make a resume find the wrong place. Other ids are kept;
+//! a resume finds the newest event with exactly that id. The history is
+//! bounded by a count, by bytes, and optionally by age. A subscriber that
+//! arrives with a `Last-Event-ID`:
 //!
 //! * that the history holds gets every retained event after it, then the
 //!   live stream;
@@ -51,12 +55,24 @@
 //!
 //! # Slow clients
 //!
-//! Each subscriber's backlog is bounded by events and bytes. Past the bound
-//! the subscriber is disconnected ([`SlowClient::Disconnect`], the default:
-//! its browser reconnects with `Last-Event-ID` and the history replays what
-//! it missed, so nothing is lost while the history still holds it), or its
-//! oldest pending events are dropped and the gap signal takes their place
+//! How far a subscriber may fall behind is bounded by events and bytes.
+//! Past the bound the subscriber is disconnected
+//! ([`SlowClient::Disconnect`], the default), or its oldest pending events
+//! are dropped and the gap signal takes their place
 //! ([`SlowClient::DropOldest`]).
+//!
+//! With `Disconnect` the bound is measured over the hub's own sequence and
+//! is at most half the history (see [`HubBuilder::backlog`]), so a client
+//! is disconnected while the history still holds everything it missed: its
+//! browser reconnects with `Last-Event-ID` and gets exactly that, with no
+//! gap signal, provided it comes back before the hub publishes the other
+//! half of the history. With `DropOldest` a client is never disconnected
+//! for lagging; it loses events, and the gap signal says where.
+//!
+//! A socket that takes nothing is tried again after a back-off that grows
+//! to 250 ms, so stalled clients cost next to nothing; one that makes no
+//! progress for the stall timeout is disconnected
+//! ([`HubBuilder::stall_timeout`], counted in [`HubStats::evicted`]).
 
 //! # Subscribers in this process
 //!
@@ -128,7 +144,8 @@ pub struct HubStats {
     /// Events written in full to a subscriber's socket or taken by a
     /// [`Receiver`] (one per subscriber).
     pub delivered: u64,
-    /// Subscribers disconnected for falling behind.
+    /// Subscribers disconnected for falling behind, or for making no
+    /// progress for the stall timeout.
     pub evicted: u64,
     /// Events dropped from slow subscribers' backlogs.
     pub dropped: u64,
@@ -594,6 +611,11 @@ impl Hub {
     /// queued for the hub. It waits only while the inbox is full, when the
     /// hub as a whole is behind (a fan-out thread busy with many sockets,
     /// or a slow filter); never on one slow subscriber.
+    ///
+    /// The event keeps its id, unless it has none or one of the form the
+    /// hub assigns (`<epoch>-...`, with this hub's [`epoch`](Hub::epoch)):
+    /// then the hub gives it `<epoch>-<n>`. Ids you choose should be unique:
+    /// a client that resumes from a repeated one resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.send_publish(Vec::new(), event)
     }
