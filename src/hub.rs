@@ -662,8 +662,9 @@ impl Hub {
     ///
     /// With a last event id it resumes from the history as a reconnecting
     /// client does; without one it receives the events published after
-    /// this call. The backlog bound counts the frames it has not taken yet:
-    /// once more are waiting, the slow-client policy applies. With
+    /// this call. The backlog bound counts from the first frame it has not
+    /// taken yet (see [`HubBuilder::backlog`]): past it, the slow-client
+    /// policy applies. With
     /// [`SlowClient::Disconnect`] the subscription ends (`recv` fails after
     /// the frames already queued); with [`SlowClient::DropOldest`] its
     /// oldest events give way to a gap signal. Unlike a socket, a receiver
