@@ -38,8 +38,12 @@
 //! An event published without an id gets `<epoch>-<n>`: `n` counts up from
 //! 1, and the epoch is random per hub, so a `Last-Event-ID` from an earlier
 //! run of the program is recognised as unknown instead of pointing into the
-//! wrong history. The history is bounded by a count, by bytes, and
-//! optionally by age. A subscriber that arrives with a `Last-Event-ID`:
+//! wrong history. Ids of that form (this hub's epoch and a dash) are the
+//! hub's alone: an event published with one gets the hub's own instead, so
+//! no publisher can make a resume find the wrong place. Other ids are kept;
+//! a resume finds the newest event with exactly that id. The history is
+//! bounded by a count, by bytes, and optionally by age. A subscriber that
+//! arrives with a `Last-Event-ID`:
 //!
 //! * that the history holds gets every retained event after it, then the
 //!   live stream;
@@ -51,12 +55,24 @@
 //!
 //! # Slow clients
 //!
-//! Each subscriber's backlog is bounded by events and bytes. Past the bound
-//! the subscriber is disconnected ([`SlowClient::Disconnect`], the default:
-//! its browser reconnects with `Last-Event-ID` and the history replays what
-//! it missed, so nothing is lost while the history still holds it), or its
-//! oldest pending events are dropped and the gap signal takes their place
+//! How far a subscriber may fall behind is bounded by events and bytes.
+//! Past the bound the subscriber is disconnected
+//! ([`SlowClient::Disconnect`], the default), or its oldest pending events
+//! are dropped and the gap signal takes their place
 //! ([`SlowClient::DropOldest`]).
+//!
+//! With `Disconnect` the bound is measured over the hub's own sequence and
+//! is at most half the history (see [`HubBuilder::backlog`]), so a client
+//! is disconnected while the history still holds everything it missed: its
+//! browser reconnects with `Last-Event-ID` and gets exactly that, with no
+//! gap signal, provided it comes back before the hub publishes the other
+//! half of the history. With `DropOldest` a client is never disconnected
+//! for lagging; it loses events, and the gap signal says where.
+//!
+//! A socket that takes nothing is tried again after a back-off that grows
+//! to 250 ms, so stalled clients cost next to nothing; one that makes no
+//! progress for the stall timeout is disconnected
+//! ([`HubBuilder::stall_timeout`], counted in [`HubStats::evicted`]).
 
 //! # Subscribers in this process
 //!
@@ -128,7 +144,8 @@ pub struct HubStats {
     /// Events written in full to a subscriber's socket or taken by a
     /// [`Receiver`] (one per subscriber).
     pub delivered: u64,
-    /// Subscribers disconnected for falling behind.
+    /// Subscribers disconnected for falling behind, or for making no
+    /// progress for the stall timeout.
     pub evicted: u64,
     /// Events dropped from slow subscribers' backlogs.
     pub dropped: u64,
@@ -304,6 +321,7 @@ pub struct HubBuilder {
     history_age: Option<Duration>,
     backlog_events: usize,
     backlog_bytes: usize,
+    stall_timeout: Option<Duration>,
     slow_client: SlowClient,
     unknown_id: UnknownId,
     keep_alive: Option<Duration>,
@@ -317,11 +335,12 @@ pub struct HubBuilder {
 impl Default for HubBuilder {
     fn default() -> HubBuilder {
         HubBuilder {
-            history_events: 1000,
-            history_bytes: 1 << 20,
+            history_events: 2000,
+            history_bytes: 2 << 20,
             history_age: None,
-            backlog_events: 2000,
-            backlog_bytes: 2 << 20,
+            backlog_events: 1000,
+            backlog_bytes: 1 << 20,
+            stall_timeout: None,
             slow_client: SlowClient::Disconnect,
             unknown_id: UnknownId::ReplayAll,
             keep_alive: Some(Duration::from_secs(15)),
@@ -336,8 +355,9 @@ impl Default for HubBuilder {
 
 impl HubBuilder {
     /// The history keeps at most this many events and this many encoded
-    /// bytes, whichever bound is hit first (default 1000 events, 1 MiB: a
-    /// few minutes of a busy chat room, cheap to hold and to replay). Zero
+    /// bytes, whichever bound is hit first (default 2000 events, 2 MiB: a
+    /// few minutes of a busy chat room, cheap to hold and to replay; twice
+    /// the backlog bound, so that an evicted client can resume). Zero
     /// events disables replay.
     pub fn history(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.history_events = events;
@@ -351,14 +371,58 @@ impl HubBuilder {
         self
     }
 
-    /// Bounds each subscriber's backlog: the frames not yet written to its
-    /// socket, or not yet taken by its [`Receiver`] (default 2000 frames,
-    /// 2 MiB). Frames are shared between subscribers, so this bounds
-    /// how far behind a client may fall more than it bounds memory. Keep it
-    /// above the history bounds so a full replay fits.
+    /// Bounds how far a subscriber may fall behind (default 1000 events,
+    /// 1 MiB: half the default history). Frames are shared between
+    /// subscribers, so this bounds lag more than it bounds memory.
+    ///
+    /// With [`SlowClient::Disconnect`] it is measured in the hub's own
+    /// sequence: the events and bytes published from the first one the
+    /// subscriber has not been sent in full (written to its socket, or taken
+    /// by its [`Receiver`]) through the newest, whether its topics and
+    /// filter want them or not. So a subscriber that gets one event in ten
+    /// is evicted as soon as one that gets them all would be. The bound is
+    /// capped at half the history bounds (unless replay is off): a client
+    /// is disconnected while the history still holds the event after the
+    /// last one it saw, and the other half of the history is its time to
+    /// reconnect while publishing goes on. The history keeps that event
+    /// until every fan-out thread has handled the events after it, so what
+    /// is on its way between the hub's threads does not count against that
+    /// time. (A subscriber whose last event had already left this span when
+    /// something new came for it, one on a rare topic, is measured from
+    /// that new event: its resume point was lost to others' traffic, not to
+    /// its own slowness.)
+    ///
+    /// With [`SlowClient::DropOldest`] it counts the subscriber's own
+    /// queued frames and bytes, as set.
     pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.backlog_events = events.max(1);
         self.backlog_bytes = bytes.max(1);
+        self
+    }
+
+    /// How far behind a subscriber may fall with [`SlowClient::Disconnect`]:
+    /// the backlog bound, capped at half the history bounds.
+    fn behind_bound(&self) -> (u64, u64) {
+        let cap = |backlog: usize, history: usize| match self.history_events {
+            0 => backlog as u64,
+            _ => backlog.min((history / 2).max(1)) as u64,
+        };
+        (
+            cap(self.backlog_events, self.history_events),
+            cap(self.backlog_bytes, self.history_bytes),
+        )
+    }
+
+    /// A stream whose backlog makes no progress for this long (nothing of it
+    /// is written) is disconnected (default: the stream's write timeout,
+    /// [`Server::write_timeout`](crate::Server::write_timeout), 10 s unless
+    /// set). It protects the hub from clients that stop reading but stay
+    /// under the backlog bound: each such socket is retried with a back-off
+    /// (2 ms, doubling to 250 ms, back to 2 ms once it takes bytes), so it
+    /// costs next to nothing while it waits, and then it goes. Receivers are
+    /// bound by the backlog only: they cost nothing while they wait.
+    pub fn stall_timeout(mut self, timeout: Duration) -> HubBuilder {
+        self.stall_timeout = Some(timeout);
         self
     }
 
@@ -435,12 +499,14 @@ impl HubBuilder {
         for n in 0..config.fanout_threads {
             let (shard_tx, shard_rx) = mpsc::channel();
             let load = Arc::new(AtomicU64::new(0));
+            let seen = Arc::new(AtomicU64::new(0));
             let queued = Arc::new(Room::default());
             let shard = Shard {
                 subscribers: Vec::new(),
                 counters: counters.clone(),
                 config: config.clone(),
                 load: load.clone(),
+                seen: seen.clone(),
                 queued: queued.clone(),
             };
             thread::Builder::new()
@@ -449,13 +515,16 @@ impl HubBuilder {
             shards.push(ShardHandle {
                 tx: shard_tx,
                 load,
+                seen,
                 queued,
             });
         }
         let coordinator = Coordinator {
             history: VecDeque::new(),
             history_bytes: 0,
+            before: None,
             next_seq: 1,
+            next_offset: 0,
             epoch: epoch.clone(),
             counters: counters.clone(),
             config,
@@ -542,6 +611,11 @@ impl Hub {
     /// queued for the hub. It waits only while the inbox is full, when the
     /// hub as a whole is behind (a fan-out thread busy with many sockets,
     /// or a slow filter); never on one slow subscriber.
+    ///
+    /// The event keeps its id, unless it has none or one of the form the
+    /// hub assigns (`<epoch>-...`, with this hub's [`epoch`](Hub::epoch)):
+    /// then the hub gives it `<epoch>-<n>`. Ids you choose should be unique:
+    /// a client that resumes from a repeated one resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.send_publish(Vec::new(), event)
     }
@@ -588,8 +662,9 @@ impl Hub {
     ///
     /// With a last event id it resumes from the history as a reconnecting
     /// client does; without one it receives the events published after
-    /// this call. The backlog bound counts the frames it has not taken yet:
-    /// once more are waiting, the slow-client policy applies. With
+    /// this call. The backlog bound counts from the first frame it has not
+    /// taken yet (see [`HubBuilder::backlog`]): past it, the slow-client
+    /// policy applies. With
     /// [`SlowClient::Disconnect`] the subscription ends (`recv` fails after
     /// the frames already queued); with [`SlowClient::DropOldest`] its
     /// oldest events give way to a gap signal. Unlike a socket, a receiver
@@ -816,7 +891,7 @@ impl LocalQueue {
         let mut state = self.lock();
         loop {
             if let Some(pending) = state.backlog.pop_front() {
-                if pending.kind == Kind::Event {
+                if matches!(pending.kind, Kind::Event(_)) {
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 }
                 return Ok(pending.frame);
@@ -847,14 +922,20 @@ impl LocalQueue {
         }
     }
 
-    /// Queues a frame, applies `bound` under the same lock (so that the
+    /// Queues a frame (if any), applies `bound` under the same lock (so that the
     /// decision sees what the receiver has taken), and wakes the receiver
     /// if it waits.
-    fn push(&self, frame: Frame, kind: Kind, bound: impl FnOnce(&mut Backlog) -> Bound) -> Bound {
+    fn push(
+        &self,
+        item: Option<(Frame, Kind)>,
+        bound: impl FnOnce(&mut Backlog) -> Bound,
+    ) -> Bound {
         let mut state = self.lock();
-        state.backlog.push(frame, kind);
+        let wake = item.is_some() && state.waiting > 0;
+        if let Some((frame, kind)) = item {
+            state.backlog.push(frame, kind);
+        }
         let outcome = bound(&mut state.backlog);
-        let wake = state.waiting > 0;
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -879,11 +960,31 @@ pub fn last_event_id(req: &Request) -> Option<String> {
 /// One published event as the history keeps it.
 struct Entry {
     seq: u64,
+    /// The encoded bytes published before it (so that a span of the
+    /// history's bytes is a subtraction).
+    offset: u64,
     id: String,
     topics: Vec<String>,
     event_type: Option<String>,
     frame: Frame,
     at: Instant,
+}
+
+impl Entry {
+    fn position(&self) -> Position {
+        Position {
+            seq: self.seq,
+            offset: self.offset,
+        }
+    }
+}
+
+/// A place in the hub's sequence of published events: an event's number
+/// and the bytes published before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Position {
+    seq: u64,
+    offset: u64,
 }
 
 /// One frame waiting to be written to a subscriber.
@@ -895,7 +996,8 @@ struct Pending {
 /// What a pending frame is: only events count as delivered or dropped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Event,
+    /// A published event, at its place in the hub's sequence.
+    Event(Position),
     Gap,
     Control,
 }
@@ -905,6 +1007,10 @@ enum Kind {
 struct Backlog {
     frames: VecDeque<Pending>,
     bytes: usize,
+    /// The first event of the hub's sequence not yet sent in full: the
+    /// client's `Last-Event-ID` is the one before it (see
+    /// [`HubBuilder::backlog`]).
+    next: Position,
 }
 
 impl Backlog {
@@ -915,12 +1021,39 @@ impl Backlog {
 
     fn pop_front(&mut self) -> Option<Pending> {
         let pending = self.frames.pop_front()?;
-        self.bytes -= pending.frame.len();
+        let len = pending.frame.len();
+        self.bytes -= len;
+        if let Kind::Event(at) = pending.kind {
+            self.next = Position {
+                seq: at.seq.saturating_add(1),
+                offset: at.offset.saturating_add(len as u64),
+            };
+        }
         Some(pending)
     }
 
-    fn over(&self, max_events: usize, max_bytes: usize) -> bool {
+    fn over_own(&self, max_events: usize, max_bytes: usize) -> bool {
         self.frames.len() > max_events || self.bytes > max_bytes
+    }
+
+    /// The number of the first event waiting, if one is.
+    fn first_event(&self) -> Option<u64> {
+        self.frames.iter().find_map(|p| match p.kind {
+            Kind::Event(at) => Some(at.seq),
+            _ => None,
+        })
+    }
+
+    /// Whether the backlog passed its bound once `newest` was published.
+    fn over(&self, newest: &Entry, config: &HubBuilder) -> bool {
+        if config.slow_client == SlowClient::DropOldest {
+            return self.over_own(config.backlog_events, config.backlog_bytes);
+        }
+        let (max_events, max_bytes) = config.behind_bound();
+        let events = (newest.seq + 1).saturating_sub(self.next.seq);
+        let end = newest.offset.saturating_add(newest.frame.len() as u64);
+        let bytes = end.saturating_sub(self.next.offset);
+        (events > max_events || bytes > max_bytes) && self.first_event().is_some()
     }
 
     /// Drops the oldest events after the first `keep` frames (a frame
@@ -930,10 +1063,10 @@ impl Backlog {
         let gap_queued = self.frames.get(keep).is_some_and(|p| p.kind == Kind::Gap);
         let first_droppable = keep + usize::from(gap_queued);
         let mut dropped = 0;
-        while self.over(max_events, max_bytes) && self.frames.len() > first_droppable + 1 {
+        while self.over_own(max_events, max_bytes) && self.frames.len() > first_droppable + 1 {
             if let Some(p) = self.frames.remove(first_droppable) {
                 self.bytes -= p.frame.len();
-                dropped += u64::from(p.kind == Kind::Event);
+                dropped += u64::from(matches!(p.kind, Kind::Event(_)));
             }
         }
         if dropped > 0 && !gap_queued {
@@ -961,14 +1094,20 @@ enum Bound {
 }
 
 impl Backlog {
-    /// Applies the slow-client policy if the backlog is over its bound;
-    /// the first `keep` frames are never dropped.
-    fn enforce(&mut self, keep: usize, config: &HubBuilder) -> Bound {
-        let (events, bytes) = (config.backlog_events, config.backlog_bytes);
-        if !self.over(events, bytes) {
+    /// Applies the slow-client policy if the backlog is over its bound
+    /// once `newest` was published; the first `keep` frames are never
+    /// dropped.
+    fn enforce(&mut self, keep: usize, newest: &Entry, config: &HubBuilder) -> Bound {
+        if !self.over(newest, config) {
             return Bound::Fits;
         }
+        let (events, bytes) = (config.backlog_events, config.backlog_bytes);
         match config.slow_client {
+            // It had been sent everything it wanted: measure from here.
+            SlowClient::Disconnect if self.first_event() == Some(newest.seq) => {
+                self.next = newest.position();
+                Bound::Fits
+            }
             SlowClient::Disconnect => Bound::Evict,
             SlowClient::DropOldest => Bound::Dropped(self.drop_oldest(keep, events, bytes)),
         }
@@ -1022,9 +1161,21 @@ struct Subscriber {
     pending: Backlog,
     /// Bytes of the first pending frame already written.
     offset: usize,
+    /// The last write, or when the backlog last filled from empty: the
+    /// clock of keep-alives and of the stall timeout.
     last_write: Instant,
+    /// When a socket that did not take everything is tried again, and the
+    /// back-off that set it (see [`HubBuilder::stall_timeout`]).
+    retry_at: Instant,
+    backoff: Duration,
+    /// The stall timeout (none for a receiver).
+    stall: Option<Duration>,
     gone: bool,
 }
+
+/// The back-off of a socket that takes nothing: from the first retry to
+/// the longest wait between two.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(250));
 
 impl Subscriber {
     /// Whether `entry` is for this subscriber. A filter that panics ends
@@ -1052,14 +1203,17 @@ impl Subscriber {
         match &self.sink {
             Sink::Socket(_) => self.pending.push(frame, kind),
             Sink::Local(queue) => {
-                queue.push(frame, kind, |_| Bound::Fits);
+                queue.push(Some((frame, kind)), |_| Bound::Fits);
             }
         }
     }
 
-    /// Queues a published event and keeps the backlog within its bound.
+    /// Queues a published event if it is `wanted` (else only notes that it
+    /// was published: that too counts against the bound with
+    /// [`SlowClient::Disconnect`]) and keeps the backlog within its bound.
     /// Returns the events a flush wrote on the way, and what the bound did.
-    fn push_event(&mut self, frame: Frame, config: &HubBuilder) -> (u64, Bound) {
+    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) -> (u64, Bound) {
+        let event = wanted.then(|| (entry.frame.clone(), Kind::Event(entry.position())));
         match &self.sink {
             // A receiver that was dropped takes nothing more: it is gone,
             // not slow.
@@ -1067,14 +1221,19 @@ impl Subscriber {
                 self.gone = true;
                 (0, Bound::Fits)
             }
-            Sink::Local(queue) => (0, queue.push(frame, Kind::Event, |b| b.enforce(0, config))),
+            Sink::Local(queue) => (0, queue.push(event, |b| b.enforce(0, entry, config))),
             Sink::Socket(_) => {
-                self.pending.push(frame, Kind::Event);
+                if let Some((frame, kind)) = event {
+                    if self.pending.frames.is_empty() {
+                        // Not stalled before it had something to take; and
+                        // worth a write at once.
+                        self.last_write = self.last_write.max(entry.at);
+                        self.retry_at = entry.at;
+                    }
+                    self.pending.push(frame, kind);
+                }
                 let mut delivered = 0;
-                if self
-                    .pending
-                    .over(config.backlog_events, config.backlog_bytes)
-                {
+                if self.pending.over(entry, config) {
                     // A batch queues many events before any write: let the
                     // socket take what it can first, so that only a client
                     // that does not read counts as slow.
@@ -1085,7 +1244,7 @@ impl Subscriber {
                 }
                 // A frame partly written must be finished.
                 let keep = usize::from(self.offset > 0);
-                (delivered, self.pending.enforce(keep, config))
+                (delivered, self.pending.enforce(keep, entry, config))
             }
         }
     }
@@ -1098,7 +1257,7 @@ impl Subscriber {
         let Sink::Socket(stream) = &self.sink else {
             return 0;
         };
-        let mut delivered = 0;
+        let (mut delivered, mut progress) = (0, false);
         // The chunk-size lines of a chunked body, one per frame, built here
         // so that the shared frames themselves stay as encoded.
         let mut heads = [[0u8; 18]; MAX_FRAMES];
@@ -1130,7 +1289,7 @@ impl Subscriber {
             let offered: usize = slices.iter().map(|s| s.len()).sum();
             match stream.write_vectored(&slices) {
                 Ok(written) => {
-                    self.last_write = Instant::now();
+                    progress |= written > 0;
                     let mut left = written;
                     while left > 0 {
                         let front_left = self.wire_len(&self.pending.frames[0]) - self.offset;
@@ -1144,7 +1303,7 @@ impl Subscriber {
                             .pending
                             .pop_front()
                             .expect("written bytes belong to pending frames");
-                        delivered += u64::from(done.kind == Kind::Event);
+                        delivered += u64::from(matches!(done.kind, Kind::Event(_)));
                     }
                     if written < offered {
                         break; // the socket buffer is full
@@ -1154,7 +1313,26 @@ impl Subscriber {
                 Err(_) => self.gone = true,
             }
         }
+        // One clock read per flush: a socket that took nothing waits
+        // longer each time, one that took bytes is tried again soon.
+        let now = Instant::now();
+        if progress {
+            self.last_write = now;
+            self.backoff = BACKOFF.0;
+        } else {
+            self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
+        }
+        self.retry_at = now + self.backoff;
         delivered
+    }
+
+    /// Whether a backlog has waited longer than the stall timeout without
+    /// a byte written.
+    fn stalled(&self, now: Instant) -> bool {
+        !self.pending.frames.is_empty()
+            && self
+                .stall
+                .is_some_and(|stall| now.saturating_duration_since(self.last_write) > stall)
     }
 
     /// The bytes a pending frame takes on the wire (with its chunk framing).
@@ -1182,7 +1360,12 @@ impl Subscriber {
 struct Coordinator {
     history: VecDeque<Arc<Entry>>,
     history_bytes: usize,
+    /// The newest entry pruned: a client that saw it missed nothing of
+    /// what the history holds.
+    before: Option<Arc<Entry>>,
     next_seq: u64,
+    /// The bytes published so far.
+    next_offset: u64,
     epoch: String,
     counters: Arc<Counters>,
     config: Arc<HubBuilder>,
@@ -1196,6 +1379,8 @@ struct ShardHandle {
     /// Unbounded as a channel; bounded by `queued`, below.
     tx: mpsc::Sender<ShardCommand>,
     load: Arc<AtomicU64>,
+    /// The newest event the fan-out thread has handled (see `prune_history`).
+    seen: Arc<AtomicU64>,
     /// What the fan-out thread has not taken yet.
     queued: Arc<Room>,
 }
@@ -1258,11 +1443,15 @@ const BATCH: usize = 4096;
 
 impl Coordinator {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut catching_up = false;
         loop {
-            let command = match rx.recv_timeout(Duration::from_secs(1)) {
+            // Entries may age out; and the history is pruned to its bounds
+            // once the fan-out threads have handled what it holds.
+            let wait = Duration::from_millis(if catching_up { 10 } else { 1000 });
+            let command = match rx.recv_timeout(wait) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.prune_history(); // entries may have aged out
+                    catching_up = self.prune_history();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return self.close(None),
@@ -1283,6 +1472,7 @@ impl Coordinator {
                 }
             }
             self.forward();
+            catching_up = self.prune_history();
         }
     }
 
@@ -1307,25 +1497,38 @@ impl Coordinator {
         }
     }
 
+    /// Whether `id` has the form of the ids this hub assigns.
+    fn is_hub_id(&self, id: &str) -> bool {
+        id.strip_prefix(self.epoch.as_str())
+            .is_some_and(|rest| rest.starts_with('-'))
+    }
+
     fn publish(&mut self, topics: Vec<String>, event: Event) {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        // Saturates rather than wraps: 2^64 events are beyond any hub.
+        self.next_seq = seq.saturating_add(1);
         let (event, id) = match event.get_id() {
-            Some(id) => {
+            Some(id) if !self.is_hub_id(id) => {
                 let id = id.to_string();
                 (event, id)
             }
-            None => {
+            // An id of the hub's form is the hub's to give: so that its
+            // ids stay unique and each resumes from one place.
+            _ => {
                 let id = format!("{}-{}", self.epoch, seq);
                 (event.with_valid_id(id.clone()), id)
             }
         };
+        let frame = Frame::from(&event);
+        let offset = self.next_offset;
+        self.next_offset = offset.saturating_add(frame.len() as u64);
         let entry = Arc::new(Entry {
             seq,
+            offset,
             id,
             topics,
             event_type: event.get_event().map(str::to_string),
-            frame: Frame::from(&event),
+            frame,
             at: Instant::now(),
         });
         self.counters.published.fetch_add(1, Ordering::Relaxed);
@@ -1333,26 +1536,53 @@ impl Coordinator {
             self.history_bytes += entry.frame.len();
             self.history.push_back(entry.clone());
             self.prune_history();
+        } else {
+            self.before = Some(entry.clone());
         }
         self.outgoing.push(entry);
     }
 
-    fn prune_history(&mut self) {
+    /// Drops what the history's bounds no longer hold. Returns whether
+    /// more is to go once the fan-out threads have caught up.
+    ///
+    /// The count and byte bounds are measured up to the newest event that
+    /// every fan-out thread has handled, not the newest published: a
+    /// subscriber is evicted while it is at most half the history behind
+    /// what its fan-out thread has handled (see [`HubBuilder::backlog`]),
+    /// so what it missed is still here however far the coordinator runs
+    /// ahead. Entries past that are on their way to a fan-out thread and
+    /// in memory anyway; that queue is bounded by the inbox.
+    fn prune_history(&mut self) -> bool {
         let now = Instant::now();
+        let seen = (self.shards.iter())
+            .filter(|shard| Arc::strong_count(&shard.seen) > 1) // not ended
+            .map(|shard| shard.seen.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
         while let Some(oldest) = self.history.front() {
             let too_old = self
                 .config
                 .history_age
                 .is_some_and(|age| now.duration_since(oldest.at) > age);
-            let too_many = self.history.len() > self.config.history_events;
-            // The newest event always stays, however large, so that a
-            // client that saw it can resume.
-            let too_big = self.history_bytes > self.config.history_bytes && self.history.len() > 1;
+            let handled = seen.checked_sub(oldest.seq).map(|n| {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                &self.history[n.min(self.history.len() - 1)]
+            });
+            let (too_many, too_big) = handled.map_or((false, false), |newest| {
+                let count = newest.seq - oldest.seq + 1;
+                let bytes = newest.offset + newest.frame.len() as u64 - oldest.offset;
+                // The newest event always stays, however large, so that a
+                // client that saw it can resume.
+                (
+                    count > self.config.history_events as u64,
+                    bytes > self.config.history_bytes as u64 && count > 1,
+                )
+            });
             if !(too_old || too_many || too_big) {
                 break;
             }
             self.history_bytes -= oldest.frame.len();
-            self.history.pop_front();
+            self.before = self.history.pop_front();
         }
         self.counters
             .history_len
@@ -1360,40 +1590,50 @@ impl Coordinator {
         self.counters
             .history_bytes
             .store(self.history_bytes as u64, Ordering::Relaxed);
+        self.history.len() > self.config.history_events
+            || (self.history_bytes > self.config.history_bytes && self.history.len() > 1)
     }
 
     /// Where in the history a client that last saw `id` resumes: the index
-    /// of the first entry after it, or `None` when the id is unknown.
+    /// of the first entry after it, or `None` when the id is unknown. The
+    /// entry must carry exactly that id; the hub's own ids are unique, as
+    /// no publisher can choose one.
     fn resume_index(&self, id: &str) -> Option<usize> {
-        // An empty history (everything expired) is followed by `next_seq`.
-        let first = self.history.front().map_or(self.next_seq, |e| e.seq);
-        let assigned = id
-            .strip_prefix(self.epoch.as_str())
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|n| n.parse::<u64>().ok());
-        match assigned {
+        let found = if self.is_hub_id(id) {
+            // Hub-assigned ids locate their entry by arithmetic.
+            (id[self.epoch.len() + 1..].parse::<u64>().ok())
+                .zip(self.history.front())
+                .and_then(|(seq, first)| usize::try_from(seq.checked_sub(first.seq)?).ok())
+                .filter(|&index| self.history.get(index).is_some_and(|e| e.id == id))
+        } else {
+            // Publisher-chosen ids: search, newest first.
+            self.history.iter().rposition(|e| e.id == id)
+        };
+        match found {
+            Some(index) => Some(index + 1),
             // The event just before the oldest retained one: the client
             // missed nothing, everything retained is newer.
-            Some(seq) if seq.checked_add(1) == Some(first) => Some(0),
-            // Hub-assigned ids locate their entry by arithmetic.
-            Some(seq) => {
-                let index = usize::try_from(seq.checked_sub(first)?).ok()?;
-                let entry = self.history.get(index)?;
-                (entry.id == id).then_some(index + 1)
-            }
-            // Publisher-chosen ids: search, newest first.
-            None => self.history.iter().rposition(|e| e.id == id).map(|i| i + 1),
+            None => self.before.as_ref().filter(|e| e.id == id).map(|_| 0),
         }
     }
 
     fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
+        self.prune_history();
+        let now = Instant::now();
+        let stall = match &sink {
+            Sink::Socket(stream) => self.config.stall_timeout.or(stream.write_timeout()),
+            Sink::Local(_) => None,
+        };
         let mut sub = Subscriber {
             chunked: matches!(&sink, Sink::Socket(stream) if stream.chunked()),
             sink,
             subscription,
             pending: Backlog::default(),
             offset: 0,
-            last_write: Instant::now(),
+            last_write: now,
+            retry_at: now,
+            backoff: BACKOFF.0,
+            stall,
             gone: false,
         };
         let start = match sub.subscription.last_event_id.clone() {
@@ -1424,9 +1664,22 @@ impl Coordinator {
                 Sink::Local(_) => None,
             },
         };
-        for entry in self.history.iter().skip(start.unwrap_or(usize::MAX)) {
+        // It has seen everything before where its replay starts.
+        let start = start.unwrap_or(usize::MAX);
+        let next = self.history.get(start).map_or(
+            Position {
+                seq: self.next_seq,
+                offset: self.next_offset,
+            },
+            |e| e.position(),
+        );
+        match &sub.sink {
+            Sink::Socket(_) => sub.pending.next = next,
+            Sink::Local(queue) => queue.lock().backlog.next = next,
+        }
+        for entry in self.history.iter().skip(start) {
             if sub.wants(entry) {
-                sub.push(entry.frame.clone(), Kind::Event);
+                sub.push(entry.frame.clone(), Kind::Event(entry.position()));
             }
         }
         // Entries published before this subscription must reach the shards
@@ -1457,6 +1710,8 @@ impl Coordinator {
         for rx in waits {
             let _ = rx.recv();
         }
+        // The fan-out threads handled everything: the counters settle.
+        self.prune_history();
         if let Some(done) = done {
             let _ = done.send(());
         }
@@ -1469,6 +1724,7 @@ struct Shard {
     counters: Arc<Counters>,
     config: Arc<HubBuilder>,
     load: Arc<AtomicU64>,
+    seen: Arc<AtomicU64>,
     queued: Arc<Room>,
 }
 
@@ -1482,16 +1738,14 @@ impl Shard {
         let mut next_tick = Instant::now() + tick;
         loop {
             // Sleep until a command arrives; wake sooner to retry backlogs
-            // that a full socket left behind, and on the tick.
-            let backlog = self
-                .subscribers
-                .iter()
-                .any(|s| !s.pending.frames.is_empty());
-            let wait = if backlog {
-                Duration::from_millis(2)
-            } else {
-                next_tick.saturating_duration_since(Instant::now())
-            };
+            // that a full socket left behind, each after its back-off, and
+            // on the tick.
+            let retry = (self.subscribers.iter())
+                .filter(|s| !s.pending.frames.is_empty())
+                .map(|s| s.retry_at)
+                .min();
+            let wake = retry.map_or(next_tick, |retry| retry.min(next_tick));
+            let wait = wake.saturating_duration_since(Instant::now());
             let mut next = match rx.recv_timeout(wait) {
                 Ok(command) => Some(command),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -1505,6 +1759,9 @@ impl Shard {
                         for entry in entries.iter() {
                             self.publish(entry);
                         }
+                        // Every subscriber has been measured against these.
+                        let last = entries.last().map_or(0, |e| e.seq);
+                        self.seen.fetch_max(last, Ordering::Relaxed);
                     }
                     ShardCommand::Subscribe(sub) => {
                         self.queued.release(sub.queued());
@@ -1527,11 +1784,14 @@ impl Shard {
 
     fn publish(&mut self, entry: &Entry) {
         let (mut delivered, mut evicted, mut dropped) = (0, 0, 0);
+        // How far behind a subscriber is counts every event published.
+        let measure_all = self.config.slow_client == SlowClient::Disconnect;
         for sub in &mut self.subscribers {
-            if !sub.wants(entry) {
+            let wanted = sub.wants(entry);
+            if !wanted && (sub.gone || !measure_all) {
                 continue;
             }
-            let (written, bound) = sub.push_event(entry.frame.clone(), &self.config);
+            let (written, bound) = sub.publish(entry, wanted, &self.config);
             delivered += written;
             match bound {
                 Bound::Fits => {}
@@ -1562,24 +1822,33 @@ impl Shard {
             };
             if sub.pending.frames.is_empty() {
                 sub.pending.frames.shrink_to(4);
-                if keep_alive.is_some_and(|interval| sub.last_write.elapsed() >= interval) {
+                let now = Instant::now();
+                if keep_alive.is_some_and(|interval| now - sub.last_write >= interval) {
                     sub.push(keep_alive_frame(), Kind::Control);
+                    (sub.last_write, sub.retry_at) = (now, now);
                 }
             }
         }
     }
 
-    /// Writes every backlog, then removes subscribers that are gone.
+    /// Writes every backlog that is due, evicts the stalled, then removes
+    /// subscribers that are gone.
     fn flush_all(&mut self) {
-        let mut delivered = 0;
+        let (mut delivered, mut evicted) = (0, 0);
+        let now = Instant::now();
         for sub in &mut self.subscribers {
-            if !sub.pending.frames.is_empty() {
+            if !sub.pending.frames.is_empty() && sub.retry_at <= now {
                 delivered += sub.flush();
+                if !sub.gone && sub.stalled(now) {
+                    sub.gone = true;
+                    evicted += 1;
+                }
             }
         }
         self.counters
             .delivered
             .fetch_add(delivered, Ordering::Relaxed);
+        self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
         let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
             if sub.gone {

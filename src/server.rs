@@ -1936,6 +1936,11 @@ impl Detached {
         self.shared.chunked
     }
 
+    /// The server's write timeout, which the socket still carries.
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.shared.conn.socket.write_timeout().ok().flatten()
+    }
+
     /// When the response head was sent: events published since then are
     /// the stream's to receive.
     pub(crate) fn head_sent(&self) -> Instant {
