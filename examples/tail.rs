@@ -9,10 +9,11 @@
 //! A URL is followed with [`stdsse::client::Client`], reconnecting as a
 //! browser's `EventSource` does (with `Last-Event-ID`, honouring the
 //! server's `retry:`, retrying a `5xx` or `429` answer after its
-//! `Retry-After`); each reconnect is reported on standard error with its
-//! reason and wait. `-`
-//! reads the stream from standard input. Every dispatched event is printed
-//! as one JSON object per line, flushed at once:
+//! `Retry-After`). Standard error shows each connection's status and final
+//! URL (after redirects), `tail: connected: 200 http://host:port/path`, and
+//! each reconnect's reason and wait. `-` reads the stream from standard
+//! input. Every dispatched event is printed as one JSON object per line,
+//! flushed at once:
 //!
 //! ```text
 //! {"type":"message","data":"hello","id":"42"}
@@ -268,6 +269,9 @@ fn follow(url: &str, options: &Options, printer: &mut Printer) -> Result<(), Fai
                 }
             }
             Ok(Received::Comment(text)) => printer.comment(&text)?,
+            Ok(Received::Connected(to)) => {
+                eprintln!("tail: connected: {} {}", to.status(), to.url())
+            }
             Ok(Received::Disconnected(why)) => reason = Some(why),
             Ok(Received::Retrying(delay)) => {
                 let why = reason.take().unwrap_or(Disconnect::Ended);

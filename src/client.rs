@@ -41,9 +41,11 @@
 //!
 //! * `200` with a `Content-Type` whose essence is `text/event-stream`
 //!   (case-insensitive; parameters such as `; charset=utf-8` allowed):
-//!   the connection is open ([`Received::Connected`]). Any other content
-//!   type, or none, "fails the connection": one
-//!   [`ClientError::ContentType`], then the iterator ends.
+//!   the connection is open ([`Received::Connected`], with the status, the
+//!   headers and the final URL). Any other content type, or none, "fails
+//!   the connection": one [`ClientError::ContentType`], then the iterator
+//!   ends. The caller's [`check_response`](ClientBuilder::check_response)
+//!   may then still refuse the answer, for good or for now.
 //! * `204 No Content`: the server says "stop". The iterator ends without an
 //!   error (after [`Disconnect::NoContent`] when states are on).
 //! * `301`, `302`, `303`, `307`, `308`: the redirect is followed, up to
@@ -108,8 +110,9 @@
 //! # Errors
 //!
 //! The iterator yields `Err` for the failures the standard calls "fail the
-//! connection" (status, content type) and for unusable redirects; those
-//! are final: the iterator then ends. The one error that is not final is
+//! connection" (status, content type), for unusable redirects and for a
+//! final [`Refusal`] of the response check; those are final: the iterator
+//! then ends. The one error that is not final is
 //! [`ClientError::EventTooLarge`]: the parser skips that event and the
 //! stream goes on. [`ClientError::is_final`] tells them apart. Settings and
 //! URLs are checked by [`ClientBuilder::build`], including `https://`: the
@@ -158,9 +161,10 @@ pub enum Received {
     /// A comment line (keep-alives are comments), without the colon and one
     /// leading space. Only with [`ClientBuilder::comments`].
     Comment(String),
-    /// The server answered `200` with an event stream. Only with
-    /// [`ClientBuilder::states`].
-    Connected,
+    /// The server answered `200` with an event stream (which the
+    /// [response check](ClientBuilder::check_response), if any, accepted):
+    /// its status, headers and URL. Only with [`ClientBuilder::states`].
+    Connected(Connected),
     /// The connection ended or could not be made, and why. A
     /// [`Retrying`](Received::Retrying) follows, except after
     /// [`Disconnect::NoContent`], which is the last item. Only with
@@ -169,6 +173,94 @@ pub enum Received {
     /// The client will connect again after this delay. Only with
     /// [`ClientBuilder::states`].
     Retrying(Duration),
+}
+
+/// The answer the client connected to: the head of a `200` event stream
+/// and the URL it came from, after redirects. In
+/// [`Received::Connected`] and given to the
+/// [response check](ClientBuilder::check_response).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Connected {
+    head: Head,
+    url: String,
+}
+
+impl Connected {
+    /// The status code (`200`).
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    /// The header fields, in order, names as received and values without
+    /// the whitespace around them (RFC 9110 5.5: it "is excluded" from the
+    /// field value); invalid UTF-8 is replaced.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.head.headers
+    }
+
+    /// The value of the last field named `name`, ignoring case ("field
+    /// names are case-insensitive", RFC 9110 5.1): the lookup the client
+    /// itself uses for the framing and the content type.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+
+    /// The URL that answered: the original one, or where the redirects led
+    /// (normalised, as `http://host[:port]/path?query`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// A [response check](ClientBuilder::check_response) refusing a
+/// connection, with the caller's reason: final
+/// ([`ClientError::Refused`], the iterator ends) or retried
+/// ([`Disconnect::Refused`], the client backs off and reconnects as after a
+/// `5xx`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    reason: String,
+    retry: bool,
+}
+
+impl Refusal {
+    /// Refuses this answer but tries again after the backoff.
+    pub fn retry(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: reason.into(),
+            retry: true,
+        }
+    }
+
+    /// Refuses this answer for good: the client stops.
+    pub fn fatal(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: reason.into(),
+            retry: false,
+        }
+    }
+
+    /// The caller's reason, as given.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Whether the client retries after it.
+    pub fn is_retry(&self) -> bool {
+        self.retry
+    }
+}
+
+impl fmt::Display for Refusal {
+    /// The reason is quoted and escaped (it may quote the server).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the response check refused the answer: {:?}",
+            self.reason
+        )
+    }
 }
 
 /// Why a connection ended or could not be made.
@@ -212,6 +304,9 @@ pub enum Disconnect {
     },
     /// [`CloseHandle::restart`] was called.
     Restart,
+    /// The [response check](ClientBuilder::check_response) refused the
+    /// answer with [`Refusal::retry`].
+    Refused(Refusal),
 }
 
 impl fmt::Display for Disconnect {
@@ -242,6 +337,7 @@ impl fmt::Display for Disconnect {
                 }
             }
             Disconnect::Restart => f.write_str("restart requested"),
+            Disconnect::Refused(refusal) => refusal.fmt(f),
         }
     }
 }
@@ -320,6 +416,9 @@ pub enum ClientError {
         /// The limit in force, in bytes.
         limit: usize,
     },
+    /// The [response check](ClientBuilder::check_response) refused the
+    /// answer with [`Refusal::fatal`].
+    Refused(Refusal),
 }
 
 impl ClientError {
@@ -388,6 +487,7 @@ impl fmt::Display for ClientError {
             ClientError::EventTooLarge { limit } => {
                 write!(f, "skipped an event larger than {limit} bytes")
             }
+            ClientError::Refused(refusal) => refusal.fmt(f),
         }
     }
 }
@@ -417,8 +517,12 @@ pub struct ClientBuilder {
     max_event_size: usize,
     comments: bool,
     states: bool,
+    check: Option<Check>,
     error: Option<ClientError>,
 }
+
+/// A [response check](ClientBuilder::check_response).
+type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
     /// Header values and the body are not shown (they may hold secrets).
@@ -439,6 +543,7 @@ impl fmt::Debug for ClientBuilder {
             .field("max_event_size", &self.max_event_size)
             .field("comments", &self.comments)
             .field("states", &self.states)
+            .field("check_response", &self.check.is_some())
             .finish()
     }
 }
@@ -464,6 +569,7 @@ impl ClientBuilder {
     /// injected into the request), and for `Content-Length`,
     /// `Transfer-Encoding` (the client frames the [body](Self::body)) and
     /// `Last-Event-ID` (use [`last_event_id`](Self::last_event_id)).
+    #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> ClientBuilder {
         match check_header(name, value) {
             Ok(()) => self.headers.push((name.to_owned(), value.to_owned())),
@@ -478,6 +584,7 @@ impl ClientBuilder {
     /// The request method. Default `GET`. Must be an HTTP token
     /// ([`ClientError::Method`] otherwise); it is sent as given (methods are
     /// case-sensitive).
+    #[must_use]
     pub fn method(mut self, method: &str) -> ClientBuilder {
         if method.is_empty() || !method.bytes().all(http::is_tchar) {
             self.fail(ClientError::Method {
@@ -492,6 +599,7 @@ impl ClientBuilder {
     /// reconnects included. Default none. Without a body, `Content-Length:
     /// 0` is sent for methods other than `GET` and `HEAD`. Set a
     /// `Content-Type` with [`header`](Self::header).
+    #[must_use]
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> ClientBuilder {
         self.body = Some(body.into());
         self
@@ -500,6 +608,7 @@ impl ClientBuilder {
     /// The last event ID to start from, sent as `Last-Event-ID` on the first
     /// request and until the server sends another `id`. Default empty (no
     /// header). Must not contain CR, LF or NUL.
+    #[must_use]
     pub fn last_event_id(mut self, id: &str) -> ClientBuilder {
         if id.contains(['\r', '\n', '\0']) {
             self.fail(ClientError::Header {
@@ -514,6 +623,7 @@ impl ClientBuilder {
     /// How long name resolution and the TCP connection may take together
     /// (all addresses of a name are tried within it). Default 10 s. Past
     /// it, the attempt fails and the client retries. At least 1 ms.
+    #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.connect_timeout = timeout.max(MIN_TIMEOUT);
         self
@@ -526,6 +636,7 @@ impl ClientBuilder {
     /// write of the request. Default 45 s: three missed keep-alives at the
     /// 15 s interval the standard suggests. `None` waits forever. At least
     /// 1 ms.
+    #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ClientBuilder {
         self.idle_timeout = timeout.map(|t| t.max(MIN_TIMEOUT));
         self
@@ -550,6 +661,7 @@ impl ClientBuilder {
     /// server sends `retry:`. Default 3 s, as in browsers. Used as given,
     /// not clamped: zero reconnects at once (and failures in a row then
     /// retry at once too).
+    #[must_use]
     pub fn retry(mut self, delay: Duration) -> ClientBuilder {
         self.retry = delay;
         self
@@ -560,6 +672,7 @@ impl ClientBuilder {
     /// the `ceiling` raises the ceiling to it. Does not apply to the
     /// caller's own [`retry`](Self::retry); set the floor to zero to let
     /// the server ask for immediate reconnects.
+    #[must_use]
     pub fn retry_bounds(mut self, floor: Duration, ceiling: Duration) -> ClientBuilder {
         self.retry_floor = floor;
         self.retry_ceiling = ceiling.max(floor);
@@ -583,6 +696,7 @@ impl ClientBuilder {
 
     /// How many redirects are followed in a row before
     /// [`ClientError::TooManyRedirects`]. Default 10; 0 follows none.
+    #[must_use]
     pub fn max_redirects(mut self, max: u32) -> ClientBuilder {
         self.max_redirects = max;
         self
@@ -597,12 +711,14 @@ impl ClientBuilder {
     /// [`ClientError::EventTooLarge`]; the stream goes on. It protects
     /// against an endless event; nothing is allocated up front, memory
     /// grows only with the bytes that arrive.
+    #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> ClientBuilder {
         self.max_event_size = bytes;
         self
     }
 
     /// Also yield comments as [`Received::Comment`]. Default off.
+    #[must_use]
     pub fn comments(mut self, yes: bool) -> ClientBuilder {
         self.comments = yes;
         self
@@ -610,8 +726,40 @@ impl ClientBuilder {
 
     /// Also yield connection states: [`Received::Connected`],
     /// [`Received::Disconnected`] and [`Received::Retrying`]. Default off.
+    #[must_use]
     pub fn states(mut self, yes: bool) -> ClientBuilder {
         self.states = yes;
+        self
+    }
+
+    /// A check of each `200` event stream's head, after the client's own
+    /// checks (status, content type, framing) and before the events: it
+    /// sees the [`Connected`] that [`Received::Connected`] would carry and
+    /// may refuse the answer, with a reason, for good
+    /// ([`Refusal::fatal`]: [`ClientError::Refused`], then the iterator
+    /// ends) or for now ([`Refusal::retry`]: [`Disconnect::Refused`], then
+    /// the backoff and a reconnect, as after a `5xx`). Default none. It
+    /// runs on the iterating thread, so it delays the stream while it runs.
+    ///
+    /// ```
+    /// use stdsse::client::{Client, Refusal};
+    ///
+    /// let client = Client::builder("http://127.0.0.1:8080/events")
+    ///     .check_response(|answer| match answer.header("x-api-version") {
+    ///         Some("2") => Ok(()),
+    ///         Some("maintenance") => Err(Refusal::retry("down for maintenance")),
+    ///         other => Err(Refusal::fatal(format!("API version {other:?}, not 2"))),
+    ///     })
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok::<(), stdsse::ClientError>(())
+    /// ```
+    #[must_use]
+    pub fn check_response(
+        mut self,
+        check: impl Fn(&Connected) -> Result<(), Refusal> + Send + Sync + 'static,
+    ) -> ClientBuilder {
+        self.check = Some(Arc::new(check));
         self
     }
 
@@ -656,6 +804,7 @@ impl ClientBuilder {
                 max_event_size: self.max_event_size,
                 comments: self.comments,
                 states: self.states,
+                check: self.check,
             },
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -761,6 +910,7 @@ impl Client {
     /// 60 s, `5xx` and `429` retried, 10 redirects, events up to 16 MiB, no
     /// comments, no states. The URL is checked by
     /// [`ClientBuilder::build`].
+    #[must_use]
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             url: url.to_owned(),
@@ -779,6 +929,7 @@ impl Client {
             max_event_size: 16 * 1024 * 1024,
             comments: false,
             states: false,
+            check: None,
             error: None,
         }
     }
@@ -813,12 +964,12 @@ impl Client {
             return; // whatever the attempt gave: `next` closes or restarts
         }
         match result {
-            Ok(Opened::Stream(body)) => {
+            Ok(Opened::Stream(body, connected)) => {
                 self.failures = 0;
                 self.parser.reset();
-                self.body = Some(body);
+                self.body = Some(*body);
                 self.phase = Phase::Streaming;
-                self.state(Received::Connected);
+                self.state(Received::Connected(connected));
             }
             Ok(Opened::NoContent) => {
                 self.state(Received::Disconnected(Disconnect::NoContent));
@@ -871,17 +1022,33 @@ impl Client {
                             return Err(Failure::Retry(reason));
                         }
                     };
+                    let connected = Connected {
+                        head,
+                        url: url.to_string(),
+                    };
+                    if let Some(Err(refusal)) = config.check.as_ref().map(|check| check(&connected))
+                    {
+                        self.shared.release(&stream);
+                        return Err(if refusal.retry {
+                            Failure::Retry(Disconnect::Refused(refusal))
+                        } else {
+                            Failure::Final(ClientError::Refused(refusal))
+                        });
+                    }
                     // An empty body ends at once, whatever the socket does.
                     let end = matches!(framing, Framing::Length(0)).then_some(Disconnect::Ended);
-                    return Ok(Opened::Stream(Body {
-                        stream,
-                        framing,
-                        pending: rest,
-                        buf: vec![0; READ_BUF],
-                        decoded: Vec::new(),
-                        idle: config.idle_timeout,
-                        end,
-                    }));
+                    return Ok(Opened::Stream(
+                        Box::new(Body {
+                            stream,
+                            framing,
+                            pending: rest,
+                            buf: vec![0; READ_BUF],
+                            decoded: Vec::new(),
+                            idle: config.idle_timeout,
+                            end,
+                        }),
+                        connected,
+                    ));
                 }
                 204 => {
                     self.shared.release(&stream);
@@ -1088,6 +1255,7 @@ struct Config {
     max_event_size: usize,
     comments: bool,
     states: bool,
+    check: Option<Check>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1104,7 +1272,7 @@ enum Phase {
 
 /// What a connection attempt gave.
 enum Opened {
-    Stream(Body),
+    Stream(Box<Body>, Connected),
     NoContent,
 }
 
@@ -1422,7 +1590,7 @@ fn read_some(
 // ---------------------------------------------------------------------------
 
 /// A response head: the status and the header fields, in order.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Head {
     status: u16,
     headers: Vec<(String, String)>,
@@ -1431,15 +1599,14 @@ struct Head {
 impl Head {
     /// The last field named `name` (case-insensitive).
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.all(name).next_back()
     }
 
-    /// Every field named `name`, in order.
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    /// Every field named `name`, in order: the one lookup of header names.
+    fn all<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl DoubleEndedIterator<Item = &'a str> + use<'a, 'n> {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))

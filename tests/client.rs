@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use stdsse::client::{Client, ClientError, Disconnect, Received};
+use stdsse::client::{Client, ClientError, Connected, Disconnect, Received, Refusal};
 use stdsse::Event;
 
 fn ms(n: u64) -> Duration {
@@ -1193,6 +1193,129 @@ fn ipv6_literals_work() {
 }
 
 // ---------------------------------------------------------------------------
+// What the client connected to, and the caller's check of it
+// ---------------------------------------------------------------------------
+
+/// A server whose `/start` redirects (`307`) to `/final?x=1`, which answers
+/// a `200` event stream with `X-Ready: no` on connection 1, `yes` later,
+/// and repeated, oddly cased fields.
+fn redirecting_server() -> Scripted {
+    Scripted::start(|n, req, stream| {
+        if req.target == "/start" {
+            let head = "HTTP/1.1 307 Temporary Redirect\r\nLocation: /final?x=1\r\n\r\n";
+            return send(stream, head.as_bytes());
+        }
+        let ready = if n == 1 { "no" } else { "yes" };
+        let extra = format!("X-Ready: {ready}\r\nx-two:  1 \r\nX-TWO: 2\r\n");
+        let mut bytes = stream_head(&extra);
+        bytes.extend_from_slice(format!("data: {n}\n\n").as_bytes());
+        send(stream, &bytes);
+        hold(stream);
+    })
+}
+
+/// The `Connected` of the next item, which must be one.
+fn connected(run: &Run) -> Connected {
+    match run.next() {
+        Some(Ok(Received::Connected(to))) => to,
+        other => panic!("expected Connected, got {}", describe(&other)),
+    }
+}
+
+#[test]
+fn connected_shows_the_status_headers_and_url_after_a_redirect() {
+    let server = redirecting_server();
+    let (seen_tx, seen) = mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let client = quick(&server.url("/start"))
+        .check_response(move |to| {
+            let _ = seen_tx.lock().unwrap().send(to.clone());
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let run = Run::new(client);
+    let to = connected(&run);
+    assert_eq!(to.status(), 200);
+    assert_eq!(to.url(), server.url("/final?x=1"));
+    assert_eq!(
+        to.headers(),
+        [
+            ("Content-Type", "text/event-stream"),
+            ("X-Ready", "no"),
+            ("x-two", "1"),
+            ("X-TWO", "2"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+    );
+    for (name, value) in [
+        ("x-ready", Some("no")),
+        ("CONTENT-TYPE", Some("text/event-stream")),
+        ("X-Two", Some("2")), // the last of repeated fields, as the client reads them
+        ("Location", None),   // the redirect's, not this answer's
+    ] {
+        assert_eq!(to.header(name), value, "{name}");
+    }
+    // The check saw the same answer; accepting it lets the events through.
+    let checked = seen.recv_timeout(WAIT).unwrap();
+    assert_eq!((checked.url(), checked.headers()), (to.url(), to.headers()));
+    assert_eq!(run.next_str(), "event message:1:");
+}
+
+#[test]
+fn a_fatal_refusal_ends_the_client_with_the_callers_reason() {
+    let server = redirecting_server();
+    let client = quick(&server.url("/start"))
+        .check_response(|to| {
+            let ready = to.header("x-ready").unwrap_or("-");
+            Err(Refusal::fatal(format!("ready: {ready}\nat {}", to.url())))
+        })
+        .build()
+        .unwrap();
+    let run = Run::new(client);
+    let error = match run.next() {
+        Some(Err(error)) => error,
+        other => panic!("expected an error, got {}", describe(&other)),
+    };
+    let reason = format!("ready: no\nat {}", server.url("/final?x=1"));
+    assert_eq!(error, ClientError::Refused(Refusal::fatal(&*reason)));
+    assert!(error.is_final());
+    let message = error.to_string();
+    assert!(message.contains(&format!("{reason:?}")), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    assert_eq!(run.next_str(), "end", "no event, no reconnect");
+    assert_eq!(server.received().len(), 2, "the redirect and the answer");
+}
+
+#[test]
+fn a_retry_refusal_backs_off_and_reconnects() {
+    let server = redirecting_server();
+    let client = quick(&server.url("/start"))
+        .check_response(|to| match to.header("x-ready") {
+            Some("yes") => Ok(()),
+            other => Err(Refusal::retry(format!("not ready: {other:?}"))),
+        })
+        .build()
+        .unwrap();
+    let run = Run::new(client);
+    match run.next() {
+        Some(Ok(Received::Disconnected(Disconnect::Refused(refusal)))) => {
+            assert!(refusal.is_retry());
+            assert_eq!(refusal.reason(), "not ready: Some(\"no\")");
+            assert!(refusal.to_string().contains("not ready"), "{refusal}");
+        }
+        other => panic!("expected a refusal, got {}", describe(&other)),
+    }
+    // A failed attempt: the backoff of the first failure, 20 to 40 ms.
+    let delay = run.retrying();
+    assert!(delay >= ms(20) && delay <= ms(40), "{delay:?}");
+    assert_eq!(connected(&run).header("x-ready"), Some("yes"));
+    assert_eq!(run.next_str(), "event message:3:");
+    let targets: Vec<String> = (0..4).map(|_| server.request().target).collect();
+    assert_eq!(targets, ["/start", "/final?x=1", "/start", "/final?x=1"]);
+}
+
+// ---------------------------------------------------------------------------
 // The tail example
 // ---------------------------------------------------------------------------
 
@@ -1274,11 +1397,35 @@ fn the_tail_example_shows_the_overload_answer_and_the_wait() {
         String::from_utf8_lossy(&out.stdout),
         "{\"type\":\"message\",\"data\":\"ok\",\"id\":\"\"}\n"
     );
+    let connected = format!("tail: connected: 200 {}\n", server.url("/"));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "tail: the server ended the stream; reconnecting in 200 ms\n\
-         tail: the server answered 503 Service Unavailable (Retry-After: 1 s); \
-         reconnecting in 1000 ms\n"
+        format!(
+            "{connected}\
+             tail: the server ended the stream; reconnecting in 200 ms\n\
+             tail: the server answered 503 Service Unavailable (Retry-After: 1 s); \
+             reconnecting in 1000 ms\n\
+             {connected}"
+        )
+    );
+}
+
+#[test]
+fn the_tail_example_shows_the_status_and_url_it_connected_to() {
+    let server = redirecting_server();
+    let out = tail(
+        &[&server.url("/start"), "--max-events", "1"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"type\":\"message\",\"data\":\"1\",\"id\":\"\"}\n",
+        "standard output has the events only"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("tail: connected: 200 {}\n", server.url("/final?x=1"))
     );
 }
 

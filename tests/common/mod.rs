@@ -1109,7 +1109,7 @@ pub fn describe(item: &ClientItem) -> String {
         Some(Err(e)) => format!("error {e}"),
         Some(Ok(Received::Event(e))) => format!("event {}:{}:{}", e.event_type, e.data, e.id),
         Some(Ok(Received::Comment(c))) => format!("comment {c}"),
-        Some(Ok(Received::Connected)) => "connected".into(),
+        Some(Ok(Received::Connected(_))) => "connected".into(),
         Some(Ok(Received::Disconnected(why))) => {
             let kind = match why {
                 Disconnect::Ended => "ended",
