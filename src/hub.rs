@@ -754,7 +754,10 @@ impl Hub {
     ) -> impl Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static {
         let param = topic_param.to_string();
         self.handler(move |req| {
-            let topics = req.query_params().into_iter().filter(|(name, _)| *name == param);
+            let topics = req
+                .query_params()
+                .into_iter()
+                .filter(|(name, _)| *name == param);
             Ok(topics.fold(Subscription::new(), |s, (_, topic)| s.topic(topic)))
         })
     }

@@ -346,16 +346,57 @@ impl Stats {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         let metrics: [(&str, &str, &str, u64); 7] = [
-            ("connections_open", "gauge", "Connections open now.", self.open_connections as u64),
-            ("streams_open", "gauge", "Event streams open now.", self.open_streams as u64),
-            ("requests_total", "counter", "Requests answered.", self.requests),
-            ("rejected_total", "counter", "Connections refused with 503.", self.rejected),
-            ("panics_total", "counter", "Handler panics caught.", self.panics),
-            ("bad_requests_total", "counter", "Requests refused as malformed, too large or too slow.", self.bad_requests),
-            ("accept_errors_total", "counter", "Failed accept calls.", self.accept_errors),
+            (
+                "connections_open",
+                "gauge",
+                "Connections open now.",
+                self.open_connections as u64,
+            ),
+            (
+                "streams_open",
+                "gauge",
+                "Event streams open now.",
+                self.open_streams as u64,
+            ),
+            (
+                "requests_total",
+                "counter",
+                "Requests answered.",
+                self.requests,
+            ),
+            (
+                "rejected_total",
+                "counter",
+                "Connections refused with 503.",
+                self.rejected,
+            ),
+            (
+                "panics_total",
+                "counter",
+                "Handler panics caught.",
+                self.panics,
+            ),
+            (
+                "bad_requests_total",
+                "counter",
+                "Requests refused as malformed, too large or too slow.",
+                self.bad_requests,
+            ),
+            (
+                "accept_errors_total",
+                "counter",
+                "Failed accept calls.",
+                self.accept_errors,
+            ),
         ];
         for (name, kind, help, value) in metrics {
-            push_metric(&mut out, &format!("stdsse_server_{name}"), kind, help, value);
+            push_metric(
+                &mut out,
+                &format!("stdsse_server_{name}"),
+                kind,
+                help,
+                value,
+            );
         }
         out
     }
@@ -366,7 +407,10 @@ impl Stats {
 /// or a line break (the format would need them escaped).
 pub(crate) fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     use std::fmt::Write as _;
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
 }
 
 struct Config {

@@ -17,12 +17,12 @@ use stdsse::hub::{
     UnknownId, GAP_EVENT,
 };
 use stdsse::parser::{Item, MessageEvent, Parser};
-use stdsse::Event;
+use stdsse::{Accept, Event};
 
-/// A server whose `/events` route is `hub.handler("topic")`. The server's
+/// A server whose `/events` route is `hub.public_handler("topic")`. The server's
 /// own keep-alives are off: everything on a subscribed stream is the hub's.
 fn serve(hub: &Hub) -> TestServer {
-    let handler = hub.handler("topic");
+    let handler = hub.public_handler("topic");
     TestServer::start(move |server| {
         server.keep_alive(None).sse("/events", handler);
     })
@@ -521,13 +521,18 @@ fn topics_reach_their_subscribers_once_and_filters_drop() {
     let hub = build(Hub::builder());
     let filtered_hub = hub.clone();
     let server = TestServer::start(|server| {
-        server.keep_alive(None).sse("/events", hub.handler("topic"));
-        server.sse("/filtered", move |_req, stream| {
-            let subscription = Subscription::new().topic("a").filter(|p| {
-                assert!(!p.id.is_empty() && !p.frame.as_bytes().is_empty());
-                p.event_type == Some("keep")
-            });
-            Ok(filtered_hub.subscribe(stream, subscription)?)
+        server
+            .keep_alive(None)
+            .sse("/events", hub.public_handler("topic"));
+        server.sse("/filtered", move |_req| {
+            let filtered_hub = filtered_hub.clone();
+            Ok(Accept::new(move |stream| {
+                let subscription = Subscription::new().topic("a").filter(|p| {
+                    assert!(!p.id.is_empty() && !p.frame.as_bytes().is_empty());
+                    p.event_type == Some("keep")
+                });
+                Ok(filtered_hub.subscribe(stream, subscription)?)
+            }))
         });
     })
     .before_stop(closer(&hub));
@@ -806,11 +811,16 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     let results = Arc::new(Mutex::new(Vec::new()));
     let (probe_hub, probe_results) = (hub.clone(), results.clone());
     let server = TestServer::start(|server| {
-        server.keep_alive(None).sse("/events", hub.handler("topic"));
-        server.sse("/probe", move |_req, stream| {
-            let result = probe_hub.subscribe(stream, Subscription::new());
-            probe_results.lock().unwrap().push(result);
-            Ok(result?)
+        server
+            .keep_alive(None)
+            .sse("/events", hub.public_handler("topic"));
+        server.sse("/probe", move |_req| {
+            let (probe_hub, probe_results) = (probe_hub.clone(), probe_results.clone());
+            Ok(Accept::new(move |stream| {
+                let result = probe_hub.subscribe(stream, Subscription::new());
+                probe_results.lock().unwrap().push(result);
+                Ok(result?)
+            }))
         });
     });
     let mut clients: Vec<Sse> = (0..3).map(|_| server.sse("/events", &[])).collect();
@@ -1023,19 +1033,22 @@ fn a_new_subscriber_gets_events_published_after_its_head() {
     let server = TestServer::start(|server| {
         let log_hub = hub.clone();
         let wrapped_hub = hub.clone();
-        let handler = hub.handler("topic");
+        let handler = hub.public_handler("topic");
         server
             .keep_alive(None)
-            .access_log(move |entry| {
+            .log(move |entry| {
                 if entry.path == "/logged" && entry.kind == LogKind::Request {
                     publish_now(&log_hub, "from the access log");
                 }
             })
-            .sse("/events", hub.handler("topic"))
+            .sse("/events", hub.public_handler("topic"))
             .sse("/logged", handler)
-            .sse("/wrapped", move |req, stream| {
-                publish_now(&wrapped_hub, "from the handler");
-                Ok(wrapped_hub.serve(req, stream, "topic")?)
+            .sse("/wrapped", move |_req| {
+                let hub = wrapped_hub.clone();
+                Ok(Accept::new(move |stream| {
+                    publish_now(&hub, "from the handler");
+                    Ok(hub.subscribe(stream, Subscription::new())?)
+                }))
             });
     })
     .before_stop(closer(&hub));
