@@ -1778,3 +1778,45 @@ fn a_subscriber_that_reads_slowly_is_not_stalled() {
     assert_eq!(seq(&hub, &rest.last().unwrap().id), SENT);
     assert_eq!(hub.stats().evicted, 0);
 }
+
+/// `Hub::handler`: the application maps the request to a subscription (its
+/// topics from the user it authenticated) or to a refusal, sent as a plain
+/// response; the client's last event id applies unless the map set one.
+#[test]
+fn handler_maps_requests_to_subscriptions_or_refusals() {
+    let hub = build(Hub::builder());
+    let server = TestServer::start(|server| {
+        let handler = hub.handler(|req| {
+            let user = req
+                .header("Authorization")
+                .ok_or_else(|| stdsse::Response::text(401, "who are you?"))?;
+            let subscription = Subscription::new().topic(format!("user/{user}"));
+            Ok(match req.query_param("from") {
+                Some(id) => subscription.last_event_id(Some(id)),
+                None => subscription,
+            })
+        });
+        server.keep_alive(None).sse("/mine", handler);
+    })
+    .before_stop(closer(&hub));
+    let resp = server.request(b"GET /mine HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((resp.status, resp.body_str()), (401, "who are you?"));
+
+    for (user, data) in [("ann", "a1"), ("bob", "b2"), ("ann", "a3"), ("ann", "a4")] {
+        let topic = format!("user/{user}");
+        hub.publish_to(&[topic], Event::new().data(data)).unwrap();
+    }
+    wait_history(&hub, 4);
+    let ann = [("Authorization", "ann")];
+    #[rustfmt::skip]
+    let table: &[(&str, String, &[(&str, &str)], &str, u64)] = &[
+        ("the header's id", "/mine".into(), &[("Last-Event-ID", &id(&hub, 1))], "a3", 3),
+        ("the query's id", format!("/mine?lastEventId={}", id(&hub, 1)), &[], "a3", 3),
+        ("the map's id wins", format!("/mine?from={}", id(&hub, 3)), &[("Last-Event-ID", &id(&hub, 1))], "a4", 4),
+    ];
+    for (name, target, headers, data, n) in table {
+        let headers: Vec<_> = ann.iter().chain(headers.iter()).copied().collect();
+        let mut sse = server.sse(target, &headers);
+        expect_next(&mut sse, &hub, data, *n, name);
+    }
+}

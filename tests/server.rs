@@ -424,6 +424,156 @@ fn max_connections_answers_503_then_recovers() {
     drop(second);
 }
 
+/// A log hook that keeps every entry, owned: kind, status, error.
+fn keep_log(s: &mut Server) -> Arc<Mutex<Vec<(LogKind, u16, Option<String>)>>> {
+    let log: Arc<Mutex<Vec<_>>> = Arc::default();
+    let kept = log.clone();
+    s.log(move |e| {
+        assert!(
+            e.kind == LogKind::AcceptError || e.remote.is_some(),
+            "{e:?}"
+        );
+        let entry = (e.kind, e.status, e.error.map(str::to_string));
+        kept.lock().unwrap().push(entry);
+    });
+    log
+}
+
+/// Every refusal, every bad request's reason and every panic's message
+/// reach the log hook, and are counted.
+#[test]
+fn refusals_reasons_and_panics_reach_the_log() {
+    let mut log = None;
+    let server = TestServer::start(|s| {
+        routes(s);
+        log = Some(keep_log(s));
+        s.limits(SMALL)
+            .sse("/boom", |_req| {
+                panic!("sse handler panic (the test expects it)")
+            })
+            .sse("/body-boom", |_req| {
+                Ok(Accept::new(|_stream| {
+                    panic!("body panic (the test expects it)")
+                }))
+            });
+    });
+    let log = log.unwrap();
+    let req = LogKind::Request;
+    #[rustfmt::skip]
+    let table: &[(&[u8], LogKind, u16, &str)] = &[
+        (b"GET / HTTP/1.1\r\n\r\n", req, 400, "missing or invalid Host header"),
+        (b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", req, 400, "invalid request target"),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", req, 400, "invalid Content-Length"),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99\r\n\r\n", req, 413, "request body too large"),
+        (b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n", req, 500, "handler panicked: handler panic (the test expects it)"),
+        (b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n", req, 500, "handler panicked: sse handler panic (the test expects it)"),
+        (b"GET /body-boom HTTP/1.1\r\nHost: t\r\n\r\n", LogKind::StreamEnd, 200, "handler panicked: body panic (the test expects it)"),
+    ];
+    for &(request, kind, status, why) in table {
+        log.lock().unwrap().clear();
+        let mut client = server.client();
+        let _ = client.try_send(request);
+        let _ = client.read_to_close();
+        let name = String::from_utf8_lossy(request);
+        wait_until(&format!("{name}: logged"), || {
+            log.lock().unwrap().iter().any(|e| e.0 == kind)
+        });
+        let logged = log.lock().unwrap().iter().find(|e| e.0 == kind).cloned();
+        assert_eq!(
+            logged,
+            Some((kind, status, Some(why.to_string()))),
+            "{name}"
+        );
+    }
+    let stats = server.handle.stats();
+    assert_eq!((stats.bad_requests, stats.panics), (4, 3));
+
+    // At capacity: the accept thread's 503 is logged with its reason.
+    let mut log = None;
+    let full = TestServer::start(|s| {
+        log = Some(keep_log(s));
+        s.max_connections(1);
+    });
+    let log = log.unwrap();
+    let _held = full.client();
+    wait_until("the first connection is open", || {
+        full.handle.stats().open_connections == 1
+    });
+    assert_eq!(full.client().response().status, 503);
+    wait_until("the refusal is logged", || !log.lock().unwrap().is_empty());
+    let logged = log.lock().unwrap()[0].clone();
+    let why = Some("max_connections reached".to_string());
+    assert_eq!(logged, (LogKind::Rejected, 503, why));
+}
+
+/// The child role of [`accept_errors_reach_the_log`]: a server under
+/// `ulimit -n 64` that prints every log entry as `LOG kind status error`.
+fn accept_error_child() {
+    thread::spawn(|| {
+        thread::sleep(Duration::from_secs(60));
+        std::process::exit(1);
+    });
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.max_connections(100_000).log(|e| {
+            println!("LOG {:?} {} {}", e.kind, e.status, e.error.unwrap_or("-"));
+        });
+    });
+    println!("ADDR {}", server.addr);
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0);
+}
+
+/// Out of descriptors, `accept` fails: the error reaches the log, and so
+/// does the `503` sent with the spare descriptor.
+#[cfg(target_os = "linux")]
+#[test]
+fn accept_errors_reach_the_log() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
+    const CHILD: &str = "STDSSE_TEST_ACCEPT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return accept_error_child();
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "accept_errors_reach_the_log", "--nocapture"])
+        .env(CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the child server");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(WAIT).expect("the child's address");
+        if let Some(addr) = line.strip_prefix("ADDR ") {
+            break addr.parse().unwrap();
+        }
+    };
+    let flood: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok())
+        .collect();
+    let (mut accept_error, mut rejected) = (false, false);
+    while !(accept_error && rejected) {
+        let line = rx.recv_timeout(WAIT).expect("more log lines");
+        accept_error |= line.starts_with("LOG AcceptError 0 ");
+        rejected |= line == "LOG Rejected 503 out of descriptors";
+    }
+    drop(flood);
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The size of the `/big` route's body: more than the socket buffers hold
 /// while the client does not read.
 const BIG: usize = 4 << 20;
@@ -1040,6 +1190,83 @@ fn cors_headers_and_preflight() {
         ["https://ok.example"]
     );
     assert_eq!(client.read_to_end(), b"data: x\n\n");
+}
+
+/// `Cors::credentials`: with a list of origins, answers to an allowed one
+/// (plain, stream, preflight) carry `Access-Control-Allow-Credentials:
+/// true`, the exact origin and `Vary: Origin`; other origins get no
+/// `Access-Control-*` header; with `Cors::any()` credentials are ignored.
+#[test]
+fn cors_credentials_table() {
+    let start = |cors: Cors| {
+        TestServer::start(move |s| {
+            routes(s);
+            s.cors(cors).sse("/events", |_req| {
+                Ok(Accept::new(|mut stream| {
+                    stream.send(&Event::new().data("x"))?;
+                    Ok(())
+                }))
+            });
+        })
+    };
+    let listed = start(
+        Cors::origins(["https://ok.example"])
+            .credentials()
+            .allow_headers("Authorization, Last-Event-ID"),
+    );
+    let any = start(Cors::any().credentials());
+    const PREFLIGHT: &str = "OPTIONS /events HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\
+        Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\n\r\n";
+    const PLAIN: &str = "GET / HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\r\n";
+    const STREAM: &str = "GET /events HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\r\n";
+    // server, request, origin, status, then the Access-Control-Allow-Origin
+    // and -Credentials expected (None: no Access-Control-* header at all).
+    #[rustfmt::skip]
+    let table: &[(&str, &TestServer, &str, &str, u16, Option<(&str, Option<&str>)>)] = &[
+        ("listed, plain", &listed, PLAIN, "https://ok.example", 200, Some(("https://ok.example", Some("true")))),
+        ("listed, stream", &listed, STREAM, "https://ok.example", 200, Some(("https://ok.example", Some("true")))),
+        ("listed, preflight", &listed, PREFLIGHT, "https://ok.example", 204, Some(("https://ok.example", Some("true")))),
+        ("listed, other origin, plain", &listed, PLAIN, "https://evil.example", 200, None),
+        ("listed, other origin, stream", &listed, STREAM, "https://evil.example", 200, None),
+        ("listed, other origin, preflight", &listed, PREFLIGHT, "https://evil.example", 403, None),
+        ("any, plain", &any, PLAIN, "https://evil.example", 200, Some(("https://evil.example", None))),
+        ("any, stream", &any, STREAM, "https://evil.example", 200, Some(("https://evil.example", None))),
+        ("any, preflight", &any, PREFLIGHT, "https://evil.example", 204, Some(("https://evil.example", None))),
+    ];
+    for &(name, server, request, origin, status, expected) in table {
+        let mut client = server.client();
+        client.send(request.replace("ORIGIN", origin).as_bytes());
+        let resp = if request == STREAM {
+            client.stream_head()
+        } else {
+            client.response()
+        };
+        assert_eq!(resp.status, status, "{name}");
+        let cors: Vec<_> = resp
+            .headers
+            .iter()
+            .filter(|(n, _)| n.to_ascii_lowercase().starts_with("access-control-"))
+            .collect();
+        let Some((allow_origin, credentials)) = expected else {
+            assert!(cors.is_empty(), "{name}: {cors:?}");
+            continue;
+        };
+        assert_eq!(
+            resp.header_all("Access-Control-Allow-Origin"),
+            [allow_origin],
+            "{name}"
+        );
+        let got: Vec<&str> = resp.header_all("Access-Control-Allow-Credentials");
+        assert_eq!(got, credentials.into_iter().collect::<Vec<_>>(), "{name}");
+        assert_eq!(resp.header_all("Vary"), ["Origin"], "{name}");
+        if request == PREFLIGHT && credentials.is_some() {
+            assert_eq!(
+                resp.header("Access-Control-Allow-Headers"),
+                Some("Authorization, Last-Event-ID"),
+                "{name}"
+            );
+        }
+    }
 }
 
 #[test]
