@@ -42,16 +42,18 @@
 //!
 //! # Event streams
 //!
-//! An SSE route's handler gets an [`EventStream`] after the response head
-//! has been sent and flushed:
+//! An SSE route's handler decides first, before anything is written: it
+//! refuses with a [`Response`], or returns an [`Accept`], whose body gets an
+//! [`EventStream`] after the response head has been sent and flushed:
 //!
 //! ```text
 //! HTTP/1.1 200 OK
 //! Content-Type: text/event-stream
-//! Cache-Control: no-cache
-//! X-Accel-Buffering: no
+//! Cache-Control: no-cache           (unless the Accept sets it)
+//! X-Accel-Buffering: no             (unless the Accept sets it)
 //! Connection: close
 //! Transfer-Encoding: chunked        (HTTP/1.1 requests only)
+//! ...the Accept's headers and the CORS headers
 //! ```
 //!
 //! Body framing:
@@ -72,7 +74,7 @@
 //! until more traffic came. With one chunk per event, every client hands
 //! each event on as it arrives. `TCP_NODELAY` is set on streams.
 //!
-//! The handler owns the `EventStream` and may keep it on the connection's
+//! The body owns the `EventStream` and may keep it on the connection's
 //! thread or hand it to another thread (a broadcast hub does that); the
 //! connection stays open until the stream is dropped.
 //!
@@ -523,18 +525,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// An HTTP/1.1 server that gives every connection its own thread.
 ///
+/// An event-stream handler decides before the first byte is sent: it
+/// returns a [`Response`] to refuse (`401`, `403`, `404`, `204` to tell an
+/// `EventSource` to stop...) or an [`Accept`] whose body then runs on the
+/// stream, with what the handler learned moved into it.
+///
 /// ```no_run
-/// use stdsse::{Event, Response, Server};
+/// use stdsse::{Accept, Event, Request, Response, Server};
 /// use std::time::Duration;
+///
+/// fn authenticate(req: &Request) -> Option<String> {
+///     req.header("Authorization")?.strip_prefix("Bearer ").map(str::to_string)
+/// }
 ///
 /// let mut server = Server::bind("127.0.0.1:8080")?;
 /// server.get("/", |_req| Response::text(200, "hello"));
-/// server.sse("/events", |_req, mut stream| {
-///     for n in 1.. {
-///         stream.send(&Event::new().id(n.to_string())?.data("tick"))?;
-///         stream.sleep(Duration::from_secs(1))?;
-///     }
-///     Ok(())
+/// server.sse("/events", |req| {
+///     let user = authenticate(req).ok_or_else(|| {
+///         Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer")
+///     })?;
+///     Ok(Accept::new(move |mut stream| {
+///         stream.send(&Event::new().data(format!("hello {user}")))?;
+///         for n in 1.. {
+///             stream.send(&Event::new().id(n.to_string())?.data("tick"))?;
+///             stream.sleep(Duration::from_secs(1))?;
+///         }
+///         Ok(())
+///     })
+///     .header("Cache-Control", "no-store"))
 /// });
 /// eprintln!("listening on http://{}", server.local_addr());
 /// server.run()?;

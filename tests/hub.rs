@@ -1808,8 +1808,9 @@ fn handler_maps_requests_to_subscriptions_or_refusals() {
     }
     wait_history(&hub, 4);
     let ann = [("Authorization", "ann")];
+    type Headers<'a> = &'a [(&'a str, &'a str)];
     #[rustfmt::skip]
-    let table: &[(&str, String, &[(&str, &str)], &str, u64)] = &[
+    let table: &[(&str, String, Headers, &str, u64)] = &[
         ("the header's id", "/mine".into(), &[("Last-Event-ID", &id(&hub, 1))], "a3", 3),
         ("the query's id", format!("/mine?lastEventId={}", id(&hub, 1)), &[], "a3", 3),
         ("the map's id wins", format!("/mine?from={}", id(&hub, 3)), &[("Last-Event-ID", &id(&hub, 1))], "a4", 4),

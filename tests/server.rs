@@ -424,8 +424,11 @@ fn max_connections_answers_503_then_recovers() {
     drop(second);
 }
 
-/// A log hook that keeps every entry, owned: kind, status, error.
-fn keep_log(s: &mut Server) -> Arc<Mutex<Vec<(LogKind, u16, Option<String>)>>> {
+/// Log entries, owned: kind, status, error.
+type Kept = Arc<Mutex<Vec<(LogKind, u16, Option<String>)>>>;
+
+/// A log hook that keeps every entry.
+fn keep_log(s: &mut Server) -> Kept {
     let log: Arc<Mutex<Vec<_>>> = Arc::default();
     let kept = log.clone();
     s.log(move |e| {
@@ -1078,23 +1081,16 @@ fn handlers_refuse_with_any_response() {
 /// reason in the log.
 #[test]
 fn invalid_accept_headers_answer_500() {
-    let log: Arc<Mutex<Vec<(u16, Option<String>)>>> = Arc::default();
-    let server = TestServer::start({
-        let log = log.clone();
-        move |s| {
-            s.log(move |e| {
-                if e.kind == LogKind::Request {
-                    let entry = (e.status, e.error.map(str::to_string));
-                    log.lock().unwrap().push(entry);
-                }
-            })
-            .sse("/h", |req| {
-                let name = req.query_param("name").unwrap_or_default();
-                let value = req.query_param("value").unwrap_or_default();
-                Ok(Accept::new(|_stream| Ok(())).header(&name, &value))
-            });
-        }
+    let mut log = None;
+    let server = TestServer::start(|s| {
+        log = Some(keep_log(s));
+        s.sse("/h", |req| {
+            let name = req.query_param("name").unwrap_or_default();
+            let value = req.query_param("value").unwrap_or_default();
+            Ok(Accept::new(|_stream| Ok(())).header(&name, &value))
+        });
     });
+    let log = log.unwrap();
     #[rustfmt::skip]
     let table: &[(&str, u16, Option<&str>)] = &[
         ("name=X-Ok&value=1", 200, None),
@@ -1119,9 +1115,18 @@ fn invalid_accept_headers_answer_500() {
             assert_eq!(resp.body_str(), why.unwrap(), "{query}");
             assert!(resp.header("Set-Cookie").is_none());
         }
-        wait_until("the log entry", || !log.lock().unwrap().is_empty());
-        let logged = log.lock().unwrap()[0].clone();
-        assert_eq!(logged, (status, why.map(str::to_string)), "{query}");
+        wait_until("the log entry", || {
+            log.lock().unwrap().iter().any(|e| e.0 == LogKind::Request)
+        });
+        let logged = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.0 == LogKind::Request)
+            .cloned()
+            .unwrap();
+        let why = why.map(str::to_string);
+        assert_eq!(logged, (LogKind::Request, status, why), "{query}");
     }
 }
 
@@ -1219,10 +1224,11 @@ fn cors_credentials_table() {
         Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\n\r\n";
     const PLAIN: &str = "GET / HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\r\n";
     const STREAM: &str = "GET /events HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\r\n";
+    type Expected<'a> = Option<(&'a str, Option<&'a str>)>;
     // server, request, origin, status, then the Access-Control-Allow-Origin
     // and -Credentials expected (None: no Access-Control-* header at all).
     #[rustfmt::skip]
-    let table: &[(&str, &TestServer, &str, &str, u16, Option<(&str, Option<&str>)>)] = &[
+    let table: &[(&str, &TestServer, &str, &str, u16, Expected)] = &[
         ("listed, plain", &listed, PLAIN, "https://ok.example", 200, Some(("https://ok.example", Some("true")))),
         ("listed, stream", &listed, STREAM, "https://ok.example", 200, Some(("https://ok.example", Some("true")))),
         ("listed, preflight", &listed, PREFLIGHT, "https://ok.example", 204, Some(("https://ok.example", Some("true")))),
