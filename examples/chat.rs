@@ -17,7 +17,8 @@
 //!   [`MAX_MESSAGE`], 64 KiB):
 //!   `204`, and the message is broadcast; empty or invalid UTF-8: `400`;
 //!   too large: `413`.
-//! * `GET /stats`: the hub's and the server's counters as JSON.
+//! * `GET /stats`: the hub's and the server's counters as JSON;
+//!   `GET /metrics`: the same for Prometheus.
 //! * Ctrl+C: graceful shutdown, exit status 0.
 //!
 //! The first line on stderr is `listening on http://HOST:PORT`.
@@ -98,18 +99,18 @@ fn main() -> std::io::Result<()> {
         })
         .initial_retry(Some(Duration::from_secs(1)))
         .keep_alive(Some(keep_alive))
-        .access_log(common::log_to_stderr)
+        .log(common::log_to_stderr)
         .get("/", |_req| Response::html(200, PAGE));
-    let events_hub = hub.clone();
-    server.sse("/events", move |req, stream| {
-        let subscription = Subscription::new()
-            .topic(room(req))
-            .last_event_id(stdsse::hub::last_event_id(req));
-        Ok(events_hub.subscribe(stream, subscription)?)
-    });
+    // A public room: anyone may read any room (Last-Event-ID is applied
+    // by the hub's handler).
+    server.sse(
+        "/events",
+        hub.handler(|req| Ok(Subscription::new().topic(room(req)))),
+    );
     let post_hub = hub.clone();
     server.post("/messages", move |req| post_message(&post_hub, req));
     common::stats_route(&mut server, &hub);
+    common::metrics_route(&mut server, &hub);
     common::serve_until_ctrl_c(server, hub)
 }
 

@@ -22,7 +22,7 @@ mod common;
 
 use std::time::Duration;
 
-use stdsse::{Event, Response, Server};
+use stdsse::{Accept, Event, Response, Server};
 
 const USAGE: &str = "clock [--addr 127.0.0.1:8080] [--interval-ms 1000]";
 
@@ -74,19 +74,21 @@ fn main() -> std::io::Result<()> {
     server
         .max_connections(10_000)
         .connected_comment(Some("connected"))
-        .access_log(common::log_to_stderr)
+        .log(common::log_to_stderr)
         .get("/", |_req| Response::html(200, PAGE))
-        .sse("/events", move |_req, mut stream| {
-            let mut n = first_tick(stream.last_event_id());
-            loop {
-                let event = Event::new()
-                    .event("time")?
-                    .id(format!("evt-{n}"))?
-                    .data(common::now_rfc3339());
-                stream.send(&event)?;
-                stream.sleep(interval)?;
-                n = n.saturating_add(1);
-            }
+        .sse("/events", move |_req| {
+            Ok(Accept::new(move |mut stream| {
+                let mut n = first_tick(stream.last_event_id());
+                loop {
+                    let event = Event::new()
+                        .event("time")?
+                        .id(format!("evt-{n}"))?
+                        .data(common::now_rfc3339());
+                    stream.send(&event)?;
+                    stream.sleep(interval)?;
+                    n = n.saturating_add(1);
+                }
+            }))
         });
     common::print_listening(&server);
     let handle = server.handle();

@@ -14,7 +14,7 @@
 //! * `GET /panic`: the handler panics (the server answers `500`).
 //! * `GET /panic-stream`: an event-stream handler that panics after the head.
 //! * `GET /events[?topic=T]`: an event stream from the hub
-//!   (`hub.handler("topic")`).
+//!   (`hub.public_handler("topic")`).
 //! * `POST /publish?count=N&size=S`: publishes `N` events (type `bulk`, the
 //!   hub's ids) whose data is `S` bytes: the event's number from 0, eight
 //!   digits, then `x` up to `S` (at least the eight digits). Answers `200`
@@ -40,7 +40,7 @@ mod common;
 use std::time::Duration;
 
 use stdsse::hub::Hub;
-use stdsse::{Event, EventError, Request, Response, Server};
+use stdsse::{Accept, Event, EventError, Request, Response, Server};
 
 const USAGE: &str = "testbed [--addr 127.0.0.1:0] [--max-connections 1024] \
 [--head-timeout-ms 10000] [--keep-alive-ms 15000] [--access-log 0|1]";
@@ -135,13 +135,15 @@ fn main() -> std::io::Result<()> {
         .get("/panic", |_req| {
             panic!("the /panic route panics on purpose (robustness suite)")
         })
-        .sse("/panic-stream", |_req, mut stream| {
-            stream.comment("about to panic")?;
-            panic!("the /panic-stream route panics on purpose (robustness suite)")
+        .sse("/panic-stream", |_req| {
+            Ok(Accept::new(|mut stream| {
+                stream.comment("about to panic")?;
+                panic!("the /panic-stream route panics on purpose (robustness suite)")
+            }))
         })
-        .sse("/events", hub.handler("topic"));
+        .sse("/events", hub.public_handler("topic"));
     if access_log {
-        server.access_log(common::log_to_stderr);
+        server.log(common::log_to_stderr);
     }
     let publish_hub = hub.clone();
     server.post("/publish", move |req| publish(&publish_hub, req));

@@ -336,6 +336,13 @@ impl fmt::Display for EventError {
 
 impl std::error::Error for EventError {}
 
+/// `InvalidInput`, so that `?` works in a function returning `io::Result`.
+impl From<EventError> for std::io::Error {
+    fn from(e: EventError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
 /// Refuses CR and LF in any single-line field, and NUL in `id`.
 fn check(field: Field, value: &str) -> Result<(), EventError> {
     let bad = |b: u8| b == b'\r' || b == b'\n' || (b == 0 && field == Field::Id);

@@ -1472,13 +1472,21 @@ impl Response {
     /// `500 Internal Server Error` with the body `invalid response header`
     /// in its place. This keeps building infallible while nothing invalid
     /// can reach the wire.
-    pub fn header(mut self, name: &str, value: &str) -> Response {
+    pub fn header(self, name: &str, value: &str) -> Response {
+        self.checked_header(name, value, &[])
+    }
+
+    /// [`header`](Response::header), also refusing (as invalid) the names
+    /// in `reserved`, in any case.
+    pub(crate) fn checked_header(mut self, name: &str, value: &str, reserved: &[&str]) -> Response {
         let name_ok = !name.is_empty() && name.bytes().all(|b| TCHAR[b as usize]);
         let value_ok = value.bytes().all(|b| VALUE[b as usize]);
-        if name_ok && value_ok {
+        if reserved.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            self.invalid = self.invalid.or(Some("reserved response header"));
+        } else if name_ok && value_ok {
             self.headers.push((name.to_owned(), value.to_owned()));
-        } else if self.invalid.is_none() {
-            self.invalid = Some("invalid response header");
+        } else {
+            self.invalid = self.invalid.or(Some("invalid response header"));
         }
         self
     }
@@ -1512,6 +1520,11 @@ impl Response {
     /// writes a `500 Internal Server Error` instead.
     pub fn is_valid(&self) -> bool {
         self.invalid.is_none()
+    }
+
+    /// Why the response is invalid, if it is (the body of the `500`).
+    pub(crate) fn invalid_reason(&self) -> Option<&'static str> {
+        self.invalid
     }
 
     /// Appends the whole response to `out`.
@@ -1551,18 +1564,7 @@ impl Response {
         out.push(b' ');
         out.extend_from_slice(reason_phrase(self.status).as_bytes());
         out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
-            let owned_by_server = ["content-length", "transfer-encoding", "connection"]
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n));
-            if owned_by_server {
-                continue;
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        self.write_headers(out);
         let has_body = !matches!(self.status, 100..=199 | 204 | 304);
         if has_body {
             out.extend_from_slice(b"Content-Length: ");
@@ -1577,6 +1579,23 @@ impl Response {
         out.extend_from_slice(b"\r\n");
         if has_body && !head_only {
             out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Appends the header lines, except the framing ones the server owns
+    /// (`Content-Length`, `Transfer-Encoding`, `Connection`).
+    pub(crate) fn write_headers(&self, out: &mut Vec<u8>) {
+        for (name, value) in &self.headers {
+            let owned_by_server = ["content-length", "transfer-encoding", "connection"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n));
+            if owned_by_server {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 }

@@ -103,8 +103,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
-use crate::http::{chunk_head, Request, CHUNK_END};
-use crate::server::{random_unit, Detached, EventStream, HandlerError};
+use crate::http::{chunk_head, Request, Response, CHUNK_END};
+use crate::server::{random_unit, Accept, Detached, EventStream};
 
 /// The event type of the gap signal: the subscriber may have missed events.
 ///
@@ -563,15 +563,28 @@ impl Drop for HubInner {
 /// A handle to a broadcast hub; clone it freely, publish from any thread.
 ///
 /// ```no_run
-/// use stdsse::{Event, Server};
-/// use stdsse::hub::Hub;
+/// use stdsse::hub::{Hub, Subscription};
+/// use stdsse::{Event, Request, Response, Server};
+///
+/// /// Who sent the request, from a session cookie (say).
+/// fn authenticate(req: &Request) -> Result<String, Response> {
+///     req.header("Cookie")
+///         .and_then(|c| c.strip_prefix("user="))
+///         .map(str::to_string)
+///         .ok_or_else(|| Response::text(401, "log in first"))
+/// }
 ///
 /// let hub = Hub::new()?;
 /// let mut server = Server::bind("127.0.0.1:8080")?;
-/// server.sse("/events", hub.handler("topic"));
+/// // Each user reads their own topic, and the topic everyone reads.
+/// server.sse("/events", hub.handler(|req| {
+///     let user = authenticate(req)?;
+///     Ok(Subscription::new().topic(format!("user/{user}")).topic("news"))
+/// }));
 /// let publisher = hub.clone();
 /// std::thread::spawn(move || {
-///     publisher.publish(Event::new().data("hello, everyone")).unwrap();
+///     publisher.publish_to(&["user/ann"], Event::new().data("for Ann only")).unwrap();
+///     publisher.publish_to(&["news"], Event::new().data("hello, everyone")).unwrap();
 /// });
 /// server.run()?;
 /// # Ok::<(), std::io::Error>(())
@@ -707,35 +720,46 @@ impl Hub {
         self.inner.tx.send(command).map_err(|_| SubscribeError)
     }
 
-    /// Subscribes a stream the way an SSE endpoint usually does: the topics
-    /// are every value of the query parameter `topic_param`
-    /// (`?topic=a&topic=b`), and the last event id is the `Last-Event-ID`
-    /// header or, since a browser cannot set headers on its first
-    /// connection, the `lastEventId` query parameter.
-    pub fn serve(
+    /// A handler for [`Server::sse`](crate::Server::sse) that hands every
+    /// stream it accepts to the hub. `map` turns the request into the
+    /// stream's [`Subscription`] (say, the topics of the user it
+    /// authenticated) or a refusal, sent instead of a stream. Unless `map`
+    /// set one, the client's [`last_event_id`] is applied.
+    pub fn handler<F>(
         &self,
-        req: &Request,
-        stream: EventStream,
-        topic_param: &str,
-    ) -> Result<(), SubscribeError> {
-        let mut subscription = Subscription::new().last_event_id(last_event_id(req));
-        for (name, value) in req.query_params() {
-            if name == topic_param {
-                subscription = subscription.topic(value);
+        map: F,
+    ) -> impl Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static
+    where
+        F: Fn(&Request) -> Result<Subscription, Response> + Send + Sync + 'static,
+    {
+        let hub = self.clone();
+        move |req| {
+            let mut subscription = map(req)?;
+            if subscription.last_event_id.is_none() {
+                subscription = subscription.last_event_id(last_event_id(req));
             }
+            let hub = hub.clone();
+            Ok(Accept::new(move |stream| {
+                Ok(hub.subscribe(stream, subscription)?)
+            }))
         }
-        self.subscribe(stream, subscription)
     }
 
-    /// A handler for [`Server::sse`](crate::Server::sse) that calls
-    /// [`serve`](Hub::serve) with `topic_param`.
-    pub fn handler(
+    /// For public topics only: any client reads any topic it names. A
+    /// [`handler`](Hub::handler) whose topics are every value of the query
+    /// parameter `topic_param` (`?topic=a&topic=b`; none: every event).
+    pub fn public_handler(
         &self,
         topic_param: &str,
-    ) -> impl Fn(&Request, EventStream) -> Result<(), HandlerError> + Send + Sync + 'static {
-        let hub = self.clone();
+    ) -> impl Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static {
         let param = topic_param.to_string();
-        move |req, stream| Ok(hub.serve(req, stream, &param)?)
+        self.handler(move |req| {
+            let topics = req
+                .query_params()
+                .into_iter()
+                .filter(|(name, _)| *name == param);
+            Ok(topics.fold(Subscription::new(), |s, (_, topic)| s.topic(topic)))
+        })
     }
 
     /// Ends every stream (after the close event and retry hint, if set) and

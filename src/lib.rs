@@ -80,17 +80,32 @@
 //!
 //! # Serving events
 //!
+//! An event-stream handler decides before anything is sent: it refuses
+//! with a [`Response`], or accepts with the body to run on the stream
+//! ([`Accept`]), into which what it learned (the user) moves.
+//!
 //! ```no_run
-//! use stdsse::{Event, Server};
+//! use stdsse::{Accept, Event, Request, Response, Server};
 //! use std::time::Duration;
 //!
+//! fn authenticate(req: &Request) -> Option<String> {
+//!     req.header("Authorization")?.strip_prefix("Bearer ").map(str::to_string)
+//! }
+//!
 //! let mut server = Server::bind("127.0.0.1:8080")?;
-//! server.sse("/events", |_req, mut stream| {
-//!     for n in 1.. {
-//!         stream.send(&Event::new().id(format!("evt-{n}"))?.data("tick"))?;
-//!         stream.sleep(Duration::from_secs(1))?;
-//!     }
-//!     Ok(())
+//! server.sse("/events", |req| {
+//!     let user = authenticate(req).ok_or_else(|| {
+//!         Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer")
+//!     })?;
+//!     Ok(Accept::new(move |mut stream| {
+//!         stream.send(&Event::new().data(format!("hello {user}")))?;
+//!         for n in 1.. {
+//!             stream.send(&Event::new().id(format!("evt-{n}"))?.data("tick"))?;
+//!             stream.sleep(Duration::from_secs(1))?;
+//!         }
+//!         Ok(())
+//!     })
+//!     .header("Cache-Control", "no-store"))
 //! });
 //! server.run()?;
 //! # Ok::<(), std::io::Error>(())
@@ -124,7 +139,7 @@ pub use event::{Event, EventError, Field, Frame};
 pub use http::{Request, Response};
 pub use hub::Hub;
 pub use parser::{Item, MessageEvent, ParseError, Parser};
-pub use server::{EventStream, SendError, Server, ShutdownHandle};
+pub use server::{Accept, EventStream, SendError, Server, ShutdownHandle};
 pub use writer::EventWriter;
 
 /// A random number from the standard library's randomly keyed hasher

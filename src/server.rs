@@ -42,16 +42,18 @@
 //!
 //! # Event streams
 //!
-//! An SSE route's handler gets an [`EventStream`] after the response head
-//! has been sent and flushed:
+//! An SSE route's handler decides first, before anything is written: it
+//! refuses with a [`Response`], or returns an [`Accept`], whose body gets an
+//! [`EventStream`] after the response head has been sent and flushed:
 //!
 //! ```text
 //! HTTP/1.1 200 OK
 //! Content-Type: text/event-stream
-//! Cache-Control: no-cache
-//! X-Accel-Buffering: no
+//! Cache-Control: no-cache           (unless the Accept sets it)
+//! X-Accel-Buffering: no             (unless the Accept sets it)
 //! Connection: close
 //! Transfer-Encoding: chunked        (HTTP/1.1 requests only)
+//! ...the Accept's headers and the CORS headers
 //! ```
 //!
 //! Body framing:
@@ -72,7 +74,7 @@
 //! until more traffic came. With one chunk per event, every client hands
 //! each event on as it arrives. `TCP_NODELAY` is set on streams.
 //!
-//! The handler owns the `EventStream` and may keep it on the connection's
+//! The body owns the `EventStream` and may keep it on the connection's
 //! thread or hand it to another thread (a broadcast hub does that); the
 //! connection stays open until the stream is dropped.
 //!
@@ -107,13 +109,66 @@ use crate::writer::EventWriter;
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 type PlainFn = dyn Fn(&Request) -> Response + Send + Sync;
-type StreamFn = dyn Fn(&Request, EventStream) -> Result<(), HandlerError> + Send + Sync;
-type GuardFn = dyn Fn(&Request) -> Option<Response> + Send + Sync;
+type StreamFn = dyn Fn(&Request) -> Result<Accept, Response> + Send + Sync;
+type BodyFn = dyn FnOnce(EventStream) -> Result<(), HandlerError> + Send;
 type LogFn = dyn Fn(&LogEntry<'_>) + Send + Sync;
 
 enum Handler {
     Plain(Box<PlainFn>),
     Stream(Box<StreamFn>),
+}
+
+/// An event-stream handler's yes: the body that runs on the stream, and
+/// extra headers for the stream's response head.
+///
+/// The head is written only once the handler has returned, so everything it
+/// decided (who the user is) moves into the body closure.
+pub struct Accept {
+    /// A `200` that carries the extra headers (and the reason, if one was
+    /// invalid): validated as [`Response::header`] validates.
+    head: Response,
+    body: Box<BodyFn>,
+}
+
+/// Headers an [`Accept`] may not set: the server writes them, and another
+/// value would break the stream (its type, or its framing).
+const STREAM_OWNED: &[&str] = &[
+    "Content-Type",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+];
+
+impl Accept {
+    /// Accepts the request: `body` runs on the connection's thread once the
+    /// head is sent, and owns the [`EventStream`] (the stream ends when it
+    /// is dropped).
+    pub fn new<F>(body: F) -> Accept
+    where
+        F: FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
+    {
+        Accept {
+            head: Response::new(200),
+            body: Box::new(body),
+        }
+    }
+
+    /// Adds a header to the stream's response head. `Cache-Control` and
+    /// `X-Accel-Buffering` replace the server's defaults. A header that
+    /// [`Response::header`] refuses, or one of `Content-Type`,
+    /// `Content-Length`, `Transfer-Encoding` and `Connection` (the server
+    /// owns the stream's type and framing), makes the server answer `500`
+    /// instead of streaming, and log why.
+    pub fn header(mut self, name: &str, value: &str) -> Accept {
+        self.head = self.head.checked_header(name, value, STREAM_OWNED);
+        self
+    }
+}
+
+impl std::fmt::Debug for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accept").field("head", &self.head).finish()
+    }
 }
 
 struct Route {
@@ -129,12 +184,25 @@ struct Route {
 /// Requests with an allowed `Origin` get `Access-Control-Allow-Origin`
 /// (echoing the origin) and `Vary: Origin`; preflight `OPTIONS` requests are
 /// answered with the route's methods and the allowed request headers, which
-/// include `Last-Event-ID` (a polyfilled `EventSource` sends it).
+/// include `Last-Event-ID` (a polyfilled `EventSource` sends it). Other
+/// origins get no `Access-Control-*` header (and a preflight from one gets
+/// `403`).
+///
+/// ```
+/// use stdsse::server::Cors;
+///
+/// // Pages on app.example may connect with their cookies, and send a token.
+/// let cors = Cors::origins(["https://app.example"])
+///     .credentials()
+///     .allow_headers("Authorization, Last-Event-ID");
+/// # let _ = cors;
+/// ```
 #[derive(Clone, Debug)]
 pub struct Cors {
     origins: Option<Vec<String>>,
     allow_headers: String,
     max_age: Duration,
+    credentials: bool,
 }
 
 impl Cors {
@@ -144,6 +212,7 @@ impl Cors {
             origins: None,
             allow_headers: "Last-Event-ID, Content-Type, Cache-Control".into(),
             max_age: Duration::from_secs(600),
+            credentials: false,
         }
     }
 
@@ -172,6 +241,18 @@ impl Cors {
         self
     }
 
+    /// Lets pages send credentials (cookies, `Authorization`; the
+    /// `withCredentials` of an `EventSource`): answers to an allowed origin
+    /// carry `Access-Control-Allow-Credentials: true` (Fetch standard, CORS
+    /// check: with credentials, `Access-Control-Allow-Origin` must be the
+    /// exact origin, never `*`, and the server echoes it). Only for a list
+    /// of [`origins`](Cors::origins): with [`Cors::any`] it is ignored, so
+    /// that no page on any site can read a user's authenticated stream.
+    pub fn credentials(mut self) -> Cors {
+        self.credentials = true;
+        self
+    }
+
     fn allows(&self, origin: &str) -> bool {
         match &self.origins {
             None => true,
@@ -180,40 +261,54 @@ impl Cors {
     }
 }
 
-/// What the access-log hook is told: once per request, and once more when
-/// an event stream ends.
+/// What the [log hook](Server::log) is told: once per request, once more
+/// when an event stream ends, and once per refused connection and failed
+/// `accept`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct LogEntry<'a> {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The request method, or `-` when the request could not be parsed.
+    /// The client's address (`None` for [`LogKind::AcceptError`]: there is
+    /// no client).
+    pub remote: Option<SocketAddr>,
+    /// The request method, or `-` when there is no parsed request.
     pub method: &'a str,
-    /// The request path, or `-` when the request could not be parsed.
+    /// The request path, or `-` when there is no parsed request.
     pub path: &'a str,
-    /// The response status.
+    /// The response status (`0` when nothing was answered).
     pub status: u16,
     /// Bytes of the response (for a stream: everything sent on it).
     pub bytes: u64,
     /// From the start of the request to the response (for a stream: to its
     /// end).
     pub duration: Duration,
-    /// Whether this entry is a request or the end of an event stream.
+    /// What the entry is about.
     pub kind: LogKind,
-    /// Why a stream ended early, when its handler returned an error.
+    /// Why: the error a stream's body returned, a handler's panic message,
+    /// why a request was refused as bad (`400`, `408`, `413`...) or why a
+    /// response was invalid (`500`), the `accept` error.
     pub error: Option<&'a str>,
 }
 
-/// The two kinds of [`LogEntry`].
+/// The kinds of [`LogEntry`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogKind {
     /// A request was answered (for an event stream: the head was sent).
     Request,
     /// An event stream ended.
     StreamEnd,
+    /// A connection was refused by the accept thread: `503` (at
+    /// `max_connections`, out of descriptors, or no thread could be
+    /// spawned).
+    Rejected,
+    /// `accept` failed (interruptions aside); the server backs off and
+    /// goes on.
+    AcceptError,
 }
 
 /// A snapshot of the server's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections open now (each has a thread or an open event stream).
     pub open_connections: usize,
@@ -226,16 +321,98 @@ pub struct Stats {
     pub rejected: u64,
     /// Handler panics caught.
     pub panics: u64,
+    /// Requests the server refused itself as malformed, too large or too
+    /// slow (`400`, `408`, `413`, `414`, `431`, `417`, `501`).
+    pub bad_requests: u64,
+    /// Failed `accept` calls.
+    pub accept_errors: u64,
 }
 
 impl Stats {
     /// The counters as a JSON object.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"open_connections\":{},\"open_streams\":{},\"requests\":{},\"rejected\":{},\"panics\":{}}}",
-            self.open_connections, self.open_streams, self.requests, self.rejected, self.panics
+            "{{\"open_connections\":{},\"open_streams\":{},\"requests\":{},\"rejected\":{},\"panics\":{},\"bad_requests\":{},\"accept_errors\":{}}}",
+            self.open_connections,
+            self.open_streams,
+            self.requests,
+            self.rejected,
+            self.panics,
+            self.bad_requests,
+            self.accept_errors
         )
     }
+
+    /// The counters in the Prometheus text exposition format 0.0.4, for a
+    /// `/metrics` route (content type `text/plain; version=0.0.4`).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let metrics: [(&str, &str, &str, u64); 7] = [
+            (
+                "connections_open",
+                "gauge",
+                "Connections open now.",
+                self.open_connections as u64,
+            ),
+            (
+                "streams_open",
+                "gauge",
+                "Event streams open now.",
+                self.open_streams as u64,
+            ),
+            (
+                "requests_total",
+                "counter",
+                "Requests answered.",
+                self.requests,
+            ),
+            (
+                "rejected_total",
+                "counter",
+                "Connections refused with 503.",
+                self.rejected,
+            ),
+            (
+                "panics_total",
+                "counter",
+                "Handler panics caught.",
+                self.panics,
+            ),
+            (
+                "bad_requests_total",
+                "counter",
+                "Requests refused as malformed, too large or too slow.",
+                self.bad_requests,
+            ),
+            (
+                "accept_errors_total",
+                "counter",
+                "Failed accept calls.",
+                self.accept_errors,
+            ),
+        ];
+        for (name, kind, help, value) in metrics {
+            push_metric(
+                &mut out,
+                &format!("stdsse_server_{name}"),
+                kind,
+                help,
+                value,
+            );
+        }
+        out
+    }
+}
+
+/// Appends one metric in the Prometheus text format 0.0.4: its `# HELP`
+/// and `# TYPE` lines, then `name value`. `help` must not hold a backslash
+/// or a line break (the format would need them escaped).
+pub(crate) fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
 }
 
 struct Config {
@@ -288,6 +465,8 @@ struct Shared {
     requests: AtomicU64,
     rejected: AtomicU64,
     panics: AtomicU64,
+    bad_requests: AtomicU64,
+    accept_errors: AtomicU64,
     next_id: AtomicU64,
     /// Every open connection, so shutdown can wake threads blocked reading.
     connections: Mutex<HashMap<u64, Weak<Conn>>>,
@@ -308,6 +487,8 @@ impl Shared {
             requests: self.requests.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
             panics: self.panics.load(Ordering::SeqCst),
+            bad_requests: self.bad_requests.load(Ordering::SeqCst),
+            accept_errors: self.accept_errors.load(Ordering::SeqCst),
         }
     }
 }
@@ -344,18 +525,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// An HTTP/1.1 server that gives every connection its own thread.
 ///
+/// An event-stream handler decides before the first byte is sent: it
+/// returns a [`Response`] to refuse (`401`, `403`, `404`, `204` to tell an
+/// `EventSource` to stop...) or an [`Accept`] whose body then runs on the
+/// stream, with what the handler learned moved into it.
+///
 /// ```no_run
-/// use stdsse::{Event, Response, Server};
+/// use stdsse::{Accept, Event, Request, Response, Server};
 /// use std::time::Duration;
+///
+/// fn authenticate(req: &Request) -> Option<String> {
+///     req.header("Authorization")?.strip_prefix("Bearer ").map(str::to_string)
+/// }
 ///
 /// let mut server = Server::bind("127.0.0.1:8080")?;
 /// server.get("/", |_req| Response::text(200, "hello"));
-/// server.sse("/events", |_req, mut stream| {
-///     for n in 1.. {
-///         stream.send(&Event::new().id(n.to_string())?.data("tick"))?;
-///         stream.sleep(Duration::from_secs(1))?;
-///     }
-///     Ok(())
+/// server.sse("/events", |req| {
+///     let user = authenticate(req).ok_or_else(|| {
+///         Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer")
+///     })?;
+///     Ok(Accept::new(move |mut stream| {
+///         stream.send(&Event::new().data(format!("hello {user}")))?;
+///         for n in 1.. {
+///             stream.send(&Event::new().id(n.to_string())?.data("tick"))?;
+///             stream.sleep(Duration::from_secs(1))?;
+///         }
+///         Ok(())
+///     })
+///     .header("Cache-Control", "no-store"))
 /// });
 /// eprintln!("listening on http://{}", server.local_addr());
 /// server.run()?;
@@ -366,7 +563,6 @@ pub struct Server {
     shared: Arc<Shared>,
     config: Config,
     routes: Vec<Route>,
-    guard: Option<Box<GuardFn>>,
     log: Option<Box<LogFn>>,
 }
 
@@ -386,6 +582,8 @@ impl Server {
                 requests: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 panics: AtomicU64::new(0),
+                bad_requests: AtomicU64::new(0),
+                accept_errors: AtomicU64::new(0),
                 next_id: AtomicU64::new(0),
                 connections: Mutex::new(HashMap::new()),
                 streams: Mutex::new(Vec::new()),
@@ -395,7 +593,6 @@ impl Server {
             }),
             config: Config::default(),
             routes: Vec::new(),
-            guard: None,
             log: None,
         })
     }
@@ -452,12 +649,15 @@ impl Server {
         self.route("POST", path, handler)
     }
 
-    /// Serves an event stream on `GET path`. The handler runs on the
-    /// connection's thread once the response head is flushed, and owns the
-    /// [`EventStream`]: the stream ends when it is dropped.
+    /// Serves an event stream on `GET path` (and `HEAD`: the head only).
+    /// The handler runs on the connection's thread, after the request body
+    /// (if any) was read, and before anything is written: `Err(response)`
+    /// is sent as any plain response is (keep-alive rules included), and
+    /// nothing of a stream; `Ok(accept)` sends the stream's head with the
+    /// accept's headers, then runs its body (see [`Accept`]).
     pub fn sse<F>(&mut self, path: &str, handler: F) -> &mut Server
     where
-        F: Fn(&Request, EventStream) -> Result<(), HandlerError> + Send + Sync + 'static,
+        F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
     {
         self.sse_route("GET", path, handler)
     }
@@ -466,7 +666,7 @@ impl Server {
     /// a `POST` with an event stream (the request body is read first).
     pub fn sse_route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
     where
-        F: Fn(&Request, EventStream) -> Result<(), HandlerError> + Send + Sync + 'static,
+        F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
     {
         self.add(method, path, false, Handler::Stream(Box::new(handler)))
     }
@@ -481,19 +681,11 @@ impl Server {
         self
     }
 
-    /// A hook run before every handler (after CORS preflight answers); it
-    /// may reject the request with any response, for example 401, 403 or
-    /// 429. It sees the head only: the body has not been read yet.
-    pub fn guard<F>(&mut self, guard: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
-    {
-        self.guard = Some(Box::new(guard));
-        self
-    }
-
-    /// A hook called once per request and once when an event stream ends.
-    pub fn access_log<F>(&mut self, log: F) -> &mut Server
+    /// The log hook: called once per request, once when an event stream
+    /// ends, and once per connection refused and per failed `accept` (see
+    /// [`LogKind`]). It runs on the connection's thread (the accept
+    /// thread's for the last two): keep it quick.
+    pub fn log<F>(&mut self, log: F) -> &mut Server
     where
         F: Fn(&LogEntry<'_>) + Send + Sync + 'static,
     {
@@ -627,13 +819,11 @@ impl Server {
             shared,
             config,
             routes,
-            guard,
             log,
         } = self;
         let app = Arc::new(App {
             config,
             routes,
-            guard,
             log,
             shared: shared.clone(),
         });
@@ -713,7 +903,6 @@ impl ShutdownHandle {
 struct App {
     config: Config,
     routes: Vec<Route>,
-    guard: Option<Box<GuardFn>>,
     log: Option<Box<LogFn>>,
     shared: Arc<Shared>,
 }
@@ -771,23 +960,27 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                 accepted
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if out_of_descriptors(&e) && spare.is_some() => {
-                // Free the spare for one accept: the client gets its 503
-                // now rather than waiting in the backlog for a descriptor.
-                drop(spare.take());
-                if let Ok((socket, _)) = listener.accept() {
-                    reject(socket, shared);
+            Err(e) => {
+                count(&shared.accept_errors);
+                let why = e.to_string();
+                log_accept(app, LogKind::AcceptError, None, 0, 0, &why);
+                if out_of_descriptors(&e) && spare.is_some() {
+                    // Free the spare for one accept: the client gets its
+                    // 503 now rather than waiting in the backlog for a
+                    // descriptor.
+                    drop(spare.take());
+                    if let Ok((socket, remote)) = listener.accept() {
+                        reject(socket, remote, app, "out of descriptors");
+                    }
+                    spare = std::fs::File::open(SPARE).ok();
+                } else {
+                    // ENOBUFS, ECONNABORTED, descriptors short with no
+                    // spare...: the condition is usually temporary; back
+                    // off instead of spinning or dying.
+                    spare = spare.or_else(|| std::fs::File::open(SPARE).ok());
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                spare = std::fs::File::open(SPARE).ok();
-                continue;
-            }
-            Err(_) => {
-                // ENOBUFS, ECONNABORTED, descriptors short with no spare...:
-                // the condition is usually temporary; back off instead of
-                // spinning or dying.
-                spare = spare.or_else(|| std::fs::File::open(SPARE).ok());
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -795,7 +988,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             break;
         }
         if shared.open_connections.load(Ordering::SeqCst) >= app.config.max_connections {
-            reject(socket, shared);
+            reject(socket, remote, app, "max_connections reached");
             continue;
         }
         shared.open_connections.fetch_add(1, Ordering::SeqCst);
@@ -811,10 +1004,12 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             .name("stdsse-conn".into())
             .stack_size(app.config.stack_size)
             .spawn(move || serve_connection(&app2, conn));
-        if spawned.is_err() {
+        if let Err(e) = spawned {
             // The closure (and the connection) was dropped with the error;
             // the client sees the connection close. Count it as rejected.
             count(&shared.rejected);
+            let why = format!("no thread: {e}");
+            log_accept(app, LogKind::Rejected, Some(remote), 0, 0, &why);
         }
     }
 }
@@ -823,11 +1018,33 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 /// response (it fits any socket buffer, so it is on its way at once), then
 /// a staged close that drains only what has arrived: the accept thread
 /// never waits, so a flood cannot hold it.
-fn reject(socket: TcpStream, shared: &Shared) {
-    count(&shared.rejected);
+fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
+    count(&app.shared.rejected);
     let _ = socket.set_nonblocking(true);
-    let _ = (&socket).write(FULL);
+    let bytes = (&socket).write(FULL).unwrap_or(0) as u64;
     close_staged(&socket, Duration::ZERO);
+    log_accept(app, LogKind::Rejected, Some(remote), 503, bytes, why);
+}
+
+/// Logs what the accept thread did: there is no request.
+fn log_accept(
+    app: &App,
+    kind: LogKind,
+    remote: Option<SocketAddr>,
+    status: u16,
+    bytes: u64,
+    why: &str,
+) {
+    app.log(&LogEntry {
+        remote,
+        method: "-",
+        path: "-",
+        status,
+        bytes,
+        duration: Duration::ZERO,
+        kind,
+        error: Some(why),
+    });
 }
 
 /// Adds one to a counter, stopping at its maximum rather than wrapping.
@@ -933,28 +1150,32 @@ fn serve_requests(app: &Arc<App>, conn: &Arc<Conn>) {
                     return;
                 }
             }
-            Err(status) => {
+            Err((status, why)) => {
                 let response = Response::text(status, format!("{}\n", http::reason_phrase(status)));
                 // Counted before the answer is written, as in
                 // `handle_request`: a client that has its answer sees it
                 // in the stats.
                 count(&app.shared.requests);
+                count(&app.shared.bad_requests);
                 let bytes = write_response(conn, &response, Version::Http11, false, true);
                 app.log(&LogEntry {
-                    remote: conn.remote,
+                    remote: Some(conn.remote),
                     method: "-",
                     path: "-",
                     status,
                     bytes,
                     duration: started.elapsed(),
                     kind: LogKind::Request,
-                    error: None,
+                    error: Some(why),
                 });
                 return;
             }
         }
     }
 }
+
+/// A request the server refuses itself: the status, and why (for the log).
+type Refusal = (u16, &'static str);
 
 enum ReadOutcome {
     /// A parsed head and the number of buffered bytes it took.
@@ -975,8 +1196,8 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// Reads until a complete head is buffered. `Err(status)` answers a bad
-    /// or slow request.
+    /// Reads until a complete head is buffered. `Err` answers a bad or slow
+    /// request.
     ///
     /// The head is parsed again from its start after a read that may have
     /// completed a line (it holds an LF) or added another KiB, and when the
@@ -984,7 +1205,7 @@ impl Reader<'_> {
     /// sending one byte per packet cannot make the server re-parse 64 KiB
     /// for every byte, and a head that is already invalid is answered at
     /// once.
-    fn read_request(&mut self, config: &Config, first: bool) -> Result<ReadOutcome, u16> {
+    fn read_request(&mut self, config: &Config, first: bool) -> Result<ReadOutcome, Refusal> {
         let idle = if first {
             config.head_timeout
         } else {
@@ -1009,7 +1230,7 @@ impl Reader<'_> {
                             return Ok(ReadOutcome::Request(req, consumed))
                         }
                         Ok(Status::Partial) => {}
-                        Err(e) => return Err(e.status()),
+                        Err(e) => return Err((e.status(), e.description())),
                     }
                 }
             }
@@ -1026,13 +1247,13 @@ impl Reader<'_> {
             };
             match self.fill(wait) {
                 Ok(0) if self.buf.is_empty() => return Ok(ReadOutcome::Closed),
-                Ok(0) => return Err(400),
+                Ok(0) => return Err((400, "closed in the request head")),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
                 Err(e) if is_timeout(&e) && unparsed && Instant::now() < deadline => {
                     new_line = true
                 }
                 Err(e) if is_timeout(&e) && self.buf.is_empty() => return Ok(ReadOutcome::Closed),
-                Err(e) if is_timeout(&e) => return Err(408),
+                Err(e) if is_timeout(&e) => return Err((408, "request head too slow")),
                 Err(_) => return Ok(ReadOutcome::Closed),
             }
         }
@@ -1059,7 +1280,7 @@ impl Reader<'_> {
         framing: Framing,
         consumed: usize,
         config: &Config,
-    ) -> Result<Vec<u8>, u16> {
+    ) -> Result<Vec<u8>, Refusal> {
         let deadline = Instant::now() + config.body_timeout;
         self.buf.drain(..consumed);
         match framing {
@@ -1084,19 +1305,19 @@ impl Reader<'_> {
                             self.buf.clear();
                             self.fill_body(deadline)?;
                         }
-                        Err(e) => return Err(e.status()),
+                        Err(e) => return Err((e.status(), e.description())),
                     }
                 }
             }
         }
     }
 
-    fn fill_body(&mut self, deadline: Instant) -> Result<(), u16> {
+    fn fill_body(&mut self, deadline: Instant) -> Result<(), Refusal> {
         match self.fill(deadline) {
-            Ok(0) => Err(400),
+            Ok(0) => Err((400, "closed in the request body")),
             Ok(_) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(408),
-            Err(_) => Err(400),
+            Err(e) if is_timeout(&e) => Err((408, "request body too slow")),
+            Err(_) => Err((400, "read error in the request body")),
         }
     }
 }
@@ -1202,17 +1423,19 @@ impl App {
         Lookup::WrongMethod(allowed)
     }
 
-    /// The CORS headers for a request's `Origin` (none without CORS or
-    /// without `Origin`).
-    fn cors_pairs(&self, req: &Request) -> Vec<(&'static str, String)> {
-        let mut pairs = Vec::new();
+    /// Adds the CORS headers for a request's `Origin` (none without CORS
+    /// or without `Origin`).
+    fn with_cors(&self, req: &Request, mut response: Response) -> Response {
         if let (Some(cors), Some(origin)) = (&self.config.cors, req.header("Origin")) {
             if cors.allows(origin) {
-                pairs.push(("Access-Control-Allow-Origin", origin.to_string()));
+                response = response.header("Access-Control-Allow-Origin", origin);
+                if cors.credentials && cors.origins.is_some() {
+                    response = response.header("Access-Control-Allow-Credentials", "true");
+                }
             }
-            pairs.push(("Vary", "Origin".to_string()));
+            response = response.header("Vary", "Origin");
         }
-        pairs
+        response
     }
 
     /// Answers `OPTIONS` (a CORS preflight or a plain one).
@@ -1233,7 +1456,7 @@ impl App {
         let allow = allowed.join(", ");
         let preflight = req.header("Access-Control-Request-Method").is_some();
         // `Access-Control-Allow-Origin` and `Vary` are added by `respond`
-        // (`cors_pairs`), as for every response: adding them here too would
+        // (`with_cors`), as for every response: adding them here too would
         // send them twice, and browsers reject a doubled
         // `Access-Control-Allow-Origin`.
         match (&self.config.cors, req.header("Origin")) {
@@ -1255,8 +1478,8 @@ impl App {
     }
 }
 
-/// Writes a response to a request, logs it, and says whether the
-/// connection stays open.
+/// Writes a response to a request, logs it (with `error`, or why the
+/// response was invalid), and says whether the connection stays open.
 fn respond(
     app: &App,
     conn: &Conn,
@@ -1264,28 +1487,48 @@ fn respond(
     response: Response,
     keep: bool,
     started: Instant,
+    error: Option<&str>,
 ) -> bool {
-    let response = app
-        .cors_pairs(req)
-        .into_iter()
-        .fold(response, |r, (name, value)| r.header(name, &value));
+    let response = app.with_cors(req, response);
     let head_only = req.method() == "HEAD";
     let bytes = write_response(conn, &response, req.version(), head_only, !keep);
     app.log(&LogEntry {
-        remote: conn.remote,
+        remote: Some(conn.remote),
         method: req.method(),
         path: req.path(),
-        status: response.status(),
+        status: if response.is_valid() {
+            response.status()
+        } else {
+            500
+        },
         bytes,
         duration: started.elapsed(),
         kind: LogKind::Request,
-        error: None,
+        error: error.or(response.invalid_reason()),
     });
     bytes > 0 && keep
 }
 
+/// Answers a request the server refuses itself (it is malformed, too large
+/// or too slow), and ends the connection.
+fn refuse(app: &App, conn: &Conn, req: &Request, (status, why): Refusal, started: Instant) -> bool {
+    count(&app.shared.bad_requests);
+    let response = error_response(status, why);
+    respond(app, conn, req, response, false, started, Some(why));
+    false
+}
+
 fn error_response(status: u16, text: &str) -> Response {
     Response::text(status, format!("{text}\n"))
+}
+
+/// The message of a caught panic (what `panic!` was given), for the log.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    format!("handler panicked: {}", text.unwrap_or("(no message)"))
 }
 
 /// Answers one request. Returns whether the connection stays open for the
@@ -1309,29 +1552,20 @@ fn handle_request(
     let (framing, expect) = match (framing, expect) {
         (Ok(framing), Ok(expect)) => (framing, expect),
         (Err(e), _) | (_, Err(e)) => {
-            respond(
-                app,
-                conn,
-                &req,
-                error_response(e.status(), e.description()),
-                false,
-                started,
-            );
-            return false;
+            return refuse(app, conn, &req, (e.status(), e.description()), started)
         }
     };
     // `Content-Length: 0` is no body: nothing to read, the connection stays.
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
 
-    // Answers that need no body: OPTIONS, the guard, 404 and 405. An unread
-    // body cannot be skipped safely, so such a connection then ends.
+    // Answers that need no body: OPTIONS, 404 and 405. An unread body
+    // cannot be skipped safely, so such a connection then ends.
     let early = match app.find(req.method(), req.path()) {
         Lookup::Route(_) if req.method() != "OPTIONS" || has_body => None,
         Lookup::Route(_) if app.routes.iter().any(|r| r.method == "OPTIONS") => None,
         _ if req.method() == "OPTIONS" => Some(app.options(&req)),
         _ => None,
     };
-    let early = early.or_else(|| app.guard.as_ref().and_then(|guard| guard(&req)));
     let route = match early {
         Some(response) => Err(response),
         None => match app.find(req.method(), req.path()) {
@@ -1349,7 +1583,7 @@ fn handle_request(
             if keep {
                 reader.buf.drain(..consumed);
             }
-            return respond(app, conn, &req, response, keep, started);
+            return respond(app, conn, &req, response, keep, started, None);
         }
     };
 
@@ -1358,65 +1592,50 @@ fn handle_request(
     }
     match reader.read_body(framing, consumed, &app.config) {
         Ok(body) => req.set_body(body),
-        Err(status) => {
-            respond(
-                app,
-                conn,
-                &req,
-                error_response(status, http::reason_phrase(status)),
-                false,
-                started,
-            );
-            return false;
-        }
+        Err(refusal) => return refuse(app, conn, &req, refusal, started),
     }
 
-    match &route.handler {
-        Handler::Plain(handler) => match panic::catch_unwind(AssertUnwindSafe(|| handler(&req))) {
-            Ok(response) => respond(app, conn, &req, response, keep, started),
-            Err(_) => {
-                count(&app.shared.panics);
-                respond(
-                    app,
-                    conn,
-                    &req,
-                    error_response(500, "Internal Server Error"),
-                    false,
-                    started,
-                );
-                false
-            }
-        },
-        Handler::Stream(handler) => {
-            serve_stream(app, conn, &req, handler, started);
+    let answer = panic::catch_unwind(AssertUnwindSafe(|| match &route.handler {
+        Handler::Plain(handler) => Err(handler(&req)),
+        Handler::Stream(handler) => handler(&req),
+    }));
+    match answer {
+        Ok(Ok(accept)) if accept.head.is_valid() => {
+            serve_stream(app, conn, &req, accept, started);
             false
+        }
+        // An invalid accept is a 500, as an invalid response is.
+        Ok(Ok(accept)) => respond(app, conn, &req, accept.head, keep, started, None),
+        Ok(Err(response)) => respond(app, conn, &req, response, keep, started, None),
+        Err(payload) => {
+            count(&app.shared.panics);
+            let why = panic_message(&*payload);
+            let response = error_response(500, "Internal Server Error");
+            respond(app, conn, &req, response, false, started, Some(&why))
         }
     }
 }
 
-/// Sends the event-stream head and runs the handler on this thread.
-fn serve_stream(
-    app: &Arc<App>,
-    conn: &Arc<Conn>,
-    req: &Request,
-    handler: &StreamFn,
-    started: Instant,
-) {
+/// Sends the event-stream head and runs the accepted body on this thread.
+fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept, started: Instant) {
     // HTTP/1.1 clients get one chunk per event; HTTP/1.0 ones (nginx's
     // default upstream requests among them) a body that ends with the
     // connection. See the module docs for why.
     let chunked = req.version() == Version::Http11;
+    let head = app.with_cors(req, accept.head);
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-          X-Accel-Buffering: no\r\nConnection: close\r\n",
-    );
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
+    for default in ["Cache-Control: no-cache\r\n", "X-Accel-Buffering: no\r\n"] {
+        let name = &default[..default.find(':').unwrap_or(0)];
+        if head.get_header(name).is_none() {
+            out.extend_from_slice(default.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"Connection: close\r\n");
     if chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
-    for (name, value) in app.cors_pairs(req) {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
+    head.write_headers(&mut out);
     out.extend_from_slice(b"\r\n");
     let head_only = req.method() == "HEAD";
     if !head_only {
@@ -1435,7 +1654,7 @@ fn serve_stream(
     let head_sent = Instant::now();
     let sent = (&conn.socket).write_all(&out).is_ok();
     app.log(&LogEntry {
-        remote: conn.remote,
+        remote: Some(conn.remote),
         method: req.method(),
         path: req.path(),
         status: 200,
@@ -1470,7 +1689,7 @@ fn serve_stream(
         path: req.path().to_string(),
         started,
         head_bytes: out.len() as u64,
-        last_event_id: req.header("Last-Event-ID").map(str::to_string),
+        last_event_id: crate::hub::last_event_id(req),
     });
     app.shared.open_streams.fetch_add(1, Ordering::SeqCst);
     lock(&app.shared.streams).push(Arc::downgrade(&shared));
@@ -1482,18 +1701,18 @@ fn serve_stream(
     // handler handed the stream to another thread).
     let keep = shared.clone();
     let stream = EventStream { shared };
-    let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| handler(req, stream))) {
+    let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
         Ok(Ok(())) => None,
         // A send that failed because the client left is the normal end.
         Ok(Err(e)) if e.is::<SendError>() => None,
         Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => {
+        Err(payload) => {
             count(&app.shared.panics);
             // No last chunk: the client must see a broken body, not an end.
             let state = lock(&keep.state);
             keep.mark_closed();
             drop(state);
-            Some("handler panicked".to_string())
+            Some(panic_message(&*payload))
         }
     };
     lock(&keep.state).ended_by = ended_by;
@@ -1730,7 +1949,7 @@ impl Drop for StreamShared {
         self.app.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
         let _ = self.conn.socket.shutdown(Shutdown::Write);
         self.app.log(&LogEntry {
-            remote: self.conn.remote,
+            remote: Some(self.conn.remote),
             method: &self.method,
             path: &self.path,
             status: 200,
@@ -1945,5 +2164,47 @@ impl Detached {
     /// the stream's to receive.
     pub(crate) fn head_sent(&self) -> Instant {
         self.shared.head_sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn stats_to_prometheus_exact_text() {
+        let stats = Stats {
+            open_connections: 3,
+            open_streams: 2,
+            requests: 10,
+            rejected: 1,
+            panics: 0,
+            bad_requests: 4,
+            accept_errors: 5,
+        };
+        let expected = "\
+# HELP stdsse_server_connections_open Connections open now.
+# TYPE stdsse_server_connections_open gauge
+stdsse_server_connections_open 3
+# HELP stdsse_server_streams_open Event streams open now.
+# TYPE stdsse_server_streams_open gauge
+stdsse_server_streams_open 2
+# HELP stdsse_server_requests_total Requests answered.
+# TYPE stdsse_server_requests_total counter
+stdsse_server_requests_total 10
+# HELP stdsse_server_rejected_total Connections refused with 503.
+# TYPE stdsse_server_rejected_total counter
+stdsse_server_rejected_total 1
+# HELP stdsse_server_panics_total Handler panics caught.
+# TYPE stdsse_server_panics_total counter
+stdsse_server_panics_total 0
+# HELP stdsse_server_bad_requests_total Requests refused as malformed, too large or too slow.
+# TYPE stdsse_server_bad_requests_total counter
+stdsse_server_bad_requests_total 4
+# HELP stdsse_server_accept_errors_total Failed accept calls.
+# TYPE stdsse_server_accept_errors_total counter
+stdsse_server_accept_errors_total 5
+";
+        assert_eq!(stats.to_prometheus(), expected);
     }
 }

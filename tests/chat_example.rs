@@ -190,6 +190,17 @@ fn chat_endpoints_over_real_sockets() {
     );
     assert!(json.contains("\"published\":10,"), "{json}");
     assert!(json.contains("\"open_streams\":5,"), "{json}");
+
+    let metrics = chat.get("/metrics");
+    assert_eq!(
+        (metrics.status, metrics.header("Content-Type")),
+        (200, Some("text/plain; version=0.0.4; charset=utf-8"))
+    );
+    let text = metrics.text();
+    assert!(
+        text.contains("# TYPE stdsse_server_streams_open gauge\nstdsse_server_streams_open 5\n"),
+        "{text}"
+    );
 }
 
 #[cfg(unix)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use stdsse::client::{Client, ClientError, Connected, Disconnect, Received, Refusal};
-use stdsse::Event;
+use stdsse::{Accept, Event};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -37,21 +37,24 @@ fn quick(url: &str) -> stdsse::client::ClientBuilder {
 #[test]
 fn project_server_stream_then_resume_with_last_event_id() {
     let (seen_tx, seen) = mpsc::channel();
-    let seen_tx = Mutex::new(seen_tx);
+    let seen_tx = Arc::new(Mutex::new(seen_tx));
     let server = TestServer::start(move |s| {
-        s.sse("/events", move |_req, mut stream| {
-            let _ = seen_tx
-                .lock()
-                .unwrap()
-                .send(stream.last_event_id().map(str::to_string));
-            if stream.last_event_id().is_none() {
-                stream.send(&Event::new().id("1")?.data("one"))?;
-                stream.send(&Event::new().event("tick")?.id("2")?.data("two\nlines"))?;
-                return Ok(()); // ends the stream: the client reconnects
-            }
-            stream.send(&Event::new().id("3")?.data("three"))?;
-            stream.sleep(WAIT)?;
-            Ok(())
+        s.sse("/events", move |_req| {
+            let seen_tx = seen_tx.clone();
+            Ok(Accept::new(move |mut stream| {
+                let _ = seen_tx
+                    .lock()
+                    .unwrap()
+                    .send(stream.last_event_id().map(str::to_string));
+                if stream.last_event_id().is_none() {
+                    stream.send(&Event::new().id("1")?.data("one"))?;
+                    stream.send(&Event::new().event("tick")?.id("2")?.data("two\nlines"))?;
+                    return Ok(()); // ends the stream: the client reconnects
+                }
+                stream.send(&Event::new().id("3")?.data("three"))?;
+                stream.sleep(WAIT)?;
+                Ok(())
+            }))
         });
     });
     let run = Run::new(quick(&server.url("/events")).build().unwrap());
@@ -78,7 +81,7 @@ fn post_body_and_custom_headers_are_sent_on_every_connection() {
     let (seen_tx, seen) = mpsc::channel();
     let seen_tx = Mutex::new(seen_tx);
     let server = TestServer::start(move |s| {
-        s.sse_route("POST", "/llm", move |req, mut stream| {
+        s.sse_route("POST", "/llm", move |req| {
             let auth = req.header("authorization").unwrap_or("-").to_string();
             let traces: Vec<&str> = req.header_all("x-trace").collect();
             let line = format!(
@@ -90,8 +93,10 @@ fn post_body_and_custom_headers_are_sent_on_every_connection() {
                 req.header("accept").unwrap_or("-"),
             );
             let _ = seen_tx.lock().unwrap().send(line.clone());
-            stream.send(&Event::new().data(line))?;
-            Ok(())
+            Ok(Accept::new(move |mut stream| {
+                stream.send(&Event::new().data(line))?;
+                Ok(())
+            }))
         });
     });
     let client = quick(&server.url("/llm"))
@@ -1328,13 +1333,15 @@ fn tail(args: &[&str], limit: Duration) -> Output {
 #[test]
 fn the_tail_example_follows_a_url() {
     let server = TestServer::start(|s| {
-        s.sse("/events", |_req, mut stream| {
-            stream.comment("hello")?;
-            for n in 1..=3 {
-                stream.send(&Event::new().id(n.to_string())?.data(format!("n\"{n}")))?;
-            }
-            stream.sleep(WAIT)?;
-            Ok(())
+        s.sse("/events", |_req| {
+            Ok(Accept::new(move |mut stream| {
+                stream.comment("hello")?;
+                for n in 1..=3 {
+                    stream.send(&Event::new().id(n.to_string())?.data(format!("n\"{n}")))?;
+                }
+                stream.sleep(WAIT)?;
+                Ok(())
+            }))
         });
     });
     let limit = Duration::from_secs(60); // the first run may build the example

@@ -17,12 +17,12 @@ use stdsse::hub::{
     UnknownId, GAP_EVENT,
 };
 use stdsse::parser::{Item, MessageEvent, Parser};
-use stdsse::Event;
+use stdsse::{Accept, Event};
 
-/// A server whose `/events` route is `hub.handler("topic")`. The server's
+/// A server whose `/events` route is `hub.public_handler("topic")`. The server's
 /// own keep-alives are off: everything on a subscribed stream is the hub's.
 fn serve(hub: &Hub) -> TestServer {
-    let handler = hub.handler("topic");
+    let handler = hub.public_handler("topic");
     TestServer::start(move |server| {
         server.keep_alive(None).sse("/events", handler);
     })
@@ -521,13 +521,18 @@ fn topics_reach_their_subscribers_once_and_filters_drop() {
     let hub = build(Hub::builder());
     let filtered_hub = hub.clone();
     let server = TestServer::start(|server| {
-        server.keep_alive(None).sse("/events", hub.handler("topic"));
-        server.sse("/filtered", move |_req, stream| {
-            let subscription = Subscription::new().topic("a").filter(|p| {
-                assert!(!p.id.is_empty() && !p.frame.as_bytes().is_empty());
-                p.event_type == Some("keep")
-            });
-            Ok(filtered_hub.subscribe(stream, subscription)?)
+        server
+            .keep_alive(None)
+            .sse("/events", hub.public_handler("topic"));
+        server.sse("/filtered", move |_req| {
+            let filtered_hub = filtered_hub.clone();
+            Ok(Accept::new(move |stream| {
+                let subscription = Subscription::new().topic("a").filter(|p| {
+                    assert!(!p.id.is_empty() && !p.frame.as_bytes().is_empty());
+                    p.event_type == Some("keep")
+                });
+                Ok(filtered_hub.subscribe(stream, subscription)?)
+            }))
         });
     })
     .before_stop(closer(&hub));
@@ -806,11 +811,16 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     let results = Arc::new(Mutex::new(Vec::new()));
     let (probe_hub, probe_results) = (hub.clone(), results.clone());
     let server = TestServer::start(|server| {
-        server.keep_alive(None).sse("/events", hub.handler("topic"));
-        server.sse("/probe", move |_req, stream| {
-            let result = probe_hub.subscribe(stream, Subscription::new());
-            probe_results.lock().unwrap().push(result);
-            Ok(result?)
+        server
+            .keep_alive(None)
+            .sse("/events", hub.public_handler("topic"));
+        server.sse("/probe", move |_req| {
+            let (probe_hub, probe_results) = (probe_hub.clone(), probe_results.clone());
+            Ok(Accept::new(move |stream| {
+                let result = probe_hub.subscribe(stream, Subscription::new());
+                probe_results.lock().unwrap().push(result);
+                Ok(result?)
+            }))
         });
     });
     let mut clients: Vec<Sse> = (0..3).map(|_| server.sse("/events", &[])).collect();
@@ -1023,19 +1033,22 @@ fn a_new_subscriber_gets_events_published_after_its_head() {
     let server = TestServer::start(|server| {
         let log_hub = hub.clone();
         let wrapped_hub = hub.clone();
-        let handler = hub.handler("topic");
+        let handler = hub.public_handler("topic");
         server
             .keep_alive(None)
-            .access_log(move |entry| {
+            .log(move |entry| {
                 if entry.path == "/logged" && entry.kind == LogKind::Request {
                     publish_now(&log_hub, "from the access log");
                 }
             })
-            .sse("/events", hub.handler("topic"))
+            .sse("/events", hub.public_handler("topic"))
             .sse("/logged", handler)
-            .sse("/wrapped", move |req, stream| {
-                publish_now(&wrapped_hub, "from the handler");
-                Ok(wrapped_hub.serve(req, stream, "topic")?)
+            .sse("/wrapped", move |_req| {
+                let hub = wrapped_hub.clone();
+                Ok(Accept::new(move |stream| {
+                    publish_now(&hub, "from the handler");
+                    Ok(hub.subscribe(stream, Subscription::new())?)
+                }))
             });
     })
     .before_stop(closer(&hub));
@@ -1764,4 +1777,47 @@ fn a_subscriber_that_reads_slowly_is_not_stalled() {
     let rest = slow.events((SENT - taken) as usize);
     assert_eq!(seq(&hub, &rest.last().unwrap().id), SENT);
     assert_eq!(hub.stats().evicted, 0);
+}
+
+/// `Hub::handler`: the application maps the request to a subscription (its
+/// topics from the user it authenticated) or to a refusal, sent as a plain
+/// response; the client's last event id applies unless the map set one.
+#[test]
+fn handler_maps_requests_to_subscriptions_or_refusals() {
+    let hub = build(Hub::builder());
+    let server = TestServer::start(|server| {
+        let handler = hub.handler(|req| {
+            let user = req
+                .header("Authorization")
+                .ok_or_else(|| stdsse::Response::text(401, "who are you?"))?;
+            let subscription = Subscription::new().topic(format!("user/{user}"));
+            Ok(match req.query_param("from") {
+                Some(id) => subscription.last_event_id(Some(id)),
+                None => subscription,
+            })
+        });
+        server.keep_alive(None).sse("/mine", handler);
+    })
+    .before_stop(closer(&hub));
+    let resp = server.request(b"GET /mine HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((resp.status, resp.body_str()), (401, "who are you?"));
+
+    for (user, data) in [("ann", "a1"), ("bob", "b2"), ("ann", "a3"), ("ann", "a4")] {
+        let topic = format!("user/{user}");
+        hub.publish_to(&[topic], Event::new().data(data)).unwrap();
+    }
+    wait_history(&hub, 4);
+    let ann = [("Authorization", "ann")];
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    #[rustfmt::skip]
+    let table: &[(&str, String, Headers, &str, u64)] = &[
+        ("the header's id", "/mine".into(), &[("Last-Event-ID", &id(&hub, 1))], "a3", 3),
+        ("the query's id", format!("/mine?lastEventId={}", id(&hub, 1)), &[], "a3", 3),
+        ("the map's id wins", format!("/mine?from={}", id(&hub, 3)), &[("Last-Event-ID", &id(&hub, 1))], "a4", 4),
+    ];
+    for (name, target, headers, data, n) in table {
+        let headers: Vec<_> = ann.iter().chain(headers.iter()).copied().collect();
+        let mut sse = server.sse(target, &headers);
+        expect_next(&mut sse, &hub, data, *n, name);
+    }
 }

@@ -17,7 +17,7 @@ use common::fuzz::{mutate, Rng, SPECIAL};
 use common::{find, get, parse_status_line, wait_until, Client, TestServer, WAIT};
 use stdsse::http::Limits;
 use stdsse::server::{Cors, LogKind};
-use stdsse::{Event, EventStream, Response, SendError, Server};
+use stdsse::{Accept, Event, EventStream, Request, Response, SendError, Server};
 
 /// The exact head of every event-stream response to an HTTP/1.1 request:
 /// the body is chunked, one chunk per event.
@@ -327,17 +327,15 @@ fn body_deadline_answers_408() {
     server.assert_alive();
 }
 
-/// An answer sent without reading the body (404, 405, a guard's refusal)
-/// ends the connection; the unread body must not turn the close into a
-/// reset, which can destroy the answer before the client reads it.
+/// An answer sent without reading the body (404, 405) ends the
+/// connection; the unread body must not turn the close into a reset, which
+/// can destroy the answer before the client reads it. (A handler's refusal
+/// comes after the body was read: see `handlers_refuse_with_any_response`.)
 #[test]
 fn early_answer_with_an_unread_body_closes_cleanly() {
-    let server = TestServer::start(|s| {
-        routes(s);
-        s.guard(|req| (req.path() == "/guarded").then(|| Response::text(403, "no")));
-    });
+    let server = TestServer::start(routes);
     let body = vec![b'x'; 200_000];
-    for (target, status) in [("/missing", 404), ("/", 405), ("/guarded", 403)] {
+    for (target, status) in [("/missing", 404), ("/", 405)] {
         let mut client = server.client();
         let head = format!(
             "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
@@ -385,8 +383,10 @@ fn max_connections_answers_503_then_recovers() {
         routes(s);
         s.max_connections(2)
             .keep_alive(Some(Duration::from_millis(100)))
-            .sse("/hold", |_req, stream| loop {
-                stream.sleep(Duration::from_secs(30))?;
+            .sse("/hold", |_req| {
+                Ok(Accept::new(move |stream| loop {
+                    stream.sleep(Duration::from_secs(30))?;
+                }))
             });
     });
     let mut first = server.client();
@@ -424,6 +424,159 @@ fn max_connections_answers_503_then_recovers() {
     drop(second);
 }
 
+/// Log entries, owned: kind, status, error.
+type Kept = Arc<Mutex<Vec<(LogKind, u16, Option<String>)>>>;
+
+/// A log hook that keeps every entry.
+fn keep_log(s: &mut Server) -> Kept {
+    let log: Arc<Mutex<Vec<_>>> = Arc::default();
+    let kept = log.clone();
+    s.log(move |e| {
+        assert!(
+            e.kind == LogKind::AcceptError || e.remote.is_some(),
+            "{e:?}"
+        );
+        let entry = (e.kind, e.status, e.error.map(str::to_string));
+        kept.lock().unwrap().push(entry);
+    });
+    log
+}
+
+/// Every refusal, every bad request's reason and every panic's message
+/// reach the log hook, and are counted.
+#[test]
+fn refusals_reasons_and_panics_reach_the_log() {
+    let mut log = None;
+    let server = TestServer::start(|s| {
+        routes(s);
+        log = Some(keep_log(s));
+        s.limits(SMALL)
+            .sse("/boom", |_req| {
+                panic!("sse handler panic (the test expects it)")
+            })
+            .sse("/body-boom", |_req| {
+                Ok(Accept::new(|_stream| {
+                    panic!("body panic (the test expects it)")
+                }))
+            });
+    });
+    let log = log.unwrap();
+    let req = LogKind::Request;
+    #[rustfmt::skip]
+    let table: &[(&[u8], LogKind, u16, &str)] = &[
+        (b"GET / HTTP/1.1\r\n\r\n", req, 400, "missing or invalid Host header"),
+        (b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", req, 400, "invalid request target"),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", req, 400, "invalid Content-Length"),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99\r\n\r\n", req, 413, "request body too large"),
+        (b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n", req, 500, "handler panicked: handler panic (the test expects it)"),
+        (b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n", req, 500, "handler panicked: sse handler panic (the test expects it)"),
+        (b"GET /body-boom HTTP/1.1\r\nHost: t\r\n\r\n", LogKind::StreamEnd, 200, "handler panicked: body panic (the test expects it)"),
+    ];
+    for &(request, kind, status, why) in table {
+        log.lock().unwrap().clear();
+        let mut client = server.client();
+        let _ = client.try_send(request);
+        let _ = client.read_to_close();
+        let name = String::from_utf8_lossy(request);
+        wait_until(&format!("{name}: logged"), || {
+            log.lock().unwrap().iter().any(|e| e.0 == kind)
+        });
+        let logged = log.lock().unwrap().iter().find(|e| e.0 == kind).cloned();
+        assert_eq!(
+            logged,
+            Some((kind, status, Some(why.to_string()))),
+            "{name}"
+        );
+    }
+    let stats = server.handle.stats();
+    assert_eq!((stats.bad_requests, stats.panics), (4, 3));
+
+    // At capacity: the accept thread's 503 is logged with its reason.
+    let mut log = None;
+    let full = TestServer::start(|s| {
+        log = Some(keep_log(s));
+        s.max_connections(1);
+    });
+    let log = log.unwrap();
+    let _held = full.client();
+    wait_until("the first connection is open", || {
+        full.handle.stats().open_connections == 1
+    });
+    assert_eq!(full.client().response().status, 503);
+    wait_until("the refusal is logged", || !log.lock().unwrap().is_empty());
+    let logged = log.lock().unwrap()[0].clone();
+    let why = Some("max_connections reached".to_string());
+    assert_eq!(logged, (LogKind::Rejected, 503, why));
+}
+
+/// The child role of [`accept_errors_reach_the_log`]: a server under
+/// `ulimit -n 64` that prints every log entry as `LOG kind status error`.
+fn accept_error_child() {
+    thread::spawn(|| {
+        thread::sleep(Duration::from_secs(60));
+        std::process::exit(1);
+    });
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.max_connections(100_000).log(|e| {
+            println!("LOG {:?} {} {}", e.kind, e.status, e.error.unwrap_or("-"));
+        });
+    });
+    println!("ADDR {}", server.addr);
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0);
+}
+
+/// Out of descriptors, `accept` fails: the error reaches the log, and so
+/// does the `503` sent with the spare descriptor.
+#[cfg(target_os = "linux")]
+#[test]
+fn accept_errors_reach_the_log() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
+    const CHILD: &str = "STDSSE_TEST_ACCEPT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return accept_error_child();
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "accept_errors_reach_the_log", "--nocapture"])
+        .env(CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the child server");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(WAIT).expect("the child's address");
+        if let Some(addr) = line.strip_prefix("ADDR ") {
+            break addr.parse().unwrap();
+        }
+    };
+    let flood: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok())
+        .collect();
+    let (mut accept_error, mut rejected) = (false, false);
+    while !(accept_error && rejected) {
+        let line = rx.recv_timeout(WAIT).expect("more log lines");
+        accept_error |= line.starts_with("LOG AcceptError 0 ");
+        rejected |= line == "LOG Rejected 503 out of descriptors";
+    }
+    drop(flood);
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The size of the `/big` route's body: more than the socket buffers hold
 /// while the client does not read.
 const BIG: usize = 4 << 20;
@@ -450,7 +603,7 @@ fn closing_with_unread_bytes_loses_nothing() {
             let len = if req.query() == Some("big") { BIG } else { 5 };
             Response::new(200).body(vec![b'x'; len])
         })
-        .access_log(move |entry| {
+        .log(move |entry| {
             let _ = lock_ok(&logged_tx).send(entry.path.to_string());
         });
     });
@@ -851,43 +1004,130 @@ fn prefix_routes_and_exact_precedence() {
 // Hooks: guard, CORS, access log
 // ---------------------------------------------------------------------------
 
+/// What the routes of a service share: one function that authenticates,
+/// and refuses with the response to send.
+fn authenticate(req: &Request) -> Result<String, Response> {
+    if req.header("X-Rate") == Some("over") {
+        return Err(Response::text(429, "slow down").header("Retry-After", "7"));
+    }
+    req.header("Authorization")
+        .map(str::to_string)
+        .ok_or_else(|| Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer"))
+}
+
+/// Plain and event-stream handlers refuse with any response, before
+/// anything of a stream is written, with the normal keep-alive rules; what
+/// the handler learned moves into the stream's body.
 #[test]
-fn guard_can_reject_with_any_response() {
+fn handlers_refuse_with_any_response() {
     let server = TestServer::start(|s| {
         routes(s);
-        s.guard(|req| {
-            if req.path().starts_with("/files/") && req.header("Authorization").is_none() {
-                return Some(
-                    Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer"),
-                );
-            }
-            if req.header("X-Rate") == Some("over") {
-                return Some(Response::text(429, "slow down").header("Retry-After", "7"));
-            }
-            None
+        s.post("/private", |req| match authenticate(req) {
+            Ok(user) => Response::text(200, user),
+            Err(refusal) => refusal,
+        })
+        .sse("/private/events", |req| {
+            let user = authenticate(req)?;
+            Ok(Accept::new(move |mut stream| {
+                stream.send(&Event::new().data(format!("hello {user}")))?;
+                Ok(())
+            })
+            .header("Cache-Control", "no-store"))
         });
     });
-    let resp = server.request(&get("/files/x"));
-    assert_eq!((resp.status, resp.body_str()), (401, "who are you?"));
-    assert_eq!(resp.header("WWW-Authenticate"), Some("Bearer"));
-    let resp =
-        server.request(b"GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n");
-    assert_eq!((resp.status, resp.body_str()), (200, "prefix /files/x"));
+    for target in ["/private/events", "/private"] {
+        let mut client = server.client();
+        let method = if target == "/private" { "POST" } else { "GET" };
+        client.send(format!("{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let resp = client.response();
+        assert_eq!(
+            (resp.status, resp.body_str()),
+            (401, "who are you?"),
+            "{target}"
+        );
+        assert_eq!(resp.header("WWW-Authenticate"), Some("Bearer"), "{target}");
+        assert_eq!(
+            resp.header("Connection"),
+            None,
+            "{target}: the connection stays"
+        );
+        client.send(&get("/"));
+        assert_eq!(client.response().status, 200, "{target}");
+    }
 
-    // A rejected request with a body: the connection ends, cleanly.
+    // Accepted: the head carries the accept's headers, the body what the
+    // handler learned.
     let mut client = server.client();
-    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Rate: over\r\nContent-Length: 4\r\n\r\nbody");
+    client.send(b"GET /private/events HTTP/1.1\r\nHost: t\r\nAuthorization: ann\r\n\r\n");
+    let head = client.stream_head();
+    assert_eq!(head.header("Content-Type"), Some("text/event-stream"));
+    assert_eq!(head.header_all("Cache-Control"), ["no-store"]);
+    assert_eq!(client.read_to_end(), b"data: hello ann\n\n");
+
+    // A refusal after the body was read: the connection stays usable.
+    let mut client = server.client();
+    client.send(
+        b"POST /private HTTP/1.1\r\nHost: t\r\nX-Rate: over\r\nContent-Length: 4\r\n\r\nbody",
+    );
     let resp = client.response();
     assert_eq!((resp.status, resp.header("Retry-After")), (429, Some("7")));
-    assert_eq!(resp.header("Connection"), Some("close"));
-    client.assert_closed();
-
-    // Without a body the connection stays usable.
-    let mut client = server.client();
-    client.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Rate: over\r\n\r\n");
-    assert_eq!(client.response().status, 429);
+    assert_eq!(resp.header("Connection"), None);
     client.send(&get("/"));
     assert_eq!(client.response().status, 200);
+}
+
+/// An accept's headers are validated as a response's are, and those that
+/// would break the stream are refused: `500` instead of a stream, with the
+/// reason in the log.
+#[test]
+fn invalid_accept_headers_answer_500() {
+    let mut log = None;
+    let server = TestServer::start(|s| {
+        log = Some(keep_log(s));
+        s.sse("/h", |req| {
+            let name = req.query_param("name").unwrap_or_default();
+            let value = req.query_param("value").unwrap_or_default();
+            Ok(Accept::new(|_stream| Ok(())).header(&name, &value))
+        });
+    });
+    let log = log.unwrap();
+    #[rustfmt::skip]
+    let table: &[(&str, u16, Option<&str>)] = &[
+        ("name=X-Ok&value=1", 200, None),
+        ("name=X-Evil&value=a%0D%0ASet-Cookie:%20s=1", 500, Some("invalid response header")),
+        ("name=Bad%20Name&value=1", 500, Some("invalid response header")),
+        ("name=Content-Type&value=text/html", 500, Some("reserved response header")),
+        ("name=content-length&value=5", 500, Some("reserved response header")),
+        ("name=Transfer-Encoding&value=identity", 500, Some("reserved response header")),
+        ("name=Connection&value=keep-alive", 500, Some("reserved response header")),
+    ];
+    for &(query, status, why) in table {
+        log.lock().unwrap().clear();
+        let mut client = server.client();
+        client.send(&get(&format!("/h?{query}")));
+        let resp = if status == 200 {
+            client.stream_head()
+        } else {
+            client.response()
+        };
+        assert_eq!(resp.status, status, "{query}");
+        if status == 500 {
+            assert_eq!(resp.body_str(), why.unwrap(), "{query}");
+            assert!(resp.header("Set-Cookie").is_none());
+        }
+        wait_until("the log entry", || {
+            log.lock().unwrap().iter().any(|e| e.0 == LogKind::Request)
+        });
+        let logged = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.0 == LogKind::Request)
+            .cloned()
+            .unwrap();
+        let why = why.map(str::to_string);
+        assert_eq!(logged, (LogKind::Request, status, why), "{query}");
+    }
 }
 
 #[test]
@@ -895,9 +1135,11 @@ fn cors_headers_and_preflight() {
     let server = TestServer::start(|s| {
         routes(s);
         s.cors(Cors::origins(["https://ok.example"]))
-            .sse("/events", |_req, mut stream| {
-                stream.send(&Event::new().data("x"))?;
-                Ok(())
+            .sse("/events", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    stream.send(&Event::new().data("x"))?;
+                    Ok(())
+                }))
             });
     });
     // Allowed origin: echoed once, with Vary.
@@ -955,6 +1197,84 @@ fn cors_headers_and_preflight() {
     assert_eq!(client.read_to_end(), b"data: x\n\n");
 }
 
+/// `Cors::credentials`: with a list of origins, answers to an allowed one
+/// (plain, stream, preflight) carry `Access-Control-Allow-Credentials:
+/// true`, the exact origin and `Vary: Origin`; other origins get no
+/// `Access-Control-*` header; with `Cors::any()` credentials are ignored.
+#[test]
+fn cors_credentials_table() {
+    let start = |cors: Cors| {
+        TestServer::start(move |s| {
+            routes(s);
+            s.cors(cors).sse("/events", |_req| {
+                Ok(Accept::new(|mut stream| {
+                    stream.send(&Event::new().data("x"))?;
+                    Ok(())
+                }))
+            });
+        })
+    };
+    let listed = start(
+        Cors::origins(["https://ok.example"])
+            .credentials()
+            .allow_headers("Authorization, Last-Event-ID"),
+    );
+    let any = start(Cors::any().credentials());
+    const PREFLIGHT: &str = "OPTIONS /events HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\
+        Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\n\r\n";
+    const PLAIN: &str = "GET / HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\r\n";
+    const STREAM: &str = "GET /events HTTP/1.1\r\nHost: t\r\nOrigin: ORIGIN\r\n\r\n";
+    type Expected<'a> = Option<(&'a str, Option<&'a str>)>;
+    // server, request, origin, status, then the Access-Control-Allow-Origin
+    // and -Credentials expected (None: no Access-Control-* header at all).
+    #[rustfmt::skip]
+    let table: &[(&str, &TestServer, &str, &str, u16, Expected)] = &[
+        ("listed, plain", &listed, PLAIN, "https://ok.example", 200, Some(("https://ok.example", Some("true")))),
+        ("listed, stream", &listed, STREAM, "https://ok.example", 200, Some(("https://ok.example", Some("true")))),
+        ("listed, preflight", &listed, PREFLIGHT, "https://ok.example", 204, Some(("https://ok.example", Some("true")))),
+        ("listed, other origin, plain", &listed, PLAIN, "https://evil.example", 200, None),
+        ("listed, other origin, stream", &listed, STREAM, "https://evil.example", 200, None),
+        ("listed, other origin, preflight", &listed, PREFLIGHT, "https://evil.example", 403, None),
+        ("any, plain", &any, PLAIN, "https://evil.example", 200, Some(("https://evil.example", None))),
+        ("any, stream", &any, STREAM, "https://evil.example", 200, Some(("https://evil.example", None))),
+        ("any, preflight", &any, PREFLIGHT, "https://evil.example", 204, Some(("https://evil.example", None))),
+    ];
+    for &(name, server, request, origin, status, expected) in table {
+        let mut client = server.client();
+        client.send(request.replace("ORIGIN", origin).as_bytes());
+        let resp = if request == STREAM {
+            client.stream_head()
+        } else {
+            client.response()
+        };
+        assert_eq!(resp.status, status, "{name}");
+        let cors: Vec<_> = resp
+            .headers
+            .iter()
+            .filter(|(n, _)| n.to_ascii_lowercase().starts_with("access-control-"))
+            .collect();
+        let Some((allow_origin, credentials)) = expected else {
+            assert!(cors.is_empty(), "{name}: {cors:?}");
+            continue;
+        };
+        assert_eq!(
+            resp.header_all("Access-Control-Allow-Origin"),
+            [allow_origin],
+            "{name}"
+        );
+        let got: Vec<&str> = resp.header_all("Access-Control-Allow-Credentials");
+        assert_eq!(got, credentials.into_iter().collect::<Vec<_>>(), "{name}");
+        assert_eq!(resp.header_all("Vary"), ["Origin"], "{name}");
+        if request == PREFLIGHT && credentials.is_some() {
+            assert_eq!(
+                resp.header("Access-Control-Allow-Headers"),
+                Some("Authorization, Last-Event-ID"),
+                "{name}"
+            );
+        }
+    }
+}
+
 #[test]
 fn no_cors_headers_without_cors() {
     let server = small_server();
@@ -997,8 +1317,8 @@ fn access_log_once_per_request_and_stream_end() {
         let log = log.clone();
         move |s| {
             routes(s);
-            s.access_log(move |e| {
-                assert!(e.remote.ip().is_loopback());
+            s.log(move |e| {
+                assert!(e.remote.unwrap().ip().is_loopback());
                 log.lock().unwrap().push(Logged {
                     method: e.method.into(),
                     path: e.path.into(),
@@ -1008,11 +1328,15 @@ fn access_log_once_per_request_and_stream_end() {
                     error: e.error.map(str::to_string),
                 });
             })
-            .sse("/events", |_req, mut stream| {
-                stream.send(&Event::new().data("one"))?;
-                Ok(())
+            .sse("/events", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    stream.send(&Event::new().data("one"))?;
+                    Ok(())
+                }))
             })
-            .sse("/fails", |_req, _stream| Err("handler gave up".into()));
+            .sse("/fails", |_req| {
+                Ok(Accept::new(move |_stream| Err("handler gave up".into())))
+            });
         }
     });
     let entries = |n: usize| {
@@ -1128,11 +1452,13 @@ fn stream_head_first_bytes_and_last_event_id() {
     let server = TestServer::start(|s| {
         s.connected_comment(Some("connected"))
             .initial_retry(Some(Duration::from_millis(2500)))
-            .sse("/events", |_req, mut stream| {
-                let id = stream.last_event_id().unwrap_or("none").to_string();
-                stream.send(&Event::new().id("1")?.data(format!("after {id}")))?;
-                stream.send(&Event::new().event("two")?.data("a\nb"))?;
-                Ok(())
+            .sse("/events", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    let id = stream.last_event_id().unwrap_or("none").to_string();
+                    stream.send(&Event::new().id("1")?.data(format!("after {id}")))?;
+                    stream.send(&Event::new().event("two")?.data("a\nb"))?;
+                    Ok(())
+                }))
             });
     });
     let mut client = open_stream(
@@ -1165,16 +1491,19 @@ fn stream_head_first_bytes_and_last_event_id() {
 fn events_arrive_while_the_stream_is_open() {
     let (tx, rx) = reporter::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = Mutex::new(go_rx);
+    let go_rx = Arc::new(Mutex::new(go_rx));
     let server = TestServer::start(move |s| {
-        s.sse("/events", move |_req, mut stream| {
-            for n in 0..3 {
-                stream.send(&Event::new().data(format!("tick {n}")))?;
-                tx.lock().unwrap().send(()).unwrap();
-                // The next event only after the client saw this one.
-                go_rx.lock().unwrap().recv_timeout(WAIT)?;
-            }
-            Ok(())
+        s.sse("/events", move |_req| {
+            let (tx, go_rx) = (tx.clone(), go_rx.clone());
+            Ok(Accept::new(move |mut stream| {
+                for n in 0..3 {
+                    stream.send(&Event::new().data(format!("tick {n}")))?;
+                    tx.lock().unwrap().send(()).unwrap();
+                    // The next event only after the client saw this one.
+                    go_rx.lock().unwrap().recv_timeout(WAIT)?;
+                }
+                Ok(())
+            }))
         });
     });
     let mut client = open_stream(&server, &get("/events"));
@@ -1193,15 +1522,17 @@ fn events_arrive_while_the_stream_is_open() {
 fn keep_alive_comment_when_idle_and_delayed_by_events() {
     let server = TestServer::start(|s| {
         s.keep_alive(Some(Duration::from_millis(250)))
-            .sse("/events", |_req, mut stream| {
-                // Events every 25 ms for half a second: no keep-alive is due.
-                for n in 0..20 {
-                    stream.send(&Event::new().data(n.to_string()))?;
-                    stream.sleep(Duration::from_millis(25))?;
-                }
-                // Then idle.
-                stream.sleep(Duration::from_secs(30))?;
-                Ok(())
+            .sse("/events", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    // Events every 25 ms for half a second: no keep-alive is due.
+                    for n in 0..20 {
+                        stream.send(&Event::new().data(n.to_string()))?;
+                        stream.sleep(Duration::from_millis(25))?;
+                    }
+                    // Then idle.
+                    stream.sleep(Duration::from_secs(30))?;
+                    Ok(())
+                }))
             });
     });
     let mut client = open_stream(&server, &get("/events"));
@@ -1224,13 +1555,16 @@ fn disconnect_is_noticed_while_the_handler_sleeps() {
     // least once a second.
     let (tx, rx) = reporter::<(Result<(), SendError>, bool)>();
     let server = TestServer::start(move |s| {
-        s.sse("/sleep", move |_req, stream| {
-            let slept = stream.sleep(Duration::from_secs(60));
-            tx.lock()
-                .unwrap()
-                .send((slept, stream.is_closed()))
-                .unwrap();
-            Ok(())
+        s.sse("/sleep", move |_req| {
+            let tx = tx.clone();
+            Ok(Accept::new(move |stream| {
+                let slept = stream.sleep(Duration::from_secs(60));
+                tx.lock()
+                    .unwrap()
+                    .send((slept, stream.is_closed()))
+                    .unwrap();
+                Ok(())
+            }))
         });
     });
     let client = open_stream(&server, &get("/sleep"));
@@ -1251,14 +1585,17 @@ fn disconnect_is_noticed_while_the_handler_sleeps() {
 fn is_closed_notices_a_disconnect_without_sending() {
     let (tx, rx) = reporter::<u64>();
     let server = TestServer::start(move |s| {
-        s.keep_alive(None).sse("/poll", move |_req, stream| {
-            let deadline = Instant::now() + WAIT;
-            while !stream.is_closed() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            assert!(stream.is_closed());
-            tx.lock().unwrap().send(stream.bytes_sent()).unwrap();
-            Ok(())
+        s.keep_alive(None).sse("/poll", move |_req| {
+            let tx = tx.clone();
+            Ok(Accept::new(move |stream| {
+                let deadline = Instant::now() + WAIT;
+                while !stream.is_closed() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                assert!(stream.is_closed());
+                tx.lock().unwrap().send(stream.bytes_sent()).unwrap();
+                Ok(())
+            }))
         });
     });
     let client = open_stream(&server, &get("/poll"));
@@ -1275,15 +1612,18 @@ fn a_client_that_never_reads_cannot_pin_the_handler() {
     let server = TestServer::start(move |s| {
         routes(s);
         s.write_timeout(Duration::from_millis(200))
-            .sse("/flood", move |_req, mut stream| {
-                let big = Event::new().data("x".repeat(64 * 1024));
-                for n in 0..100_000 {
-                    if let Err(e) = stream.send(&big) {
-                        tx.lock().unwrap().send((n, e.io_kind())).unwrap();
-                        return Err(e.into());
+            .sse("/flood", move |_req| {
+                let tx = tx.clone();
+                Ok(Accept::new(move |mut stream| {
+                    let big = Event::new().data("x".repeat(64 * 1024));
+                    for n in 0..100_000 {
+                        if let Err(e) = stream.send(&big) {
+                            tx.lock().unwrap().send((n, e.io_kind())).unwrap();
+                            return Err(e.into());
+                        }
                     }
-                }
-                Ok(())
+                    Ok(())
+                }))
             });
     });
     let client = open_stream(&server, &get("/flood"));
@@ -1307,9 +1647,11 @@ fn a_client_that_never_reads_cannot_pin_the_handler() {
 fn stream_handler_panic_after_the_head() {
     let server = TestServer::start(|s| {
         routes(s);
-        s.sse("/boom", |_req, mut stream| {
-            stream.send(&Event::new().data("before"))?;
-            panic!("stream handler panic (the test expects it)");
+        s.sse("/boom", |_req| {
+            Ok(Accept::new(move |mut stream| {
+                stream.send(&Event::new().data("before"))?;
+                panic!("stream handler panic (the test expects it)");
+            }))
         });
     });
     let mut client = open_stream(&server, &get("/boom"));
@@ -1332,10 +1674,12 @@ fn stream_handler_panic_after_the_head() {
 #[test]
 fn post_stream_reads_the_body_first() {
     let server = TestServer::start(|s| {
-        s.sse_route("POST", "/upload", |req, mut stream| {
+        s.sse_route("POST", "/upload", |req| {
             let body = String::from_utf8_lossy(req.body()).into_owned();
-            stream.send(&Event::new().event("got")?.data(body))?;
-            Ok(())
+            Ok(Accept::new(move |mut stream| {
+                stream.send(&Event::new().event("got")?.data(body))?;
+                Ok(())
+            }))
         });
     });
     let mut client = open_stream(
@@ -1365,24 +1709,27 @@ fn stream_moved_to_another_thread_stays_open() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Arc::new(Mutex::new(go_rx));
     let server = TestServer::start(move |s| {
-        s.sse("/moved", move |_req, mut stream: EventStream| {
-            let go_rx = go_rx.clone();
-            thread::spawn(move || {
-                if go_rx.lock().unwrap().recv_timeout(WAIT).is_err() {
-                    return;
-                }
-                for n in 0..3 {
-                    if stream
-                        .send(&Event::new().data(format!("from thread {n}")))
-                        .is_err()
-                    {
+        s.sse("/moved", move |_req| {
+            let (returned_tx, go_rx) = (returned_tx.clone(), go_rx.clone());
+            Ok(Accept::new(move |mut stream: EventStream| {
+                let go_rx = go_rx.clone();
+                thread::spawn(move || {
+                    if go_rx.lock().unwrap().recv_timeout(WAIT).is_err() {
                         return;
                     }
-                }
-                // Dropping the stream here closes the connection.
-            });
-            returned_tx.lock().unwrap().send(()).unwrap();
-            Ok(())
+                    for n in 0..3 {
+                        if stream
+                            .send(&Event::new().data(format!("from thread {n}")))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Dropping the stream here closes the connection.
+                });
+                returned_tx.lock().unwrap().send(()).unwrap();
+                Ok(())
+            }))
         });
     });
     let mut client = open_stream(&server, &get("/moved"));
@@ -1408,16 +1755,19 @@ fn stream_moved_to_another_thread_stays_open() {
 /// returns `Ok`. The sender lets the handler go on.
 fn framing_server() -> (TestServer, mpsc::Sender<()>) {
     let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = Mutex::new(go_rx);
+    let go_rx = Arc::new(Mutex::new(go_rx));
     let server = TestServer::start(move |s| {
         s.connected_comment(Some("connected"))
             .initial_retry(Some(Duration::from_millis(2500)))
             .keep_alive(Some(Duration::from_millis(50)))
-            .sse("/framed", move |_req, mut stream| {
-                stream.send(&Event::new().id("1")?.data("A"))?;
-                go_rx.lock().unwrap().recv_timeout(WAIT)?;
-                stream.send(&Event::new().event("b")?.data(FRAMED_B))?;
-                Ok(())
+            .sse("/framed", move |_req| {
+                let go_rx = go_rx.clone();
+                Ok(Accept::new(move |mut stream| {
+                    stream.send(&Event::new().id("1")?.data("A"))?;
+                    go_rx.lock().unwrap().recv_timeout(WAIT)?;
+                    stream.send(&Event::new().event("b")?.data(FRAMED_B))?;
+                    Ok(())
+                }))
             });
     });
     (server, go_tx)
@@ -1507,14 +1857,18 @@ fn http10_stream_is_close_delimited() {
 fn handler_end_and_errors_end_the_chunked_body() {
     let server = TestServer::start(|s| {
         s.keep_alive(None)
-            .sse("/ok", |_req, mut stream| {
-                stream.send(&Event::new().data("x"))?;
-                Ok(())
+            .sse("/ok", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    stream.send(&Event::new().data("x"))?;
+                    Ok(())
+                }))
             })
-            .sse("/nothing", |_req, _stream| Ok(()))
-            .sse("/fails", |_req, mut stream| {
-                stream.send(&Event::new().data("x"))?;
-                Err("handler gave up".into())
+            .sse("/nothing", |_req| Ok(Accept::new(move |_stream| Ok(()))))
+            .sse("/fails", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    stream.send(&Event::new().data("x"))?;
+                    Err("handler gave up".into())
+                }))
             });
     });
     for (path, body) in [
@@ -1549,12 +1903,16 @@ fn graceful_shutdown_ends_streams_and_idle_connections() {
                     Event::new().event("bye").unwrap().data("server stopping"),
                 ))
                 .shutdown_retry(Duration::from_millis(1000), Duration::from_millis(500))
-                .sse("/sleep", move |_req, stream| {
-                    started_streams.fetch_add(1, Ordering::SeqCst);
-                    if stream.sleep(Duration::from_secs(60)).is_ok() {
-                        ended_cleanly.store(false, Ordering::SeqCst);
-                    }
-                    Ok(())
+                .sse("/sleep", move |_req| {
+                    let (started_streams, ended_cleanly) =
+                        (started_streams.clone(), ended_cleanly.clone());
+                    Ok(Accept::new(move |stream| {
+                        started_streams.fetch_add(1, Ordering::SeqCst);
+                        if stream.sleep(Duration::from_secs(60)).is_ok() {
+                            ended_cleanly.store(false, Ordering::SeqCst);
+                        }
+                        Ok(())
+                    }))
                 });
         }
     });
@@ -1608,9 +1966,11 @@ fn graceful_shutdown_sends_the_goodbye_in_chunks_then_the_last_chunk() {
         s.shutdown_event(Some(Event::new().event("bye").unwrap().data("stopping")))
             .shutdown_retry(Duration::from_millis(1000), Duration::ZERO)
             .keep_alive(None)
-            .sse("/sleep", |_req, stream| {
-                let _ = stream.sleep(Duration::from_secs(60));
-                Ok(())
+            .sse("/sleep", |_req| {
+                Ok(Accept::new(move |stream| {
+                    let _ = stream.sleep(Duration::from_secs(60));
+                    Ok(())
+                }))
             });
     });
     let mut http11 = open_raw_stream(&server, &get("/sleep"));
@@ -1736,9 +2096,11 @@ fn fuzz_the_whole_server() {
         .idle_timeout(Duration::from_millis(500))
         .body_timeout(Duration::from_millis(500))
         .keep_alive(Some(Duration::from_millis(40)))
-        .sse("/events", |_req, mut stream| {
-            stream.send(&Event::new().data("x"))?;
-            Ok(())
+        .sse("/events", |_req| {
+            Ok(Accept::new(move |mut stream| {
+                stream.send(&Event::new().data("x"))?;
+                Ok(())
+            }))
         });
     });
     let addr = server.addr;

@@ -11,7 +11,7 @@ fn threads_end_with_the_server_and_rejections_spawn_none() {
     use std::time::Duration;
 
     use common::{get, wait_until, TestServer};
-    use stdsse::{Event, Response};
+    use stdsse::{Accept, Event, Response};
 
     /// Threads in this process now.
     fn threads() -> usize {
@@ -33,11 +33,13 @@ fn threads_end_with_the_server_and_rejections_spawn_none() {
             .shutdown_timeout(Duration::from_secs(3))
             .shutdown_retry(Duration::from_millis(500), Duration::from_millis(100))
             .get("/", |_| Response::text(200, "hello"))
-            .sse("/hold", |_req, mut stream| {
-                stream.send(&Event::new().data("held"))?;
-                loop {
-                    stream.sleep(Duration::from_secs(60))?;
-                }
+            .sse("/hold", |_req| {
+                Ok(Accept::new(move |mut stream| {
+                    stream.send(&Event::new().data("held"))?;
+                    loop {
+                        stream.sleep(Duration::from_secs(60))?;
+                    }
+                }))
             });
     });
     // The thread running `run` (it accepts) and the ticker.

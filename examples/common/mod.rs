@@ -62,15 +62,18 @@ pub fn print_listening(server: &Server) {
     eprint_line(&format!("listening on http://{}", server.local_addr()));
 }
 
-/// Prints one access-log line to stderr.
+/// Prints one log line to stderr.
 pub fn log_to_stderr(entry: &LogEntry<'_>) {
     let what = match entry.kind {
-        LogKind::Request => "",
         LogKind::StreamEnd => " (stream ended)",
+        LogKind::Rejected => " (connection refused)",
+        LogKind::AcceptError => " (accept failed)",
+        _ => "",
     };
+    let remote = entry.remote.map_or("-".to_string(), |a| a.to_string());
     eprint_line(&format!(
         "{} {} {} {} {}B {}.{}ms{}{}",
-        entry.remote,
+        remote,
         entry.method,
         entry.path,
         entry.status,
@@ -173,6 +176,18 @@ pub fn stats_route(server: &mut Server, hub: &Hub) {
             handle.stats().to_json()
         );
         Response::json(200, json)
+    });
+}
+
+/// Serves `GET /metrics`: the server's counters in the Prometheus text
+/// format.
+pub fn metrics_route(server: &mut Server, hub: &Hub) {
+    let _hub = hub.clone(); // TODO hub metrics: hub.stats().to_prometheus()
+    let handle = server.handle();
+    server.get("/metrics", move |_req| {
+        Response::new(200)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(handle.stats().to_prometheus())
     });
 }
 
