@@ -104,7 +104,7 @@ fn main() -> std::io::Result<()> {
     server.sse("/events", move |req, stream| {
         let subscription = Subscription::new()
             .topic(room(req))
-            .last_event_id(stdsse::hub::last_event_id(req));
+            .last_event_id(stdsse::hub::last_event_id(req).as_deref());
         Ok(events_hub.subscribe(stream, subscription)?)
     });
     let post_hub = hub.clone();

@@ -1096,7 +1096,7 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
     wait_history(&hub, 2);
     let live = hub.receiver(Subscription::new()).expect("subscribe");
     let resumed = hub
-        .receiver(Subscription::new().last_event_id(Some(id(&hub, 1))))
+        .receiver(Subscription::new().last_event_id(Some(&id(&hub, 1))))
         .expect("subscribe");
     let everything = hub
         .receiver(Subscription::new().last_event_id(Some("unknown")))
