@@ -173,6 +173,7 @@ pub enum UnknownId {
 
 /// The hub's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HubStats {
     /// Subscribers now.
     pub subscribers: u64,
@@ -186,9 +187,11 @@ pub struct HubStats {
     pub evicted: u64,
     /// Events dropped from slow subscribers' backlogs.
     pub dropped: u64,
-    /// Subscriptions whose `Last-Event-ID` was found in the history.
+    /// Subscriptions whose `Last-Event-ID` resumed without a gap: the
+    /// history held every event after it that they would have received.
     pub replay_hits: u64,
-    /// Subscriptions whose `Last-Event-ID` was not found (gap signalled).
+    /// Subscriptions whose `Last-Event-ID` was unknown, or after which the
+    /// history had lost events of their topics (gap signalled).
     pub replay_misses: u64,
     /// Events in the history now.
     pub history_len: u64,
@@ -212,6 +215,28 @@ impl HubStats {
             self.history_len,
             self.history_bytes
         )
+    }
+
+    /// The counters in the Prometheus text format (version 0.0.4), named
+    /// `stdsse_hub_...`: counters end in `_total`, gauges do not.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        #[rustfmt::skip]
+        let metrics = [
+            ("subscribers", "gauge", "Subscribers now.", self.subscribers),
+            ("published_total", "counter", "Events published.", self.published),
+            ("delivered_total", "counter", "Events delivered to a subscriber.", self.delivered),
+            ("evicted_total", "counter", "Subscribers disconnected as slow or stalled.", self.evicted),
+            ("dropped_total", "counter", "Events dropped from slow subscribers' backlogs.", self.dropped),
+            ("replay_hits_total", "counter", "Resumes without a gap.", self.replay_hits),
+            ("replay_misses_total", "counter", "Resumes with the gap signal.", self.replay_misses),
+            ("history_events", "gauge", "Events in the history.", self.history_len),
+            ("history_bytes", "gauge", "Bytes of the history.", self.history_bytes),
+        ];
+        for (name, kind, help, value) in metrics {
+            push_metric(&mut out, &format!("stdsse_hub_{name}"), kind, help, value);
+        }
+        out
     }
 }
 
@@ -2288,4 +2313,10 @@ fn gap_frame(reason: &str) -> Frame {
 
 fn keep_alive_frame() -> Frame {
     Frame::from(Event::new().comment(""))
+}
+
+// TEMP: replaced by crate::server::push_metric at merge
+fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
 }
