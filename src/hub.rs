@@ -1118,7 +1118,9 @@ impl Entry {
     /// Its topics; `None` stands for everyone.
     fn topics(&self) -> impl Iterator<Item = Option<&str>> {
         let everyone = self.topics.is_empty().then_some(None);
-        everyone.into_iter().chain(self.topics.iter().map(|t| Some(t.as_str())))
+        everyone
+            .into_iter()
+            .chain(self.topics.iter().map(|t| Some(t.as_str())))
     }
 }
 
@@ -1307,7 +1309,9 @@ impl History {
     /// total only. Returns whether the history is over its total bound.
     fn prune(&mut self, now: Instant, seen: u64) -> bool {
         loop {
-            let index = self.entries.partition_point(|e| e.seq <= self.counted_through);
+            let index = self
+                .entries
+                .partition_point(|e| e.seq <= self.counted_through);
             let Some(entry) = self.entries.get(index).filter(|e| e.seq <= seen).cloned() else {
                 break;
             };
@@ -1317,14 +1321,20 @@ impl History {
                 self.topic(topic).counted.add(entry.frame.len());
             }
             for topic in &entry.topics {
-                while self.topics.get(topic).is_some_and(|t| t.counted.over(self.per_topic)) {
+                while self
+                    .topics
+                    .get(topic)
+                    .is_some_and(|t| t.counted.over(self.per_topic))
+                {
                     let oldest = self.entries.iter().position(|e| e.topics.contains(topic));
                     self.drop_at(oldest.expect("a topic with events counted has an oldest"));
                 }
             }
         }
         while let Some(oldest) = self.entries.front() {
-            let too_old = self.age.is_some_and(|age| now.duration_since(oldest.at) > age);
+            let too_old = self
+                .age
+                .is_some_and(|age| now.duration_since(oldest.at) > age);
             if !too_old && !self.counted.over(self.total) {
                 break;
             }
@@ -1431,7 +1441,10 @@ impl Backlog {
             self.topic_end.0.saturating_sub(self.next.topic_seq),
             self.topic_end.1.saturating_sub(self.next.topic_offset),
         ];
-        let over = behind.iter().zip(config.behind_bound()).any(|(b, max)| *b > max);
+        let over = behind
+            .iter()
+            .zip(config.behind_bound())
+            .any(|(b, max)| *b > max);
         over && self.first_event().is_some()
     }
 
@@ -1470,7 +1483,10 @@ enum Bound {
     Evict,
     /// Over the bound with [`SlowClient::DropOldest`]: events dropped, and
     /// whether a new gap signal took their place.
-    Dropped { events: u64, gap: bool },
+    Dropped {
+        events: u64,
+        gap: bool,
+    },
 }
 
 impl Backlog {
@@ -1976,7 +1992,9 @@ impl Coordinator {
             .unwrap_or(u64::MAX);
         let more = self.history.prune(Instant::now(), seen);
         let (len, bytes) = (self.history.entries.len(), self.history.bytes);
-        self.counters.history_len.store(len as u64, Ordering::Relaxed);
+        self.counters
+            .history_len
+            .store(len as u64, Ordering::Relaxed);
         (self.counters.history_bytes).store(bytes as u64, Ordering::Relaxed);
         more
     }
@@ -2028,7 +2046,12 @@ impl Coordinator {
                 seq => {
                     self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
                     sub.push(gap_frame("unknown-id"), Kind::Gap);
-                    sub.log(&self.config, HubLogKind::Gap { reason: "unknown-id" });
+                    sub.log(
+                        &self.config,
+                        HubLogKind::Gap {
+                            reason: "unknown-id",
+                        },
+                    );
                     match self.config.unknown_id {
                         UnknownId::ReplayAll => after(seq.unwrap_or(0)),
                         UnknownId::LiveOnly => entries.len(),
@@ -2315,8 +2338,132 @@ fn keep_alive_frame() -> Frame {
     Frame::from(Event::new().comment(""))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, topics: &[&str]) -> Arc<Entry> {
+        let frame = Frame::from(Event::new().data("x"));
+        Arc::new(Entry {
+            seq,
+            offset: (seq - 1) * frame.len() as u64,
+            id: format!("e-{seq}"),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            event_type: None,
+            frame,
+            at: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn topic_watermarks_decide_whether_a_resume_has_a_gap() {
+        // Total 4, 2 per topic; a: 1, 2; b: 3..=8; everyone: 9.
+        let config = Hub::builder().history(4, 1 << 20).topic_history(2, 1 << 20);
+        let mut history = History::new(&config);
+        let topics: [&[&str]; 9] = [
+            &["a"],
+            &["a"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &[],
+        ];
+        for (n, topics) in topics.iter().enumerate() {
+            history.push(entry(n as u64 + 1, topics));
+        }
+        // Nothing handled by the fan-out threads yet: nothing dropped.
+        assert!(history.prune(Instant::now(), 0));
+        assert_eq!(history.entries.len(), 9);
+        assert!(!history.prune(Instant::now(), u64::MAX));
+        let kept: Vec<u64> = history.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(kept, [2, 7, 8, 9], "b's bound, then the total");
+        let sub = |topic: &str| Subscription::new().topic(topic);
+        #[rustfmt::skip]
+        let cases = [
+            ("a after 0", sub("a"), 0, true),
+            ("a after 1", sub("a"), 1, false),
+            ("b after 5", sub("b"), 5, true),
+            ("b after 6", sub("b"), 6, false),
+            ("c after 0", sub("c"), 0, false),
+            ("b only after 6", sub("b").topics_only(), 6, false),
+        ];
+        for (name, sub, seq, gap) in cases {
+            assert_eq!(history.lost_after(&sub, seq), gap, "{name}");
+        }
+        assert_eq!(history.seq_of("e-1"), Some(1), "a's newest lost id");
+        assert_eq!(history.seq_of("e-3"), None, "not b's newest lost");
+    }
+
+    #[test]
+    fn forgotten_topics_raise_the_floor() {
+        let config = Hub::builder().history(1, 1 << 20);
+        let mut history = History::new(&config);
+        for seq in 1..=100 {
+            history.push(entry(seq, &[&format!("t{seq}")]));
+            history.prune(Instant::now(), u64::MAX);
+        }
+        assert!(history.topics.len() <= 64, "{}", history.topics.len());
+        assert!(history.floor > 0);
+        // A forgotten topic's client gets the gap signal; t100 has its event.
+        assert!(history.lost_after(&Subscription::new().topic("t1"), 0));
+        let newest = Subscription::new().topic("t100").topics_only();
+        assert!(!history.lost_after(&newest, 99));
+    }
+
+    #[test]
+    fn stats_in_the_prometheus_text_format() {
+        let stats = HubStats {
+            subscribers: 3,
+            published: 10,
+            delivered: 25,
+            evicted: 1,
+            dropped: 2,
+            replay_hits: 4,
+            replay_misses: 5,
+            history_len: 6,
+            history_bytes: 700,
+        };
+        let expected = "\
+# HELP stdsse_hub_subscribers Subscribers now.
+# TYPE stdsse_hub_subscribers gauge
+stdsse_hub_subscribers 3
+# HELP stdsse_hub_published_total Events published.
+# TYPE stdsse_hub_published_total counter
+stdsse_hub_published_total 10
+# HELP stdsse_hub_delivered_total Events delivered to a subscriber.
+# TYPE stdsse_hub_delivered_total counter
+stdsse_hub_delivered_total 25
+# HELP stdsse_hub_evicted_total Subscribers disconnected as slow or stalled.
+# TYPE stdsse_hub_evicted_total counter
+stdsse_hub_evicted_total 1
+# HELP stdsse_hub_dropped_total Events dropped from slow subscribers' backlogs.
+# TYPE stdsse_hub_dropped_total counter
+stdsse_hub_dropped_total 2
+# HELP stdsse_hub_replay_hits_total Resumes without a gap.
+# TYPE stdsse_hub_replay_hits_total counter
+stdsse_hub_replay_hits_total 4
+# HELP stdsse_hub_replay_misses_total Resumes with the gap signal.
+# TYPE stdsse_hub_replay_misses_total counter
+stdsse_hub_replay_misses_total 5
+# HELP stdsse_hub_history_events Events in the history.
+# TYPE stdsse_hub_history_events gauge
+stdsse_hub_history_events 6
+# HELP stdsse_hub_history_bytes Bytes of the history.
+# TYPE stdsse_hub_history_bytes gauge
+stdsse_hub_history_bytes 700
+";
+        assert_eq!(stats.to_prometheus(), expected);
+    }
+}
+
 // TEMP: replaced by crate::server::push_metric at merge
 fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     use std::fmt::Write;
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
 }

@@ -136,7 +136,11 @@ fn a_busy_topic_cannot_evict_a_quiet_topics_history() {
     // Total 10 events, 3 per topic: twenty for busy leave its newest 3 and
     // both of quiet's, and everyone's 2 (they count against the total).
     let hub = || {
-        let hub = build(Hub::builder().history(10, 1 << 20).topic_history(3, 1 << 20));
+        let hub = build(
+            Hub::builder()
+                .history(10, 1 << 20)
+                .topic_history(3, 1 << 20),
+        );
         publish_to(&hub, "quiet", "q1");
         publish_to(&hub, "", "all1");
         publish_to(&hub, "quiet", "q2");
@@ -328,9 +332,7 @@ fn the_log_hook_hears_evictions_drops_filter_panics_and_gaps() {
         },
         Case {
             name: "dropped",
-            builder: || {
-                (Hub::builder().backlog(1, 1 << 20)).slow_client(SlowClient::DropOldest)
-            },
+            builder: || (Hub::builder().backlog(1, 1 << 20)).slow_client(SlowClient::DropOldest),
             subscription: Subscription::new,
             expected: &[
                 "DroppedOldest { events: 1 }",
@@ -369,7 +371,11 @@ fn the_log_hook_hears_evictions_drops_filter_panics_and_gaps() {
         std::thread::sleep(QUIET);
         assert_eq!(kinds(&logged), case.expected, "{}", case.name);
         let peers = logged.lock().unwrap_or_else(|e| e.into_inner());
-        assert!(peers.iter().all(|(_, peer)| peer.is_none()), "{}", case.name);
+        assert!(
+            peers.iter().all(|(_, peer)| peer.is_none()),
+            "{}",
+            case.name
+        );
         drop(receiver);
     }
 }
@@ -391,8 +397,5 @@ fn the_log_names_a_streams_peer() {
     let logged = logged.lock().unwrap_or_else(|e| e.into_inner());
     let (kind, peer) = logged.first().expect("logged");
     assert_eq!(kind, "Gap { reason: \"unknown-id\" }");
-    assert!(
-        peer.is_some_and(|peer| peer.ip().is_loopback()),
-        "{peer:?}"
-    );
+    assert!(peer.is_some_and(|peer| peer.ip().is_loopback()), "{peer:?}");
 }
