@@ -42,16 +42,21 @@
 //! hub's alone: an event published with one gets the hub's own instead, so
 //! no publisher can make a resume find the wrong place. Other ids are kept;
 //! a resume finds the newest event with exactly that id. The history is
-//! bounded by a count, by bytes, and optionally by age. A subscriber that
-//! arrives with a `Last-Event-ID`:
+//! bounded by a count, by bytes, and optionally by age, in total and per
+//! topic ([`HubBuilder::topic_history`]); each topic remembers the newest
+//! event it lost. A subscriber that arrives with a `Last-Event-ID`:
 //!
-//! * that the history holds gets every retained event after it, then the
-//!   live stream;
-//! * that the history does not hold (expired, from an earlier epoch, or
-//!   garbage) may have missed events: it first gets the gap signal, an event
-//!   of type [`GAP_EVENT`] whose data says why, then every retained event
-//!   (all newer than what it saw) or, with [`UnknownId::LiveOnly`], only the
-//!   live stream.
+//! * after which none of its topics (nor everyone's events, unless it is
+//!   [`topics_only`](Subscription::topics_only)) lost an event gets every
+//!   retained event after it that it wants, then the live stream; however
+//!   busy other topics were, their traffic does not make its resume fail;
+//! * that the hub cannot place (from an earlier epoch, garbage), or after
+//!   which one of its topics lost an event, may have missed events: it
+//!   first gets the gap signal, an event of type [`GAP_EVENT`] whose data
+//!   says why, then every retained event after it (all, for an id it cannot
+//!   place) or, with [`UnknownId::LiveOnly`], only the live stream. A filter
+//!   cannot be asked about events no longer held: any lost event of its
+//!   topics counts.
 //!
 //! # Slow clients
 //!
@@ -109,8 +114,9 @@ use crate::server::{random_unit, Detached, EventStream, HandlerError};
 
 /// The event type of the gap signal: the subscriber may have missed events.
 ///
-/// Its data is `unknown-id` (the `Last-Event-ID` the client sent is not in
-/// the history) or `lagged` (the client fell behind and events were
+/// Its data is `unknown-id` (the hub cannot place the `Last-Event-ID` the
+/// client sent, or no longer holds every event after it that the client
+/// would have received) or `lagged` (the client fell behind and events were
 /// dropped). It carries no id, so the client's last event id is unchanged.
 /// In a browser: `source.addEventListener("stdsse-gap", ...)`.
 pub const GAP_EVENT: &str = "stdsse-gap";
@@ -2338,6 +2344,15 @@ fn keep_alive_frame() -> Frame {
     Frame::from(Event::new().comment(""))
 }
 
+// TEMP: replaced by crate::server::push_metric at merge
+fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2457,13 +2472,4 @@ stdsse_hub_history_bytes 700
 ";
         assert_eq!(stats.to_prometheus(), expected);
     }
-}
-
-// TEMP: replaced by crate::server::push_metric at merge
-fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    use std::fmt::Write;
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-    );
 }
