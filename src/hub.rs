@@ -42,16 +42,21 @@
 //! hub's alone: an event published with one gets the hub's own instead, so
 //! no publisher can make a resume find the wrong place. Other ids are kept;
 //! a resume finds the newest event with exactly that id. The history is
-//! bounded by a count, by bytes, and optionally by age. A subscriber that
-//! arrives with a `Last-Event-ID`:
+//! bounded by a count, by bytes, and optionally by age, in total and per
+//! topic ([`HubBuilder::topic_history`]); each topic remembers the newest
+//! event it lost. A subscriber that arrives with a `Last-Event-ID`:
 //!
-//! * that the history holds gets every retained event after it, then the
-//!   live stream;
-//! * that the history does not hold (expired, from an earlier epoch, or
-//!   garbage) may have missed events: it first gets the gap signal, an event
-//!   of type [`GAP_EVENT`] whose data says why, then every retained event
-//!   (all newer than what it saw) or, with [`UnknownId::LiveOnly`], only the
-//!   live stream.
+//! * after which none of its topics (nor everyone's events, unless it is
+//!   [`topics_only`](Subscription::topics_only)) lost an event gets every
+//!   retained event after it that it wants, then the live stream; however
+//!   busy other topics were, their traffic does not make its resume fail;
+//! * that the hub cannot place (from an earlier epoch, garbage), or after
+//!   which one of its topics lost an event, may have missed events: it
+//!   first gets the gap signal, an event of type [`GAP_EVENT`] whose data
+//!   says why, then every retained event after it (all, for an id it cannot
+//!   place) or, with [`UnknownId::LiveOnly`], only the live stream. A filter
+//!   cannot be asked about events no longer held: any lost event of its
+//!   topics counts.
 //!
 //! # Slow clients
 //!
@@ -92,9 +97,10 @@
 //! races with `close` may be accepted and then discarded, as a value sent
 //! on an `mpsc` channel whose receiver is dropped is.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -104,15 +110,52 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
 use crate::http::{chunk_head, Request, Response, CHUNK_END};
-use crate::server::{random_unit, Accept, Detached, EventStream};
+use crate::server::{push_metric, random_unit, Accept, Detached, EventStream};
 
 /// The event type of the gap signal: the subscriber may have missed events.
 ///
-/// Its data is `unknown-id` (the `Last-Event-ID` the client sent is not in
-/// the history) or `lagged` (the client fell behind and events were
+/// Its data is `unknown-id` (the hub cannot place the `Last-Event-ID` the
+/// client sent, or no longer holds every event after it that the client
+/// would have received) or `lagged` (the client fell behind and events were
 /// dropped). It carries no id, so the client's last event id is unchanged.
 /// In a browser: `source.addEventListener("stdsse-gap", ...)`.
 pub const GAP_EVENT: &str = "stdsse-gap";
+
+/// What [`HubBuilder::log`] is told.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HubLog<'a> {
+    /// What happened.
+    pub kind: HubLogKind<'a>,
+    /// The client's address, when the subscriber is an event stream.
+    pub peer: Option<SocketAddr>,
+}
+
+/// What happened to a subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubLogKind<'a> {
+    /// Disconnected for falling behind ([`SlowClient::Disconnect`]).
+    Evicted {
+        /// For making no progress for the stall timeout instead.
+        stalled: bool,
+    },
+    /// Its oldest pending events were dropped ([`SlowClient::DropOldest`]).
+    DroppedOldest {
+        /// How many.
+        events: u64,
+    },
+    /// Its filter panicked, which ended its subscription.
+    FilterPanicked {
+        /// The panic's message, if its payload is a string.
+        message: Option<&'a str>,
+    },
+    /// It was sent the gap signal.
+    Gap {
+        /// The signal's data: `unknown-id` or `lagged` (see [`GAP_EVENT`]).
+        reason: &'static str,
+    },
+}
 
 /// What happens to a subscriber whose backlog passes its bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +179,7 @@ pub enum UnknownId {
 
 /// The hub's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HubStats {
     /// Subscribers now.
     pub subscribers: u64,
@@ -149,9 +193,11 @@ pub struct HubStats {
     pub evicted: u64,
     /// Events dropped from slow subscribers' backlogs.
     pub dropped: u64,
-    /// Subscriptions whose `Last-Event-ID` was found in the history.
+    /// Subscriptions whose `Last-Event-ID` resumed without a gap: the
+    /// history held every event after it that they would have received.
     pub replay_hits: u64,
-    /// Subscriptions whose `Last-Event-ID` was not found (gap signalled).
+    /// Subscriptions whose `Last-Event-ID` was unknown, or after which the
+    /// history had lost events of their topics (gap signalled).
     pub replay_misses: u64,
     /// Events in the history now.
     pub history_len: u64,
@@ -175,6 +221,28 @@ impl HubStats {
             self.history_len,
             self.history_bytes
         )
+    }
+
+    /// The counters in the Prometheus text format (version 0.0.4), named
+    /// `stdsse_hub_...`: counters end in `_total`, gauges do not.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        #[rustfmt::skip]
+        let metrics = [
+            ("subscribers", "gauge", "Subscribers now.", self.subscribers),
+            ("published_total", "counter", "Events published.", self.published),
+            ("delivered_total", "counter", "Events delivered to a subscriber.", self.delivered),
+            ("evicted_total", "counter", "Subscribers disconnected as slow or stalled.", self.evicted),
+            ("dropped_total", "counter", "Events dropped from slow subscribers' backlogs.", self.dropped),
+            ("replay_hits_total", "counter", "Resumes without a gap.", self.replay_hits),
+            ("replay_misses_total", "counter", "Resumes with the gap signal.", self.replay_misses),
+            ("history_events", "gauge", "Events in the history.", self.history_len),
+            ("history_bytes", "gauge", "Bytes of the history.", self.history_bytes),
+        ];
+        for (name, kind, help, value) in metrics {
+            push_metric(&mut out, &format!("stdsse_hub_{name}"), kind, help, value);
+        }
+        out
     }
 }
 
@@ -249,8 +317,12 @@ pub struct Published<'a> {
 #[derive(Clone, Default)]
 pub struct Subscription {
     topics: Vec<String>,
+    topics_only: bool,
     last_event_id: Option<String>,
+    recent: usize,
     filter: Option<Filter>,
+    /// The client's address, for the log (set by `Hub::subscribe`).
+    peer: Option<SocketAddr>,
 }
 
 impl Subscription {
@@ -265,10 +337,28 @@ impl Subscription {
         self
     }
 
-    /// Resume after this id (the client's `Last-Event-ID`). An empty id is
-    /// no id, as in the standard (a browser never sends one).
-    pub fn last_event_id(mut self, id: Option<impl Into<String>>) -> Subscription {
-        self.last_event_id = id.map(Into::into).filter(|id: &String| !id.is_empty());
+    /// Receive only the events published to its topics, none of those
+    /// published to everyone ([`Hub::publish`]).
+    pub fn topics_only(mut self) -> Subscription {
+        self.topics_only = true;
+        self
+    }
+
+    /// Resume after this id (the client's `Last-Event-ID`); `None` clears
+    /// it. An empty id is no id, as in the standard (a browser never sends
+    /// one).
+    pub fn last_event_id(mut self, id: Option<&str>) -> Subscription {
+        self.last_event_id = id.filter(|id| !id.is_empty()).map(str::to_string);
+        self
+    }
+
+    /// On a connect without a last event id, first receive the newest `n`
+    /// retained events this subscription would have received (its topics
+    /// and filter decide), in order, then the live ones, with no gap or
+    /// duplicate between them (default 0). A resume replays what it missed
+    /// instead.
+    pub fn recent(mut self, n: usize) -> Subscription {
+        self.recent = n;
         self
     }
 
@@ -283,22 +373,30 @@ impl Subscription {
         self
     }
 
-    /// Whether `entry` is for this subscription; `None` if the filter
-    /// panicked.
-    fn wants(&self, entry: &Entry) -> Option<bool> {
-        let topic_ok =
-            entry.topics.is_empty() || entry.topics.iter().any(|t| self.topics.contains(t));
+    /// Whether `entry` is for this subscription's topics (or for everyone,
+    /// unless it is topics-only), before the filter.
+    fn matches(&self, entry: &Entry) -> bool {
+        (entry.topics.is_empty() && !self.topics_only)
+            || entry.topics.iter().any(|t| self.topics.contains(t))
+    }
+
+    /// Whether `entry` is for this subscription; `Err` with the panic's
+    /// message (if it is a string) if the filter panicked.
+    fn wants(&self, entry: &Entry) -> Result<bool, Option<String>> {
         match &self.filter {
-            Some(filter) if topic_ok => {
+            Some(filter) if self.matches(entry) => {
                 let published = Published {
                     topics: &entry.topics,
                     event_type: entry.event_type.as_deref(),
                     id: &entry.id,
                     frame: &entry.frame,
                 };
-                panic::catch_unwind(AssertUnwindSafe(|| filter(&published))).ok()
+                panic::catch_unwind(AssertUnwindSafe(|| filter(&published))).map_err(|panic| {
+                    (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                })
             }
-            _ => Some(topic_ok),
+            _ => Ok(self.matches(entry)),
         }
     }
 }
@@ -307,7 +405,9 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("topics", &self.topics)
+            .field("topics_only", &self.topics_only)
             .field("last_event_id", &self.last_event_id)
+            .field("recent", &self.recent)
             .field("filter", &self.filter.is_some())
             .finish()
     }
@@ -319,6 +419,7 @@ pub struct HubBuilder {
     history_events: usize,
     history_bytes: usize,
     history_age: Option<Duration>,
+    topic_history: Option<(usize, usize)>,
     backlog_events: usize,
     backlog_bytes: usize,
     stall_timeout: Option<Duration>,
@@ -330,6 +431,17 @@ pub struct HubBuilder {
     close_retry: Option<(Duration, Duration)>,
     close_timeout: Duration,
     fanout_threads: usize,
+    log: Option<LogHook>,
+}
+
+/// The hook of [`HubBuilder::log`].
+#[derive(Clone)]
+struct LogHook(Arc<dyn Fn(&HubLog<'_>) + Send + Sync>);
+
+impl fmt::Debug for LogHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogHook")
+    }
 }
 
 impl Default for HubBuilder {
@@ -338,6 +450,7 @@ impl Default for HubBuilder {
             history_events: 2000,
             history_bytes: 2 << 20,
             history_age: None,
+            topic_history: None,
             backlog_events: 1000,
             backlog_bytes: 1 << 20,
             stall_timeout: None,
@@ -349,6 +462,7 @@ impl Default for HubBuilder {
             close_retry: None,
             close_timeout: Duration::from_secs(2),
             fanout_threads: thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            log: None,
         }
     }
 }
@@ -363,6 +477,25 @@ impl HubBuilder {
         self.history_events = events;
         self.history_bytes = bytes;
         self
+    }
+
+    /// The history keeps at most this many events and encoded bytes of
+    /// each topic (default: half the [`history`](HubBuilder::history)
+    /// bounds, at least one event). It protects a quiet topic's history from
+    /// a busy one: a topic over its bound drops its own oldest event, so no
+    /// one topic takes more than this of the total, which is the bound that
+    /// bites while several topics share the traffic. Events published to
+    /// everyone count against the total only. An event published to several
+    /// topics counts against each, and goes when one of them drops it.
+    pub fn topic_history(mut self, events: usize, bytes: usize) -> HubBuilder {
+        self.topic_history = Some((events.max(1), bytes));
+        self
+    }
+
+    /// The bounds of each topic's history.
+    fn topic_bound(&self) -> (usize, usize) {
+        let half = ((self.history_events / 2).max(1), self.history_bytes / 2);
+        self.topic_history.unwrap_or(half)
     }
 
     /// Also drop history entries older than this (default: no age limit).
@@ -400,17 +533,21 @@ impl HubBuilder {
         self
     }
 
-    /// How far behind a subscriber may fall with [`SlowClient::Disconnect`]:
-    /// the backlog bound, capped at half the history bounds.
-    fn behind_bound(&self) -> (u64, u64) {
+    /// How far behind a subscriber may fall with [`SlowClient::Disconnect`]
+    /// in events and bytes of the hub's sequence, then of its topics: the
+    /// backlog bound, capped at half the history's and half a topic's bounds.
+    fn behind_bound(&self) -> [u64; 4] {
         let cap = |backlog: usize, history: usize| match self.history_events {
             0 => backlog as u64,
             _ => backlog.min((history / 2).max(1)) as u64,
         };
-        (
+        let (topic_events, topic_bytes) = self.topic_bound();
+        [
             cap(self.backlog_events, self.history_events),
             cap(self.backlog_bytes, self.history_bytes),
-        )
+            cap(self.backlog_events, topic_events),
+            cap(self.backlog_bytes, topic_bytes),
+        ]
     }
 
     /// A stream whose backlog makes no progress for this long (nothing of it
@@ -489,6 +626,16 @@ impl HubBuilder {
         self
     }
 
+    /// Calls `log` for what the hub does to a subscriber: evicts it,
+    /// drops its oldest events, ends it for a panicking filter, or sends it
+    /// the gap signal (default: no log). It is called on the hub's threads,
+    /// so it must be quick (hand the record to a channel if it must do
+    /// more); a panic in it is caught.
+    pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
+        self.log = Some(LogHook(Arc::new(log)));
+        self
+    }
+
     /// Starts the hub's threads: a coordinator and the fan-out threads.
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
@@ -520,9 +667,7 @@ impl HubBuilder {
             });
         }
         let coordinator = Coordinator {
-            history: VecDeque::new(),
-            history_bytes: 0,
-            before: None,
+            history: History::new(&config),
             next_seq: 1,
             next_offset: 0,
             epoch: epoch.clone(),
@@ -665,6 +810,10 @@ impl Hub {
         stream: EventStream,
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
+        let subscription = Subscription {
+            peer: Some(stream.peer_addr()),
+            ..subscription
+        };
         self.send_subscribe(Sink::Socket(stream.detach()), subscription)
     }
 
@@ -736,7 +885,7 @@ impl Hub {
         move |req| {
             let mut subscription = map(req)?;
             if subscription.last_event_id.is_none() {
-                subscription = subscription.last_event_id(last_event_id(req));
+                subscription = subscription.last_event_id(last_event_id(req).as_deref());
             }
             let hub = hub.clone();
             Ok(Accept::new(move |stream| {
@@ -946,20 +1095,13 @@ impl LocalQueue {
         }
     }
 
-    /// Queues a frame (if any), applies `bound` under the same lock (so that the
-    /// decision sees what the receiver has taken), and wakes the receiver
-    /// if it waits.
-    fn push(
-        &self,
-        item: Option<(Frame, Kind)>,
-        bound: impl FnOnce(&mut Backlog) -> Bound,
-    ) -> Bound {
+    /// Updates the backlog (queues frames, applies the bound) under the
+    /// lock, so that the bound sees what the receiver has taken, and wakes
+    /// the receiver if it waits and a frame was queued (`wake`).
+    fn update(&self, wake: bool, update: impl FnOnce(&mut Backlog) -> Bound) -> Bound {
         let mut state = self.lock();
-        let wake = item.is_some() && state.waiting > 0;
-        if let Some((frame, kind)) = item {
-            state.backlog.push(frame, kind);
-        }
-        let outcome = bound(&mut state.backlog);
+        let wake = wake && state.waiting > 0;
+        let outcome = update(&mut state.backlog);
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -999,16 +1141,241 @@ impl Entry {
         Position {
             seq: self.seq,
             offset: self.offset,
+            ..Position::default()
         }
+    }
+
+    /// Its topics; `None` stands for everyone.
+    fn topics(&self) -> impl Iterator<Item = Option<&str>> {
+        let everyone = self.topics.is_empty().then_some(None);
+        everyone
+            .into_iter()
+            .chain(self.topics.iter().map(|t| Some(t.as_str())))
     }
 }
 
 /// A place in the hub's sequence of published events: an event's number
-/// and the bytes published before it.
+/// and the bytes published before it; and for one subscriber, the events
+/// and bytes published to its topics before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Position {
     seq: u64,
     offset: u64,
+    topic_seq: u64,
+    topic_offset: u64,
+    /// Whether the event itself is for one of those topics.
+    on_topic: bool,
+}
+
+/// Events and bytes: what counts against a bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    events: usize,
+    bytes: usize,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: usize) {
+        (self.events, self.bytes) = (self.events + 1, self.bytes + bytes);
+    }
+
+    fn sub(&mut self, bytes: usize) {
+        (self.events, self.bytes) = (self.events - 1, self.bytes - bytes);
+    }
+
+    /// Over `(events, bytes)`; the newest event always stays, however
+    /// large, so that a client that saw it can resume.
+    fn over(&self, (events, bytes): (usize, usize)) -> bool {
+        self.events > events || (self.bytes > bytes && self.events > 1)
+    }
+}
+
+/// What the history holds of one topic (or of the events published to
+/// everyone), and the newest of its events it dropped: a subscriber that
+/// saw that one, or a later one, missed nothing of this topic.
+#[derive(Clone, Debug, Default)]
+struct TopicState {
+    counted: Tally,
+    lost_seq: u64,
+    lost_id: String,
+}
+
+/// The retained events, in publish order, bounded in total and per topic.
+///
+/// An event dropped for any bound (total, its topic's, age) is recorded
+/// as lost by each of its topics; a client resuming after event `n` missed
+/// nothing iff none of the topics it subscribes to lost an event after `n`.
+struct History {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
+    /// Only entries every fan-out thread has handled (up to this number)
+    /// count against the bounds (see `Coordinator::prune_history`).
+    counted_through: u64,
+    counted: Tally,
+    everyone: TopicState,
+    topics: HashMap<String, TopicState>,
+    /// What the topics forgotten to bound `topics` had lost, at most:
+    /// what a topic not in `topics` is taken to have lost.
+    floor: u64,
+    total: (usize, usize),
+    per_topic: (usize, usize),
+    age: Option<Duration>,
+}
+
+impl History {
+    fn new(config: &HubBuilder) -> History {
+        History {
+            entries: VecDeque::new(),
+            bytes: 0,
+            counted_through: 0,
+            counted: Tally::default(),
+            everyone: TopicState::default(),
+            topics: HashMap::new(),
+            floor: 0,
+            total: (config.history_events, config.history_bytes),
+            per_topic: config.topic_bound(),
+            age: config.history_age,
+        }
+    }
+
+    fn push(&mut self, entry: Arc<Entry>) {
+        if self.total.0 == 0 {
+            // No replay: every event is lost at once.
+            return self.lose(&entry, false);
+        }
+        self.bytes += entry.frame.len();
+        self.entries.push_back(entry);
+    }
+
+    /// The retained entry with number `seq`.
+    fn get(&self, seq: u64) -> Option<&Arc<Entry>> {
+        let index = self.entries.partition_point(|e| e.seq < seq);
+        self.entries.get(index).filter(|e| e.seq == seq)
+    }
+
+    /// The number of the newest event with the publisher-chosen `id`,
+    /// retained or the newest a topic lost.
+    fn seq_of(&self, id: &str) -> Option<u64> {
+        let retained = self.entries.iter().rev().find(|e| e.id == id);
+        let lost = (self.topics.values().chain([&self.everyone]))
+            .filter(|t| t.lost_id == id && t.lost_seq > 0)
+            .map(|t| t.lost_seq);
+        retained.map(|e| e.seq).into_iter().chain(lost).max()
+    }
+
+    /// Whether a topic of `sub` (or everyone's events, unless it is
+    /// topics-only) lost an event after `seq`. A filter cannot be asked
+    /// about events no longer here: every event of its topics counts.
+    fn lost_after(&self, sub: &Subscription, seq: u64) -> bool {
+        let lost = |topic: &String| self.topics.get(topic).map_or(self.floor, |t| t.lost_seq);
+        (!sub.topics_only && self.everyone.lost_seq > seq)
+            || sub.topics.iter().any(|topic| lost(topic) > seq)
+    }
+
+    fn topic(&mut self, topic: Option<&str>) -> &mut TopicState {
+        let Some(topic) = topic else {
+            return &mut self.everyone;
+        };
+        if !self.topics.contains_key(topic) {
+            self.forget_idle_topics();
+            let state = TopicState {
+                lost_seq: self.floor,
+                ..TopicState::default()
+            };
+            self.topics.insert(topic.to_string(), state);
+        }
+        self.topics.get_mut(topic).expect("inserted")
+    }
+
+    /// Bounds the topics remembered: past twice the history's count, the
+    /// older half of those with nothing counted is forgotten, and the floor
+    /// rises to what they had lost (a client of such a topic that resumes
+    /// from before it gets the gap signal, a false alarm at worst).
+    fn forget_idle_topics(&mut self) {
+        if self.topics.len() < 2 * self.total.0.max(32) {
+            return;
+        }
+        let mut idle: Vec<u64> = (self.topics.values())
+            .filter(|t| t.counted.events == 0)
+            .map(|t| t.lost_seq)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let middle = idle.len() / 2;
+        let threshold = *idle.select_nth_unstable(middle).1;
+        self.floor = self.floor.max(threshold);
+        (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
+    }
+
+    /// Records `entry` as lost by its topics, and takes it off the
+    /// tallies if it was `counted`.
+    fn lose(&mut self, entry: &Entry, counted: bool) {
+        let len = entry.frame.len();
+        if counted {
+            self.counted.sub(len);
+        }
+        for topic in entry.topics() {
+            let state = self.topic(topic);
+            if counted {
+                state.counted.sub(len);
+            }
+            if entry.seq > state.lost_seq {
+                (state.lost_seq, state.lost_id) = (entry.seq, entry.id.clone());
+            }
+        }
+    }
+
+    fn drop_at(&mut self, index: usize) {
+        if let Some(entry) = self.entries.remove(index) {
+            self.bytes -= entry.frame.len();
+            self.lose(&entry, entry.seq <= self.counted_through);
+        }
+    }
+
+    /// Counts the entries up to `seen` against the bounds, each topic's
+    /// bound first (its oldest event goes), then the total and the age
+    /// (the oldest goes). Events published to everyone count against the
+    /// total only. Returns whether the history is over its total bound.
+    fn prune(&mut self, now: Instant, seen: u64) -> bool {
+        loop {
+            let index = self
+                .entries
+                .partition_point(|e| e.seq <= self.counted_through);
+            let Some(entry) = self.entries.get(index).filter(|e| e.seq <= seen).cloned() else {
+                break;
+            };
+            self.counted_through = entry.seq;
+            self.counted.add(entry.frame.len());
+            for topic in entry.topics() {
+                self.topic(topic).counted.add(entry.frame.len());
+            }
+            for topic in &entry.topics {
+                while self
+                    .topics
+                    .get(topic)
+                    .is_some_and(|t| t.counted.over(self.per_topic))
+                {
+                    let oldest = self.entries.iter().position(|e| e.topics.contains(topic));
+                    self.drop_at(oldest.expect("a topic with events counted has an oldest"));
+                }
+            }
+        }
+        while let Some(oldest) = self.entries.front() {
+            let too_old = self
+                .age
+                .is_some_and(|age| now.duration_since(oldest.at) > age);
+            if !too_old && !self.counted.over(self.total) {
+                break;
+            }
+            self.drop_at(0);
+        }
+        let all = Tally {
+            events: self.entries.len(),
+            bytes: self.bytes,
+        };
+        all.over(self.total)
+    }
 }
 
 /// One frame waiting to be written to a subscriber.
@@ -1035,6 +1402,8 @@ struct Backlog {
     /// client's `Last-Event-ID` is the one before it (see
     /// [`HubBuilder::backlog`]).
     next: Position,
+    /// The events and bytes published to the subscriber's topics so far.
+    topic_end: (u64, u64),
 }
 
 impl Backlog {
@@ -1048,22 +1417,44 @@ impl Backlog {
         let len = pending.frame.len();
         self.bytes -= len;
         if let Kind::Event(at) = pending.kind {
+            let on_topic = u64::from(at.on_topic);
             self.next = Position {
                 seq: at.seq.saturating_add(1),
                 offset: at.offset.saturating_add(len as u64),
+                topic_seq: at.topic_seq + on_topic,
+                topic_offset: at.topic_offset + on_topic * len as u64,
+                on_topic: false,
             };
         }
         Some(pending)
+    }
+
+    /// Notes a published event for this subscriber's topics or everyone
+    /// (`on_topic`: for one of its topics), and queues it if `wanted`.
+    fn offer(&mut self, entry: &Entry, on_topic: bool, wanted: bool) {
+        let at = Position {
+            topic_seq: self.topic_end.0,
+            topic_offset: self.topic_end.1,
+            on_topic,
+            ..entry.position()
+        };
+        if on_topic {
+            self.topic_end.0 += 1;
+            self.topic_end.1 += entry.frame.len() as u64;
+        }
+        if wanted {
+            self.push(entry.frame.clone(), Kind::Event(at));
+        }
     }
 
     fn over_own(&self, max_events: usize, max_bytes: usize) -> bool {
         self.frames.len() > max_events || self.bytes > max_bytes
     }
 
-    /// The number of the first event waiting, if one is.
-    fn first_event(&self) -> Option<u64> {
+    /// The place of the first event waiting, if one is.
+    fn first_event(&self) -> Option<Position> {
         self.frames.iter().find_map(|p| match p.kind {
-            Kind::Event(at) => Some(at.seq),
+            Kind::Event(at) => Some(at),
             _ => None,
         })
     }
@@ -1073,11 +1464,18 @@ impl Backlog {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config.backlog_events, config.backlog_bytes);
         }
-        let (max_events, max_bytes) = config.behind_bound();
-        let events = (newest.seq + 1).saturating_sub(self.next.seq);
         let end = newest.offset.saturating_add(newest.frame.len() as u64);
-        let bytes = end.saturating_sub(self.next.offset);
-        (events > max_events || bytes > max_bytes) && self.first_event().is_some()
+        let behind = [
+            (newest.seq + 1).saturating_sub(self.next.seq),
+            end.saturating_sub(self.next.offset),
+            self.topic_end.0.saturating_sub(self.next.topic_seq),
+            self.topic_end.1.saturating_sub(self.next.topic_offset),
+        ];
+        let over = behind
+            .iter()
+            .zip(config.behind_bound())
+            .any(|(b, max)| *b > max);
+        over && self.first_event().is_some()
     }
 
     /// Drops the oldest events after the first `keep` frames (a frame
@@ -1113,8 +1511,12 @@ enum Bound {
     Fits,
     /// Over the bound with [`SlowClient::Disconnect`].
     Evict,
-    /// Over the bound with [`SlowClient::DropOldest`]: events dropped.
-    Dropped(u64),
+    /// Over the bound with [`SlowClient::DropOldest`]: events dropped, and
+    /// whether a new gap signal took their place.
+    Dropped {
+        events: u64,
+        gap: bool,
+    },
 }
 
 impl Backlog {
@@ -1128,12 +1530,21 @@ impl Backlog {
         let (events, bytes) = (config.backlog_events, config.backlog_bytes);
         match config.slow_client {
             // It had been sent everything it wanted: measure from here.
-            SlowClient::Disconnect if self.first_event() == Some(newest.seq) => {
-                self.next = newest.position();
-                Bound::Fits
+            SlowClient::Disconnect => match self.first_event() {
+                Some(first) if first.seq == newest.seq => {
+                    self.next = first;
+                    Bound::Fits
+                }
+                _ => Bound::Evict,
+            },
+            SlowClient::DropOldest => {
+                let gap = self.frames.get(keep).is_none_or(|p| p.kind != Kind::Gap);
+                let events = self.drop_oldest(keep, events, bytes);
+                Bound::Dropped {
+                    events,
+                    gap: gap && events > 0,
+                }
             }
-            SlowClient::Disconnect => Bound::Evict,
-            SlowClient::DropOldest => Bound::Dropped(self.drop_oldest(keep, events, bytes)),
         }
     }
 }
@@ -1206,13 +1617,27 @@ impl Subscriber {
     /// its own subscription (the panic hook reports it, as it does a
     /// handler's): it must not take down the fan-out thread and every
     /// other subscriber on it.
-    fn wants(&mut self, entry: &Entry) -> bool {
+    fn wants(&mut self, entry: &Entry, config: &HubBuilder) -> bool {
         if self.gone {
             return false;
         }
-        let wanted = self.subscription.wants(entry);
-        self.gone = wanted.is_none();
-        wanted == Some(true)
+        self.subscription.wants(entry).unwrap_or_else(|message| {
+            self.gone = true;
+            let message = message.as_deref();
+            self.log(config, HubLogKind::FilterPanicked { message });
+            false
+        })
+    }
+
+    fn log(&self, config: &HubBuilder, kind: HubLogKind<'_>) {
+        if let Some(hook) = &config.log {
+            let log = HubLog {
+                kind,
+                peer: self.subscription.peer,
+            };
+            // A hook that panics must not take the hub's thread down.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&log)));
+        }
     }
 
     /// What a subscription counts against a fan-out thread's queue on its
@@ -1227,7 +1652,24 @@ impl Subscriber {
         match &self.sink {
             Sink::Socket(_) => self.pending.push(frame, kind),
             Sink::Local(queue) => {
-                queue.push(Some((frame, kind)), |_| Bound::Fits);
+                queue.update(true, |b| {
+                    b.push(frame, kind);
+                    Bound::Fits
+                });
+            }
+        }
+    }
+
+    /// Offers a replayed event (see [`Backlog::offer`]).
+    fn offer(&mut self, entry: &Entry, wanted: bool) {
+        let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
+        match &self.sink {
+            Sink::Socket(_) => self.pending.offer(entry, on_topic, wanted),
+            Sink::Local(queue) => {
+                queue.update(wanted, |b| {
+                    b.offer(entry, on_topic, wanted);
+                    Bound::Fits
+                });
             }
         }
     }
@@ -1237,7 +1679,7 @@ impl Subscriber {
     /// [`SlowClient::Disconnect`]) and keeps the backlog within its bound.
     /// Returns the events a flush wrote on the way, and what the bound did.
     fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) -> (u64, Bound) {
-        let event = wanted.then(|| (entry.frame.clone(), Kind::Event(entry.position())));
+        let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
         match &self.sink {
             // A receiver that was dropped takes nothing more: it is gone,
             // not slow.
@@ -1245,17 +1687,21 @@ impl Subscriber {
                 self.gone = true;
                 (0, Bound::Fits)
             }
-            Sink::Local(queue) => (0, queue.push(event, |b| b.enforce(0, entry, config))),
+            Sink::Local(queue) => {
+                let bound = queue.update(wanted, |b| {
+                    b.offer(entry, on_topic, wanted);
+                    b.enforce(0, entry, config)
+                });
+                (0, bound)
+            }
             Sink::Socket(_) => {
-                if let Some((frame, kind)) = event {
-                    if self.pending.frames.is_empty() {
-                        // Not stalled before it had something to take; and
-                        // worth a write at once.
-                        self.last_write = self.last_write.max(entry.at);
-                        self.retry_at = entry.at;
-                    }
-                    self.pending.push(frame, kind);
+                if wanted && self.pending.frames.is_empty() {
+                    // Not stalled before it had something to take; and
+                    // worth a write at once.
+                    self.last_write = self.last_write.max(entry.at);
+                    self.retry_at = entry.at;
                 }
+                self.pending.offer(entry, on_topic, wanted);
                 let mut delivered = 0;
                 if self.pending.over(entry, config) {
                     // A batch queues many events before any write: let the
@@ -1382,11 +1828,7 @@ impl Subscriber {
 /// first in, first out, so a subscriber sees its replay and then exactly the
 /// entries published after it: the hand-over has no gap and no duplicate.
 struct Coordinator {
-    history: VecDeque<Arc<Entry>>,
-    history_bytes: usize,
-    /// The newest entry pruned: a client that saw it missed nothing of
-    /// what the history holds.
-    before: Option<Arc<Entry>>,
+    history: History,
     next_seq: u64,
     /// The bytes published so far.
     next_offset: u64,
@@ -1556,89 +1998,51 @@ impl Coordinator {
             at: Instant::now(),
         });
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        if self.config.history_events > 0 {
-            self.history_bytes += entry.frame.len();
-            self.history.push_back(entry.clone());
-            self.prune_history();
-        } else {
-            self.before = Some(entry.clone());
-        }
+        self.history.push(entry.clone());
+        self.prune_history();
         self.outgoing.push(entry);
     }
 
-    /// Drops what the history's bounds no longer hold. Returns whether
-    /// more is to go once the fan-out threads have caught up.
+    /// Applies the history's bounds (see [`History::prune`]) and publishes
+    /// its size. Returns whether more is to go once the fan-out threads
+    /// have caught up.
     ///
-    /// The count and byte bounds are measured up to the newest event that
-    /// every fan-out thread has handled, not the newest published: a
-    /// subscriber is evicted while it is at most half the history behind
-    /// what its fan-out thread has handled (see [`HubBuilder::backlog`]),
-    /// so what it missed is still here however far the coordinator runs
-    /// ahead. Entries past that are on their way to a fan-out thread and
-    /// in memory anyway; that queue is bounded by the inbox.
+    /// The bounds are measured up to the newest event that every fan-out
+    /// thread has handled, not the newest published: a subscriber is
+    /// evicted while it is at most half the history behind what its
+    /// fan-out thread has handled (see [`HubBuilder::backlog`]), so what it
+    /// missed is still here however far the coordinator runs ahead. Entries
+    /// past that are on their way to a fan-out thread and in memory anyway;
+    /// that queue is bounded by the inbox.
     fn prune_history(&mut self) -> bool {
-        let now = Instant::now();
         let seen = (self.shards.iter())
             .filter(|shard| Arc::strong_count(&shard.seen) > 1) // not ended
             .map(|shard| shard.seen.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
-        while let Some(oldest) = self.history.front() {
-            let too_old = self
-                .config
-                .history_age
-                .is_some_and(|age| now.duration_since(oldest.at) > age);
-            let handled = seen.checked_sub(oldest.seq).map(|n| {
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
-                &self.history[n.min(self.history.len() - 1)]
-            });
-            let (too_many, too_big) = handled.map_or((false, false), |newest| {
-                let count = newest.seq - oldest.seq + 1;
-                let bytes = newest.offset + newest.frame.len() as u64 - oldest.offset;
-                // The newest event always stays, however large, so that a
-                // client that saw it can resume.
-                (
-                    count > self.config.history_events as u64,
-                    bytes > self.config.history_bytes as u64 && count > 1,
-                )
-            });
-            if !(too_old || too_many || too_big) {
-                break;
-            }
-            self.history_bytes -= oldest.frame.len();
-            self.before = self.history.pop_front();
-        }
+        let more = self.history.prune(Instant::now(), seen);
+        let (len, bytes) = (self.history.entries.len(), self.history.bytes);
         self.counters
             .history_len
-            .store(self.history.len() as u64, Ordering::Relaxed);
-        self.counters
-            .history_bytes
-            .store(self.history_bytes as u64, Ordering::Relaxed);
-        self.history.len() > self.config.history_events
-            || (self.history_bytes > self.config.history_bytes && self.history.len() > 1)
+            .store(len as u64, Ordering::Relaxed);
+        (self.counters.history_bytes).store(bytes as u64, Ordering::Relaxed);
+        more
     }
 
-    /// Where in the history a client that last saw `id` resumes: the index
-    /// of the first entry after it, or `None` when the id is unknown. The
-    /// entry must carry exactly that id; the hub's own ids are unique, as
-    /// no publisher can choose one.
-    fn resume_index(&self, id: &str) -> Option<usize> {
-        let found = if self.is_hub_id(id) {
-            // Hub-assigned ids locate their entry by arithmetic.
-            (id[self.epoch.len() + 1..].parse::<u64>().ok())
-                .zip(self.history.front())
-                .and_then(|(seq, first)| usize::try_from(seq.checked_sub(first.seq)?).ok())
-                .filter(|&index| self.history.get(index).is_some_and(|e| e.id == id))
-        } else {
-            // Publisher-chosen ids: search, newest first.
-            self.history.iter().rposition(|e| e.id == id)
-        };
-        match found {
-            Some(index) => Some(index + 1),
-            // The event just before the oldest retained one: the client
-            // missed nothing, everything retained is newer.
-            None => self.before.as_ref().filter(|e| e.id == id).map(|_| 0),
+    /// The number of the event a client that last saw `id` saw last, or
+    /// `None` when the id is not one the hub can place. A hub-assigned id
+    /// is placed by its number (the canonical `<epoch>-<n>` of an event
+    /// published, whose retained entry, if any, carries it); a
+    /// publisher-chosen one by the newest event with exactly that id,
+    /// retained or the newest a topic lost.
+    fn resume_seq(&self, id: &str) -> Option<u64> {
+        if !self.is_hub_id(id) {
+            return self.history.seq_of(id);
         }
+        let seq = id[self.epoch.len() + 1..].parse::<u64>().ok()?;
+        let canonical = format!("{}-{seq}", self.epoch) == id && (1..self.next_seq).contains(&seq);
+        let issued = self.history.get(seq).is_none_or(|e| e.id == id);
+        (canonical && issued).then_some(seq)
     }
 
     fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
@@ -1660,18 +2064,27 @@ impl Coordinator {
             stall,
             gone: false,
         };
-        let start = match sub.subscription.last_event_id.clone() {
-            Some(id) => match self.resume_index(&id) {
-                Some(index) => {
+        let entries = &self.history.entries;
+        // Replay starts after `seq` (`None`: no replay, live only).
+        let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
+        let mut start = match sub.subscription.last_event_id.clone() {
+            Some(id) => match self.resume_seq(&id) {
+                Some(seq) if !self.history.lost_after(&sub.subscription, seq) => {
                     self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
-                    Some(index)
+                    after(seq)
                 }
-                None => {
+                seq => {
                     self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
                     sub.push(gap_frame("unknown-id"), Kind::Gap);
+                    sub.log(
+                        &self.config,
+                        HubLogKind::Gap {
+                            reason: "unknown-id",
+                        },
+                    );
                     match self.config.unknown_id {
-                        UnknownId::ReplayAll => Some(0),
-                        UnknownId::LiveOnly => None,
+                        UnknownId::ReplayAll => after(seq.unwrap_or(0)),
+                        UnknownId::LiveOnly => entries.len(),
                     }
                 }
             },
@@ -1682,18 +2095,30 @@ impl Coordinator {
             None => match &sub.sink {
                 Sink::Socket(stream) => {
                     let since = stream.head_sent();
-                    Some(self.history.partition_point(|e| e.at < since))
+                    entries.partition_point(|e| e.at < since)
                 }
                 // A local receiver gets what is published after it.
-                Sink::Local(_) => None,
+                Sink::Local(_) => entries.len(),
             },
         };
+        // The `recent` events before a new client's time come first: find
+        // where they start, noting which are wanted (a filter runs once).
+        let mut wanted = VecDeque::new();
+        if sub.subscription.last_event_id.is_none() {
+            let mut recent = sub.subscription.recent;
+            while recent > 0 && start > 0 && !sub.gone {
+                start -= 1;
+                let want = sub.wants(&entries[start], &self.config);
+                recent -= usize::from(want);
+                wanted.push_front(want);
+            }
+        }
         // It has seen everything before where its replay starts.
-        let start = start.unwrap_or(usize::MAX);
-        let next = self.history.get(start).map_or(
+        let next = entries.get(start).map_or(
             Position {
                 seq: self.next_seq,
                 offset: self.next_offset,
+                ..Position::default()
             },
             |e| e.position(),
         );
@@ -1701,10 +2126,12 @@ impl Coordinator {
             Sink::Socket(_) => sub.pending.next = next,
             Sink::Local(queue) => queue.lock().backlog.next = next,
         }
-        for entry in self.history.iter().skip(start) {
-            if sub.wants(entry) {
-                sub.push(entry.frame.clone(), Kind::Event(entry.position()));
-            }
+        for (k, entry) in entries.iter().enumerate().skip(start) {
+            let want = match wanted.get(k - start) {
+                Some(&want) => want,
+                None => sub.wants(entry, &self.config),
+            };
+            sub.offer(entry, want);
         }
         // Entries published before this subscription must reach the shards
         // before it does: they are in its replay (or before its time).
@@ -1811,7 +2238,7 @@ impl Shard {
         // How far behind a subscriber is counts every event published.
         let measure_all = self.config.slow_client == SlowClient::Disconnect;
         for sub in &mut self.subscribers {
-            let wanted = sub.wants(entry);
+            let wanted = sub.wants(entry, &self.config);
             if !wanted && (sub.gone || !measure_all) {
                 continue;
             }
@@ -1822,8 +2249,16 @@ impl Shard {
                 Bound::Evict => {
                     sub.gone = true;
                     evicted += 1;
+                    sub.log(&self.config, HubLogKind::Evicted { stalled: false });
                 }
-                Bound::Dropped(n) => dropped += n,
+                Bound::Dropped { events: 0, .. } => {}
+                Bound::Dropped { events, gap } => {
+                    dropped += events;
+                    sub.log(&self.config, HubLogKind::DroppedOldest { events });
+                    if gap {
+                        sub.log(&self.config, HubLogKind::Gap { reason: "lagged" });
+                    }
+                }
             }
         }
         let c = &self.counters;
@@ -1866,6 +2301,7 @@ impl Shard {
                 if !sub.gone && sub.stalled(now) {
                     sub.gone = true;
                     evicted += 1;
+                    sub.log(&self.config, HubLogKind::Evicted { stalled: true });
                 }
             }
         }
@@ -1930,4 +2366,125 @@ fn gap_frame(reason: &str) -> Frame {
 
 fn keep_alive_frame() -> Frame {
     Frame::from(Event::new().comment(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, topics: &[&str]) -> Arc<Entry> {
+        let frame = Frame::from(Event::new().data("x"));
+        Arc::new(Entry {
+            seq,
+            offset: (seq - 1) * frame.len() as u64,
+            id: format!("e-{seq}"),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            event_type: None,
+            frame,
+            at: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn topic_watermarks_decide_whether_a_resume_has_a_gap() {
+        // Total 4, 2 per topic; a: 1, 2; b: 3..=8; everyone: 9.
+        let config = Hub::builder().history(4, 1 << 20).topic_history(2, 1 << 20);
+        let mut history = History::new(&config);
+        let topics: [&[&str]; 9] = [
+            &["a"],
+            &["a"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &["b"],
+            &[],
+        ];
+        for (n, topics) in topics.iter().enumerate() {
+            history.push(entry(n as u64 + 1, topics));
+        }
+        // Nothing handled by the fan-out threads yet: nothing dropped.
+        assert!(history.prune(Instant::now(), 0));
+        assert_eq!(history.entries.len(), 9);
+        assert!(!history.prune(Instant::now(), u64::MAX));
+        let kept: Vec<u64> = history.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(kept, [2, 7, 8, 9], "b's bound, then the total");
+        let sub = |topic: &str| Subscription::new().topic(topic);
+        #[rustfmt::skip]
+        let cases = [
+            ("a after 0", sub("a"), 0, true),
+            ("a after 1", sub("a"), 1, false),
+            ("b after 5", sub("b"), 5, true),
+            ("b after 6", sub("b"), 6, false),
+            ("c after 0", sub("c"), 0, false),
+            ("b only after 6", sub("b").topics_only(), 6, false),
+        ];
+        for (name, sub, seq, gap) in cases {
+            assert_eq!(history.lost_after(&sub, seq), gap, "{name}");
+        }
+        assert_eq!(history.seq_of("e-1"), Some(1), "a's newest lost id");
+        assert_eq!(history.seq_of("e-3"), None, "not b's newest lost");
+    }
+
+    #[test]
+    fn forgotten_topics_raise_the_floor() {
+        let config = Hub::builder().history(1, 1 << 20);
+        let mut history = History::new(&config);
+        for seq in 1..=100 {
+            history.push(entry(seq, &[&format!("t{seq}")]));
+            history.prune(Instant::now(), u64::MAX);
+        }
+        assert!(history.topics.len() <= 64, "{}", history.topics.len());
+        assert!(history.floor > 0);
+        // A forgotten topic's client gets the gap signal; t100 has its event.
+        assert!(history.lost_after(&Subscription::new().topic("t1"), 0));
+        let newest = Subscription::new().topic("t100").topics_only();
+        assert!(!history.lost_after(&newest, 99));
+    }
+
+    #[test]
+    fn stats_in_the_prometheus_text_format() {
+        let stats = HubStats {
+            subscribers: 3,
+            published: 10,
+            delivered: 25,
+            evicted: 1,
+            dropped: 2,
+            replay_hits: 4,
+            replay_misses: 5,
+            history_len: 6,
+            history_bytes: 700,
+        };
+        let expected = "\
+# HELP stdsse_hub_subscribers Subscribers now.
+# TYPE stdsse_hub_subscribers gauge
+stdsse_hub_subscribers 3
+# HELP stdsse_hub_published_total Events published.
+# TYPE stdsse_hub_published_total counter
+stdsse_hub_published_total 10
+# HELP stdsse_hub_delivered_total Events delivered to a subscriber.
+# TYPE stdsse_hub_delivered_total counter
+stdsse_hub_delivered_total 25
+# HELP stdsse_hub_evicted_total Subscribers disconnected as slow or stalled.
+# TYPE stdsse_hub_evicted_total counter
+stdsse_hub_evicted_total 1
+# HELP stdsse_hub_dropped_total Events dropped from slow subscribers' backlogs.
+# TYPE stdsse_hub_dropped_total counter
+stdsse_hub_dropped_total 2
+# HELP stdsse_hub_replay_hits_total Resumes without a gap.
+# TYPE stdsse_hub_replay_hits_total counter
+stdsse_hub_replay_hits_total 4
+# HELP stdsse_hub_replay_misses_total Resumes with the gap signal.
+# TYPE stdsse_hub_replay_misses_total counter
+stdsse_hub_replay_misses_total 5
+# HELP stdsse_hub_history_events Events in the history.
+# TYPE stdsse_hub_history_events gauge
+stdsse_hub_history_events 6
+# HELP stdsse_hub_history_bytes Bytes of the history.
+# TYPE stdsse_hub_history_bytes gauge
+stdsse_hub_history_bytes 700
+";
+        assert_eq!(stats.to_prometheus(), expected);
+    }
 }

@@ -1109,7 +1109,7 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
     wait_history(&hub, 2);
     let live = hub.receiver(Subscription::new()).expect("subscribe");
     let resumed = hub
-        .receiver(Subscription::new().last_event_id(Some(id(&hub, 1))))
+        .receiver(Subscription::new().last_event_id(Some(&id(&hub, 1))))
         .expect("subscribe");
     let everything = hub
         .receiver(Subscription::new().last_event_id(Some("unknown")))
@@ -1792,7 +1792,7 @@ fn handler_maps_requests_to_subscriptions_or_refusals() {
                 .ok_or_else(|| stdsse::Response::text(401, "who are you?"))?;
             let subscription = Subscription::new().topic(format!("user/{user}"));
             Ok(match req.query_param("from") {
-                Some(id) => subscription.last_event_id(Some(id)),
+                Some(id) => subscription.last_event_id(Some(&id)),
                 None => subscription,
             })
         });
