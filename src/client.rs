@@ -188,6 +188,7 @@ pub struct Connected {
 
 impl Connected {
     /// The status code (`200`).
+    #[must_use]
     pub fn status(&self) -> u16 {
         self.head.status
     }
@@ -195,6 +196,7 @@ impl Connected {
     /// The header fields, in order, names as received and values without
     /// the whitespace around them (RFC 9110 5.5: it "is excluded" from the
     /// field value); invalid UTF-8 is replaced.
+    #[must_use]
     pub fn headers(&self) -> &[(String, String)] {
         &self.head.headers
     }
@@ -202,12 +204,14 @@ impl Connected {
     /// The value of the last field named `name`, ignoring case ("field
     /// names are case-insensitive", RFC 9110 5.1): the lookup the client
     /// itself uses for the framing and the content type.
+    #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.header(name)
     }
 
     /// The URL that answered: the original one, or where the redirects led
     /// (normalised, as `http://host[:port]/path?query`).
+    #[must_use]
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -242,11 +246,13 @@ impl Refusal {
     }
 
     /// The caller's reason, as given.
+    #[must_use]
     pub fn reason(&self) -> &str {
         &self.reason
     }
 
     /// Whether the client retries after it.
+    #[must_use]
     pub fn is_retry(&self) -> bool {
         self.retry
     }
@@ -424,6 +430,7 @@ pub enum ClientError {
 impl ClientError {
     /// Whether the client stops after this error. Only
     /// [`EventTooLarge`](ClientError::EventTooLarge) is not final.
+    #[must_use]
     pub fn is_final(&self) -> bool {
         !matches!(self, ClientError::EventTooLarge { .. })
     }
@@ -898,6 +905,7 @@ impl CloseHandle {
     }
 
     /// Whether [`close`](CloseHandle::close) was called.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed
     }
@@ -935,6 +943,7 @@ impl Client {
     }
 
     /// A handle that stops this client from any thread.
+    #[must_use]
     pub fn close_handle(&self) -> CloseHandle {
         CloseHandle {
             shared: Arc::clone(&self.shared),
@@ -943,6 +952,7 @@ impl Client {
 
     /// The last event ID: what the next request sends as `Last-Event-ID`
     /// (nothing when empty). Save it to resume in another process.
+    #[must_use]
     pub fn last_event_id(&self) -> &str {
         self.parser.get_last_event_id()
     }
@@ -950,6 +960,7 @@ impl Client {
     /// The reconnection time now: the server's last `retry:` clamped to
     /// the bounds, or the caller's [`retry`](ClientBuilder::retry). The
     /// backoff after failures comes on top of it.
+    #[must_use]
     pub fn reconnection_time(&self) -> Duration {
         match self.parser.retry() {
             Some(server) => server.clamp(self.config.retry_floor, self.config.retry_ceiling),

@@ -68,6 +68,14 @@ use crate::parser::find_eol;
 ///
 /// Fields are written in a fixed order: comments, `event`, `id`, `retry`,
 /// `data`. The order inside one event does not change what a client sees.
+///
+/// Every builder method returns the new event and does nothing else, so a
+/// result left unused is a warning (here made an error):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// stdsse::Event::new().data("x");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
     comments: Vec<String>,
@@ -80,6 +88,7 @@ pub struct Event {
 impl Event {
     /// An empty event. Encoded as is, it is a lone empty line (so a
     /// [`Frame`] is never empty).
+    #[must_use]
     pub fn new() -> Event {
         Event::default()
     }
@@ -89,6 +98,7 @@ impl Event {
     /// Line breaks (CRLF, CR or LF) split it into several `data:` lines,
     /// which a client joins back with LF. Empty data is still sent as one
     /// `data:` line, so the client dispatches an event whose data is `""`.
+    #[must_use]
     pub fn data(mut self, data: impl Into<String>) -> Event {
         self.data = Some(data.into());
         self
@@ -120,6 +130,7 @@ impl Event {
 
     /// Sets the reconnection time the client should wait before it
     /// reconnects. Written in whole milliseconds (anything finer is dropped).
+    #[must_use]
     pub fn retry(mut self, delay: Duration) -> Event {
         self.retry = Some(delay);
         self
@@ -129,6 +140,7 @@ impl Event {
     /// comments; an event made only of comments is the usual keep-alive
     /// (written without the empty line, see the [module docs](self)).
     /// Line breaks in the text make several `:` lines.
+    #[must_use]
     pub fn comment(mut self, text: impl Into<String>) -> Event {
         self.comments.push(text.into());
         self
@@ -149,31 +161,37 @@ impl Event {
     }
 
     /// The data, if set.
+    #[must_use]
     pub fn get_data(&self) -> Option<&str> {
         self.data.as_deref()
     }
 
     /// The event type, if set.
+    #[must_use]
     pub fn get_event(&self) -> Option<&str> {
         self.event.as_deref()
     }
 
     /// The id, if set.
+    #[must_use]
     pub fn get_id(&self) -> Option<&str> {
         self.id.as_deref()
     }
 
     /// The retry hint, if set.
+    #[must_use]
     pub fn get_retry(&self) -> Option<Duration> {
         self.retry
     }
 
     /// The comments, in the order they were added.
+    #[must_use]
     pub fn get_comments(&self) -> &[String] {
         &self.comments
     }
 
     /// Encodes the event into a new buffer.
+    #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);
@@ -231,17 +249,20 @@ pub struct Frame(Arc<[u8]>);
 impl Frame {
     /// The encoded bytes, ending with the empty line that ends the event
     /// (or, for comments and retry hints alone, with their last line).
+    #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The number of encoded bytes.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether the frame has no bytes (never true: even an empty event is
     /// one empty line).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -279,6 +300,7 @@ pub enum Field {
 
 impl Field {
     /// The field's name on the wire.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Field::Event => "event",
@@ -304,16 +326,19 @@ pub struct EventError {
 
 impl EventError {
     /// The field whose value was refused.
+    #[must_use]
     pub fn field(&self) -> Field {
         self.field
     }
 
     /// The offending character: `'\r'`, `'\n'` or `'\0'`.
+    #[must_use]
     pub fn character(&self) -> char {
         self.character
     }
 
     /// The byte offset of the first offending character in the value.
+    #[must_use]
     pub fn position(&self) -> usize {
         self.position
     }

@@ -349,6 +349,7 @@ pub enum Error {
 
 impl Error {
     /// The status code the server answers with.
+    #[must_use]
     pub fn status(self) -> u16 {
         match self {
             Error::Version => 505,
@@ -371,6 +372,7 @@ impl Error {
     }
 
     /// A short description, used as the body of the error response.
+    #[must_use]
     pub fn description(self) -> &'static str {
         match self {
             Error::Method => "invalid method",
@@ -451,6 +453,7 @@ pub enum Version {
 
 impl Version {
     /// The version as written on the wire: `"HTTP/1.0"` or `"HTTP/1.1"`.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Version::Http10 => "HTTP/1.0",
@@ -814,6 +817,7 @@ impl Request {
     }
 
     /// The method, as sent (methods are case-sensitive: `get` is not `GET`).
+    #[must_use]
     pub fn method(&self) -> &str {
         self.span(self.method)
     }
@@ -821,6 +825,7 @@ impl Request {
     /// The raw request-target as sent: the path and query, still
     /// percent-encoded (or `*` for `OPTIONS *`, or the whole URL of an
     /// absolute-form target).
+    #[must_use]
     pub fn target(&self) -> &str {
         self.span(self.target)
     }
@@ -828,6 +833,7 @@ impl Request {
     /// The path: the target up to the first `?`, after the authority of an
     /// absolute-form target, not decoded. An absolute-form target with an
     /// empty path (`http://host?q`) has the path `/` (RFC 9110 4.2.3).
+    #[must_use]
     pub fn path(&self) -> &str {
         let end = self.query.unwrap_or(self.target.end);
         match self.span(Span {
@@ -844,6 +850,7 @@ impl Request {
     /// the server "MUST ignore the received Host header field" in favour of
     /// the target's authority). `None` for an HTTP/1.0 request without
     /// either.
+    #[must_use]
     pub fn authority(&self) -> Option<&str> {
         self.authority
             .map(|span| self.span(span))
@@ -852,6 +859,7 @@ impl Request {
 
     /// The raw text after the first `?` (`Some("")` for a bare `?`), or
     /// `None` when the target has no `?`.
+    #[must_use]
     pub fn query(&self) -> Option<&str> {
         self.query.map(|q| {
             self.span(Span {
@@ -863,6 +871,7 @@ impl Request {
 
     /// The decoded value of the first query parameter named `name` (names
     /// are compared after decoding, case-sensitively). See [`decode_query`].
+    #[must_use]
     pub fn query_param(&self, name: &str) -> Option<String> {
         query_pairs(self.query()?)
             .find(|(n, _)| percent_decode(n) == name)
@@ -870,17 +879,20 @@ impl Request {
     }
 
     /// All query parameters, decoded, in order. See [`decode_query`].
+    #[must_use]
     pub fn query_params(&self) -> Vec<(String, String)> {
         decode_query(self.query().unwrap_or(""))
     }
 
     /// The HTTP version.
+    #[must_use]
     pub fn version(&self) -> Version {
         self.version
     }
 
     /// The value of the first field named `name` (case-insensitive), with
     /// surrounding whitespace removed.
+    #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -909,6 +921,7 @@ impl Request {
     /// field lists the `close` option; an HTTP/1.0 connection persists only
     /// when it lists `keep-alive` (and not `close`). Options are
     /// comma-separated and case-insensitive, over all `Connection` fields.
+    #[must_use]
     pub fn keep_alive(&self) -> bool {
         let mut close = false;
         let mut keep_alive = false;
@@ -1002,11 +1015,13 @@ impl Request {
 
     /// The body, once the server has read it (empty before that, and for
     /// requests without a body).
+    #[must_use]
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
     /// The peer's address, when the request came from a socket.
+    #[must_use]
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }
@@ -1149,6 +1164,7 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     /// A decoder for a body of at most `max_body` decoded bytes.
+    #[must_use]
     pub fn new(max_body: usize) -> ChunkedDecoder {
         ChunkedDecoder {
             state: Chunk::Size,
@@ -1347,6 +1363,7 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 /// let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
 /// assert_eq!(pairs, [("a", "1"), ("b", "two words"), ("c", "A%zz"), ("d", ""), ("", "x")]);
 /// ```
+#[must_use]
 pub fn decode_query(query: &str) -> Vec<(String, String)> {
     query_pairs(query)
         .map(|(name, value)| (percent_decode(name), percent_decode(value)))
@@ -1428,6 +1445,7 @@ pub struct Response {
 impl Response {
     /// A response with this status and an empty body. A status outside
     /// 100..=999 makes the response invalid (see [`Response::is_valid`]).
+    #[must_use]
     pub fn new(status: u16) -> Response {
         Response {
             status,
@@ -1472,6 +1490,7 @@ impl Response {
     /// `500 Internal Server Error` with the body `invalid response header`
     /// in its place. This keeps building infallible while nothing invalid
     /// can reach the wire.
+    #[must_use]
     pub fn header(self, name: &str, value: &str) -> Response {
         self.checked_header(name, value, &[])
     }
@@ -1492,17 +1511,20 @@ impl Response {
     }
 
     /// Sets the body (replacing any earlier body).
+    #[must_use]
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
         self.body = body.into();
         self
     }
 
     /// The status code.
+    #[must_use]
     pub fn status(&self) -> u16 {
         self.status
     }
 
     /// The value of the first header named `name` (case-insensitive).
+    #[must_use]
     pub fn get_header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -1511,6 +1533,7 @@ impl Response {
     }
 
     /// The body.
+    #[must_use]
     pub fn get_body(&self) -> &[u8] {
         &self.body
     }
@@ -1518,6 +1541,7 @@ impl Response {
     /// Whether the response can be written as built: false after an invalid
     /// header (or with a status outside 100..=999), in which case the server
     /// writes a `500 Internal Server Error` instead.
+    #[must_use]
     pub fn is_valid(&self) -> bool {
         self.invalid.is_none()
     }
@@ -1639,6 +1663,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 
 /// The reason phrase for a status code (RFC 9110 section 15, plus 429 from
 /// RFC 6585), or `"Unknown"`.
+#[must_use]
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",

@@ -207,6 +207,7 @@ pub struct HubStats {
 
 impl HubStats {
     /// The counters as a JSON object.
+    #[must_use]
     pub fn to_json(&self) -> String {
         format!(
             "{{\"subscribers\":{},\"published\":{},\"delivered\":{},\"evicted\":{},\"dropped\":{},\
@@ -225,6 +226,7 @@ impl HubStats {
 
     /// The counters in the Prometheus text format (version 0.0.4), named
     /// `stdsse_hub_...`: counters end in `_total`, gauges do not.
+    #[must_use]
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         #[rustfmt::skip]
@@ -327,11 +329,13 @@ pub struct Subscription {
 
 impl Subscription {
     /// A subscription to events published to everyone only.
+    #[must_use]
     pub fn new() -> Subscription {
         Subscription::default()
     }
 
     /// Also receive events published to `topic`.
+    #[must_use]
     pub fn topic(mut self, topic: impl Into<String>) -> Subscription {
         self.topics.push(topic.into());
         self
@@ -339,6 +343,7 @@ impl Subscription {
 
     /// Receive only the events published to its topics, none of those
     /// published to everyone ([`Hub::publish`]).
+    #[must_use]
     pub fn topics_only(mut self) -> Subscription {
         self.topics_only = true;
         self
@@ -347,6 +352,7 @@ impl Subscription {
     /// Resume after this id (the client's `Last-Event-ID`); `None` clears
     /// it. An empty id is no id, as in the standard (a browser never sends
     /// one).
+    #[must_use]
     pub fn last_event_id(mut self, id: Option<&str>) -> Subscription {
         self.last_event_id = id.filter(|id| !id.is_empty()).map(str::to_string);
         self
@@ -357,6 +363,7 @@ impl Subscription {
     /// and filter decide), in order, then the live ones, with no gap or
     /// duplicate between them (default 0). A resume replays what it missed
     /// instead.
+    #[must_use]
     pub fn recent(mut self, n: usize) -> Subscription {
         self.recent = n;
         self
@@ -365,6 +372,7 @@ impl Subscription {
     /// Receive only the events `filter` accepts. It runs on the hub's
     /// threads, once per event for each subscriber, so keep it quick; if it
     /// panics, this subscription ends and the others go on.
+    #[must_use]
     pub fn filter(
         mut self,
         filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
@@ -473,6 +481,7 @@ impl HubBuilder {
     /// few minutes of a busy chat room, cheap to hold and to replay; twice
     /// the backlog bound, so that an evicted client can resume). Zero
     /// events disables replay.
+    #[must_use]
     pub fn history(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.history_events = events;
         self.history_bytes = bytes;
@@ -487,6 +496,7 @@ impl HubBuilder {
     /// bites while several topics share the traffic. Events published to
     /// everyone count against the total only. An event published to several
     /// topics counts against each, and goes when one of them drops it.
+    #[must_use]
     pub fn topic_history(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.topic_history = Some((events.max(1), bytes));
         self
@@ -499,6 +509,7 @@ impl HubBuilder {
     }
 
     /// Also drop history entries older than this (default: no age limit).
+    #[must_use]
     pub fn history_max_age(mut self, age: Option<Duration>) -> HubBuilder {
         self.history_age = age;
         self
@@ -527,6 +538,7 @@ impl HubBuilder {
     ///
     /// With [`SlowClient::DropOldest`] it counts the subscriber's own
     /// queued frames and bytes, as set.
+    #[must_use]
     pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.backlog_events = events.max(1);
         self.backlog_bytes = bytes.max(1);
@@ -558,6 +570,7 @@ impl HubBuilder {
     /// (2 ms, doubling to 250 ms, back to 2 ms once it takes bytes), so it
     /// costs next to nothing while it waits, and then it goes. Receivers are
     /// bound by the backlog only: they cost nothing while they wait.
+    #[must_use]
     pub fn stall_timeout(mut self, timeout: Duration) -> HubBuilder {
         self.stall_timeout = Some(timeout);
         self
@@ -565,6 +578,7 @@ impl HubBuilder {
 
     /// What happens past the backlog bound (default
     /// [`SlowClient::Disconnect`]).
+    #[must_use]
     pub fn slow_client(mut self, policy: SlowClient) -> HubBuilder {
         self.slow_client = policy;
         self
@@ -572,6 +586,7 @@ impl HubBuilder {
 
     /// What follows the gap signal for an unknown `Last-Event-ID` (default
     /// [`UnknownId::ReplayAll`]).
+    #[must_use]
     pub fn unknown_id(mut self, policy: UnknownId) -> HubBuilder {
         self.unknown_id = policy;
         self
@@ -579,6 +594,7 @@ impl HubBuilder {
 
     /// A keep-alive comment after this long without a write (default 15 s);
     /// a subscriber that went away is also noticed at least this often.
+    #[must_use]
     pub fn keep_alive(mut self, interval: Option<Duration>) -> HubBuilder {
         self.keep_alive = interval;
         self
@@ -595,12 +611,14 @@ impl HubBuilder {
     /// its queues (this is also the most passed between its threads at a
     /// time, up to 4,096). It counts events, not bytes: with large events,
     /// lower it.
+    #[must_use]
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
         self
     }
 
     /// An event every subscriber receives when the hub closes.
+    #[must_use]
     pub fn close_event(mut self, event: Option<Event>) -> HubBuilder {
         self.close_event = event;
         self
@@ -608,12 +626,14 @@ impl HubBuilder {
 
     /// A `retry:` hint sent at close: `base` plus a random part of up to
     /// `jitter`, different per subscriber, so reconnects spread out.
+    #[must_use]
     pub fn close_retry(mut self, base: Duration, jitter: Duration) -> HubBuilder {
         self.close_retry = Some((base, jitter));
         self
     }
 
     /// How long `close` may spend delivering the final bytes (default 2 s).
+    #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> HubBuilder {
         self.close_timeout = timeout;
         self
@@ -621,6 +641,7 @@ impl HubBuilder {
 
     /// How many fan-out threads write to subscribers (default: one per
     /// core, at most 4). Each subscriber belongs to one of them.
+    #[must_use]
     pub fn fanout_threads(mut self, threads: usize) -> HubBuilder {
         self.fanout_threads = threads.max(1);
         self
@@ -631,6 +652,7 @@ impl HubBuilder {
     /// the gap signal (default: no log). It is called on the hub's threads,
     /// so it must be quick (hand the record to a channel if it must do
     /// more); a panic in it is caught.
+    #[must_use]
     pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
         self.log = Some(LogHook(Arc::new(log)));
         self
@@ -761,6 +783,7 @@ impl Hub {
     }
 
     /// Settings for a new hub.
+    #[must_use]
     pub fn builder() -> HubBuilder {
         HubBuilder::default()
     }
@@ -945,16 +968,19 @@ impl Hub {
     }
 
     /// Whether [`close`](Hub::close) was called.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
     }
 
     /// The epoch part of the ids this hub assigns (`<epoch>-<n>`).
+    #[must_use]
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
     }
 
     /// The hub's counters now.
+    #[must_use]
     pub fn stats(&self) -> HubStats {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);

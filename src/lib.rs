@@ -125,6 +125,11 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(
+    missing_debug_implementations,
+    clippy::must_use_candidate,
+    clippy::return_self_not_must_use
+)]
 
 pub mod client;
 pub mod event;

@@ -306,6 +306,7 @@ impl Parser {
     /// A parser at the start of a stream, with an empty last event ID, no
     /// retry seen and the default limits (16 MiB events). Allocates nothing
     /// until input is fed.
+    #[must_use]
     pub fn new() -> Parser {
         Parser {
             buf: String::new(),
@@ -335,6 +336,7 @@ impl Parser {
     /// Starts from the given last event ID, as a client that reconnects with
     /// `Last-Event-ID` does: events without an `id` field carry it until the
     /// stream sends another `id`.
+    #[must_use]
     pub fn last_event_id(mut self, id: impl Into<String>) -> Parser {
         let id = id.into();
         self.fields.id.clone_from(&id);
@@ -347,6 +349,7 @@ impl Parser {
     /// field name, so one `data:` line can carry a whole event's worth).
     /// Lines are measured after UTF-8 decoding, so an invalid byte counts as
     /// the three bytes of U+FFFD. See [`ParseError::LineTooLong`].
+    #[must_use]
     pub fn max_line_len(mut self, bytes: usize) -> Parser {
         self.max_line = bytes;
         self.line_explicit = true;
@@ -360,6 +363,7 @@ impl Parser {
     /// with no `event` field, is accepted, and one byte more gives
     /// [`ParseError::EventTooLarge`]. It protects against a peer that sends
     /// an endless event; memory grows only with the bytes that arrive.
+    #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> Parser {
         self.fields.max_event = bytes;
         if !self.line_explicit {
@@ -498,6 +502,7 @@ impl Parser {
     /// event that no empty line has ended yet does not count until it is
     /// ended. This is the value a reconnecting client sends as
     /// `Last-Event-ID` (if it is not empty).
+    #[must_use]
     pub fn get_last_event_id(&self) -> &str {
         &self.fields.last_id
     }
@@ -505,6 +510,7 @@ impl Parser {
     /// The reconnection time from the last valid `retry` field, if any. It
     /// takes effect as soon as the field is read, even inside an event that
     /// is never dispatched.
+    #[must_use]
     pub fn retry(&self) -> Option<Duration> {
         self.fields.retry
     }
@@ -514,6 +520,7 @@ impl Parser {
     /// three bytes of a UTF-8 sequence cut short) and the pending event's
     /// data and type. After `next_item` has returned `None` this is at most
     /// `max_line_len + max_event_size + 3`.
+    #[must_use]
     pub fn buffered(&self) -> usize {
         self.buf.len() + self.tail_len + self.fields.data.len() + self.fields.event_type.len()
     }

@@ -159,6 +159,7 @@ impl Accept {
     /// `Content-Length`, `Transfer-Encoding` and `Connection` (the server
     /// owns the stream's type and framing), makes the server answer `500`
     /// instead of streaming, and log why.
+    #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Accept {
         self.head = self.head.checked_header(name, value, STREAM_OWNED);
         self
@@ -207,6 +208,7 @@ pub struct Cors {
 
 impl Cors {
     /// Allows every origin.
+    #[must_use]
     pub fn any() -> Cors {
         Cors {
             origins: None,
@@ -230,12 +232,14 @@ impl Cors {
 
     /// The request headers a page may send (default `Last-Event-ID,
     /// Content-Type, Cache-Control`), as one comma-separated list.
+    #[must_use]
     pub fn allow_headers(mut self, headers: &str) -> Cors {
         self.allow_headers = headers.into();
         self
     }
 
     /// How long a browser may cache a preflight answer (default 10 min).
+    #[must_use]
     pub fn max_age(mut self, max_age: Duration) -> Cors {
         self.max_age = max_age;
         self
@@ -248,6 +252,7 @@ impl Cors {
     /// exact origin, never `*`, and the server echoes it). Only for a list
     /// of [`origins`](Cors::origins): with [`Cors::any`] it is ignored, so
     /// that no page on any site can read a user's authenticated stream.
+    #[must_use]
     pub fn credentials(mut self) -> Cors {
         self.credentials = true;
         self
@@ -330,6 +335,7 @@ pub struct Stats {
 
 impl Stats {
     /// The counters as a JSON object.
+    #[must_use]
     pub fn to_json(&self) -> String {
         format!(
             "{{\"open_connections\":{},\"open_streams\":{},\"requests\":{},\"rejected\":{},\"panics\":{},\"bad_requests\":{},\"accept_errors\":{}}}",
@@ -345,6 +351,7 @@ impl Stats {
 
     /// The counters in the Prometheus text exposition format 0.0.4, for a
     /// `/metrics` route (content type `text/plain; version=0.0.4`).
+    #[must_use]
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         let metrics: [(&str, &str, &str, u64); 7] = [
@@ -598,11 +605,13 @@ impl Server {
     }
 
     /// The address the server listens on.
+    #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
     }
 
     /// A handle that can stop the server and read its stats from any thread.
+    #[must_use]
     pub fn handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             shared: self.shared.clone(),
@@ -610,6 +619,7 @@ impl Server {
     }
 
     /// The server's counters now.
+    #[must_use]
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
@@ -857,11 +867,29 @@ impl Server {
     }
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.shared.local_addr)
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Stops a server and reads its stats; cheap to clone, usable from any
 /// thread, obtainable before [`Server::run`].
 #[derive(Clone)]
 pub struct ShutdownHandle {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
 }
 
 impl ShutdownHandle {
@@ -884,16 +912,19 @@ impl ShutdownHandle {
     }
 
     /// Whether shutdown has started.
+    #[must_use]
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(Ordering::SeqCst)
     }
 
     /// The server's counters now.
+    #[must_use]
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
 
     /// The address the server listens on.
+    #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
     }
@@ -1996,6 +2027,7 @@ impl EventStream {
     /// Whether the stream has ended: a send failed, the server is shutting
     /// down, or the client closed the connection (checked now, without
     /// blocking and without sending anything).
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         let mut state = lock(&self.shared.state);
         self.shared.check(&mut state, None)
@@ -2026,16 +2058,19 @@ impl EventStream {
 
     /// The `Last-Event-ID` header of the request, if it had one: where a
     /// reconnecting client wants to resume.
+    #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
         self.shared.last_event_id.as_deref()
     }
 
     /// The client's address.
+    #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
         self.shared.conn.remote
     }
 
     /// Bytes sent on this stream so far (events only, not the head).
+    #[must_use]
     pub fn bytes_sent(&self) -> u64 {
         lock(&self.shared.state).writer.bytes_written()
     }
@@ -2059,6 +2094,7 @@ pub struct SendError(Option<io::ErrorKind>);
 impl SendError {
     /// The I/O error that closed the stream, if it was closed by one (rather
     /// than by shutdown or by the client closing the connection).
+    #[must_use]
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         self.0
     }
