@@ -57,8 +57,11 @@ extern "C" fn on_signal(_signal: i32) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+// `unsafe extern`: edition 2024 requires it (calling into C is unsafe),
+// and every edition since Rust 1.82 accepts it, so the helper can be copied
+// into a crate of either edition (`.ci/edition2024.sh` checks that).
 #[cfg(unix)]
-extern "C" {
+unsafe extern "C" {
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
 }
 
