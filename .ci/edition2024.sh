@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Ctrl+C helper that the examples share (examples/common/mod.rs) is
-# what users copy: check that it builds, without warnings, when copied into
-# a new edition-2024 crate that depends on stdsse by path. Offline, bounded.
+# What the README tells a user to do, done: vendor stdsse into a new
+# edition-2024 crate (its two set-up commands), copy in the examples'
+# Ctrl+C helper (examples/common/mod.rs), and build offline with warnings as
+# errors, bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,9 +15,6 @@ name = "copied-helper"
 version = "0.0.0"
 edition = "2024"
 publish = false
-
-[dependencies]
-stdsse = { path = "$root" }
 
 # Its own workspace, not a member of stdsse's.
 [workspace]
@@ -33,5 +31,20 @@ fn main() -> std::io::Result<()> {
     server.run()
 }
 EOF
-RUSTFLAGS="-D warnings" timeout 300 cargo build --offline --quiet --manifest-path "$dir/Cargo.toml"
-echo "edition 2024: examples/common/mod.rs builds in a new crate"
+# The README's two commands, run in the new crate (STDSSE: this checkout).
+(
+    cd "$dir"
+    STDSSE=$root
+    mkdir -p vendor/stdsse && cp -r "$STDSSE"/src "$STDSSE"/LICENSE-MIT "$STDSSE"/LICENSE-APACHE vendor/stdsse/
+    printf '[package]\nname = "stdsse"\nversion = "0.1.0"\nedition = "2021"\n' >vendor/stdsse/Cargo.toml && cargo add --offline --quiet stdsse --path vendor/stdsse
+)
+out=$(RUSTFLAGS="-D warnings" timeout 300 cargo build --offline --manifest-path "$dir/Cargo.toml" 2>&1) || {
+    echo "$out"
+    exit 1
+}
+if grep -q '^warning' <<<"$out"; then
+    echo "$out"
+    echo "cargo warned"
+    exit 1
+fi
+echo "edition 2024: vendored stdsse and examples/common/mod.rs build in a new crate"
