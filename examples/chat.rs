@@ -14,7 +14,7 @@
 //!   `Last-Event-ID` (header, or `lastEventId` query parameter) resumes
 //!   through the hub's history.
 //! * `POST /messages?room=R`, the text as the body (UTF-8, at most
-//!   [`MAX_MESSAGE`], 64 KiB):
+//!   `common::MAX_MESSAGE`, 64 KiB):
 //!   `204`, and the message is broadcast; empty or invalid UTF-8: `400`;
 //!   too large: `413`.
 //! * `GET /stats`: the hub's and the server's counters as JSON;
@@ -31,25 +31,11 @@ mod common;
 
 use std::time::Duration;
 
-use stdsse::http::Limits;
 use stdsse::hub::{Hub, Subscription};
 use stdsse::{Event, Request, Response, Server};
 
 const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N] \
                      [--keep-alive-ms 15000]";
-
-/// The largest message accepted, in bytes of UTF-8: larger bodies get `413`.
-///
-/// It protects the server (a request body is held in memory) and must fit
-/// every client on the way: a message becomes the data of one event, which
-/// a client counts as the text plus one LF per line (CR and CRLF become
-/// LF, so at most the text plus one byte) plus the type `message`. That is
-/// at most `MAX_MESSAGE + 8` bytes, far below the event limit of stdsse's
-/// `Parser`, `Client` and `tail` (16 MiB by default); browsers, Node's
-/// `eventsource`, httpx-sse, sseclient-py, curl and nginx (unbuffered, as
-/// the stream asks) set none. The interop suite and `tests/chat_example.rs`
-/// send a message of exactly this size to each of them.
-const MAX_MESSAGE: usize = 64 * 1024;
 
 fn room(req: &Request) -> String {
     req.query_param("room")
@@ -58,10 +44,9 @@ fn room(req: &Request) -> String {
 }
 
 fn post_message(hub: &Hub, req: &Request) -> Response {
-    let text = match std::str::from_utf8(req.body()) {
-        Ok("") => return Response::text(400, "the message is empty\n"),
+    let text = match common::message_text(req) {
         Ok(text) => text,
-        Err(_) => return Response::text(400, "the message is not valid UTF-8\n"),
+        Err(refusal) => return refusal,
     };
     let event = match Event::new().event("message") {
         Ok(event) => event.data(text),
@@ -93,10 +78,7 @@ fn main() -> std::io::Result<()> {
     let mut server = Server::bind(&addr)?;
     server
         .max_connections(max_connections)
-        .limits(Limits {
-            max_body: MAX_MESSAGE,
-            ..Limits::default()
-        })
+        .limits(common::message_limits())
         .initial_retry(Some(Duration::from_secs(1)))
         .keep_alive(Some(keep_alive))
         .log(common::log_to_stderr)

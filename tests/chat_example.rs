@@ -201,6 +201,11 @@ fn chat_endpoints_over_real_sockets() {
         text.contains("# TYPE stdsse_server_streams_open gauge\nstdsse_server_streams_open 5\n"),
         "{text}"
     );
+    // And the hub's, after the server's.
+    assert!(
+        text.contains("# TYPE stdsse_hub_published_total counter\nstdsse_hub_published_total 10\n"),
+        "{text}"
+    );
 }
 
 #[cfg(unix)]

@@ -13,9 +13,42 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use stdsse::http::Limits;
 use stdsse::hub::Hub;
 use stdsse::server::{LogEntry, LogKind};
-use stdsse::{Response, Server};
+use stdsse::{Request, Response, Server};
+
+/// The largest message accepted (chat) or notification (notify), in bytes
+/// of UTF-8: larger bodies get `413`.
+///
+/// It protects the server (a request body is held in memory) and must fit
+/// every client on the way: a message becomes the data of one event, which
+/// a client counts as the text plus one LF per line (CR and CRLF become
+/// LF, so at most the text plus one byte) plus the type `message`. That is
+/// at most `MAX_MESSAGE + 8` bytes, far below the event limit of stdsse's
+/// `Parser`, `Client` and `tail` (16 MiB by default); browsers, Node's
+/// `eventsource`, httpx-sse, sseclient-py, curl and nginx (unbuffered, as
+/// the stream asks) set none. The interop suite and `tests/chat_example.rs`
+/// send a message of exactly this size to each of them.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The server's limits with bodies bounded by [`MAX_MESSAGE`].
+pub fn message_limits() -> Limits {
+    Limits {
+        max_body: MAX_MESSAGE,
+        ..Limits::default()
+    }
+}
+
+/// A posted message's text: the body, which must be non-empty UTF-8 (else
+/// `400` saying why; a body over [`MAX_MESSAGE`] never gets here: `413`).
+pub fn message_text(req: &Request) -> Result<&str, Response> {
+    match std::str::from_utf8(req.body()) {
+        Ok("") => Err(Response::text(400, "the message is empty\n")),
+        Ok(text) => Ok(text),
+        Err(_) => Err(Response::text(400, "the message is not valid UTF-8\n")),
+    }
+}
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -24,8 +57,11 @@ extern "C" fn on_signal(_signal: i32) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+// `unsafe extern`: edition 2024 requires it (calling into C is unsafe),
+// and every edition since Rust 1.82 accepts it, so the helper can be copied
+// into a crate of either edition (`.ci/edition2024.sh` checks that).
 #[cfg(unix)]
-extern "C" {
+unsafe extern "C" {
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
 }
 
@@ -120,6 +156,12 @@ impl Options {
         found.map_or(default, |(_, v)| v.as_str()).to_string()
     }
 
+    /// Every value given for `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        let given = self.args.iter().filter(|(n, _)| n == name);
+        given.map(|(_, v)| v.clone()).collect()
+    }
+
     /// The value of `name` parsed as a number, or exit with a message.
     pub fn number(&self, name: &str, default: u64) -> u64 {
         self.optional(name).unwrap_or(default)
@@ -179,15 +221,16 @@ pub fn stats_route(server: &mut Server, hub: &Hub) {
     });
 }
 
-/// Serves `GET /metrics`: the server's counters in the Prometheus text
-/// format.
+/// Serves `GET /metrics`: the server's and the hub's counters in the
+/// Prometheus text format (version 0.0.4).
 pub fn metrics_route(server: &mut Server, hub: &Hub) {
-    let _hub = hub.clone(); // TODO hub metrics: hub.stats().to_prometheus()
+    let hub = hub.clone();
     let handle = server.handle();
     server.get("/metrics", move |_req| {
+        let text = handle.stats().to_prometheus() + &hub.stats().to_prometheus();
         Response::new(200)
             .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(handle.stats().to_prometheus())
+            .body(text)
     });
 }
 

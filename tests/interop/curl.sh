@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# curl -N against the clock example: the raw stream, byte for byte.
+# curl -N against the clock example (the raw stream, byte for byte) and the
+# notify example (a bearer token, a cookie jar).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -74,5 +75,50 @@ if [[ $STOP_STATUS == 0 ]]; then
     pass "clock exits 0 on SIGINT"
 else
     fail "clock exits 0 on SIGINT" "status $STOP_STATUS"
+fi
+
+# The notify example: curl as its README shows it, a token or a cookie jar.
+if ! start_example notify curl-notify --addr 127.0.0.1:0 --user alice:token-a --admin admin-token; then
+    fail "curl: the notify example starts"
+    exit 1
+fi
+for n in 1 2; do
+    curl -s -H 'Authorization: Bearer admin-token' -d "note $n" "$EX_URL/notify?user=alice"
+done
+
+name="curl -N without credentials: 401, WWW-Authenticate: Bearer, no event stream"
+out=$(curl -sN --max-time 2 -D - -H 'Accept: text/event-stream' "$EX_URL/events" | tr -d '\r')
+if [[ $out == "HTTP/1.1 401 "* ]] && grep -qx 'WWW-Authenticate: Bearer' <<<"$out" &&
+    ! grep -qi 'text/event-stream\|^data:' <<<"$out"; then
+    pass "$name"
+else
+    fail "$name" "$(tr '\n' '|' <<<"$out")"
+fi
+
+name="curl -N -H 'Authorization: Bearer ...': the user's notifications"
+out=$(curl -sN --max-time 0.5 -H 'Authorization: Bearer token-a' "$EX_URL/events")
+if [[ $(grep '^data: ' <<<"$out") == $'data: note 1\ndata: note 2' ]]; then
+    pass "$name"
+else
+    fail "$name" "$(tr '\n' '|' <<<"$out")"
+fi
+
+name="curl -c/-b: POST /login, then the stream with the session cookie"
+jar="$OUT_DIR/curl-notify.cookies"
+rm -f "$jar"
+login=$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -d token-a "$EX_URL/login")
+out=$(curl -sN --max-time 0.5 -b "$jar" "$EX_URL/events")
+if [[ $login == 204 ]] && grep -q '#HttpOnly_127.0.0.1' "$jar" && ! grep -q token-a "$jar" &&
+    [[ $(grep -c '^data: ' <<<"$out") == 2 ]]; then
+    pass "$name"
+else
+    fail "$name" "login $login; jar $(tr '\n' '|' <"$jar"); stream $(tr '\n' '|' <<<"$out")"
+fi
+
+stop_pid "$EX_PID" INT
+if [[ $STOP_STATUS == 0 ]]; then
+    pass "notify exits 0 on SIGINT"
+else
+    fail "notify exits 0 on SIGINT" "status $STOP_STATUS"
 fi
 exit $((FAILED > 0))

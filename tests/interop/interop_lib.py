@@ -16,7 +16,7 @@ BIN_DIR = os.environ.get("STDSSE_BIN_DIR", "target/debug/examples")
 OUT_DIR = os.environ.get("INTEROP_OUT", "target/interop")
 os.makedirs(os.path.join(OUT_DIR, "logs"), exist_ok=True)
 
-# The chat's MAX_MESSAGE (examples/chat.rs): a message of exactly that size
+# The chat's MAX_MESSAGE (examples/common/mod.rs): a message of exactly that size
 # (64 lines of 1024 bytes), the same as lib.mjs and tests/chat_example.rs.
 MAX_MESSAGE = 64 * 1024
 LARGEST = ("h\u00e9llo \u2713 \U0001f600" + "x" * 1008 + "\n") * 64

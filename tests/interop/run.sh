@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The interop suite: real clients (Chromium via playwright-core, the
 # `eventsource` npm package, httpx-sse, sseclient-py, curl, nginx, and the
-# crate's own `tail`) against the clock and chat examples.
+# crate's own `tail`) against the clock, chat and notify examples.
 #
 #   bash tests/interop/run.sh
 #
@@ -147,6 +147,7 @@ run_checks node-eventsource node "$HERE/node_eventsource.mjs"
 run_checks python-clients "$INTEROP_PYTHON" "$HERE/python_clients.py"
 run_checks nginx bash "$HERE/nginx.sh"
 run_checks browser node "$HERE/browser.mjs"
+run_checks notify node "$HERE/notify.mjs"
 
 phase "summary"
 echo "artifacts: $(cd "$ROOT" && ls target/interop/*.png 2>/dev/null | tr '\n' ' ')target/interop/logs/"
