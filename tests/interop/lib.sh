@@ -20,6 +20,9 @@ start_example() {
     EX_LOG="$OUT_DIR/logs/$tag.log"
     EX_URL="" EX_PORT=""
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        # Emptied here, not only by the child's redirection: that runs after
+        # the fork, and a read before it would find the last run's line.
+        : >"$EX_LOG"
         "$BIN_DIR/$name" "$@" 2>"$EX_LOG" &
         EX_PID=$!
         STARTED_PIDS+=("$EX_PID")
