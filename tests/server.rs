@@ -2138,3 +2138,17 @@ fn fuzz_the_whole_server() {
     });
     assert_eq!(server.handle.stats().rejected, 0);
 }
+
+/// `?` turns an invalid event into an `io::Error` (InvalidInput) with the
+/// event error's message, so a handler or helper returning `io::Result`
+/// needs no conversion.
+#[test]
+fn event_errors_convert_into_io_errors() {
+    fn build() -> std::io::Result<stdsse::Event> {
+        Ok(stdsse::Event::new().id("a\nb")?)
+    }
+    let err = build().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let inner = stdsse::Event::new().id("a\nb").unwrap_err();
+    assert_eq!(err.to_string(), inner.to_string());
+}
