@@ -1,49 +1,26 @@
 //! Outbound events: the `text/event-stream` encoder.
 //!
-//! An [`Event`] is built field by field and encoded as the WHATWG HTML
-//! standard, section "Server-sent events" (9.2.5), expects a server to write:
+//! The wire format is taught in the [crate docs](crate#the-wire-format-in-one-page).
+//! What the encoder adds to it:
 //!
-//! ```text
-//! event   = *( comment / field ) end-of-line
-//! comment = colon *any-char end-of-line
-//! field   = 1*name-char [ colon [ space ] *any-char ] end-of-line
-//! ```
-//!
-//! * Every field is written `name: value` with one space after the colon.
-//!   A parser removes exactly one leading space, so a value that itself
-//!   starts with a space survives the trip.
-//! * Lines end with LF, and one more LF (an empty line) ends the event:
-//!   "If the line is empty (a blank line) - Dispatch the event". An event
-//!   made only of comments and/or a `retry` gets no empty line: "Lines
-//!   starting with a U+003A COLON character (:) - Ignore the line", and a
-//!   `retry` field takes effect when its line is read, so the empty line
-//!   would only dispatch nothing. Some clients (httpx-sse, and the Python
-//!   SDKs that copied its decoder) dispatch such a block anyway, as an
-//!   event with empty data; without the empty line a keep-alive or a retry
-//!   hint is never mistaken for an event, and the hint rides on the next
-//!   event's block. An `event` or `id` without data keeps its empty line:
-//!   dispatching it resets the type and commits the id.
-//! * Data is split on CRLF, lone CR and lone LF into one `data:` line per
-//!   line of text; CRLF counts as one line break. An event whose data is the
-//!   empty string still writes one `data:` line, so browsers dispatch it.
-//!
-//! # Validation happens when the event is built
-//!
-//! `any-char` excludes CR and LF, so a CR or LF inside the event type or the
-//! id would end the field early and let the rest of the value be read as a
-//! new field (field injection). The standard also makes a parser ignore an
-//! `id` that contains NUL. [`Event::event`] and [`Event::id`] therefore
-//! check their value and return an [`EventError`] naming the field and the
-//! character. The check is done at build time, not at send time: an `Event`
-//! value is always valid, so encoding it cannot fail, and nothing invalid can
-//! ever reach a writer. Data and comments need no check: their line breaks
-//! become separate `data:` or `:` lines.
+//! * Fields are written `name: value`, one space after the colon, so a value
+//!   that starts with a space survives (a parser removes exactly one).
+//! * Data and comments are split on CRLF, CR and LF into one line each; empty
+//!   data is still one `data:` line, so browsers dispatch it.
+//! * An event made only of comments and/or a `retry` gets no empty line: it
+//!   would dispatch nothing, and some clients (httpx-sse and the SDKs that
+//!   copied it) would take it for an event with empty data. An `event` or
+//!   `id` alone keeps it: dispatching resets the type and commits the id.
+//! * `event` and `id` values are checked when the event is built: CR or LF
+//!   would start a new field (injection), and "if the field value does not
+//!   contain U+0000 NULL" a client ignores the `id`. So an `Event` is always
+//!   valid and encoding it cannot fail.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::parser::find_eol;
+use crate::scan::{find_eol, push_decimal};
 
 /// One server-sent event: data, event type, id, retry hint and comments.
 ///
@@ -93,21 +70,16 @@ impl Event {
         Event::default()
     }
 
-    /// Sets the data (replacing any earlier data).
-    ///
-    /// Line breaks (CRLF, CR or LF) split it into several `data:` lines,
-    /// which a client joins back with LF. Empty data is still sent as one
-    /// `data:` line, so the client dispatches an event whose data is `""`.
+    /// Sets the data (replacing any earlier data); each line of it becomes
+    /// a `data:` line.
     #[must_use]
     pub fn data(mut self, data: impl Into<String>) -> Event {
         self.data = Some(data.into());
         self
     }
 
-    /// Sets the event type, the name a browser's `addEventListener` listens
-    /// for (without it, the type is `message`).
-    ///
-    /// Fails if the value contains CR or LF, which would end the field early.
+    /// Sets the event type (`addEventListener`'s name; `message` without
+    /// it). Fails on CR or LF.
     pub fn event(mut self, event_type: impl Into<String>) -> Result<Event, EventError> {
         let value = event_type.into();
         check(Field::Event, &value)?;
@@ -115,12 +87,8 @@ impl Event {
         Ok(self)
     }
 
-    /// Sets the event id, which the client stores and sends back as
-    /// `Last-Event-ID` when it reconnects.
-    ///
-    /// The empty string is allowed on purpose: `id:` with an empty value
-    /// resets the client's last event id. Fails if the value contains CR or
-    /// LF (field injection) or NUL (a client ignores such an id).
+    /// Sets the id, sent back as `Last-Event-ID` on reconnect (empty resets
+    /// the client's). Fails on CR, LF or NUL.
     pub fn id(mut self, id: impl Into<String>) -> Result<Event, EventError> {
         let value = id.into();
         check(Field::Id, &value)?;
@@ -128,18 +96,15 @@ impl Event {
         Ok(self)
     }
 
-    /// Sets the reconnection time the client should wait before it
-    /// reconnects. Written in whole milliseconds (anything finer is dropped).
+    /// Sets the client's reconnection time, in whole milliseconds.
     #[must_use]
     pub fn retry(mut self, delay: Duration) -> Event {
         self.retry = Some(delay);
         self
     }
 
-    /// Adds a comment line (any number may be added). A client ignores
-    /// comments; an event made only of comments is the usual keep-alive
-    /// (written without the empty line, see the [module docs](self)).
-    /// Line breaks in the text make several `:` lines.
+    /// Adds a comment (one `:` line per line of text); comments alone are
+    /// the usual keep-alive.
     #[must_use]
     pub fn comment(mut self, text: impl Into<String>) -> Event {
         self.comments.push(text.into());
@@ -178,18 +143,6 @@ impl Event {
         self.id.as_deref()
     }
 
-    /// The retry hint, if set.
-    #[must_use]
-    pub fn get_retry(&self) -> Option<Duration> {
-        self.retry
-    }
-
-    /// The comments, in the order they were added.
-    #[must_use]
-    pub fn get_comments(&self) -> &[String] {
-        &self.comments
-    }
-
     /// Encodes the event into a new buffer.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
@@ -198,8 +151,7 @@ impl Event {
         out
     }
 
-    /// Appends the encoded event to `out`, in one pass over each value and
-    /// with no allocation besides growing `out` (reserved up front).
+    /// Appends the encoded event to `out` (one reservation, one pass).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.size_hint());
         for comment in &self.comments {
@@ -405,20 +357,11 @@ pub(crate) fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
     push_field(out, name, rest);
 }
 
-/// Writes `retry: <milliseconds>\n` without going through `fmt`.
+/// Writes `retry: <milliseconds>\n`.
 pub(crate) fn push_retry(out: &mut Vec<u8>, delay: Duration) {
-    let mut digits = [0u8; 40];
-    let mut n = delay.as_millis();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    push_field(out, b"retry", &digits[at..]);
+    out.extend_from_slice(b"retry: ");
+    push_decimal(out, delay.as_millis());
+    out.push(b'\n');
 }
 
 #[cfg(test)]

@@ -28,127 +28,55 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # The request
+//! # Behaviour (WHATWG HTML 9.2.2, 9.2.3, "reestablish the connection")
 //!
-//! `GET` (or [`method`](ClientBuilder::method)) with `Host`,
-//! `Accept: text/event-stream`, `Cache-Control: no-cache` (as browsers
-//! send), `Last-Event-ID` when the last event ID is not empty, the
-//! [custom headers](ClientBuilder::header), and the
-//! [body](ClientBuilder::body) with its `Content-Length`. The same request
-//! is sent on every reconnect, body included.
-//!
-//! # The response (WHATWG HTML 9.2.2, 9.2.3)
-//!
-//! * `200` with a `Content-Type` whose essence is `text/event-stream`
-//!   (case-insensitive; parameters such as `; charset=utf-8` allowed):
-//!   the connection is open ([`Received::Connected`], with the status, the
-//!   headers and the final URL). Any other content type, or none, "fails
-//!   the connection": one [`ClientError::ContentType`], then the iterator
-//!   ends. The caller's [`check_response`](ClientBuilder::check_response)
-//!   may then still refuse the answer, for good or for now.
-//! * `204 No Content`: the server says "stop". The iterator ends without an
-//!   error (after [`Disconnect::NoContent`] when states are on).
-//! * `301`, `302`, `303`, `307`, `308`: the redirect is followed, up to
-//!   [`max_redirects`](ClientBuilder::max_redirects). As in Fetch, a `303`
-//!   turns any method but `GET`/`HEAD` into a `GET` without body, and so
-//!   does a `301` or `302` answering a `POST`; a redirect to another host or
-//!   port drops `Authorization`, `Cookie`, `Proxy-Authorization` and a custom
-//!   `Host`. A relative `Location` is resolved against the current URL.
-//! * `1xx` interim answers (`100 Continue`, `103 Early Hints`) are skipped;
-//!   they count toward the 64 KiB limit of the head and its
-//!   [deadline](ClientBuilder::head_timeout).
-//! * `5xx` and `429 Too Many Requests` (an overloaded server) are retried,
-//!   honouring `Retry-After` (see
-//!   [`retry_server_errors`](ClientBuilder::retry_server_errors)), where a
-//!   browser would fail the connection.
-//! * Anything else fails the connection: [`ClientError::Status`], which
-//!   shows the status and the content type.
-//!
-//! The body may be close-delimited, `Content-Length` or chunked; it is
-//! decoded as it arrives, so each event comes out as soon as its last byte
-//! is read (a read returns what the socket has; nothing waits for a buffer
-//! or a chunk to fill).
-//!
-//! # Reconnecting (9.2.3, "reestablish the connection")
-//!
-//! "When a user agent is to reestablish the connection, [...] wait a delay
-//! equal to the reconnection time of the event source", then "if the event
-//! source's last event ID string is not the empty string, set
-//! (`Last-Event-ID`, lastEventIDValue) in request's header list", and fetch
-//! the URL again. So:
-//!
-//! * Every transient problem (connection refused, name resolution failure,
-//!   connection reset, the server closing the connection or ending the
-//!   body, the [idle timeout](ClientBuilder::idle_timeout), the
-//!   [head timeout](ClientBuilder::head_timeout), a malformed answer, a
-//!   `5xx` or `429`) leads to a reconnect, never to the end of the iterator, and is
-//!   shown as [`Received::Disconnected`] and [`Received::Retrying`] when
-//!   [`states`](ClientBuilder::states) are on.
-//! * The reconnect goes to the **original** URL with the original method and
-//!   body, whatever redirects the last connection followed.
-//! * "Once the end of the file is reached, any pending data must be
-//!   discarded": an event cut by the drop is dropped (with an `id` in it).
-//! * The last event ID carries across connections; an empty `id:` resets it,
-//!   and the next request then has **no** `Last-Event-ID` header at all.
-//! * The delay is the reconnection time: the server's last `retry:`, clamped
-//!   to [`retry_bounds`](ClientBuilder::retry_bounds) (100 ms to 60 s by
-//!   default: `retry: 0` is no tight loop, a typo is no hour-long sleep), or
-//!   the caller's [`retry`](ClientBuilder::retry) (3 s by default, as in
-//!   browsers) until the server sends one. The caller's value is used as
-//!   given, zero included.
-//! * Failures in a row back off ("optionally, wait some more", the standard
-//!   allows): after the n-th failed attempt in a row the delay is
-//!   `reconnection time × 2ⁿ`, capped at the ceiling of `retry_bounds` (or
-//!   at the reconnection time if that is larger), with "equal jitter": a
-//!   random value between half of that and all of it. An attempt fails when
-//!   it ends before a `200` event stream; a successful connection resets the
-//!   count, so the first reconnect after a dropped stream waits exactly the
-//!   reconnection time. A `Retry-After` on a `5xx` or `429` makes the delay
-//!   at least what it asks, clamped to `retry_bounds` (so it never sleeps
-//!   past the ceiling).
-//!
-//! # Errors
-//!
-//! The iterator yields `Err` for the failures the standard calls "fail the
-//! connection" (status, content type), for unusable redirects and for a
-//! final [`Refusal`] of the response check; those are final: the iterator
-//! then ends. The one error that is not final is
-//! [`ClientError::EventTooLarge`]: the parser skips that event and the
-//! stream goes on. [`ClientError::is_final`] tells them apart. Settings and
-//! URLs are checked by [`ClientBuilder::build`], including `https://`: the
-//! standard library has no TLS, so put a TLS-terminating proxy (stunnel,
-//! nginx, ...) on the local host and give the client its `http://` URL.
-//!
-//! # Stopping
-//!
-//! [`Client::close_handle`] gives a [`CloseHandle`] that another thread can
-//! use to stop the client: the iterator returns `None` promptly even when it
-//! is blocked reading, connecting or sleeping before a reconnect. Its
-//! [`restart`](CloseHandle::restart) drops the connection instead and
-//! reconnects at once, with `Last-Event-ID`, and the iterator goes on.
+//! * The request: `GET` (or [`method`](ClientBuilder::method)) with `Host`,
+//!   `Accept: text/event-stream`, `Cache-Control: no-cache`, `Last-Event-ID`
+//!   when the last event ID is not empty, the custom headers and the body;
+//!   the same on every reconnect.
+//! * `200` with a `text/event-stream` essence is the stream
+//!   ([`Received::Connected`]); another content type "fails the connection"
+//!   ([`ClientError::ContentType`]). `204` means stop. `301`, `302`, `303`,
+//!   `307`, `308` are followed as Fetch does (a `303`, or a `301`/`302` to a
+//!   `POST`, becomes a `GET` without body; another origin loses
+//!   `Authorization`, `Cookie`, `Proxy-Authorization` and a custom `Host`).
+//!   `1xx` answers are skipped. `5xx` and `429` are retried, honouring
+//!   `Retry-After`; anything else is [`ClientError::Status`].
+//! * The body may be close-delimited, `Content-Length` or chunked; each event
+//!   comes out as soon as its last byte is read.
+//! * Every transient problem (refused, reset, ended, idle or head timeout, a
+//!   malformed answer, `5xx`) leads to a reconnect to the **original** URL,
+//!   never to the end of the iterator. An event cut by the drop is dropped.
+//! * The delay is the reconnection time: the server's `retry:`, clamped to
+//!   [`retry_bounds`](ClientBuilder::retry_bounds), or the caller's
+//!   [`retry`](ClientBuilder::retry). After the n-th failure in a row it is
+//!   `× 2ⁿ`, capped at the ceiling, with equal jitter ("optionally, wait some
+//!   more"); a connection that reaches the stream resets the count.
+//! * Final errors end the iterator; only [`ClientError::EventTooLarge`] is
+//!   not final ([`ClientError::is_final`]). `https://` is refused: the
+//!   standard library has no TLS, so put a TLS-terminating proxy on the
+//!   local host and give the client its `http://` URL.
+//! * [`Client::close_handle`] stops the client from another thread, at once
+//!   even while it blocks; [`CloseHandle::restart`] reconnects at once.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::iter::FusedIterator;
-use std::net::{Ipv6Addr, Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::http::{self, reason_phrase, ChunkedDecoder};
+use crate::http::{self, reason_phrase, ResponseHead};
 use crate::parser::{Item, MessageEvent, ParseError, Parser};
+use crate::scan::parse_decimal;
+use connect::{exchange, Body, Shared, State};
+use url::{Url, UrlError};
 
-/// The largest response head accepted (status line and header fields).
-const MAX_HEAD: usize = 64 * 1024;
-/// The read buffer of a connection.
-const READ_BUF: usize = 16 * 1024;
+mod connect;
+mod url;
+
 /// The shortest socket timeout (the standard library refuses zero).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
-
-// ---------------------------------------------------------------------------
-// Public types
-// ---------------------------------------------------------------------------
 
 /// What the client yields: events, and comments and connection states when
 /// asked for ([`ClientBuilder::comments`], [`ClientBuilder::states`]).
@@ -182,7 +110,7 @@ pub enum Received {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connected {
-    head: Head,
+    head: ResponseHead,
     url: String,
 }
 
@@ -190,7 +118,7 @@ impl Connected {
     /// The status code (`200`).
     #[must_use]
     pub fn status(&self) -> u16 {
-        self.head.status
+        self.head.status()
     }
 
     /// The header fields, in order, names as received and values without
@@ -198,12 +126,11 @@ impl Connected {
     /// field value); invalid UTF-8 is replaced.
     #[must_use]
     pub fn headers(&self) -> &[(String, String)] {
-        &self.head.headers
+        self.head.headers()
     }
 
-    /// The value of the last field named `name`, ignoring case ("field
-    /// names are case-insensitive", RFC 9110 5.1): the lookup the client
-    /// itself uses for the framing and the content type.
+    /// The value of the first field named `name`, ignoring case: the lookup
+    /// the client itself uses for the framing and the content type.
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.header(name)
@@ -290,7 +217,7 @@ pub enum Disconnect {
     IdleTimeout(Duration),
     /// The answer was not valid HTTP/1.x: a bad status line, header line or
     /// chunk, or an unsupported `Transfer-Encoding`.
-    Protocol(String),
+    Protocol(http::Error),
     /// The response head, interim `1xx` answers included, was larger than
     /// this many bytes (64 KiB).
     HeadTooLarge {
@@ -325,7 +252,7 @@ impl fmt::Display for Disconnect {
             Disconnect::IdleTimeout(d) => {
                 write!(f, "nothing received for {} ms", d.as_millis())
             }
-            Disconnect::Protocol(why) => write!(f, "invalid response: {why}"),
+            Disconnect::Protocol(why) => write!(f, "invalid response: {}", why.description()),
             Disconnect::HeadTooLarge { limit } => {
                 write!(f, "invalid response: head larger than {limit} bytes")
             }
@@ -593,7 +520,7 @@ impl ClientBuilder {
     /// case-sensitive).
     #[must_use]
     pub fn method(mut self, method: &str) -> ClientBuilder {
-        if method.is_empty() || !method.bytes().all(http::is_tchar) {
+        if !http::is_token(method) {
             self.fail(ClientError::Method {
                 method: method.to_owned(),
             });
@@ -617,10 +544,10 @@ impl ClientBuilder {
     /// header). Must not contain CR, LF or NUL.
     #[must_use]
     pub fn last_event_id(mut self, id: &str) -> ClientBuilder {
-        if id.contains(['\r', '\n', '\0']) {
+        if !http::valid_field("Last-Event-ID", id) {
             self.fail(ClientError::Header {
                 name: "Last-Event-ID".into(),
-                reason: "the value contains CR, LF or NUL",
+                reason: "not a valid field value",
             });
         }
         self.last_event_id = id.to_owned();
@@ -792,27 +719,11 @@ impl ClientBuilder {
             return Err(error);
         }
         let parser = Parser::new()
-            .last_event_id(self.last_event_id)
+            .last_event_id(self.last_event_id.clone())
             .max_event_size(self.max_event_size);
         Ok(Client {
-            config: Config {
-                url,
-                method: self.method,
-                headers: self.headers,
-                body: self.body,
-                connect_timeout: self.connect_timeout,
-                idle_timeout: self.idle_timeout,
-                head_timeout: self.head_timeout,
-                retry: self.retry,
-                retry_floor: self.retry_floor,
-                retry_ceiling: self.retry_ceiling,
-                retry_server_errors: self.retry_server_errors,
-                max_redirects: self.max_redirects,
-                max_event_size: self.max_event_size,
-                comments: self.comments,
-                states: self.states,
-                check: self.check,
-            },
+            url,
+            config: self,
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
@@ -839,7 +750,9 @@ impl ClientBuilder {
 /// The iterator ends (`None`) after a final error, after a `204 No
 /// Content`, or once [`CloseHandle::close`] was called; it is fused.
 pub struct Client {
-    config: Config,
+    /// The settings, checked.
+    config: ClientBuilder,
+    url: Url,
     shared: Arc<Shared>,
     parser: Parser,
     body: Option<Body>,
@@ -853,7 +766,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("url", &self.config.url.to_string())
+            .field("url", &self.url.to_string())
             .field("method", &self.config.method)
             .field("phase", &self.phase)
             .field("last_event_id", &self.parser.get_last_event_id())
@@ -1002,7 +915,7 @@ impl Client {
     /// One connection attempt: request, redirects, checks.
     fn open(&mut self) -> Result<Opened, Failure> {
         let config = &self.config;
-        let mut url = config.url.clone();
+        let mut url = self.url.clone();
         let mut hop = Hop {
             method: config.method.clone(),
             send_body: true,
@@ -1020,17 +933,17 @@ impl Client {
                 }
             };
             let content_type = head.header("content-type").map(str::to_owned);
-            match head.status {
+            match head.status() {
                 200 => {
                     if !content_type.as_deref().is_some_and(is_event_stream) {
                         self.shared.release(&stream);
                         return Err(Failure::Final(ClientError::ContentType { content_type }));
                     }
-                    let framing = match framing(&head, &hop.method) {
+                    let framing = match head.body_framing(&hop.method) {
                         Ok(framing) => framing,
-                        Err(reason) => {
+                        Err(error) => {
                             self.shared.release(&stream);
-                            return Err(Failure::Retry(reason));
+                            return Err(Failure::Retry(Disconnect::Protocol(error)));
                         }
                     };
                     let connected = Connected {
@@ -1046,20 +959,8 @@ impl Client {
                             Failure::Final(ClientError::Refused(refusal))
                         });
                     }
-                    // An empty body ends at once, whatever the socket does.
-                    let end = matches!(framing, Framing::Length(0)).then_some(Disconnect::Ended);
-                    return Ok(Opened::Stream(
-                        Box::new(Body {
-                            stream,
-                            framing,
-                            pending: rest,
-                            buf: vec![0; READ_BUF],
-                            decoded: Vec::new(),
-                            idle: config.idle_timeout,
-                            end,
-                        }),
-                        connected,
-                    ));
+                    let body = Body::new(stream, framing, rest, config.idle_timeout);
+                    return Ok(Opened::Stream(Box::new(body), connected));
                 }
                 204 => {
                     self.shared.release(&stream);
@@ -1067,7 +968,7 @@ impl Client {
                 }
                 301 | 302 | 303 | 307 | 308 => {
                     self.shared.release(&stream);
-                    let status = head.status;
+                    let status = head.status();
                     if redirects == config.max_redirects {
                         return Err(Failure::Final(ClientError::TooManyRedirects {
                             limit: config.max_redirects,
@@ -1244,31 +1145,6 @@ impl Drop for Client {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Connection state
-// ---------------------------------------------------------------------------
-
-/// The settings, checked.
-#[derive(Clone)]
-struct Config {
-    url: Url,
-    method: String,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-    connect_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    head_timeout: Duration,
-    retry: Duration,
-    retry_floor: Duration,
-    retry_ceiling: Duration,
-    retry_server_errors: bool,
-    max_redirects: u32,
-    max_event_size: usize,
-    comments: bool,
-    states: bool,
-    check: Option<Check>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Connect next.
@@ -1306,453 +1182,6 @@ struct Hop {
     cross_origin: bool,
 }
 
-/// What the client and its close handles share.
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled by `close` and by a finished connection attempt.
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct State {
-    closed: bool,
-    /// `restart` was called and `next` has not acted on it yet.
-    restart: bool,
-    /// The current connection, so that `close` can shut it down.
-    stream: Option<Arc<TcpStream>>,
-    /// Numbers connection attempts: a late result of an abandoned attempt
-    /// is dropped.
-    attempt: u64,
-    /// The result of the current connection attempt.
-    connected: Option<io::Result<TcpStream>>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
-    /// Closed, or a restart is pending.
-    fn interrupted(&self) -> bool {
-        let state = self.lock();
-        state.closed || state.restart
-    }
-
-    /// Whether a restart was pending (it is not any more).
-    fn take_restart(&self) -> bool {
-        std::mem::take(&mut self.lock().restart)
-    }
-
-    /// Wakes the client wherever it blocks (for `close`, `restart` and
-    /// drop): a connection attempt still running delivers to nobody, the
-    /// current connection is shut down (which ends a blocked read or
-    /// write), and a sleep or a wait for a connection ends.
-    fn interrupt(&self, state: &mut State) {
-        state.attempt = state.attempt.wrapping_add(1);
-        state.connected = None;
-        if let Some(stream) = state.stream.take() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        self.wake.notify_all();
-    }
-
-    /// Sleeps up to `delay`, less if the client is closed.
-    fn sleep(&self, delay: Duration) {
-        let deadline = Instant::now().checked_add(delay);
-        let mut state = self.lock();
-        while !state.closed && !state.restart {
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
-            };
-            if left.is_zero() {
-                return;
-            }
-            state = self
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Resolves and connects on a helper thread, so that a slow name lookup
-    /// is bounded by `timeout` too and `close` interrupts the wait. The
-    /// stream is registered for `close`.
-    fn connect(
-        self: &Arc<Shared>,
-        url: &Url,
-        timeout: Duration,
-    ) -> Result<Arc<TcpStream>, Failure> {
-        let deadline = Instant::now().checked_add(timeout);
-        let attempt = {
-            let mut state = self.lock();
-            state.attempt = state.attempt.wrapping_add(1);
-            state.connected = None;
-            state.attempt
-        };
-        let shared = Arc::clone(self);
-        let address = url.address();
-        let spawned = thread::Builder::new()
-            .name("stdsse-connect".into())
-            .spawn(move || {
-                let result = connect_to(&address, deadline);
-                let mut state = shared.lock();
-                if state.attempt == attempt && !state.closed {
-                    state.connected = Some(result);
-                    shared.wake.notify_all();
-                }
-            });
-        if let Err(e) = spawned {
-            return Err(Failure::Retry(Disconnect::Connect(e)));
-        }
-        let mut state = self.lock();
-        loop {
-            if state.closed || state.restart {
-                return Err(Failure::Interrupted);
-            }
-            if let Some(result) = state.connected.take() {
-                let stream = Arc::new(result.map_err(|e| Failure::Retry(Disconnect::Connect(e)))?);
-                state.stream = Some(Arc::clone(&stream));
-                return Ok(stream);
-            }
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
-            };
-            if left.is_zero() {
-                state.attempt = state.attempt.wrapping_add(1);
-                return Err(Failure::Retry(Disconnect::Connect(timed_out(timeout))));
-            }
-            state = self
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Forgets `stream` as the current connection (it closes when the last
-    /// reference goes).
-    fn release(&self, stream: &Arc<TcpStream>) {
-        let mut state = self.lock();
-        if state
-            .stream
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, stream))
-        {
-            state.stream = None;
-        }
-    }
-}
-
-fn timed_out(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("connect timed out after {} ms", timeout.as_millis()),
-    )
-}
-
-/// Resolves `address` and tries each of its addresses until `deadline`.
-fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream> {
-    let mut last = None;
-    for addr in address.to_socket_addrs()? {
-        let stream = match deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                TcpStream::connect_timeout(&addr, left)
-            }
-            None => TcpStream::connect(addr),
-        };
-        match stream {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no address found for {address}"),
-        )
-    }))
-}
-
-/// Sends the request on `stream` and reads the final response head.
-/// Returns the head and the body bytes read with it.
-fn exchange(
-    config: &Config,
-    stream: &TcpStream,
-    url: &Url,
-    hop: &Hop,
-    last_event_id: &str,
-) -> Result<(Head, Vec<u8>), Disconnect> {
-    stream
-        .set_read_timeout(config.idle_timeout)
-        .map_err(Disconnect::Io)?;
-    stream
-        .set_write_timeout(config.idle_timeout)
-        .map_err(Disconnect::Io)?;
-    let request = request_bytes(config, url, hop, last_event_id);
-    let mut writer = stream;
-    writer
-        .write_all(&request)
-        .and_then(|()| writer.flush())
-        .map_err(|e| io_failure(e, config.idle_timeout))?;
-    let head = read_head(stream, config.idle_timeout, config.head_timeout)?;
-    stream
-        .set_read_timeout(config.idle_timeout)
-        .map_err(Disconnect::Io)?;
-    Ok(head)
-}
-
-/// The request head and body.
-fn request_bytes(config: &Config, url: &Url, hop: &Hop, last_event_id: &str) -> Vec<u8> {
-    let body = config.body.as_deref().filter(|_| hop.send_body);
-    // Headers a redirect to another origin must not carry, and headers that
-    // describe a body a redirect dropped (Fetch, HTTP-redirect fetch).
-    let dropped = |name: &str| {
-        let any = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-        (hop.cross_origin && any(&["authorization", "cookie", "proxy-authorization", "host"]))
-            || (!hop.send_body
-                && any(&[
-                    "content-type",
-                    "content-encoding",
-                    "content-language",
-                    "content-location",
-                ]))
-    };
-    let custom: Vec<(&str, &str)> = config
-        .headers
-        .iter()
-        .filter(|(name, _)| !dropped(name))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect();
-    let has = |name: &str| custom.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    let authority = url.authority();
-    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(custom.len() + 5);
-    if !has("host") {
-        fields.push(("Host", &authority));
-    }
-    if !has("accept") {
-        fields.push(("Accept", "text/event-stream"));
-    }
-    if !has("cache-control") {
-        fields.push(("Cache-Control", "no-cache"));
-    }
-    if !last_event_id.is_empty() {
-        fields.push(("Last-Event-ID", last_event_id));
-    }
-    fields.extend_from_slice(&custom);
-    let length = body.map_or(0, <[u8]>::len).to_string();
-    if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
-        fields.push(("Content-Length", &length));
-    }
-
-    let mut out = Vec::with_capacity(256 + body.map_or(0, <[u8]>::len));
-    out.extend_from_slice(hop.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(url.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in fields {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.unwrap_or_default());
-    out
-}
-
-/// A read or write error as a reason to reconnect.
-fn io_failure(error: io::Error, idle: Option<Duration>) -> Disconnect {
-    match (error.kind(), idle) {
-        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(idle)) => {
-            Disconnect::IdleTimeout(idle)
-        }
-        _ => Disconnect::Io(error),
-    }
-}
-
-/// Reads one read's worth from `stream`, retrying on EINTR.
-fn read_some(
-    mut stream: &TcpStream,
-    buf: &mut [u8],
-    idle: Option<Duration>,
-) -> Result<usize, Disconnect> {
-    loop {
-        match stream.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_failure(e, idle)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Response head
-// ---------------------------------------------------------------------------
-
-/// A response head: the status and the header fields, in order.
-#[derive(Clone, Debug)]
-struct Head {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    /// The last field named `name` (case-insensitive).
-    fn header(&self, name: &str) -> Option<&str> {
-        self.all(name).next_back()
-    }
-
-    /// Every field named `name`, in order: the one lookup of header names.
-    fn all<'a, 'n>(
-        &'a self,
-        name: &'n str,
-    ) -> impl DoubleEndedIterator<Item = &'a str> + use<'a, 'n> {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads up to the end of the final (non-1xx) response head, within
-/// `timeout` and [`MAX_HEAD`] bytes for all the heads together (leaves the
-/// socket's read timeout changed). Returns it and the bytes read after it.
-fn read_head(
-    stream: &TcpStream,
-    idle: Option<Duration>,
-    timeout: Duration,
-) -> Result<(Head, Vec<u8>), Disconnect> {
-    let deadline = Instant::now().checked_add(timeout);
-    let mut buf = Vec::new();
-    let mut chunk = [0; 4096];
-    let mut scanned = 0;
-    // The bytes of the interim heads already read.
-    let mut interim = 0usize;
-    loop {
-        if let Some(end) = find_head_end(&buf, scanned) {
-            let head = parse_head(&buf[..end]).map_err(|why| Disconnect::Protocol(why.into()))?;
-            buf.drain(..end);
-            scanned = 0;
-            // Interim answers (100 Continue, 103 Early Hints) come before the
-            // real one; 101 Switching Protocols is final (and unwanted).
-            if (100..200).contains(&head.status) && head.status != 101 {
-                interim = interim.saturating_add(end);
-                continue;
-            }
-            return Ok((head, buf));
-        }
-        scanned = buf.len();
-        if interim.saturating_add(buf.len()) > MAX_HEAD {
-            return Err(Disconnect::HeadTooLarge { limit: MAX_HEAD });
-        }
-        // Wait for the next byte until the idle timeout or the deadline,
-        // whichever comes first.
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            return Err(Disconnect::HeadTimeout(timeout));
-        }
-        let (wait, by_deadline) = match idle {
-            Some(idle) if idle < left => (idle, false),
-            _ => (left.max(MIN_TIMEOUT), true),
-        };
-        stream
-            .set_read_timeout(Some(wait))
-            .map_err(Disconnect::Io)?;
-        let n = match read_some(stream, &mut chunk, Some(wait)) {
-            Err(Disconnect::IdleTimeout(_)) if by_deadline => {
-                return Err(Disconnect::HeadTimeout(timeout))
-            }
-            result => result?,
-        };
-        if n == 0 {
-            return Err(Disconnect::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection before the end of the response head",
-            )));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The length of the head in `buf` (up to and including the empty line that
-/// ends it), if it is all there. Lines end with CRLF or a bare LF. Bytes
-/// before `from` were searched already.
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    // Back up so that an end split across reads is found.
-    let start = from.saturating_sub(2);
-    (start..buf.len()).find_map(|i| {
-        let ends = buf[i] == b'\n'
-            && (i >= 1 && buf[i - 1] == b'\n'
-                || i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n');
-        ends.then_some(i + 1)
-    })
-}
-
-/// Parses a complete head (status line and fields up to the empty line).
-///
-/// Lenient where it is harmless for a client (a bare LF ends a line, the
-/// reason phrase may be missing), strict where the framing depends on it.
-fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
-    let mut lines = bytes
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
-    let status_line = lines.next().unwrap_or_default();
-    let status = parse_status_line(status_line).ok_or("invalid status line")?;
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        if matches!(line[0], b' ' | b'\t') {
-            return Err("folded header line");
-        }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or("header line without a colon")?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| http::is_tchar(b)) {
-            return Err("invalid header name");
-        }
-        let value = String::from_utf8_lossy(&line[colon + 1..]);
-        headers.push((
-            String::from_utf8_lossy(name).into_owned(),
-            value.trim_matches([' ', '\t']).to_owned(),
-        ));
-    }
-    Ok(Head { status, headers })
-}
-
-/// `HTTP/1.x SP 3DIGIT [ SP reason ]`: the status code.
-fn parse_status_line(line: &[u8]) -> Option<u16> {
-    let rest = line.strip_prefix(b"HTTP/1.")?;
-    let (&minor, rest) = rest.split_first()?;
-    let rest = rest.strip_prefix(b" ")?;
-    if !minor.is_ascii_digit() || rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if rest.len() > 3 && rest[3] != b' ' {
-        return None;
-    }
-    let status = rest[..3]
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    (status >= 100).then_some(status)
-}
-
 /// Whether the essence of a `Content-Type` is `text/event-stream`.
 fn is_event_stream(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default();
@@ -1761,335 +1190,10 @@ fn is_event_stream(content_type: &str) -> bool {
         .eq_ignore_ascii_case("text/event-stream")
 }
 
-// ---------------------------------------------------------------------------
-// Response body
-// ---------------------------------------------------------------------------
-
-/// How the body of a `200` is delimited (RFC 9112 6.3).
-enum Framing {
-    /// Until the server closes the connection.
-    Close,
-    /// This many bytes are left.
-    Length(u64),
-    /// Chunked, decoded with the server's own decoder (no size limit: an
-    /// event stream is endless; only 32-bit targets stop at 4 GiB per
-    /// connection, which is then a protocol error and a reconnect).
-    Chunked(ChunkedDecoder),
-}
-
-/// The framing from the head (a `HEAD` answer has no body).
-fn framing(head: &Head, method: &str) -> Result<Framing, Disconnect> {
-    if method == "HEAD" {
-        return Ok(Framing::Length(0));
-    }
-    let codings: Vec<&str> = head
-        .all("transfer-encoding")
-        .flat_map(|v| v.split(','))
-        .map(|c| c.trim_matches([' ', '\t']))
-        .filter(|c| !c.is_empty())
-        .collect();
-    if !codings.is_empty() {
-        return match codings[..] {
-            [coding] if coding.eq_ignore_ascii_case("chunked") => {
-                Ok(Framing::Chunked(ChunkedDecoder::new(usize::MAX)))
-            }
-            _ => Err(Disconnect::Protocol(format!(
-                "unsupported Transfer-Encoding {:?}",
-                codings.join(", ")
-            ))),
-        };
-    }
-    let mut length = None;
-    for value in head.all("content-length").flat_map(|v| v.split(',')) {
-        let value = value.trim_matches([' ', '\t']);
-        let n = http::parse_decimal(value)
-            .ok_or_else(|| Disconnect::Protocol(format!("invalid Content-Length {value:?}")))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Disconnect::Protocol(
-                "conflicting Content-Length values".into(),
-            ));
-        }
-        length = Some(n);
-    }
-    Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-/// The body of an open event stream, read incrementally.
-struct Body {
-    stream: Arc<TcpStream>,
-    framing: Framing,
-    /// Body bytes read together with the head, fed first.
-    pending: Vec<u8>,
-    buf: Vec<u8>,
-    /// Chunked: the data decoded from the last read.
-    decoded: Vec<u8>,
-    idle: Option<Duration>,
-    /// Set when the body ended or broke: returned by the next read, after
-    /// the items already fed have been pulled.
-    end: Option<Disconnect>,
-}
-
-impl Body {
-    /// Reads what the socket has (waiting for at least one byte) and feeds
-    /// the body bytes in it to `parser`. `Err` when the body has ended.
-    fn read_into(&mut self, parser: &mut Parser) -> Result<(), Disconnect> {
-        if let Some(end) = self.end.take() {
-            return Err(end);
-        }
-        let mut input = std::mem::take(&mut self.pending);
-        let input: &[u8] = if input.is_empty() {
-            let n = read_some(&self.stream, &mut self.buf, self.idle)?;
-            if n == 0 {
-                return Err(match self.framing {
-                    Framing::Close => Disconnect::Ended,
-                    _ => Disconnect::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection before the end of the body",
-                    )),
-                });
-            }
-            &self.buf[..n]
-        } else {
-            input.as_mut_slice()
-        };
-        match &mut self.framing {
-            Framing::Close => parser.feed(input),
-            Framing::Length(left) => {
-                let take = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
-                parser.feed(&input[..take]);
-                *left -= take as u64;
-                if *left == 0 {
-                    self.end = Some(Disconnect::Ended);
-                }
-            }
-            Framing::Chunked(decoder) => {
-                self.decoded.clear();
-                let result = decoder.decode(input, &mut self.decoded);
-                parser.feed(&self.decoded);
-                match result {
-                    Ok(http::Status::Partial) => {}
-                    Ok(http::Status::Complete(_)) => self.end = Some(Disconnect::Ended),
-                    Err(e) => {
-                        self.end = Some(Disconnect::Protocol(format!(
-                            "invalid chunked body: {}",
-                            e.description()
-                        )))
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// URLs
-// ---------------------------------------------------------------------------
-
-/// An `http://` URL, split for the request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Url {
-    /// A lower-case name, an IPv4 address, or an IPv6 address in brackets.
-    host: String,
-    port: u16,
-    /// The request-target: path and query, percent-encoded where needed,
-    /// always starting with `/`.
-    target: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UrlError {
-    Https,
-    Invalid(&'static str),
-}
-
-impl UrlError {
-    fn into_error(self, url: &str) -> ClientError {
-        match self {
-            UrlError::Https => ClientError::Https {
-                url: url.to_owned(),
-            },
-            UrlError::Invalid(reason) => ClientError::Url {
-                url: url.to_owned(),
-                reason,
-            },
-        }
-    }
-}
-
-impl fmt::Display for Url {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.target)
-    }
-}
-
-impl Url {
-    /// Parses an absolute `http://` URL: host (name, IPv4 or `[IPv6]`),
-    /// optional port, path, query; a fragment is dropped.
-    fn parse(text: &str) -> Result<Url, UrlError> {
-        let text = text.trim_matches(|c: char| c <= ' ');
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or(UrlError::Invalid("not an absolute http:// URL"))?;
-        if scheme.eq_ignore_ascii_case("https") {
-            return Err(UrlError::Https);
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(UrlError::Invalid("only http:// URLs are supported"));
-        }
-        let rest = rest.split('#').next().unwrap_or_default();
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, target) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err(UrlError::Invalid(
-                "credentials in the URL are not supported; send an Authorization header",
-            ));
-        }
-        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (address, after) = bracketed
-                .split_once(']')
-                .ok_or(UrlError::Invalid("unclosed [ in the host"))?;
-            let address: Ipv6Addr = address
-                .parse()
-                .map_err(|_| UrlError::Invalid("invalid IPv6 address"))?;
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or(UrlError::Invalid("invalid port"))?,
-                ),
-            };
-            (format!("[{address}]"), port)
-        } else {
-            let (host, port) = match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            };
-            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-            if host.is_empty() {
-                return Err(UrlError::Invalid("no host"));
-            }
-            if !host.bytes().all(valid) {
-                return Err(UrlError::Invalid(
-                    "invalid host (use punycode for non-ASCII names)",
-                ));
-            }
-            (host.to_ascii_lowercase(), port)
-        };
-        let port = match port {
-            None | Some("") => 80,
-            Some(port) => http::parse_decimal(port)
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|&p| p != 0)
-                .ok_or(UrlError::Invalid("invalid port"))?,
-        };
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (target, None),
-        };
-        let mut target = remove_dot_segments(if path.is_empty() { "/" } else { path });
-        if let Some(query) = query {
-            target.push('?');
-            target.push_str(query);
-        }
-        Ok(Url {
-            host,
-            port,
-            target: percent_encode(&target),
-        })
-    }
-
-    /// `host[:port]`, the `Host` header (the port only when it is not 80).
-    fn authority(&self) -> String {
-        if self.port == 80 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    /// `host:port`, to resolve.
-    fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// Resolves a `Location` against this URL (RFC 3986 5.2, for the
-    /// forms a server sends: absolute, `//authority...`, `/path`, `?query`,
-    /// `relative/path`).
-    fn join(&self, location: &str) -> Result<Url, UrlError> {
-        let location = location.split('#').next().unwrap_or_default();
-        let has_scheme = location.split_once(':').is_some_and(|(scheme, _)| {
-            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        });
-        if has_scheme {
-            return Url::parse(location);
-        }
-        if location.starts_with("//") {
-            return Url::parse(&format!("http:{location}"));
-        }
-        let base_path = self.target.split('?').next().unwrap_or("/");
-        let joined = if location.starts_with('/') {
-            location.to_owned()
-        } else if location.starts_with('?') {
-            format!("{base_path}{location}")
-        } else {
-            let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
-            format!("{dir}{location}")
-        };
-        Url::parse(&format!("http://{}{joined}", self.authority()))
-    }
-}
-
-/// RFC 3986 5.2.4 on an absolute path.
-fn remove_dot_segments(path: &str) -> String {
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
-    let last = segments.len() - 1;
-    for (i, segment) in segments.into_iter().enumerate() {
-        match segment {
-            "." | ".." => {
-                if segment == ".." {
-                    out.pop();
-                }
-                if i == last {
-                    out.push("");
-                }
-            }
-            _ => out.push(segment),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
-/// Percent-encodes what may not appear raw in a request-target: controls,
-/// space, `"`, `<`, `>`, DEL and non-ASCII bytes (as browsers do).
-fn percent_encode(target: &str) -> String {
-    let mut out = String::with_capacity(target.len());
-    for &b in target.as_bytes() {
-        if b > b' ' && b < 0x7f && !matches!(b, b'"' | b'<' | b'>') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------
-// Small helpers
-// ---------------------------------------------------------------------------
-
 /// Why a custom header cannot be sent, if it cannot.
 fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
-    if name.is_empty() || !name.bytes().all(http::is_tchar) {
-        return Err("the name is not an HTTP token");
-    }
-    if value.contains(['\r', '\n', '\0']) {
-        return Err("the value contains CR, LF or NUL");
+    if !http::valid_field(name, value) {
+        return Err("not a field line a server accepts");
     }
     let owned = |n: &str| name.eq_ignore_ascii_case(n);
     if owned("content-length") || owned("transfer-encoding") {
@@ -2107,7 +1211,7 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
 /// 1994 08:49:37 GMT` (a date past is no delay). `None` when invalid.
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim_matches([' ', '\t']);
-    if let Some(seconds) = http::parse_decimal(value) {
+    if let Some(seconds) = parse_decimal(value) {
         return Some(Duration::from_secs(seconds));
     }
     const DAYS: [&str; 7] = ["Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,", "Sun,"];
@@ -2119,7 +1223,7 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return None;
     };
     let digits = |text: &str, len: usize, max: u64| {
-        http::parse_decimal(text).filter(|&n| text.len() == len && n <= max)
+        parse_decimal(text).filter(|&n| text.len() == len && n <= max)
     };
     let month = MONTHS.iter().position(|&m| m == month)? as u64 + 1;
     let (day, year) = (digits(day, 2, 31)?, digits(year, 4, 9999)?);
@@ -2170,111 +1274,6 @@ fn backoff(base: Duration, failures: u32, ceiling: Duration, random: u64) -> Dur
 mod tests {
     use super::*;
 
-    fn url(text: &str) -> Url {
-        Url::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
-    }
-
-    #[test]
-    fn urls() {
-        let u = url("http://Example.COM:8080/a/b?x=1&y=é#frag");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.target.as_str()),
-            ("example.com", 8080, "/a/b?x=1&y=%C3%A9")
-        );
-        assert_eq!(u.authority(), "example.com:8080");
-        assert_eq!(u.to_string(), "http://example.com:8080/a/b?x=1&y=%C3%A9");
-        let u = url("HTTP://127.0.0.1");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.target.as_str()),
-            ("127.0.0.1", 80, "/")
-        );
-        assert_eq!(u.authority(), "127.0.0.1");
-        let u = url("http://[::1]:9000?q");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.target.as_str()),
-            ("[::1]", 9000, "/?q")
-        );
-        assert_eq!(u.address(), "[::1]:9000");
-        let u = url("http://[0:0::1]/x y/../z/./a b\"<>");
-        assert_eq!(
-            (u.host.as_str(), u.target.as_str()),
-            ("[::1]", "/z/a%20b%22%3C%3E")
-        );
-        assert_eq!(url("http://h:/p").port, 80);
-        assert_eq!(url(" http://h/a/./b/../c/ ").target, "/a/c/");
-        assert_eq!(url("http://h/a/..").target, "/");
-
-        assert_eq!(Url::parse("https://h/"), Err(UrlError::Https));
-        assert_eq!(Url::parse("HTTPS://h/"), Err(UrlError::Https));
-        for bad in [
-            "h/path",
-            "ftp://h/",
-            "http://",
-            "http:///p",
-            "http://u:p@h/",
-            "http://h:0/",
-            "http://h:65536/",
-            "http://h:x/",
-            "http://h:1:2/",
-            "http://[::1/",
-            "http://[zz]/",
-            "http://[::1]x/",
-            "http://exa mple/",
-            "http://bücher.de/",
-        ] {
-            assert!(
-                matches!(Url::parse(bad), Err(UrlError::Invalid(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn locations() {
-        let base = url("http://h:81/a/b/c?q=1");
-        let join = |loc: &str| base.join(loc).map(|u| u.to_string());
-        assert_eq!(join("/x?y").unwrap(), "http://h:81/x?y");
-        assert_eq!(join("d").unwrap(), "http://h:81/a/b/d");
-        assert_eq!(join("../d#f").unwrap(), "http://h:81/a/d");
-        assert_eq!(join("../../../../d").unwrap(), "http://h:81/d");
-        assert_eq!(join("./").unwrap(), "http://h:81/a/b/");
-        assert_eq!(join("?z").unwrap(), "http://h:81/a/b/c?z");
-        assert_eq!(join("//other/p").unwrap(), "http://other/p");
-        assert_eq!(join("http://o:9/").unwrap(), "http://o:9/");
-        assert_eq!(join("https://o/"), Err(UrlError::Https));
-        assert!(matches!(join("mailto:x"), Err(UrlError::Invalid(_))));
-    }
-
-    #[test]
-    fn heads() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Type:  text/event-stream \r\nX: 1\nx: 2\r\n\r\nbody";
-        let end = find_head_end(raw, 0).unwrap();
-        assert_eq!(&raw[end..], b"body");
-        let head = parse_head(&raw[..end]).unwrap();
-        assert_eq!(head.status, 200);
-        assert_eq!(head.header("content-type"), Some("text/event-stream"));
-        assert_eq!(head.all("X").collect::<Vec<_>>(), ["1", "2"]);
-        assert_eq!(head.header("x"), Some("2"));
-        assert_eq!(find_head_end(b"HTTP/1.0 204\n\n", 0), Some(14));
-        for split in 0..raw.len() {
-            let found = find_head_end(&raw[..split], 0).or_else(|| find_head_end(raw, split));
-            assert_eq!(found, Some(end));
-        }
-        assert_eq!(parse_head(b"HTTP/1.0 204\n\n").unwrap().status, 204);
-        for bad in [
-            &b"HTTP/2 200 OK\r\n\r\n"[..],
-            b"HTTP/1.1 20 OK\r\n\r\n",
-            b"HTTP/1.1 2000\r\n\r\n",
-            b"HTTP/1.1 099 x\r\n\r\n",
-            b"ICY 200 OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\n folded\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n",
-        ] {
-            assert!(parse_head(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
-    }
-
     #[test]
     fn content_types() {
         for ok in [
@@ -2298,46 +1297,6 @@ mod tests {
     }
 
     #[test]
-    fn framings() {
-        let head = |fields: &[(&str, &str)]| Head {
-            status: 200,
-            headers: fields
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        };
-        let kind = |h: &Head| match framing(h, "GET") {
-            Ok(Framing::Close) => "close".to_string(),
-            Ok(Framing::Length(n)) => format!("length {n}"),
-            Ok(Framing::Chunked(_)) => "chunked".to_string(),
-            Err(_) => "error".to_string(),
-        };
-        assert_eq!(kind(&head(&[])), "close");
-        assert_eq!(kind(&head(&[("Content-Length", "12")])), "length 12");
-        assert_eq!(kind(&head(&[("content-length", "3, 3")])), "length 3");
-        assert_eq!(
-            kind(&head(&[("content-length", "3"), ("Content-Length", "4")])),
-            "error"
-        );
-        assert_eq!(kind(&head(&[("Content-Length", "-1")])), "error");
-        assert_eq!(
-            kind(&head(&[
-                ("Transfer-Encoding", "Chunked"),
-                ("Content-Length", "3")
-            ])),
-            "chunked"
-        );
-        assert_eq!(
-            kind(&head(&[("Transfer-Encoding", "gzip, chunked")])),
-            "error"
-        );
-        assert!(matches!(
-            framing(&head(&[]), "HEAD"),
-            Ok(Framing::Length(0))
-        ));
-    }
-
-    #[test]
     fn request_head() {
         let client = Client::builder("http://h:8080/s?x")
             .header("Accept", "text/event-stream, */*")
@@ -2356,7 +1315,7 @@ mod tests {
             cross_origin: false,
         };
         let text = |hop: &Hop, id: &str| {
-            String::from_utf8(request_bytes(config, &config.url, hop, id)).unwrap()
+            String::from_utf8(connect::request_bytes(config, &client.url, hop, id)).unwrap()
         };
         assert_eq!(
             text(&hop, "7"),
