@@ -1478,3 +1478,39 @@ fn the_tail_example_exits_zero_on_no_content_and_sends_options() {
         "{\"type\":\"message\",\"data\":\"4 body text\",\"id\":\"9\"}\n"
     );
 }
+
+/// What the builder lets through is exactly what the server's parser
+/// accepts: the same byte tables check both sides.
+#[test]
+fn the_builder_refuses_the_header_bytes_the_server_refuses() {
+    use stdsse::http::{parse_head, Limits, Status};
+    let server_accepts = |name: &str, value: &str| {
+        let head = format!("GET / HTTP/1.1\r\nHost: h\r\n{name}: {value}\r\n\r\n");
+        let head = head.replace("Host: h\r\nHost:", "Host:");
+        match parse_head(head.as_bytes(), &Limits::default()) {
+            Ok(Status::Complete((request, _))) => request.header(name) == Some(value),
+            _ => false,
+        }
+    };
+    let mut cases: Vec<(String, String)> = (0..0x80u8)
+        .map(char::from)
+        .flat_map(|c| {
+            [
+                (format!("X{c}"), "v".into()),
+                ("X".into(), format!("a{c}b")),
+            ]
+        })
+        .collect();
+    cases.extend(
+        [("Host", "a b"), ("Host", "h:1"), ("X", "\u{e9}")].map(|(n, v)| (n.into(), v.into())),
+    );
+    for (name, value) in cases {
+        let built = Client::builder("http://h/").header(&name, &value).build();
+        assert!(built.is_ok() || matches!(built, Err(ClientError::Header { .. })));
+        assert_eq!(
+            built.is_ok(),
+            server_accepts(&name, &value),
+            "{name:?}: {value:?}"
+        );
+    }
+}
