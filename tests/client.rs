@@ -1514,3 +1514,42 @@ fn the_builder_refuses_the_header_bytes_the_server_refuses() {
         );
     }
 }
+
+#[test]
+fn the_builder_checks_headers_method_id_and_url() {
+    let header = |name: &str, value: &str| Client::builder("http://h/").header(name, value).build();
+    assert!(header("X-Ok", "tab\tand ünicode").is_ok());
+    for (name, value) in [
+        ("X", "a\r\nEvil: 1"),
+        ("X", "a\nb"),
+        ("X", "a\0"),
+        ("Bad Name", "v"),
+        ("", "v"),
+        ("X:", "v"),
+        ("content-length", "1"),
+        ("Transfer-Encoding", "chunked"),
+        ("Last-Event-ID", "1"),
+    ] {
+        assert!(
+            matches!(header(name, value), Err(ClientError::Header { .. })),
+            "{name:?}: {value:?}"
+        );
+    }
+    assert!(matches!(
+        Client::builder("http://h/").method("GE T").build(),
+        Err(ClientError::Method { .. })
+    ));
+    assert!(matches!(
+        Client::builder("http://h/").last_event_id("a\nb").build(),
+        Err(ClientError::Header { .. })
+    ));
+    let error = Client::builder("http://h/")
+        .header("A\r\nB", "x")
+        .build()
+        .unwrap_err();
+    assert!(!error.to_string().contains('\n'), "{error}");
+    assert!(matches!(
+        Client::builder("nope").build(),
+        Err(ClientError::Url { .. })
+    ));
+}
