@@ -314,8 +314,6 @@ fn read_some(
     }
 }
 
-/// A response head: the status and the header fields, in order.
-
 /// Reads up to the end of the final (non-1xx) response head, within
 /// `timeout` and [`MAX_HEAD`] bytes for all heads together (leaves the
 /// socket's read timeout changed). Returns it and the bytes read after it.

@@ -1,6 +1,6 @@
 //! The client: a blocking `EventSource` that reconnects and resumes.
 //!
-//! [`Client`] connects to an `http://` URL over a [`TcpStream`], checks the
+//! [`Client`] connects to an `http://` URL over a [`TcpStream`](std::net::TcpStream), checks the
 //! answer the way a browser's `EventSource` does, parses the body with the
 //! crate's [`Parser`] as its bytes arrive, and is an [`Iterator`] over what
 //! it receives. When the connection drops or the body ends, it waits and
@@ -129,8 +129,11 @@ impl Connected {
         self.head.headers()
     }
 
-    /// The value of the first field named `name`, ignoring case: the lookup
-    /// the client itself uses for the framing and the content type.
+    /// Adds a request header (repeats are all sent, in order); `Accept`,
+    /// `Cache-Control` or `Host` replace the client's own. `build` fails with
+    /// [`ClientError::Header`] for a field line a server would refuse (the
+    /// same tables as [`http::parse_head`]), and for `Content-Length`,
+    /// `Transfer-Encoding` and `Last-Event-ID`, which the client sets.
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.header(name)
@@ -156,7 +159,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// Refuses this answer but tries again after the backoff.
+    /// The reconnection time until the server sends `retry:`. Default 3 s,
+    /// as in browsers; used as given (zero reconnects at once).
     pub fn retry(reason: impl Into<String>) -> Refusal {
         Refusal {
             reason: reason.into(),
@@ -515,9 +519,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The request method. Default `GET`. Must be an HTTP token
-    /// ([`ClientError::Method`] otherwise); it is sent as given (methods are
-    /// case-sensitive).
+    /// The request method, sent as given. Default `GET`; must be a token.
     #[must_use]
     pub fn method(mut self, method: &str) -> ClientBuilder {
         if !http::is_token(method) {
@@ -529,19 +531,15 @@ impl ClientBuilder {
         self
     }
 
-    /// A request body, sent with its `Content-Length` on every connection,
-    /// reconnects included. Default none. Without a body, `Content-Length:
-    /// 0` is sent for methods other than `GET` and `HEAD`. Set a
-    /// `Content-Type` with [`header`](Self::header).
+    /// A request body, sent with its `Content-Length` on every connection.
+    /// Default none (then `Content-Length: 0` for methods but `GET`, `HEAD`).
     #[must_use]
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> ClientBuilder {
         self.body = Some(body.into());
         self
     }
 
-    /// The last event ID to start from, sent as `Last-Event-ID` on the first
-    /// request and until the server sends another `id`. Default empty (no
-    /// header). Must not contain CR, LF or NUL.
+    /// The last event ID to start from (`Last-Event-ID`). Default empty.
     #[must_use]
     pub fn last_event_id(mut self, id: &str) -> ClientBuilder {
         if !http::valid_field("Last-Event-ID", id) {
@@ -554,37 +552,28 @@ impl ClientBuilder {
         self
     }
 
-    /// How long name resolution and the TCP connection may take together
-    /// (all addresses of a name are tried within it). Default 10 s. Past
-    /// it, the attempt fails and the client retries. At least 1 ms.
+    /// How long name resolution and the TCP connection may take together.
+    /// Default 10 s; at least 1 ms.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.connect_timeout = timeout.max(MIN_TIMEOUT);
         self
     }
 
-    /// The idle timeout: when not a single byte arrives for this long (not
-    /// even a keep-alive comment), while waiting for the response head or
-    /// during the stream, the connection is taken for dead (a half-open
-    /// connection) and the client reconnects. It also bounds each blocked
-    /// write of the request. Default 45 s: three missed keep-alives at the
-    /// 15 s interval the standard suggests. `None` waits forever. At least
-    /// 1 ms.
+    /// Taken for dead after this long without a byte (not even a keep-alive),
+    /// while waiting for the head or during the stream; also bounds each
+    /// blocked write. Protects against half-open connections. Default 45 s
+    /// (three missed 15 s keep-alives); `None` waits forever; at least 1 ms.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ClientBuilder {
         self.idle_timeout = timeout.map(|t| t.max(MIN_TIMEOUT));
         self
     }
 
-    /// How long the whole response head may take, from sending the request
-    /// to the empty line that ends the final head, interim `1xx` answers
-    /// included. Default 30 s. It protects against a server that holds the
-    /// client in the head phase by dripping it a byte at a time (which the
-    /// [idle timeout](Self::idle_timeout) never sees) or sending `1xx`
-    /// answers without end: past it the attempt fails
-    /// ([`Disconnect::HeadTimeout`]) and the client backs off and retries.
-    /// (Interim answers also count toward the 64 KiB head limit,
-    /// [`Disconnect::HeadTooLarge`].) At least 1 ms.
+    /// How long the whole response head may take, interim `1xx` answers
+    /// included ([`Disconnect::HeadTimeout`]). Protects against a server that
+    /// drips the head a byte at a time or sends `1xx` without end (which the
+    /// idle timeout never sees). Default 30 s; at least 1 ms.
     #[must_use]
     pub fn head_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.head_timeout = timeout.max(MIN_TIMEOUT);
@@ -601,11 +590,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The bounds for a reconnection time set by the server's `retry:`, and
-    /// the ceiling of the backoff. Default 100 ms to 60 s. A `floor` above
-    /// the `ceiling` raises the ceiling to it. Does not apply to the
-    /// caller's own [`retry`](Self::retry); set the floor to zero to let
-    /// the server ask for immediate reconnects.
+    /// The bounds of a server's `retry:` and the ceiling of the backoff.
+    /// Protects against `retry: 0` (a tight loop) and a typo (an hour-long
+    /// sleep). Default 100 ms to 60 s; a floor above the ceiling raises it.
     #[must_use]
     pub fn retry_bounds(mut self, floor: Duration, ceiling: Duration) -> ClientBuilder {
         self.retry_floor = floor;
@@ -613,15 +600,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Whether `5xx` answers and `429 Too Many Requests` are retried (as
-    /// [`Disconnect::Status`]) rather than final. Default `true`: a server
-    /// at capacity answers `503`, and a fleet of clients must not stop for
-    /// good during a brief overload. The retry backs off as other failures
-    /// do, and waits at least what the answer's `Retry-After` asks
-    /// (delay-seconds or an HTTP-date, RFC 9110 10.2.3), clamped to
-    /// [`retry_bounds`](Self::retry_bounds). `false` makes them final
-    /// ([`ClientError::Status`]), as in browsers, where any status but
-    /// `200` "fails the connection". Other `4xx` answers are always final.
+    /// Whether `5xx` and `429` are retried ([`Disconnect::Status`], at least
+    /// as long as `Retry-After` asks, clamped to the retry bounds) rather than
+    /// final ([`ClientError::Status`], as in browsers). Default `true`: a fleet
+    /// of clients must not stop for good during a brief overload.
     #[must_use]
     pub fn retry_server_errors(mut self, yes: bool) -> ClientBuilder {
         self.retry_server_errors = yes;
@@ -636,15 +618,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest event accepted, in bytes: its data as dispatched (its
-    /// `data` lines joined by LF) plus its event type, as
-    /// [`Parser::max_event_size`] counts. Default 16 MiB: an event whose
-    /// data is exactly 16 MiB is accepted. A line longer than this plus 64
-    /// bytes (room for the field name) counts as too large as well. A
-    /// larger event is skipped and reported as
-    /// [`ClientError::EventTooLarge`]; the stream goes on. It protects
-    /// against an endless event; nothing is allocated up front, memory
-    /// grows only with the bytes that arrive.
+    /// The largest event, as [`Parser::max_event_size`] counts; a larger one
+    /// is skipped as [`ClientError::EventTooLarge`]. Protects against an
+    /// endless event. Default 16 MiB.
     #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> ClientBuilder {
         self.max_event_size = bytes;
@@ -666,14 +642,9 @@ impl ClientBuilder {
         self
     }
 
-    /// A check of each `200` event stream's head, after the client's own
-    /// checks (status, content type, framing) and before the events: it
-    /// sees the [`Connected`] that [`Received::Connected`] would carry and
-    /// may refuse the answer, with a reason, for good
-    /// ([`Refusal::fatal`]: [`ClientError::Refused`], then the iterator
-    /// ends) or for now ([`Refusal::retry`]: [`Disconnect::Refused`], then
-    /// the backoff and a reconnect, as after a `5xx`). Default none. It
-    /// runs on the iterating thread, so it delays the stream while it runs.
+    /// A check of each `200` event stream's head, after the client's own:
+    /// it may refuse for good ([`Refusal::fatal`]) or for now
+    /// ([`Refusal::retry`], a reconnect after the backoff). Default none.
     ///
     /// ```
     /// use stdsse::client::{Client, Refusal};
@@ -681,7 +652,6 @@ impl ClientBuilder {
     /// let client = Client::builder("http://127.0.0.1:8080/events")
     ///     .check_response(|answer| match answer.header("x-api-version") {
     ///         Some("2") => Ok(()),
-    ///         Some("maintenance") => Err(Refusal::retry("down for maintenance")),
     ///         other => Err(Refusal::fatal(format!("API version {other:?}, not 2"))),
     ///     })
     ///     .build()?;

@@ -392,6 +392,7 @@ pub fn decode_query(query: &str) -> Vec<(String, String)> {
 /// assert_eq!(percent_decode("caf%C3%A9+au+lait"), "café au lait");
 /// assert_eq!((percent_decode("100%"), percent_decode("%FF")), ("100%".into(), "\u{FFFD}".into()));
 /// ```
+#[must_use]
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
