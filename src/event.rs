@@ -1,49 +1,26 @@
 //! Outbound events: the `text/event-stream` encoder.
 //!
-//! An [`Event`] is built field by field and encoded as the WHATWG HTML
-//! standard, section "Server-sent events" (9.2.5), expects a server to write:
+//! The wire format is taught in the [crate docs](crate#the-wire-format-in-one-page).
+//! What the encoder adds to it:
 //!
-//! ```text
-//! event   = *( comment / field ) end-of-line
-//! comment = colon *any-char end-of-line
-//! field   = 1*name-char [ colon [ space ] *any-char ] end-of-line
-//! ```
-//!
-//! * Every field is written `name: value` with one space after the colon.
-//!   A parser removes exactly one leading space, so a value that itself
-//!   starts with a space survives the trip.
-//! * Lines end with LF, and one more LF (an empty line) ends the event:
-//!   "If the line is empty (a blank line) - Dispatch the event". An event
-//!   made only of comments and/or a `retry` gets no empty line: "Lines
-//!   starting with a U+003A COLON character (:) - Ignore the line", and a
-//!   `retry` field takes effect when its line is read, so the empty line
-//!   would only dispatch nothing. Some clients (httpx-sse, and the Python
-//!   SDKs that copied its decoder) dispatch such a block anyway, as an
-//!   event with empty data; without the empty line a keep-alive or a retry
-//!   hint is never mistaken for an event, and the hint rides on the next
-//!   event's block. An `event` or `id` without data keeps its empty line:
-//!   dispatching it resets the type and commits the id.
-//! * Data is split on CRLF, lone CR and lone LF into one `data:` line per
-//!   line of text; CRLF counts as one line break. An event whose data is the
-//!   empty string still writes one `data:` line, so browsers dispatch it.
-//!
-//! # Validation happens when the event is built
-//!
-//! `any-char` excludes CR and LF, so a CR or LF inside the event type or the
-//! id would end the field early and let the rest of the value be read as a
-//! new field (field injection). The standard also makes a parser ignore an
-//! `id` that contains NUL. [`Event::event`] and [`Event::id`] therefore
-//! check their value and return an [`EventError`] naming the field and the
-//! character. The check is done at build time, not at send time: an `Event`
-//! value is always valid, so encoding it cannot fail, and nothing invalid can
-//! ever reach a writer. Data and comments need no check: their line breaks
-//! become separate `data:` or `:` lines.
+//! * Fields are written `name: value`, one space after the colon, so a value
+//!   that starts with a space survives (a parser removes exactly one).
+//! * Data and comments are split on CRLF, CR and LF into one line each; empty
+//!   data is still one `data:` line, so browsers dispatch it.
+//! * An event made only of comments and/or a `retry` gets no empty line: it
+//!   would dispatch nothing, and some clients (httpx-sse and the SDKs that
+//!   copied it) would take it for an event with empty data. An `event` or
+//!   `id` alone keeps it: dispatching resets the type and commits the id.
+//! * `event` and `id` values are checked when the event is built: CR or LF
+//!   would start a new field (injection), and "if the field value does not
+//!   contain U+0000 NULL" a client ignores the `id`. So an `Event` is always
+//!   valid and encoding it cannot fail.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::parser::find_eol;
+use crate::scan::{find_eol, push_decimal};
 
 /// One server-sent event: data, event type, id, retry hint and comments.
 ///
@@ -93,21 +70,16 @@ impl Event {
         Event::default()
     }
 
-    /// Sets the data (replacing any earlier data).
-    ///
-    /// Line breaks (CRLF, CR or LF) split it into several `data:` lines,
-    /// which a client joins back with LF. Empty data is still sent as one
-    /// `data:` line, so the client dispatches an event whose data is `""`.
+    /// Sets the data (replacing any earlier data); each line of it becomes
+    /// a `data:` line.
     #[must_use]
     pub fn data(mut self, data: impl Into<String>) -> Event {
         self.data = Some(data.into());
         self
     }
 
-    /// Sets the event type, the name a browser's `addEventListener` listens
-    /// for (without it, the type is `message`).
-    ///
-    /// Fails if the value contains CR or LF, which would end the field early.
+    /// Sets the event type (`addEventListener`'s name; `message` without
+    /// it). Fails on CR or LF.
     pub fn event(mut self, event_type: impl Into<String>) -> Result<Event, EventError> {
         let value = event_type.into();
         check(Field::Event, &value)?;
@@ -115,12 +87,8 @@ impl Event {
         Ok(self)
     }
 
-    /// Sets the event id, which the client stores and sends back as
-    /// `Last-Event-ID` when it reconnects.
-    ///
-    /// The empty string is allowed on purpose: `id:` with an empty value
-    /// resets the client's last event id. Fails if the value contains CR or
-    /// LF (field injection) or NUL (a client ignores such an id).
+    /// Sets the id, sent back as `Last-Event-ID` on reconnect (empty resets
+    /// the client's). Fails on CR, LF or NUL.
     pub fn id(mut self, id: impl Into<String>) -> Result<Event, EventError> {
         let value = id.into();
         check(Field::Id, &value)?;
@@ -128,18 +96,15 @@ impl Event {
         Ok(self)
     }
 
-    /// Sets the reconnection time the client should wait before it
-    /// reconnects. Written in whole milliseconds (anything finer is dropped).
+    /// Sets the client's reconnection time, in whole milliseconds.
     #[must_use]
     pub fn retry(mut self, delay: Duration) -> Event {
         self.retry = Some(delay);
         self
     }
 
-    /// Adds a comment line (any number may be added). A client ignores
-    /// comments; an event made only of comments is the usual keep-alive
-    /// (written without the empty line, see the [module docs](self)).
-    /// Line breaks in the text make several `:` lines.
+    /// Adds a comment (one `:` line per line of text); comments alone are
+    /// the usual keep-alive.
     #[must_use]
     pub fn comment(mut self, text: impl Into<String>) -> Event {
         self.comments.push(text.into());
@@ -178,18 +143,6 @@ impl Event {
         self.id.as_deref()
     }
 
-    /// The retry hint, if set.
-    #[must_use]
-    pub fn get_retry(&self) -> Option<Duration> {
-        self.retry
-    }
-
-    /// The comments, in the order they were added.
-    #[must_use]
-    pub fn get_comments(&self) -> &[String] {
-        &self.comments
-    }
-
     /// Encodes the event into a new buffer.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
@@ -198,8 +151,7 @@ impl Event {
         out
     }
 
-    /// Appends the encoded event to `out`, in one pass over each value and
-    /// with no allocation besides growing `out` (reserved up front).
+    /// Appends the encoded event to `out` (one reservation, one pass).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.size_hint());
         for comment in &self.comments {
@@ -405,116 +357,9 @@ pub(crate) fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
     push_field(out, name, rest);
 }
 
-/// Writes `retry: <milliseconds>\n` without going through `fmt`.
+/// Writes `retry: <milliseconds>\n`.
 pub(crate) fn push_retry(out: &mut Vec<u8>, delay: Duration) {
-    let mut digits = [0u8; 40];
-    let mut n = delay.as_millis();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    push_field(out, b"retry", &digits[at..]);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One line per case: the event built by the expression, the exact bytes.
-    macro_rules! encodes {
-        ($($name:ident: $event:expr => $wire:expr;)*) => {$(
-            #[test]
-            fn $name() -> Result<(), EventError> {
-                let event: Event = $event;
-                assert_eq!(String::from_utf8(event.encode()).unwrap(), $wire);
-                Ok(())
-            }
-        )*};
-    }
-
-    encodes! {
-        empty_event: Event::new() => "\n";
-        data_simple: Event::new().data("hello") => "data: hello\n\n";
-        data_empty: Event::new().data("") => "data:\n\n";
-        data_lf: Event::new().data("a\nb") => "data: a\ndata: b\n\n";
-        data_cr: Event::new().data("a\rb") => "data: a\ndata: b\n\n";
-        data_crlf_is_one_break: Event::new().data("a\r\nb") => "data: a\ndata: b\n\n";
-        data_lf_cr_is_two_breaks: Event::new().data("a\n\rb") => "data: a\ndata:\ndata: b\n\n";
-        data_cr_cr_lf: Event::new().data("a\r\r\nb") => "data: a\ndata:\ndata: b\n\n";
-        data_trailing_break: Event::new().data("a\n") => "data: a\ndata:\n\n";
-        data_only_break: Event::new().data("\r\n") => "data:\ndata:\n\n";
-        data_leading_space_kept: Event::new().data(" x") => "data:  x\n\n";
-        data_unicode: Event::new().data("héllo ✓ 😀") => "data: héllo ✓ 😀\n\n";
-        data_injection_is_data: Event::new().data("x\revent: evil\rdata: y")
-            => "data: x\ndata: event: evil\ndata: data: y\n\n";
-        event_type: Event::new().event("tick")?.data("1") => "event: tick\ndata: 1\n\n";
-        event_type_colon: Event::new().event("a:b")? => "event: a:b\n\n";
-        id_field: Event::new().id("7")?.data("x") => "id: 7\ndata: x\n\n";
-        id_empty_resets: Event::new().id("")? => "id:\n\n";
-        retry_ms: Event::new().retry(Duration::from_millis(2500)) => "retry: 2500\n";
-        retry_truncates: Event::new().retry(Duration::from_micros(1999)) => "retry: 1\n";
-        retry_zero: Event::new().retry(Duration::ZERO) => "retry: 0\n";
-        comment_keep_alive: Event::new().comment("") => ":\n";
-        comment_text: Event::new().comment("connected") => ": connected\n";
-        comment_multi_line: Event::new().comment("a\r\nb\rc") => ": a\n: b\n: c\n";
-        comments_many: Event::new().comment("a").comment("b") => ": a\n: b\n";
-        comment_and_retry: Event::new().comment("hi").retry(Duration::from_secs(1))
-            => ": hi\nretry: 1000\n";
-        event_only_dispatches: Event::new().event("e")? => "event: e\n\n";
-        retry_with_data_dispatches: Event::new().retry(Duration::from_secs(1)).data("d")
-            => "retry: 1000\ndata: d\n\n";
-        all_fields: Event::new().comment("c").data("d").id("i")?.event("e")?
-            .retry(Duration::from_secs(1)) => ": c\nevent: e\nid: i\nretry: 1000\ndata: d\n\n";
-    }
-
-    /// One line per case: which setter, the value, the field and character
-    /// named in the error.
-    macro_rules! refuses {
-        ($($name:ident: $setter:ident($value:expr) => $field:ident, $ch:expr, $pos:expr;)*) => {$(
-            #[test]
-            fn $name() {
-                let err = Event::new().$setter($value).unwrap_err();
-                assert_eq!((err.field(), err.character(), err.position()), (Field::$field, $ch, $pos));
-                assert!(err.to_string().contains(Field::$field.name()));
-            }
-        )*};
-    }
-
-    refuses! {
-        event_lf: event("a\nevent: x") => Event, '\n', 1;
-        event_cr: event("a\r") => Event, '\r', 1;
-        id_lf: id("\n") => Id, '\n', 0;
-        id_cr: id("1\r2") => Id, '\r', 1;
-        id_nul: id("x\0") => Id, '\0', 1;
-    }
-
-    #[test]
-    fn nul_is_fine_in_event_type_and_data() {
-        let event = Event::new().event("a\0").unwrap().data("\0");
-        assert_eq!(event.encode(), b"event: a\0\ndata: \0\n\n");
-    }
-
-    #[test]
-    fn frame_shares_bytes() {
-        let frame = Frame::from(Event::new().data("x"));
-        let copy = frame.clone();
-        assert_eq!(copy.as_bytes(), b"data: x\n\n");
-        assert!(std::ptr::eq(frame.as_bytes(), copy.as_bytes()));
-        assert_eq!(frame.len(), 9);
-    }
-
-    #[test]
-    fn error_message_names_field_and_character() {
-        let err = Event::new().id("a\nb").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid character LF (U+000A) at byte 1 of the `id` field: \
-             it would end the field and start another"
-        );
-    }
+    out.extend_from_slice(b"retry: ");
+    push_decimal(out, delay.as_millis());
+    out.push(b'\n');
 }

@@ -116,7 +116,8 @@
 //! * [`event`]: the encoder, [`Event`] and [`Frame`] (an event encoded once).
 //! * [`writer`]: [`EventWriter`], one write and one flush per event.
 //! * [`parser`]: the incremental event-stream parser.
-//! * [`http`]: the HTTP/1.1 request parser and [`Response`].
+//! * [`http`]: HTTP/1.1 without I/O for both directions: request and
+//!   response heads, framing, chunked bodies, [`Response`].
 //! * [`server`]: the thread-per-connection server and [`EventStream`].
 //! * [`hub`]: the broadcast [`Hub`] with replay, topics and a slow-client policy;
 //!   its subscribers are event streams or in-process [`hub::Receiver`]s.
@@ -136,6 +137,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 pub mod parser;
+mod scan;
 pub mod server;
 pub mod writer;
 

@@ -1,81 +1,25 @@
 //! Inbound events: an incremental `text/event-stream` parser.
 //!
-//! [`Parser`] turns the bytes of an event stream, fed in chunks of any size,
-//! into [`Item`]s: dispatched [`MessageEvent`]s and comments. It follows the
-//! WHATWG HTML standard, section "Server-sent events", 9.2.6 "Interpreting
-//! an event stream", which is how a browser's `EventSource` reads a stream.
+//! [`Parser`] turns the bytes of a stream, fed in chunks of any size, into
+//! [`Item`]s, following WHATWG HTML 9.2.6 "Interpreting an event stream"
+//! (the rules are summarised in the [crate docs](crate#the-wire-format-in-one-page)).
+//! Where the standard leaves a choice:
 //!
-//! # The format (9.2.5)
+//! * Decoding never fails: one leading BOM is stripped, invalid UTF-8 becomes
+//!   U+FFFD per maximal subpart (as [`String::from_utf8_lossy`]).
+//! * A CR that ends a fed chunk ends its line at once; an LF that starts the
+//!   next chunk completes that CRLF, not an empty line.
+//! * Comments are reported ([`Item::Comment`]); a `retry` too large for a
+//!   `u64` saturates.
+//! * [`Parser::finish`] discards "any pending data" at the end of the file:
+//!   a partial line and an event no empty line ended, its `id` included.
 //!
-//! ```text
-//! stream      = [ bom ] *event
-//! event       = *( comment / field ) end-of-line
-//! comment     = colon *any-char end-of-line
-//! field       = 1*name-char [ colon [ space ] *any-char ] end-of-line
-//! end-of-line = ( cr lf / cr / lf )
-//! ```
-//!
-//! The grammar says what a server should send; a client must accept any
-//! bytes, and no input is an error here either (apart from the size limits
-//! below).
-//!
-//! # What the parser does (9.2.6)
-//!
-//! * "Streams must be decoded using the UTF-8 decode algorithm": one leading
-//!   U+FEFF (BOM) is stripped, at the very start of the stream only, and
-//!   invalid bytes become U+FFFD, one per maximal subpart (as
-//!   [`String::from_utf8_lossy`] does). Decoding never fails.
-//! * Lines end at CRLF, a lone LF or a lone CR. A CR at the end of a fed
-//!   chunk ends its line at once; an LF at the start of the next chunk is
-//!   then the rest of that CRLF, not an empty line.
-//! * "If the line is empty (a blank line)", "dispatch the event" (below).
-//! * "If the line starts with a U+003A COLON character (:)", "ignore the
-//!   line". This parser reports it as [`Item::Comment`] (see there).
-//! * Otherwise the field name is everything before the first colon and the
-//!   value everything after it, "if value starts with a U+0020 SPACE
-//!   character, remove it from value" (one space only). A line without a
-//!   colon is a field with an empty value. Names are compared exactly.
-//!   * `event`: "set the event type buffer to the field value".
-//!   * `data`: "append the field value to the data buffer, then append a
-//!     single U+000A LINE FEED (LF) character to the data buffer".
-//!   * `id`: "if the field value does not contain U+0000 NULL, then set the
-//!     last event ID buffer to the field value. Otherwise, ignore the field."
-//!   * `retry`: "if the field value consists of only ASCII digits, then
-//!     interpret the field value as an integer in base ten, and set the event
-//!     stream's reconnection time to that integer. Otherwise, ignore the
-//!     field." An empty value is ignored; a value too large for a `u64`
-//!     saturates at `u64::MAX` milliseconds.
-//!   * Any other field is ignored.
-//!
-//! Dispatching, at each empty line (the standard's steps for web browsers,
-//! without the parts about DOM events):
-//!
-//! 1. "Set the last event ID string of the event source to the value of the
-//!    last event ID buffer." (Even when no event fires; the buffer is not
-//!    reset.)
-//! 2. "If the data buffer is an empty string, set the data buffer and the
-//!    event type buffer to the empty string and return."
-//! 3. "If the data buffer's last character is a U+000A LINE FEED (LF)
-//!    character, then remove the last character from the data buffer."
-//! 4. The event's type is `message`, or the event type buffer if that is
-//!    not empty; its data is the data buffer; its id is the last event ID
-//!    string.
-//! 5. "Set the data buffer and the event type buffer to the empty string."
-//!
-//! "Once the end of the file is reached, any pending data must be
-//! discarded": [`Parser::finish`] drops a partial line and an event that no
-//! empty line ended, including an `id` in it.
-//!
-//! # Limits
-//!
-//! The standard sets no limit on a line or an event; this parser does, so
-//! that a peer cannot make it hold unbounded memory: [`Parser::max_event_size`]
-//! (16 MiB by default: real streams carry snapshot events of several MiB)
+//! The standard sets no limit; this parser does, so that a peer cannot make
+//! it hold unbounded memory: [`Parser::max_event_size`] (16 MiB by default)
 //! and [`Parser::max_line_len`] (64 bytes more). Going over one gives one
-//! [`ParseError`] and the event it happened in is dropped; parsing then goes
-//! on normally with the next event. Nothing is allocated up front: memory
-//! grows with the bytes that arrive, and a buffer emptied after a large
-//! event shrinks back to 64 KiB.
+//! [`ParseError`] and drops that event; parsing goes on with the next.
+//! Memory grows only with the bytes that arrive, and a buffer emptied after
+//! a large event shrinks back to 64 KiB.
 //!
 //! # Example
 //!
@@ -109,6 +53,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
+
+use crate::scan::{find_eol, parse_decimal};
 
 /// U+FEFF, stripped once at the start of a stream.
 const BOM: char = '\u{FEFF}';
@@ -722,78 +668,13 @@ fn decode(out: &mut String, mut bytes: &[u8]) -> usize {
 /// A `retry` value: ASCII digits only, at least one; saturates at
 /// `u64::MAX`.
 fn parse_retry(value: &str) -> Option<u64> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(value.bytes().fold(0u64, |ms, digit| {
-        ms.saturating_mul(10)
-            .saturating_add(u64::from(digit.wrapping_sub(b'0')))
-    }))
-}
-
-/// The offset of the first CR or LF, eight bytes at a time. The encoder
-/// uses it too, to split data and comments into lines.
-pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        if let Some(at) = eol_in_word(word) {
-            return Some(offset + at);
-        }
-        offset += 8;
-    }
-    // The last few bytes, padded with NUL (neither CR nor LF).
-    let rest = chunks.remainder();
-    let mut word = [0; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    eol_in_word(word).map(|at| offset + at)
-}
-
-/// The index of the first CR or LF among eight bytes.
-#[inline(always)]
-fn eol_in_word(bytes: [u8; 8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
-    let word = u64::from_le_bytes(bytes);
-    let lf = word ^ LFS;
-    let cr = word ^ CRS;
-    // A byte of `lf` or `cr` is zero where the input has LF or CR. Borrows
-    // can flag a byte above a real match, never below, so the lowest flagged
-    // byte is a real one.
-    let found = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGHS;
-    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| parse_decimal(value).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn find_eol_every_position() {
-        for len in 0..40 {
-            for at in 0..len {
-                for eol in [b'\n', b'\r'] {
-                    let mut bytes = vec![b'a'; len];
-                    // Bytes near CR/LF and 0x80-heavy ones must not confuse
-                    // the word scan.
-                    for (i, b) in bytes.iter_mut().enumerate() {
-                        *b = [b'a', 0x0B, 0x0C, 0x0E, 0x8A, 0x8D, 0x00, 0xFF][i % 8];
-                    }
-                    bytes[at] = eol;
-                    if at + 1 < len {
-                        bytes[at + 1] = b'\n';
-                    }
-                    assert_eq!(find_eol(&bytes), Some(at), "len {len} at {at}");
-                }
-            }
-            let clean = vec![0x8Bu8; len];
-            assert_eq!(find_eol(&clean), None);
-        }
-    }
 
     #[test]
     fn retry_values() {

@@ -1256,7 +1256,7 @@ fn connected_shows_the_status_headers_and_url_after_a_redirect() {
     for (name, value) in [
         ("x-ready", Some("no")),
         ("CONTENT-TYPE", Some("text/event-stream")),
-        ("X-Two", Some("2")), // the last of repeated fields, as the client reads them
+        ("X-Two", Some("1")), // the first of repeated fields, as every lookup reads them
         ("Location", None),   // the redirect's, not this answer's
     ] {
         assert_eq!(to.header(name), value, "{name}");
@@ -1477,4 +1477,79 @@ fn the_tail_example_exits_zero_on_no_content_and_sends_options() {
         String::from_utf8_lossy(&out.stdout),
         "{\"type\":\"message\",\"data\":\"4 body text\",\"id\":\"9\"}\n"
     );
+}
+
+/// What the builder lets through is exactly what the server's parser
+/// accepts: the same byte tables check both sides.
+#[test]
+fn the_builder_refuses_the_header_bytes_the_server_refuses() {
+    use stdsse::http::{parse_head, Limits, Status};
+    let server_accepts = |name: &str, value: &str| {
+        let head = format!("GET / HTTP/1.1\r\nHost: h\r\n{name}: {value}\r\n\r\n");
+        let head = head.replace("Host: h\r\nHost:", "Host:");
+        match parse_head(head.as_bytes(), &Limits::default()) {
+            Ok(Status::Complete((request, _))) => request.header(name) == Some(value),
+            _ => false,
+        }
+    };
+    let mut cases: Vec<(String, String)> = (0..0x80u8)
+        .map(char::from)
+        .flat_map(|c| {
+            [
+                (format!("X{c}"), "v".into()),
+                ("X".into(), format!("a{c}b")),
+            ]
+        })
+        .collect();
+    cases.extend(
+        [("Host", "a b"), ("Host", "h:1"), ("X", "\u{e9}")].map(|(n, v)| (n.into(), v.into())),
+    );
+    for (name, value) in cases {
+        let built = Client::builder("http://h/").header(&name, &value).build();
+        assert!(built.is_ok() || matches!(built, Err(ClientError::Header { .. })));
+        assert_eq!(
+            built.is_ok(),
+            server_accepts(&name, &value),
+            "{name:?}: {value:?}"
+        );
+    }
+}
+
+#[test]
+fn the_builder_checks_headers_method_id_and_url() {
+    let header = |name: &str, value: &str| Client::builder("http://h/").header(name, value).build();
+    assert!(header("X-Ok", "tab\tand ünicode").is_ok());
+    for (name, value) in [
+        ("X", "a\r\nEvil: 1"),
+        ("X", "a\nb"),
+        ("X", "a\0"),
+        ("Bad Name", "v"),
+        ("", "v"),
+        ("X:", "v"),
+        ("content-length", "1"),
+        ("Transfer-Encoding", "chunked"),
+        ("Last-Event-ID", "1"),
+    ] {
+        assert!(
+            matches!(header(name, value), Err(ClientError::Header { .. })),
+            "{name:?}: {value:?}"
+        );
+    }
+    assert!(matches!(
+        Client::builder("http://h/").method("GE T").build(),
+        Err(ClientError::Method { .. })
+    ));
+    assert!(matches!(
+        Client::builder("http://h/").last_event_id("a\nb").build(),
+        Err(ClientError::Header { .. })
+    ));
+    let error = Client::builder("http://h/")
+        .header("A\r\nB", "x")
+        .build()
+        .unwrap_err();
+    assert!(!error.to_string().contains('\n'), "{error}");
+    assert!(matches!(
+        Client::builder("nope").build(),
+        Err(ClientError::Url { .. })
+    ));
 }

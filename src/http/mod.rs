@@ -1,0 +1,596 @@
+//! HTTP/1.1 without I/O, for both directions: request heads ([`parse_head`],
+//! [`Request`]), response heads ([`parse_response_head`], [`ResponseHead`]),
+//! one [`Framing`], chunked bodies ([`ChunkedDecoder`]) and [`Response`]s.
+//!
+//! Everything works on byte slices. The server reads bytes into a buffer,
+//! calls [`parse_head`] until it returns [`Status::Complete`], asks the
+//! [`Request`] for its [`body_framing`](Request::body_framing) and writes a
+//! [`Response`]; the client does the mirror image with
+//! [`parse_response_head`]. Both heads go through the same field-line
+//! scanner and byte tables, and the client checks what it sends with them.
+//!
+//! # Grammar (RFC 9112 2-5, tokens from RFC 9110 5.6.2)
+//!
+//! ```text
+//! request-head   = *( CRLF ) request-line *( field-line CRLF ) CRLF
+//! request-line   = method SP request-target SP HTTP-version CRLF
+//! status-line    = HTTP-version SP 3DIGIT [ SP reason-phrase ] CRLF
+//! request-target = origin-form / absolute-form / "*" ; "*" with OPTIONS only
+//! HTTP-version   = "HTTP/" DIGIT "." DIGIT     ; 1.0 and 1.1 served
+//! field-line     = field-name ":" OWS field-value OWS
+//! field-value    = *( HTAB / SP / VCHAR / obs-text )
+//! ```
+//!
+//! Strict wherever laxness lets two implementations disagree about a message
+//! (request smuggling) or lets a peer make us buffer without end:
+//!
+//! * Line ends are CRLF only: a bare LF, or CR without LF, is
+//!   [`Error::NewLine`] (RFC 9112 2.2 *allows* accepting bare LF; refusing
+//!   is always safe). Empty lines before a request line are skipped (2.2).
+//! * A line starting with SP or HTAB (obs-fold) is [`Error::NewLine`] (5.2);
+//!   whitespace before a field's colon is [`Error::HeaderName`] (5.1 MUST).
+//! * The request-target is origin-form (`/` then visible ASCII except `"`,
+//!   `<`, `>`, `#`), `http` absolute-form (3.2.2 MUST accept; the target's
+//!   authority wins over `Host`, see [`Request::authority`]) or `OPTIONS *`.
+//! * A well-formed version other than 1.0 and 1.1 is [`Error::Version`]
+//!   (505); a malformed one is [`Error::MalformedVersion`].
+//! * An HTTP/1.1 request has exactly one valid `Host`, an HTTP/1.0 request at
+//!   most one (3.2 MUST answer 400: [`Error::MissingHost`]).
+//! * A request head must be UTF-8 (so accessors return `&str`); a response
+//!   head's bytes that are not become U+FFFD.
+//!
+//! Repeated fields are kept in order. Every lookup by name returns the
+//! **first** field of that name, ignoring case ("field names are
+//! case-insensitive", RFC 9110 5.1); `header_all` gives them all.
+//!
+//! Every [`Limits`] bound is enforced as soon as the bytes that break it are
+//! in, so 9 KiB of request line without a line end is
+//! [`Error::RequestLineTooLong`], not [`Status::Partial`]. The head parsers
+//! keep no state: call them again with the whole, longer buffer.
+//!
+//! ```
+//! use stdsse::http::{parse_head, Limits, Status, Version};
+//!
+//! let wire = b"GET /events?room=l%C3%A9on HTTP/1.1\r\nHost: example.com\r\nLast-Event-ID: 41\r\n\r\n";
+//! assert!(matches!(parse_head(&wire[..20], &Limits::default()), Ok(Status::Partial)));
+//! let Ok(Status::Complete((request, consumed))) = parse_head(wire, &Limits::default()) else {
+//!     panic!("a valid head");
+//! };
+//! assert_eq!((consumed, request.method(), request.path()), (wire.len(), "GET", "/events"));
+//! assert_eq!(request.query_param("room").as_deref(), Some("léon"));
+//! assert_eq!((request.version(), request.header("last-event-id")), (Version::Http11, Some("41")));
+//! ```
+
+use std::fmt;
+
+mod chunked;
+mod request;
+mod response;
+
+pub use chunked::ChunkedDecoder;
+pub(crate) use chunked::{chunk_head, CHUNK_END, LAST_CHUNK};
+pub use request::{decode_query, parse_head, percent_decode, Request};
+pub use response::{parse_response_head, reason_phrase, Response, ResponseHead};
+
+/// Builds a `[bool; 256]` table at compile time from a predicate on a byte.
+macro_rules! byte_table {
+    (|$b:ident| $predicate:expr) => {{
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $b = i as u8;
+            table[i] = $predicate;
+            i += 1;
+        }
+        table
+    }};
+}
+
+/// `tchar` (RFC 9110 5.6.2): a method or field name byte.
+static TCHAR: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ));
+
+/// Request-target bytes: visible ASCII except `"`, `<`, `>` (which browsers
+/// always percent-encode) and `#` (a fragment is never sent).
+static URI: [bool; 256] =
+    byte_table!(|b| b >= 0x21 && b <= 0x7e && !matches!(b, b'"' | b'<' | b'>' | b'#'));
+
+/// `field-value` bytes: HTAB, SP, VCHAR and obs-text (0x80-0xFF).
+static VALUE: [bool; 256] = byte_table!(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+
+/// `Host` bytes: `uri-host [ ":" port ]` (RFC 3986 unreserved, pct-encoded,
+/// sub-delims, `:`, `[`, `]`).
+static HOST: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'-' | b'.'
+            | b'_'
+            | b'~'
+            | b'%'
+            | b'!'
+            | b'$'
+            | b'&'
+            | b'\''
+            | b'('
+            | b')'
+            | b'*'
+            | b'+'
+            | b','
+            | b';'
+            | b'='
+            | b':'
+            | b'['
+            | b']'
+    ));
+
+/// Whether every byte of `s` is in `table` (and, if `nonempty`, there is one).
+fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
+    !(nonempty && s.is_empty()) && s.iter().all(|&b| table[b as usize])
+}
+
+/// Whether `name: value` is a field line a recipient accepts: a token name
+/// and a `field-value`, and for `Host` a valid host. The server's
+/// [`Response`] and the client's request headers are checked with it.
+pub(crate) fn valid_field(name: &str, value: &str) -> bool {
+    let host = name.eq_ignore_ascii_case("host");
+    all_in(name.as_bytes(), &TCHAR, true)
+        && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
+}
+
+/// Whether `s` is a token (a method, a field name).
+pub(crate) fn is_token(s: &str) -> bool {
+    all_in(s.as_bytes(), &TCHAR, true)
+}
+
+/// The index of the first byte of `buf[from..]` outside `table`, or `buf.len()`.
+#[inline]
+fn scan(buf: &[u8], from: usize, table: &[bool; 256]) -> usize {
+    let mut i = from;
+    while let Some(&[a, b, c, d]) = buf.get(i..i + 4) {
+        if !(table[a as usize] & table[b as usize] & table[c as usize] & table[d as usize]) {
+            break;
+        }
+        i += 4;
+    }
+    while i < buf.len() && table[buf[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
+/// `scan(buf, from, &VALUE)`, eight bytes at a time (values are most of a
+/// head): each word is tested at once for a byte below 0x20 or equal to
+/// 0x7F; the lowest flagged byte is a true match, and an HTAB there is
+/// stepped over.
+#[inline]
+fn scan_value(buf: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = from;
+    while let Some(chunk) = buf.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let del = x ^ (ONES * 0x7f);
+        let found =
+            (x.wrapping_sub(ONES * 0x20) & !x | del.wrapping_sub(ONES) & !del) & (ONES * 0x80);
+        if found == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (found.trailing_zeros() / 8) as usize;
+        if buf.get(at) != Some(&b'\t') {
+            return at;
+        }
+        i = at + 1;
+    }
+    scan(buf, i, &VALUE)
+}
+
+/// Removes the optional whitespace (SP, HTAB) around a list element.
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// The result of parsing bytes that may not all have arrived yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status<T> {
+    /// Parsing finished; the value usually says how many bytes were used.
+    Complete(T),
+    /// Every byte so far is valid but more are needed: read more and call
+    /// again (with the whole buffer for a head, with the new bytes only for
+    /// [`ChunkedDecoder::decode`]).
+    Partial,
+}
+
+/// Why a message was refused; [`Error::status`] is the status a server
+/// answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The method is not a token followed by one SP. (400)
+    Method,
+    /// The request-target is not origin-form, `http` absolute-form or
+    /// `OPTIONS *`, holds a byte outside the allowed set, or the request
+    /// line has more than two SP. (400)
+    Target,
+    /// A well-formed HTTP-version other than 1.0 and 1.1. (505)
+    Version,
+    /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing. (400)
+    MalformedVersion,
+    /// A field name is empty or not a token, whitespace precedes the colon,
+    /// or the line has no colon. (400)
+    HeaderName,
+    /// A field value holds a control character other than HTAB, DEL, or
+    /// (in a request) bytes that are not UTF-8. (400)
+    HeaderValue,
+    /// A bare LF, a CR not followed by LF, or obs-fold. (400)
+    NewLine,
+    /// The request (or status) line is longer than
+    /// [`Limits::max_request_line`]. (414)
+    RequestLineTooLong,
+    /// A field line is longer than [`Limits::max_header_line`]. (431)
+    HeaderLineTooLong,
+    /// More field lines than [`Limits::max_headers`]. (431)
+    TooManyHeaders,
+    /// The head is longer than [`Limits::max_head`]. (431)
+    HeadTooLarge,
+    /// An HTTP/1.1 request without `Host`, more than one `Host`, or an
+    /// invalid `Host` value. (400)
+    MissingHost,
+    /// A `Content-Length` that is not `1*DIGIT` within 64 bits, or several
+    /// different values. (400)
+    ContentLength,
+    /// A request with both `Content-Length` and `Transfer-Encoding`. (400)
+    LengthAndChunked,
+    /// A `Transfer-Encoding` other than exactly `chunked`, or any in an
+    /// HTTP/1.0 request. (501)
+    UnsupportedTransferCoding,
+    /// A malformed chunked body. (400)
+    ChunkSize,
+    /// The body is longer than [`Limits::max_body`]. (413)
+    BodyTooLarge,
+    /// An `Expect` value other than `100-continue`. (417)
+    Expectation,
+    /// A response's status line is not `HTTP/1.` DIGIT SP 3DIGIT, with a
+    /// code of at least 100. (502: what a gateway would answer)
+    StatusLine,
+}
+
+impl Error {
+    /// The status code a server answers with.
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            Error::Version => 505,
+            Error::RequestLineTooLong => 414,
+            Error::HeaderLineTooLong | Error::TooManyHeaders | Error::HeadTooLarge => 431,
+            Error::UnsupportedTransferCoding => 501,
+            Error::BodyTooLarge => 413,
+            Error::Expectation => 417,
+            Error::StatusLine => 502,
+            _ => 400,
+        }
+    }
+
+    /// A short description (the body of a server's error response).
+    #[must_use]
+    pub fn description(self) -> &'static str {
+        match self {
+            Error::Method => "invalid method",
+            Error::Target => "invalid request target",
+            Error::Version => "unsupported HTTP version",
+            Error::MalformedVersion => "malformed HTTP version",
+            Error::HeaderName => "invalid header name",
+            Error::HeaderValue => "invalid header value",
+            Error::NewLine => "invalid line ending",
+            Error::RequestLineTooLong => "request line too long",
+            Error::HeaderLineTooLong => "header line too long",
+            Error::TooManyHeaders => "too many headers",
+            Error::HeadTooLarge => "request head too large",
+            Error::MissingHost => "missing or invalid Host header",
+            Error::ContentLength => "invalid Content-Length",
+            Error::LengthAndChunked => "both Content-Length and Transfer-Encoding",
+            Error::UnsupportedTransferCoding => "unsupported Transfer-Encoding",
+            Error::ChunkSize => "invalid chunked body",
+            Error::BodyTooLarge => "request body too large",
+            Error::Expectation => "unsupported expectation",
+            Error::StatusLine => "invalid status line",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.status())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Size bounds on what a peer may send, each checked as soon as the bytes
+/// that exceed it arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, from the method to the end of the version
+    /// (CRLF and leading empty lines not counted). Protects against huge
+    /// URLs held in memory. Default 8 KiB.
+    pub max_request_line: usize,
+    /// Longest field line, CRLF not counted. Protects against one enormous
+    /// header (cookies, tokens). Default 8 KiB.
+    pub max_header_line: usize,
+    /// Most field lines in one head. Protects against the cost of thousands
+    /// of tiny headers. Default 100.
+    pub max_headers: usize,
+    /// Longest head, from the first byte (leading empty lines included) to
+    /// the end of the empty line. Bounds a connection's buffer before the
+    /// head is parsed. Values above `u32::MAX` act as `u32::MAX`. Default 64 KiB.
+    pub max_head: usize,
+    /// Longest body: the `Content-Length`, or the decoded size of a chunked
+    /// body. Protects against uploads that fill memory. Default 1 MiB.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_line: 8 * 1024,
+            max_headers: 100,
+            max_head: 64 * 1024,
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+/// The HTTP version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// `HTTP/1.0`
+    Http10,
+    /// `HTTP/1.1`
+    Http11,
+}
+
+impl Version {
+    /// `"HTTP/1.0"` or `"HTTP/1.1"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a body is delimited (RFC 9112 6.3), from [`Request::body_framing`]
+/// or [`ResponseHead::body_framing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No length is declared: a request has no body (6.3 rule 7), a
+    /// response's body runs until the connection closes (rule 8).
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// A chunked body follows: decode it with a [`ChunkedDecoder`].
+    Chunked,
+}
+
+/// The framing `Transfer-Encoding` and `Content-Length` declare, the former
+/// first (6.3 rule 3): its list must be exactly `chunked`; every element of
+/// every `Content-Length` must be `1*DIGIT` and all must be equal.
+fn declared_framing<'a>(
+    codings: impl Iterator<Item = &'a str>,
+    lengths: impl Iterator<Item = &'a str>,
+) -> Result<Framing, Error> {
+    let mut codings = codings.flat_map(|v| v.split(',')).map(trim_ows).peekable();
+    if codings.peek().is_some() {
+        return match (codings.next(), codings.next()) {
+            (Some(coding), None) if coding.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            _ => Err(Error::UnsupportedTransferCoding),
+        };
+    }
+    let mut length = None;
+    for element in lengths.flat_map(|v| v.split(',')) {
+        let n = crate::scan::parse_decimal(trim_ows(element)).ok_or(Error::ContentLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::ContentLength);
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::None, Framing::Length))
+}
+
+/// Every value of the fields named `name` (ignoring case), in order: the one
+/// header lookup of both heads.
+fn find<'a, 'n, I>(fields: I, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n, I>
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    fields
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// One field line: byte ranges of its name and (trimmed) value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FieldSpan {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// What a scan that stopped at `view[i]` means when that byte cannot come
+/// next: a bare LF or a CR without LF is [`Error::NewLine`]; CRLF (the line
+/// ended too early) is `at_crlf`; a CR at the end of the buffer needs one
+/// more byte; any other byte is `other`.
+fn unexpected<T>(view: &[u8], i: usize, at_crlf: Error, other: Error) -> Result<Option<T>, Error> {
+    match view.get(i) {
+        Some(b'\n') => Err(Error::NewLine),
+        Some(b'\r') => match view.get(i + 1) {
+            None => Ok(None),
+            Some(b'\n') => Err(at_crlf),
+            Some(_) => Err(Error::NewLine),
+        },
+        _ => Err(other),
+    }
+}
+
+/// The CRLF at `view[i]`: `Ok(Some(()))`, `Ok(None)` if it may still come.
+fn crlf(view: &[u8], i: usize) -> Result<Option<()>, Error> {
+    match (view.get(i), view.get(i + 1)) {
+        (None, _) | (Some(b'\r'), None) => Ok(None),
+        (Some(b'\r'), Some(b'\n')) => Ok(Some(())),
+        _ => Err(Error::NewLine),
+    }
+}
+
+/// The part of `view` a line starting at `start` may be scanned in (its
+/// `max` bytes plus one for the CR), and whether `view` holds all of it: a
+/// scan that runs off the end then means the line is too long.
+fn line_bound(view: &[u8], start: usize, max: usize) -> (&[u8], bool) {
+    let cap = start.saturating_add(max).saturating_add(1);
+    if view.len() >= cap {
+        (&view[..cap], true)
+    } else {
+        (view, false)
+    }
+}
+
+/// A scan ran off the end of the line bound: too long, or more bytes needed.
+fn ran_off<T>(long: bool, error: Error) -> Result<Option<T>, Error> {
+    if long {
+        Err(error)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The start line of a head ends at `view[line_end]` (its CR): `view` cut to
+/// [`Limits::max_head`], or `Ok(None)` while more bytes may come.
+fn head_view<'b>(buf: &'b [u8], limits: &Limits) -> (&'b [u8], bool) {
+    let max_head = limits.max_head.min(u32::MAX as usize);
+    let truncated = buf.len() > max_head;
+    (if truncated { &buf[..max_head] } else { buf }, truncated)
+}
+
+/// `*( field-line CRLF ) CRLF` from `view[pos..]`, spans counted from
+/// `base`: the offset after the final CRLF, or `None` while incomplete.
+fn parse_fields(
+    view: &[u8],
+    mut pos: usize,
+    base: usize,
+    limits: &Limits,
+    fields: &mut Vec<FieldSpan>,
+) -> Result<Option<usize>, Error> {
+    loop {
+        match view.get(pos) {
+            Some(b'\r') => return crlf(view, pos).map(|done| done.map(|()| pos + 2)),
+            Some(b'\n' | b' ' | b'\t') => return Err(Error::NewLine),
+            Some(_) => {}
+            None => return Ok(None),
+        }
+        if fields.len() >= limits.max_headers {
+            return Err(Error::TooManyHeaders);
+        }
+        let (line, long) = line_bound(view, pos, limits.max_header_line);
+        let name_end = scan(line, pos, &TCHAR);
+        match line.get(name_end) {
+            None => return ran_off(long, Error::HeaderLineTooLong),
+            Some(b':') if name_end > pos => {}
+            Some(_) => return unexpected(view, name_end, Error::HeaderName, Error::HeaderName),
+        }
+        let mut value_start = name_end + 1;
+        while let Some(b' ' | b'\t') = line.get(value_start) {
+            value_start += 1;
+        }
+        let value_stop = scan_value(line, value_start);
+        match line.get(value_stop) {
+            None => return ran_off(long, Error::HeaderLineTooLong),
+            Some(b'\r' | b'\n') => {
+                if crlf(view, value_stop)?.is_none() {
+                    return Ok(None);
+                }
+            }
+            Some(_) => return Err(Error::HeaderValue),
+        }
+        // The value holds no CR, LF or FF, so ASCII whitespace is SP or HTAB.
+        let value_end = value_start + line[value_start..value_stop].trim_ascii_end().len();
+        // Offsets fit in u32: `view` is at most `u32::MAX` bytes long.
+        let at = |i: usize| (i - base) as u32;
+        fields.push(FieldSpan {
+            name: (at(pos), at(name_end)),
+            value: (at(value_start), at(value_end)),
+        });
+        pos = value_stop + 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables() {
+        let count = |t: &[bool; 256]| t.iter().filter(|&&b| b).count();
+        assert_eq!(count(&TCHAR), 26 * 2 + 10 + 15);
+        assert_eq!(count(&URI), 94 - 4);
+        assert_eq!(count(&VALUE), 256 - 32 - 1 + 1);
+        assert!(TCHAR[b'~' as usize] && !TCHAR[b':' as usize] && !TCHAR[b' ' as usize]);
+        assert!(URI[b'?' as usize] && !URI[b'#' as usize] && !URI[0x80]);
+        assert!(VALUE[b'\t' as usize] && VALUE[0xff] && !VALUE[0x7f] && !VALUE[b'\r' as usize]);
+        assert!(HOST[b'[' as usize] && !HOST[b'/' as usize] && !HOST[b'@' as usize]);
+    }
+
+    /// The word-at-a-time value scan agrees with the byte table, for every
+    /// byte value at every position of a word, and on random input.
+    #[test]
+    fn scan_value_matches_table() {
+        for stop in 0..=255u8 {
+            for at in 0..20 {
+                let mut buf = vec![b'a'; 24];
+                buf[at] = stop;
+                for from in 0..4 {
+                    assert_eq!(
+                        scan_value(&buf, from),
+                        scan(&buf, from, &VALUE),
+                        "{stop:#x} at {at}"
+                    );
+                }
+            }
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            let buf: Vec<u8> = (0..state % 40)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    [b'x', b' ', b'\t', (state >> 8) as u8, 0x7f, 0x80][(state % 6) as usize]
+                })
+                .collect();
+            let from = (state % 3) as usize;
+            assert_eq!(scan_value(&buf, from), scan(&buf, from, &VALUE), "{buf:?}");
+        }
+        assert_eq!(scan_value(b"ab", 5), 5);
+    }
+}

@@ -1,0 +1,464 @@
+//! Request heads and query strings.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::{
+    crlf, declared_framing, find, head_view, line_bound, parse_fields, ran_off, scan, trim_ows,
+    unexpected, Error, FieldSpan, Framing, Limits, Status, Version, HOST, TCHAR, URI,
+};
+
+/// A parsed request: the head (one string plus ranges into it), the body
+/// once the server has read it, and the peer address. Made by
+/// [`parse_head`] (or [`Request::parse`] in tests).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The head from the request line to the final CRLF.
+    head: String,
+    method: (u32, u32),
+    target: (u32, u32),
+    /// Where the path starts in the target (after an absolute-form authority).
+    path_start: u32,
+    /// The authority of an absolute-form target.
+    authority: Option<(u32, u32)>,
+    /// Index of the `?` in the target, if any.
+    query: Option<u32>,
+    version: Version,
+    fields: Vec<FieldSpan>,
+    body: Vec<u8>,
+    remote_addr: Option<SocketAddr>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method())
+            .field("target", &self.target())
+            .field("version", &self.version)
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// `Complete((request, consumed))`: `consumed` counts the head, leading
+/// empty lines and the final empty line included (the bytes after it are
+/// not looked at). `Partial`: valid so far, call again with the longer
+/// buffer. An [`Error`] as soon as the bytes are enough to know the head is
+/// invalid or breaks a [`Limits`] bound.
+///
+/// ```
+/// use stdsse::http::{parse_head, Error, Limits, Status};
+///
+/// let limits = Limits::default();
+/// assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost", &limits), Ok(Status::Partial));
+/// assert_eq!(parse_head(b"GET / HTTP/1.1\nHost: a\n\n", &limits), Err(Error::NewLine));
+/// assert_eq!(parse_head(b"GET / HTTP/2.0\r\n", &limits), Err(Error::Version));
+/// ```
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Status<(Request, usize)>, Error> {
+    let (view, truncated) = head_view(buf, limits);
+    match parse_view(view, limits)? {
+        Some(done) => Ok(Status::Complete(done)),
+        None if truncated => Err(Error::HeadTooLarge),
+        None => Ok(Status::Partial),
+    }
+}
+
+/// Parses a head that must lie within `view`; `None`: more bytes needed.
+fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+    let mut start = 0;
+    while let Some(b'\r' | b'\n') = view.get(start) {
+        if crlf(view, start)?.is_none() {
+            return Ok(None);
+        }
+        start += 2;
+    }
+    if start == view.len() {
+        return Ok(None);
+    }
+
+    // request-line = method SP request-target SP HTTP-version CRLF
+    let (line, long) = line_bound(view, start, limits.max_request_line);
+    let method_end = scan(line, start, &TCHAR);
+    match line.get(method_end) {
+        None => return ran_off(long, Error::RequestLineTooLong),
+        Some(b' ') if method_end > start => {}
+        Some(_) => return unexpected(view, method_end, Error::Method, Error::Method),
+    }
+    let target_start = method_end + 1;
+    match line.get(target_start) {
+        None => return ran_off(long, Error::RequestLineTooLong),
+        Some(b) if matches!(b, b'/' | b'*') || b.is_ascii_alphabetic() => {}
+        Some(_) => return unexpected(view, target_start, Error::Target, Error::Target),
+    }
+    let target_end = scan(line, target_start, &URI);
+    match line.get(target_end) {
+        None => return ran_off(long, Error::RequestLineTooLong),
+        Some(b' ') => {}
+        Some(_) => return unexpected(view, target_end, Error::MalformedVersion, Error::Target),
+    }
+    let target = &line[target_start..target_end];
+    if target[0] == b'*' && (target != b"*" || &line[start..method_end] != b"OPTIONS") {
+        return Err(Error::Target);
+    }
+    // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
+    let authority = match target[0] {
+        b'/' | b'*' => None,
+        _ => {
+            let (scheme, rest) = target.split_at(7.min(target.len()));
+            let len = rest.iter().take_while(|&&b| b != b'/' && b != b'?').count();
+            if !scheme.eq_ignore_ascii_case(b"http://") || !super::all_in(&rest[..len], &HOST, true)
+            {
+                return Err(Error::Target);
+            }
+            Some((target_start + 7, target_start + 7 + len))
+        }
+    };
+    let version_start = target_end + 1;
+    let version_end = line[version_start..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map_or(line.len(), |at| version_start + at);
+    if version_end == line.len() {
+        return ran_off(long, Error::RequestLineTooLong);
+    }
+    if crlf(view, version_end)?.is_none() {
+        return Ok(None);
+    }
+    // HTTP-version = HTTP-name "/" DIGIT "." DIGIT (RFC 9112 2.3).
+    let version = match &line[version_start..version_end] {
+        b"HTTP/1.1" => Version::Http11,
+        b"HTTP/1.0" => Version::Http10,
+        other if other.contains(&b' ') => return Err(Error::Target),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(Error::Version)
+        }
+        _ => return Err(Error::MalformedVersion),
+    };
+
+    let mut fields = Vec::with_capacity(16);
+    let Some(end) = parse_fields(view, version_end + 2, start, limits, &mut fields)? else {
+        return Ok(None);
+    };
+    // Only field values may hold bytes above 0x7F: this is where a value
+    // that is not UTF-8 is found.
+    let head = std::str::from_utf8(&view[start..end]).map_err(|_| Error::HeaderValue)?;
+    let at = |i: usize| (i - start) as u32;
+    let request = Request {
+        head: head.to_owned(),
+        method: (0, at(method_end)),
+        target: (at(target_start), at(target_end)),
+        path_start: at(authority.map_or(target_start, |(_, end)| end)),
+        authority: authority.map(|(from, to)| (at(from), at(to))),
+        query: target
+            .iter()
+            .position(|&b| b == b'?')
+            .map(|q| at(target_start + q)),
+        version,
+        fields,
+        body: Vec::new(),
+        remote_addr: None,
+    };
+    // RFC 9112 3.2: one Host in HTTP/1.1, at most one in HTTP/1.0, valid.
+    let mut hosts = request.header_all("host");
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (None, _) => version == Version::Http10,
+        (Some(host), None) => super::all_in(host.as_bytes(), &HOST, false),
+        _ => false,
+    };
+    drop(hosts);
+    if !host_ok {
+        return Err(Error::MissingHost);
+    }
+    Ok(Some((request, end)))
+}
+
+impl Request {
+    /// Parses a whole head with the default [`Limits`]; the bytes after it
+    /// become the body as they are. For tests and tools; an incomplete head
+    /// is [`Error::NewLine`].
+    ///
+    /// ```
+    /// let request = stdsse::http::Request::parse(b"POST /send HTTP/1.1\r\nHost: a\r\n\r\nhello")?;
+    /// assert_eq!(request.body(), b"hello");
+    /// # Ok::<(), stdsse::http::Error>(())
+    /// ```
+    pub fn parse(buf: &[u8]) -> Result<Request, Error> {
+        match parse_head(buf, &Limits::default())? {
+            Status::Complete((mut request, consumed)) => {
+                request.body = buf[consumed..].to_vec();
+                Ok(request)
+            }
+            Status::Partial => Err(Error::NewLine),
+        }
+    }
+
+    fn span(&self, (start, end): (u32, u32)) -> &str {
+        self.head.get(start as usize..end as usize).unwrap_or("")
+    }
+
+    /// The method, as sent (case-sensitive: `get` is not `GET`).
+    #[must_use]
+    pub fn method(&self) -> &str {
+        self.span(self.method)
+    }
+
+    /// The raw request-target: path and query, still percent-encoded (or
+    /// `*`, or the whole URL of an absolute-form target).
+    #[must_use]
+    pub fn target(&self) -> &str {
+        self.span(self.target)
+    }
+
+    /// The path: the target up to the first `?`, after an absolute-form
+    /// authority, not decoded; an empty path is `/` (RFC 9110 4.2.3).
+    #[must_use]
+    pub fn path(&self) -> &str {
+        match self.span((self.path_start, self.query.unwrap_or(self.target.1))) {
+            "" => "/",
+            path => path,
+        }
+    }
+
+    /// The authority of an absolute-form target, else the `Host` value (RFC
+    /// 9112 3.2.2: the server "MUST ignore the received Host header field"
+    /// then). `None` for an HTTP/1.0 request without either.
+    #[must_use]
+    pub fn authority(&self) -> Option<&str> {
+        self.authority
+            .map(|span| self.span(span))
+            .or_else(|| self.header("host"))
+    }
+
+    /// The raw text after the first `?`, or `None` without one.
+    #[must_use]
+    pub fn query(&self) -> Option<&str> {
+        self.query.map(|q| self.span((q + 1, self.target.1)))
+    }
+
+    /// The decoded value of the first query parameter named `name`
+    /// (compared after decoding). See [`decode_query`].
+    #[must_use]
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_pairs(self.query()?)
+            .find(|(n, _)| percent_decode(n) == name)
+            .map(|(_, v)| percent_decode(v))
+    }
+
+    /// All query parameters, decoded, in order. See [`decode_query`].
+    #[must_use]
+    pub fn query_params(&self) -> Vec<(String, String)> {
+        decode_query(self.query().unwrap_or(""))
+    }
+
+    /// The HTTP version.
+    #[must_use]
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The value of the first field named `name` (ignoring case).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).next()
+    }
+
+    /// The values of every field named `name` (ignoring case), in order.
+    pub fn header_all<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        find(self.headers(), name)
+    }
+
+    /// Every field as `(name, value)`, names as received, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields
+            .iter()
+            .map(move |f| (self.span(f.name), self.span(f.value)))
+    }
+
+    /// Whether the connection persists after this request (RFC 9112 9.3):
+    /// HTTP/1.1 unless `Connection` lists `close`; HTTP/1.0 only if it
+    /// lists `keep-alive` (and not `close`).
+    #[must_use]
+    pub fn keep_alive(&self) -> bool {
+        let has = |option: &str| {
+            self.header_all("connection")
+                .flat_map(|v| v.split(','))
+                .any(|o| trim_ows(o).eq_ignore_ascii_case(option))
+        };
+        !has("close") && (self.version == Version::Http11 || has("keep-alive"))
+    }
+
+    /// Whether the client waits for `100 Continue` (RFC 9110 10.1.1):
+    /// `Expect: 100-continue` is `Ok(true)` (`Ok(false)` in HTTP/1.0, which
+    /// a server MUST ignore), none is `Ok(false)`, anything else is
+    /// [`Error::Expectation`].
+    pub fn expects_continue(&self) -> Result<bool, Error> {
+        let mut expects = false;
+        for value in self.header_all("expect") {
+            if !value.eq_ignore_ascii_case("100-continue") {
+                return Err(Error::Expectation);
+            }
+            expects = true;
+        }
+        Ok(expects && self.version == Version::Http11)
+    }
+
+    /// How the body is delimited (RFC 9112 6.3), checked against `limits`.
+    ///
+    /// Both `Transfer-Encoding` and `Content-Length` is
+    /// [`Error::LengthAndChunked`] (the classic smuggling set-up); a
+    /// `Transfer-Encoding` must be exactly `chunked` and HTTP/1.1
+    /// ([`Error::UnsupportedTransferCoding`]); every `Content-Length`
+    /// element must be `1*DIGIT` and all equal (`5, 5` is 5; `5, 6`, `-1`,
+    /// `+5` and `5,` are [`Error::ContentLength`]); a length above
+    /// [`Limits::max_body`] is [`Error::BodyTooLarge`]. Neither is
+    /// [`Framing::None`], no body.
+    pub fn body_framing(&self, limits: &Limits) -> Result<Framing, Error> {
+        let chunked = self.header("transfer-encoding").is_some();
+        if chunked && self.header("content-length").is_some() {
+            return Err(Error::LengthAndChunked);
+        }
+        if chunked && self.version == Version::Http10 {
+            return Err(Error::UnsupportedTransferCoding);
+        }
+        match declared_framing(
+            self.header_all("transfer-encoding"),
+            self.header_all("content-length"),
+        )? {
+            Framing::Length(n) if n > limits.max_body as u64 => Err(Error::BodyTooLarge),
+            framing => Ok(framing),
+        }
+    }
+
+    /// The body, once the server has read it.
+    #[must_use]
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The peer's address, when the request came from a socket.
+    #[must_use]
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    pub(crate) fn set_body(&mut self, body: Vec<u8>) {
+        self.body = body;
+    }
+
+    pub(crate) fn set_remote_addr(&mut self, addr: SocketAddr) {
+        self.remote_addr = Some(addr);
+    }
+}
+
+/// The raw `(name, value)` pairs of a query.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
+}
+
+/// Decodes a query string as HTML forms encode it
+/// (`application/x-www-form-urlencoded`, WHATWG URL): split on `&`, empty
+/// pieces skipped, the first `=` splits name from value (none: empty
+/// value), each part decoded with [`percent_decode`].
+///
+/// ```
+/// let pairs = stdsse::http::decode_query("a=1&b=two+words&c=%41%zz&d&&=x");
+/// let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+/// assert_eq!(pairs, [("a", "1"), ("b", "two words"), ("c", "A%zz"), ("d", ""), ("", "x")]);
+/// ```
+#[must_use]
+pub fn decode_query(query: &str) -> Vec<(String, String)> {
+    query_pairs(query)
+        .map(|(name, value)| (percent_decode(name), percent_decode(value)))
+        .collect()
+}
+
+/// Decodes one query component: `+` is a space, `%XX` that byte, a `%`
+/// without two hex digits is kept; bytes that are not UTF-8 become U+FFFD.
+///
+/// ```
+/// use stdsse::http::percent_decode;
+/// assert_eq!(percent_decode("caf%C3%A9+au+lait"), "café au lait");
+/// assert_eq!((percent_decode("100%"), percent_decode("%FF")), ("100%".into(), "\u{FFFD}".into()));
+/// ```
+#[must_use]
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return s.to_owned();
+    }
+    let hex = |i: usize| bytes.get(i).and_then(|&b| char::from(b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'+', ..) => out.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                out.push((high << 4 | low) as u8);
+                i += 2;
+            }
+            (b, ..) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_setters() {
+        let mut request = Request::parse(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        request.set_body(b"data".to_vec());
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        request.set_remote_addr(addr);
+        assert_eq!(
+            (request.body(), request.remote_addr()),
+            (&b"data"[..], Some(addr))
+        );
+    }
+
+    #[test]
+    fn huge_and_zero_limits() {
+        let max = Limits {
+            max_request_line: usize::MAX,
+            max_header_line: usize::MAX,
+            max_headers: usize::MAX,
+            max_head: usize::MAX,
+            max_body: usize::MAX,
+        };
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        let Ok(Status::Complete((request, _))) = parse_head(head, &max) else {
+            panic!()
+        };
+        assert_eq!(request.body_framing(&max), Ok(Framing::Length(u64::MAX)));
+        assert_eq!(parse_head(b"GET / HTTP/1.1", &max), Ok(Status::Partial));
+        let zero = Limits {
+            max_request_line: 0,
+            max_header_line: 0,
+            max_headers: 0,
+            max_head: 0,
+            max_body: 0,
+        };
+        assert_eq!(parse_head(b"", &zero), Ok(Status::Partial));
+        assert_eq!(parse_head(b"G", &zero), Err(Error::HeadTooLarge));
+        let zero = Limits {
+            max_head: 100,
+            ..zero
+        };
+        assert_eq!(parse_head(b"G", &zero), Err(Error::RequestLineTooLong));
+    }
+}

@@ -1,0 +1,422 @@
+//! Responses: the builder and writer the server uses, and the head parser
+//! the client uses.
+
+use super::{
+    crlf, declared_framing, find, head_view, line_bound, parse_fields, ran_off, scan_value,
+    valid_field, Error, Framing, Limits, Status, Version,
+};
+use crate::scan::push_decimal;
+
+/// A response with a complete body, built by the application and written by
+/// the server.
+///
+/// ```
+/// use stdsse::http::Response;
+///
+/// let response = Response::text(404, "no such room").header("Cache-Control", "no-store");
+/// assert_eq!(response.status(), 404);
+/// assert_eq!(response.get_header("content-type"), Some("text/plain; charset=utf-8"));
+/// // A header that would split the response is never written.
+/// assert!(!Response::new(200).header("X-Evil", "a\r\nSet-Cookie: x").is_valid());
+/// ```
+///
+/// The server owns the framing: it writes `Content-Length` and `Connection`
+/// itself and drops any `Content-Length`, `Transfer-Encoding` or
+/// `Connection` set here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Why the response cannot be written as it is, if it cannot.
+    invalid: Option<&'static str>,
+}
+
+impl Response {
+    /// A response with this status and an empty body; a status outside
+    /// 100..=999 makes it invalid (see [`Response::is_valid`]).
+    #[must_use]
+    pub fn new(status: u16) -> Response {
+        let invalid = (!(100..=999).contains(&status)).then_some("invalid response status");
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            invalid,
+        }
+    }
+
+    /// A `text/plain; charset=utf-8` response.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response::typed(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// A `text/html; charset=utf-8` response.
+    pub fn html(status: u16, body: impl Into<String>) -> Response {
+        Response::typed(status, "text/html; charset=utf-8", body.into())
+    }
+
+    /// An `application/json` response; `body` is already-serialised JSON.
+    pub fn json(status: u16, body: impl Into<String>) -> Response {
+        Response::typed(status, "application/json", body.into())
+    }
+
+    fn typed(status: u16, content_type: &str, body: String) -> Response {
+        Response::new(status)
+            .header("Content-Type", content_type)
+            .body(body)
+    }
+
+    /// Appends a header (repeats are kept, in order).
+    ///
+    /// A name that is not a token or a value that is not a `field-value`
+    /// (RFC 9110 5.1, 5.5: CR, LF, NUL, other controls but HTAB, DEL) would
+    /// split the response: it is not stored, and the response is marked
+    /// invalid, so the server writes `500` with the body `invalid response
+    /// header` instead. Building stays infallible; nothing invalid is sent.
+    #[must_use]
+    pub fn header(self, name: &str, value: &str) -> Response {
+        self.checked_header(name, value, &[])
+    }
+
+    /// [`header`](Response::header), also refusing the names in `reserved`.
+    pub(crate) fn checked_header(mut self, name: &str, value: &str, reserved: &[&str]) -> Response {
+        if reserved.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            self.invalid = self.invalid.or(Some("reserved response header"));
+        } else if valid_field(name, value) {
+            self.headers.push((name.to_owned(), value.to_owned()));
+        } else {
+            self.invalid = self.invalid.or(Some("invalid response header"));
+        }
+        self
+    }
+
+    /// Sets the body (replacing any earlier body).
+    #[must_use]
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
+        self.body = body.into();
+        self
+    }
+
+    /// The status code.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The value of the first header named `name` (ignoring case).
+    #[must_use]
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        find(
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            name,
+        )
+        .next()
+    }
+
+    /// The body.
+    #[must_use]
+    pub fn get_body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Whether the response can be written as built (else the server writes
+    /// a `500`).
+    #[must_use]
+    pub fn is_valid(&self) -> bool {
+        self.invalid.is_none()
+    }
+
+    /// Why the response is invalid, if it is (the body of the `500`).
+    pub(crate) fn invalid_reason(&self) -> Option<&'static str> {
+        self.invalid
+    }
+
+    /// Appends the whole response to `out`: the status line with `version`,
+    /// the headers, `Content-Length` (none, and no body, for 1xx, 204 and
+    /// 304), `Connection: close` when `close` (or `keep-alive` for an
+    /// HTTP/1.0 connection that stays open), then the body unless
+    /// `head_only`. An invalid response is replaced by a `500`.
+    pub(crate) fn write_to(
+        &self,
+        out: &mut Vec<u8>,
+        version: Version,
+        head_only: bool,
+        close: bool,
+    ) {
+        if let Some(why) = self.invalid {
+            return Response::text(500, why).write_to(out, version, head_only, close);
+        }
+        let fields: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        out.reserve(64 + self.body.len() + fields);
+        out.extend_from_slice(version.as_str().as_bytes());
+        out.push(b' ');
+        push_decimal(out, self.status.into());
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.write_headers(out);
+        let has_body = !matches!(self.status, 100..=199 | 204 | 304);
+        if has_body {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, self.body.len() as u128);
+            out.extend_from_slice(b"\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if version == Version::Http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if has_body && !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Appends the header lines but the framing ones the server owns.
+    pub(crate) fn write_headers(&self, out: &mut Vec<u8>) {
+        for (name, value) in &self.headers {
+            let owned = ["content-length", "transfer-encoding", "connection"];
+            if !owned.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                    out.extend_from_slice(part);
+                }
+            }
+        }
+    }
+}
+
+/// A parsed response head: the status code and the fields, in order (names
+/// as received, values trimmed, bytes that are not UTF-8 as U+FFFD).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+/// Parses a response head from the start of `buf`, with the grammar and
+/// [`Limits`] of [`parse_head`](super::parse_head) (`max_request_line`
+/// bounds the status line). `Complete((head, consumed))` or `Partial`.
+///
+/// ```
+/// use stdsse::http::{parse_response_head, Limits, Status};
+///
+/// let wire = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: x\n\n";
+/// let Ok(Status::Complete((head, consumed))) = parse_response_head(wire, &Limits::default()) else {
+///     panic!("a valid head");
+/// };
+/// assert_eq!((head.status(), head.header("content-type")), (200, Some("text/event-stream")));
+/// assert_eq!(&wire[consumed..], b"data: x\n\n");
+/// ```
+pub fn parse_response_head(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Status<(ResponseHead, usize)>, Error> {
+    let (view, truncated) = head_view(buf, limits);
+    // status-line = "HTTP/1." DIGIT SP 3DIGIT [ SP reason-phrase ] CRLF
+    let (line, long) = line_bound(view, 0, limits.max_request_line);
+    let line_end = scan_value(line, 0);
+    let parsed = match line.get(line_end) {
+        None => ran_off(long, Error::RequestLineTooLong),
+        Some(_) if !status_line(&line[..line_end]) => Err(Error::StatusLine),
+        Some(_) => match crlf(view, line_end)? {
+            None => Ok(None),
+            Some(()) => {
+                let mut fields = Vec::new();
+                parse_fields(view, line_end + 2, 0, limits, &mut fields)
+                    .map(|end| end.map(|end| (fields, end)))
+            }
+        },
+    };
+    match parsed? {
+        Some((fields, end)) => {
+            let text = |(from, to): (u32, u32)| {
+                String::from_utf8_lossy(&view[from as usize..to as usize]).into_owned()
+            };
+            let status = line[9..12]
+                .iter()
+                .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
+            let headers = fields
+                .into_iter()
+                .map(|f| (text(f.name), text(f.value)))
+                .collect();
+            Ok(Status::Complete((ResponseHead { status, headers }, end)))
+        }
+        None if truncated => Err(Error::HeadTooLarge),
+        None => Ok(Status::Partial),
+    }
+}
+
+/// Whether `line` is `HTTP/1.` DIGIT SP 3DIGIT [ SP reason ], code >= 100.
+fn status_line(line: &[u8]) -> bool {
+    match line {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, b' ', code @ ..] if code.len() >= 3 => {
+            minor.is_ascii_digit()
+                && code[..3].iter().all(u8::is_ascii_digit)
+                && code[0] != b'0'
+                && code.get(3).is_none_or(|&b| b == b' ')
+        }
+        _ => false,
+    }
+}
+
+impl ResponseHead {
+    /// The status code.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The fields, in order, names as received.
+    #[must_use]
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The value of the first field named `name` (ignoring case).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).next()
+    }
+
+    /// The values of every field named `name` (ignoring case), in order.
+    pub fn header_all<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        find(
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            name,
+        )
+    }
+
+    /// How the body of this answer to a `method` request is delimited (RFC
+    /// 9112 6.3): none for `HEAD`; else `Transfer-Encoding` (exactly
+    /// `chunked`) over `Content-Length` (as for a request), else
+    /// [`Framing::None`]: until the connection closes.
+    pub fn body_framing(&self, method: &str) -> Result<Framing, Error> {
+        if method == "HEAD" {
+            return Ok(Framing::Length(0));
+        }
+        declared_framing(
+            self.header_all("transfer-encoding"),
+            self.header_all("content-length"),
+        )
+    }
+}
+
+/// The reason phrase for a status code (RFC 9110 section 15, plus 429 from
+/// RFC 6585), or `"Unknown"`.
+#[must_use]
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One line per case: the response, how it is written, the exact bytes.
+    macro_rules! writes {
+        ($($name:ident: $response:expr, $version:ident, head_only: $head:expr, close: $close:expr => $wire:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let response: Response = $response;
+                let mut out = b"before|".to_vec();
+                response.write_to(&mut out, Version::$version, $head, $close);
+                assert_eq!(String::from_utf8_lossy(&out), format!("before|{}", $wire));
+            }
+        )*};
+    }
+
+    writes! {
+        text_200: Response::text(200, "hello"), Http11, head_only: false, close: false
+            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello";
+        head_keeps_length_drops_body: Response::text(200, "hello"), Http11, head_only: true, close: false
+            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\n";
+        empty_200: Response::new(200), Http11, head_only: false, close: false
+            => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        no_content_204: Response::new(204).body("ignored"), Http11, head_only: false, close: false
+            => "HTTP/1.1 204 No Content\r\n\r\n";
+        not_modified_304: Response::new(304).header("ETag", "\"x\""), Http11, head_only: false, close: false
+            => "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n";
+        continue_100: Response::new(100), Http11, head_only: false, close: false
+            => "HTTP/1.1 100 Continue\r\n\r\n";
+        close: Response::json(404, "{}"), Http11, head_only: false, close: true
+            => "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        http10_keep_alive: Response::html(200, "<p>"), Http10, head_only: false, close: false
+            => "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n<p>";
+        http10_close: Response::new(200), Http10, head_only: false, close: true
+            => "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        framing_headers_dropped: Response::text(200, "ab")
+                .header("content-length", "99")
+                .header("Transfer-Encoding", "chunked")
+                .header("CONNECTION", "upgrade")
+                .header("X-Kept", "1")
+                .header("X-Kept", "2"), Http11, head_only: false, close: false
+            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Kept: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nab";
+        unknown_status: Response::new(299), Http11, head_only: false, close: false
+            => "HTTP/1.1 299 Unknown\r\nContent-Length: 0\r\n\r\n";
+        invalid_header_value_is_500: Response::text(200, "secret").header("X", "a\r\nSet-Cookie: s=1"), Http11, head_only: false, close: false
+            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response header";
+        invalid_header_name_is_500: Response::new(200).header("Bad Name", "v"), Http11, head_only: false, close: true
+            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\nConnection: close\r\n\r\ninvalid response header";
+        invalid_header_nul_head_only: Response::new(200).header("X", "\0"), Http11, head_only: true, close: false
+            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\n";
+        invalid_status_is_500: Response::new(42), Http11, head_only: false, close: false
+            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response status";
+    }
+}

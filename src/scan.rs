@@ -1,0 +1,103 @@
+//! Byte scanners and decimal numbers shared by the encoder, the parser and
+//! the HTTP layer (private: below all three).
+
+/// The offset of the first CR or LF, eight bytes at a time.
+pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if let Some(at) = eol_in_word(word) {
+            return Some(offset + at);
+        }
+        offset += 8;
+    }
+    // The last few bytes, padded with NUL (neither CR nor LF).
+    let rest = chunks.remainder();
+    let mut word = [0; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    eol_in_word(word).map(|at| offset + at)
+}
+
+/// The index of the first CR or LF among eight bytes.
+#[inline(always)]
+fn eol_in_word(bytes: [u8; 8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let word = u64::from_le_bytes(bytes);
+    let lf = word ^ (ONES * u64::from(b'\n'));
+    let cr = word ^ (ONES * u64::from(b'\r'));
+    // A zero byte of `lf` or `cr` is an LF or CR. Borrows can flag a byte
+    // above a real match, never below, so the lowest flagged byte is real.
+    let found = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGHS;
+    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u128) {
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `1*DIGIT` as a `u64`, or `None` (empty, other characters, overflow).
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_eol_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for eol in [b'\n', b'\r'] {
+                    // Bytes near CR/LF and 0x80-heavy ones must not confuse
+                    // the word scan.
+                    let mut bytes: Vec<u8> = (0..len)
+                        .map(|i| [b'a', 0x0B, 0x0C, 0x0E, 0x8A, 0x8D, 0x00, 0xFF][i % 8])
+                        .collect();
+                    bytes[at] = eol;
+                    if at + 1 < len {
+                        bytes[at + 1] = b'\n';
+                    }
+                    assert_eq!(find_eol(&bytes), Some(at), "len {len} at {at}");
+                }
+            }
+            assert_eq!(find_eol(&vec![0x8Bu8; len]), None);
+        }
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0, 7, 10, 99, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n.into());
+            assert_eq!(out, n.to_string().as_bytes());
+            assert_eq!(parse_decimal(&n.to_string()), Some(n));
+        }
+        for bad in ["", "18446744073709551616", "+1", "1 "] {
+            assert_eq!(parse_decimal(bad), None);
+        }
+    }
+}
