@@ -137,6 +137,8 @@ pub mod http;
 pub mod hub;
 pub mod parser;
 pub mod server;
+mod stream;
+mod util;
 pub mod writer;
 
 pub use client::{Client, ClientError, Received};
