@@ -572,7 +572,9 @@ mod tests {
     #[test]
     fn topic_watermarks_decide_whether_a_resume_has_a_gap() {
         // Total 4, 2 per topic; a: 1, 2; b: 3..=8; everyone: 9.
-        let config = super::super::Hub::builder().history(4, 1 << 20).topic_history(2, 1 << 20);
+        let config = super::super::Hub::builder()
+            .history(4, 1 << 20)
+            .topic_history(2, 1 << 20);
         let mut history = History::new(&config);
         let topics: [&[&str]; 9] = [
             &["a"],

@@ -1,101 +1,51 @@
 //! The broadcast hub: publish from any thread, every subscribed stream
 //! receives, in order; a reconnecting client resumes from `Last-Event-ID`.
 //!
-//! # How events travel
-//!
 //! ```text
 //! publish() ──mpsc──▶ coordinator ──mpsc──▶ fan-out threads ──non-blocking writev──▶ sockets
-//!  (any thread)       assigns ids,          (one per core;      (what a socket does not take
-//!                     encodes once,          each owns a share    stays in that subscriber's
-//!                     keeps the history      of the subscribers)  backlog for the next round)
+//!  (any thread)       ids, encodes once,     (one per core, each   (what a socket does not take
+//!                     the history            a share of the         waits in that subscriber's
+//!                                            subscribers)           backlog)
 //! ```
 //!
-//! Publishers hand events to the hub over a bounded `std::sync::mpsc`
-//! channel. The coordinator thread takes every queued command in one batch,
-//! assigns ids, encodes each event once into a [`Frame`] that every
-//! subscriber shares, and appends it to the history; then it passes the
-//! batch to the fan-out threads. Each fan-out thread owns a share of the
-//! subscribers and writes each one's pending frames with one non-blocking
-//! vectored write; nobody waits for a slow client. Connection threads are not
-//! involved: once a stream is subscribed its thread ends, so an idle
-//! subscriber costs a socket and a few hundred bytes.
-//!
-//! Writing to sockets is nearly all of the cost of a broadcast (the
-//! kernel's work in `writev`), which is why it is spread over the cores. The
-//! coordinator alone touches the history, and a subscription travels the
-//! same first-in-first-out channels as the events: the hand-over from
-//! history to live events has no gap and no duplicate, and no lock is shared
-//! between publishers and subscribers.
-//!
-//! # Ordering
-//!
-//! Events from one publishing thread reach every subscriber in the order
-//! they were published. Events from different threads are ordered as the
-//! channel received them; ids increase in that order.
+//! The coordinator alone touches the history, and a subscription travels
+//! the same first-in-first-out channels as the events, so the hand-over
+//! from replay to live events has no gap and no duplicate. Events from one
+//! publishing thread arrive in the order published; ids increase in the
+//! order the hub received them. Once a stream is subscribed its connection
+//! thread ends: an idle subscriber costs a socket and a few hundred bytes.
 //!
 //! # Ids and replay
 //!
-//! An event published without an id gets `<epoch>-<n>`: `n` counts up from
-//! 1, and the epoch is random per hub, so a `Last-Event-ID` from an earlier
-//! run of the program is recognised as unknown instead of pointing into the
-//! wrong history. Ids of that form (this hub's epoch and a dash) are the
-//! hub's alone: an event published with one gets the hub's own instead, so
-//! no publisher can make a resume find the wrong place. Other ids are kept;
-//! a resume finds the newest event with exactly that id. The history is
-//! bounded by a count, by bytes, and optionally by age, in total and per
-//! topic ([`HubBuilder::topic_history`]); each topic remembers the newest
-//! event it lost. A subscriber that arrives with a `Last-Event-ID`:
-//!
-//! * after which none of its topics (nor everyone's events, unless it is
-//!   [`topics_only`](Subscription::topics_only)) lost an event gets every
-//!   retained event after it that it wants, then the live stream; however
-//!   busy other topics were, their traffic does not make its resume fail;
-//! * that the hub cannot place (from an earlier epoch, garbage), or after
-//!   which one of its topics lost an event, may have missed events: it
-//!   first gets the gap signal, an event of type [`GAP_EVENT`] whose data
-//!   says why, then every retained event after it (all, for an id it cannot
-//!   place) or, with [`UnknownId::LiveOnly`], only the live stream. A filter
-//!   cannot be asked about events no longer held: any lost event of its
-//!   topics counts.
+//! An event published without an id gets `<epoch>-<n>` (the epoch is random
+//! per hub, so an id from an earlier run is recognised as unknown); ids of
+//! that form are the hub's alone. The history is bounded by count, bytes
+//! and optionally age, in total and per topic
+//! ([`HubBuilder::topic_history`]); each topic remembers the newest event
+//! it lost. A client resuming after an id that none of its topics (nor
+//! everyone's events, unless [`topics_only`](Subscription::topics_only))
+//! lost an event after gets every retained event it wants after it, then
+//! the live stream. Otherwise (an id from another epoch, garbage, or a
+//! topic lost events) it first gets the gap signal, [`GAP_EVENT`], then the
+//! retained events (all, for an id it cannot place) or, with
+//! [`UnknownId::LiveOnly`], only the live stream.
 //!
 //! # Slow clients
 //!
-//! How far a subscriber may fall behind is bounded by events and bytes.
-//! Past the bound the subscriber is disconnected
-//! ([`SlowClient::Disconnect`], the default), or its oldest pending events
-//! are dropped and the gap signal takes their place
-//! ([`SlowClient::DropOldest`]).
-//!
-//! With `Disconnect` the bound is measured over the hub's own sequence and
-//! is at most half the history (see [`HubBuilder::backlog`]), so a client
-//! is disconnected while the history still holds everything it missed: its
-//! browser reconnects with `Last-Event-ID` and gets exactly that, with no
-//! gap signal, provided it comes back before the hub publishes the other
-//! half of the history. With `DropOldest` a client is never disconnected
-//! for lagging; it loses events, and the gap signal says where.
-//!
-//! A socket that takes nothing is tried again after a back-off that grows
-//! to 250 ms, so stalled clients cost next to nothing; one that makes no
-//! progress for the stall timeout is disconnected
-//! ([`HubBuilder::stall_timeout`], counted in [`HubStats::evicted`]).
-
-//! # Subscribers in this process
-//!
-//! [`Hub::receiver`] subscribes without a socket: a [`Receiver`] takes the
-//! frames a stream would be sent from a queue, which is its backlog, under
-//! the same bound and slow-client policy. It serves tests, bridges to other
-//! transports, and the benchmark that measures the hub's own cost apart
-//! from the kernel's.
+//! How far a subscriber may fall behind is bounded ([`HubBuilder::backlog`]).
+//! Past it the subscriber is disconnected ([`SlowClient::Disconnect`], while
+//! the history still holds all it missed, so it resumes without a gap), or
+//! its oldest events give way to the gap signal ([`SlowClient::DropOldest`]).
+//! A socket that takes nothing is retried with a back-off, and disconnected
+//! after [`HubBuilder::stall_timeout`] without progress.
 //!
 //! # Closing
 //!
 //! [`Hub::close`] sends every subscriber the close event and a jittered
-//! `retry:` hint (when configured), then ends the streams. Close the hub
-//! before shutting the server down: a server's shutdown closes the sockets
-//! of hub streams too, but waits for the hub to let go of them, which it
-//! notices at its next check (at most a second later). A `publish` that
-//! races with `close` may be accepted and then discarded, as a value sent
-//! on an `mpsc` channel whose receiver is dropped is.
+//! `retry:` hint (when set), then ends the streams. Close the hub before
+//! the server: a server's shutdown waits for the hub to let go of its
+//! streams (at most a second). A `publish` racing with `close` may be
+//! accepted and discarded, as a value sent on a closing `mpsc` channel is.
 
 mod fanout;
 mod history;
@@ -485,11 +435,9 @@ impl Default for HubBuilder {
 }
 
 impl HubBuilder {
-    /// The history keeps at most this many events and this many encoded
-    /// bytes, whichever bound is hit first (default 2000 events, 2 MiB: a
-    /// few minutes of a busy chat room, cheap to hold and to replay; twice
-    /// the backlog bound, so that an evicted client can resume). Zero
-    /// events disables replay.
+    /// The history's bounds: at most this many events and encoded bytes
+    /// (default 2000, 2 MiB: twice the backlog bound, so an evicted client can
+    /// resume). Zero events disables replay.
     #[must_use]
     pub fn history(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.history_events = events;
@@ -497,14 +445,10 @@ impl HubBuilder {
         self
     }
 
-    /// The history keeps at most this many events and encoded bytes of
-    /// each topic (default: half the [`history`](HubBuilder::history)
-    /// bounds, at least one event). It protects a quiet topic's history from
-    /// a busy one: a topic over its bound drops its own oldest event, so no
-    /// one topic takes more than this of the total, which is the bound that
-    /// bites while several topics share the traffic. Events published to
-    /// everyone count against the total only. An event published to several
-    /// topics counts against each, and goes when one of them drops it.
+    /// The history's bounds per topic (default: half the total, at least one
+    /// event), so a busy topic cannot push a quiet one's events out. Events
+    /// published to everyone count against the total only; one published to
+    /// several topics counts against each.
     #[must_use]
     pub fn topic_history(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.topic_history = Some((events.max(1), bytes));
@@ -525,28 +469,15 @@ impl HubBuilder {
     }
 
     /// Bounds how far a subscriber may fall behind (default 1000 events,
-    /// 1 MiB: half the default history). Frames are shared between
-    /// subscribers, so this bounds lag more than it bounds memory.
+    /// 1 MiB).
     ///
-    /// With [`SlowClient::Disconnect`] it is measured in the hub's own
-    /// sequence: the events and bytes published from the first one the
-    /// subscriber has not been sent in full (written to its socket, or taken
-    /// by its [`Receiver`]) through the newest, whether its topics and
-    /// filter want them or not. So a subscriber that gets one event in ten
-    /// is evicted as soon as one that gets them all would be. The bound is
-    /// capped at half the history bounds (unless replay is off): a client
-    /// is disconnected while the history still holds the event after the
-    /// last one it saw, and the other half of the history is its time to
-    /// reconnect while publishing goes on. The history keeps that event
-    /// until every fan-out thread has handled the events after it, so what
-    /// is on its way between the hub's threads does not count against that
-    /// time. (A subscriber whose last event had already left this span when
-    /// something new came for it, one on a rare topic, is measured from
-    /// that new event: its resume point was lost to others' traffic, not to
-    /// its own slowness.)
-    ///
-    /// With [`SlowClient::DropOldest`] it counts the subscriber's own
-    /// queued frames and bytes, as set.
+    /// With [`SlowClient::Disconnect`] it is measured in the hub's own sequence:
+    /// from the first event the subscriber has not been sent in full through
+    /// the newest, whether it wants them or not, capped at half the history's
+    /// (and a topic's) bounds unless replay is off. So an evicted client's
+    /// resume point is still in the history, and the other half of it is its
+    /// time to reconnect. With [`SlowClient::DropOldest`] it counts the
+    /// subscriber's own queued frames and bytes.
     #[must_use]
     pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
         self.backlog_events = events.max(1);
@@ -571,14 +502,10 @@ impl HubBuilder {
         ]
     }
 
-    /// A stream whose backlog makes no progress for this long (nothing of it
-    /// is written) is disconnected (default: the stream's write timeout,
-    /// [`Server::write_timeout`](crate::Server::write_timeout), 10 s unless
-    /// set). It protects the hub from clients that stop reading but stay
-    /// under the backlog bound: each such socket is retried with a back-off
-    /// (2 ms, doubling to 250 ms, back to 2 ms once it takes bytes), so it
-    /// costs next to nothing while it waits, and then it goes. Receivers are
-    /// bound by the backlog only: they cost nothing while they wait.
+    /// A stream whose backlog makes no progress for this long is disconnected
+    /// (default: its write timeout, [`Server::write_timeout`](crate::Server::write_timeout)).
+    /// Until then it is retried with a back-off of 2 ms doubling to 250 ms.
+    /// Receivers are bound by the backlog only.
     #[must_use]
     pub fn stall_timeout(mut self, timeout: Duration) -> HubBuilder {
         self.stall_timeout = Some(timeout);
@@ -601,8 +528,7 @@ impl HubBuilder {
         self
     }
 
-    /// A keep-alive comment after this long without a write (default 15 s);
-    /// a subscriber that went away is also noticed at least this often.
+    /// A keep-alive comment after this long without a write (default 15 s).
     #[must_use]
     pub fn keep_alive(mut self, interval: Option<Duration>) -> HubBuilder {
         self.keep_alive = interval;
@@ -610,16 +536,9 @@ impl HubBuilder {
     }
 
     /// How many commands (publishes, subscriptions) may wait for the hub;
-    /// past it, `publish`, `subscribe` and `receiver` wait until there is
-    /// room (default 1,024).
-    ///
-    /// This bounds the memory of what is on its way when publishers or
-    /// subscribers outrun the fan-out (a fan-out thread busy with thousands
-    /// of sockets, or a filter that is slow): the hub then holds at most
-    /// about five times this many published events and replayed frames in
-    /// its queues (this is also the most passed between its threads at a
-    /// time, up to 4,096). It counts events, not bytes: with large events,
-    /// lower it.
+    /// past it, `publish`, `subscribe` and `receiver` wait (default 1,024). It
+    /// bounds what is on its way when publishers outrun the fan-out (at most
+    /// about five times this many events); it counts events, not bytes.
     #[must_use]
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
@@ -633,8 +552,7 @@ impl HubBuilder {
         self
     }
 
-    /// A `retry:` hint sent at close: `base` plus a random part of up to
-    /// `jitter`, different per subscriber, so reconnects spread out.
+    /// A `retry:` hint sent at close: `base` plus up to `jitter`, per subscriber.
     #[must_use]
     pub fn close_retry(mut self, base: Duration, jitter: Duration) -> HubBuilder {
         self.close_retry = Some((base, jitter));
@@ -648,19 +566,15 @@ impl HubBuilder {
         self
     }
 
-    /// How many fan-out threads write to subscribers (default: one per
-    /// core, at most 4). Each subscriber belongs to one of them.
+    /// How many fan-out threads write to subscribers (default: one per core, at most 4).
     #[must_use]
     pub fn fanout_threads(mut self, threads: usize) -> HubBuilder {
         self.fanout_threads = threads.max(1);
         self
     }
 
-    /// Calls `log` for what the hub does to a subscriber: evicts it,
-    /// drops its oldest events, ends it for a panicking filter, or sends it
-    /// the gap signal (default: no log). It is called on the hub's threads,
-    /// so it must be quick (hand the record to a channel if it must do
-    /// more); a panic in it is caught.
+    /// Calls `log` for what the hub does to a subscriber (default: none). It
+    /// runs on the hub's threads: keep it quick; a panic in it is caught.
     #[must_use]
     pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
         self.log = Some(LogHook(Arc::new(log)));
@@ -797,15 +711,10 @@ impl Hub {
         HubBuilder::default()
     }
 
-    /// Publishes an event to every subscriber. Returns once the event is
-    /// queued for the hub. It waits only while the inbox is full, when the
-    /// hub as a whole is behind (a fan-out thread busy with many sockets,
-    /// or a slow filter); never on one slow subscriber.
-    ///
-    /// The event keeps its id, unless it has none or one of the form the
-    /// hub assigns (`<epoch>-...`, with this hub's [`epoch`](Hub::epoch)):
-    /// then the hub gives it `<epoch>-<n>`. Ids you choose should be unique:
-    /// a client that resumes from a repeated one resumes after its newest.
+    /// Publishes an event to every subscriber; waits only while the inbox is
+    /// full, never on one slow subscriber. The event keeps its id unless it has
+    /// none or one of the hub's form (`<epoch>-...`); a resume from a repeated
+    /// id resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.send_publish(Vec::new(), event)
     }
@@ -834,9 +743,9 @@ impl Hub {
             })
     }
 
-    /// Hands an open event stream to the hub. The stream's connection
-    /// thread can end now: the hub writes to it from now on, replays from
-    /// the subscription's last event id, and closes it when it goes away.
+    /// Hands an open event stream to the hub, which writes to it from now on,
+    /// replays from the subscription's last event id, and closes it when it
+    /// goes away.
     pub fn subscribe(
         &self,
         stream: EventStream,
@@ -850,21 +759,10 @@ impl Hub {
     }
 
     /// Subscribes in this process, without a socket: the [`Receiver`] gets
-    /// the frames an event stream with this subscription would be sent
-    /// (replay, gap signals, events, and on close the close event and retry
-    /// hint), except keep-alive comments.
-    ///
-    /// With a last event id it resumes from the history as a reconnecting
-    /// client does; without one it receives the events published after
-    /// this call. The backlog bound counts from the first frame it has not
-    /// taken yet (see [`HubBuilder::backlog`]): past it, the slow-client
-    /// policy applies. With
-    /// [`SlowClient::Disconnect`] the subscription ends (`recv` fails after
-    /// the frames already queued); with [`SlowClient::DropOldest`] its
-    /// oldest events give way to a gap signal. Unlike a socket, a receiver
-    /// has no kernel buffer in front of it: a burst longer than the backlog,
-    /// published faster than the receiving thread takes it, counts as
-    /// falling behind. Size the backlog for the bursts you publish.
+    /// the frames a stream with this subscription would be sent, except
+    /// keep-alives, under the same backlog bound and slow-client policy.
+    /// Unlike a socket it has no kernel buffer in front: size the backlog
+    /// for the bursts you publish.
     ///
     /// ```
     /// use stdsse::hub::{Hub, Subscription};
@@ -902,10 +800,9 @@ impl Hub {
     }
 
     /// A handler for [`Server::sse`](crate::Server::sse) that hands every
-    /// stream it accepts to the hub. `map` turns the request into the
-    /// stream's [`Subscription`] (say, the topics of the user it
-    /// authenticated) or a refusal, sent instead of a stream. Unless `map`
-    /// set one, the client's [`last_event_id`] is applied.
+    /// stream it accepts to the hub. `map` turns the request into a
+    /// [`Subscription`] or a refusal; unless it set one, the client's
+    /// [`last_event_id`](EventStream::last_event_id) is applied.
     pub fn handler<F>(
         &self,
         map: F,
@@ -944,8 +841,7 @@ impl Hub {
     }
 
     /// Ends every stream (after the close event and retry hint, if set) and
-    /// stops the hub's threads; later `publish` and `subscribe` calls fail.
-    /// Waits until the final bytes are written or the close timeout passed.
+    /// stops the hub's threads, waiting at most the close timeout.
     pub fn close(&self) -> Result<(), CloseTimeoutError> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());

@@ -12,12 +12,12 @@ use crate::event::Frame;
 use crate::util::{lock, wait_until};
 
 /// A subscriber in this process: takes the hub's frames from a queue (see
-/// [`Hub::receiver`]). Dropping it unsubscribes.
+/// [`Hub::receiver`](super::Hub::receiver)). Dropping it unsubscribes.
 ///
 /// Frames arrive in the order a socket subscriber would be sent them.
 /// Once the subscription ends (the hub was closed or its last handle
 /// dropped, or the receiver was disconnected as a slow client, which
-/// [`HubStats::evicted`] counts), the frames already queued are still
+/// [`HubStats::evicted`](super::HubStats::evicted) counts), the frames already queued are still
 /// received, then `recv` fails.
 #[must_use = "dropping a Receiver unsubscribes it"]
 pub struct Receiver {
