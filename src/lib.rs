@@ -139,6 +139,8 @@ pub mod hub;
 pub mod parser;
 mod scan;
 pub mod server;
+mod stream;
+mod util;
 pub mod writer;
 
 pub use client::{Client, ClientError, Received};

@@ -1,0 +1,485 @@
+//! One connection: its requests in order, their bodies, the answers, an
+//! event stream's head, and the staged close.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::route::{find, Handler, Lookup};
+use super::{count, Accept, App, LogKind, Shared};
+use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
+use crate::stream::{push_body, EventStream, SendError};
+use crate::util::lock;
+
+/// One accepted connection: its one descriptor, shared by the connection
+/// thread, its event stream and the server's registry.
+pub(super) struct Conn {
+    pub(super) socket: TcpStream,
+    pub(super) id: u64,
+    pub(super) remote: SocketAddr,
+    pub(super) server: Arc<Shared>,
+}
+
+impl AsRef<TcpStream> for Conn {
+    fn as_ref(&self) -> &TcpStream {
+        &self.socket
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The connection thread closed in stages already; another last
+        // owner (a hub's fan-out thread, the accept thread) must not wait.
+        close_staged(&self.socket, Duration::ZERO);
+        lock(&self.server.connections).remove(&self.id);
+        self.server.open_connections.fetch_sub(1, Ordering::SeqCst);
+        let _guard = lock(&self.server.closed_lock);
+        self.server.closed.notify_all();
+    }
+}
+
+/// A request the server refuses itself: the status, and why (for the log).
+type Refusal = (u16, &'static str);
+
+/// How long a client may pause before the bytes it sent are parsed even
+/// though they hold no line end and add up to less than a KiB.
+const PARSE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Most bytes a staged close reads and drops.
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// The connection's read side: received bytes not used yet (pipelined
+/// requests stay for the next round).
+struct Reader<'a> {
+    conn: &'a Conn,
+    buf: Vec<u8>,
+}
+
+impl Reader<'_> {
+    /// Reads until a complete head is buffered (`Ok(None)`: the client
+    /// closed, or was idle too long). The head is parsed again after a read
+    /// that may complete a line (an LF) or adds a KiB, and when the client
+    /// pauses for [`PARSE_PAUSE`]: a client sending a byte per packet
+    /// cannot make the server re-parse 64 KiB per byte, and a head already
+    /// invalid is answered at once.
+    fn read_head(&mut self, app: &App, first: bool) -> Result<Option<(Request, usize)>, Refusal> {
+        let config = &app.config;
+        let mut deadline = Instant::now()
+            + if first {
+                config.head_timeout
+            } else {
+                config.idle_timeout
+            };
+        let (mut head_started, mut parsed_len, mut new_line) = (false, 0, true);
+        loop {
+            if !self.buf.is_empty() {
+                if !head_started && !first {
+                    deadline = Instant::now() + config.head_timeout;
+                }
+                head_started = true;
+                if new_line || self.buf.len() >= parsed_len + 1024 {
+                    parsed_len = self.buf.len();
+                    match http::parse_head(&self.buf, &config.limits) {
+                        Ok(Status::Complete(head)) => return Ok(Some(head)),
+                        Ok(Status::Partial) => {}
+                        Err(e) => return Err((e.status(), e.description())),
+                    }
+                }
+            }
+            let before = self.buf.len();
+            let unparsed = self.buf.len() > parsed_len;
+            let wait = if unparsed {
+                deadline.min(Instant::now() + PARSE_PAUSE)
+            } else {
+                deadline
+            };
+            match self.fill(wait) {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => return Err((400, "closed in the request head")),
+                Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
+                Err(e) if is_timeout(&e) && unparsed && Instant::now() < deadline => {
+                    new_line = true
+                }
+                Err(e) if is_timeout(&e) && !self.buf.is_empty() => {
+                    return Err((408, "request head too slow"))
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// One read of up to 8 KiB, waiting no later than `deadline`.
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.conn.socket.set_read_timeout(Some(left))?;
+        let len = self.buf.len();
+        self.buf.resize(len + 8192, 0);
+        let result = (&self.conn.socket).read(&mut self.buf[len..]);
+        self.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// Reads the body after a head of `consumed` bytes; the buffer then
+    /// starts at the next request.
+    fn read_body(
+        &mut self,
+        framing: Framing,
+        consumed: usize,
+        app: &App,
+    ) -> Result<Vec<u8>, Refusal> {
+        let deadline = Instant::now() + app.config.body_timeout;
+        self.buf.drain(..consumed);
+        let mut decoder = match framing {
+            Framing::None => return Ok(Vec::new()),
+            Framing::Length(n) => {
+                let n = n as usize; // bounded by max_body
+                while self.buf.len() < n {
+                    self.fill_body(deadline)?;
+                }
+                return Ok(self.buf.drain(..n).collect());
+            }
+            Framing::Chunked => ChunkedDecoder::new(app.config.limits.max_body),
+        };
+        let mut body = Vec::new();
+        loop {
+            match decoder.decode(&self.buf, &mut body) {
+                Ok(Status::Complete(used)) => {
+                    self.buf.drain(..used);
+                    return Ok(body);
+                }
+                Ok(Status::Partial) => {
+                    self.buf.clear();
+                    self.fill_body(deadline)?;
+                }
+                Err(e) => return Err((e.status(), e.description())),
+            }
+        }
+    }
+
+    fn fill_body(&mut self, deadline: Instant) -> Result<(), Refusal> {
+        match self.fill(deadline) {
+            Ok(0) => Err((400, "closed in the request body")),
+            Ok(_) => Ok(()),
+            Err(e) if is_timeout(&e) => Err((408, "request body too slow")),
+            Err(_) => Err((400, "read error in the request body")),
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Serves one connection, then closes it in stages, unless a stream handed
+/// to another thread still uses it (its last owner closes it then).
+pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
+    let mut reader = Reader {
+        conn: &conn,
+        buf: Vec::new(),
+    };
+    let _ = conn
+        .socket
+        .set_write_timeout(Some(app.config.write_timeout));
+    let mut first = true;
+    while !app.shared.shutting_down.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        match reader.read_head(app, first) {
+            Ok(None) => break,
+            Ok(Some((req, consumed))) => {
+                first = false;
+                if !handle_request(app, &conn, &mut reader, req, consumed, started) {
+                    break;
+                }
+            }
+            Err((status, why)) => {
+                // Counted before the answer is written, as in
+                // `handle_request`: a client that has its answer sees it.
+                count(&app.shared.requests);
+                count(&app.shared.bad_requests);
+                let response = error_response(status, http::reason_phrase(status));
+                let bytes = write_response(&conn, &response, Version::Http11, false, true);
+                app.log_entry(
+                    Some(conn.remote),
+                    ("-", "-"),
+                    (status, bytes),
+                    started.elapsed(),
+                    LogKind::Request,
+                    Some(why),
+                );
+                break;
+            }
+        }
+    }
+    drop(reader);
+    if Arc::strong_count(&conn) == 1 {
+        close_staged(&conn.socket, app.config.linger_timeout);
+    }
+}
+
+/// Writes a response; returns the bytes written (0 if the write failed).
+fn write_response(
+    conn: &Conn,
+    response: &Response,
+    version: Version,
+    head_only: bool,
+    close: bool,
+) -> u64 {
+    let mut out = Vec::with_capacity(256 + response.get_body().len());
+    response.write_to(&mut out, version, head_only, close);
+    match (&conn.socket).write_all(&out) {
+        Ok(()) => out.len() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// Closes a connection in stages (RFC 9112 9.6: "half-close by closing only
+/// the write side", then "continue to read from the connection until it
+/// receives a corresponding close from the client"), so that the close is
+/// not a reset that destroys what the client has not received yet. Reads
+/// and drops at most [`LINGER_BYTES`] for at most `linger`; with `linger`
+/// zero, only what has arrived, without blocking.
+pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
+    let _ = socket.shutdown(Shutdown::Write);
+    let _ = socket.set_nonblocking(linger.is_zero());
+    let deadline = Instant::now() + linger;
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        if !linger.is_zero() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err() {
+                break;
+            }
+        }
+        match (&*socket).read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// Writes a response to a request, logs it (with `error`, or why the
+/// response was invalid), and says whether the connection stays open.
+fn respond(
+    app: &App,
+    conn: &Conn,
+    req: &Request,
+    response: Response,
+    keep: bool,
+    started: Instant,
+    error: Option<&str>,
+) -> bool {
+    let response = app.with_cors(req, response);
+    let bytes = write_response(
+        conn,
+        &response,
+        req.version(),
+        req.method() == "HEAD",
+        !keep,
+    );
+    let status = if response.is_valid() {
+        response.status()
+    } else {
+        500
+    };
+    let error = error.or(response.invalid_reason());
+    app.log_entry(
+        Some(conn.remote),
+        (req.method(), req.path()),
+        (status, bytes),
+        started.elapsed(),
+        LogKind::Request,
+        error,
+    );
+    bytes > 0 && keep
+}
+
+fn error_response(status: u16, text: &str) -> Response {
+    Response::text(status, format!("{text}\n"))
+}
+
+/// The message of a caught panic, for the log.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = (payload.downcast_ref::<&str>().copied())
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    format!("handler panicked: {}", text.unwrap_or("(no message)"))
+}
+
+/// Answers one request. Returns whether the connection stays open.
+fn handle_request(
+    app: &Arc<App>,
+    conn: &Arc<Conn>,
+    reader: &mut Reader<'_>,
+    mut req: Request,
+    consumed: usize,
+    started: Instant,
+) -> bool {
+    req.set_remote_addr(conn.remote);
+    count(&app.shared.requests);
+    let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
+    // What parse_head leaves to us: a body that cannot be delimited or an
+    // expectation that cannot be met ends the connection.
+    let refuse = |(status, why): Refusal| {
+        count(&app.shared.bad_requests);
+        respond(
+            app,
+            conn,
+            &req,
+            error_response(status, why),
+            false,
+            started,
+            Some(why),
+        )
+    };
+    let (framing, expect) = match (req.body_framing(&app.config.limits), req.expects_continue()) {
+        (Ok(framing), Ok(expect)) => (framing, expect),
+        (Err(e), _) | (_, Err(e)) => return refuse((e.status(), e.description())),
+    };
+    // `Content-Length: 0` is no body: nothing to read, the connection stays.
+    let has_body = !matches!(framing, Framing::None | Framing::Length(0));
+    // OPTIONS, 404 and 405 need no body; an unread body cannot be skipped
+    // safely, so such a connection then ends.
+    let route = match find(&app.routes, req.method(), req.path()) {
+        Lookup::Route(route) => Ok(route),
+        _ if req.method() == "OPTIONS" => Err(app.options(&req)),
+        Lookup::WrongMethod(allowed) => {
+            Err(error_response(405, "Method Not Allowed").header("Allow", &allowed.join(", ")))
+        }
+        Lookup::Missing => Err(error_response(404, "Not Found")),
+    };
+    let route = match route {
+        Ok(route) => route,
+        Err(response) => {
+            let keep = keep && !has_body;
+            if keep {
+                reader.buf.drain(..consumed);
+            }
+            return respond(app, conn, &req, response, keep, started, None);
+        }
+    };
+    if has_body && expect && req.version() == Version::Http11 {
+        let _ = (&conn.socket).write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    match reader.read_body(framing, consumed, app) {
+        Ok(body) => req.set_body(body),
+        Err(refusal) => return refuse(refusal),
+    }
+    let answer = panic::catch_unwind(AssertUnwindSafe(|| match &route.handler {
+        Handler::Plain(handler) => Err(handler(&req)),
+        Handler::Stream(handler) => handler(&req),
+    }));
+    match answer {
+        Ok(Ok(accept)) if accept.head.is_valid() => {
+            serve_stream(app, conn, &req, accept, started);
+            false
+        }
+        // An invalid accept is a 500, as an invalid response is.
+        Ok(Ok(accept)) => respond(app, conn, &req, accept.head, keep, started, None),
+        Ok(Err(response)) => respond(app, conn, &req, response, keep, started, None),
+        Err(payload) => {
+            count(&app.shared.panics);
+            let why = panic_message(&*payload);
+            let response = error_response(500, "Internal Server Error");
+            respond(app, conn, &req, response, false, started, Some(&why))
+        }
+    }
+}
+
+/// Sends the event-stream head and runs the accepted body on this thread.
+fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept, started: Instant) {
+    let chunked = req.version() == Version::Http11;
+    let head = app.with_cors(req, accept.head);
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
+    for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
+        if head.get_header(name).is_none() {
+            out.extend_from_slice(format!("{name}: {default}\r\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"Connection: close\r\n");
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    head.write_headers(&mut out);
+    out.extend_from_slice(b"\r\n");
+    let head_only = req.method() == "HEAD";
+    if !head_only {
+        let mut first = Vec::new();
+        if let Some(text) = &app.config.connected_comment {
+            crate::event::push_lines(&mut first, b"", text);
+        }
+        if let Some(delay) = app.config.initial_retry {
+            crate::event::push_retry(&mut first, delay);
+        }
+        push_body(&mut out, &first, chunked);
+    }
+    let _ = conn.socket.set_nodelay(true);
+    // Before the write: a client may react to the head (post an event of
+    // its own) before `write_all` returns here.
+    let head_sent = Instant::now();
+    let sent = (&conn.socket).write_all(&out).is_ok();
+    let bytes = if sent { out.len() as u64 } else { 0 };
+    let name = (req.method(), req.path());
+    app.log_entry(
+        Some(conn.remote),
+        name,
+        (200, bytes),
+        started.elapsed(),
+        LogKind::Request,
+        None,
+    );
+    if !sent || head_only {
+        return;
+    }
+    let (log, remote) = (app.clone(), conn.remote);
+    let (method, path) = (req.method().to_string(), req.path().to_string());
+    let on_end = Box::new(move |bytes, error: Option<&str>| {
+        log.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
+        log.log_entry(
+            Some(remote),
+            (&method, &path),
+            (200, bytes),
+            started.elapsed(),
+            LogKind::StreamEnd,
+            error,
+        );
+    });
+    let stream = EventStream::new(
+        conn.clone(),
+        conn.remote,
+        chunked,
+        (head_sent, out.len() as u64),
+        req,
+        on_end,
+    );
+    // Keep a reference until the body returns, to record why it ended.
+    let shared = stream.shared().clone();
+    app.shared.open_streams.fetch_add(1, Ordering::SeqCst);
+    lock(&app.shared.streams).push(Arc::downgrade(&shared));
+    if app.shared.shutting_down.load(Ordering::SeqCst) {
+        shared.close_with(&[]);
+    }
+    let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
+        Ok(Ok(())) => None,
+        // A send that failed because the client left is the normal end.
+        Ok(Err(e)) if e.is::<SendError>() => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(payload) => {
+            count(&app.shared.panics);
+            shared.fail();
+            Some(panic_message(&*payload))
+        }
+    };
+    shared.set_ended_by(ended_by);
+}

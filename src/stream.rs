@@ -1,0 +1,544 @@
+//! The SSE body on a socket, shared by the server and the hub: an
+//! [`EventStream`] written on its connection's thread, or [`Detached`] and
+//! written by a hub's fan-out thread; the chunk framing of frames, the
+//! keep-alive and the check for a client that went away.
+//!
+//! An HTTP/1.1 body is chunked, one chunk per frame (RFC 9112 7.1:
+//! `chunk-size CRLF chunk-data CRLF`), so that every event is complete in
+//! its chunk and handed on as it arrives; an HTTP/1.0 body ends with the
+//! connection (see [the server's docs](crate::server#event-streams)).
+
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
+
+use crate::event::{Event, Frame};
+use crate::http::{chunk_head, Request, CHUNK_END, LAST_CHUNK};
+use crate::util::{lock, wait_until};
+use crate::writer::EventWriter;
+
+/// The connection a stream is on (its owner does the bookkeeping when the
+/// last reference goes).
+pub(crate) type Conn = Arc<dyn AsRef<TcpStream> + Send + Sync>;
+
+/// Told when a stream ends: every byte sent (head included) and the error
+/// its body returned, if any.
+pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<&str>) + Send + Sync>;
+
+/// The most frames one vectored write of a detached stream takes.
+pub(crate) const MAX_FRAMES: usize = 64;
+
+/// The keep-alive: an empty comment line, which clients ignore.
+pub(crate) fn keep_alive_frame() -> Frame {
+    static FRAME: OnceLock<Frame> = OnceLock::new();
+    FRAME
+        .get_or_init(|| Frame::from(Event::new().comment("")))
+        .clone()
+}
+
+/// How often streams are checked for keep-alives and clients that left.
+pub(crate) fn tick(keep_alive: Option<Duration>) -> Duration {
+    (keep_alive.map_or(Duration::from_secs(1), |k| k / 4))
+        .clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// The shutdown goodbye of a stream: the event, then `retry:` with
+/// `(base, jitter)` (different per stream, so clients spread out).
+pub(crate) fn goodbye(event: Option<&Event>, retry: Option<(Duration, Duration)>) -> Vec<Frame> {
+    let retry = retry.map(|r| Event::new().retry(crate::util::jittered(r)));
+    event
+        .cloned()
+        .into_iter()
+        .chain(retry)
+        .map(Frame::from)
+        .collect()
+}
+
+/// The client's last event id: the `Last-Event-ID` header, else the
+/// `lastEventId` query parameter (polyfills that cannot set headers).
+pub(crate) fn last_event_id(req: &Request) -> Option<String> {
+    req.header("Last-Event-ID")
+        .map(str::to_string)
+        .or_else(|| req.query_param("lastEventId"))
+}
+
+/// `data` as it goes on the wire: in a chunked body, one chunk.
+fn framed<'a>(head: &'a mut [u8; 18], data: &'a [u8], chunked: bool) -> [&'a [u8]; 3] {
+    if !chunked || data.is_empty() {
+        return [&[], data, &[]];
+    }
+    let n = chunk_head(data.len(), head);
+    [&head[..n], data, CHUNK_END]
+}
+
+/// Appends `data` to a body: as one chunk when it is chunked.
+pub(crate) fn push_body(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    for part in framed(&mut [0; 18], data, chunked) {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Whether the client closed or reset the connection (bytes it sent are
+/// ignored: it is alive). The socket must be non-blocking.
+fn peer_gone(socket: &TcpStream) -> bool {
+    match socket.peek(&mut [0u8; 1]) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+/// `Write` for a stream's socket: in a chunked body every call is one
+/// whole chunk (`EventWriter` calls it once per event).
+struct SocketWriter {
+    conn: Conn,
+    chunked: bool,
+    /// Bytes of chunk framing written, which the writer's count leaves out.
+    framing_bytes: u64,
+}
+
+impl Write for SocketWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut head = [0u8; 18];
+        let parts = framed(&mut head, buf, self.chunked);
+        let framing = parts[0].len() + parts[2].len();
+        let mut slices = parts.map(IoSlice::new);
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            match ((*self.conn).as_ref()).write_vectored(left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut left, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.framing_bytes = self.framing_bytes.saturating_add(framing as u64);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct State {
+    writer: EventWriter<SocketWriter>,
+    last_write: Instant,
+    error: Option<io::ErrorKind>,
+    /// Bytes written besides the writer's (keep-alives, fan-out writes,
+    /// the goodbye, the last chunk).
+    extra_bytes: u64,
+    ended_by: Option<String>,
+}
+
+/// One open event stream, shared by its handle and the server's registry.
+pub(crate) struct StreamShared {
+    conn: Conn,
+    remote: SocketAddr,
+    /// The write lock: keep-alives, the goodbye and events never interleave.
+    state: Mutex<State>,
+    wake: Condvar,
+    closed: AtomicBool,
+    /// Handed to a hub, which writes, probes and sends keep-alives itself.
+    detached: AtomicBool,
+    chunked: bool,
+    head_sent: Instant,
+    head_bytes: u64,
+    last_event_id: Option<String>,
+    on_end: Option<OnEnd>,
+}
+
+impl StreamShared {
+    fn socket(&self) -> &TcpStream {
+        (*self.conn).as_ref()
+    }
+
+    fn write(
+        &self,
+        write: impl FnOnce(&mut EventWriter<SocketWriter>) -> io::Result<()>,
+    ) -> Result<(), SendError> {
+        let mut state = lock(&self.state);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SendError(state.error));
+        }
+        match write(&mut state.writer) {
+            Ok(()) => state.last_write = Instant::now(),
+            Err(e) => {
+                state.error = Some(e.kind());
+                self.mark_closed();
+            }
+        }
+        state.error.map_or(Ok(()), |e| Err(SendError(Some(e))))
+    }
+
+    /// Marks the stream closed, shuts the socket's write side (the client
+    /// sees the end) and wakes sleepers. Call with the state locked.
+    fn mark_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.socket().shutdown(Shutdown::Write);
+        self.wake.notify_all();
+    }
+
+    /// Closes the stream at once: a client must see a broken body, not an
+    /// end (a panicking body).
+    pub(crate) fn fail(&self) {
+        let _state = lock(&self.state);
+        self.mark_closed();
+    }
+
+    pub(crate) fn set_ended_by(&self, why: Option<String>) {
+        lock(&self.state).ended_by = why;
+    }
+
+    /// Ends the stream after `goodbye` and the last chunk, waiting at most
+    /// 100 ms for a client that does not read.
+    pub(crate) fn close_with(&self, goodbye: &[Frame]) {
+        let mut state = lock(&self.state);
+        if !self.closed.load(Ordering::SeqCst) {
+            let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
+            let mut bytes = Vec::new();
+            push_body(&mut bytes, &data, self.chunked);
+            if self.chunked {
+                bytes.extend_from_slice(LAST_CHUNK);
+            }
+            let _ = self
+                .socket()
+                .set_write_timeout(Some(Duration::from_millis(100)));
+            if self.socket().write_all(&bytes).is_ok() {
+                state.extra_bytes = state.extra_bytes.saturating_add(bytes.len() as u64);
+            }
+        }
+        self.mark_closed();
+    }
+
+    /// Ends a chunked body with the last chunk, without blocking, if the
+    /// stream is still open; then closes it. Call only between chunks.
+    fn end(&self) {
+        let mut state = lock(&self.state);
+        if self.chunked
+            && !self.closed.load(Ordering::SeqCst)
+            && self.socket().set_nonblocking(true).is_ok()
+        {
+            if let Ok(n) = self.socket().write(LAST_CHUNK) {
+                state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+            }
+        }
+        self.mark_closed();
+    }
+
+    /// The server ticker's visit: skipped while a write holds the lock (the
+    /// stream is not idle, and its writer learns of a dead client itself).
+    pub(crate) fn tick(&self, keep_alive: Option<Duration>) {
+        if self.detached.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        self.check(&mut state, keep_alive);
+    }
+
+    /// Checks without blocking whether the client went away and (with
+    /// `keep_alive`) sends a keep-alive if the stream was idle that long.
+    /// Returns whether the stream is closed.
+    fn check(&self, state: &mut State, keep_alive: Option<Duration>) -> bool {
+        if self.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        let socket = self.socket();
+        let mut gone = socket.set_nonblocking(true).is_err() || peer_gone(socket);
+        if let Some(interval) = keep_alive.filter(|_| !gone) {
+            if state.last_write.elapsed() >= interval {
+                let mut bytes = Vec::new();
+                push_body(&mut bytes, keep_alive_frame().as_bytes(), self.chunked);
+                match (&*socket).write(&bytes) {
+                    Ok(n) if n == bytes.len() => {
+                        state.last_write = Instant::now();
+                        state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+                    }
+                    // A full buffer: the next send blocks and times out.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Part of a keep-alive cannot be repaired: the stream ends.
+                    _ => gone = true,
+                }
+            }
+        }
+        let _ = socket.set_nonblocking(false);
+        if gone {
+            self.mark_closed();
+        }
+        gone
+    }
+}
+
+impl Drop for StreamShared {
+    fn drop(&mut self) {
+        // A body that let go between events ends cleanly.
+        self.end();
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let bytes = [
+            state.writer.bytes_written(),
+            state.writer.get_ref().framing_bytes,
+            state.extra_bytes,
+        ]
+        .iter()
+        .fold(self.head_bytes, |sum, &n| sum.saturating_add(n));
+        if let Some(on_end) = self.on_end.take() {
+            on_end(bytes, state.ended_by.as_deref());
+        }
+    }
+}
+
+/// An open `text/event-stream` response: send events until the client goes
+/// away or the server shuts down.
+///
+/// Every send is one write of the whole event, blocking at most the
+/// server's [`write_timeout`](crate::Server::write_timeout). Once a send
+/// fails or the stream is found closed, every later call fails with
+/// [`SendError`]. Dropping the `EventStream` closes the connection.
+pub struct EventStream {
+    shared: Arc<StreamShared>,
+}
+
+impl EventStream {
+    /// A stream whose head (`head_bytes`) was sent at `head_sent`.
+    pub(crate) fn new(
+        conn: Conn,
+        remote: SocketAddr,
+        chunked: bool,
+        (head_sent, head_bytes): (Instant, u64),
+        req: &Request,
+        on_end: OnEnd,
+    ) -> EventStream {
+        let writer = SocketWriter {
+            conn: conn.clone(),
+            chunked,
+            framing_bytes: 0,
+        };
+        let state = State {
+            writer: EventWriter::new(writer),
+            last_write: Instant::now(),
+            error: None,
+            extra_bytes: 0,
+            ended_by: None,
+        };
+        let shared = StreamShared {
+            conn,
+            remote,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            closed: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            chunked,
+            head_sent,
+            head_bytes,
+            last_event_id: last_event_id(req),
+            on_end: Some(on_end),
+        };
+        EventStream {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The shared part, for the server's registry.
+    pub(crate) fn shared(&self) -> &Arc<StreamShared> {
+        &self.shared
+    }
+
+    /// Sends one event.
+    pub fn send(&mut self, event: &Event) -> Result<(), SendError> {
+        self.shared.write(|w| w.send(event))
+    }
+
+    /// Sends an event encoded once for many streams.
+    pub fn send_frame(&mut self, frame: &Frame) -> Result<(), SendError> {
+        self.shared.write(|w| w.send_frame(frame))
+    }
+
+    /// Sends a comment (clients ignore it).
+    pub fn comment(&mut self, text: &str) -> Result<(), SendError> {
+        self.shared.write(|w| w.comment(text))
+    }
+
+    /// Sends a `retry:` hint: the client's reconnection delay.
+    pub fn retry(&mut self, delay: Duration) -> Result<(), SendError> {
+        self.shared.write(|w| w.retry(delay))
+    }
+
+    /// Whether the stream has ended: a send failed, the server is shutting
+    /// down, or the client closed the connection (checked now, without
+    /// blocking or sending).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.check(&mut lock(&self.shared.state), None)
+    }
+
+    /// Sleeps for `duration`, or fails as soon as the stream is found
+    /// closed (by the server's ticker, at least once a second, or by
+    /// shutdown).
+    pub fn sleep(&self, duration: Duration) -> Result<(), SendError> {
+        let deadline = Instant::now().checked_add(duration);
+        let mut state = lock(&self.shared.state);
+        while !self.shared.closed.load(Ordering::SeqCst) {
+            state = match wait_until(&self.shared.wake, state, deadline) {
+                Ok(state) => state,
+                Err(_) => return Ok(()),
+            };
+        }
+        Err(SendError(state.error))
+    }
+
+    /// Where a reconnecting client wants to resume: the `Last-Event-ID`
+    /// header, else the `lastEventId` query parameter.
+    #[must_use]
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.shared.last_event_id.as_deref()
+    }
+
+    /// The client's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.remote
+    }
+
+    /// Bytes of events sent so far (not the head).
+    #[must_use]
+    pub fn bytes_sent(&self) -> u64 {
+        lock(&self.shared.state).writer.bytes_written()
+    }
+
+    /// Hands the stream to a fan-out thread: the socket becomes
+    /// non-blocking for good, and the server's ticker leaves it alone.
+    pub(crate) fn detach(self) -> Detached {
+        let _state = lock(&self.shared.state);
+        self.shared.detached.store(true, Ordering::SeqCst);
+        if self.shared.socket().set_nonblocking(true).is_err() {
+            self.shared.mark_closed();
+        }
+        drop(_state);
+        Detached {
+            shared: self.shared,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("peer", &self.shared.remote)
+            .field("closed", &self.shared.closed.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+/// A send on an [`EventStream`] failed: the stream is closed (the client
+/// went away, a write timed out, or the server is shutting down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendError(Option<io::ErrorKind>);
+
+impl SendError {
+    /// The I/O error that closed the stream, if one did.
+    #[must_use]
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(kind) => write!(f, "event stream closed: {kind}"),
+            None => f.write_str("event stream closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A stream owned by a fan-out thread: non-blocking writes, possibly
+/// partial, that the owner tracks itself.
+pub(crate) struct Detached {
+    shared: Arc<StreamShared>,
+}
+
+impl Detached {
+    /// One non-blocking vectored write of `frames` (at most [`MAX_FRAMES`]),
+    /// each framed for the body, from byte `skip` of the first; returns the
+    /// bytes written (`WouldBlock`: the client's buffer is full).
+    pub(crate) fn write_frames<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a Frame>,
+        mut skip: usize,
+    ) -> io::Result<usize> {
+        let mut heads = [[0u8; 18]; MAX_FRAMES];
+        let mut slices = Vec::with_capacity(3 * MAX_FRAMES);
+        for (frame, head) in frames.zip(heads.iter_mut()) {
+            for part in framed(head, frame.as_bytes(), self.shared.chunked) {
+                if skip >= part.len() {
+                    skip -= part.len();
+                } else {
+                    slices.push(IoSlice::new(&part[skip..]));
+                    skip = 0;
+                }
+            }
+        }
+        let mut state = lock(&self.shared.state);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        match self.shared.socket().write_vectored(&slices) {
+            Ok(n) => {
+                state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(e) => {
+                state.error = Some(e.kind());
+                self.shared.mark_closed();
+                Err(e)
+            }
+        }
+    }
+
+    /// The bytes a frame of `len` bytes takes on the wire.
+    pub(crate) fn wire_len(&self, len: usize) -> usize {
+        match self.shared.chunked {
+            true => chunk_head(len, &mut [0; 18]) + len + CHUNK_END.len(),
+            false => len,
+        }
+    }
+
+    /// Whether the client went away (checked without blocking), or the
+    /// stream was closed by the server.
+    pub(crate) fn is_gone(&self) -> bool {
+        let _state = lock(&self.shared.state);
+        let gone = self.shared.closed.load(Ordering::SeqCst) || peer_gone(self.shared.socket());
+        if gone {
+            self.shared.mark_closed();
+        }
+        gone
+    }
+
+    /// Closes the connection now; `between_frames` (nothing written in
+    /// part) ends a chunked body cleanly with the last chunk.
+    pub(crate) fn close(&self, between_frames: bool) {
+        match between_frames {
+            true => self.shared.end(),
+            false => self.shared.fail(),
+        }
+    }
+
+    /// The server's write timeout, which the socket still carries.
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.shared.socket().write_timeout().ok().flatten()
+    }
+
+    /// When the response head was sent: events published since then are
+    /// the stream's to receive.
+    pub(crate) fn head_sent(&self) -> Instant {
+        self.shared.head_sent
+    }
+}
