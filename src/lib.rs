@@ -150,16 +150,3 @@ pub use hub::Hub;
 pub use parser::{Item, MessageEvent, ParseError, Parser};
 pub use server::{Accept, EventStream, SendError, Server, ShutdownHandle};
 pub use writer::EventWriter;
-
-/// A random number from the standard library's randomly keyed hasher
-/// (mixed with the clock), for jitter: no dependency needed, and nothing
-/// here needs more than that.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    hasher.finish()
-}

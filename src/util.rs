@@ -57,19 +57,3 @@ pub(crate) fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, 
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
     );
 }
-
-/// Appends `n` in decimal (for `http` and `event`, whose copies it replaces).
-#[allow(dead_code)]
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u128) {
-    let mut digits = [0u8; 39];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}

@@ -3,7 +3,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::util::wait_until;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,7 +44,7 @@ pub(super) struct State {
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::util::lock(&self.state)
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -78,18 +80,10 @@ impl Shared {
         let deadline = Instant::now().checked_add(delay);
         let mut state = self.lock();
         while !state.closed && !state.restart {
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
-            };
-            if left.is_zero() {
-                return;
+            match wait_until(&self.wake, state, deadline) {
+                Ok(woken) => state = woken,
+                Err(_) => return,
             }
-            state = self
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 
@@ -133,19 +127,13 @@ impl Shared {
                 state.stream = Some(Arc::clone(&stream));
                 return Ok(stream);
             }
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
+            state = match wait_until(&self.wake, state, deadline) {
+                Ok(woken) => woken,
+                Err(mut state) => {
+                    state.attempt = state.attempt.wrapping_add(1);
+                    return Err(Failure::Retry(Disconnect::Connect(timed_out(timeout))));
+                }
             };
-            if left.is_zero() {
-                state.attempt = state.attempt.wrapping_add(1);
-                return Err(Failure::Retry(Disconnect::Connect(timed_out(timeout))));
-            }
-            state = self
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 

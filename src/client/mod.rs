@@ -1017,7 +1017,7 @@ impl Client {
                 self.reconnection_time(),
                 self.failures,
                 self.config.retry_ceiling,
-                crate::random_u64(),
+                crate::util::random_u64(),
             )
         };
         let (floor, ceiling) = (self.config.retry_floor, self.config.retry_ceiling);
