@@ -300,6 +300,10 @@ fn metrics_show_the_server_and_the_hub() {
     let _alice = notify.events("/events", &[ALICE]);
     notify.wait_subscribers(1);
     notify.send("alice", "one");
+    // `POST /notify` answers once the hub accepted the event; the hub's
+    // coordinator counts it a moment later.
+    let published = || notify.metric("stdsse_hub_published_total");
+    wait_for(LONG_WAIT, "1 published", published, |&n| n == 1);
     let metrics = notify.request("GET", "/metrics", &[], b"");
     assert_eq!(
         (metrics.status, metrics.header("Content-Type")),
