@@ -1,13 +1,8 @@
 //! HTTP/1.1 without I/O, for both directions: request heads ([`parse_head`],
-//! [`Request`]), response heads ([`parse_response_head`], [`ResponseHead`]),
-//! one [`Framing`], chunked bodies ([`ChunkedDecoder`]) and [`Response`]s.
-//!
-//! Everything works on byte slices. The server reads bytes into a buffer,
-//! calls [`parse_head`] until it returns [`Status::Complete`], asks the
-//! [`Request`] for its [`body_framing`](Request::body_framing) and writes a
-//! [`Response`]; the client does the mirror image with
-//! [`parse_response_head`]. Both heads go through the same field-line
-//! scanner and byte tables, and the client checks what it sends with them.
+//! [`Request`]), response heads ([`parse_response_head`]), one [`Framing`],
+//! chunked bodies ([`ChunkedDecoder`]) and [`Response`]s. Both heads go
+//! through one field-line scanner and one set of byte tables, and the client
+//! checks what it sends with them.
 //!
 //! # Grammar (RFC 9112 2-5, tokens from RFC 9110 5.6.2)
 //!
@@ -24,42 +19,21 @@
 //! Strict wherever laxness lets two implementations disagree about a message
 //! (request smuggling) or lets a peer make us buffer without end:
 //!
-//! * Line ends are CRLF only: a bare LF, or CR without LF, is
-//!   [`Error::NewLine`] (RFC 9112 2.2 *allows* accepting bare LF; refusing
-//!   is always safe). Empty lines before a request line are skipped (2.2).
-//! * A line starting with SP or HTAB (obs-fold) is [`Error::NewLine`] (5.2);
-//!   whitespace before a field's colon is [`Error::HeaderName`] (5.1 MUST).
-//! * The request-target is origin-form (`/` then visible ASCII except `"`,
-//!   `<`, `>`, `#`), `http` absolute-form (3.2.2 MUST accept; the target's
-//!   authority wins over `Host`, see [`Request::authority`]) or `OPTIONS *`.
-//! * A well-formed version other than 1.0 and 1.1 is [`Error::Version`]
-//!   (505); a malformed one is [`Error::MalformedVersion`].
+//! * Line ends are CRLF only (RFC 9112 2.2 *allows* bare LF; refusing is
+//!   safe); empty lines before a request line are skipped (2.2).
+//! * obs-fold is [`Error::NewLine`] (5.2); whitespace before a field's colon
+//!   is [`Error::HeaderName`] (5.1 MUST).
+//! * The target is origin-form (visible ASCII but `"<>#`), `http`
+//!   absolute-form (3.2.2 MUST accept; its authority wins over `Host`) or
+//!   `OPTIONS *`.
 //! * An HTTP/1.1 request has exactly one valid `Host`, an HTTP/1.0 request at
-//!   most one (3.2 MUST answer 400: [`Error::MissingHost`]).
-//! * A request head must be UTF-8 (so accessors return `&str`); a response
-//!   head's bytes that are not become U+FFFD.
+//!   most one (3.2 MUST answer 400).
+//! * A request head must be UTF-8; in a response head other bytes become U+FFFD.
 //!
-//! Repeated fields are kept in order. Every lookup by name returns the
-//! **first** field of that name, ignoring case ("field names are
-//! case-insensitive", RFC 9110 5.1); `header_all` gives them all.
-//!
-//! Every [`Limits`] bound is enforced as soon as the bytes that break it are
-//! in, so 9 KiB of request line without a line end is
-//! [`Error::RequestLineTooLong`], not [`Status::Partial`]. The head parsers
-//! keep no state: call them again with the whole, longer buffer.
-//!
-//! ```
-//! use stdsse::http::{parse_head, Limits, Status, Version};
-//!
-//! let wire = b"GET /events?room=l%C3%A9on HTTP/1.1\r\nHost: example.com\r\nLast-Event-ID: 41\r\n\r\n";
-//! assert!(matches!(parse_head(&wire[..20], &Limits::default()), Ok(Status::Partial)));
-//! let Ok(Status::Complete((request, consumed))) = parse_head(wire, &Limits::default()) else {
-//!     panic!("a valid head");
-//! };
-//! assert_eq!((consumed, request.method(), request.path()), (wire.len(), "GET", "/events"));
-//! assert_eq!(request.query_param("room").as_deref(), Some("léon"));
-//! assert_eq!((request.version(), request.header("last-event-id")), (Version::Http11, Some("41")));
-//! ```
+//! Repeated fields are kept in order; a lookup by name returns the **first**,
+//! ignoring case (RFC 9110 5.1). Every [`Limits`] bound is enforced as soon
+//! as the bytes that break it are in. The head parsers keep no state: call
+//! them again with the whole, longer buffer.
 
 use std::fmt;
 
@@ -86,67 +60,41 @@ macro_rules! byte_table {
     }};
 }
 
+/// Whether `set` holds `b` (usable in a table's predicate).
+const fn any_of(b: u8, set: &[u8]) -> bool {
+    let mut i = 0;
+    while i < set.len() {
+        if set[i] == b {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// `tchar` (RFC 9110 5.6.2): a method or field name byte.
-static TCHAR: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
-    || matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ));
+static TCHAR: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || any_of(b, b"!#$%&'*+-.^_`|~"));
 
 /// Request-target bytes: visible ASCII except `"`, `<`, `>` (which browsers
 /// always percent-encode) and `#` (a fragment is never sent).
-static URI: [bool; 256] =
-    byte_table!(|b| b >= 0x21 && b <= 0x7e && !matches!(b, b'"' | b'<' | b'>' | b'#'));
+static URI: [bool; 256] = byte_table!(|b| b >= 0x21 && b <= 0x7e && !any_of(b, b"\"<>#"));
 
 /// `field-value` bytes: HTAB, SP, VCHAR and obs-text (0x80-0xFF).
 static VALUE: [bool; 256] = byte_table!(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
 
 /// `Host` bytes: `uri-host [ ":" port ]` (RFC 3986 unreserved, pct-encoded,
 /// sub-delims, `:`, `[`, `]`).
-static HOST: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
-    || matches!(
-        b,
-        b'-' | b'.'
-            | b'_'
-            | b'~'
-            | b'%'
-            | b'!'
-            | b'$'
-            | b'&'
-            | b'\''
-            | b'('
-            | b')'
-            | b'*'
-            | b'+'
-            | b','
-            | b';'
-            | b'='
-            | b':'
-            | b'['
-            | b']'
-    ));
+static HOST: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || any_of(b, b"-._~%!$&'()*+,;=:[]"));
 
 /// Whether every byte of `s` is in `table` (and, if `nonempty`, there is one).
 fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
     !(nonempty && s.is_empty()) && s.iter().all(|&b| table[b as usize])
 }
 
-/// Whether `name: value` is a field line a recipient accepts: a token name
-/// and a `field-value`, and for `Host` a valid host. The server's
-/// [`Response`] and the client's request headers are checked with it.
+/// Whether `name: value` is a field line a recipient accepts (for `Host`, a
+/// valid host): [`Response`] headers and the client's are checked with it.
 pub(crate) fn valid_field(name: &str, value: &str) -> bool {
     let host = name.eq_ignore_ascii_case("host");
     all_in(name.as_bytes(), &TCHAR, true)
@@ -174,10 +122,8 @@ fn scan(buf: &[u8], from: usize, table: &[bool; 256]) -> usize {
     i
 }
 
-/// `scan(buf, from, &VALUE)`, eight bytes at a time (values are most of a
-/// head): each word is tested at once for a byte below 0x20 or equal to
-/// 0x7F; the lowest flagged byte is a true match, and an HTAB there is
-/// stepped over.
+/// `scan(buf, from, &VALUE)` eight bytes at a time: a word flags bytes below
+/// 0x20 or equal to 0x7F; the lowest flag is a true match (HTAB is stepped over).
 #[inline]
 fn scan_value(buf: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -212,9 +158,8 @@ fn trim_ows(s: &str) -> &str {
 pub enum Status<T> {
     /// Parsing finished; the value usually says how many bytes were used.
     Complete(T),
-    /// Every byte so far is valid but more are needed: read more and call
-    /// again (with the whole buffer for a head, with the new bytes only for
-    /// [`ChunkedDecoder::decode`]).
+    /// Valid so far; call again with more bytes (the whole buffer for a head,
+    /// only the new bytes for [`ChunkedDecoder::decode`]).
     Partial,
 }
 
@@ -322,8 +267,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Size bounds on what a peer may send, each checked as soon as the bytes
-/// that exceed it arrive.
+/// Size bounds on what a peer may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Longest request line, from the method to the end of the version
@@ -336,9 +280,9 @@ pub struct Limits {
     /// Most field lines in one head. Protects against the cost of thousands
     /// of tiny headers. Default 100.
     pub max_headers: usize,
-    /// Longest head, from the first byte (leading empty lines included) to
-    /// the end of the empty line. Bounds a connection's buffer before the
-    /// head is parsed. Values above `u32::MAX` act as `u32::MAX`. Default 64 KiB.
+    /// Longest head, leading empty lines and the final CRLF included. Bounds a
+    /// connection's buffer before the head is parsed. Capped at `u32::MAX`.
+    /// Default 64 KiB.
     pub max_head: usize,
     /// Longest body: the `Content-Length`, or the decoded size of a chunked
     /// body. Protects against uploads that fill memory. Default 1 MiB.
@@ -383,8 +327,7 @@ impl fmt::Display for Version {
     }
 }
 
-/// How a body is delimited (RFC 9112 6.3), from [`Request::body_framing`]
-/// or [`ResponseHead::body_framing`].
+/// How a body is delimited (RFC 9112 6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// No length is declared: a request has no body (6.3 rule 7), a
@@ -421,8 +364,7 @@ fn declared_framing<'a>(
     Ok(length.map_or(Framing::None, Framing::Length))
 }
 
-/// Every value of the fields named `name` (ignoring case), in order: the one
-/// header lookup of both heads.
+/// Every value of the fields named `name` (ignoring case), in order.
 fn find<'a, 'n, I>(fields: I, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n, I>
 where
     I: Iterator<Item = (&'a str, &'a str)>,
@@ -439,10 +381,8 @@ struct FieldSpan {
     value: (u32, u32),
 }
 
-/// What a scan that stopped at `view[i]` means when that byte cannot come
-/// next: a bare LF or a CR without LF is [`Error::NewLine`]; CRLF (the line
-/// ended too early) is `at_crlf`; a CR at the end of the buffer needs one
-/// more byte; any other byte is `other`.
+/// The error for an unexpected `view[i]`: bare LF or CR is `NewLine`, CRLF
+/// (line ended early) `at_crlf`, other bytes `other`; a final CR needs more.
 fn unexpected<T>(view: &[u8], i: usize, at_crlf: Error, other: Error) -> Result<Option<T>, Error> {
     match view.get(i) {
         Some(b'\n') => Err(Error::NewLine),
@@ -464,29 +404,19 @@ fn crlf(view: &[u8], i: usize) -> Result<Option<()>, Error> {
     }
 }
 
-/// The part of `view` a line starting at `start` may be scanned in (its
-/// `max` bytes plus one for the CR), and whether `view` holds all of it: a
-/// scan that runs off the end then means the line is too long.
+/// The part of `view` a line at `start` may use (`max` bytes and the CR), and
+/// whether `view` holds all of it (then running off the end means too long).
 fn line_bound(view: &[u8], start: usize, max: usize) -> (&[u8], bool) {
     let cap = start.saturating_add(max).saturating_add(1);
-    if view.len() >= cap {
-        (&view[..cap], true)
-    } else {
-        (view, false)
-    }
+    (&view[..cap.min(view.len())], view.len() >= cap)
 }
 
 /// A scan ran off the end of the line bound: too long, or more bytes needed.
 fn ran_off<T>(long: bool, error: Error) -> Result<Option<T>, Error> {
-    if long {
-        Err(error)
-    } else {
-        Ok(None)
-    }
+    long.then_some(error).map_or(Ok(None), Err)
 }
 
-/// The start line of a head ends at `view[line_end]` (its CR): `view` cut to
-/// [`Limits::max_head`], or `Ok(None)` while more bytes may come.
+/// `buf` cut to [`Limits::max_head`], and whether it was cut.
 fn head_view<'b>(buf: &'b [u8], limits: &Limits) -> (&'b [u8], bool) {
     let max_head = limits.max_head.min(u32::MAX as usize);
     let truncated = buf.len() > max_head;
