@@ -416,11 +416,19 @@ fn ran_off<T>(long: bool, error: Error) -> Result<Option<T>, Error> {
     long.then_some(error).map_or(Ok(None), Err)
 }
 
-/// `buf` cut to [`Limits::max_head`], and whether it was cut.
-fn head_view<'b>(buf: &'b [u8], limits: &Limits) -> (&'b [u8], bool) {
+/// Runs a head parser on `buf` cut to [`Limits::max_head`]: a head that is
+/// not complete within it is [`Error::HeadTooLarge`].
+fn within_head<T>(
+    buf: &[u8],
+    limits: &Limits,
+    parse: impl FnOnce(&[u8]) -> Result<Option<T>, Error>,
+) -> Result<Status<T>, Error> {
     let max_head = limits.max_head.min(u32::MAX as usize);
-    let truncated = buf.len() > max_head;
-    (if truncated { &buf[..max_head] } else { buf }, truncated)
+    match parse(&buf[..buf.len().min(max_head)])? {
+        Some(done) => Ok(Status::Complete(done)),
+        None if buf.len() > max_head => Err(Error::HeadTooLarge),
+        None => Ok(Status::Partial),
+    }
 }
 
 /// `*( field-line CRLF ) CRLF` from `view[pos..]`, spans counted from

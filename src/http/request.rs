@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use crate::scan::find_eol;
 
 use super::{
-    crlf, declared_framing, find, head_view, line_bound, parse_fields, ran_off, scan, trim_ows,
-    unexpected, Error, FieldSpan, Framing, Limits, Status, Version, HOST, TCHAR, URI,
+    crlf, declared_framing, find, line_bound, parse_fields, ran_off, scan, trim_ows, unexpected,
+    within_head, Error, FieldSpan, Framing, Limits, Status, Version, HOST, TCHAR, URI,
 };
 
 /// A parsed request: the head (one string plus ranges into it), the body
@@ -57,12 +57,7 @@ impl fmt::Debug for Request {
 /// assert_eq!(parse_head(b"GET / HTTP/2.0\r\n", &limits), Err(Error::Version));
 /// ```
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Status<(Request, usize)>, Error> {
-    let (view, truncated) = head_view(buf, limits);
-    match parse_view(view, limits)? {
-        Some(done) => Ok(Status::Complete(done)),
-        None if truncated => Err(Error::HeadTooLarge),
-        None => Ok(Status::Partial),
-    }
+    within_head(buf, limits, |view| parse_view(view, limits))
 }
 
 /// Parses a head that must lie within `view`; `None`: more bytes needed.
