@@ -161,7 +161,7 @@ pub struct Parser {
 }
 
 /// The standard's buffers, apart from the input so a line can borrow it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Fields {
     /// The data buffer without its last LF: the data as dispatched.
     data: String,
@@ -213,13 +213,8 @@ impl Parser {
             line_explicit: false,
             ready: VecDeque::new(),
             fields: Fields {
-                data: String::new(),
-                has_data: false,
-                event_type: String::new(),
-                id: String::new(),
-                last_id: String::new(),
-                retry: None,
                 max_event: DEFAULT_LIMIT,
+                ..Fields::default()
             },
         }
     }
