@@ -48,7 +48,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::scan::{find_eol, parse_decimal};
+use crate::scan::{find_eol, is_digits};
 
 /// U+FEFF, stripped once at the start of a stream.
 const BOM: char = '\u{FEFF}';
@@ -571,8 +571,7 @@ fn decode(out: &mut String, mut bytes: &[u8]) -> usize {
 
 /// A `retry` value: ASCII digits only, saturating at `u64::MAX`.
 fn parse_retry(value: &str) -> Option<u64> {
-    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-    digits.then(|| parse_decimal(value).unwrap_or(u64::MAX))
+    is_digits(value).then(|| value.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
