@@ -167,52 +167,47 @@ pub enum Status<T> {
 /// answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
-    /// The method is not a token followed by one SP. (400)
+    /// The method is not a token followed by one SP.
     Method,
     /// The request-target is not origin-form, `http` absolute-form or
-    /// `OPTIONS *`, holds a byte outside the allowed set, or the request
-    /// line has more than two SP. (400)
+    /// `OPTIONS *`, or the request line has more than two SP.
     Target,
-    /// A well-formed HTTP-version other than 1.0 and 1.1. (505)
+    /// A well-formed HTTP-version other than 1.0 and 1.1.
     Version,
-    /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing. (400)
+    /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing.
     MalformedVersion,
-    /// A field name is empty or not a token, whitespace precedes the colon,
-    /// or the line has no colon. (400)
+    /// A field name is not a token, is followed by whitespace, or has no colon.
     HeaderName,
-    /// A field value holds a control character other than HTAB, DEL, or
-    /// (in a request) bytes that are not UTF-8. (400)
+    /// A field value holds a control other than HTAB, or (in a request) is
+    /// not UTF-8.
     HeaderValue,
-    /// A bare LF, a CR not followed by LF, or obs-fold. (400)
+    /// A bare LF, a CR not followed by LF, or obs-fold.
     NewLine,
-    /// The request (or status) line is longer than
-    /// [`Limits::max_request_line`]. (414)
+    /// The request (or status) line is longer than [`Limits::max_request_line`].
     RequestLineTooLong,
-    /// A field line is longer than [`Limits::max_header_line`]. (431)
+    /// A field line is longer than [`Limits::max_header_line`].
     HeaderLineTooLong,
-    /// More field lines than [`Limits::max_headers`]. (431)
+    /// More field lines than [`Limits::max_headers`].
     TooManyHeaders,
-    /// The head is longer than [`Limits::max_head`]. (431)
+    /// The head is longer than [`Limits::max_head`].
     HeadTooLarge,
-    /// An HTTP/1.1 request without `Host`, more than one `Host`, or an
-    /// invalid `Host` value. (400)
+    /// An HTTP/1.1 request without `Host`, more than one, or an invalid one.
     MissingHost,
     /// A `Content-Length` that is not `1*DIGIT` within 64 bits, or several
-    /// different values. (400)
+    /// different values.
     ContentLength,
-    /// A request with both `Content-Length` and `Transfer-Encoding`. (400)
+    /// A request with both `Content-Length` and `Transfer-Encoding`.
     LengthAndChunked,
-    /// A `Transfer-Encoding` other than exactly `chunked`, or any in an
-    /// HTTP/1.0 request. (501)
+    /// A `Transfer-Encoding` other than exactly `chunked`, or any in HTTP/1.0.
     UnsupportedTransferCoding,
-    /// A malformed chunked body. (400)
+    /// A malformed chunked body.
     ChunkSize,
-    /// The body is longer than [`Limits::max_body`]. (413)
+    /// The body is longer than [`Limits::max_body`].
     BodyTooLarge,
-    /// An `Expect` value other than `100-continue`. (417)
+    /// An `Expect` value other than `100-continue`.
     Expectation,
     /// A response's status line is not `HTTP/1.` DIGIT SP 3DIGIT, with a
-    /// code of at least 100. (502: what a gateway would answer)
+    /// code of at least 100 (502: what a gateway would answer).
     StatusLine,
 }
 
@@ -220,41 +215,36 @@ impl Error {
     /// The status code a server answers with.
     #[must_use]
     pub fn status(self) -> u16 {
-        match self {
-            Error::Version => 505,
-            Error::RequestLineTooLong => 414,
-            Error::HeaderLineTooLong | Error::TooManyHeaders | Error::HeadTooLarge => 431,
-            Error::UnsupportedTransferCoding => 501,
-            Error::BodyTooLarge => 413,
-            Error::Expectation => 417,
-            Error::StatusLine => 502,
-            _ => 400,
-        }
+        self.parts().0
     }
 
     /// A short description (the body of a server's error response).
     #[must_use]
     pub fn description(self) -> &'static str {
+        self.parts().1
+    }
+
+    fn parts(self) -> (u16, &'static str) {
         match self {
-            Error::Method => "invalid method",
-            Error::Target => "invalid request target",
-            Error::Version => "unsupported HTTP version",
-            Error::MalformedVersion => "malformed HTTP version",
-            Error::HeaderName => "invalid header name",
-            Error::HeaderValue => "invalid header value",
-            Error::NewLine => "invalid line ending",
-            Error::RequestLineTooLong => "request line too long",
-            Error::HeaderLineTooLong => "header line too long",
-            Error::TooManyHeaders => "too many headers",
-            Error::HeadTooLarge => "request head too large",
-            Error::MissingHost => "missing or invalid Host header",
-            Error::ContentLength => "invalid Content-Length",
-            Error::LengthAndChunked => "both Content-Length and Transfer-Encoding",
-            Error::UnsupportedTransferCoding => "unsupported Transfer-Encoding",
-            Error::ChunkSize => "invalid chunked body",
-            Error::BodyTooLarge => "request body too large",
-            Error::Expectation => "unsupported expectation",
-            Error::StatusLine => "invalid status line",
+            Error::Method => (400, "invalid method"),
+            Error::Target => (400, "invalid request target"),
+            Error::Version => (505, "unsupported HTTP version"),
+            Error::MalformedVersion => (400, "malformed HTTP version"),
+            Error::HeaderName => (400, "invalid header name"),
+            Error::HeaderValue => (400, "invalid header value"),
+            Error::NewLine => (400, "invalid line ending"),
+            Error::RequestLineTooLong => (414, "request line too long"),
+            Error::HeaderLineTooLong => (431, "header line too long"),
+            Error::TooManyHeaders => (431, "too many headers"),
+            Error::HeadTooLarge => (431, "request head too large"),
+            Error::MissingHost => (400, "missing or invalid Host header"),
+            Error::ContentLength => (400, "invalid Content-Length"),
+            Error::LengthAndChunked => (400, "both Content-Length and Transfer-Encoding"),
+            Error::UnsupportedTransferCoding => (501, "unsupported Transfer-Encoding"),
+            Error::ChunkSize => (400, "invalid chunked body"),
+            Error::BodyTooLarge => (413, "request body too large"),
+            Error::Expectation => (417, "unsupported expectation"),
+            Error::StatusLine => (502, "invalid status line"),
         }
     }
 }
