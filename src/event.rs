@@ -212,9 +212,7 @@ impl From<Event> for Frame {
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Frame")
-            .field(&String::from_utf8_lossy(&self.0))
-            .finish()
+        write!(f, "Frame({:?})", String::from_utf8_lossy(&self.0))
     }
 }
 

@@ -97,8 +97,7 @@ fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
 /// valid host): [`Response`] headers and the client's are checked with it.
 pub(crate) fn valid_field(name: &str, value: &str) -> bool {
     let host = name.eq_ignore_ascii_case("host");
-    all_in(name.as_bytes(), &TCHAR, true)
-        && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
+    is_token(name) && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
 }
 
 /// Whether `s` is a token (a method, a field name).
