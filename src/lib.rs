@@ -67,12 +67,8 @@
 //!
 //! let mut parser = Parser::new();
 //! parser.feed(b"event: time\nid: evt-1\ndata: now\n\n");
-//! match parser.next_item() {
-//!     Some(Ok(Item::Event(event))) => {
-//!         assert_eq!((event.event_type.as_str(), event.data.as_str(), event.id.as_str()), ("time", "now", "evt-1"));
-//!     }
-//!     other => panic!("unexpected {other:?}"),
-//! }
+//! let Some(Ok(Item::Event(event))) = parser.next_item() else { panic!() };
+//! assert_eq!((event.event_type.as_str(), event.data.as_str(), event.id.as_str()), ("time", "now", "evt-1"));
 //! ```
 //!
 //! # Serving events
