@@ -18,30 +18,18 @@
 //! # Example
 //!
 //! ```
-//! use stdsse::parser::{Item, MessageEvent, Parser};
+//! use stdsse::parser::{Item, Parser};
 //!
 //! let mut parser = Parser::new();
 //! // Chunks can split lines, CRLF pairs and UTF-8 sequences anywhere.
 //! parser.feed(b": hello\r");
 //! parser.feed(b"\nevent: greeting\nid: 1\ndata: caf\xC3");
 //! parser.feed(b"\xA9\ndata: au lait\n\nretry: 2500\n");
-//!
-//! let items: Vec<Item> = parser.by_ref().collect::<Result<_, _>>()?;
-//! assert_eq!(
-//!     items,
-//!     [
-//!         Item::Comment("hello".into()),
-//!         Item::Event(MessageEvent {
-//!             event_type: "greeting".into(),
-//!             data: "café\nau lait".into(),
-//!             id: "1".into(),
-//!         }),
-//!     ]
-//! );
-//! assert_eq!(parser.get_last_event_id(), "1");
-//! assert_eq!(parser.retry(), Some(std::time::Duration::from_millis(2500)));
-//! parser.finish(); // end of stream
-//! # Ok::<(), stdsse::parser::ParseError>(())
+//! assert_eq!(parser.next_item(), Some(Ok(Item::Comment("hello".into()))));
+//! let Some(Ok(Item::Event(event))) = parser.next_item() else { panic!() };
+//! assert_eq!((event.event_type.as_str(), event.data.as_str()), ("greeting", "café\nau lait"));
+//! assert_eq!((event.id.as_str(), parser.get_last_event_id()), ("1", "1"));
+//! assert_eq!((parser.next_item(), parser.retry()), (None, Some(std::time::Duration::from_millis(2500))));
 //! ```
 
 use std::collections::VecDeque;
