@@ -1,20 +1,16 @@
-//! Outbound events: the `text/event-stream` encoder.
+//! Outbound events: the `text/event-stream` encoder (the format is in the
+//! [crate docs](crate#the-wire-format-in-one-page)).
 //!
-//! The wire format is taught in the [crate docs](crate#the-wire-format-in-one-page).
-//! What the encoder adds to it:
-//!
-//! * Fields are written `name: value`, one space after the colon, so a value
-//!   that starts with a space survives (a parser removes exactly one).
+//! * Fields are written `name: value`, so a value that starts with a space
+//!   survives (a parser removes exactly one).
 //! * Data and comments are split on CRLF, CR and LF into one line each; empty
 //!   data is still one `data:` line, so browsers dispatch it.
-//! * An event made only of comments and/or a `retry` gets no empty line: it
-//!   would dispatch nothing, and some clients (httpx-sse and the SDKs that
-//!   copied it) would take it for an event with empty data. An `event` or
-//!   `id` alone keeps it: dispatching resets the type and commits the id.
-//! * `event` and `id` values are checked when the event is built: CR or LF
-//!   would start a new field (injection), and "if the field value does not
-//!   contain U+0000 NULL" a client ignores the `id`. So an `Event` is always
-//!   valid and encoding it cannot fail.
+//! * Comments and/or a `retry` alone get no empty line: it would dispatch
+//!   nothing, and some clients (httpx-sse and the SDKs that copied it) would
+//!   take it for an event with empty data.
+//! * `event` and `id` are checked when set: CR or LF would start a new field
+//!   (injection), and a client ignores an `id` that contains NUL. So encoding
+//!   cannot fail.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,8 +20,8 @@ use crate::scan::{find_eol, push_decimal};
 
 /// One server-sent event: data, event type, id, retry hint and comments.
 ///
-/// Built with chained methods; the fields that could inject other fields
-/// ([`event`](Event::event) and [`id`](Event::id)) are fallible.
+/// [`event`](Event::event) and [`id`](Event::id) are fallible; fields are
+/// written in a fixed order: comments, `event`, `id`, `retry`, `data`.
 ///
 /// ```
 /// use stdsse::Event;
@@ -43,11 +39,7 @@ use crate::scan::{find_eol, push_decimal};
 /// # Ok::<(), stdsse::EventError>(())
 /// ```
 ///
-/// Fields are written in a fixed order: comments, `event`, `id`, `retry`,
-/// `data`. The order inside one event does not change what a client sees.
-///
-/// Every builder method returns the new event and does nothing else, so a
-/// result left unused is a warning (here made an error):
+/// A builder result left unused is a warning:
 ///
 /// ```compile_fail
 /// #![deny(unused_must_use)]
@@ -63,36 +55,28 @@ pub struct Event {
 }
 
 impl Event {
-    /// An empty event. Encoded as is, it is a lone empty line (so a
-    /// [`Frame`] is never empty).
+    /// An empty event (encoded, a lone empty line).
     #[must_use]
     pub fn new() -> Event {
         Event::default()
     }
 
-    /// Sets the data (replacing any earlier data); each line of it becomes
-    /// a `data:` line.
+    /// Sets the data; each line becomes a `data:` line.
     #[must_use]
     pub fn data(mut self, data: impl Into<String>) -> Event {
         self.data = Some(data.into());
         self
     }
 
-    /// Sets the event type (`addEventListener`'s name; `message` without
-    /// it). Fails on CR or LF.
+    /// Sets the event type; fails on CR or LF.
     pub fn event(mut self, event_type: impl Into<String>) -> Result<Event, EventError> {
-        let value = event_type.into();
-        check(Field::Event, &value)?;
-        self.event = Some(value);
+        self.event = Some(check(Field::Event, event_type.into())?);
         Ok(self)
     }
 
-    /// Sets the id, sent back as `Last-Event-ID` on reconnect (empty resets
-    /// the client's). Fails on CR, LF or NUL.
+    /// Sets the id (empty resets the client's); fails on CR, LF or NUL.
     pub fn id(mut self, id: impl Into<String>) -> Result<Event, EventError> {
-        let value = id.into();
-        check(Field::Id, &value)?;
-        self.id = Some(value);
+        self.id = Some(check(Field::Id, id.into())?);
         Ok(self)
     }
 
@@ -103,24 +87,23 @@ impl Event {
         self
     }
 
-    /// Adds a comment (one `:` line per line of text); comments alone are
-    /// the usual keep-alive.
+    /// Adds a comment (one `:` line per line of text).
     #[must_use]
     pub fn comment(mut self, text: impl Into<String>) -> Event {
         self.comments.push(text.into());
         self
     }
 
-    /// Sets an id the crate made itself and knows to be valid.
+    /// Sets an id the crate knows to be valid.
     pub(crate) fn with_valid_id(mut self, id: String) -> Event {
-        debug_assert!(check(Field::Id, &id).is_ok());
+        debug_assert!(check(Field::Id, id.clone()).is_ok());
         self.id = Some(id);
         self
     }
 
-    /// Sets an event type the crate made itself and knows to be valid.
+    /// Sets an event type the crate knows to be valid.
     pub(crate) fn with_valid_event(mut self, event_type: &str) -> Event {
-        debug_assert!(check(Field::Event, event_type).is_ok());
+        debug_assert!(check(Field::Event, event_type.to_string()).is_ok());
         self.event = Some(event_type.to_string());
         self
     }
@@ -151,7 +134,7 @@ impl Event {
         out
     }
 
-    /// Appends the encoded event to `out` (one reservation, one pass).
+    /// Appends the encoded event to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.size_hint());
         for comment in &self.comments {
@@ -174,15 +157,13 @@ impl Event {
         }
     }
 
-    /// Whether the encoding ends with the empty line: not for an event made
-    /// only of comments and/or a retry hint (see the [module docs](self)).
+    /// Whether the encoding ends with the empty line (see the module docs).
     fn dispatches(&self) -> bool {
         let fields = self.data.is_some() || self.event.is_some() || self.id.is_some();
         fields || (self.comments.is_empty() && self.retry.is_none())
     }
 
-    /// A close upper bound of the encoded size in the common case (a few
-    /// lines), so that `encode_into` allocates once.
+    /// The encoded size in the common case (a few lines), to allocate once.
     fn size_hint(&self) -> usize {
         let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 8);
         let comments: usize = self.comments.iter().map(|c| c.len() + 3).sum();
@@ -192,15 +173,13 @@ impl Event {
 
 /// An event encoded once, ready to be written to any number of streams.
 ///
-/// Cloning a `Frame` is cheap (a reference count): a broadcast encodes an
-/// event once and hands every subscriber the same bytes. A `Frame` can only
-/// be made from an [`Event`], so its bytes are always a well-formed event.
+/// Cloning is a reference count. A `Frame` is made only from an [`Event`],
+/// so its bytes are always well formed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame(Arc<[u8]>);
 
 impl Frame {
-    /// The encoded bytes, ending with the empty line that ends the event
-    /// (or, for comments and retry hints alone, with their last line).
+    /// The encoded bytes.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -212,8 +191,7 @@ impl Frame {
         self.0.len()
     }
 
-    /// Whether the frame has no bytes (never true: even an empty event is
-    /// one empty line).
+    /// Always false: even an empty event is one empty line.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -234,19 +212,16 @@ impl From<Event> for Frame {
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Frame")
-            .field(&String::from_utf8_lossy(&self.0))
-            .finish()
+        write!(f, "Frame({:?})", String::from_utf8_lossy(&self.0))
     }
 }
 
-/// The single-line fields an application sets that are checked for
-/// characters that would corrupt the stream.
+/// The fields checked for characters that would corrupt the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Field {
-    /// The `event:` field (event type).
+    /// `event:`
     Event,
-    /// The `id:` field (event id; also the `Last-Event-ID` a client sends).
+    /// `id:`
     Id,
 }
 
@@ -267,8 +242,7 @@ impl fmt::Display for Field {
     }
 }
 
-/// A field value holds a character that must never reach the wire: CR or LF
-/// (in `event` or `id`), or NUL (in `id`).
+/// A field value holds CR or LF (in `event` or `id`), or NUL (in `id`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventError {
     field: Field,
@@ -289,7 +263,7 @@ impl EventError {
         self.character
     }
 
-    /// The byte offset of the first offending character in the value.
+    /// The byte offset of the first offending character.
     #[must_use]
     pub fn position(&self) -> usize {
         self.position
@@ -321,10 +295,10 @@ impl From<EventError> for std::io::Error {
 }
 
 /// Refuses CR and LF in any single-line field, and NUL in `id`.
-fn check(field: Field, value: &str) -> Result<(), EventError> {
+fn check(field: Field, value: String) -> Result<String, EventError> {
     let bad = |b: u8| b == b'\r' || b == b'\n' || (b == 0 && field == Field::Id);
     match value.bytes().position(bad) {
-        None => Ok(()),
+        None => Ok(value),
         Some(position) => Err(EventError {
             field,
             character: char::from(value.as_bytes()[position]),
@@ -333,8 +307,7 @@ fn check(field: Field, value: &str) -> Result<(), EventError> {
     }
 }
 
-/// Writes `name: value\n`, or `name:\n` when the value is empty. The
-/// comment "field" has the empty name, giving `: text`.
+/// Writes `name: value\n` (`name:\n` if empty; a comment has no name).
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.push(b':');
@@ -345,8 +318,7 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Writes one `name: line` per line of `text`, splitting on CRLF, CR and LF
-/// (CRLF is one break). Always writes at least one line.
+/// Writes one `name: line` per line of `text` (at least one).
 pub(crate) fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
     let mut rest = text.as_bytes();
     while let Some(at) = find_eol(rest) {

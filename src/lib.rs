@@ -45,12 +45,9 @@
 //!
 //! A client that loses the connection waits the reconnection time and
 //! requests the URL again with a `Last-Event-ID` header, so the server can
-//! resume; a `204 No Content` answer tells it to stop for good.
-//!
-//! What a server must never do is let a line break into a field value: a CR
-//! or LF inside `id` or `event` would start a new field (injection). [`Event`]
-//! refuses those values when the event is built, and splits data and
-//! comments into one line per line of text.
+//! resume; a `204 No Content` answer tells it to stop for good. A CR or LF
+//! inside `id` or `event` would start a new field (injection): [`Event`]
+//! refuses those values, and splits data and comments into one line per line.
 //!
 //! # Writing events
 //!
@@ -70,12 +67,8 @@
 //!
 //! let mut parser = Parser::new();
 //! parser.feed(b"event: time\nid: evt-1\ndata: now\n\n");
-//! match parser.next_item() {
-//!     Some(Ok(Item::Event(event))) => {
-//!         assert_eq!((event.event_type.as_str(), event.data.as_str(), event.id.as_str()), ("time", "now", "evt-1"));
-//!     }
-//!     other => panic!("unexpected {other:?}"),
-//! }
+//! let Some(Ok(Item::Event(event))) = parser.next_item() else { panic!() };
+//! assert_eq!((event.event_type.as_str(), event.data.as_str(), event.id.as_str()), ("time", "now", "evt-1"));
 //! ```
 //!
 //! # Serving events
@@ -113,16 +106,17 @@
 //!
 //! # Modules
 //!
-//! * [`event`]: the encoder, [`Event`] and [`Frame`] (an event encoded once).
-//! * [`writer`]: [`EventWriter`], one write and one flush per event.
-//! * [`parser`]: the incremental event-stream parser.
-//! * [`http`]: HTTP/1.1 without I/O for both directions: request and
-//!   response heads, framing, chunked bodies, [`Response`].
-//! * [`server`]: the thread-per-connection server and [`EventStream`].
-//! * [`hub`]: the broadcast [`Hub`] with replay, topics and a slow-client policy;
-//!   its subscribers are event streams or in-process [`hub::Receiver`]s.
-//! * [`client`]: a blocking [`Client`] that behaves like `EventSource`: it
-//!   reconnects, resumes with `Last-Event-ID`, and follows `retry:`.
+//! [`event`] (the encoder, [`Frame`]: an event encoded once), [`writer`],
+//! [`parser`], [`http`] (HTTP/1.1 without I/O, both directions), [`server`]
+//! (threads and [`EventStream`]), [`hub`] (broadcast with replay, topics and a
+//! slow-client policy) and [`client`] (reconnects like `EventSource`).
+//!
+//! # Conventions
+//!
+//! Builders take plain names (`data(x)`), so getters on builder types use
+//! `get_`, as std's `Command` does (`get_args`); other getters have plain
+//! names. Every limit is a named setting with a documented default. Errors
+//! follow std's mpsc: one type per operation, a short `Display`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

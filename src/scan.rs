@@ -1,6 +1,8 @@
 //! Byte scanners and decimal numbers shared by the encoder, the parser and
 //! the HTTP layer (private: below all three).
 
+use std::io::Write;
+
 /// The offset of the first CR or LF, eight bytes at a time.
 pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(8);
@@ -35,32 +37,19 @@ fn eol_in_word(bytes: [u8; 8]) -> Option<usize> {
 }
 
 /// Appends `n` in decimal.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u128) {
-    let mut digits = [0u8; 40];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u128) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// Whether `s` is `1*DIGIT`.
+pub(crate) fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `1*DIGIT` as a `u64`, or `None` (empty, other characters, overflow).
 pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.bytes().try_fold(0u64, |n, b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
+    is_digits(s).then(|| s.parse().ok()).flatten()
 }
 
 #[cfg(test)]

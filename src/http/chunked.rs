@@ -3,52 +3,36 @@
 
 use super::{Error, Status, TCHAR, VALUE};
 
-/// Most bytes of chunk extensions on one chunk-size line (after the size,
-/// up to the CR).
+/// Most bytes of chunk extensions on one chunk-size line: bounds the work
+/// on bytes that carry no data.
 const MAX_CHUNK_EXT: usize = 1024;
-/// Most bytes of the trailer section (field lines with their CRLFs, not
-/// the final CRLF).
+/// Most bytes of the trailer section (its final CRLF not counted).
 const MAX_TRAILER: usize = 8 * 1024;
-/// Most hex digits in a chunk size (leading zeros included), so that the
-/// size always fits in a `u64`.
+/// Most hex digits in a chunk size (leading zeros included): fits a `u64`.
 const MAX_SIZE_DIGITS: u8 = 16;
 
-/// Where a [`ChunkedDecoder`] is in the body.
+/// Where a [`ChunkedDecoder`] is in the body; each `..Lf` state has seen a CR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
-    /// Reading the hex digits of a chunk size.
     Size,
-    /// After the size and some whitespace: more BWS or a `;` must follow
-    /// (`chunk-ext = *( BWS ";" ... )`, so whitespace alone is invalid).
+    /// After the size and whitespace: BWS or `;` must follow.
     SizeSpace,
-    /// Inside the chunk extensions, up to CR.
     Ext,
-    /// Inside a quoted-string of a chunk extension: CR before its closing
-    /// `"` is an error.
     ExtQuoted,
-    /// After a `\` in a quoted-string: one escaped byte.
+    /// After a `\` in a quoted-string.
     ExtEscape,
-    /// CR of the chunk-size line seen, LF next.
     SizeLf,
-    /// Reading chunk data: this many bytes left.
+    /// Chunk data: this many bytes left, then CRLF.
     Data(u64),
-    /// The CR after chunk data is next.
-    DataCr,
-    /// The LF after chunk data is next.
     DataLf,
     /// At the start of a trailer field line or of the final CRLF.
     TrailerStart,
-    /// Inside a trailer field name: token bytes, then `:`.
     TrailerName,
-    /// Inside a trailer field value.
     Trailer,
-    /// CR of a trailer field line seen, LF next.
     TrailerLf,
-    /// CR of the final CRLF seen, LF next.
     EndLf,
-    /// The body is complete.
     Done,
-    /// The body was invalid; the error is returned again.
+    /// The error is returned again.
     Failed(Error),
 }
 
@@ -65,13 +49,10 @@ enum Chunk {
 /// trailer-section = *( field-line CRLF )
 /// ```
 ///
-/// Feed it the bytes as they arrive, split anywhere (one byte at a time
-/// works). Chunk sizes have at most 16 hex digits (leading zeros count);
-/// chunk extensions (up to 1 KiB per line) and the trailer section (up to
-/// 8 KiB) are checked for line syntax and discarded: a quoted-string in an
-/// extension must end on its line, and a trailer line must be
-/// `field-name ":" field-value`. Line ends are CRLF only.
-/// Once an error is returned, every later call returns it again.
+/// Feed it bytes split anywhere. Chunk sizes have at most 16 hex digits;
+/// chunk extensions (up to 1 KiB a line) and trailers (up to 8 KiB) are
+/// checked for syntax and discarded. An error is returned again on every
+/// later call.
 ///
 /// ```
 /// use stdsse::http::{ChunkedDecoder, Status};
@@ -86,15 +67,12 @@ enum Chunk {
 #[derive(Clone, Debug)]
 pub struct ChunkedDecoder {
     state: Chunk,
-    /// Size of the current chunk, while its size line is read.
+    /// The size being read, its digits and extension bytes.
     size: u64,
-    /// Hex digits read of the current size.
     digits: u8,
-    /// Bytes of chunk extension on the current size line.
     ext: usize,
-    /// Bytes of trailer section so far.
+    /// Trailer bytes and decoded bytes so far.
     trailer: usize,
-    /// Decoded bytes so far.
     decoded: u64,
     max_body: u64,
 }
@@ -116,13 +94,9 @@ impl ChunkedDecoder {
 
     /// Consumes bytes of `input`, appends decoded data to `body`.
     ///
-    /// `Complete(n)`: the last chunk and the trailer section are done, `n`
-    /// bytes of this `input` were used; the rest belongs to the next
-    /// pipelined request. `Partial`: all of `input` was used, feed more.
-    /// A decoded size above `max_body` is [`Error::BodyTooLarge`] as soon as
-    /// the chunk size that exceeds it is read; any syntax error is
-    /// [`Error::ChunkSize`]. After `Complete`, further calls return
-    /// `Complete(0)`.
+    /// `Complete(n)`: the body ended after `n` bytes of `input` (the rest is
+    /// the next pipelined request). A size over `max_body` is
+    /// [`Error::BodyTooLarge`] as soon as it is read.
     pub fn decode(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<Status<usize>, Error> {
         match self.state {
             Chunk::Done => return Ok(Status::Complete(0)),
@@ -131,16 +105,11 @@ impl ChunkedDecoder {
         }
         let mut i = 0;
         while i < input.len() {
-            if let Chunk::Data(left) = self.state {
+            if let Chunk::Data(left @ 1..) = self.state {
                 let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
                 body.extend_from_slice(&input[i..i + take]);
                 i += take;
-                let left = left - take as u64;
-                self.state = if left == 0 {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data(left)
-                };
+                self.state = Chunk::Data(left - take as u64);
                 continue;
             }
             let b = input[i];
@@ -160,7 +129,7 @@ impl ChunkedDecoder {
         Ok(Status::Partial)
     }
 
-    /// The state after byte `b` (never called in `Data`, `Done`, `Failed`).
+    /// The state after byte `b` (not called in `Data(1..)`, `Done`, `Failed`).
     fn step(&mut self, b: u8) -> Result<Chunk, Error> {
         let bad = Err(Error::ChunkSize);
         match self.state {
@@ -220,7 +189,7 @@ impl ChunkedDecoder {
                 self.decoded += size;
                 Ok(Chunk::Data(size))
             }
-            Chunk::DataCr if b == b'\r' => Ok(Chunk::DataLf),
+            Chunk::Data(0) if b == b'\r' => Ok(Chunk::DataLf),
             Chunk::DataLf if b == b'\n' => Ok(Chunk::Size),
             Chunk::TrailerStart => match b {
                 b'\r' => Ok(Chunk::EndLf),
@@ -262,10 +231,8 @@ impl ChunkedDecoder {
     }
 }
 
-/// The line that starts a chunk of `len` bytes in a chunked response body
-/// (RFC 9112 7.1: `chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF`):
-/// the size in hex and CRLF, written to the start of `out`. Returns its
-/// length. `len` must not be 0: a chunk of size 0 ends the body.
+/// The line that starts a chunk of `len` (not 0) bytes, the size in hex and
+/// CRLF, written to the start of `out`; returns its length.
 pub(crate) fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
     debug_assert!(len > 0);
     let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
@@ -281,7 +248,7 @@ pub(crate) fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
 /// What ends every chunk's data.
 pub(crate) const CHUNK_END: &[u8] = b"\r\n";
 
-/// The last chunk and the empty trailer section: the end of a chunked body.
+/// The last chunk and an empty trailer section.
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]

@@ -1,13 +1,8 @@
 //! HTTP/1.1 without I/O, for both directions: request heads ([`parse_head`],
-//! [`Request`]), response heads ([`parse_response_head`], [`ResponseHead`]),
-//! one [`Framing`], chunked bodies ([`ChunkedDecoder`]) and [`Response`]s.
-//!
-//! Everything works on byte slices. The server reads bytes into a buffer,
-//! calls [`parse_head`] until it returns [`Status::Complete`], asks the
-//! [`Request`] for its [`body_framing`](Request::body_framing) and writes a
-//! [`Response`]; the client does the mirror image with
-//! [`parse_response_head`]. Both heads go through the same field-line
-//! scanner and byte tables, and the client checks what it sends with them.
+//! [`Request`]), response heads ([`parse_response_head`]), one [`Framing`],
+//! chunked bodies ([`ChunkedDecoder`]) and [`Response`]s. Both heads go
+//! through one field-line scanner and one set of byte tables, and the client
+//! checks what it sends with them.
 //!
 //! # Grammar (RFC 9112 2-5, tokens from RFC 9110 5.6.2)
 //!
@@ -24,42 +19,21 @@
 //! Strict wherever laxness lets two implementations disagree about a message
 //! (request smuggling) or lets a peer make us buffer without end:
 //!
-//! * Line ends are CRLF only: a bare LF, or CR without LF, is
-//!   [`Error::NewLine`] (RFC 9112 2.2 *allows* accepting bare LF; refusing
-//!   is always safe). Empty lines before a request line are skipped (2.2).
-//! * A line starting with SP or HTAB (obs-fold) is [`Error::NewLine`] (5.2);
-//!   whitespace before a field's colon is [`Error::HeaderName`] (5.1 MUST).
-//! * The request-target is origin-form (`/` then visible ASCII except `"`,
-//!   `<`, `>`, `#`), `http` absolute-form (3.2.2 MUST accept; the target's
-//!   authority wins over `Host`, see [`Request::authority`]) or `OPTIONS *`.
-//! * A well-formed version other than 1.0 and 1.1 is [`Error::Version`]
-//!   (505); a malformed one is [`Error::MalformedVersion`].
+//! * Line ends are CRLF only (RFC 9112 2.2 *allows* bare LF; refusing is
+//!   safe); empty lines before a request line are skipped (2.2).
+//! * obs-fold is [`Error::NewLine`] (5.2); whitespace before a field's colon
+//!   is [`Error::HeaderName`] (5.1 MUST).
+//! * The target is origin-form (visible ASCII but `"<>#`), `http`
+//!   absolute-form (3.2.2 MUST accept; its authority wins over `Host`) or
+//!   `OPTIONS *`.
 //! * An HTTP/1.1 request has exactly one valid `Host`, an HTTP/1.0 request at
-//!   most one (3.2 MUST answer 400: [`Error::MissingHost`]).
-//! * A request head must be UTF-8 (so accessors return `&str`); a response
-//!   head's bytes that are not become U+FFFD.
+//!   most one (3.2 MUST answer 400).
+//! * A request head must be UTF-8; in a response head other bytes become U+FFFD.
 //!
-//! Repeated fields are kept in order. Every lookup by name returns the
-//! **first** field of that name, ignoring case ("field names are
-//! case-insensitive", RFC 9110 5.1); `header_all` gives them all.
-//!
-//! Every [`Limits`] bound is enforced as soon as the bytes that break it are
-//! in, so 9 KiB of request line without a line end is
-//! [`Error::RequestLineTooLong`], not [`Status::Partial`]. The head parsers
-//! keep no state: call them again with the whole, longer buffer.
-//!
-//! ```
-//! use stdsse::http::{parse_head, Limits, Status, Version};
-//!
-//! let wire = b"GET /events?room=l%C3%A9on HTTP/1.1\r\nHost: example.com\r\nLast-Event-ID: 41\r\n\r\n";
-//! assert!(matches!(parse_head(&wire[..20], &Limits::default()), Ok(Status::Partial)));
-//! let Ok(Status::Complete((request, consumed))) = parse_head(wire, &Limits::default()) else {
-//!     panic!("a valid head");
-//! };
-//! assert_eq!((consumed, request.method(), request.path()), (wire.len(), "GET", "/events"));
-//! assert_eq!(request.query_param("room").as_deref(), Some("léon"));
-//! assert_eq!((request.version(), request.header("last-event-id")), (Version::Http11, Some("41")));
-//! ```
+//! Repeated fields are kept in order; a lookup by name returns the **first**,
+//! ignoring case (RFC 9110 5.1). Every [`Limits`] bound is enforced as soon
+//! as the bytes that break it are in. The head parsers keep no state: call
+//! them again with the whole, longer buffer.
 
 use std::fmt;
 
@@ -86,71 +60,44 @@ macro_rules! byte_table {
     }};
 }
 
+/// Whether `set` holds `b` (usable in a table's predicate).
+const fn any_of(b: u8, set: &[u8]) -> bool {
+    let mut i = 0;
+    while i < set.len() {
+        if set[i] == b {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// `tchar` (RFC 9110 5.6.2): a method or field name byte.
-static TCHAR: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
-    || matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ));
+static TCHAR: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || any_of(b, b"!#$%&'*+-.^_`|~"));
 
 /// Request-target bytes: visible ASCII except `"`, `<`, `>` (which browsers
 /// always percent-encode) and `#` (a fragment is never sent).
-static URI: [bool; 256] =
-    byte_table!(|b| b >= 0x21 && b <= 0x7e && !matches!(b, b'"' | b'<' | b'>' | b'#'));
+static URI: [bool; 256] = byte_table!(|b| b >= 0x21 && b <= 0x7e && !any_of(b, b"\"<>#"));
 
 /// `field-value` bytes: HTAB, SP, VCHAR and obs-text (0x80-0xFF).
 static VALUE: [bool; 256] = byte_table!(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
 
 /// `Host` bytes: `uri-host [ ":" port ]` (RFC 3986 unreserved, pct-encoded,
 /// sub-delims, `:`, `[`, `]`).
-static HOST: [bool; 256] = byte_table!(|b| b.is_ascii_alphanumeric()
-    || matches!(
-        b,
-        b'-' | b'.'
-            | b'_'
-            | b'~'
-            | b'%'
-            | b'!'
-            | b'$'
-            | b'&'
-            | b'\''
-            | b'('
-            | b')'
-            | b'*'
-            | b'+'
-            | b','
-            | b';'
-            | b'='
-            | b':'
-            | b'['
-            | b']'
-    ));
+static HOST: [bool; 256] =
+    byte_table!(|b| b.is_ascii_alphanumeric() || any_of(b, b"-._~%!$&'()*+,;=:[]"));
 
 /// Whether every byte of `s` is in `table` (and, if `nonempty`, there is one).
 fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
     !(nonempty && s.is_empty()) && s.iter().all(|&b| table[b as usize])
 }
 
-/// Whether `name: value` is a field line a recipient accepts: a token name
-/// and a `field-value`, and for `Host` a valid host. The server's
-/// [`Response`] and the client's request headers are checked with it.
+/// Whether `name: value` is a field line a recipient accepts (for `Host`, a
+/// valid host): [`Response`] headers and the client's are checked with it.
 pub(crate) fn valid_field(name: &str, value: &str) -> bool {
     let host = name.eq_ignore_ascii_case("host");
-    all_in(name.as_bytes(), &TCHAR, true)
-        && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
+    is_token(name) && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
 }
 
 /// Whether `s` is a token (a method, a field name).
@@ -174,10 +121,8 @@ fn scan(buf: &[u8], from: usize, table: &[bool; 256]) -> usize {
     i
 }
 
-/// `scan(buf, from, &VALUE)`, eight bytes at a time (values are most of a
-/// head): each word is tested at once for a byte below 0x20 or equal to
-/// 0x7F; the lowest flagged byte is a true match, and an HTAB there is
-/// stepped over.
+/// `scan(buf, from, &VALUE)` eight bytes at a time: a word flags bytes below
+/// 0x20 or equal to 0x7F; the lowest flag is a true match (HTAB is stepped over).
 #[inline]
 fn scan_value(buf: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -212,9 +157,8 @@ fn trim_ows(s: &str) -> &str {
 pub enum Status<T> {
     /// Parsing finished; the value usually says how many bytes were used.
     Complete(T),
-    /// Every byte so far is valid but more are needed: read more and call
-    /// again (with the whole buffer for a head, with the new bytes only for
-    /// [`ChunkedDecoder::decode`]).
+    /// Valid so far; call again with more bytes (the whole buffer for a head,
+    /// only the new bytes for [`ChunkedDecoder::decode`]).
     Partial,
 }
 
@@ -222,52 +166,47 @@ pub enum Status<T> {
 /// answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
-    /// The method is not a token followed by one SP. (400)
+    /// The method is not a token followed by one SP.
     Method,
     /// The request-target is not origin-form, `http` absolute-form or
-    /// `OPTIONS *`, holds a byte outside the allowed set, or the request
-    /// line has more than two SP. (400)
+    /// `OPTIONS *`, or the request line has more than two SP.
     Target,
-    /// A well-formed HTTP-version other than 1.0 and 1.1. (505)
+    /// A well-formed HTTP-version other than 1.0 and 1.1.
     Version,
-    /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing. (400)
+    /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing.
     MalformedVersion,
-    /// A field name is empty or not a token, whitespace precedes the colon,
-    /// or the line has no colon. (400)
+    /// A field name is not a token, is followed by whitespace, or has no colon.
     HeaderName,
-    /// A field value holds a control character other than HTAB, DEL, or
-    /// (in a request) bytes that are not UTF-8. (400)
+    /// A field value holds a control other than HTAB, or (in a request) is
+    /// not UTF-8.
     HeaderValue,
-    /// A bare LF, a CR not followed by LF, or obs-fold. (400)
+    /// A bare LF, a CR not followed by LF, or obs-fold.
     NewLine,
-    /// The request (or status) line is longer than
-    /// [`Limits::max_request_line`]. (414)
+    /// The request (or status) line is longer than [`Limits::max_request_line`].
     RequestLineTooLong,
-    /// A field line is longer than [`Limits::max_header_line`]. (431)
+    /// A field line is longer than [`Limits::max_header_line`].
     HeaderLineTooLong,
-    /// More field lines than [`Limits::max_headers`]. (431)
+    /// More field lines than [`Limits::max_headers`].
     TooManyHeaders,
-    /// The head is longer than [`Limits::max_head`]. (431)
+    /// The head is longer than [`Limits::max_head`].
     HeadTooLarge,
-    /// An HTTP/1.1 request without `Host`, more than one `Host`, or an
-    /// invalid `Host` value. (400)
+    /// An HTTP/1.1 request without `Host`, more than one, or an invalid one.
     MissingHost,
     /// A `Content-Length` that is not `1*DIGIT` within 64 bits, or several
-    /// different values. (400)
+    /// different values.
     ContentLength,
-    /// A request with both `Content-Length` and `Transfer-Encoding`. (400)
+    /// A request with both `Content-Length` and `Transfer-Encoding`.
     LengthAndChunked,
-    /// A `Transfer-Encoding` other than exactly `chunked`, or any in an
-    /// HTTP/1.0 request. (501)
+    /// A `Transfer-Encoding` other than exactly `chunked`, or any in HTTP/1.0.
     UnsupportedTransferCoding,
-    /// A malformed chunked body. (400)
+    /// A malformed chunked body.
     ChunkSize,
-    /// The body is longer than [`Limits::max_body`]. (413)
+    /// The body is longer than [`Limits::max_body`].
     BodyTooLarge,
-    /// An `Expect` value other than `100-continue`. (417)
+    /// An `Expect` value other than `100-continue`.
     Expectation,
     /// A response's status line is not `HTTP/1.` DIGIT SP 3DIGIT, with a
-    /// code of at least 100. (502: what a gateway would answer)
+    /// code of at least 100 (502: what a gateway would answer).
     StatusLine,
 }
 
@@ -275,41 +214,36 @@ impl Error {
     /// The status code a server answers with.
     #[must_use]
     pub fn status(self) -> u16 {
-        match self {
-            Error::Version => 505,
-            Error::RequestLineTooLong => 414,
-            Error::HeaderLineTooLong | Error::TooManyHeaders | Error::HeadTooLarge => 431,
-            Error::UnsupportedTransferCoding => 501,
-            Error::BodyTooLarge => 413,
-            Error::Expectation => 417,
-            Error::StatusLine => 502,
-            _ => 400,
-        }
+        self.parts().0
     }
 
     /// A short description (the body of a server's error response).
     #[must_use]
     pub fn description(self) -> &'static str {
+        self.parts().1
+    }
+
+    fn parts(self) -> (u16, &'static str) {
         match self {
-            Error::Method => "invalid method",
-            Error::Target => "invalid request target",
-            Error::Version => "unsupported HTTP version",
-            Error::MalformedVersion => "malformed HTTP version",
-            Error::HeaderName => "invalid header name",
-            Error::HeaderValue => "invalid header value",
-            Error::NewLine => "invalid line ending",
-            Error::RequestLineTooLong => "request line too long",
-            Error::HeaderLineTooLong => "header line too long",
-            Error::TooManyHeaders => "too many headers",
-            Error::HeadTooLarge => "request head too large",
-            Error::MissingHost => "missing or invalid Host header",
-            Error::ContentLength => "invalid Content-Length",
-            Error::LengthAndChunked => "both Content-Length and Transfer-Encoding",
-            Error::UnsupportedTransferCoding => "unsupported Transfer-Encoding",
-            Error::ChunkSize => "invalid chunked body",
-            Error::BodyTooLarge => "request body too large",
-            Error::Expectation => "unsupported expectation",
-            Error::StatusLine => "invalid status line",
+            Error::Method => (400, "invalid method"),
+            Error::Target => (400, "invalid request target"),
+            Error::Version => (505, "unsupported HTTP version"),
+            Error::MalformedVersion => (400, "malformed HTTP version"),
+            Error::HeaderName => (400, "invalid header name"),
+            Error::HeaderValue => (400, "invalid header value"),
+            Error::NewLine => (400, "invalid line ending"),
+            Error::RequestLineTooLong => (414, "request line too long"),
+            Error::HeaderLineTooLong => (431, "header line too long"),
+            Error::TooManyHeaders => (431, "too many headers"),
+            Error::HeadTooLarge => (431, "request head too large"),
+            Error::MissingHost => (400, "missing or invalid Host header"),
+            Error::ContentLength => (400, "invalid Content-Length"),
+            Error::LengthAndChunked => (400, "both Content-Length and Transfer-Encoding"),
+            Error::UnsupportedTransferCoding => (501, "unsupported Transfer-Encoding"),
+            Error::ChunkSize => (400, "invalid chunked body"),
+            Error::BodyTooLarge => (413, "request body too large"),
+            Error::Expectation => (417, "unsupported expectation"),
+            Error::StatusLine => (502, "invalid status line"),
         }
     }
 }
@@ -322,8 +256,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Size bounds on what a peer may send, each checked as soon as the bytes
-/// that exceed it arrive.
+/// Size bounds on what a peer may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Longest request line, from the method to the end of the version
@@ -336,9 +269,9 @@ pub struct Limits {
     /// Most field lines in one head. Protects against the cost of thousands
     /// of tiny headers. Default 100.
     pub max_headers: usize,
-    /// Longest head, from the first byte (leading empty lines included) to
-    /// the end of the empty line. Bounds a connection's buffer before the
-    /// head is parsed. Values above `u32::MAX` act as `u32::MAX`. Default 64 KiB.
+    /// Longest head, leading empty lines and the final CRLF included. Bounds a
+    /// connection's buffer before the head is parsed. Capped at `u32::MAX`.
+    /// Default 64 KiB.
     pub max_head: usize,
     /// Longest body: the `Content-Length`, or the decoded size of a chunked
     /// body. Protects against uploads that fill memory. Default 1 MiB.
@@ -383,8 +316,7 @@ impl fmt::Display for Version {
     }
 }
 
-/// How a body is delimited (RFC 9112 6.3), from [`Request::body_framing`]
-/// or [`ResponseHead::body_framing`].
+/// How a body is delimited (RFC 9112 6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// No length is declared: a request has no body (6.3 rule 7), a
@@ -421,8 +353,7 @@ fn declared_framing<'a>(
     Ok(length.map_or(Framing::None, Framing::Length))
 }
 
-/// Every value of the fields named `name` (ignoring case), in order: the one
-/// header lookup of both heads.
+/// Every value of the fields named `name` (ignoring case), in order.
 fn find<'a, 'n, I>(fields: I, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n, I>
 where
     I: Iterator<Item = (&'a str, &'a str)>,
@@ -439,10 +370,8 @@ struct FieldSpan {
     value: (u32, u32),
 }
 
-/// What a scan that stopped at `view[i]` means when that byte cannot come
-/// next: a bare LF or a CR without LF is [`Error::NewLine`]; CRLF (the line
-/// ended too early) is `at_crlf`; a CR at the end of the buffer needs one
-/// more byte; any other byte is `other`.
+/// The error for an unexpected `view[i]`: bare LF or CR is `NewLine`, CRLF
+/// (line ended early) `at_crlf`, other bytes `other`; a final CR needs more.
 fn unexpected<T>(view: &[u8], i: usize, at_crlf: Error, other: Error) -> Result<Option<T>, Error> {
     match view.get(i) {
         Some(b'\n') => Err(Error::NewLine),
@@ -464,33 +393,31 @@ fn crlf(view: &[u8], i: usize) -> Result<Option<()>, Error> {
     }
 }
 
-/// The part of `view` a line starting at `start` may be scanned in (its
-/// `max` bytes plus one for the CR), and whether `view` holds all of it: a
-/// scan that runs off the end then means the line is too long.
+/// The part of `view` a line at `start` may use (`max` bytes and the CR), and
+/// whether `view` holds all of it (then running off the end means too long).
 fn line_bound(view: &[u8], start: usize, max: usize) -> (&[u8], bool) {
     let cap = start.saturating_add(max).saturating_add(1);
-    if view.len() >= cap {
-        (&view[..cap], true)
-    } else {
-        (view, false)
-    }
+    (&view[..cap.min(view.len())], view.len() >= cap)
 }
 
 /// A scan ran off the end of the line bound: too long, or more bytes needed.
 fn ran_off<T>(long: bool, error: Error) -> Result<Option<T>, Error> {
-    if long {
-        Err(error)
-    } else {
-        Ok(None)
-    }
+    long.then_some(error).map_or(Ok(None), Err)
 }
 
-/// The start line of a head ends at `view[line_end]` (its CR): `view` cut to
-/// [`Limits::max_head`], or `Ok(None)` while more bytes may come.
-fn head_view<'b>(buf: &'b [u8], limits: &Limits) -> (&'b [u8], bool) {
+/// Runs a head parser on `buf` cut to [`Limits::max_head`]: a head that is
+/// not complete within it is [`Error::HeadTooLarge`].
+fn within_head<T>(
+    buf: &[u8],
+    limits: &Limits,
+    parse: impl FnOnce(&[u8]) -> Result<Option<T>, Error>,
+) -> Result<Status<T>, Error> {
     let max_head = limits.max_head.min(u32::MAX as usize);
-    let truncated = buf.len() > max_head;
-    (if truncated { &buf[..max_head] } else { buf }, truncated)
+    match parse(&buf[..buf.len().min(max_head)])? {
+        Some(done) => Ok(Status::Complete(done)),
+        None if buf.len() > max_head => Err(Error::HeadTooLarge),
+        None => Ok(Status::Partial),
+    }
 }
 
 /// `*( field-line CRLF ) CRLF` from `view[pos..]`, spans counted from

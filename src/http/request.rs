@@ -3,25 +3,25 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::scan::find_eol;
+
 use super::{
-    crlf, declared_framing, find, head_view, line_bound, parse_fields, ran_off, scan, trim_ows,
-    unexpected, Error, FieldSpan, Framing, Limits, Status, Version, HOST, TCHAR, URI,
+    crlf, declared_framing, find, line_bound, parse_fields, ran_off, scan, trim_ows, unexpected,
+    within_head, Error, FieldSpan, Framing, Limits, Status, Version, HOST, TCHAR, URI,
 };
 
 /// A parsed request: the head (one string plus ranges into it), the body
-/// once the server has read it, and the peer address. Made by
-/// [`parse_head`] (or [`Request::parse`] in tests).
+/// once the server has read it, and the peer address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     /// The head from the request line to the final CRLF.
     head: String,
     method: (u32, u32),
     target: (u32, u32),
-    /// Where the path starts in the target (after an absolute-form authority).
+    /// After an absolute-form authority, if any.
     path_start: u32,
-    /// The authority of an absolute-form target.
     authority: Option<(u32, u32)>,
-    /// Index of the `?` in the target, if any.
+    /// The `?` in the target.
     query: Option<u32>,
     version: Version,
     fields: Vec<FieldSpan>,
@@ -44,11 +44,9 @@ impl fmt::Debug for Request {
 
 /// Parses a request head from the start of `buf`.
 ///
-/// `Complete((request, consumed))`: `consumed` counts the head, leading
-/// empty lines and the final empty line included (the bytes after it are
-/// not looked at). `Partial`: valid so far, call again with the longer
-/// buffer. An [`Error`] as soon as the bytes are enough to know the head is
-/// invalid or breaks a [`Limits`] bound.
+/// `Complete((request, consumed))`: `consumed` counts the head, leading and
+/// final empty lines included. An [`Error`] as soon as the bytes show the
+/// head is invalid or breaks a [`Limits`] bound.
 ///
 /// ```
 /// use stdsse::http::{parse_head, Error, Limits, Status};
@@ -59,12 +57,7 @@ impl fmt::Debug for Request {
 /// assert_eq!(parse_head(b"GET / HTTP/2.0\r\n", &limits), Err(Error::Version));
 /// ```
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Status<(Request, usize)>, Error> {
-    let (view, truncated) = head_view(buf, limits);
-    match parse_view(view, limits)? {
-        Some(done) => Ok(Status::Complete(done)),
-        None if truncated => Err(Error::HeadTooLarge),
-        None => Ok(Status::Partial),
-    }
+    within_head(buf, limits, |view| parse_view(view, limits))
 }
 
 /// Parses a head that must lie within `view`; `None`: more bytes needed.
@@ -118,13 +111,10 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
         }
     };
     let version_start = target_end + 1;
-    let version_end = line[version_start..]
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .map_or(line.len(), |at| version_start + at);
-    if version_end == line.len() {
+    let Some(version_len) = find_eol(&line[version_start..]) else {
         return ran_off(long, Error::RequestLineTooLong);
-    }
+    };
+    let version_end = version_start + version_len;
     if crlf(view, version_end)?.is_none() {
         return Ok(None);
     }
@@ -166,28 +156,18 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
     };
     // RFC 9112 3.2: one Host in HTTP/1.1, at most one in HTTP/1.0, valid.
     let mut hosts = request.header_all("host");
-    let host_ok = match (hosts.next(), hosts.next()) {
-        (None, _) => version == Version::Http10,
-        (Some(host), None) => super::all_in(host.as_bytes(), &HOST, false),
-        _ => false,
-    };
-    drop(hosts);
-    if !host_ok {
-        return Err(Error::MissingHost);
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::Http10 => {}
+        (Some(host), None) if super::all_in(host.as_bytes(), &HOST, false) => {}
+        _ => return Err(Error::MissingHost),
     }
+    drop(hosts);
     Ok(Some((request, end)))
 }
 
 impl Request {
-    /// Parses a whole head with the default [`Limits`]; the bytes after it
-    /// become the body as they are. For tests and tools; an incomplete head
-    /// is [`Error::NewLine`].
-    ///
-    /// ```
-    /// let request = stdsse::http::Request::parse(b"POST /send HTTP/1.1\r\nHost: a\r\n\r\nhello")?;
-    /// assert_eq!(request.body(), b"hello");
-    /// # Ok::<(), stdsse::http::Error>(())
-    /// ```
+    /// Parses a whole head with the default [`Limits`], the bytes after it as
+    /// the body (for tests and tools; an incomplete head is [`Error::NewLine`]).
     pub fn parse(buf: &[u8]) -> Result<Request, Error> {
         match parse_head(buf, &Limits::default())? {
             Status::Complete((mut request, consumed)) => {
@@ -208,15 +188,13 @@ impl Request {
         self.span(self.method)
     }
 
-    /// The raw request-target: path and query, still percent-encoded (or
-    /// `*`, or the whole URL of an absolute-form target).
+    /// The raw request-target, still percent-encoded.
     #[must_use]
     pub fn target(&self) -> &str {
         self.span(self.target)
     }
 
-    /// The path: the target up to the first `?`, after an absolute-form
-    /// authority, not decoded; an empty path is `/` (RFC 9110 4.2.3).
+    /// The path, not decoded; an empty path is `/` (RFC 9110 4.2.3).
     #[must_use]
     pub fn path(&self) -> &str {
         match self.span((self.path_start, self.query.unwrap_or(self.target.1))) {
@@ -225,9 +203,8 @@ impl Request {
         }
     }
 
-    /// The authority of an absolute-form target, else the `Host` value (RFC
-    /// 9112 3.2.2: the server "MUST ignore the received Host header field"
-    /// then). `None` for an HTTP/1.0 request without either.
+    /// The authority of an absolute-form target, else `Host` (RFC 9112
+    /// 3.2.2: the server "MUST ignore the received Host header field" then).
     #[must_use]
     pub fn authority(&self) -> Option<&str> {
         self.authority
@@ -241,8 +218,7 @@ impl Request {
         self.query.map(|q| self.span((q + 1, self.target.1)))
     }
 
-    /// The decoded value of the first query parameter named `name`
-    /// (compared after decoding). See [`decode_query`].
+    /// The decoded value of the first query parameter named `name`.
     #[must_use]
     pub fn query_param(&self, name: &str) -> Option<String> {
         query_pairs(self.query()?)
@@ -250,7 +226,7 @@ impl Request {
             .map(|(_, v)| percent_decode(v))
     }
 
-    /// All query parameters, decoded, in order. See [`decode_query`].
+    /// All query parameters, decoded, in order.
     #[must_use]
     pub fn query_params(&self) -> Vec<(String, String)> {
         decode_query(self.query().unwrap_or(""))
@@ -283,9 +259,8 @@ impl Request {
             .map(move |f| (self.span(f.name), self.span(f.value)))
     }
 
-    /// Whether the connection persists after this request (RFC 9112 9.3):
-    /// HTTP/1.1 unless `Connection` lists `close`; HTTP/1.0 only if it
-    /// lists `keep-alive` (and not `close`).
+    /// Whether the connection persists (RFC 9112 9.3): HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `keep-alive` (and no `close`).
     #[must_use]
     pub fn keep_alive(&self) -> bool {
         let has = |option: &str| {
@@ -296,10 +271,8 @@ impl Request {
         !has("close") && (self.version == Version::Http11 || has("keep-alive"))
     }
 
-    /// Whether the client waits for `100 Continue` (RFC 9110 10.1.1):
-    /// `Expect: 100-continue` is `Ok(true)` (`Ok(false)` in HTTP/1.0, which
-    /// a server MUST ignore), none is `Ok(false)`, anything else is
-    /// [`Error::Expectation`].
+    /// Whether the client waits for `100 Continue` (RFC 9110 10.1.1; a server
+    /// MUST ignore it in HTTP/1.0); an unknown `Expect` is [`Error::Expectation`].
     pub fn expects_continue(&self) -> Result<bool, Error> {
         let mut expects = false;
         for value in self.header_all("expect") {
@@ -312,15 +285,8 @@ impl Request {
     }
 
     /// How the body is delimited (RFC 9112 6.3), checked against `limits`.
-    ///
-    /// Both `Transfer-Encoding` and `Content-Length` is
-    /// [`Error::LengthAndChunked`] (the classic smuggling set-up); a
-    /// `Transfer-Encoding` must be exactly `chunked` and HTTP/1.1
-    /// ([`Error::UnsupportedTransferCoding`]); every `Content-Length`
-    /// element must be `1*DIGIT` and all equal (`5, 5` is 5; `5, 6`, `-1`,
-    /// `+5` and `5,` are [`Error::ContentLength`]); a length above
-    /// [`Limits::max_body`] is [`Error::BodyTooLarge`]. Neither is
-    /// [`Framing::None`], no body.
+    /// Both `Transfer-Encoding` and `Content-Length` (the classic smuggling
+    /// set-up) is [`Error::LengthAndChunked`]; `5, 5` is 5, `5, 6` an error.
     pub fn body_framing(&self, limits: &Limits) -> Result<Framing, Error> {
         let chunked = self.header("transfer-encoding").is_some();
         if chunked && self.header("content-length").is_some() {
@@ -367,16 +333,9 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
 }
 
-/// Decodes a query string as HTML forms encode it
-/// (`application/x-www-form-urlencoded`, WHATWG URL): split on `&`, empty
-/// pieces skipped, the first `=` splits name from value (none: empty
-/// value), each part decoded with [`percent_decode`].
-///
-/// ```
-/// let pairs = stdsse::http::decode_query("a=1&b=two+words&c=%41%zz&d&&=x");
-/// let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-/// assert_eq!(pairs, [("a", "1"), ("b", "two words"), ("c", "A%zz"), ("d", ""), ("", "x")]);
-/// ```
+/// Decodes a query string as `application/x-www-form-urlencoded` (WHATWG
+/// URL): split on `&`, empty pieces skipped, the first `=` splits name from
+/// value, each part decoded with [`percent_decode`].
 #[must_use]
 pub fn decode_query(query: &str) -> Vec<(String, String)> {
     query_pairs(query)
@@ -386,12 +345,6 @@ pub fn decode_query(query: &str) -> Vec<(String, String)> {
 
 /// Decodes one query component: `+` is a space, `%XX` that byte, a `%`
 /// without two hex digits is kept; bytes that are not UTF-8 become U+FFFD.
-///
-/// ```
-/// use stdsse::http::percent_decode;
-/// assert_eq!(percent_decode("caf%C3%A9+au+lait"), "café au lait");
-/// assert_eq!((percent_decode("100%"), percent_decode("%FF")), ("100%".into(), "\u{FFFD}".into()));
-/// ```
 #[must_use]
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -433,26 +386,21 @@ mod tests {
 
     #[test]
     fn huge_and_zero_limits() {
-        let max = Limits {
-            max_request_line: usize::MAX,
-            max_header_line: usize::MAX,
-            max_headers: usize::MAX,
-            max_head: usize::MAX,
-            max_body: usize::MAX,
+        let limits = |n| Limits {
+            max_request_line: n,
+            max_header_line: n,
+            max_headers: n,
+            max_head: n,
+            max_body: n,
         };
+        let max = limits(usize::MAX);
         let head = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n";
         let Ok(Status::Complete((request, _))) = parse_head(head, &max) else {
             panic!()
         };
         assert_eq!(request.body_framing(&max), Ok(Framing::Length(u64::MAX)));
         assert_eq!(parse_head(b"GET / HTTP/1.1", &max), Ok(Status::Partial));
-        let zero = Limits {
-            max_request_line: 0,
-            max_header_line: 0,
-            max_headers: 0,
-            max_head: 0,
-            max_body: 0,
-        };
+        let zero = limits(0);
         assert_eq!(parse_head(b"", &zero), Ok(Status::Partial));
         assert_eq!(parse_head(b"G", &zero), Err(Error::HeadTooLarge));
         let zero = Limits {

@@ -2,13 +2,12 @@
 //! the client uses.
 
 use super::{
-    crlf, declared_framing, find, head_view, line_bound, parse_fields, ran_off, scan_value,
-    valid_field, Error, Framing, Limits, Status, Version,
+    crlf, declared_framing, find, line_bound, parse_fields, ran_off, scan_value, valid_field,
+    within_head, Error, Framing, Limits, Status, Version,
 };
 use crate::scan::push_decimal;
 
-/// A response with a complete body, built by the application and written by
-/// the server.
+/// A response with a complete body.
 ///
 /// ```
 /// use stdsse::http::Response;
@@ -20,21 +19,19 @@ use crate::scan::push_decimal;
 /// assert!(!Response::new(200).header("X-Evil", "a\r\nSet-Cookie: x").is_valid());
 /// ```
 ///
-/// The server owns the framing: it writes `Content-Length` and `Connection`
-/// itself and drops any `Content-Length`, `Transfer-Encoding` or
-/// `Connection` set here.
+/// The server writes `Content-Length` and `Connection` itself and drops
+/// those and `Transfer-Encoding` set here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-    /// Why the response cannot be written as it is, if it cannot.
+    /// Why it cannot be written as it is.
     invalid: Option<&'static str>,
 }
 
 impl Response {
-    /// A response with this status and an empty body; a status outside
-    /// 100..=999 makes it invalid (see [`Response::is_valid`]).
+    /// An empty response; a status outside 100..=999 makes it invalid.
     #[must_use]
     pub fn new(status: u16) -> Response {
         let invalid = (!(100..=999).contains(&status)).then_some("invalid response status");
@@ -67,13 +64,9 @@ impl Response {
             .body(body)
     }
 
-    /// Appends a header (repeats are kept, in order).
-    ///
-    /// A name that is not a token or a value that is not a `field-value`
-    /// (RFC 9110 5.1, 5.5: CR, LF, NUL, other controls but HTAB, DEL) would
-    /// split the response: it is not stored, and the response is marked
-    /// invalid, so the server writes `500` with the body `invalid response
-    /// header` instead. Building stays infallible; nothing invalid is sent.
+    /// Appends a header. A name that is not a token or a value that is not a
+    /// `field-value` (RFC 9110 5.1, 5.5) would split the response: it is not
+    /// stored, and the server writes `500` instead.
     #[must_use]
     pub fn header(self, name: &str, value: &str) -> Response {
         self.checked_header(name, value, &[])
@@ -91,7 +84,7 @@ impl Response {
         self
     }
 
-    /// Sets the body (replacing any earlier body).
+    /// Sets the body.
     #[must_use]
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
         self.body = body.into();
@@ -107,11 +100,7 @@ impl Response {
     /// The value of the first header named `name` (ignoring case).
     #[must_use]
     pub fn get_header(&self, name: &str) -> Option<&str> {
-        find(
-            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            name,
-        )
-        .next()
+        find(pairs(&self.headers), name).next()
     }
 
     /// The body.
@@ -120,23 +109,19 @@ impl Response {
         &self.body
     }
 
-    /// Whether the response can be written as built (else the server writes
-    /// a `500`).
+    /// Whether the response can be written as built (else a `500` is).
     #[must_use]
     pub fn is_valid(&self) -> bool {
         self.invalid.is_none()
     }
 
-    /// Why the response is invalid, if it is (the body of the `500`).
+    /// Why the response is invalid (the body of the `500`).
     pub(crate) fn invalid_reason(&self) -> Option<&'static str> {
         self.invalid
     }
 
-    /// Appends the whole response to `out`: the status line with `version`,
-    /// the headers, `Content-Length` (none, and no body, for 1xx, 204 and
-    /// 304), `Connection: close` when `close` (or `keep-alive` for an
-    /// HTTP/1.0 connection that stays open), then the body unless
-    /// `head_only`. An invalid response is replaced by a `500`.
+    /// Appends the response (an invalid one as a `500`); 1xx, 204 and 304
+    /// have no `Content-Length` and no body (RFC 9110 8.6).
     pub(crate) fn write_to(
         &self,
         out: &mut Vec<u8>,
@@ -177,7 +162,7 @@ impl Response {
         }
     }
 
-    /// Appends the header lines but the framing ones the server owns.
+    /// Appends the header lines but the framing ones.
     pub(crate) fn write_headers(&self, out: &mut Vec<u8>) {
         for (name, value) in &self.headers {
             let owned = ["content-length", "transfer-encoding", "connection"];
@@ -190,17 +175,16 @@ impl Response {
     }
 }
 
-/// A parsed response head: the status code and the fields, in order (names
-/// as received, values trimmed, bytes that are not UTF-8 as U+FFFD).
+/// A parsed response head (bytes that are not UTF-8 as U+FFFD).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
     status: u16,
     headers: Vec<(String, String)>,
 }
 
-/// Parses a response head from the start of `buf`, with the grammar and
-/// [`Limits`] of [`parse_head`](super::parse_head) (`max_request_line`
-/// bounds the status line). `Complete((head, consumed))` or `Partial`.
+/// Parses a response head from the start of `buf`, as
+/// [`parse_head`](super::parse_head) does (`max_request_line` bounds the
+/// status line).
 ///
 /// ```
 /// use stdsse::http::{parse_response_head, Limits, Status};
@@ -216,39 +200,39 @@ pub fn parse_response_head(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Status<(ResponseHead, usize)>, Error> {
-    let (view, truncated) = head_view(buf, limits);
-    // status-line = "HTTP/1." DIGIT SP 3DIGIT [ SP reason-phrase ] CRLF
-    let (line, long) = line_bound(view, 0, limits.max_request_line);
-    let line_end = scan_value(line, 0);
-    let parsed = match line.get(line_end) {
-        None => ran_off(long, Error::RequestLineTooLong),
-        Some(_) if !status_line(&line[..line_end]) => Err(Error::StatusLine),
-        Some(_) => match crlf(view, line_end)? {
-            None => Ok(None),
-            Some(()) => {
-                let mut fields = Vec::new();
-                parse_fields(view, line_end + 2, 0, limits, &mut fields)
-                    .map(|end| end.map(|end| (fields, end)))
-            }
-        },
-    };
-    match parsed? {
-        Some((fields, end)) => {
-            let text = |(from, to): (u32, u32)| {
-                String::from_utf8_lossy(&view[from as usize..to as usize]).into_owned()
-            };
-            let status = line[9..12]
-                .iter()
-                .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
-            let headers = fields
-                .into_iter()
-                .map(|f| (text(f.name), text(f.value)))
-                .collect();
-            Ok(Status::Complete((ResponseHead { status, headers }, end)))
+    within_head(buf, limits, |view| {
+        // status-line = "HTTP/1." DIGIT SP 3DIGIT [ SP reason-phrase ] CRLF
+        let (line, long) = line_bound(view, 0, limits.max_request_line);
+        let line_end = scan_value(line, 0);
+        match line.get(line_end) {
+            None => return ran_off(long, Error::RequestLineTooLong),
+            Some(_) if !status_line(&line[..line_end]) => return Err(Error::StatusLine),
+            Some(_) => {}
         }
-        None if truncated => Err(Error::HeadTooLarge),
-        None => Ok(Status::Partial),
-    }
+        let mut fields = Vec::new();
+        if crlf(view, line_end)?.is_none() {
+            return Ok(None);
+        }
+        let Some(end) = parse_fields(view, line_end + 2, 0, limits, &mut fields)? else {
+            return Ok(None);
+        };
+        let text = |(from, to): (u32, u32)| {
+            String::from_utf8_lossy(&view[from as usize..to as usize]).into_owned()
+        };
+        let status = line[9..12]
+            .iter()
+            .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
+        let headers = fields
+            .into_iter()
+            .map(|f| (text(f.name), text(f.value)))
+            .collect();
+        Ok(Some((ResponseHead { status, headers }, end)))
+    })
+}
+
+/// The headers as `(&str, &str)`.
+fn pairs(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
 }
 
 /// Whether `line` is `HTTP/1.` DIGIT SP 3DIGIT [ SP reason ], code >= 100.
@@ -271,7 +255,7 @@ impl ResponseHead {
         self.status
     }
 
-    /// The fields, in order, names as received.
+    /// The fields, in order.
     #[must_use]
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
@@ -288,16 +272,11 @@ impl ResponseHead {
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-        find(
-            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            name,
-        )
+        find(pairs(&self.headers), name)
     }
 
-    /// How the body of this answer to a `method` request is delimited (RFC
-    /// 9112 6.3): none for `HEAD`; else `Transfer-Encoding` (exactly
-    /// `chunked`) over `Content-Length` (as for a request), else
-    /// [`Framing::None`]: until the connection closes.
+    /// How the body of this answer to `method` is delimited (RFC 9112 6.3;
+    /// none for `HEAD`).
     pub fn body_framing(&self, method: &str) -> Result<Framing, Error> {
         if method == "HEAD" {
             return Ok(Framing::Length(0));
@@ -309,57 +288,27 @@ impl ResponseHead {
     }
 }
 
-/// The reason phrase for a status code (RFC 9110 section 15, plus 429 from
-/// RFC 6585), or `"Unknown"`.
+/// The reason phrase for a status code (RFC 9110 15, RFC 6585), or `"Unknown"`.
 #[must_use]
+#[rustfmt::skip]
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        205 => "Reset Content",
-        206 => "Partial Content",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        305 => "Use Proxy",
-        307 => "Temporary Redirect",
+        100 => "Continue", 101 => "Switching Protocols",
+        200 => "OK", 201 => "Created", 202 => "Accepted", 203 => "Non-Authoritative Information",
+        204 => "No Content", 205 => "Reset Content", 206 => "Partial Content",
+        300 => "Multiple Choices", 301 => "Moved Permanently", 302 => "Found", 303 => "See Other",
+        304 => "Not Modified", 305 => "Use Proxy", 307 => "Temporary Redirect",
         308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Content",
-        426 => "Upgrade Required",
-        428 => "Precondition Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
+        400 => "Bad Request", 401 => "Unauthorized", 402 => "Payment Required", 403 => "Forbidden",
+        404 => "Not Found", 405 => "Method Not Allowed", 406 => "Not Acceptable",
+        407 => "Proxy Authentication Required", 408 => "Request Timeout", 409 => "Conflict",
+        410 => "Gone", 411 => "Length Required", 412 => "Precondition Failed",
+        413 => "Content Too Large", 414 => "URI Too Long", 415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable", 417 => "Expectation Failed", 421 => "Misdirected Request",
+        422 => "Unprocessable Content", 426 => "Upgrade Required", 428 => "Precondition Required",
+        429 => "Too Many Requests", 431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error", 501 => "Not Implemented", 502 => "Bad Gateway",
+        503 => "Service Unavailable", 504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
