@@ -22,6 +22,7 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 const READ_BUF: usize = 16 * 1024;
 
 /// What the client and its close handles share.
+#[derive(Default)]
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled by `close` and by a finished connection attempt.
