@@ -49,7 +49,7 @@ use crate::http::{self, reason_phrase, Framing, ResponseHead};
 use crate::parser::{Item, MessageEvent, ParseError, Parser};
 use crate::scan::parse_decimal;
 use connect::{exchange, Body, Shared};
-use url::{Url, UrlError};
+use url::Url;
 
 mod connect;
 mod url;
@@ -586,7 +586,7 @@ impl ClientBuilder {
     /// assert!(matches!(error, ClientError::Https { .. }));
     /// ```
     pub fn build(self) -> Result<Client, ClientError> {
-        let url = Url::parse(&self.url).map_err(|e| e.into_error(&self.url))?;
+        let url = Url::parse(&self.url)?;
         if let Some(error) = self.error {
             return Err(error);
         }
@@ -988,13 +988,11 @@ fn judge(
             }
             let next = url.join(location).map_err(|e| {
                 Failure::Final(match e {
-                    UrlError::Https => ClientError::Https {
-                        url: location.to_owned(),
-                    },
-                    UrlError::Invalid(_) => ClientError::InvalidLocation {
+                    ClientError::Url { .. } => ClientError::InvalidLocation {
                         status,
                         location: location.to_owned(),
                     },
+                    https => https,
                 })
             })?;
             // Fetch, HTTP-redirect fetch, steps 11 and 13.
