@@ -21,14 +21,14 @@ const MAX_HEAD: usize = 64 * 1024;
 const READ_BUF: usize = 16 * 1024;
 
 /// What the client and its close handles share.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Shared {
     state: Mutex<State>,
     /// Signalled by `close`, `restart` and a finished connection attempt.
     wake: Condvar,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) closed: bool,
     /// `restart` was called and `next` has not acted on it yet.

@@ -364,6 +364,17 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> ClientBuilder {
+            self.$name = value;
+            self
+        }
+    )*};
+}
+
 /// Settings for a [`Client`], from [`Client::builder`]. Setters never fail:
 /// [`build`](ClientBuilder::build) reports the first invalid value.
 #[derive(Clone)]
@@ -401,18 +412,7 @@ impl fmt::Debug for ClientBuilder {
             .field("headers", &names)
             .field("body_len", &self.body.as_ref().map(Vec::len))
             .field("last_event_id", &self.last_event_id)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("head_timeout", &self.head_timeout)
-            .field("retry", &self.retry)
-            .field("retry_bounds", &(self.retry_floor, self.retry_ceiling))
-            .field("retry_server_errors", &self.retry_server_errors)
-            .field("max_redirects", &self.max_redirects)
-            .field("max_event_size", &self.max_event_size)
-            .field("comments", &self.comments)
-            .field("states", &self.states)
-            .field("check_response", &self.check.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -468,39 +468,36 @@ impl ClientBuilder {
         self
     }
 
-    /// How long resolving and connecting may take together. Default 10 s;
-    /// at least 1 ms.
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
-        self.connect_timeout = timeout.max(MIN_TIMEOUT);
-        self
-    }
-
-    /// The connection is taken for dead after this long without a byte,
-    /// keep-alives included; also bounds each blocked write. Protects against
-    /// half-open connections. Default 45 s (three missed 15 s keep-alives);
-    /// `None` waits forever; at least 1 ms.
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ClientBuilder {
-        self.idle_timeout = timeout.map(|t| t.max(MIN_TIMEOUT));
-        self
-    }
-
-    /// How long the whole response head may take, `1xx` answers included.
-    /// Protects against a head dripped a byte at a time or endless `1xx`
-    /// (which the idle timeout never sees). Default 30 s; at least 1 ms.
-    #[must_use]
-    pub fn head_timeout(mut self, timeout: Duration) -> ClientBuilder {
-        self.head_timeout = timeout.max(MIN_TIMEOUT);
-        self
-    }
-
-    /// The reconnection time until the server sends `retry:`. Default 3 s,
-    /// as in browsers; used as given (zero reconnects at once).
-    #[must_use]
-    pub fn retry(mut self, delay: Duration) -> ClientBuilder {
-        self.retry = delay;
-        self
+    setters! {
+        /// How long resolving and connecting may take together. Default 10 s;
+        /// at least 1 ms.
+        connect_timeout: Duration;
+        /// The connection is taken for dead after this long without a byte,
+        /// keep-alives included; also bounds each blocked write. Protects
+        /// against half-open connections. Default 45 s (three missed 15 s
+        /// keep-alives); `None` waits forever; at least 1 ms.
+        idle_timeout: Option<Duration>;
+        /// How long the whole response head may take, `1xx` answers included.
+        /// Protects against a head dripped a byte at a time or endless `1xx`
+        /// (which the idle timeout never sees). Default 30 s; at least 1 ms.
+        head_timeout: Duration;
+        /// The reconnection time until the server sends `retry:`. Default 3 s,
+        /// as in browsers; used as given (zero reconnects at once).
+        retry: Duration;
+        /// Whether `5xx` and `429` are retried (at least as long as
+        /// `Retry-After` asks, within the retry bounds) rather than final, as
+        /// in browsers. Default `true`: clients must not stop in an overload.
+        retry_server_errors: bool;
+        /// How many redirects are followed in a row. Protects against loops.
+        /// Default 10; 0 follows none.
+        max_redirects: u32;
+        /// The largest event, as [`Parser::max_event_size`] counts; a larger
+        /// one is skipped. Protects against an endless event. Default 16 MiB.
+        max_event_size: usize;
+        /// Also yield comments. Default off.
+        comments: bool;
+        /// Also yield the connection states. Default off.
+        states: bool;
     }
 
     /// The bounds of a server's `retry:` and the ceiling of the backoff.
@@ -508,47 +505,7 @@ impl ClientBuilder {
     /// sleep). Default 100 ms to 60 s; a floor above the ceiling raises it.
     #[must_use]
     pub fn retry_bounds(mut self, floor: Duration, ceiling: Duration) -> ClientBuilder {
-        self.retry_floor = floor;
-        self.retry_ceiling = ceiling.max(floor);
-        self
-    }
-
-    /// Whether `5xx` and `429` are retried (at least as long as
-    /// `Retry-After` asks, within the retry bounds) rather than final, as in
-    /// browsers. Default `true`: clients must not stop during an overload.
-    #[must_use]
-    pub fn retry_server_errors(mut self, yes: bool) -> ClientBuilder {
-        self.retry_server_errors = yes;
-        self
-    }
-
-    /// How many redirects are followed in a row. Protects against loops.
-    /// Default 10; 0 follows none.
-    #[must_use]
-    pub fn max_redirects(mut self, max: u32) -> ClientBuilder {
-        self.max_redirects = max;
-        self
-    }
-
-    /// The largest event, as [`Parser::max_event_size`] counts; a larger one
-    /// is skipped. Protects against an endless event. Default 16 MiB.
-    #[must_use]
-    pub fn max_event_size(mut self, bytes: usize) -> ClientBuilder {
-        self.max_event_size = bytes;
-        self
-    }
-
-    /// Also yield comments. Default off.
-    #[must_use]
-    pub fn comments(mut self, yes: bool) -> ClientBuilder {
-        self.comments = yes;
-        self
-    }
-
-    /// Also yield the connection states. Default off.
-    #[must_use]
-    pub fn states(mut self, yes: bool) -> ClientBuilder {
-        self.states = yes;
+        (self.retry_floor, self.retry_ceiling) = (floor, ceiling);
         self
     }
 
@@ -585,11 +542,15 @@ impl ClientBuilder {
     /// let error = Client::builder("https://example.com/events").build().unwrap_err();
     /// assert!(matches!(error, ClientError::Https { .. }));
     /// ```
-    pub fn build(self) -> Result<Client, ClientError> {
+    pub fn build(mut self) -> Result<Client, ClientError> {
         let url = Url::parse(&self.url)?;
         if let Some(error) = self.error {
             return Err(error);
         }
+        self.connect_timeout = self.connect_timeout.max(MIN_TIMEOUT);
+        self.head_timeout = self.head_timeout.max(MIN_TIMEOUT);
+        self.idle_timeout = self.idle_timeout.map(|t| t.max(MIN_TIMEOUT));
+        self.retry_ceiling = self.retry_ceiling.max(self.retry_floor);
         let parser = Parser::new()
             .last_event_id(self.last_event_id.clone())
             .max_event_size(self.max_event_size);
@@ -641,17 +602,9 @@ impl fmt::Debug for Client {
 }
 
 /// Stops or restarts a [`Client`] from another thread.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CloseHandle {
     shared: Arc<Shared>,
-}
-
-impl fmt::Debug for CloseHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CloseHandle")
-            .field("closed", &self.is_closed())
-            .finish()
-    }
 }
 
 impl CloseHandle {
@@ -1167,26 +1120,14 @@ mod tests {
         ] {
             assert_eq!(after(value), Some(secs), "{value:?}");
         }
-        for bad in [
-            "-1",
-            "1.5",
-            "99999999999999999999999",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
-            "Sun, 06 Nov 1994 08:49:37 UTC",
-            "sun, 06 Nov 1994 08:49:37 GMT",
-            "Sun, 6 Nov 1994 08:49:37 GMT",
-            "Sun, 06 nov 1994 08:49:37 GMT",
-            "",
-            "1 s",
-            "Sun, 06 Nov 94 08:49:37 GMT",
-            "Sun, 00 Nov 1994 08:49:37 GMT",
-            "Sun, 06 Nov 1994 24:00:00 GMT",
-            "Sun, 06 Nov 1994 08:60:00 GMT",
-            "Sun, 06 Nov 1994 08:49 GMT",
-            "Sun, 06 Nov 1994 08:49:37:00 GMT",
-            "Sun, 06 Nov 1994  08:49:37 GMT",
-        ] {
+        let bad = "|-1|1.5|1 s|99999999999999999999999|Sunday, 06-Nov-94 08:49:37 GMT|\
+                   Sun Nov  6 08:49:37 1994|Sun, 06 Nov 1994 08:49:37 UTC|\
+                   sun, 06 Nov 1994 08:49:37 GMT|Sun, 6 Nov 1994 08:49:37 GMT|\
+                   Sun, 06 nov 1994 08:49:37 GMT|Sun, 06 Nov 94 08:49:37 GMT|\
+                   Sun, 00 Nov 1994 08:49:37 GMT|Sun, 06 Nov 1994 24:00:00 GMT|\
+                   Sun, 06 Nov 1994 08:60:00 GMT|Sun, 06 Nov 1994 08:49 GMT|\
+                   Sun, 06 Nov 1994 08:49:37:00 GMT|Sun, 06 Nov 1994  08:49:37 GMT";
+        for bad in bad.split('|') {
             assert_eq!(after(bad), None, "{bad:?}");
         }
     }
