@@ -17,6 +17,16 @@ use crate::util::wait_until;
 
 /// The largest response head accepted, interim `1xx` heads included.
 const MAX_HEAD: usize = 64 * 1024;
+/// What a request to another origin does not carry (Fetch, HTTP-redirect
+/// fetch, step 14), and the fields that describe a body a redirect dropped
+/// (step 13).
+const CREDENTIALS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "host"];
+const BODY_FIELDS: [&str; 4] = [
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "content-location",
+];
 /// The read buffer of a connection.
 const READ_BUF: usize = 16 * 1024;
 
@@ -134,14 +144,7 @@ impl Shared {
     /// Forgets `stream` as the current connection (it closes when the last
     /// reference goes).
     pub(super) fn release(&self, stream: &Arc<TcpStream>) {
-        let mut state = self.lock();
-        if state
-            .stream
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, stream))
-        {
-            state.stream = None;
-        }
+        self.lock().stream.take_if(|s| Arc::ptr_eq(s, stream));
     }
 }
 
@@ -193,18 +196,9 @@ pub(super) fn exchange(
 /// The request head and body.
 fn request_bytes(config: &ClientBuilder, url: &Url, hop: &Hop, last_event_id: &str) -> Vec<u8> {
     let body = config.body.as_deref().filter(|_| hop.send_body);
-    // Headers a redirect to another origin must not carry, and headers that
-    // describe a body a redirect dropped (Fetch, HTTP-redirect fetch).
     let dropped = |name: &str| {
-        let any = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-        (hop.cross_origin && any(&["authorization", "cookie", "proxy-authorization", "host"]))
-            || (!hop.send_body
-                && any(&[
-                    "content-type",
-                    "content-encoding",
-                    "content-language",
-                    "content-location",
-                ]))
+        let any = |names: [&str; 4]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+        (hop.cross_origin && any(CREDENTIALS)) || (!hop.send_body && any(BODY_FIELDS))
     };
     let custom: Vec<(&str, &str)> = config
         .headers
