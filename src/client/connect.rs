@@ -71,12 +71,13 @@ impl Shared {
         std::mem::take(&mut self.lock().restart)
     }
 
-    /// Wakes the client wherever it blocks: a running connection attempt
-    /// delivers to nobody, the connection is shut down (ending a blocked
-    /// read or write), and a sleep or a wait for a connection ends.
-    pub(super) fn interrupt(&self, state: &mut State) {
-        state.attempt = state.attempt.wrapping_add(1);
-        state.connected = None;
+    /// Applies `change`, then wakes the client wherever it blocks: a running
+    /// connection attempt delivers to nobody, the connection is shut down
+    /// (ending a blocked read or write), and a sleep or a wait ends.
+    pub(super) fn interrupt(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.lock();
+        change(&mut state);
+        abandon(&mut state);
         if let Some(stream) = state.stream.take() {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -105,12 +106,7 @@ impl Shared {
     ) -> Result<Arc<TcpStream>, Failure> {
         let failed = |e| Failure::Retry(Disconnect::Connect(e));
         let deadline = Instant::now().checked_add(timeout);
-        let attempt = {
-            let mut state = self.lock();
-            state.attempt = state.attempt.wrapping_add(1);
-            state.connected = None;
-            state.attempt
-        };
+        let attempt = abandon(&mut self.lock());
         let (shared, address) = (Arc::clone(self), url.address());
         let spawned = thread::Builder::new()
             .name("stdsse-connect".into())
@@ -134,7 +130,7 @@ impl Shared {
                 return Ok(stream);
             }
             state = wait_until(&self.wake, state, deadline).map_err(|mut state| {
-                state.attempt = state.attempt.wrapping_add(1);
+                abandon(&mut state);
                 let why = format!("connect timed out after {} ms", timeout.as_millis());
                 failed(io::Error::new(io::ErrorKind::TimedOut, why))
             })?;
@@ -146,6 +142,14 @@ impl Shared {
     pub(super) fn release(&self, stream: &Arc<TcpStream>) {
         self.lock().stream.take_if(|s| Arc::ptr_eq(s, stream));
     }
+}
+
+/// Abandons the running connection attempt: its result goes to nobody.
+/// Returns the number of the next attempt.
+fn abandon(state: &mut State) -> u64 {
+    state.connected = None;
+    state.attempt = state.attempt.wrapping_add(1);
+    state.attempt
 }
 
 /// Resolves `address` and tries each of its addresses until `deadline`.

@@ -306,9 +306,7 @@ impl CloseHandle {
     /// before a reconnect is cut short, and the iterator returns `None` from
     /// then on, at once even if it blocks in another thread.
     pub fn close(&self) {
-        let mut state = self.shared.lock();
-        state.closed = true;
-        self.shared.interrupt(&mut state);
+        self.shared.interrupt(|state| state.closed = true);
     }
 
     /// Drops the connection (or the attempt, or the sleep) and connects
@@ -317,11 +315,8 @@ impl CloseHandle {
     /// it shows as [`Disconnect::Restart`] and `Retrying(0)`. Does nothing
     /// once the client has stopped.
     pub fn restart(&self) {
-        let mut state = self.shared.lock();
-        if !state.closed {
-            state.restart = true;
-            self.shared.interrupt(&mut state);
-        }
+        self.shared
+            .interrupt(|state| state.restart |= !state.closed);
     }
 
     /// Whether [`close`](CloseHandle::close) was called.
@@ -551,8 +546,7 @@ impl FusedIterator for Client {}
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        self.shared.interrupt(&mut state);
+        self.shared.interrupt(|_| {});
     }
 }
 
