@@ -4,8 +4,6 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
-use crate::util::wait_until;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,31 +13,42 @@ use crate::http::{
     parse_response_head, ChunkedDecoder, Error, Framing, Limits, ResponseHead, Status,
 };
 use crate::parser::Parser;
+use crate::util::wait_until;
 
 /// The largest response head accepted, interim `1xx` heads included.
-pub(super) const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 64 * 1024;
+/// What a request to another origin does not carry (Fetch, HTTP-redirect
+/// fetch, step 14), and the fields that describe a body a redirect dropped
+/// (step 13).
+const CREDENTIALS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "host"];
+const BODY_FIELDS: [&str; 4] = [
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "content-location",
+];
 /// The read buffer of a connection.
 const READ_BUF: usize = 16 * 1024;
 
 /// What the client and its close handles share.
+#[derive(Debug, Default)]
 pub(super) struct Shared {
-    pub(super) state: Mutex<State>,
-    /// Signalled by `close` and by a finished connection attempt.
-    pub(super) wake: Condvar,
+    state: Mutex<State>,
+    /// Signalled by `close`, `restart` and a finished connection attempt.
+    wake: Condvar,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) closed: bool,
     /// `restart` was called and `next` has not acted on it yet.
     pub(super) restart: bool,
     /// The current connection, so that `close` can shut it down.
-    pub(super) stream: Option<Arc<TcpStream>>,
-    /// Numbers connection attempts: a late result of an abandoned attempt
-    /// is dropped.
-    pub(super) attempt: u64,
+    stream: Option<Arc<TcpStream>>,
+    /// Numbers connection attempts: a late result of an abandoned one is dropped.
+    attempt: u64,
     /// The result of the current connection attempt.
-    pub(super) connected: Option<io::Result<TcpStream>>,
+    connected: Option<io::Result<TcpStream>>,
 }
 
 impl Shared {
@@ -62,20 +71,20 @@ impl Shared {
         std::mem::take(&mut self.lock().restart)
     }
 
-    /// Wakes the client wherever it blocks (for `close`, `restart` and
-    /// drop): a connection attempt still running delivers to nobody, the
-    /// current connection is shut down (which ends a blocked read or
-    /// write), and a sleep or a wait for a connection ends.
-    pub(super) fn interrupt(&self, state: &mut State) {
-        state.attempt = state.attempt.wrapping_add(1);
-        state.connected = None;
+    /// Applies `change`, then wakes the client wherever it blocks: a running
+    /// connection attempt delivers to nobody, the connection is shut down
+    /// (ending a blocked read or write), and a sleep or a wait ends.
+    pub(super) fn interrupt(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.lock();
+        change(&mut state);
+        abandon(&mut state);
         if let Some(stream) = state.stream.take() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         self.wake.notify_all();
     }
 
-    /// Sleeps up to `delay`, less if the client is closed.
+    /// Sleeps up to `delay`, less if the client is closed or restarted.
     pub(super) fn sleep(&self, delay: Duration) {
         let deadline = Instant::now().checked_add(delay);
         let mut state = self.lock();
@@ -87,23 +96,18 @@ impl Shared {
         }
     }
 
-    /// Resolves and connects on a helper thread, so that a slow name lookup
-    /// is bounded by `timeout` too and `close` interrupts the wait. The
-    /// stream is registered for `close`.
+    /// Resolves and connects on a helper thread, so that `timeout` bounds a
+    /// slow name lookup too and `close` interrupts the wait. The stream is
+    /// registered for `close`.
     pub(super) fn connect(
         self: &Arc<Shared>,
         url: &Url,
         timeout: Duration,
     ) -> Result<Arc<TcpStream>, Failure> {
+        let failed = |e| Failure::Retry(Disconnect::Connect(e));
         let deadline = Instant::now().checked_add(timeout);
-        let attempt = {
-            let mut state = self.lock();
-            state.attempt = state.attempt.wrapping_add(1);
-            state.connected = None;
-            state.attempt
-        };
-        let shared = Arc::clone(self);
-        let address = url.address();
+        let attempt = abandon(&mut self.lock());
+        let (shared, address) = (Arc::clone(self), url.address());
         let spawned = thread::Builder::new()
             .name("stdsse-connect".into())
             .spawn(move || {
@@ -114,62 +118,48 @@ impl Shared {
                     shared.wake.notify_all();
                 }
             });
-        if let Err(e) = spawned {
-            return Err(Failure::Retry(Disconnect::Connect(e)));
-        }
+        spawned.map_err(failed)?;
         let mut state = self.lock();
         loop {
             if state.closed || state.restart {
                 return Err(Failure::Interrupted);
             }
             if let Some(result) = state.connected.take() {
-                let stream = Arc::new(result.map_err(|e| Failure::Retry(Disconnect::Connect(e)))?);
+                let stream = Arc::new(result.map_err(failed)?);
                 state.stream = Some(Arc::clone(&stream));
                 return Ok(stream);
             }
-            state = match wait_until(&self.wake, state, deadline) {
-                Ok(woken) => woken,
-                Err(mut state) => {
-                    state.attempt = state.attempt.wrapping_add(1);
-                    return Err(Failure::Retry(Disconnect::Connect(timed_out(timeout))));
-                }
-            };
+            state = wait_until(&self.wake, state, deadline).map_err(|mut state| {
+                abandon(&mut state);
+                let why = format!("connect timed out after {} ms", timeout.as_millis());
+                failed(io::Error::new(io::ErrorKind::TimedOut, why))
+            })?;
         }
     }
 
     /// Forgets `stream` as the current connection (it closes when the last
     /// reference goes).
     pub(super) fn release(&self, stream: &Arc<TcpStream>) {
-        let mut state = self.lock();
-        if state
-            .stream
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, stream))
-        {
-            state.stream = None;
-        }
+        self.lock().stream.take_if(|s| Arc::ptr_eq(s, stream));
     }
 }
 
-fn timed_out(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("connect timed out after {} ms", timeout.as_millis()),
-    )
+/// Abandons the running connection attempt: its result goes to nobody.
+/// Returns the number of the next attempt.
+fn abandon(state: &mut State) -> u64 {
+    state.connected = None;
+    state.attempt = state.attempt.wrapping_add(1);
+    state.attempt
 }
 
 /// Resolves `address` and tries each of its addresses until `deadline`.
 fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in address.to_socket_addrs()? {
-        let stream = match deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                TcpStream::connect_timeout(&addr, left)
-            }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let stream = match left {
+            Some(left) if left.is_zero() => break,
+            Some(left) => TcpStream::connect_timeout(&addr, left),
             None => TcpStream::connect(addr),
         };
         match stream {
@@ -177,12 +167,13 @@ fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream>
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
+    let none = || {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("no address found for {address}"),
         )
-    }))
+    };
+    Err(last.unwrap_or_else(none))
 }
 
 /// Sends the request on `stream` and reads the final response head.
@@ -194,45 +185,24 @@ pub(super) fn exchange(
     hop: &Hop,
     last_event_id: &str,
 ) -> Result<(ResponseHead, Vec<u8>), Disconnect> {
-    stream
-        .set_read_timeout(config.idle_timeout)
-        .map_err(Disconnect::Io)?;
-    stream
-        .set_write_timeout(config.idle_timeout)
-        .map_err(Disconnect::Io)?;
-    let request = request_bytes(config, url, hop, last_event_id);
+    let idle = config.idle_timeout;
+    stream.set_write_timeout(idle).map_err(Disconnect::Io)?;
     let mut writer = stream;
     writer
-        .write_all(&request)
+        .write_all(&request_bytes(config, url, hop, last_event_id))
         .and_then(|()| writer.flush())
-        .map_err(|e| io_failure(e, config.idle_timeout))?;
-    let head = read_head(stream, config.idle_timeout, config.head_timeout)?;
-    stream
-        .set_read_timeout(config.idle_timeout)
-        .map_err(Disconnect::Io)?;
+        .map_err(|e| io_failure(e, idle))?;
+    let head = read_head(stream, idle, config.head_timeout)?;
+    stream.set_read_timeout(idle).map_err(Disconnect::Io)?;
     Ok(head)
 }
 
 /// The request head and body.
-pub(super) fn request_bytes(
-    config: &ClientBuilder,
-    url: &Url,
-    hop: &Hop,
-    last_event_id: &str,
-) -> Vec<u8> {
+fn request_bytes(config: &ClientBuilder, url: &Url, hop: &Hop, last_event_id: &str) -> Vec<u8> {
     let body = config.body.as_deref().filter(|_| hop.send_body);
-    // Headers a redirect to another origin must not carry, and headers that
-    // describe a body a redirect dropped (Fetch, HTTP-redirect fetch).
     let dropped = |name: &str| {
-        let any = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-        (hop.cross_origin && any(&["authorization", "cookie", "proxy-authorization", "host"]))
-            || (!hop.send_body
-                && any(&[
-                    "content-type",
-                    "content-encoding",
-                    "content-language",
-                    "content-location",
-                ]))
+        let any = |names: [&str; 4]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+        (hop.cross_origin && any(CREDENTIALS)) || (!hop.send_body && any(BODY_FIELDS))
     };
     let custom: Vec<(&str, &str)> = config
         .headers
@@ -242,16 +212,12 @@ pub(super) fn request_bytes(
         .collect();
     let has = |name: &str| custom.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     let authority = url.authority();
-    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(custom.len() + 5);
-    if !has("host") {
-        fields.push(("Host", &authority));
-    }
-    if !has("accept") {
-        fields.push(("Accept", "text/event-stream"));
-    }
-    if !has("cache-control") {
-        fields.push(("Cache-Control", "no-cache"));
-    }
+    let own = [
+        ("Host", authority.as_str()),
+        ("Accept", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+    ];
+    let mut fields: Vec<(&str, &str)> = own.into_iter().filter(|(n, _)| !has(n)).collect();
     if !last_event_id.is_empty() {
         fields.push(("Last-Event-ID", last_event_id));
     }
@@ -260,19 +226,12 @@ pub(super) fn request_bytes(
     if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
         fields.push(("Content-Length", &length));
     }
-
-    let mut out = Vec::with_capacity(256 + body.map_or(0, <[u8]>::len));
-    out.extend_from_slice(hop.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(url.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut out = format!("{} {} HTTP/1.1\r\n", hop.method, url.target);
     for (name, value) in fields {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        out.push_str(&format!("{name}: {value}\r\n"));
     }
-    out.extend_from_slice(b"\r\n");
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
     out.extend_from_slice(body.unwrap_or_default());
     out
 }
@@ -287,14 +246,22 @@ fn io_failure(error: io::Error, idle: Option<Duration>) -> Disconnect {
     }
 }
 
-/// Reads one read's worth from `stream`, retrying on EINTR.
+/// Reads one read's worth from `stream`, retrying on EINTR; `what` names
+/// what a close now would cut (`None`: a close is the end).
 fn read_some(
     mut stream: &TcpStream,
     buf: &mut [u8],
     idle: Option<Duration>,
+    what: Option<&str>,
 ) -> Result<usize, Disconnect> {
     loop {
         match stream.read(buf) {
+            Ok(0) => {
+                return Err(what.map_or(Disconnect::Ended, |what| {
+                    let why = format!("the server closed the connection before the end of {what}");
+                    Disconnect::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why))
+                }))
+            }
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_failure(e, idle)),
@@ -311,18 +278,15 @@ fn read_head(
     timeout: Duration,
 ) -> Result<(ResponseHead, Vec<u8>), Disconnect> {
     let deadline = Instant::now().checked_add(timeout);
-    let mut buf = Vec::new();
-    let mut chunk = [0; 4096];
-    // The bytes of the interim heads already read.
-    let mut interim = 0usize;
+    let (mut buf, mut chunk) = (Vec::new(), [0; 4096]);
+    let mut limits = Limits {
+        max_request_line: MAX_HEAD,
+        max_header_line: MAX_HEAD,
+        max_headers: usize::MAX,
+        max_head: MAX_HEAD,
+        max_body: 0,
+    };
     loop {
-        let limits = Limits {
-            max_request_line: MAX_HEAD,
-            max_header_line: MAX_HEAD,
-            max_headers: usize::MAX,
-            max_head: MAX_HEAD - interim,
-            max_body: 0,
-        };
         match parse_response_head(&buf, &limits) {
             // Interim answers (100 Continue, 103 Early Hints) come before the
             // real one; 101 Switching Protocols is final (and unwanted).
@@ -331,7 +295,7 @@ fn read_head(
                 if !(100..200).contains(&head.status()) || head.status() == 101 {
                     return Ok((head, buf));
                 }
-                interim += end;
+                limits.max_head -= end;
                 continue;
             }
             Ok(Status::Partial) => {}
@@ -353,23 +317,14 @@ fn read_head(
         stream
             .set_read_timeout(Some(wait))
             .map_err(Disconnect::Io)?;
-        let n = match read_some(stream, &mut chunk, Some(wait)) {
+        let n = match read_some(stream, &mut chunk, Some(wait), Some("the response head")) {
             Err(Disconnect::IdleTimeout(_)) if by_deadline => {
                 return Err(Disconnect::HeadTimeout(timeout))
             }
             result => result?,
         };
-        if n == 0 {
-            return Err(eof("the response head"));
-        }
         buf.extend_from_slice(&chunk[..n]);
     }
-}
-
-/// The server closed the connection before the end of `what`.
-fn eof(what: &str) -> Disconnect {
-    let why = format!("the server closed the connection before the end of {what}");
-    Disconnect::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why))
 }
 
 /// The body of an open event stream, read incrementally.
@@ -398,22 +353,16 @@ impl Body {
         pending: Vec<u8>,
         idle: Option<Duration>,
     ) -> Body {
-        // An empty body ends at once, whatever the socket does.
-        let end = (framing == Framing::Length(0)).then_some(Disconnect::Ended);
-        let (buf, decoded, decoder) = (
-            vec![0; READ_BUF],
-            Vec::new(),
-            ChunkedDecoder::new(usize::MAX),
-        );
         Body {
             stream,
             framing,
-            decoder,
+            decoder: ChunkedDecoder::new(usize::MAX),
             pending,
-            buf,
-            decoded,
+            buf: vec![0; READ_BUF],
+            decoded: Vec::new(),
             idle,
-            end,
+            // An empty body ends at once, whatever the socket does.
+            end: (framing == Framing::Length(0)).then_some(Disconnect::Ended),
         }
     }
 
@@ -423,18 +372,13 @@ impl Body {
         if let Some(end) = self.end.take() {
             return Err(end);
         }
-        let mut input = std::mem::take(&mut self.pending);
-        let input: &[u8] = if input.is_empty() {
-            let n = read_some(&self.stream, &mut self.buf, self.idle)?;
-            if n == 0 {
-                return Err(match self.framing {
-                    Framing::None => Disconnect::Ended,
-                    _ => eof("the body"),
-                });
-            }
+        let pending = std::mem::take(&mut self.pending);
+        let input: &[u8] = if pending.is_empty() {
+            let cut = (self.framing != Framing::None).then_some("the body");
+            let n = read_some(&self.stream, &mut self.buf, self.idle, cut)?;
             &self.buf[..n]
         } else {
-            input.as_mut_slice()
+            &pending
         };
         match &mut self.framing {
             Framing::None => parser.feed(input),
@@ -450,11 +394,11 @@ impl Body {
                 self.decoded.clear();
                 let result = self.decoder.decode(input, &mut self.decoded);
                 parser.feed(&self.decoded);
-                match result {
-                    Ok(Status::Partial) => {}
-                    Ok(Status::Complete(_)) => self.end = Some(Disconnect::Ended),
-                    Err(e) => self.end = Some(Disconnect::Protocol(e)),
-                }
+                self.end = match result {
+                    Ok(Status::Partial) => None,
+                    Ok(Status::Complete(_)) => Some(Disconnect::Ended),
+                    Err(e) => Some(Disconnect::Protocol(e)),
+                };
             }
         }
         Ok(())

@@ -17,26 +17,6 @@ pub(super) struct Url {
     pub(super) target: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum UrlError {
-    Https,
-    Invalid(&'static str),
-}
-
-impl UrlError {
-    pub(super) fn into_error(self, url: &str) -> ClientError {
-        match self {
-            UrlError::Https => ClientError::Https {
-                url: url.to_owned(),
-            },
-            UrlError::Invalid(reason) => ClientError::Url {
-                url: url.to_owned(),
-                reason,
-            },
-        }
-    }
-}
-
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "http://{}{}", self.authority(), self.target)
@@ -45,40 +25,42 @@ impl fmt::Display for Url {
 
 impl Url {
     /// Parses an absolute `http://` URL: host (name, IPv4 or `[IPv6]`),
-    /// optional port, path, query; a fragment is dropped.
-    pub(super) fn parse(text: &str) -> Result<Url, UrlError> {
-        let text = text.trim_matches(|c: char| c <= ' ');
-        let (scheme, rest) = text
+    /// optional port, path, query; a fragment is dropped. The error is
+    /// [`ClientError::Https`] or [`ClientError::Url`].
+    pub(super) fn parse(text: &str) -> Result<Url, ClientError> {
+        let invalid = |reason| ClientError::Url {
+            url: text.to_owned(),
+            reason,
+        };
+        let trimmed = text.trim_matches(|c: char| c <= ' ');
+        let (scheme, rest) = trimmed
             .split_once("://")
-            .ok_or(UrlError::Invalid("not an absolute http:// URL"))?;
+            .ok_or(invalid("not an absolute http:// URL"))?;
         if scheme.eq_ignore_ascii_case("https") {
-            return Err(UrlError::Https);
+            return Err(ClientError::Https {
+                url: text.to_owned(),
+            });
         }
         if !scheme.eq_ignore_ascii_case("http") {
-            return Err(UrlError::Invalid("only http:// URLs are supported"));
+            return Err(invalid("only http:// URLs are supported"));
         }
         let rest = rest.split('#').next().unwrap_or_default();
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, target) = rest.split_at(split);
+        let (authority, target) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         if authority.contains('@') {
-            return Err(UrlError::Invalid(
+            return Err(invalid(
                 "credentials in the URL are not supported; send an Authorization header",
             ));
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
             let (address, after) = bracketed
                 .split_once(']')
-                .ok_or(UrlError::Invalid("unclosed [ in the host"))?;
+                .ok_or(invalid("unclosed [ in the host"))?;
             let address: Ipv6Addr = address
                 .parse()
-                .map_err(|_| UrlError::Invalid("invalid IPv6 address"))?;
+                .map_err(|_| invalid("invalid IPv6 address"))?;
             let port = match after {
                 "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or(UrlError::Invalid("invalid port"))?,
-                ),
+                _ => Some(after.strip_prefix(':').ok_or(invalid("invalid port"))?),
             };
             (format!("[{address}]"), port)
         } else {
@@ -86,14 +68,12 @@ impl Url {
                 Some((host, port)) => (host, Some(port)),
                 None => (authority, None),
             };
-            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
             if host.is_empty() {
-                return Err(UrlError::Invalid("no host"));
+                return Err(invalid("no host"));
             }
+            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
             if !host.bytes().all(valid) {
-                return Err(UrlError::Invalid(
-                    "invalid host (use punycode for non-ASCII names)",
-                ));
+                return Err(invalid("invalid host (use punycode for non-ASCII names)"));
             }
             (host.to_ascii_lowercase(), port)
         };
@@ -102,7 +82,7 @@ impl Url {
             Some(port) => parse_decimal(port)
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|&p| p != 0)
-                .ok_or(UrlError::Invalid("invalid port"))?,
+                .ok_or(invalid("invalid port"))?,
         };
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
@@ -110,22 +90,17 @@ impl Url {
         };
         let mut target = remove_dot_segments(if path.is_empty() { "/" } else { path });
         if let Some(query) = query {
-            target.push('?');
-            target.push_str(query);
+            target = format!("{target}?{query}");
         }
-        Ok(Url {
-            host,
-            port,
-            target: percent_encode(&target),
-        })
+        let target = percent_encode(&target);
+        Ok(Url { host, port, target })
     }
 
     /// `host[:port]`, the `Host` header (the port only when it is not 80).
     pub(super) fn authority(&self) -> String {
-        if self.port == 80 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
+        match self.port {
+            80 => self.host.clone(),
+            _ => self.address(),
         }
     }
 
@@ -137,7 +112,7 @@ impl Url {
     /// Resolves a `Location` against this URL (RFC 3986 5.2, for the
     /// forms a server sends: absolute, `//authority...`, `/path`, `?query`,
     /// `relative/path`).
-    pub(super) fn join(&self, location: &str) -> Result<Url, UrlError> {
+    pub(super) fn join(&self, location: &str) -> Result<Url, ClientError> {
         let location = location.split('#').next().unwrap_or_default();
         let has_scheme = location.split_once(':').is_some_and(|(scheme, _)| {
             scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -203,78 +178,66 @@ fn percent_encode(target: &str) -> String {
 mod tests {
     use super::*;
 
-    fn url(text: &str) -> Url {
-        Url::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
-    }
-
     #[test]
     fn urls() {
-        let u = url("http://Example.COM:8080/a/b?x=1&y=é#frag");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.target.as_str()),
-            ("example.com", 8080, "/a/b?x=1&y=%C3%A9")
-        );
-        assert_eq!(u.authority(), "example.com:8080");
-        assert_eq!(u.to_string(), "http://example.com:8080/a/b?x=1&y=%C3%A9");
-        let u = url("HTTP://127.0.0.1");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.target.as_str()),
-            ("127.0.0.1", 80, "/")
-        );
-        assert_eq!(u.authority(), "127.0.0.1");
-        let u = url("http://[::1]:9000?q");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.target.as_str()),
-            ("[::1]", 9000, "/?q")
-        );
-        assert_eq!(u.address(), "[::1]:9000");
-        let u = url("http://[0:0::1]/x y/../z/./a b\"<>");
-        assert_eq!(
-            (u.host.as_str(), u.target.as_str()),
-            ("[::1]", "/z/a%20b%22%3C%3E")
-        );
-        assert_eq!(url("http://h:/p").port, 80);
-        assert_eq!(url(" http://h/a/./b/../c/ ").target, "/a/c/");
-        assert_eq!(url("http://h/a/..").target, "/");
-
-        assert_eq!(Url::parse("https://h/"), Err(UrlError::Https));
-        assert_eq!(Url::parse("HTTPS://h/"), Err(UrlError::Https));
-        for bad in [
-            "h/path",
-            "ftp://h/",
-            "http://",
-            "http:///p",
-            "http://u:p@h/",
-            "http://h:0/",
-            "http://h:65536/",
-            "http://h:x/",
-            "http://h:1:2/",
-            "http://[::1/",
-            "http://[zz]/",
-            "http://[::1]x/",
-            "http://exa mple/",
-            "http://bücher.de/",
+        for (text, (host, port, target), authority) in [
+            (
+                "http://Example.COM:8080/a/b?x=1&y=é#f",
+                ("example.com", 8080, "/a/b?x=1&y=%C3%A9"),
+                "example.com:8080",
+            ),
+            ("HTTP://127.0.0.1", ("127.0.0.1", 80, "/"), "127.0.0.1"),
+            ("http://[::1]:9000?q", ("[::1]", 9000, "/?q"), "[::1]:9000"),
+            (
+                "http://[0:0::1]/x y/../z/./a b\"<>",
+                ("[::1]", 80, "/z/a%20b%22%3C%3E"),
+                "[::1]",
+            ),
+            ("http://h:/p", ("h", 80, "/p"), "h"),
+            (" http://h/a/./b/../c/ ", ("h", 80, "/a/c/"), "h"),
+            ("http://h/a/..", ("h", 80, "/"), "h"),
         ] {
-            assert!(
-                matches!(Url::parse(bad), Err(UrlError::Invalid(_))),
-                "{bad}"
-            );
+            let u = Url::parse(text).unwrap();
+            let got = (u.host.as_str(), u.port, u.target.as_str());
+            assert_eq!(got, (host, port, target), "{text}");
+            assert_eq!(u.to_string(), format!("http://{authority}{target}"));
+        }
+        assert!(matches!(
+            Url::parse("HTTPS://h/"),
+            Err(ClientError::Https { .. })
+        ));
+        let bad = "h/path|ftp://h/|http://|http:///p|http://u:p@h/|http://h:0/|http://h:65536/|\
+                   http://h:x/|http://h:1:2/|http://[::1/|http://[zz]/|http://[::1]x/|\
+                   http://exa mple/|http://bücher.de/";
+        for bad in bad.split('|') {
+            let error = Url::parse(bad);
+            assert!(matches!(error, Err(ClientError::Url { .. })), "{bad}");
         }
     }
 
     #[test]
     fn locations() {
-        let base = url("http://h:81/a/b/c?q=1");
-        let join = |loc: &str| base.join(loc).map(|u| u.to_string());
-        assert_eq!(join("/x?y").unwrap(), "http://h:81/x?y");
-        assert_eq!(join("d").unwrap(), "http://h:81/a/b/d");
-        assert_eq!(join("../d#f").unwrap(), "http://h:81/a/d");
-        assert_eq!(join("../../../../d").unwrap(), "http://h:81/d");
-        assert_eq!(join("./").unwrap(), "http://h:81/a/b/");
-        assert_eq!(join("?z").unwrap(), "http://h:81/a/b/c?z");
-        assert_eq!(join("//other/p").unwrap(), "http://other/p");
-        assert_eq!(join("http://o:9/").unwrap(), "http://o:9/");
-        assert_eq!(join("https://o/"), Err(UrlError::Https));
-        assert!(matches!(join("mailto:x"), Err(UrlError::Invalid(_))));
+        let base = Url::parse("http://h:81/a/b/c?q=1").unwrap();
+        for (location, joined) in [
+            ("/x?y", "http://h:81/x?y"),
+            ("d", "http://h:81/a/b/d"),
+            ("../d#f", "http://h:81/a/d"),
+            ("../../../../d", "http://h:81/d"),
+            ("./", "http://h:81/a/b/"),
+            ("?z", "http://h:81/a/b/c?z"),
+            ("//other/p", "http://other/p"),
+            ("http://o:9/", "http://o:9/"),
+        ] {
+            let url = base.join(location).unwrap();
+            assert_eq!(url.to_string(), joined, "{location}");
+        }
+        assert!(matches!(
+            base.join("https://o/"),
+            Err(ClientError::Https { .. })
+        ));
+        assert!(matches!(
+            base.join("mailto:x"),
+            Err(ClientError::Url { .. })
+        ));
     }
 }
