@@ -5,27 +5,30 @@
 mod fuzz;
 use fuzz::{mutate, Rng};
 use stdsse::http::{
-    decode_query, parse_head, percent_decode, reason_phrase, ChunkedDecoder, Error, Framing,
-    Limits, Request, Response, Status, Version,
+    decode_query, parse_head, parse_response_head, percent_decode, reason_phrase, ChunkedDecoder,
+    Error, Framing, Limits, Request, Response, Status, Version,
 };
 
 // ---------------------------------------------------------------------------
 // Request heads: one line per case
 // ---------------------------------------------------------------------------
 
-/// What a `req!` case expects.
+/// What a head case expects.
 #[derive(Debug)]
 enum Want<'a> {
-    /// Complete, all bytes consumed: method, target, version, and some
-    /// `(name, value)` pairs that `header(name)` must return.
+    /// A request head, all bytes consumed: method, target, version, and
+    /// some `(name, value)` pairs that `header(name)` must return.
     Head(&'a str, &'a str, Version, &'a [(&'a str, &'a str)]),
+    /// A response head: status, every field as `headers()` gives it, and
+    /// the bytes after the head.
+    Answer(u16, &'a [(&'a str, &'a str)], &'a str),
     /// Partial.
     More,
     /// This error.
     Fail(Error),
 }
 use Version::{Http10, Http11};
-use Want::{Fail, Head, More};
+use Want::{Answer, Fail, Head, More};
 
 /// Small limits so that boundary inputs stay short.
 const SMALL: Limits = Limits {
@@ -58,15 +61,26 @@ fn check(input: &[u8], limits: &Limits, want: Want<'_>) {
             String::from_utf8_lossy(input)
         ),
     }
-    // Every prefix for small inputs, a sample for the big ones.
-    let step = if input.len() > 2048 { 997 } else { 1 };
-    for end in (0..input.len()).step_by(step) {
-        let part = parse_head(&input[..end], limits);
-        match (&part, &got) {
-            (Ok(Status::Partial), _) => {}
-            (Err(a), Err(b)) if a == b => {}
-            _ => panic!(
-                "prefix {end} of {:?}: {part:?}",
+    check_prefixes(input, input.len(), got.err(), |part| {
+        parse_head(part, limits)
+    });
+}
+
+/// Every prefix of `input[..end]` parses as `Partial` or as `error`: every
+/// one for small inputs, a sample for the big ones.
+fn check_prefixes<T: std::fmt::Debug>(
+    input: &[u8],
+    end: usize,
+    error: Option<Error>,
+    parse: impl Fn(&[u8]) -> Result<Status<T>, Error>,
+) {
+    let step = if end > 2048 { 997 } else { 1 };
+    for len in (0..end).step_by(step) {
+        match parse(&input[..len]) {
+            Ok(Status::Partial) => {}
+            Err(e) if Some(e) == error => {}
+            part => panic!(
+                "prefix {len} of {:?}: {part:?}",
                 String::from_utf8_lossy(input)
             ),
         }
@@ -863,6 +877,102 @@ fn response_invalid_status() {
     assert!(!Response::new(42).is_valid());
     assert!(!Response::new(1000).is_valid());
     assert!(Response::new(100).is_valid() && Response::new(999).is_valid());
+}
+
+// ---------------------------------------------------------------------------
+// Response heads (what the client reads), with the default limits
+// ---------------------------------------------------------------------------
+
+/// `name: input => Answer(status, fields, rest) | More | Fail(error);` and
+/// every prefix of the head as for requests.
+fn check_response_head(input: &[u8], want: Want<'_>) {
+    let got = parse_response_head(input, &Limits::default());
+    let mut end = input.len();
+    match (&got, &want) {
+        (Ok(Status::Complete((head, consumed))), Answer(status, fields, rest)) => {
+            end = *consumed;
+            assert_eq!(head.status(), *status);
+            let fields: Vec<_> = fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(head.headers(), fields);
+            assert_eq!(&input[end..], rest.as_bytes());
+        }
+        (Ok(Status::Partial), More) => {}
+        (Err(error), Fail(wanted)) if error == wanted => {}
+        _ => panic!(
+            "{:?}: got {got:?}, want {want:?}",
+            String::from_utf8_lossy(input)
+        ),
+    }
+    check_prefixes(input, end, got.err(), |part| {
+        parse_response_head(part, &Limits::default())
+    });
+}
+
+cases! { check_response_head;
+    resp_fields: b"HTTP/1.1 200 OK\r\nContent-Type:  text/event-stream \r\nX: 1\r\nx: 2\r\n\r\nbody"
+        => Answer(200, &[("Content-Type", "text/event-stream"), ("X", "1"), ("x", "2")], "body");
+    resp_no_reason: b"HTTP/1.0 204\r\n\r\n" => Answer(204, &[], "");
+    resp_empty_reason: b"HTTP/1.1 999 \r\n\r\n" => Answer(999, &[], "");
+    resp_continue: b"HTTP/1.1 100 Continue\r\n\r\ndata" => Answer(100, &[], "data");
+    resp_minor_version: b"HTTP/1.9 200 OK\r\n\r\n" => Answer(200, &[], "");
+    resp_not_utf8_value: b"HTTP/1.1 200 OK\r\nX: \xff\r\n\r\n" => Answer(200, &[("X", "\u{FFFD}")], "");
+    resp_partial_status: b"HTTP/1.1 200" => More;
+    resp_partial_fields: b"HTTP/1.1 200 OK\r\nX: 1\r\n" => More;
+    resp_bare_lf_field: b"HTTP/1.1 200 OK\r\nX: 1\nx: 2\r\n\r\n" => Fail(Error::NewLine);
+    resp_bare_lf_end: b"HTTP/1.0 204\n\n" => Fail(Error::NewLine);
+    resp_cr_alone: b"HTTP/1.1 200 OK\rX\r\n\r\n" => Fail(Error::NewLine);
+    resp_obs_fold: b"HTTP/1.1 200 OK\r\n folded\r\n\r\n" => Fail(Error::NewLine);
+    resp_no_colon: b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n" => Fail(Error::HeaderName);
+    resp_space_in_name: b"HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n" => Fail(Error::HeaderName);
+    resp_nul_value: b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n" => Fail(Error::HeaderValue);
+    resp_http2: b"HTTP/2 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_lowercase_http: b"http/1.1 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_not_http: b"ICY 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_code_two_digits: b"HTTP/1.1 20 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_code_four_digits: b"HTTP/1.1 2000\r\n\r\n" => Fail(Error::StatusLine);
+    resp_code_below_100: b"HTTP/1.1 099 x\r\n\r\n" => Fail(Error::StatusLine);
+    resp_two_spaces: b"HTTP/1.1  200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_tab_before_reason: b"HTTP/1.1 200\tOK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_leading_empty_line: b"\r\nHTTP/1.1 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+}
+
+#[test]
+fn response_head_lookup_takes_the_first() {
+    let wire = b"HTTP/1.1 200 OK\r\nX: 1\r\nx: 2\r\n\r\n";
+    let Ok(Status::Complete((head, _))) = parse_response_head(wire, &Limits::default()) else {
+        panic!("a valid head");
+    };
+    assert_eq!(head.header("x"), Some("1"));
+    assert_eq!(head.header_all("X").collect::<Vec<_>>(), ["1", "2"]);
+}
+
+/// `name: method, [(name, value)...] => framing;` for a `200` answer.
+fn check_response_framing(method: &str, fields: &[(&str, &str)], want: Result<Framing, Error>) {
+    let mut wire = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in fields {
+        wire.push_str(&format!("{name}: {value}\r\n"));
+    }
+    wire.push_str("\r\n");
+    let Ok(Status::Complete((head, _))) = parse_response_head(wire.as_bytes(), &Limits::default())
+    else {
+        panic!("{wire:?} is a valid head");
+    };
+    assert_eq!(head.body_framing(method), want);
+}
+
+cases! { check_response_framing;
+    resp_framing_close: "GET", &[] => Ok(Framing::None);
+    resp_framing_length: "GET", &[("Content-Length", "12")] => Ok(Framing::Length(12));
+    resp_framing_length_same_list: "GET", &[("content-length", "3, 3")] => Ok(Framing::Length(3));
+    resp_framing_length_differ_fields: "GET", &[("content-length", "3"), ("Content-Length", "4")] => Err(Error::ContentLength);
+    resp_framing_length_negative: "GET", &[("Content-Length", "-1")] => Err(Error::ContentLength);
+    resp_framing_chunked_over_length: "GET", &[("Transfer-Encoding", "Chunked"), ("Content-Length", "3")] => Ok(Framing::Chunked);
+    resp_framing_gzip_chunked: "GET", &[("Transfer-Encoding", "gzip, chunked")] => Err(Error::UnsupportedTransferCoding);
+    resp_framing_head: "HEAD", &[] => Ok(Framing::Length(0));
+    resp_framing_head_ignores_length: "HEAD", &[("Content-Length", "12")] => Ok(Framing::Length(0));
 }
 
 // ---------------------------------------------------------------------------
