@@ -5,27 +5,30 @@
 mod fuzz;
 use fuzz::{mutate, Rng};
 use stdsse::http::{
-    decode_query, parse_head, percent_decode, reason_phrase, ChunkedDecoder, Error, Framing,
-    Limits, Request, Response, Status, Version,
+    decode_query, parse_head, parse_response_head, percent_decode, reason_phrase, ChunkedDecoder,
+    Error, Framing, Limits, Request, Response, Status, Version,
 };
 
 // ---------------------------------------------------------------------------
 // Request heads: one line per case
 // ---------------------------------------------------------------------------
 
-/// What a `req!` case expects.
+/// What a head case expects.
 #[derive(Debug)]
 enum Want<'a> {
-    /// Complete, all bytes consumed: method, target, version, and some
-    /// `(name, value)` pairs that `header(name)` must return.
+    /// A request head, all bytes consumed: method, target, version, and
+    /// some `(name, value)` pairs that `header(name)` must return.
     Head(&'a str, &'a str, Version, &'a [(&'a str, &'a str)]),
+    /// A response head: status, every field as `headers()` gives it, and
+    /// the bytes after the head.
+    Answer(u16, &'a [(&'a str, &'a str)], &'a str),
     /// Partial.
     More,
     /// This error.
     Fail(Error),
 }
 use Version::{Http10, Http11};
-use Want::{Fail, Head, More};
+use Want::{Answer, Fail, Head, More};
 
 /// Small limits so that boundary inputs stay short.
 const SMALL: Limits = Limits {
@@ -58,36 +61,54 @@ fn check(input: &[u8], limits: &Limits, want: Want<'_>) {
             String::from_utf8_lossy(input)
         ),
     }
-    // Every prefix for small inputs, a sample for the big ones.
-    let step = if input.len() > 2048 { 997 } else { 1 };
-    for end in (0..input.len()).step_by(step) {
-        let part = parse_head(&input[..end], limits);
-        match (&part, &got) {
-            (Ok(Status::Partial), _) => {}
-            (Err(a), Err(b)) if a == b => {}
-            _ => panic!(
-                "prefix {end} of {:?}: {part:?}",
+    check_prefixes(input, input.len(), got.err(), |part| {
+        parse_head(part, limits)
+    });
+}
+
+/// Every prefix of `input[..end]` parses as `Partial` or as `error`: every
+/// one for small inputs, a sample for the big ones.
+fn check_prefixes<T: std::fmt::Debug>(
+    input: &[u8],
+    end: usize,
+    error: Option<Error>,
+    parse: impl Fn(&[u8]) -> Result<Status<T>, Error>,
+) {
+    let step = if end > 2048 { 997 } else { 1 };
+    for len in (0..end).step_by(step) {
+        match parse(&input[..len]) {
+            Ok(Status::Partial) => {}
+            Err(e) if Some(e) == error => {}
+            part => panic!(
+                "prefix {len} of {:?}: {part:?}",
                 String::from_utf8_lossy(input)
             ),
         }
     }
 }
 
-/// `name: input [, limits] => want;`, one test per line.
-macro_rules! req {
-    ($($name:ident: $input:expr $(, $limits:expr)? => $want:expr;)*) => {$(
+/// The one table macro: `name: args => wants;` is a test that calls
+/// `check(args, wants)`, one test per line.
+macro_rules! cases {
+    ($check:ident; $($name:ident: $($arg:expr),+ => $($want:expr),+;)*) => {$(
         #[test]
         fn $name() {
-            #[allow(unused_mut, unused_assignments)]
-            let mut limits = Limits::default();
-            $(limits = $limits;)?
-            let input: Vec<u8> = $input.to_vec();
-            check(&input, &limits, $want);
+            $check($($arg),+, $($want),+);
         }
     )*};
 }
 
-req! {
+/// A request head with the default limits.
+fn check_head(input: impl AsRef<[u8]>, want: Want<'_>) {
+    check(input.as_ref(), &Limits::default(), want);
+}
+
+/// A request head with these limits.
+fn check_head_within(input: impl AsRef<[u8]>, limits: Limits, want: Want<'_>) {
+    check(input.as_ref(), &limits, want);
+}
+
+cases! { check_head;
     // Valid heads.
     get_minimal: b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" => Head("GET", "/", Http11, &[("host", "a")]);
     http10_without_host: b"GET /x HTTP/1.0\r\n\r\n" => Head("GET", "/x", Http10, &[]);
@@ -196,6 +217,19 @@ req! {
     host_with_path: b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n" => Fail(Error::MissingHost);
     host_with_userinfo: b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n" => Fail(Error::MissingHost);
 
+    // Default limits at their boundaries.
+    default_request_line_at_limit: request_line(8192) => Head("GET", target(8192).as_str(), Http11, &[]);
+    default_request_line_past_limit: request_line(8193) => Fail(Error::RequestLineTooLong);
+    default_request_line_past_limit_partial: &request_line(8193)[..8194] => Fail(Error::RequestLineTooLong);
+    default_header_line_at_limit: header_line(8192) => Head("GET", "/", Http11, &[]);
+    default_header_line_past_limit: header_line(8193) => Fail(Error::HeaderLineTooLong);
+    default_headers_at_limit: many_headers(100) => Head("GET", "/", Http11, &[("h99", "v")]);
+    default_headers_past_limit: many_headers(101) => Fail(Error::TooManyHeaders);
+    default_head_at_limit: head_of(65536) => Head("GET", "/", Http11, &[]);
+    default_head_past_limit: head_of(65537) => Fail(Error::HeadTooLarge);
+}
+
+cases! { check_head_within;
     // max_request_line = 20: the line without its CRLF.
     request_line_at_limit: b"GET /234567 HTTP/1.0\r\n\r\n", SMALL => Head("GET", "/234567", Http10, &[]);
     request_line_past_limit: b"GET /2345678 HTTP/1.0\r\n\r\n", SMALL => Fail(Error::RequestLineTooLong);
@@ -226,17 +260,6 @@ req! {
     head_endless_empty_lines: b"\r\n".repeat(33), SMALL => Fail(Error::HeadTooLarge);
     head_at_limit_partial: b"GET / HTTP/1.0\r\nA: 1234567\r\nB:", Limits { max_head: 30, ..SMALL } => More;
     head_past_limit_partial: b"GET / HTTP/1.0\r\nA: 1234567\r\nB: ", Limits { max_head: 30, ..SMALL } => Fail(Error::HeadTooLarge);
-
-    // Default limits at their boundaries.
-    default_request_line_at_limit: request_line(8192) => Head("GET", target(8192).as_str(), Http11, &[]);
-    default_request_line_past_limit: request_line(8193) => Fail(Error::RequestLineTooLong);
-    default_request_line_past_limit_partial: request_line(8193)[..8194] => Fail(Error::RequestLineTooLong);
-    default_header_line_at_limit: header_line(8192) => Head("GET", "/", Http11, &[]);
-    default_header_line_past_limit: header_line(8193) => Fail(Error::HeaderLineTooLong);
-    default_headers_at_limit: many_headers(100) => Head("GET", "/", Http11, &[("h99", "v")]);
-    default_headers_past_limit: many_headers(101) => Fail(Error::TooManyHeaders);
-    default_head_at_limit: head_of(65536) => Head("GET", "/", Http11, &[]);
-    default_head_past_limit: head_of(65537) => Fail(Error::HeadTooLarge);
 }
 
 /// Absolute-form targets (RFC 9112 3.2.2), one line per case: the request
@@ -511,17 +534,12 @@ fn with_fields(version: &str, fields: &[(&str, &str)]) -> Request {
 }
 
 /// `name: version, [Connection values] => keep_alive;`
-macro_rules! keep_alive {
-    ($($name:ident: $version:expr, [$($value:expr),*] => $want:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            let fields = [$(("Connection", $value)),*];
-            assert_eq!(with_fields($version, &fields).keep_alive(), $want);
-        }
-    )*};
+fn check_keep_alive<const N: usize>(version: &str, values: [&str; N], want: bool) {
+    let fields = values.map(|value| ("Connection", value));
+    assert_eq!(with_fields(version, &fields).keep_alive(), want);
 }
 
-keep_alive! {
+cases! { check_keep_alive;
     ka_11_default: "HTTP/1.1", [] => true;
     ka_11_close: "HTTP/1.1", ["close"] => false;
     ka_11_close_mixed_case: "HTTP/1.1", ["Close"] => false;
@@ -540,17 +558,12 @@ keep_alive! {
 }
 
 /// `name: version, [Expect values] => result;`
-macro_rules! expects {
-    ($($name:ident: $version:expr, [$($value:expr),*] => $want:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            let fields = [$(("Expect", $value)),*];
-            assert_eq!(with_fields($version, &fields).expects_continue(), $want);
-        }
-    )*};
+fn check_expects<const N: usize>(version: &str, values: [&str; N], want: Result<bool, Error>) {
+    let fields = values.map(|value| ("Expect", value));
+    assert_eq!(with_fields(version, &fields).expects_continue(), want);
 }
 
-expects! {
+cases! { check_expects;
     expect_none: "HTTP/1.1", [] => Ok(false);
     expect_continue: "HTTP/1.1", ["100-continue"] => Ok(true);
     expect_continue_mixed_case: "HTTP/1.1", ["100-Continue"] => Ok(true);
@@ -564,47 +577,44 @@ expects! {
 }
 
 /// `name: version, [(name, value)...] => framing;` with max_body = 100.
-macro_rules! framing {
-    ($($name:ident: $version:expr, [$(($field:expr, $value:expr)),*] => $want:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            let limits = Limits { max_body: 100, ..Limits::default() };
-            let fields = [$(($field, $value)),*];
-            assert_eq!(with_fields($version, &fields).body_framing(&limits), $want);
-        }
-    )*};
+fn check_framing(version: &str, fields: &[(&str, &str)], want: Result<Framing, Error>) {
+    let limits = Limits {
+        max_body: 100,
+        ..Limits::default()
+    };
+    assert_eq!(with_fields(version, fields).body_framing(&limits), want);
 }
 
-framing! {
-    framing_none: "HTTP/1.1", [] => Ok(Framing::None);
-    framing_length_zero: "HTTP/1.1", [("Content-Length", "0")] => Ok(Framing::Length(0));
-    framing_length_at_limit: "HTTP/1.1", [("Content-Length", "100")] => Ok(Framing::Length(100));
-    framing_length_past_limit: "HTTP/1.1", [("Content-Length", "101")] => Err(Error::BodyTooLarge);
-    framing_length_leading_zeros: "HTTP/1.1", [("content-length", "007")] => Ok(Framing::Length(7));
-    framing_length_same_list: "HTTP/1.1", [("Content-Length", "5, 5")] => Ok(Framing::Length(5));
-    framing_length_same_fields: "HTTP/1.1", [("Content-Length", "5"), ("Content-Length", "5")] => Ok(Framing::Length(5));
-    framing_length_differ_list: "HTTP/1.1", [("Content-Length", "5, 6")] => Err(Error::ContentLength);
-    framing_length_differ_fields: "HTTP/1.1", [("Content-Length", "5"), ("Content-Length", "6")] => Err(Error::ContentLength);
-    framing_length_empty: "HTTP/1.1", [("Content-Length", "")] => Err(Error::ContentLength);
-    framing_length_negative: "HTTP/1.1", [("Content-Length", "-1")] => Err(Error::ContentLength);
-    framing_length_plus: "HTTP/1.1", [("Content-Length", "+5")] => Err(Error::ContentLength);
-    framing_length_hex: "HTTP/1.1", [("Content-Length", "0x10")] => Err(Error::ContentLength);
-    framing_length_inner_space: "HTTP/1.1", [("Content-Length", "5 5")] => Err(Error::ContentLength);
-    framing_length_trailing_comma: "HTTP/1.1", [("Content-Length", "5,")] => Err(Error::ContentLength);
-    framing_length_exponent: "HTTP/1.1", [("Content-Length", "1e3")] => Err(Error::ContentLength);
-    framing_length_overflow: "HTTP/1.1", [("Content-Length", "18446744073709551616")] => Err(Error::ContentLength);
-    framing_length_u64_max: "HTTP/1.1", [("Content-Length", "18446744073709551615")] => Err(Error::BodyTooLarge);
-    framing_chunked: "HTTP/1.1", [("Transfer-Encoding", "chunked")] => Ok(Framing::Chunked);
-    framing_chunked_mixed_case: "HTTP/1.1", [("transfer-encoding", "Chunked")] => Ok(Framing::Chunked);
-    framing_gzip_chunked: "HTTP/1.1", [("Transfer-Encoding", "gzip, chunked")] => Err(Error::UnsupportedTransferCoding);
-    framing_chunked_twice: "HTTP/1.1", [("Transfer-Encoding", "chunked, chunked")] => Err(Error::UnsupportedTransferCoding);
-    framing_chunked_two_fields: "HTTP/1.1", [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")] => Err(Error::UnsupportedTransferCoding);
-    framing_identity: "HTTP/1.1", [("Transfer-Encoding", "identity")] => Err(Error::UnsupportedTransferCoding);
-    framing_te_empty: "HTTP/1.1", [("Transfer-Encoding", "")] => Err(Error::UnsupportedTransferCoding);
-    framing_chunked_and_length: "HTTP/1.1", [("Transfer-Encoding", "chunked"), ("Content-Length", "5")] => Err(Error::LengthAndChunked);
-    framing_length_and_chunked: "HTTP/1.1", [("Content-Length", "5"), ("Transfer-Encoding", "chunked")] => Err(Error::LengthAndChunked);
-    framing_chunked_http10: "HTTP/1.0", [("Transfer-Encoding", "chunked")] => Err(Error::UnsupportedTransferCoding);
-    framing_length_http10: "HTTP/1.0", [("Content-Length", "3")] => Ok(Framing::Length(3));
+cases! { check_framing;
+    framing_none: "HTTP/1.1", &[] => Ok(Framing::None);
+    framing_length_zero: "HTTP/1.1", &[("Content-Length", "0")] => Ok(Framing::Length(0));
+    framing_length_at_limit: "HTTP/1.1", &[("Content-Length", "100")] => Ok(Framing::Length(100));
+    framing_length_past_limit: "HTTP/1.1", &[("Content-Length", "101")] => Err(Error::BodyTooLarge);
+    framing_length_leading_zeros: "HTTP/1.1", &[("content-length", "007")] => Ok(Framing::Length(7));
+    framing_length_same_list: "HTTP/1.1", &[("Content-Length", "5, 5")] => Ok(Framing::Length(5));
+    framing_length_same_fields: "HTTP/1.1", &[("Content-Length", "5"), ("Content-Length", "5")] => Ok(Framing::Length(5));
+    framing_length_differ_list: "HTTP/1.1", &[("Content-Length", "5, 6")] => Err(Error::ContentLength);
+    framing_length_differ_fields: "HTTP/1.1", &[("Content-Length", "5"), ("Content-Length", "6")] => Err(Error::ContentLength);
+    framing_length_empty: "HTTP/1.1", &[("Content-Length", "")] => Err(Error::ContentLength);
+    framing_length_negative: "HTTP/1.1", &[("Content-Length", "-1")] => Err(Error::ContentLength);
+    framing_length_plus: "HTTP/1.1", &[("Content-Length", "+5")] => Err(Error::ContentLength);
+    framing_length_hex: "HTTP/1.1", &[("Content-Length", "0x10")] => Err(Error::ContentLength);
+    framing_length_inner_space: "HTTP/1.1", &[("Content-Length", "5 5")] => Err(Error::ContentLength);
+    framing_length_trailing_comma: "HTTP/1.1", &[("Content-Length", "5,")] => Err(Error::ContentLength);
+    framing_length_exponent: "HTTP/1.1", &[("Content-Length", "1e3")] => Err(Error::ContentLength);
+    framing_length_overflow: "HTTP/1.1", &[("Content-Length", "18446744073709551616")] => Err(Error::ContentLength);
+    framing_length_u64_max: "HTTP/1.1", &[("Content-Length", "18446744073709551615")] => Err(Error::BodyTooLarge);
+    framing_chunked: "HTTP/1.1", &[("Transfer-Encoding", "chunked")] => Ok(Framing::Chunked);
+    framing_chunked_mixed_case: "HTTP/1.1", &[("transfer-encoding", "Chunked")] => Ok(Framing::Chunked);
+    framing_gzip_chunked: "HTTP/1.1", &[("Transfer-Encoding", "gzip, chunked")] => Err(Error::UnsupportedTransferCoding);
+    framing_chunked_twice: "HTTP/1.1", &[("Transfer-Encoding", "chunked, chunked")] => Err(Error::UnsupportedTransferCoding);
+    framing_chunked_two_fields: "HTTP/1.1", &[("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")] => Err(Error::UnsupportedTransferCoding);
+    framing_identity: "HTTP/1.1", &[("Transfer-Encoding", "identity")] => Err(Error::UnsupportedTransferCoding);
+    framing_te_empty: "HTTP/1.1", &[("Transfer-Encoding", "")] => Err(Error::UnsupportedTransferCoding);
+    framing_chunked_and_length: "HTTP/1.1", &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")] => Err(Error::LengthAndChunked);
+    framing_length_and_chunked: "HTTP/1.1", &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")] => Err(Error::LengthAndChunked);
+    framing_chunked_http10: "HTTP/1.0", &[("Transfer-Encoding", "chunked")] => Err(Error::UnsupportedTransferCoding);
+    framing_length_http10: "HTTP/1.0", &[("Content-Length", "3")] => Ok(Framing::Length(3));
 }
 
 // ---------------------------------------------------------------------------
@@ -638,27 +648,23 @@ fn feed(input: &[u8], cuts: &[usize], max_body: usize) -> (Result<Option<usize>,
     (Ok(None), body)
 }
 
-/// `name: input => Ok(Some(consumed), body) | Ok(None) | Err(error);` with
-/// max_body = 16; every case is also fed in two pieces cut at every
-/// position and one byte at a time, with the same outcome.
-macro_rules! chunked {
-    ($($name:ident: $input:expr => $want:expr $(, $body:expr)?;)*) => {$(
-        #[test]
-        fn $name() {
-            let input: Vec<u8> = $input.to_vec();
-            let (got, body) = feed(&input, &[], 16);
-            assert_eq!(got, $want, "{:?}", String::from_utf8_lossy(&input));
-            $(assert_eq!(body, $body.to_vec());)?
-            for cut in 0..=input.len() {
-                assert_eq!(feed(&input, &[cut], 16), (got, body.clone()), "cut at {cut}");
-            }
-            let every: Vec<usize> = (1..input.len()).collect();
-            assert_eq!(feed(&input, &every, 16), (got, body.clone()), "byte by byte");
-        }
-    )*};
+/// `name: input => Ok(Some(consumed)) | Ok(None) | Err(error), body;` with
+/// max_body = 16 (the body is what was decoded, up to an error); every case
+/// is also fed in two pieces cut at every position and one byte at a time,
+/// with the same outcome.
+fn check_chunked(input: impl AsRef<[u8]>, want: Result<Option<usize>, Error>, want_body: &[u8]) {
+    let input = input.as_ref();
+    let (got, body) = feed(input, &[], 16);
+    assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
+    assert_eq!(body, want_body);
+    for cut in 0..=input.len() {
+        assert_eq!(feed(input, &[cut], 16), (got, body.clone()), "cut at {cut}");
+    }
+    let every: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(feed(input, &every, 16), (got, body.clone()), "byte by byte");
 }
 
-chunked! {
+cases! { check_chunked;
     chunk_one: b"5\r\nhello\r\n0\r\n\r\n" => Ok(Some(15)), b"hello";
     chunk_two: b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n" => Ok(Some(20)), b"hello";
     chunk_empty_body: b"0\r\n\r\n" => Ok(Some(5)), b"";
@@ -677,38 +683,38 @@ chunked! {
     chunk_partial_data: b"5\r\nhel" => Ok(None), b"hel";
     chunk_partial_trailer: b"0\r\nX: a\r\n" => Ok(None), b"";
     chunk_partial_end: b"0\r\n\r" => Ok(None), b"";
-    chunk_bad_size: b"x\r\n" => Err(Error::ChunkSize);
-    chunk_empty_size: b"\r\n" => Err(Error::ChunkSize);
-    chunk_negative: b"-5\r\n" => Err(Error::ChunkSize);
-    chunk_0x: b"0x5\r\n" => Err(Error::ChunkSize);
-    chunk_17_digits: b"00000000000000005\r\n" => Err(Error::ChunkSize);
-    chunk_size_bare_lf: b"5\nhello\r\n" => Err(Error::ChunkSize);
-    chunk_size_cr_no_lf: b"5\rhello" => Err(Error::ChunkSize);
-    chunk_space_no_ext: b"5 \r\nhello\r\n0\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_space_then_junk: b"5 x\r\n" => Err(Error::ChunkSize);
-    chunk_ext_control: b"5;a\0\r\n" => Err(Error::ChunkSize);
+    chunk_bad_size: b"x\r\n" => Err(Error::ChunkSize), b"";
+    chunk_empty_size: b"\r\n" => Err(Error::ChunkSize), b"";
+    chunk_negative: b"-5\r\n" => Err(Error::ChunkSize), b"";
+    chunk_0x: b"0x5\r\n" => Err(Error::ChunkSize), b"";
+    chunk_17_digits: b"00000000000000005\r\n" => Err(Error::ChunkSize), b"";
+    chunk_size_bare_lf: b"5\nhello\r\n" => Err(Error::ChunkSize), b"";
+    chunk_size_cr_no_lf: b"5\rhello" => Err(Error::ChunkSize), b"";
+    chunk_space_no_ext: b"5 \r\nhello\r\n0\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_space_then_junk: b"5 x\r\n" => Err(Error::ChunkSize), b"";
+    chunk_ext_control: b"5;a\0\r\n" => Err(Error::ChunkSize), b"";
     chunk_ext_quoted_escapes: b"1;a=\"x\\\"; y\";b\r\nx\r\n0\r\n\r\n" => Ok(Some(24)), b"x";
-    chunk_ext_quoted_unterminated: b"1;a=\"x\r\nx\r\n0\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_ext_quoted_escaped_end: b"1;a=\"x\\\"\r\nx\r\n0\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_ext_quoted_control: b"1;a=\"\x01\"\r\n" => Err(Error::ChunkSize);
-    chunk_trailer_no_colon: b"0\r\nNoColon\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_trailer_empty_name: b"0\r\n: a\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_trailer_space_before_colon: b"0\r\nX : a\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_trailer_bad_name: b"0\r\nX(y): a\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_ext_bare_lf: b"5;a\n" => Err(Error::ChunkSize);
+    chunk_ext_quoted_unterminated: b"1;a=\"x\r\nx\r\n0\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_ext_quoted_escaped_end: b"1;a=\"x\\\"\r\nx\r\n0\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_ext_quoted_control: b"1;a=\"\x01\"\r\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_no_colon: b"0\r\nNoColon\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_empty_name: b"0\r\n: a\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_space_before_colon: b"0\r\nX : a\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_bad_name: b"0\r\nX(y): a\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_ext_bare_lf: b"5;a\n" => Err(Error::ChunkSize), b"";
     chunk_data_too_long: b"5\r\nhelloX\r\n" => Err(Error::ChunkSize), b"hello";
     chunk_data_bare_lf: b"5\r\nhello\n0\r\n\r\n" => Err(Error::ChunkSize), b"hello";
     chunk_data_cr_cr: b"5\r\nhello\r\r" => Err(Error::ChunkSize), b"hello";
-    chunk_end_bare_lf: b"0\r\n\n" => Err(Error::ChunkSize);
-    chunk_trailer_bare_lf: b"0\r\nX: a\n\r\n" => Err(Error::ChunkSize);
-    chunk_trailer_fold: b"0\r\n X: a\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_trailer_nul: b"0\r\nX: \0\r\n\r\n" => Err(Error::ChunkSize);
-    chunk_end_cr_junk: b"0\r\n\rX" => Err(Error::ChunkSize);
-    chunk_ext_past_limit: [&b"1;"[..], &[b'a'; 1024], b"\r\nx\r\n0\r\n\r\n"].concat() => Err(Error::ChunkSize);
-    chunk_trailer_past_limit: [&b"0\r\nX:"[..], &[b'a'; 8189], b"\r\n\r\n"].concat() => Err(Error::ChunkSize);
-    chunk_too_large_one: b"11\r\n" => Err(Error::BodyTooLarge);
+    chunk_end_bare_lf: b"0\r\n\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_bare_lf: b"0\r\nX: a\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_fold: b"0\r\n X: a\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_trailer_nul: b"0\r\nX: \0\r\n\r\n" => Err(Error::ChunkSize), b"";
+    chunk_end_cr_junk: b"0\r\n\rX" => Err(Error::ChunkSize), b"";
+    chunk_ext_past_limit: [&b"1;"[..], &[b'a'; 1024], b"\r\nx\r\n0\r\n\r\n"].concat() => Err(Error::ChunkSize), b"";
+    chunk_trailer_past_limit: [&b"0\r\nX:"[..], &[b'a'; 8189], b"\r\n\r\n"].concat() => Err(Error::ChunkSize), b"";
+    chunk_too_large_one: b"11\r\n" => Err(Error::BodyTooLarge), b"";
     chunk_too_large_sum: b"9\r\n123456789\r\n8\r\n" => Err(Error::BodyTooLarge), b"123456789";
-    chunk_too_large_huge: b"ffffffffffffffff\r\n" => Err(Error::BodyTooLarge);
+    chunk_too_large_huge: b"ffffffffffffffff\r\n" => Err(Error::BodyTooLarge), b"";
 }
 
 // ---------------------------------------------------------------------------
@@ -722,16 +728,11 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// `name: query => [(name, value)...];`
-macro_rules! query {
-    ($($name:ident: $query:expr => [$(($n:expr, $v:expr)),*];)*) => {$(
-        #[test]
-        fn $name() {
-            assert_eq!(decode_query($query), pairs(&[$(($n, $v)),*]));
-        }
-    )*};
+fn check_query<const N: usize>(query: &str, want: [(&str, &str); N]) {
+    assert_eq!(decode_query(query), pairs(&want));
 }
 
-query! {
+cases! { check_query;
     query_mixed: "a=1&b=two+words&c=%41%zz&d&&=x" => [("a", "1"), ("b", "two words"), ("c", "A%zz"), ("d", ""), ("", "x")];
     query_empty: "" => [];
     query_only_separators: "&&&" => [];
@@ -843,20 +844,19 @@ fn response_builders() {
 }
 
 /// `name: header name, value => is_valid;`
-macro_rules! response_header {
-    ($($name:ident: $n:expr, $v:expr => $valid:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            let r = Response::text(200, "x").header($n, $v);
-            assert_eq!(r.is_valid(), $valid);
-            if !$valid {
-                assert_eq!(r.get_header($n), None, "an invalid header is never stored");
-            }
-        }
-    )*};
+fn check_response_header(name: &str, value: &str, valid: bool) {
+    let r = Response::text(200, "x").header(name, value);
+    assert_eq!(r.is_valid(), valid);
+    if !valid {
+        assert_eq!(
+            r.get_header(name),
+            None,
+            "an invalid header is never stored"
+        );
+    }
 }
 
-response_header! {
+cases! { check_response_header;
     resp_header_ok: "X-Ok", "value" => true;
     resp_header_empty_value: "X-Ok", "" => true;
     resp_header_cr: "X", "a\rb" => false;
@@ -877,6 +877,102 @@ fn response_invalid_status() {
     assert!(!Response::new(42).is_valid());
     assert!(!Response::new(1000).is_valid());
     assert!(Response::new(100).is_valid() && Response::new(999).is_valid());
+}
+
+// ---------------------------------------------------------------------------
+// Response heads (what the client reads), with the default limits
+// ---------------------------------------------------------------------------
+
+/// `name: input => Answer(status, fields, rest) | More | Fail(error);` and
+/// every prefix of the head as for requests.
+fn check_response_head(input: &[u8], want: Want<'_>) {
+    let got = parse_response_head(input, &Limits::default());
+    let mut end = input.len();
+    match (&got, &want) {
+        (Ok(Status::Complete((head, consumed))), Answer(status, fields, rest)) => {
+            end = *consumed;
+            assert_eq!(head.status(), *status);
+            let fields: Vec<_> = fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(head.headers(), fields);
+            assert_eq!(&input[end..], rest.as_bytes());
+        }
+        (Ok(Status::Partial), More) => {}
+        (Err(error), Fail(wanted)) if error == wanted => {}
+        _ => panic!(
+            "{:?}: got {got:?}, want {want:?}",
+            String::from_utf8_lossy(input)
+        ),
+    }
+    check_prefixes(input, end, got.err(), |part| {
+        parse_response_head(part, &Limits::default())
+    });
+}
+
+cases! { check_response_head;
+    resp_fields: b"HTTP/1.1 200 OK\r\nContent-Type:  text/event-stream \r\nX: 1\r\nx: 2\r\n\r\nbody"
+        => Answer(200, &[("Content-Type", "text/event-stream"), ("X", "1"), ("x", "2")], "body");
+    resp_no_reason: b"HTTP/1.0 204\r\n\r\n" => Answer(204, &[], "");
+    resp_empty_reason: b"HTTP/1.1 999 \r\n\r\n" => Answer(999, &[], "");
+    resp_continue: b"HTTP/1.1 100 Continue\r\n\r\ndata" => Answer(100, &[], "data");
+    resp_minor_version: b"HTTP/1.9 200 OK\r\n\r\n" => Answer(200, &[], "");
+    resp_not_utf8_value: b"HTTP/1.1 200 OK\r\nX: \xff\r\n\r\n" => Answer(200, &[("X", "\u{FFFD}")], "");
+    resp_partial_status: b"HTTP/1.1 200" => More;
+    resp_partial_fields: b"HTTP/1.1 200 OK\r\nX: 1\r\n" => More;
+    resp_bare_lf_field: b"HTTP/1.1 200 OK\r\nX: 1\nx: 2\r\n\r\n" => Fail(Error::NewLine);
+    resp_bare_lf_end: b"HTTP/1.0 204\n\n" => Fail(Error::NewLine);
+    resp_cr_alone: b"HTTP/1.1 200 OK\rX\r\n\r\n" => Fail(Error::NewLine);
+    resp_obs_fold: b"HTTP/1.1 200 OK\r\n folded\r\n\r\n" => Fail(Error::NewLine);
+    resp_no_colon: b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n" => Fail(Error::HeaderName);
+    resp_space_in_name: b"HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n" => Fail(Error::HeaderName);
+    resp_nul_value: b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n" => Fail(Error::HeaderValue);
+    resp_http2: b"HTTP/2 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_lowercase_http: b"http/1.1 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_not_http: b"ICY 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_code_two_digits: b"HTTP/1.1 20 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_code_four_digits: b"HTTP/1.1 2000\r\n\r\n" => Fail(Error::StatusLine);
+    resp_code_below_100: b"HTTP/1.1 099 x\r\n\r\n" => Fail(Error::StatusLine);
+    resp_two_spaces: b"HTTP/1.1  200 OK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_tab_before_reason: b"HTTP/1.1 200\tOK\r\n\r\n" => Fail(Error::StatusLine);
+    resp_leading_empty_line: b"\r\nHTTP/1.1 200 OK\r\n\r\n" => Fail(Error::StatusLine);
+}
+
+#[test]
+fn response_head_lookup_takes_the_first() {
+    let wire = b"HTTP/1.1 200 OK\r\nX: 1\r\nx: 2\r\n\r\n";
+    let Ok(Status::Complete((head, _))) = parse_response_head(wire, &Limits::default()) else {
+        panic!("a valid head");
+    };
+    assert_eq!(head.header("x"), Some("1"));
+    assert_eq!(head.header_all("X").collect::<Vec<_>>(), ["1", "2"]);
+}
+
+/// `name: method, [(name, value)...] => framing;` for a `200` answer.
+fn check_response_framing(method: &str, fields: &[(&str, &str)], want: Result<Framing, Error>) {
+    let mut wire = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in fields {
+        wire.push_str(&format!("{name}: {value}\r\n"));
+    }
+    wire.push_str("\r\n");
+    let Ok(Status::Complete((head, _))) = parse_response_head(wire.as_bytes(), &Limits::default())
+    else {
+        panic!("{wire:?} is a valid head");
+    };
+    assert_eq!(head.body_framing(method), want);
+}
+
+cases! { check_response_framing;
+    resp_framing_close: "GET", &[] => Ok(Framing::None);
+    resp_framing_length: "GET", &[("Content-Length", "12")] => Ok(Framing::Length(12));
+    resp_framing_length_same_list: "GET", &[("content-length", "3, 3")] => Ok(Framing::Length(3));
+    resp_framing_length_differ_fields: "GET", &[("content-length", "3"), ("Content-Length", "4")] => Err(Error::ContentLength);
+    resp_framing_length_negative: "GET", &[("Content-Length", "-1")] => Err(Error::ContentLength);
+    resp_framing_chunked_over_length: "GET", &[("Transfer-Encoding", "Chunked"), ("Content-Length", "3")] => Ok(Framing::Chunked);
+    resp_framing_gzip_chunked: "GET", &[("Transfer-Encoding", "gzip, chunked")] => Err(Error::UnsupportedTransferCoding);
+    resp_framing_head: "HEAD", &[] => Ok(Framing::Length(0));
+    resp_framing_head_ignores_length: "HEAD", &[("Content-Length", "12")] => Ok(Framing::Length(0));
 }
 
 // ---------------------------------------------------------------------------

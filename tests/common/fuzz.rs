@@ -1,6 +1,6 @@
 //! Deterministic randomness for the fuzz-style tests and for
-//! `examples/fuzz.rs` (which includes this file by path): one generator
-//! and one mutator, so every fuzzer draws its inputs the same way.
+//! `tests/robustness/fuzz.rs` (which includes this file by path): one
+//! generator and one mutator, so every fuzzer draws its inputs the same way.
 
 #![allow(dead_code)] // each user takes part of it
 

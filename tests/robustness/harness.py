@@ -1,6 +1,6 @@
 """Shared by the robustness attack scripts: start and stop the testbed
-server (examples/testbed.rs), read its process counters from /proc, speak
-just enough HTTP over raw sockets, and report results.
+server (testbed.rs here, built as an example), read its process counters
+from /proc, speak just enough HTTP over raw sockets, and report results.
 
 Every attack prints one line per check, `PASS name: details` or
 `FAIL name: details`; run.sh counts them. Every wait here is bounded.

@@ -1,5 +1,5 @@
-//! Fuzz loops of the robustness suite (`tests/robustness/`): a bounded,
-//! deterministic run, not an example to copy.
+//! Fuzz loops of the robustness suite (built as an example; see
+//! Cargo.toml): a bounded, deterministic run, not an example to copy.
 //!
 //! ```text
 //! cargo run --release --example fuzz -- [--seed 1] [--inputs 1000000]
@@ -33,7 +33,7 @@
 //! the loop. One line per loop, `PASS ...` or `FAIL ...`, then
 //! `N passed, M failed`; the exit status is 1 if a loop failed.
 
-#[path = "common/mod.rs"]
+#[path = "../../examples/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ use stdsse::http::{parse_head, ChunkedDecoder, Error, Framing, Limits, Status};
 use stdsse::parser::{Item, Parser};
 
 // The generator and the mutator the fuzz-style tests use too.
-#[path = "../tests/common/fuzz.rs"]
+#[path = "../common/fuzz.rs"]
 mod fuzzing;
 use fuzzing::{mutate, Rng};
 

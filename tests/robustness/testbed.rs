@@ -1,5 +1,5 @@
-//! The server fixture of the robustness suite (`tests/robustness/`): not an
-//! example to copy, a target to attack.
+//! The server fixture of the robustness suite (built as an example; see
+//! Cargo.toml): not an example to copy, a target to attack.
 //!
 //! ```text
 //! cargo run --release --example testbed -- --addr 127.0.0.1:0 \
@@ -34,7 +34,7 @@
 //! SIGINT or SIGTERM shuts down gracefully. The first stderr line is
 //! `listening on http://HOST:PORT`.
 
-#[path = "common/mod.rs"]
+#[path = "../../examples/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
