@@ -1739,8 +1739,10 @@ fn a_stalled_subscriber_is_evicted_after_the_stall_timeout() {
     let mut stalled = server.sse("/events", &[]);
     let mut reader = server.sse("/events", &[]);
     wait_subscribers(&hub, 2);
+    // (Whether it was evicted while the others were still being filled
+    // depends on the machine's speed; the slow reader below pins that a
+    // socket making progress is not evicted.)
     fill_sockets(&hub, &mut reader, 1000);
-    assert_eq!(hub.stats().evicted, 0, "evicted before the stall timeout");
     wait_until_within(LONG_WAIT, "the stalled subscriber's eviction", || {
         hub.stats().evicted == 1
     });
@@ -1755,8 +1757,9 @@ fn a_stalled_subscriber_is_evicted_after_the_stall_timeout() {
 fn a_subscriber_that_reads_slowly_is_not_stalled() {
     // It takes 64 KiB (a loopback segment's worth) every 100 ms from a full
     // socket: its backlog drains slower than the stall timeout, but each
-    // write takes some of it, after the back-off has grown in between.
-    let hub = stall_hub(Duration::from_millis(500));
+    // write takes some of it, after the back-off has grown in between. The
+    // timeout is 20 reads long, so a loaded machine's pauses do not count.
+    let hub = stall_hub(Duration::from_secs(2));
     let server = serve(&hub);
     let mut slow = server.sse("/events", &[]);
     let mut reader = server.sse("/events", &[]);
