@@ -398,6 +398,7 @@ impl Conn {
 /// own and is `Partial` one byte short; `Partial` stays within the total
 /// bound; an error stays the same whatever follows. Returns the outcome.
 #[doc(hidden)]
+#[must_use]
 pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
     let tokens = b"\r\n * $ : + - -1 *1\r\n *2\r\n $1\r\nx\r\n $-1\r\n :-42\r\n +OK\r\n 99999999999999999999 % _";
     let tokens: Vec<&[u8]> = tokens.split(|&b| b == b' ').collect();
