@@ -211,10 +211,11 @@ fn parse_at(
         return Ok(None);
     };
     let next = at + 1 + eol + 2;
+    has(next)?; // first: the same error whatever the next bytes are
     match (line[eol], line.get(eol + 1)) {
         (b'\n', _) => return Err(Protocol("bare LF")),
-        (_, None) => return has(next).map(|_| None),
-        (_, Some(b'\n')) => has(next).map(drop)?,
+        (_, None) => return Ok(None),
+        (_, Some(b'\n')) => {}
         _ => return Err(Protocol("CR without LF")),
     }
     let line = &line[..eol];
@@ -503,7 +504,8 @@ mod tests {
     #[test]
     fn bad_or_oversized_replies_are_errors() {
         let long = [b"+".as_slice(), &[b'x'; 70]].concat();
-        let cases: [(&[u8], &str); 18] = [
+        let cr_at_the_bound = [b"+".as_slice(), &[b'x'; 62], b"\rx"].concat();
+        let cases: [(&[u8], &str); 19] = [
             (b"$-2\r\n", "bad length"),
             (b"*-2\r\n", "bad length"),
             (b"$99999999999999999999\r\n", "bad length"),
@@ -521,6 +523,7 @@ mod tests {
             (b"_\r\n", "unknown reply type (RESP3?)"),
             (b">1\r\n", "unknown reply type (RESP3?)"),
             (&long, "reply too large"),
+            (&cr_at_the_bound, "reply too large"),
             (&[b"*1\r\n", &long[..]].concat(), "reply too large"),
         ];
         for (input, why) in cases {
