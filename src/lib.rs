@@ -131,6 +131,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 pub mod parser;
+pub mod redis;
 mod scan;
 pub mod server;
 mod stream;

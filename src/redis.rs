@@ -1,0 +1,431 @@
+//! A small Redis client (RESP2) for the hub's scale-out: connect with
+//! timeouts, `AUTH`, `SELECT`, commands and pipelining.
+//!
+//! Commands always go out as arrays of bulk strings ("Clients send commands
+//! to a Redis server as an array of bulk strings", RESP spec), never inline,
+//! so no byte of data can start another command. Replies are parsed without
+//! I/O and bounded (bulk length, array length, nesting, total size). The password is never logged: the URL's
+//! `Debug` and `Display` show it as `***`.
+//!
+//! There is no TLS (the standard library has none): run Redis on a private
+//! network, or reach it through a TLS tunnel (stunnel, spiped, a service mesh).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::http::Status;
+use crate::scan::{find_eol, push_decimal};
+
+/// Where Redis is: `redis://[user:password@]host[:port][/db]` (port 6379 and
+/// db 0 by default; the userinfo percent-decoded, as in RFC 3986).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) host: String, // as written: `[::1]` for IPv6
+    pub(crate) port: u16,
+    pub(crate) db: u32,
+}
+
+impl RedisUrl {
+    /// Parses a `redis://` URL; `user:password@` authenticates as an ACL user,
+    /// `:password@` as the default user.
+    pub fn parse(url: &str) -> Result<RedisUrl, RedisError> {
+        let rest = url.strip_prefix("redis://").ok_or(Url("not redis://"))?;
+        let (auth, rest) = rest
+            .rsplit_once('@')
+            .map_or((None, rest), |(a, r)| (Some(a), r));
+        let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match host.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => (h, p.parse().map_err(|_| Url("bad port"))?),
+            _ => (host, 6379),
+        };
+        let (user, password) = match auth.map(|a| a.split_once(':')) {
+            None => (None, None),
+            Some(None) => return Err(Url("userinfo is not user:password")),
+            Some(Some((u, p))) => (Some(decode(u)?).filter(|u| !u.is_empty()), Some(decode(p)?)),
+        };
+        let db = if db.is_empty() { Ok(0) } else { db.parse() };
+        let db = db.map_err(|_| Url("bad db"))?;
+        let host = Some(host)
+            .filter(|h| !h.is_empty())
+            .ok_or(Url("no host"))?
+            .into();
+        Ok(RedisUrl {
+            user,
+            password,
+            host,
+            port,
+            db,
+        })
+    }
+}
+
+/// Percent-decodes userinfo (`%40` is `@`).
+fn decode(s: &str) -> Result<String, RedisError> {
+    let mut parts = s.split('%');
+    let mut out = parts.next().unwrap_or_default().as_bytes().to_vec();
+    for part in parts {
+        let hex = part
+            .get(..2)
+            .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
+        out.push(
+            hex.and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(Url("bad %-escape"))?,
+        );
+        out.extend_from_slice(&part.as_bytes()[2..]);
+    }
+    String::from_utf8(out).map_err(|_| Url("userinfo is not UTF-8"))
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("redis://")?;
+        if self.password.is_some() {
+            write!(f, "{}:***@", self.user.as_deref().unwrap_or(""))?;
+        }
+        write!(f, "{}:{}/{}", self.host, self.port, self.db)
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why talking to Redis failed. The text never holds the password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL is not `redis://[user:password@]host[:port][/db]`.
+    Url(&'static str),
+    /// Connecting, reading or writing failed (`UnexpectedEof`: Redis closed).
+    Io(io::ErrorKind),
+    /// No connection or answer within the timeout.
+    Timeout,
+    /// The server broke RESP2 or a bound of the reply parser.
+    Protocol(&'static str),
+    /// The server answered with an error reply (`-ERR ...`): its text.
+    Server(String),
+}
+use RedisError::{Protocol, Url};
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Url(why) => write!(f, "bad Redis URL: {why}"),
+            RedisError::Io(kind) => write!(f, "Redis I/O: {kind}"),
+            RedisError::Timeout => f.write_str("Redis timed out"),
+            Protocol(why) => write!(f, "Redis protocol: {why}"),
+            RedisError::Server(text) => write!(f, "Redis: {text}"),
+        }
+    }
+}
+
+impl std::error::Error for RedisError {}
+
+impl From<io::Error> for RedisError {
+    fn from(e: io::Error) -> RedisError {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => RedisError::Timeout,
+            kind => RedisError::Io(kind),
+        }
+    }
+}
+
+/// A RESP2 reply. A RESP3 type byte is a protocol error.
+/// `+OK`, `-ERR ...`, `:42`, `$3 abc` (`$-1`: `None`), `*2 ...` (`*-1`: `None`).
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// The bounds of one reply, so a broken or hostile server cannot make the
+/// client allocate without limit or recurse without end.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct ReplyLimits {
+    /// The longest bulk string (default 64 MiB: a 16 MiB event's encoded
+    /// frame with room for its `data: ` prefixes).
+    pub bulk: usize,
+    /// The most elements of one array (default 1,048,576).
+    pub array: usize,
+    /// The most nested arrays (default 8; `XREAD` needs 5).
+    pub depth: usize,
+    /// The most bytes of one whole reply, so the read buffer is bounded
+    /// (default 256 MiB: size `COUNT` so a batch of big events fits).
+    pub total: usize,
+}
+
+impl Default for ReplyLimits {
+    fn default() -> ReplyLimits {
+        ReplyLimits {
+            bulk: 64 << 20,
+            array: 1 << 20,
+            depth: 8,
+            total: 256 << 20,
+        }
+    }
+}
+
+/// Parses one reply at the start of `buf`: the reply and its length, or
+/// `Partial` (never for more than `limits.total` bytes). Two passes: the
+/// first only measures (no copies while a big reply arrives piece by piece).
+#[doc(hidden)]
+pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Status<(Reply, usize)>, RedisError> {
+    if parse_at(buf, 0, 0, limits, false)?.is_none() {
+        return Ok(Status::Partial);
+    }
+    Ok(parse_at(buf, 0, 0, limits, true)?.map_or(Status::Partial, Status::Complete))
+}
+
+/// The reply at `buf[at..]` inside `depth` arrays and where it ends;
+/// `None` while incomplete. Builds the value only if `build`.
+fn parse_at(
+    buf: &[u8],
+    at: usize,
+    depth: usize,
+    lim: &ReplyLimits,
+    build: bool,
+) -> Result<Option<(Reply, usize)>, RedisError> {
+    // Whether a reply ending at `end` has arrived; an error past the bound.
+    let has = |end: usize| (end <= lim.total).then_some(end <= buf.len());
+    let has = |end| has(end).ok_or(Protocol("reply too large"));
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let line = &buf[at + 1..];
+    let Some(eol) = find_eol(line) else {
+        has(buf.len() + 2)?;
+        return Ok(None);
+    };
+    let next = at + 1 + eol + 2;
+    has(next)?; // first: the same error whatever the next bytes are
+    match (line[eol], line.get(eol + 1)) {
+        (b'\n', _) => return Err(Protocol("bare LF")),
+        (_, None) => return Ok(None),
+        (_, Some(b'\n')) => {}
+        _ => return Err(Protocol("CR without LF")),
+    }
+    let line = &line[..eol];
+    let text = || String::from_utf8_lossy(if build { line } else { b"" }).into_owned();
+    let len = |max: usize| match int(line).ok_or(Protocol("bad length"))? {
+        -1 => Ok(None),
+        n if n < 0 => Err(Protocol("bad length")),
+        n => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max)
+            .map(Some)
+            .ok_or(Protocol("length over the limit")),
+    };
+    let reply = match kind {
+        b'+' => Reply::Simple(text()),
+        b'-' => Reply::Error(text()),
+        b':' => Reply::Integer(int(line).ok_or(Protocol("bad integer"))?),
+        b'$' => match len(lim.bulk)? {
+            None => Reply::Bulk(None),
+            Some(n) => {
+                if !has(next.saturating_add(n).saturating_add(2))? {
+                    return Ok(None);
+                }
+                if &buf[next + n..next + n + 2] != b"\r\n" {
+                    return Err(Protocol("bulk string without CRLF"));
+                }
+                let bulk = Reply::Bulk(build.then(|| buf[next..next + n].to_vec()));
+                return Ok(Some((bulk, next + n + 2)));
+            }
+        },
+        b'*' => match len(lim.array)? {
+            None => Reply::Array(None),
+            Some(_) if depth >= lim.depth => return Err(Protocol("arrays nested too deep")),
+            Some(n) => {
+                has(next.saturating_add(n.saturating_mul(3))).map(drop)?; // 3 bytes an element at least
+                let mut items = Vec::with_capacity(if build { n } else { 0 });
+                let mut end = next;
+                for _ in 0..n {
+                    let Some((item, after)) = parse_at(buf, end, depth + 1, lim, build)? else {
+                        return Ok(None);
+                    };
+                    items.extend(build.then_some(item));
+                    end = after;
+                }
+                return Ok(Some((Reply::Array(Some(items)), end)));
+            }
+        },
+        _ => return Err(Protocol("unknown reply type (RESP3?)")),
+    };
+    Ok(Some((reply, next)))
+}
+
+/// A decimal `i64` (std's parser: checked, never panics).
+fn int(line: &[u8]) -> Option<i64> {
+    std::str::from_utf8(line).ok()?.parse().ok()
+}
+
+/// Appends a command as an array of bulk strings: `*N\r\n$len\r\narg\r\n...`.
+fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    push_decimal(out, args.len() as u128);
+    for arg in args {
+        out.extend_from_slice(b"\r\n$");
+        push_decimal(out, arg.len() as u128);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A connection to Redis. Pipelining: several [`send`](Conn::send)s, one
+/// [`flush`](Conn::flush), as many [`recv`](Conn::recv)s. After an error
+/// the connection may be out of step: drop it.
+#[doc(hidden)]
+pub struct Conn {
+    stream: TcpStream,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    /// The bounds of every reply.
+    pub limits: ReplyLimits,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the buffers: `out` may hold an AUTH command.
+        f.debug_struct("Conn")
+            .field("peer", &self.stream.peer_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Connects within `timeout` (each address tried in turn), bounds every
+    /// read and write by it, then sends `AUTH [user] password` and `SELECT db`
+    /// as the URL asks.
+    pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Conn, RedisError> {
+        let host = url.host.trim_start_matches('[').trim_end_matches(']');
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        let mut connect = |a| {
+            TcpStream::connect_timeout(&a, timeout)
+                .map_err(|e| last = e)
+                .ok()
+        };
+        let stream = (host, url.port).to_socket_addrs()?.find_map(&mut connect);
+        let stream = stream.ok_or(last)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        let (out, buf, limits) = (Vec::new(), Vec::new(), ReplyLimits::default());
+        let mut conn = Conn {
+            stream,
+            out,
+            buf,
+            limits,
+        };
+        if let Some(password) = &url.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            args.extend(url.user.as_deref().map(str::as_bytes));
+            conn.call(&[&args[..], &[password.as_bytes()]].concat())?;
+        }
+        if url.db != 0 {
+            conn.call(&[b"SELECT", url.db.to_string().as_bytes()])?;
+        }
+        Ok(conn)
+    }
+
+    /// Queues one command (nothing is written until [`flush`](Conn::flush)).
+    pub fn send(&mut self, args: &[&[u8]]) {
+        encode(&mut self.out, args);
+    }
+
+    /// Writes every queued command.
+    pub fn flush(&mut self) -> Result<(), RedisError> {
+        let written = self.stream.write_all(&self.out);
+        self.out.clear();
+        Ok(written?)
+    }
+
+    /// Reads the next reply; an error reply is [`Reply::Error`], so a
+    /// pipeline stays in step.
+    pub fn recv(&mut self) -> Result<Reply, RedisError> {
+        loop {
+            if let Status::Complete((reply, len)) = parse_reply(&self.buf, &self.limits)? {
+                self.buf.drain(..len);
+                return Ok(reply);
+            }
+            let old = self.buf.len();
+            self.buf.resize(old + (64 << 10), 0);
+            let read = self.stream.read(&mut self.buf[old..]);
+            self.buf.truncate(old + read.as_ref().map_or(0, |n| *n));
+            if read? == 0 {
+                return Err(RedisError::Io(io::ErrorKind::UnexpectedEof));
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply; an error reply is
+    /// [`RedisError::Server`].
+    pub fn call(&mut self, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        self.send(args);
+        self.flush()?;
+        match self.recv()? {
+            Reply::Error(text) => Err(RedisError::Server(text)),
+            reply => Ok(reply),
+        }
+    }
+}
+
+/// One fuzz input (`examples/fuzz.rs`): parses `input`, and the RESP text its
+/// bytes spell (`0x80..`: tokens), with the default and with small limits,
+/// and panics if an invariant breaks: a complete reply parses the same on its
+/// own and is `Partial` one byte short; `Partial` stays within the total
+/// bound; an error stays the same whatever follows. Returns the outcome.
+#[doc(hidden)]
+#[must_use]
+pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
+    let tokens = b"\r\n * $ : + - -1 *1\r\n *2\r\n $1\r\nx\r\n $-1\r\n :-42\r\n +OK\r\n 99999999999999999999 % _";
+    let tokens: Vec<&[u8]> = tokens.split(|&b| b == b' ').collect();
+    let mut spelt = Vec::new();
+    for b in input {
+        let token = (*b >= 0x80).then(|| tokens[usize::from(*b) % 16]);
+        spelt.extend_from_slice(token.unwrap_or(std::slice::from_ref(b)));
+    }
+    let small = ReplyLimits {
+        bulk: 8,
+        array: 4,
+        depth: 2,
+        total: 64,
+    };
+    let mut outcome = "";
+    for (data, lim) in [input, &spelt]
+        .map(|d| [(d, small), (d, ReplyLimits::default())])
+        .concat()
+    {
+        outcome = match parse_reply(data, &lim) {
+            Ok(Status::Complete((reply, len))) => {
+                assert_eq!(
+                    parse_reply(&data[..len], &lim),
+                    Ok(Status::Complete((reply, len)))
+                );
+                assert_eq!(parse_reply(&data[..len - 1], &lim), Ok(Status::Partial));
+                "complete"
+            }
+            Ok(Status::Partial) => {
+                assert!(data.len() < lim.total, "Partial past the bound");
+                "partial"
+            }
+            Err(e) => {
+                assert_eq!(parse_reply(&[data, b"\r\n+OK\r\n"].concat(), &lim), Err(e));
+                "error"
+            }
+        };
+    }
+    outcome
+}
