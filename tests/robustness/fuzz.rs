@@ -5,7 +5,7 @@
 //! cargo run --release --example fuzz -- [--seed 1] [--inputs 1000000]
 //! ```
 //!
-//! Three loops, `--inputs` inputs each, on their own threads, each with its
+//! Four loops, `--inputs` inputs each, on their own threads, each with its
 //! own xorshift generator derived from `--seed` (the same seed gives the
 //! same inputs):
 //!
@@ -27,6 +27,11 @@
 //!   [`Parser::buffered`] is within `max_line_len + max_event_size + 3`; no
 //!   dispatched id holds NUL, CR or LF, no type or comment CR or LF, no data
 //!   CR.
+//! * **RESP replies**: random bytes, and the same with every byte of 0x80 or
+//!   more turned into a RESP token (`*2\r\n`, `$3\r\n`, ...), into the
+//!   Redis reply parser with the default and small limits
+//!   (`stdsse::redis::fuzz_resp_reply`): no panic, `Partial` never past the
+//!   bound, an error the same whatever follows.
 //!
 //! Every input runs under `catch_unwind`: a panic (in the library or in a
 //! check) prints the loop, the input number and the input in hex, and fails
@@ -493,6 +498,24 @@ fn main() {
             "event streams (Parser)",
             thread::spawn(move || {
                 run_loop("stream", inputs, seed ^ 0x5E5E, make_stream, check_stream)
+            }),
+        ),
+        (
+            "RESP replies (redis)",
+            thread::spawn(move || {
+                run_loop(
+                    "resp",
+                    inputs,
+                    seed ^ 0x4E5B,
+                    |rng| {
+                        let len = rng.below(300);
+                        (
+                            (0..len).map(|_| rng.next_u64() as u8).collect(),
+                            "random bytes",
+                        )
+                    },
+                    |input, _, tally| tally.count(stdsse::redis::fuzz_resp_reply(input)),
+                )
             }),
         ),
     ];
