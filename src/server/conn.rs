@@ -14,8 +14,8 @@ use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Vers
 use crate::stream::{push_body, EventStream, SendError};
 use crate::util::lock;
 
-/// One accepted connection: its one descriptor, shared by the connection
-/// thread, its event stream and the server's registry.
+/// One accepted connection, shared by its thread, its stream and the
+/// registry.
 pub(super) struct Conn {
     pub(super) socket: TcpStream,
     pub(super) id: u64,
@@ -31,8 +31,7 @@ impl AsRef<TcpStream> for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // The connection thread closed in stages already; another last
-        // owner (a hub's fan-out thread, the accept thread) must not wait.
+        // The connection thread lingered already; other owners must not wait.
         close_staged(&self.socket, Duration::ZERO);
         lock(&self.server.connections).remove(&self.id);
         self.server.open_connections.fetch_sub(1, Ordering::SeqCst);
@@ -44,27 +43,22 @@ impl Drop for Conn {
 /// A request the server refuses itself: the status, and why (for the log).
 type Refusal = (u16, &'static str);
 
-/// How long a client may pause before the bytes it sent are parsed even
-/// though they hold no line end and add up to less than a KiB.
+/// How long a client may pause before what it sent is parsed anyway.
 const PARSE_PAUSE: Duration = Duration::from_millis(50);
 
 /// Most bytes a staged close reads and drops.
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// The connection's read side: received bytes not used yet (pipelined
-/// requests stay for the next round).
+/// The connection's read side: bytes received, not used yet (pipelining).
 struct Reader<'a> {
     conn: &'a Conn,
     buf: Vec<u8>,
 }
 
 impl Reader<'_> {
-    /// Reads until a complete head is buffered (`Ok(None)`: the client
-    /// closed, or was idle too long). The head is parsed again after a read
-    /// that may complete a line (an LF) or adds a KiB, and when the client
-    /// pauses for [`PARSE_PAUSE`]: a client sending a byte per packet
-    /// cannot make the server re-parse 64 KiB per byte, and a head already
-    /// invalid is answered at once.
+    /// Reads a complete head (`Ok(None)`: closed or idle). It is parsed
+    /// after a read with an LF or a KiB more, or a [`PARSE_PAUSE`]: a byte
+    /// per packet cannot make the server re-parse 64 KiB per byte.
     fn read_head(&mut self, app: &App, first: bool) -> Result<Option<(Request, usize)>, Refusal> {
         let config = &app.config;
         let mut deadline = Instant::now()
@@ -125,8 +119,7 @@ impl Reader<'_> {
         result
     }
 
-    /// Reads the body after a head of `consumed` bytes; the buffer then
-    /// starts at the next request.
+    /// Reads the body after a head of `consumed` bytes.
     fn read_body(
         &mut self,
         framing: Framing,
@@ -201,12 +194,11 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
                 }
             }
             Err((status, why)) => {
-                // Counted before the answer is written, as in
-                // `handle_request`: a client that has its answer sees it.
+                // Counted before the answer, which a client may act on.
                 count(&app.shared.requests);
                 count(&app.shared.bad_requests);
                 let response = error_response(status, http::reason_phrase(status));
-                let bytes = write_response(&conn, &response, Version::Http11, false, true);
+                let bytes = write_response(&conn.socket, &response, Version::Http11, false, true);
                 app.log_entry(
                     Some(conn.remote),
                     ("-", "-"),
@@ -226,8 +218,8 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
 }
 
 /// Writes a response; returns the bytes written (0 if the write failed).
-fn write_response(
-    conn: &Conn,
+pub(super) fn write_response(
+    socket: &TcpStream,
     response: &Response,
     version: Version,
     head_only: bool,
@@ -235,18 +227,14 @@ fn write_response(
 ) -> u64 {
     let mut out = Vec::with_capacity(256 + response.get_body().len());
     response.write_to(&mut out, version, head_only, close);
-    match (&conn.socket).write_all(&out) {
-        Ok(()) => out.len() as u64,
-        Err(_) => 0,
-    }
+    let sent = (&*socket).write_all(&out).is_ok();
+    u64::from(sent) * out.len() as u64
 }
 
-/// Closes a connection in stages (RFC 9112 9.6: "half-close by closing only
-/// the write side", then "continue to read from the connection until it
-/// receives a corresponding close from the client"), so that the close is
-/// not a reset that destroys what the client has not received yet. Reads
-/// and drops at most [`LINGER_BYTES`] for at most `linger`; with `linger`
-/// zero, only what has arrived, without blocking.
+/// Closes in stages (RFC 9112 9.6: "half-close by closing only the write
+/// side", then "continue to read ... until it receives a corresponding
+/// close"): drops at most [`LINGER_BYTES`] for at most `linger` (zero: what
+/// has arrived, without blocking).
 pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     let _ = socket.shutdown(Shutdown::Write);
     let _ = socket.set_nonblocking(linger.is_zero());
@@ -269,8 +257,7 @@ pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     }
 }
 
-/// Writes a response to a request, logs it (with `error`, or why the
-/// response was invalid), and says whether the connection stays open.
+/// Writes and logs a response; returns whether the connection stays open.
 fn respond(
     app: &App,
     conn: &Conn,
@@ -282,17 +269,13 @@ fn respond(
 ) -> bool {
     let response = app.with_cors(req, response);
     let bytes = write_response(
-        conn,
+        &conn.socket,
         &response,
         req.version(),
         req.method() == "HEAD",
         !keep,
     );
-    let status = if response.is_valid() {
-        response.status()
-    } else {
-        500
-    };
+    let status = response.invalid_reason().map_or(response.status(), |_| 500);
     let error = error.or(response.invalid_reason());
     app.log_entry(
         Some(conn.remote),
@@ -316,7 +299,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("handler panicked: {}", text.unwrap_or("(no message)"))
 }
 
-/// Answers one request. Returns whether the connection stays open.
+/// Answers one request; returns whether the connection stays open.
 fn handle_request(
     app: &Arc<App>,
     conn: &Arc<Conn>,
@@ -328,8 +311,7 @@ fn handle_request(
     req.set_remote_addr(conn.remote);
     count(&app.shared.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
-    // What parse_head leaves to us: a body that cannot be delimited or an
-    // expectation that cannot be met ends the connection.
+    // A body that cannot be delimited or an unmet expectation ends it.
     let refuse = |(status, why): Refusal| {
         count(&app.shared.bad_requests);
         respond(
@@ -346,10 +328,8 @@ fn handle_request(
         (Ok(framing), Ok(expect)) => (framing, expect),
         (Err(e), _) | (_, Err(e)) => return refuse((e.status(), e.description())),
     };
-    // `Content-Length: 0` is no body: nothing to read, the connection stays.
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
-    // OPTIONS, 404 and 405 need no body; an unread body cannot be skipped
-    // safely, so such a connection then ends.
+    // OPTIONS, 404 and 405 leave a body unread: the connection then ends.
     let route = match find(&app.routes, req.method(), req.path()) {
         Lookup::Route(route) => Ok(route),
         _ if req.method() == "OPTIONS" => Err(app.options(&req)),
@@ -369,7 +349,13 @@ fn handle_request(
         }
     };
     if has_body && expect && req.version() == Version::Http11 {
-        let _ = (&conn.socket).write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        write_response(
+            &conn.socket,
+            &Response::continue_100(),
+            Version::Http11,
+            false,
+            false,
+        );
     }
     match reader.read_body(framing, consumed, app) {
         Ok(body) => req.set_body(body),
@@ -399,20 +385,9 @@ fn handle_request(
 /// Sends the event-stream head and runs the accepted body on this thread.
 fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept, started: Instant) {
     let chunked = req.version() == Version::Http11;
-    let head = app.with_cors(req, accept.head);
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
-    for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
-        if head.get_header(name).is_none() {
-            out.extend_from_slice(format!("{name}: {default}\r\n").as_bytes());
-        }
-    }
-    out.extend_from_slice(b"Connection: close\r\n");
-    if chunked {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-    }
-    head.write_headers(&mut out);
-    out.extend_from_slice(b"\r\n");
+    app.with_cors(req, accept.head)
+        .write_stream_head(&mut out, chunked);
     let head_only = req.method() == "HEAD";
     if !head_only {
         let mut first = Vec::new();
@@ -425,15 +400,13 @@ fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept,
         push_body(&mut out, &first, chunked);
     }
     let _ = conn.socket.set_nodelay(true);
-    // Before the write: a client may react to the head (post an event of
-    // its own) before `write_all` returns here.
+    // Before the write: a client may react to the head before it returns.
     let head_sent = Instant::now();
     let sent = (&conn.socket).write_all(&out).is_ok();
     let bytes = if sent { out.len() as u64 } else { 0 };
-    let name = (req.method(), req.path());
     app.log_entry(
         Some(conn.remote),
-        name,
+        (req.method(), req.path()),
         (200, bytes),
         started.elapsed(),
         LogKind::Request,
@@ -463,7 +436,7 @@ fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept,
         req,
         on_end,
     );
-    // Keep a reference until the body returns, to record why it ended.
+    // Kept until the body returns, to record why it ended.
     let shared = stream.shared().clone();
     app.shared.open_streams.fetch_add(1, Ordering::SeqCst);
     lock(&app.shared.streams).push(Arc::downgrade(&shared));
@@ -472,7 +445,7 @@ fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept,
     }
     let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
         Ok(Ok(())) => None,
-        // A send that failed because the client left is the normal end.
+        // A client that left is the normal end.
         Ok(Err(e)) if e.is::<SendError>() => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(payload) => {
