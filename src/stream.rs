@@ -1,12 +1,8 @@
 //! The SSE body on a socket, shared by the server and the hub: an
 //! [`EventStream`] written on its connection's thread, or [`Detached`] and
-//! written by a hub's fan-out thread; the chunk framing of frames, the
+//! written by a hub's fan-out thread; the chunk framing (one chunk per
+//! frame, see [the server's docs](crate::server#event-streams)), the
 //! keep-alive and the check for a client that went away.
-//!
-//! An HTTP/1.1 body is chunked, one chunk per frame (RFC 9112 7.1:
-//! `chunk-size CRLF chunk-data CRLF`), so that every event is complete in
-//! its chunk and handed on as it arrives; an HTTP/1.0 body ends with the
-//! connection (see [the server's docs](crate::server#event-streams)).
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -16,21 +12,21 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
 use crate::http::{chunk_head, Request, CHUNK_END, LAST_CHUNK};
-use crate::util::{lock, wait_until};
+use crate::util::{jittered, lock, wait_until};
 use crate::writer::EventWriter;
 
-/// The connection a stream is on (its owner does the bookkeeping when the
-/// last reference goes).
+/// The connection a stream is on (its owner's drop does the bookkeeping).
 pub(crate) type Conn = Arc<dyn AsRef<TcpStream> + Send + Sync>;
 
-/// Told when a stream ends: every byte sent (head included) and the error
-/// its body returned, if any.
+/// Told when a stream ends: bytes sent (head included), the body's error.
 pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<&str>) + Send + Sync>;
+
+const MS_100: Duration = Duration::from_millis(100);
 
 /// The most frames one vectored write of a detached stream takes.
 pub(crate) const MAX_FRAMES: usize = 64;
 
-/// The keep-alive: an empty comment line, which clients ignore.
+/// The keep-alive: an empty comment line.
 pub(crate) fn keep_alive_frame() -> Frame {
     static FRAME: OnceLock<Frame> = OnceLock::new();
     FRAME
@@ -44,24 +40,11 @@ pub(crate) fn tick(keep_alive: Option<Duration>) -> Duration {
         .clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// The shutdown goodbye of a stream: the event, then `retry:` with
-/// `(base, jitter)` (different per stream, so clients spread out).
+/// A stream's shutdown goodbye: the event, then `retry:` jittered per stream.
 pub(crate) fn goodbye(event: Option<&Event>, retry: Option<(Duration, Duration)>) -> Vec<Frame> {
-    let retry = retry.map(|r| Event::new().retry(crate::util::jittered(r)));
-    event
-        .cloned()
-        .into_iter()
-        .chain(retry)
-        .map(Frame::from)
-        .collect()
-}
-
-/// The client's last event id: the `Last-Event-ID` header, else the
-/// `lastEventId` query parameter (polyfills that cannot set headers).
-pub(crate) fn last_event_id(req: &Request) -> Option<String> {
-    req.header("Last-Event-ID")
-        .map(str::to_string)
-        .or_else(|| req.query_param("lastEventId"))
+    let retry = retry.map(|r| Event::new().retry(jittered(r)));
+    let events = event.cloned().into_iter().chain(retry);
+    events.map(Frame::from).collect()
 }
 
 /// `data` as it goes on the wire: in a chunked body, one chunk.
@@ -80,8 +63,7 @@ pub(crate) fn push_body(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-/// Whether the client closed or reset the connection (bytes it sent are
-/// ignored: it is alive). The socket must be non-blocking.
+/// Whether the client closed or reset the (non-blocking) connection.
 fn peer_gone(socket: &TcpStream) -> bool {
     match socket.peek(&mut [0u8; 1]) {
         Ok(n) => n == 0,
@@ -89,8 +71,8 @@ fn peer_gone(socket: &TcpStream) -> bool {
     }
 }
 
-/// `Write` for a stream's socket: in a chunked body every call is one
-/// whole chunk (`EventWriter` calls it once per event).
+/// `Write` for a stream's socket: in a chunked body, one chunk per call
+/// (`EventWriter` calls it once per event).
 struct SocketWriter {
     conn: Conn,
     chunked: bool,
@@ -126,13 +108,12 @@ struct State {
     writer: EventWriter<SocketWriter>,
     last_write: Instant,
     error: Option<io::ErrorKind>,
-    /// Bytes written besides the writer's (keep-alives, fan-out writes,
-    /// the goodbye, the last chunk).
+    /// Bytes written besides the writer's.
     extra_bytes: u64,
     ended_by: Option<String>,
 }
 
-/// One open event stream, shared by its handle and the server's registry.
+/// One open event stream, shared by its handle and the registry.
 pub(crate) struct StreamShared {
     conn: Conn,
     remote: SocketAddr,
@@ -140,7 +121,7 @@ pub(crate) struct StreamShared {
     state: Mutex<State>,
     wake: Condvar,
     closed: AtomicBool,
-    /// Handed to a hub, which writes, probes and sends keep-alives itself.
+    /// Handed to a hub, which probes and sends keep-alives itself.
     detached: AtomicBool,
     chunked: bool,
     head_sent: Instant,
@@ -172,16 +153,15 @@ impl StreamShared {
         state.error.map_or(Ok(()), |e| Err(SendError(Some(e))))
     }
 
-    /// Marks the stream closed, shuts the socket's write side (the client
-    /// sees the end) and wakes sleepers. Call with the state locked.
+    /// Marks the stream closed, shuts the write side and wakes sleepers.
+    /// Call with the state locked.
     fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let _ = self.socket().shutdown(Shutdown::Write);
         self.wake.notify_all();
     }
 
-    /// Closes the stream at once: a client must see a broken body, not an
-    /// end (a panicking body).
+    /// Closes at once: the client sees a broken body, not an end.
     pub(crate) fn fail(&self) {
         let _state = lock(&self.state);
         self.mark_closed();
@@ -191,20 +171,15 @@ impl StreamShared {
         lock(&self.state).ended_by = why;
     }
 
-    /// Ends the stream after `goodbye` and the last chunk, waiting at most
-    /// 100 ms for a client that does not read.
+    /// Ends after `goodbye` and the last chunk, blocking at most 100 ms.
     pub(crate) fn close_with(&self, goodbye: &[Frame]) {
         let mut state = lock(&self.state);
         if !self.closed.load(Ordering::SeqCst) {
             let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
             let mut bytes = Vec::new();
             push_body(&mut bytes, &data, self.chunked);
-            if self.chunked {
-                bytes.extend_from_slice(LAST_CHUNK);
-            }
-            let _ = self
-                .socket()
-                .set_write_timeout(Some(Duration::from_millis(100)));
+            bytes.extend_from_slice(if self.chunked { LAST_CHUNK } else { b"" });
+            let _ = self.socket().set_write_timeout(Some(MS_100));
             if self.socket().write_all(&bytes).is_ok() {
                 state.extra_bytes = state.extra_bytes.saturating_add(bytes.len() as u64);
             }
@@ -212,8 +187,8 @@ impl StreamShared {
         self.mark_closed();
     }
 
-    /// Ends a chunked body with the last chunk, without blocking, if the
-    /// stream is still open; then closes it. Call only between chunks.
+    /// Ends an open chunked body with the last chunk, without blocking,
+    /// then closes. Call only between chunks.
     fn end(&self) {
         let mut state = lock(&self.state);
         if self.chunked
@@ -227,8 +202,8 @@ impl StreamShared {
         self.mark_closed();
     }
 
-    /// The server ticker's visit: skipped while a write holds the lock (the
-    /// stream is not idle, and its writer learns of a dead client itself).
+    /// The ticker's visit, skipped while a write holds the lock (the
+    /// writer learns of a dead client itself).
     pub(crate) fn tick(&self, keep_alive: Option<Duration>) {
         if self.detached.load(Ordering::SeqCst) {
             return;
@@ -241,9 +216,8 @@ impl StreamShared {
         self.check(&mut state, keep_alive);
     }
 
-    /// Checks without blocking whether the client went away and (with
-    /// `keep_alive`) sends a keep-alive if the stream was idle that long.
-    /// Returns whether the stream is closed.
+    /// Checks without blocking whether the client left and sends a due
+    /// keep-alive; returns whether the stream is closed.
     fn check(&self, state: &mut State, keep_alive: Option<Duration>) -> bool {
         if self.closed.load(Ordering::SeqCst) {
             return true;
@@ -292,19 +266,15 @@ impl Drop for StreamShared {
     }
 }
 
-/// An open `text/event-stream` response: send events until the client goes
-/// away or the server shuts down.
-///
-/// Every send is one write of the whole event, blocking at most the
-/// server's [`write_timeout`](crate::Server::write_timeout). Once a send
-/// fails or the stream is found closed, every later call fails with
-/// [`SendError`]. Dropping the `EventStream` closes the connection.
+/// An open `text/event-stream` response. Each send is one write, blocking
+/// at most the server's [`write_timeout`](crate::Server::write_timeout);
+/// once the stream is closed, every send fails. Dropping it closes it.
 pub struct EventStream {
     shared: Arc<StreamShared>,
 }
 
 impl EventStream {
-    /// A stream whose head (`head_bytes`) was sent at `head_sent`.
+    /// A stream whose head of `head_bytes` was sent at `head_sent`.
     pub(crate) fn new(
         conn: Conn,
         remote: SocketAddr,
@@ -335,7 +305,8 @@ impl EventStream {
             chunked,
             head_sent,
             head_bytes,
-            last_event_id: last_event_id(req),
+            last_event_id: (req.header("Last-Event-ID").map(str::to_string))
+                .or_else(|| req.query_param("lastEventId")),
             on_end: Some(on_end),
         };
         EventStream {
@@ -363,22 +334,20 @@ impl EventStream {
         self.shared.write(|w| w.comment(text))
     }
 
-    /// Sends a `retry:` hint: the client's reconnection delay.
+    /// Sends a `retry:` hint (the client's reconnection delay).
     pub fn retry(&mut self, delay: Duration) -> Result<(), SendError> {
         self.shared.write(|w| w.retry(delay))
     }
 
-    /// Whether the stream has ended: a send failed, the server is shutting
-    /// down, or the client closed the connection (checked now, without
-    /// blocking or sending).
+    /// Whether the stream has ended (the client is checked now, without
+    /// blocking).
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.check(&mut lock(&self.shared.state), None)
     }
 
     /// Sleeps for `duration`, or fails as soon as the stream is found
-    /// closed (by the server's ticker, at least once a second, or by
-    /// shutdown).
+    /// closed (the ticker checks at least once a second).
     pub fn sleep(&self, duration: Duration) -> Result<(), SendError> {
         let deadline = Instant::now().checked_add(duration);
         let mut state = lock(&self.shared.state);
@@ -391,8 +360,8 @@ impl EventStream {
         Err(SendError(state.error))
     }
 
-    /// Where a reconnecting client wants to resume: the `Last-Event-ID`
-    /// header, else the `lastEventId` query parameter.
+    /// Where the client resumes: the `Last-Event-ID` header, else the
+    /// `lastEventId` query parameter (for polyfills).
     #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
         self.shared.last_event_id.as_deref()
@@ -410,8 +379,8 @@ impl EventStream {
         lock(&self.shared.state).writer.bytes_written()
     }
 
-    /// Hands the stream to a fan-out thread: the socket becomes
-    /// non-blocking for good, and the server's ticker leaves it alone.
+    /// Hands the stream to a fan-out thread (the socket becomes
+    /// non-blocking for good; the ticker leaves it alone).
     pub(crate) fn detach(self) -> Detached {
         let _state = lock(&self.shared.state);
         self.shared.detached.store(true, Ordering::SeqCst);
@@ -434,8 +403,7 @@ impl std::fmt::Debug for EventStream {
     }
 }
 
-/// A send on an [`EventStream`] failed: the stream is closed (the client
-/// went away, a write timed out, or the server is shutting down).
+/// A send on an [`EventStream`] failed: the stream is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendError(Option<io::ErrorKind>);
 
@@ -459,15 +427,14 @@ impl std::fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 /// A stream owned by a fan-out thread: non-blocking writes, possibly
-/// partial, that the owner tracks itself.
+/// partial, tracked by the owner.
 pub(crate) struct Detached {
     shared: Arc<StreamShared>,
 }
 
 impl Detached {
-    /// One non-blocking vectored write of `frames` (at most [`MAX_FRAMES`]),
-    /// each framed for the body, from byte `skip` of the first; returns the
-    /// bytes written (`WouldBlock`: the client's buffer is full).
+    /// One non-blocking write of up to [`MAX_FRAMES`] `frames`, framed,
+    /// from byte `skip` of the first; returns the bytes written.
     pub(crate) fn write_frames<'a>(
         &self,
         frames: impl Iterator<Item = &'a Frame>,
@@ -511,8 +478,7 @@ impl Detached {
         }
     }
 
-    /// Whether the client went away (checked without blocking), or the
-    /// stream was closed by the server.
+    /// Whether the client left (checked now) or the stream was closed.
     pub(crate) fn is_gone(&self) -> bool {
         let _state = lock(&self.shared.state);
         let gone = self.shared.closed.load(Ordering::SeqCst) || peer_gone(self.shared.socket());
@@ -522,8 +488,7 @@ impl Detached {
         gone
     }
 
-    /// Closes the connection now; `between_frames` (nothing written in
-    /// part) ends a chunked body cleanly with the last chunk.
+    /// Closes now; `between_frames` ends a chunked body cleanly.
     pub(crate) fn close(&self, between_frames: bool) {
         match between_frames {
             true => self.shared.end(),
@@ -536,8 +501,7 @@ impl Detached {
         self.shared.socket().write_timeout().ok().flatten()
     }
 
-    /// When the response head was sent: events published since then are
-    /// the stream's to receive.
+    /// When the head was sent: later events are the stream's.
     pub(crate) fn head_sent(&self) -> Instant {
         self.shared.head_sent
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::route::{find, Handler, Lookup};
-use super::{count, Accept, App, LogKind, Shared};
+use super::{Accept, App, LogKind, Shared};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
 use crate::stream::{push_body, EventStream, SendError};
 use crate::util::lock;
@@ -34,7 +34,7 @@ impl Drop for Conn {
         // The connection thread lingered already; other owners must not wait.
         close_staged(&self.socket, Duration::ZERO);
         lock(&self.server.connections).remove(&self.id);
-        self.server.open_connections.fetch_sub(1, Ordering::SeqCst);
+        lock(&self.server.stats).open_connections -= 1;
         let _guard = lock(&self.server.closed_lock);
         self.server.closed.notify_all();
     }
@@ -195,8 +195,8 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
             }
             Err((status, why)) => {
                 // Counted before the answer, which a client may act on.
-                count(&app.shared.requests);
-                count(&app.shared.bad_requests);
+                app.shared.count(|s| &mut s.requests);
+                app.shared.count(|s| &mut s.bad_requests);
                 let response = error_response(status, http::reason_phrase(status));
                 let bytes = write_response(&conn.socket, &response, Version::Http11, false, true);
                 app.log_entry(
@@ -309,11 +309,11 @@ fn handle_request(
     started: Instant,
 ) -> bool {
     req.set_remote_addr(conn.remote);
-    count(&app.shared.requests);
+    app.shared.count(|s| &mut s.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
     // A body that cannot be delimited or an unmet expectation ends it.
     let refuse = |(status, why): Refusal| {
-        count(&app.shared.bad_requests);
+        app.shared.count(|s| &mut s.bad_requests);
         respond(
             app,
             conn,
@@ -374,7 +374,7 @@ fn handle_request(
         Ok(Ok(accept)) => respond(app, conn, &req, accept.head, keep, started, None),
         Ok(Err(response)) => respond(app, conn, &req, response, keep, started, None),
         Err(payload) => {
-            count(&app.shared.panics);
+            app.shared.count(|s| &mut s.panics);
             let why = panic_message(&*payload);
             let response = error_response(500, "Internal Server Error");
             respond(app, conn, &req, response, false, started, Some(&why))
@@ -418,7 +418,7 @@ fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept,
     let (log, remote) = (app.clone(), conn.remote);
     let (method, path) = (req.method().to_string(), req.path().to_string());
     let on_end = Box::new(move |bytes, error: Option<&str>| {
-        log.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
+        lock(&log.shared.stats).open_streams -= 1;
         log.log_entry(
             Some(remote),
             (&method, &path),
@@ -438,7 +438,7 @@ fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept,
     );
     // Kept until the body returns, to record why it ended.
     let shared = stream.shared().clone();
-    app.shared.open_streams.fetch_add(1, Ordering::SeqCst);
+    lock(&app.shared.stats).open_streams += 1;
     lock(&app.shared.streams).push(Arc::downgrade(&shared));
     if app.shared.shutting_down.load(Ordering::SeqCst) {
         shared.close_with(&[]);
@@ -449,7 +449,7 @@ fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept,
         Ok(Err(e)) if e.is::<SendError>() => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(payload) => {
-            count(&app.shared.panics);
+            app.shared.count(|s| &mut s.panics);
             shared.fail();
             Some(panic_message(&*payload))
         }

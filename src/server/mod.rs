@@ -52,7 +52,7 @@ mod route;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -231,13 +231,7 @@ struct Config {
 struct Shared {
     local_addr: Option<SocketAddr>,
     shutting_down: AtomicBool,
-    open_connections: AtomicUsize,
-    open_streams: AtomicUsize,
-    requests: AtomicU64,
-    rejected: AtomicU64,
-    panics: AtomicU64,
-    bad_requests: AtomicU64,
-    accept_errors: AtomicU64,
+    stats: Mutex<Stats>,
     next_id: AtomicU64,
     connections: Mutex<HashMap<u64, Weak<Conn>>>,
     streams: Mutex<Vec<Weak<StreamShared>>>,
@@ -253,22 +247,15 @@ impl Shared {
     }
 
     fn stats(&self) -> Stats {
-        let get = |n: &AtomicU64| n.load(Ordering::SeqCst);
-        Stats {
-            open_connections: self.open_connections.load(Ordering::SeqCst),
-            open_streams: self.open_streams.load(Ordering::SeqCst),
-            requests: get(&self.requests),
-            rejected: get(&self.rejected),
-            panics: get(&self.panics),
-            bad_requests: get(&self.bad_requests),
-            accept_errors: get(&self.accept_errors),
-        }
+        *lock(&self.stats)
     }
-}
 
-/// Adds one to a counter, stopping at its maximum rather than wrapping.
-fn count(counter: &AtomicU64) {
-    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_add(1));
+    /// Adds one to a counter, stopping at its maximum rather than wrapping.
+    fn count(&self, counter: fn(&mut Stats) -> &mut u64) {
+        let mut stats = lock(&self.stats);
+        let n = counter(&mut stats);
+        *n = n.saturating_add(1);
+    }
 }
 
 /// An HTTP/1.1 server that gives every connection its own thread,
@@ -523,7 +510,7 @@ impl Server {
         shutdown_connections(&app);
         let deadline = Instant::now() + app.config.shutdown_timeout;
         let mut guard = lock(&shared.closed_lock);
-        while shared.open_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while shared.stats().open_connections > 0 && Instant::now() < deadline {
             guard = wait_until(&shared.closed, guard, Some(deadline)).unwrap_or_else(|g| g);
         }
         drop(guard);
@@ -625,7 +612,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                count(&shared.accept_errors);
+                shared.count(|s| &mut s.accept_errors);
                 app.log_refusal(None, (0, 0), LogKind::AcceptError, &e.to_string());
                 if out_of_descriptors(&e) && spare.is_some() {
                     // Free the spare for one accept: the client gets its
@@ -647,11 +634,11 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         if shared.shutting_down.load(Ordering::SeqCst) {
             break;
         }
-        if shared.open_connections.load(Ordering::SeqCst) >= app.config.max_connections {
+        if shared.stats().open_connections >= app.config.max_connections {
             reject(socket, remote, app, "max_connections reached");
             continue;
         }
-        shared.open_connections.fetch_add(1, Ordering::SeqCst);
+        lock(&shared.stats).open_connections += 1;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             socket,
@@ -666,7 +653,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             .stack_size(app.config.stack_size);
         if let Err(e) = spawn.spawn(move || conn::serve(&app2, conn)) {
             // The connection was dropped with the closure: it closes.
-            count(&shared.rejected);
+            shared.count(|s| &mut s.rejected);
             let why = format!("no thread: {e}");
             app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &why);
         }
@@ -677,15 +664,10 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 /// socket buffer; the close drops only what has arrived), so a flood
 /// cannot hold it.
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
-    count(&app.shared.rejected);
+    app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let bytes = conn::write_response(
-        &socket,
-        &Response::at_capacity(),
-        Version::Http11,
-        false,
-        true,
-    );
+    let full = Response::at_capacity();
+    let bytes = conn::write_response(&socket, &full, Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }
@@ -693,12 +675,12 @@ fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
 /// Ends every stream and wakes every connection thread blocked reading.
 fn shutdown_connections(app: &App) {
     let streams: Vec<_> = lock(&app.shared.streams).drain(..).collect();
-    let config = &app.config;
+    let (event, retry) = (
+        app.config.shutdown_event.as_ref(),
+        app.config.shutdown_retry,
+    );
     for stream in streams.iter().filter_map(Weak::upgrade) {
-        stream.close_with(&goodbye(
-            config.shutdown_event.as_ref(),
-            config.shutdown_retry,
-        ));
+        stream.close_with(&goodbye(event, retry));
     }
     let conns: Vec<_> = lock(&app.shared.connections).values().cloned().collect();
     for conn in conns.iter().filter_map(Weak::upgrade) {
