@@ -21,8 +21,6 @@ pub(crate) type Conn = Arc<dyn AsRef<TcpStream> + Send + Sync>;
 /// Told when a stream ends: bytes sent (head included), the body's error.
 pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<&str>) + Send + Sync>;
 
-const MS_100: Duration = Duration::from_millis(100);
-
 /// The most frames one vectored write of a detached stream takes.
 pub(crate) const MAX_FRAMES: usize = 64;
 
@@ -38,6 +36,13 @@ pub(crate) fn keep_alive_frame() -> Frame {
 pub(crate) fn tick(keep_alive: Option<Duration>) -> Duration {
     (keep_alive.map_or(Duration::from_secs(1), |k| k / 4))
         .clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// The client's last event id: the `Last-Event-ID` header, else the
+/// `lastEventId` query parameter (for polyfills).
+pub(crate) fn last_event_id(req: &Request) -> Option<String> {
+    let header = req.header("Last-Event-ID").map(str::to_string);
+    header.or_else(|| req.query_param("lastEventId"))
 }
 
 /// A stream's shutdown goodbye: the event, then `retry:` jittered per stream.
@@ -76,15 +81,15 @@ fn peer_gone(socket: &TcpStream) -> bool {
 struct SocketWriter {
     conn: Conn,
     chunked: bool,
-    /// Bytes of chunk framing written, which the writer's count leaves out.
-    framing_bytes: u64,
+    /// Every byte sent on the stream, head included.
+    sent: u64,
 }
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut head = [0u8; 18];
         let parts = framed(&mut head, buf, self.chunked);
-        let framing = parts[0].len() + parts[2].len();
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         let mut slices = parts.map(IoSlice::new);
         let mut left = &mut slices[..];
         while !left.is_empty() {
@@ -95,7 +100,7 @@ impl Write for SocketWriter {
                 Err(e) => return Err(e),
             }
         }
-        self.framing_bytes = self.framing_bytes.saturating_add(framing as u64);
+        self.sent = self.sent.saturating_add(len as u64);
         Ok(buf.len())
     }
 
@@ -108,9 +113,15 @@ struct State {
     writer: EventWriter<SocketWriter>,
     last_write: Instant,
     error: Option<io::ErrorKind>,
-    /// Bytes written besides the writer's.
-    extra_bytes: u64,
     ended_by: Option<String>,
+}
+
+impl State {
+    /// Counts bytes written besides the writer's.
+    fn count(&mut self, n: usize) {
+        let sent = &mut self.writer.get_mut().sent;
+        *sent = sent.saturating_add(n as u64);
+    }
 }
 
 /// One open event stream, shared by its handle and the registry.
@@ -125,7 +136,6 @@ pub(crate) struct StreamShared {
     detached: AtomicBool,
     chunked: bool,
     head_sent: Instant,
-    head_bytes: u64,
     last_event_id: Option<String>,
     on_end: Option<OnEnd>,
 }
@@ -171,32 +181,23 @@ impl StreamShared {
         lock(&self.state).ended_by = why;
     }
 
-    /// Ends after `goodbye` and the last chunk, blocking at most 100 ms.
-    pub(crate) fn close_with(&self, goodbye: &[Frame]) {
+    /// Ends an open stream after `goodbye` and (chunked) the last chunk,
+    /// blocking at most `wait` (zero: not at all), then closes it. Call
+    /// only between frames.
+    pub(crate) fn close_with(&self, goodbye: &[Frame], wait: Duration) {
         let mut state = lock(&self.state);
         if !self.closed.load(Ordering::SeqCst) {
             let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
             let mut bytes = Vec::new();
             push_body(&mut bytes, &data, self.chunked);
             bytes.extend_from_slice(if self.chunked { LAST_CHUNK } else { b"" });
-            let _ = self.socket().set_write_timeout(Some(MS_100));
-            if self.socket().write_all(&bytes).is_ok() {
-                state.extra_bytes = state.extra_bytes.saturating_add(bytes.len() as u64);
-            }
-        }
-        self.mark_closed();
-    }
-
-    /// Ends an open chunked body with the last chunk, without blocking,
-    /// then closes. Call only between chunks.
-    fn end(&self) {
-        let mut state = lock(&self.state);
-        if self.chunked
-            && !self.closed.load(Ordering::SeqCst)
-            && self.socket().set_nonblocking(true).is_ok()
-        {
-            if let Ok(n) = self.socket().write(LAST_CHUNK) {
-                state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+            let mut socket = self.socket();
+            let ready = match wait.is_zero() {
+                true => socket.set_nonblocking(true),
+                false => socket.set_write_timeout(Some(wait)),
+            };
+            if ready.is_ok() && socket.write_all(&bytes).is_ok() {
+                state.count(bytes.len());
             }
         }
         self.mark_closed();
@@ -231,7 +232,7 @@ impl StreamShared {
                 match (&*socket).write(&bytes) {
                     Ok(n) if n == bytes.len() => {
                         state.last_write = Instant::now();
-                        state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+                        state.count(n);
                     }
                     // A full buffer: the next send blocks and times out.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -251,17 +252,10 @@ impl StreamShared {
 impl Drop for StreamShared {
     fn drop(&mut self) {
         // A body that let go between events ends cleanly.
-        self.end();
+        self.close_with(&[], Duration::ZERO);
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let bytes = [
-            state.writer.bytes_written(),
-            state.writer.get_ref().framing_bytes,
-            state.extra_bytes,
-        ]
-        .iter()
-        .fold(self.head_bytes, |sum, &n| sum.saturating_add(n));
         if let Some(on_end) = self.on_end.take() {
-            on_end(bytes, state.ended_by.as_deref());
+            on_end(state.writer.get_ref().sent, state.ended_by.as_deref());
         }
     }
 }
@@ -280,19 +274,18 @@ impl EventStream {
         remote: SocketAddr,
         chunked: bool,
         (head_sent, head_bytes): (Instant, u64),
-        req: &Request,
+        last_event_id: Option<String>,
         on_end: OnEnd,
     ) -> EventStream {
         let writer = SocketWriter {
             conn: conn.clone(),
             chunked,
-            framing_bytes: 0,
+            sent: head_bytes,
         };
         let state = State {
             writer: EventWriter::new(writer),
             last_write: Instant::now(),
             error: None,
-            extra_bytes: 0,
             ended_by: None,
         };
         let shared = StreamShared {
@@ -304,9 +297,7 @@ impl EventStream {
             detached: AtomicBool::new(false),
             chunked,
             head_sent,
-            head_bytes,
-            last_event_id: (req.header("Last-Event-ID").map(str::to_string))
-                .or_else(|| req.query_param("lastEventId")),
+            last_event_id,
             on_end: Some(on_end),
         };
         EventStream {
@@ -458,7 +449,7 @@ impl Detached {
         }
         match self.shared.socket().write_vectored(&slices) {
             Ok(n) => {
-                state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+                state.count(n);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
@@ -491,7 +482,7 @@ impl Detached {
     /// Closes now; `between_frames` ends a chunked body cleanly.
     pub(crate) fn close(&self, between_frames: bool) {
         match between_frames {
-            true => self.shared.end(),
+            true => self.shared.close_with(&[], Duration::ZERO),
             false => self.shared.fail(),
         }
     }

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::route::{find, Handler, Lookup};
+use super::route::{find, Lookup};
 use super::{Accept, App, LogKind, Shared};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
-use crate::stream::{push_body, EventStream, SendError};
+use crate::stream::{last_event_id, push_body, EventStream, SendError};
 use crate::util::lock;
 
 /// One accepted connection, shared by its thread, its stream and the
@@ -257,37 +257,6 @@ pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     }
 }
 
-/// Writes and logs a response; returns whether the connection stays open.
-fn respond(
-    app: &App,
-    conn: &Conn,
-    req: &Request,
-    response: Response,
-    keep: bool,
-    started: Instant,
-    error: Option<&str>,
-) -> bool {
-    let response = app.with_cors(req, response);
-    let bytes = write_response(
-        &conn.socket,
-        &response,
-        req.version(),
-        req.method() == "HEAD",
-        !keep,
-    );
-    let status = response.invalid_reason().map_or(response.status(), |_| 500);
-    let error = error.or(response.invalid_reason());
-    app.log_entry(
-        Some(conn.remote),
-        (req.method(), req.path()),
-        (status, bytes),
-        started.elapsed(),
-        LogKind::Request,
-        error,
-    );
-    bytes > 0 && keep
-}
-
 fn error_response(status: u16, text: &str) -> Response {
     Response::text(status, format!("{text}\n"))
 }
@@ -311,28 +280,24 @@ fn handle_request(
     req.set_remote_addr(conn.remote);
     app.shared.count(|s| &mut s.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
-    // A body that cannot be delimited or an unmet expectation ends it.
-    let refuse = |(status, why): Refusal| {
-        app.shared.count(|s| &mut s.bad_requests);
-        respond(
-            app,
-            conn,
-            &req,
-            error_response(status, why),
-            false,
-            started,
-            Some(why),
-        )
+    let framing = (req.body_framing(&app.config.limits), req.expects_continue());
+    let (app2, conn2) = (app.clone(), conn.clone());
+    let mut x = Exchange {
+        app: app2,
+        conn: conn2,
+        req,
+        started,
     };
-    let (framing, expect) = match (req.body_framing(&app.config.limits), req.expects_continue()) {
+    // A body that cannot be delimited or an unmet expectation ends it.
+    let (framing, expect) = match framing {
         (Ok(framing), Ok(expect)) => (framing, expect),
-        (Err(e), _) | (_, Err(e)) => return refuse((e.status(), e.description())),
+        (Err(e), _) | (_, Err(e)) => return x.refuse((e.status(), e.description())),
     };
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
     // OPTIONS, 404 and 405 leave a body unread: the connection then ends.
-    let route = match find(&app.routes, req.method(), req.path()) {
+    let route = match find(&app.routes, x.req.method(), x.req.path()) {
         Lookup::Route(route) => Ok(route),
-        _ if req.method() == "OPTIONS" => Err(app.options(&req)),
+        _ if x.req.method() == "OPTIONS" => Err(app.options(&x.req)),
         Lookup::WrongMethod(allowed) => {
             Err(error_response(405, "Method Not Allowed").header("Allow", &allowed.join(", ")))
         }
@@ -345,114 +310,119 @@ fn handle_request(
             if keep {
                 reader.buf.drain(..consumed);
             }
-            return respond(app, conn, &req, response, keep, started, None);
+            return x.respond(response, keep, None);
         }
     };
-    if has_body && expect && req.version() == Version::Http11 {
-        write_response(
-            &conn.socket,
-            &Response::continue_100(),
-            Version::Http11,
-            false,
-            false,
-        );
+    if has_body && expect && x.req.version() == Version::Http11 {
+        let go_on = Response::continue_100();
+        write_response(&conn.socket, &go_on, Version::Http11, false, false);
     }
     match reader.read_body(framing, consumed, app) {
-        Ok(body) => req.set_body(body),
-        Err(refusal) => return refuse(refusal),
+        Ok(body) => x.req.set_body(body),
+        Err(refusal) => return x.refuse(refusal),
     }
-    let answer = panic::catch_unwind(AssertUnwindSafe(|| match &route.handler {
-        Handler::Plain(handler) => Err(handler(&req)),
-        Handler::Stream(handler) => handler(&req),
-    }));
-    match answer {
-        Ok(Ok(accept)) if accept.head.is_valid() => {
-            serve_stream(app, conn, &req, accept, started);
-            false
-        }
+    match panic::catch_unwind(AssertUnwindSafe(|| (route.handler)(&x.req))) {
+        Ok(Ok(accept)) if accept.head.is_valid() => x.serve_stream(accept),
         // An invalid accept is a 500, as an invalid response is.
-        Ok(Ok(accept)) => respond(app, conn, &req, accept.head, keep, started, None),
-        Ok(Err(response)) => respond(app, conn, &req, response, keep, started, None),
+        Ok(Ok(accept)) => x.respond(accept.head, keep, None),
+        Ok(Err(response)) => x.respond(response, keep, None),
         Err(payload) => {
             app.shared.count(|s| &mut s.panics);
-            let why = panic_message(&*payload);
             let response = error_response(500, "Internal Server Error");
-            respond(app, conn, &req, response, false, started, Some(&why))
+            x.respond(response, false, Some(&panic_message(&*payload)))
         }
     }
 }
 
-/// Sends the event-stream head and runs the accepted body on this thread.
-fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept, started: Instant) {
-    let chunked = req.version() == Version::Http11;
-    let mut out = Vec::with_capacity(256);
-    app.with_cors(req, accept.head)
-        .write_stream_head(&mut out, chunked);
-    let head_only = req.method() == "HEAD";
-    if !head_only {
-        let mut first = Vec::new();
-        if let Some(text) = &app.config.connected_comment {
-            crate::event::push_lines(&mut first, b"", text);
-        }
-        if let Some(delay) = app.config.initial_retry {
-            crate::event::push_retry(&mut first, delay);
-        }
-        push_body(&mut out, &first, chunked);
+/// One request being answered.
+struct Exchange {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    req: Request,
+    started: Instant,
+}
+
+impl Exchange {
+    fn log(&self, sent: (u16, u64), kind: LogKind, error: Option<&str>) {
+        let (remote, name) = (Some(self.conn.remote), (self.req.method(), self.req.path()));
+        let elapsed = self.started.elapsed();
+        self.app.log_entry(remote, name, sent, elapsed, kind, error);
     }
-    let _ = conn.socket.set_nodelay(true);
-    // Before the write: a client may react to the head before it returns.
-    let head_sent = Instant::now();
-    let sent = (&conn.socket).write_all(&out).is_ok();
-    let bytes = if sent { out.len() as u64 } else { 0 };
-    app.log_entry(
-        Some(conn.remote),
-        (req.method(), req.path()),
-        (200, bytes),
-        started.elapsed(),
-        LogKind::Request,
-        None,
-    );
-    if !sent || head_only {
-        return;
+
+    /// Writes and logs a response; returns whether the connection stays open.
+    fn respond(&self, response: Response, keep: bool, error: Option<&str>) -> bool {
+        let (req, socket) = (&self.req, &self.conn.socket);
+        let response = self.app.with_cors(req, response);
+        let head_only = req.method() == "HEAD";
+        let bytes = write_response(socket, &response, req.version(), head_only, !keep);
+        let status = response.invalid_reason().map_or(response.status(), |_| 500);
+        let error = error.or(response.invalid_reason());
+        self.log((status, bytes), LogKind::Request, error);
+        bytes > 0 && keep
     }
-    let (log, remote) = (app.clone(), conn.remote);
-    let (method, path) = (req.method().to_string(), req.path().to_string());
-    let on_end = Box::new(move |bytes, error: Option<&str>| {
-        lock(&log.shared.stats).open_streams -= 1;
-        log.log_entry(
-            Some(remote),
-            (&method, &path),
-            (200, bytes),
-            started.elapsed(),
-            LogKind::StreamEnd,
-            error,
-        );
-    });
-    let stream = EventStream::new(
-        conn.clone(),
-        conn.remote,
-        chunked,
-        (head_sent, out.len() as u64),
-        req,
-        on_end,
-    );
-    // Kept until the body returns, to record why it ended.
-    let shared = stream.shared().clone();
-    lock(&app.shared.stats).open_streams += 1;
-    lock(&app.shared.streams).push(Arc::downgrade(&shared));
-    if app.shared.shutting_down.load(Ordering::SeqCst) {
-        shared.close_with(&[]);
+
+    /// Answers a request the server refuses itself; the connection ends.
+    fn refuse(&self, (status, why): Refusal) -> bool {
+        self.app.shared.count(|s| &mut s.bad_requests);
+        self.respond(error_response(status, why), false, Some(why))
     }
-    let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
-        Ok(Ok(())) => None,
-        // A client that left is the normal end.
-        Ok(Err(e)) if e.is::<SendError>() => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(payload) => {
-            app.shared.count(|s| &mut s.panics);
-            shared.fail();
-            Some(panic_message(&*payload))
+
+    /// Sends the event-stream head and runs the accepted body on this
+    /// thread; the connection ends with it.
+    fn serve_stream(mut self, accept: Accept) -> bool {
+        let (app, conn, req) = (&self.app, &self.conn, &self.req);
+        let chunked = req.version() == Version::Http11;
+        let mut out = Vec::with_capacity(256);
+        let head = app.with_cors(req, accept.head);
+        head.write_stream_head(&mut out, chunked);
+        let head_only = req.method() == "HEAD";
+        if !head_only {
+            let mut first = Vec::new();
+            if let Some(text) = &app.config.connected_comment {
+                crate::event::push_lines(&mut first, b"", text);
+            }
+            if let Some(delay) = app.config.initial_retry {
+                crate::event::push_retry(&mut first, delay);
+            }
+            push_body(&mut out, &first, chunked);
         }
-    };
-    shared.set_ended_by(ended_by);
+        let _ = conn.socket.set_nodelay(true);
+        // Before the write: a client may react to the head before it returns.
+        let head_sent = Instant::now();
+        let sent = (&conn.socket).write_all(&out).is_ok();
+        let bytes = u64::from(sent) * out.len() as u64;
+        self.log((200, bytes), LogKind::Request, None);
+        if !sent || head_only {
+            return false;
+        }
+        let (app, shared_conn, remote) = (self.app.clone(), self.conn.clone(), conn.remote);
+        let id = last_event_id(req);
+        self.req.set_body(Vec::new()); // not kept for the stream's life
+        let on_end = Box::new(move |bytes, error: Option<&str>| {
+            lock(&self.app.shared.stats).open_streams -= 1;
+            self.log((200, bytes), LogKind::StreamEnd, error);
+        });
+        let head = (head_sent, out.len() as u64);
+        let stream = EventStream::new(shared_conn, remote, chunked, head, id, on_end);
+        // Kept until the body returns, to record why it ended.
+        let shared = stream.shared().clone();
+        lock(&app.shared.stats).open_streams += 1;
+        lock(&app.shared.streams).push(Arc::downgrade(&shared));
+        if app.shared.shutting_down.load(Ordering::SeqCst) {
+            shared.close_with(&[], Duration::from_millis(100));
+        }
+        let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
+            Ok(Ok(())) => None,
+            // A client that left is the normal end.
+            Ok(Err(e)) if e.is::<SendError>() => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(payload) => {
+                app.shared.count(|s| &mut s.panics);
+                shared.fail();
+                Some(panic_message(&*payload))
+            }
+        };
+        shared.set_ended_by(ended_by);
+        false
+    }
 }

@@ -1,14 +1,9 @@
 //! The HTTP/1.1 server: a thread per connection, routing, event streams,
 //! limits and graceful shutdown.
 //!
-//! One thread accepts and spawns a small-stack thread per connection. Past
-//! [`Server::max_connections`] it answers `503` with `Retry-After` itself;
-//! it keeps a spare descriptor to accept and answer with when `accept`
-//! fails for lack of descriptors, so a flood never waits in the backlog. A
-//! ticker thread sends keep-alives on idle streams and notices clients
-//! that left (at least once a second).
-//!
-//! # Every wait is bounded
+//! One thread accepts; past [`Server::max_connections`], or out of
+//! descriptors (it keeps a spare one to accept with), it answers `503`
+//! itself. A ticker thread sends keep-alives and notices clients that left.
 //!
 //! | setting | default | protects against |
 //! |---|---|---|
@@ -20,31 +15,16 @@
 //! | [`linger_timeout`](Server::linger_timeout) | 2 s | a client that neither reads nor closes holding a closing connection (and its reading is bounded to 1 MiB) |
 //! | [`limits`](Server::limits) | see [`Limits`] | huge heads and bodies (414, 431, 413) |
 //!
-//! # Closing
-//!
-//! A connection closes in stages (RFC 9112 9.6): the write side first, then
-//! what the client still sends is dropped until it closes (at most
-//! `linger_timeout` and 1 MiB), so that unread bytes do not turn the close
-//! into a reset that destroys the response. The accept thread's `503` and a
-//! stream closed by a hub drop only what has arrived.
+//! A connection closes in stages (RFC 9112 9.6), so that unread bytes do
+//! not turn the close into a reset that destroys the response.
 //!
 //! # Event streams
 //!
-//! An SSE handler refuses with a [`Response`] or returns an [`Accept`]. The
-//! head is `200`, `Content-Type: text/event-stream`, `Connection: close`,
-//! `Cache-Control: no-cache` and `X-Accel-Buffering: no` unless the accept
-//! sets them, then its headers and CORS. An HTTP/1.1 body is chunked, one
-//! chunk per event, because common clients read an unframed body in blocks
-//! (`sseclient-py` waits for 128 bytes); an HTTP/1.0 body (nginx's default
-//! upstream) ends with the connection. The body may move the stream to
-//! another thread (a hub does); the connection lives until it is dropped.
-//!
-//! # Graceful shutdown
-//!
-//! [`ShutdownHandle::shutdown`] stops accepting, ends every stream (after
-//! an optional final event and a `retry:` jittered per stream, so clients
-//! do not reconnect in one instant), lets requests finish, and waits for
-//! connection threads up to [`Server::shutdown_timeout`].
+//! The head is `200`, `Content-Type: text/event-stream`, `Connection:
+//! close`, `Cache-Control: no-cache` and `X-Accel-Buffering: no` unless the
+//! [`Accept`] sets them. An HTTP/1.1 body is chunked, one chunk per event,
+//! because common clients read an unframed body in blocks (`sseclient-py`
+//! waits for 128 bytes); an HTTP/1.0 body ends with the connection.
 
 mod conn;
 mod route;
@@ -374,7 +354,7 @@ impl Server {
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
-        self.add(method, path, false, Handler::Plain(Box::new(handler)))
+        self.add(method, path, false, Box::new(move |req| Err(handler(req))))
     }
 
     /// Like [`route`](Server::route) for every path starting with `prefix`;
@@ -383,7 +363,7 @@ impl Server {
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
-        self.add(method, prefix, true, Handler::Plain(Box::new(handler)))
+        self.add(method, prefix, true, Box::new(move |req| Err(handler(req))))
     }
 
     /// Shorthand for `route("GET", path, handler)`.
@@ -417,7 +397,7 @@ impl Server {
     where
         F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
     {
-        self.add(method, path, false, Handler::Stream(Box::new(handler)))
+        self.add(method, path, false, Box::new(handler))
     }
 
     fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
@@ -545,7 +525,9 @@ impl std::fmt::Debug for ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Starts a graceful shutdown (once) and returns at once.
+    /// Starts a graceful shutdown and returns: stops accepting, ends every
+    /// stream (after the shutdown event and `retry:`), lets requests finish
+    /// and waits up to [`Server::shutdown_timeout`] for them.
     pub fn shutdown(&self) {
         if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
             return;
@@ -680,7 +662,7 @@ fn shutdown_connections(app: &App) {
         app.config.shutdown_retry,
     );
     for stream in streams.iter().filter_map(Weak::upgrade) {
-        stream.close_with(&goodbye(event, retry));
+        stream.close_with(&goodbye(event, retry), Duration::from_millis(100));
     }
     let conns: Vec<_> = lock(&app.shared.connections).values().cloned().collect();
     for conn in conns.iter().filter_map(Weak::upgrade) {
