@@ -218,7 +218,8 @@ impl StreamShared {
     }
 
     /// Checks without blocking whether the client left and sends a due
-    /// keep-alive; returns whether the stream is closed.
+    /// keep-alive; returns whether the stream is closed. A detached socket
+    /// stays non-blocking.
     fn check(&self, state: &mut State, keep_alive: Option<Duration>) -> bool {
         if self.closed.load(Ordering::SeqCst) {
             return true;
@@ -241,7 +242,7 @@ impl StreamShared {
                 }
             }
         }
-        let _ = socket.set_nonblocking(false);
+        let _ = socket.set_nonblocking(self.detached.load(Ordering::SeqCst));
         if gone {
             self.mark_closed();
         }
@@ -471,12 +472,7 @@ impl Detached {
 
     /// Whether the client left (checked now) or the stream was closed.
     pub(crate) fn is_gone(&self) -> bool {
-        let _state = lock(&self.shared.state);
-        let gone = self.shared.closed.load(Ordering::SeqCst) || peer_gone(self.shared.socket());
-        if gone {
-            self.shared.mark_closed();
-        }
-        gone
+        self.shared.check(&mut lock(&self.shared.state), None)
     }
 
     /// Closes now; `between_frames` ends a chunked body cleanly.

@@ -85,12 +85,8 @@ impl Reader<'_> {
             }
             let before = self.buf.len();
             let unparsed = self.buf.len() > parsed_len;
-            let wait = if unparsed {
-                deadline.min(Instant::now() + PARSE_PAUSE)
-            } else {
-                deadline
-            };
-            match self.fill(wait) {
+            let pause = unparsed.then(|| Instant::now() + PARSE_PAUSE);
+            match self.fill(pause.map_or(deadline, |p| p.min(deadline))) {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err((400, "closed in the request head")),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
@@ -120,14 +116,9 @@ impl Reader<'_> {
     }
 
     /// Reads the body after a head of `consumed` bytes.
-    fn read_body(
-        &mut self,
-        framing: Framing,
-        consumed: usize,
-        app: &App,
-    ) -> Result<Vec<u8>, Refusal> {
+    fn read_body(&mut self, framing: Framing, at: usize, app: &App) -> Result<Vec<u8>, Refusal> {
         let deadline = Instant::now() + app.config.body_timeout;
-        self.buf.drain(..consumed);
+        self.buf.drain(..at);
         let mut decoder = match framing {
             Framing::None => return Ok(Vec::new()),
             Framing::Length(n) => {
@@ -175,10 +166,8 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Serves one connection, then closes it in stages, unless a stream handed
 /// to another thread still uses it (its last owner closes it then).
 pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
-    let mut reader = Reader {
-        conn: &conn,
-        buf: Vec::new(),
-    };
+    let buf = Vec::new();
+    let mut reader = Reader { conn: &conn, buf };
     let _ = conn
         .socket
         .set_write_timeout(Some(app.config.write_timeout));

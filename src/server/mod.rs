@@ -412,8 +412,7 @@ impl Server {
         self
     }
 
-    /// The log hook; it runs on the connection's (or accept) thread: keep
-    /// it quick.
+    /// The log hook; it runs on the connection's thread: keep it quick.
     pub fn log<F>(&mut self, log: F) -> &mut Server
     where
         F: Fn(&LogEntry<'_>) + Send + Sync + 'static,
@@ -432,21 +431,18 @@ impl Server {
         /// Request head and body size limits (see [`Limits`]).
         limits: Limits;
         /// Total time for a request head, from the connection's start or the
-        /// request's first byte (default 10 s; then `408`).
+        /// request's first byte (see [the table](crate::server)).
         head_timeout: Duration;
-        /// How long a persistent connection may wait for its next request
-        /// (default 30 s).
+        /// How long a persistent connection may wait for its next request.
         idle_timeout: Duration;
-        /// Total time for a request body (default 30 s; then `408`).
+        /// Total time for a request body.
         body_timeout: Duration;
-        /// How long one write may block on a client that does not read
-        /// (default 10 s; then the connection closes).
+        /// How long one write may block on a client that does not read.
         write_timeout: Duration;
-        /// The most connections open at once (then `503`). Default: the soft
-        /// limit on open files (`/proc/self/limits`, else 1024) minus 64, at
-        /// most 1024; raise it only with `ulimit -n`.
+        /// The most connections open at once. Default: the soft limit on
+        /// open files (`/proc/self/limits`, else 1024) minus 64, at most 1024.
         max_connections: usize;
-        /// How long a staged close waits for the client (default 2 s).
+        /// How long a staged close waits for the client.
         linger_timeout: Duration;
         /// Connection threads' stack size (default 128 KiB; the server needs
         /// 16 KiB, a panic's backtrace 32 KiB).
