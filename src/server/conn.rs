@@ -270,10 +270,9 @@ fn handle_request(
     app.shared.count(|s| &mut s.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
     let framing = (req.body_framing(&app.config.limits), req.expects_continue());
-    let (app2, conn2) = (app.clone(), conn.clone());
     let mut x = Exchange {
-        app: app2,
-        conn: conn2,
+        app: app.clone(),
+        conn: conn.clone(),
         req,
         started,
     };
