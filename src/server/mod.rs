@@ -444,8 +444,8 @@ impl Server {
         max_connections: usize;
         /// How long a staged close waits for the client.
         linger_timeout: Duration;
-        /// Connection threads' stack size (default 128 KiB; the server needs
-        /// 16 KiB, a panic's backtrace 32 KiB).
+        /// Connection threads' stack size (default 128 KiB); raise it for
+        /// handlers that recurse deeply or keep large arrays on the stack.
         stack_size: usize;
         /// After this long without a write, a stream gets a `:` comment
         /// (default 15 s, the standard's advice; `None`: never).
