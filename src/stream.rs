@@ -1,12 +1,8 @@
 //! The SSE body on a socket, shared by the server and the hub: an
 //! [`EventStream`] written on its connection's thread, or [`Detached`] and
-//! written by a hub's fan-out thread; the chunk framing of frames, the
+//! written by a hub's fan-out thread; the chunk framing (one chunk per
+//! frame, see [the server's docs](crate::server#event-streams)), the
 //! keep-alive and the check for a client that went away.
-//!
-//! An HTTP/1.1 body is chunked, one chunk per frame (RFC 9112 7.1:
-//! `chunk-size CRLF chunk-data CRLF`), so that every event is complete in
-//! its chunk and handed on as it arrives; an HTTP/1.0 body ends with the
-//! connection (see [the server's docs](crate::server#event-streams)).
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -16,21 +12,19 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
 use crate::http::{chunk_head, Request, CHUNK_END, LAST_CHUNK};
-use crate::util::{lock, wait_until};
+use crate::util::{jittered, lock, wait_until};
 use crate::writer::EventWriter;
 
-/// The connection a stream is on (its owner does the bookkeeping when the
-/// last reference goes).
+/// The connection a stream is on (its owner's drop does the bookkeeping).
 pub(crate) type Conn = Arc<dyn AsRef<TcpStream> + Send + Sync>;
 
-/// Told when a stream ends: every byte sent (head included) and the error
-/// its body returned, if any.
+/// Told when a stream ends: bytes sent (head included), the body's error.
 pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<&str>) + Send + Sync>;
 
 /// The most frames one vectored write of a detached stream takes.
 pub(crate) const MAX_FRAMES: usize = 64;
 
-/// The keep-alive: an empty comment line, which clients ignore.
+/// The keep-alive: an empty comment line.
 pub(crate) fn keep_alive_frame() -> Frame {
     static FRAME: OnceLock<Frame> = OnceLock::new();
     FRAME
@@ -44,24 +38,18 @@ pub(crate) fn tick(keep_alive: Option<Duration>) -> Duration {
         .clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// The shutdown goodbye of a stream: the event, then `retry:` with
-/// `(base, jitter)` (different per stream, so clients spread out).
-pub(crate) fn goodbye(event: Option<&Event>, retry: Option<(Duration, Duration)>) -> Vec<Frame> {
-    let retry = retry.map(|r| Event::new().retry(crate::util::jittered(r)));
-    event
-        .cloned()
-        .into_iter()
-        .chain(retry)
-        .map(Frame::from)
-        .collect()
+/// The client's last event id: the `Last-Event-ID` header, else the
+/// `lastEventId` query parameter (for polyfills).
+pub(crate) fn last_event_id(req: &Request) -> Option<String> {
+    let header = req.header("Last-Event-ID").map(str::to_string);
+    header.or_else(|| req.query_param("lastEventId"))
 }
 
-/// The client's last event id: the `Last-Event-ID` header, else the
-/// `lastEventId` query parameter (polyfills that cannot set headers).
-pub(crate) fn last_event_id(req: &Request) -> Option<String> {
-    req.header("Last-Event-ID")
-        .map(str::to_string)
-        .or_else(|| req.query_param("lastEventId"))
+/// A stream's shutdown goodbye: the event, then `retry:` jittered per stream.
+pub(crate) fn goodbye(event: Option<&Event>, retry: Option<(Duration, Duration)>) -> Vec<Frame> {
+    let retry = retry.map(|r| Event::new().retry(jittered(r)));
+    let events = event.cloned().into_iter().chain(retry);
+    events.map(Frame::from).collect()
 }
 
 /// `data` as it goes on the wire: in a chunked body, one chunk.
@@ -80,8 +68,7 @@ pub(crate) fn push_body(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-/// Whether the client closed or reset the connection (bytes it sent are
-/// ignored: it is alive). The socket must be non-blocking.
+/// Whether the client closed or reset the (non-blocking) connection.
 fn peer_gone(socket: &TcpStream) -> bool {
     match socket.peek(&mut [0u8; 1]) {
         Ok(n) => n == 0,
@@ -89,20 +76,20 @@ fn peer_gone(socket: &TcpStream) -> bool {
     }
 }
 
-/// `Write` for a stream's socket: in a chunked body every call is one
-/// whole chunk (`EventWriter` calls it once per event).
+/// `Write` for a stream's socket: in a chunked body, one chunk per call
+/// (`EventWriter` calls it once per event).
 struct SocketWriter {
     conn: Conn,
     chunked: bool,
-    /// Bytes of chunk framing written, which the writer's count leaves out.
-    framing_bytes: u64,
+    /// Every byte sent on the stream, head included.
+    sent: u64,
 }
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut head = [0u8; 18];
         let parts = framed(&mut head, buf, self.chunked);
-        let framing = parts[0].len() + parts[2].len();
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         let mut slices = parts.map(IoSlice::new);
         let mut left = &mut slices[..];
         while !left.is_empty() {
@@ -113,7 +100,7 @@ impl Write for SocketWriter {
                 Err(e) => return Err(e),
             }
         }
-        self.framing_bytes = self.framing_bytes.saturating_add(framing as u64);
+        self.sent = self.sent.saturating_add(len as u64);
         Ok(buf.len())
     }
 
@@ -126,13 +113,18 @@ struct State {
     writer: EventWriter<SocketWriter>,
     last_write: Instant,
     error: Option<io::ErrorKind>,
-    /// Bytes written besides the writer's (keep-alives, fan-out writes,
-    /// the goodbye, the last chunk).
-    extra_bytes: u64,
     ended_by: Option<String>,
 }
 
-/// One open event stream, shared by its handle and the server's registry.
+impl State {
+    /// Counts bytes written besides the writer's.
+    fn count(&mut self, n: usize) {
+        let sent = &mut self.writer.get_mut().sent;
+        *sent = sent.saturating_add(n as u64);
+    }
+}
+
+/// One open event stream, shared by its handle and the registry.
 pub(crate) struct StreamShared {
     conn: Conn,
     remote: SocketAddr,
@@ -140,11 +132,10 @@ pub(crate) struct StreamShared {
     state: Mutex<State>,
     wake: Condvar,
     closed: AtomicBool,
-    /// Handed to a hub, which writes, probes and sends keep-alives itself.
+    /// Handed to a hub, which probes and sends keep-alives itself.
     detached: AtomicBool,
     chunked: bool,
     head_sent: Instant,
-    head_bytes: u64,
     last_event_id: Option<String>,
     on_end: Option<OnEnd>,
 }
@@ -172,16 +163,15 @@ impl StreamShared {
         state.error.map_or(Ok(()), |e| Err(SendError(Some(e))))
     }
 
-    /// Marks the stream closed, shuts the socket's write side (the client
-    /// sees the end) and wakes sleepers. Call with the state locked.
+    /// Marks the stream closed, shuts the write side and wakes sleepers.
+    /// Call with the state locked.
     fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let _ = self.socket().shutdown(Shutdown::Write);
         self.wake.notify_all();
     }
 
-    /// Closes the stream at once: a client must see a broken body, not an
-    /// end (a panicking body).
+    /// Closes at once: the client sees a broken body, not an end.
     pub(crate) fn fail(&self) {
         let _state = lock(&self.state);
         self.mark_closed();
@@ -191,44 +181,30 @@ impl StreamShared {
         lock(&self.state).ended_by = why;
     }
 
-    /// Ends the stream after `goodbye` and the last chunk, waiting at most
-    /// 100 ms for a client that does not read.
-    pub(crate) fn close_with(&self, goodbye: &[Frame]) {
+    /// Ends an open stream after `goodbye` and (chunked) the last chunk,
+    /// blocking at most `wait` (zero: not at all), then closes it. Call
+    /// only between frames.
+    pub(crate) fn close_with(&self, goodbye: &[Frame], wait: Duration) {
         let mut state = lock(&self.state);
         if !self.closed.load(Ordering::SeqCst) {
             let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
             let mut bytes = Vec::new();
             push_body(&mut bytes, &data, self.chunked);
-            if self.chunked {
-                bytes.extend_from_slice(LAST_CHUNK);
-            }
-            let _ = self
-                .socket()
-                .set_write_timeout(Some(Duration::from_millis(100)));
-            if self.socket().write_all(&bytes).is_ok() {
-                state.extra_bytes = state.extra_bytes.saturating_add(bytes.len() as u64);
-            }
-        }
-        self.mark_closed();
-    }
-
-    /// Ends a chunked body with the last chunk, without blocking, if the
-    /// stream is still open; then closes it. Call only between chunks.
-    fn end(&self) {
-        let mut state = lock(&self.state);
-        if self.chunked
-            && !self.closed.load(Ordering::SeqCst)
-            && self.socket().set_nonblocking(true).is_ok()
-        {
-            if let Ok(n) = self.socket().write(LAST_CHUNK) {
-                state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+            bytes.extend_from_slice(if self.chunked { LAST_CHUNK } else { b"" });
+            let mut socket = self.socket();
+            let ready = match wait.is_zero() {
+                true => socket.set_nonblocking(true),
+                false => socket.set_write_timeout(Some(wait)),
+            };
+            if ready.is_ok() && socket.write_all(&bytes).is_ok() {
+                state.count(bytes.len());
             }
         }
         self.mark_closed();
     }
 
-    /// The server ticker's visit: skipped while a write holds the lock (the
-    /// stream is not idle, and its writer learns of a dead client itself).
+    /// The ticker's visit, skipped while a write holds the lock (the
+    /// writer learns of a dead client itself).
     pub(crate) fn tick(&self, keep_alive: Option<Duration>) {
         if self.detached.load(Ordering::SeqCst) {
             return;
@@ -241,9 +217,9 @@ impl StreamShared {
         self.check(&mut state, keep_alive);
     }
 
-    /// Checks without blocking whether the client went away and (with
-    /// `keep_alive`) sends a keep-alive if the stream was idle that long.
-    /// Returns whether the stream is closed.
+    /// Checks without blocking whether the client left and sends a due
+    /// keep-alive; returns whether the stream is closed. A detached socket
+    /// stays non-blocking.
     fn check(&self, state: &mut State, keep_alive: Option<Duration>) -> bool {
         if self.closed.load(Ordering::SeqCst) {
             return true;
@@ -257,7 +233,7 @@ impl StreamShared {
                 match (&*socket).write(&bytes) {
                     Ok(n) if n == bytes.len() => {
                         state.last_write = Instant::now();
-                        state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+                        state.count(n);
                     }
                     // A full buffer: the next send blocks and times out.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -266,7 +242,7 @@ impl StreamShared {
                 }
             }
         }
-        let _ = socket.set_nonblocking(false);
+        let _ = socket.set_nonblocking(self.detached.load(Ordering::SeqCst));
         if gone {
             self.mark_closed();
         }
@@ -277,52 +253,40 @@ impl StreamShared {
 impl Drop for StreamShared {
     fn drop(&mut self) {
         // A body that let go between events ends cleanly.
-        self.end();
+        self.close_with(&[], Duration::ZERO);
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let bytes = [
-            state.writer.bytes_written(),
-            state.writer.get_ref().framing_bytes,
-            state.extra_bytes,
-        ]
-        .iter()
-        .fold(self.head_bytes, |sum, &n| sum.saturating_add(n));
         if let Some(on_end) = self.on_end.take() {
-            on_end(bytes, state.ended_by.as_deref());
+            on_end(state.writer.get_ref().sent, state.ended_by.as_deref());
         }
     }
 }
 
-/// An open `text/event-stream` response: send events until the client goes
-/// away or the server shuts down.
-///
-/// Every send is one write of the whole event, blocking at most the
-/// server's [`write_timeout`](crate::Server::write_timeout). Once a send
-/// fails or the stream is found closed, every later call fails with
-/// [`SendError`]. Dropping the `EventStream` closes the connection.
+/// An open `text/event-stream` response. Each send is one write, blocking
+/// at most the server's [`write_timeout`](crate::Server::write_timeout);
+/// once the stream is closed, every send fails. Dropping it closes it.
 pub struct EventStream {
     shared: Arc<StreamShared>,
 }
 
 impl EventStream {
-    /// A stream whose head (`head_bytes`) was sent at `head_sent`.
+    /// A stream whose head of `head_bytes` was sent at `head_sent`.
     pub(crate) fn new(
         conn: Conn,
         remote: SocketAddr,
         chunked: bool,
         (head_sent, head_bytes): (Instant, u64),
-        req: &Request,
+        last_event_id: Option<String>,
         on_end: OnEnd,
     ) -> EventStream {
         let writer = SocketWriter {
             conn: conn.clone(),
             chunked,
-            framing_bytes: 0,
+            sent: head_bytes,
         };
         let state = State {
             writer: EventWriter::new(writer),
             last_write: Instant::now(),
             error: None,
-            extra_bytes: 0,
             ended_by: None,
         };
         let shared = StreamShared {
@@ -334,8 +298,7 @@ impl EventStream {
             detached: AtomicBool::new(false),
             chunked,
             head_sent,
-            head_bytes,
-            last_event_id: last_event_id(req),
+            last_event_id,
             on_end: Some(on_end),
         };
         EventStream {
@@ -363,22 +326,20 @@ impl EventStream {
         self.shared.write(|w| w.comment(text))
     }
 
-    /// Sends a `retry:` hint: the client's reconnection delay.
+    /// Sends a `retry:` hint (the client's reconnection delay).
     pub fn retry(&mut self, delay: Duration) -> Result<(), SendError> {
         self.shared.write(|w| w.retry(delay))
     }
 
-    /// Whether the stream has ended: a send failed, the server is shutting
-    /// down, or the client closed the connection (checked now, without
-    /// blocking or sending).
+    /// Whether the stream has ended (the client is checked now, without
+    /// blocking).
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.check(&mut lock(&self.shared.state), None)
     }
 
     /// Sleeps for `duration`, or fails as soon as the stream is found
-    /// closed (by the server's ticker, at least once a second, or by
-    /// shutdown).
+    /// closed (the ticker checks at least once a second).
     pub fn sleep(&self, duration: Duration) -> Result<(), SendError> {
         let deadline = Instant::now().checked_add(duration);
         let mut state = lock(&self.shared.state);
@@ -391,8 +352,8 @@ impl EventStream {
         Err(SendError(state.error))
     }
 
-    /// Where a reconnecting client wants to resume: the `Last-Event-ID`
-    /// header, else the `lastEventId` query parameter.
+    /// Where the client resumes: the `Last-Event-ID` header, else the
+    /// `lastEventId` query parameter (for polyfills).
     #[must_use]
     pub fn last_event_id(&self) -> Option<&str> {
         self.shared.last_event_id.as_deref()
@@ -410,8 +371,8 @@ impl EventStream {
         lock(&self.shared.state).writer.bytes_written()
     }
 
-    /// Hands the stream to a fan-out thread: the socket becomes
-    /// non-blocking for good, and the server's ticker leaves it alone.
+    /// Hands the stream to a fan-out thread (the socket becomes
+    /// non-blocking for good; the ticker leaves it alone).
     pub(crate) fn detach(self) -> Detached {
         let _state = lock(&self.shared.state);
         self.shared.detached.store(true, Ordering::SeqCst);
@@ -434,8 +395,7 @@ impl std::fmt::Debug for EventStream {
     }
 }
 
-/// A send on an [`EventStream`] failed: the stream is closed (the client
-/// went away, a write timed out, or the server is shutting down).
+/// A send on an [`EventStream`] failed: the stream is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendError(Option<io::ErrorKind>);
 
@@ -459,15 +419,14 @@ impl std::fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 /// A stream owned by a fan-out thread: non-blocking writes, possibly
-/// partial, that the owner tracks itself.
+/// partial, tracked by the owner.
 pub(crate) struct Detached {
     shared: Arc<StreamShared>,
 }
 
 impl Detached {
-    /// One non-blocking vectored write of `frames` (at most [`MAX_FRAMES`]),
-    /// each framed for the body, from byte `skip` of the first; returns the
-    /// bytes written (`WouldBlock`: the client's buffer is full).
+    /// One non-blocking write of up to [`MAX_FRAMES`] `frames`, framed,
+    /// from byte `skip` of the first; returns the bytes written.
     pub(crate) fn write_frames<'a>(
         &self,
         frames: impl Iterator<Item = &'a Frame>,
@@ -491,7 +450,7 @@ impl Detached {
         }
         match self.shared.socket().write_vectored(&slices) {
             Ok(n) => {
-                state.extra_bytes = state.extra_bytes.saturating_add(n as u64);
+                state.count(n);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
@@ -511,22 +470,15 @@ impl Detached {
         }
     }
 
-    /// Whether the client went away (checked without blocking), or the
-    /// stream was closed by the server.
+    /// Whether the client left (checked now) or the stream was closed.
     pub(crate) fn is_gone(&self) -> bool {
-        let _state = lock(&self.shared.state);
-        let gone = self.shared.closed.load(Ordering::SeqCst) || peer_gone(self.shared.socket());
-        if gone {
-            self.shared.mark_closed();
-        }
-        gone
+        self.shared.check(&mut lock(&self.shared.state), None)
     }
 
-    /// Closes the connection now; `between_frames` (nothing written in
-    /// part) ends a chunked body cleanly with the last chunk.
+    /// Closes now; `between_frames` ends a chunked body cleanly.
     pub(crate) fn close(&self, between_frames: bool) {
         match between_frames {
-            true => self.shared.end(),
+            true => self.shared.close_with(&[], Duration::ZERO),
             false => self.shared.fail(),
         }
     }
@@ -536,8 +488,7 @@ impl Detached {
         self.shared.socket().write_timeout().ok().flatten()
     }
 
-    /// When the response head was sent: events published since then are
-    /// the stream's to receive.
+    /// When the head was sent: later events are the stream's.
     pub(crate) fn head_sent(&self) -> Instant {
         self.shared.head_sent
     }

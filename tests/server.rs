@@ -1418,6 +1418,42 @@ fn stats_follow_requests_and_connections() {
     assert!(stats.to_json().contains("\"requests\":3"));
 }
 
+#[test]
+fn stats_to_prometheus_exact_text() {
+    let mut stats = stdsse::server::Stats::default();
+    (stats.open_connections, stats.open_streams, stats.requests) = (3, 2, 10);
+    (
+        stats.rejected,
+        stats.panics,
+        stats.bad_requests,
+        stats.accept_errors,
+    ) = (1, 0, 4, 5);
+    let expected = "\
+# HELP stdsse_server_connections_open Connections open now.
+# TYPE stdsse_server_connections_open gauge
+stdsse_server_connections_open 3
+# HELP stdsse_server_streams_open Event streams open now.
+# TYPE stdsse_server_streams_open gauge
+stdsse_server_streams_open 2
+# HELP stdsse_server_requests_total Requests answered.
+# TYPE stdsse_server_requests_total counter
+stdsse_server_requests_total 10
+# HELP stdsse_server_rejected_total Connections refused with 503.
+# TYPE stdsse_server_rejected_total counter
+stdsse_server_rejected_total 1
+# HELP stdsse_server_panics_total Handler panics caught.
+# TYPE stdsse_server_panics_total counter
+stdsse_server_panics_total 0
+# HELP stdsse_server_bad_requests_total Requests refused as malformed, too large or too slow.
+# TYPE stdsse_server_bad_requests_total counter
+stdsse_server_bad_requests_total 4
+# HELP stdsse_server_accept_errors_total Failed accept calls.
+# TYPE stdsse_server_accept_errors_total counter
+stdsse_server_accept_errors_total 5
+";
+    assert_eq!(stats.to_prometheus(), expected);
+}
+
 // ---------------------------------------------------------------------------
 // Event streams
 // ---------------------------------------------------------------------------

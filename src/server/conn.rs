@@ -8,14 +8,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::route::{find, Handler, Lookup};
-use super::{count, Accept, App, LogKind, Shared};
+use super::route::{find, Lookup};
+use super::{Accept, App, LogKind, Shared};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
-use crate::stream::{push_body, EventStream, SendError};
+use crate::stream::{last_event_id, push_body, EventStream, SendError};
 use crate::util::lock;
 
-/// One accepted connection: its one descriptor, shared by the connection
-/// thread, its event stream and the server's registry.
+/// One accepted connection, shared by its thread, its stream and the
+/// registry.
 pub(super) struct Conn {
     pub(super) socket: TcpStream,
     pub(super) id: u64,
@@ -31,11 +31,10 @@ impl AsRef<TcpStream> for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // The connection thread closed in stages already; another last
-        // owner (a hub's fan-out thread, the accept thread) must not wait.
+        // The connection thread lingered already; other owners must not wait.
         close_staged(&self.socket, Duration::ZERO);
         lock(&self.server.connections).remove(&self.id);
-        self.server.open_connections.fetch_sub(1, Ordering::SeqCst);
+        lock(&self.server.stats).open_connections -= 1;
         let _guard = lock(&self.server.closed_lock);
         self.server.closed.notify_all();
     }
@@ -44,27 +43,22 @@ impl Drop for Conn {
 /// A request the server refuses itself: the status, and why (for the log).
 type Refusal = (u16, &'static str);
 
-/// How long a client may pause before the bytes it sent are parsed even
-/// though they hold no line end and add up to less than a KiB.
+/// How long a client may pause before what it sent is parsed anyway.
 const PARSE_PAUSE: Duration = Duration::from_millis(50);
 
 /// Most bytes a staged close reads and drops.
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// The connection's read side: received bytes not used yet (pipelined
-/// requests stay for the next round).
+/// The connection's read side: bytes received, not used yet (pipelining).
 struct Reader<'a> {
     conn: &'a Conn,
     buf: Vec<u8>,
 }
 
 impl Reader<'_> {
-    /// Reads until a complete head is buffered (`Ok(None)`: the client
-    /// closed, or was idle too long). The head is parsed again after a read
-    /// that may complete a line (an LF) or adds a KiB, and when the client
-    /// pauses for [`PARSE_PAUSE`]: a client sending a byte per packet
-    /// cannot make the server re-parse 64 KiB per byte, and a head already
-    /// invalid is answered at once.
+    /// Reads a complete head (`Ok(None)`: closed or idle). It is parsed
+    /// after a read with an LF or a KiB more, or a [`PARSE_PAUSE`]: a byte
+    /// per packet cannot make the server re-parse 64 KiB per byte.
     fn read_head(&mut self, app: &App, first: bool) -> Result<Option<(Request, usize)>, Refusal> {
         let config = &app.config;
         let mut deadline = Instant::now()
@@ -91,12 +85,8 @@ impl Reader<'_> {
             }
             let before = self.buf.len();
             let unparsed = self.buf.len() > parsed_len;
-            let wait = if unparsed {
-                deadline.min(Instant::now() + PARSE_PAUSE)
-            } else {
-                deadline
-            };
-            match self.fill(wait) {
+            let pause = unparsed.then(|| Instant::now() + PARSE_PAUSE);
+            match self.fill(pause.map_or(deadline, |p| p.min(deadline))) {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err((400, "closed in the request head")),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
@@ -125,16 +115,10 @@ impl Reader<'_> {
         result
     }
 
-    /// Reads the body after a head of `consumed` bytes; the buffer then
-    /// starts at the next request.
-    fn read_body(
-        &mut self,
-        framing: Framing,
-        consumed: usize,
-        app: &App,
-    ) -> Result<Vec<u8>, Refusal> {
+    /// Reads the body after a head of `consumed` bytes.
+    fn read_body(&mut self, framing: Framing, at: usize, app: &App) -> Result<Vec<u8>, Refusal> {
         let deadline = Instant::now() + app.config.body_timeout;
-        self.buf.drain(..consumed);
+        self.buf.drain(..at);
         let mut decoder = match framing {
             Framing::None => return Ok(Vec::new()),
             Framing::Length(n) => {
@@ -182,10 +166,8 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Serves one connection, then closes it in stages, unless a stream handed
 /// to another thread still uses it (its last owner closes it then).
 pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
-    let mut reader = Reader {
-        conn: &conn,
-        buf: Vec::new(),
-    };
+    let buf = Vec::new();
+    let mut reader = Reader { conn: &conn, buf };
     let _ = conn
         .socket
         .set_write_timeout(Some(app.config.write_timeout));
@@ -201,12 +183,11 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
                 }
             }
             Err((status, why)) => {
-                // Counted before the answer is written, as in
-                // `handle_request`: a client that has its answer sees it.
-                count(&app.shared.requests);
-                count(&app.shared.bad_requests);
+                // Counted before the answer, which a client may act on.
+                app.shared.count(|s| &mut s.requests);
+                app.shared.count(|s| &mut s.bad_requests);
                 let response = error_response(status, http::reason_phrase(status));
-                let bytes = write_response(&conn, &response, Version::Http11, false, true);
+                let bytes = write_response(&conn.socket, &response, Version::Http11, false, true);
                 app.log_entry(
                     Some(conn.remote),
                     ("-", "-"),
@@ -226,8 +207,8 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
 }
 
 /// Writes a response; returns the bytes written (0 if the write failed).
-fn write_response(
-    conn: &Conn,
+pub(super) fn write_response(
+    socket: &TcpStream,
     response: &Response,
     version: Version,
     head_only: bool,
@@ -235,18 +216,14 @@ fn write_response(
 ) -> u64 {
     let mut out = Vec::with_capacity(256 + response.get_body().len());
     response.write_to(&mut out, version, head_only, close);
-    match (&conn.socket).write_all(&out) {
-        Ok(()) => out.len() as u64,
-        Err(_) => 0,
-    }
+    let sent = (&*socket).write_all(&out).is_ok();
+    u64::from(sent) * out.len() as u64
 }
 
-/// Closes a connection in stages (RFC 9112 9.6: "half-close by closing only
-/// the write side", then "continue to read from the connection until it
-/// receives a corresponding close from the client"), so that the close is
-/// not a reset that destroys what the client has not received yet. Reads
-/// and drops at most [`LINGER_BYTES`] for at most `linger`; with `linger`
-/// zero, only what has arrived, without blocking.
+/// Closes in stages (RFC 9112 9.6: "half-close by closing only the write
+/// side", then "continue to read ... until it receives a corresponding
+/// close"): drops at most [`LINGER_BYTES`] for at most `linger` (zero: what
+/// has arrived, without blocking).
 pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     let _ = socket.shutdown(Shutdown::Write);
     let _ = socket.set_nonblocking(linger.is_zero());
@@ -269,42 +246,6 @@ pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     }
 }
 
-/// Writes a response to a request, logs it (with `error`, or why the
-/// response was invalid), and says whether the connection stays open.
-fn respond(
-    app: &App,
-    conn: &Conn,
-    req: &Request,
-    response: Response,
-    keep: bool,
-    started: Instant,
-    error: Option<&str>,
-) -> bool {
-    let response = app.with_cors(req, response);
-    let bytes = write_response(
-        conn,
-        &response,
-        req.version(),
-        req.method() == "HEAD",
-        !keep,
-    );
-    let status = if response.is_valid() {
-        response.status()
-    } else {
-        500
-    };
-    let error = error.or(response.invalid_reason());
-    app.log_entry(
-        Some(conn.remote),
-        (req.method(), req.path()),
-        (status, bytes),
-        started.elapsed(),
-        LogKind::Request,
-        error,
-    );
-    bytes > 0 && keep
-}
-
 fn error_response(status: u16, text: &str) -> Response {
     Response::text(status, format!("{text}\n"))
 }
@@ -316,7 +257,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("handler panicked: {}", text.unwrap_or("(no message)"))
 }
 
-/// Answers one request. Returns whether the connection stays open.
+/// Answers one request; returns whether the connection stays open.
 fn handle_request(
     app: &Arc<App>,
     conn: &Arc<Conn>,
@@ -326,33 +267,25 @@ fn handle_request(
     started: Instant,
 ) -> bool {
     req.set_remote_addr(conn.remote);
-    count(&app.shared.requests);
+    app.shared.count(|s| &mut s.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
-    // What parse_head leaves to us: a body that cannot be delimited or an
-    // expectation that cannot be met ends the connection.
-    let refuse = |(status, why): Refusal| {
-        count(&app.shared.bad_requests);
-        respond(
-            app,
-            conn,
-            &req,
-            error_response(status, why),
-            false,
-            started,
-            Some(why),
-        )
+    let framing = (req.body_framing(&app.config.limits), req.expects_continue());
+    let mut x = Exchange {
+        app: app.clone(),
+        conn: conn.clone(),
+        req,
+        started,
     };
-    let (framing, expect) = match (req.body_framing(&app.config.limits), req.expects_continue()) {
+    // A body that cannot be delimited or an unmet expectation ends it.
+    let (framing, expect) = match framing {
         (Ok(framing), Ok(expect)) => (framing, expect),
-        (Err(e), _) | (_, Err(e)) => return refuse((e.status(), e.description())),
+        (Err(e), _) | (_, Err(e)) => return x.refuse((e.status(), e.description())),
     };
-    // `Content-Length: 0` is no body: nothing to read, the connection stays.
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
-    // OPTIONS, 404 and 405 need no body; an unread body cannot be skipped
-    // safely, so such a connection then ends.
-    let route = match find(&app.routes, req.method(), req.path()) {
+    // OPTIONS, 404 and 405 leave a body unread: the connection then ends.
+    let route = match find(&app.routes, x.req.method(), x.req.path()) {
         Lookup::Route(route) => Ok(route),
-        _ if req.method() == "OPTIONS" => Err(app.options(&req)),
+        _ if x.req.method() == "OPTIONS" => Err(app.options(&x.req)),
         Lookup::WrongMethod(allowed) => {
             Err(error_response(405, "Method Not Allowed").header("Allow", &allowed.join(", ")))
         }
@@ -365,121 +298,119 @@ fn handle_request(
             if keep {
                 reader.buf.drain(..consumed);
             }
-            return respond(app, conn, &req, response, keep, started, None);
+            return x.respond(response, keep, None);
         }
     };
-    if has_body && expect && req.version() == Version::Http11 {
-        let _ = (&conn.socket).write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    if has_body && expect && x.req.version() == Version::Http11 {
+        let go_on = Response::continue_100();
+        write_response(&conn.socket, &go_on, Version::Http11, false, false);
     }
     match reader.read_body(framing, consumed, app) {
-        Ok(body) => req.set_body(body),
-        Err(refusal) => return refuse(refusal),
+        Ok(body) => x.req.set_body(body),
+        Err(refusal) => return x.refuse(refusal),
     }
-    let answer = panic::catch_unwind(AssertUnwindSafe(|| match &route.handler {
-        Handler::Plain(handler) => Err(handler(&req)),
-        Handler::Stream(handler) => handler(&req),
-    }));
-    match answer {
-        Ok(Ok(accept)) if accept.head.is_valid() => {
-            serve_stream(app, conn, &req, accept, started);
-            false
-        }
+    match panic::catch_unwind(AssertUnwindSafe(|| (route.handler)(&x.req))) {
+        Ok(Ok(accept)) if accept.head.is_valid() => x.serve_stream(accept),
         // An invalid accept is a 500, as an invalid response is.
-        Ok(Ok(accept)) => respond(app, conn, &req, accept.head, keep, started, None),
-        Ok(Err(response)) => respond(app, conn, &req, response, keep, started, None),
+        Ok(Ok(accept)) => x.respond(accept.head, keep, None),
+        Ok(Err(response)) => x.respond(response, keep, None),
         Err(payload) => {
-            count(&app.shared.panics);
-            let why = panic_message(&*payload);
+            app.shared.count(|s| &mut s.panics);
             let response = error_response(500, "Internal Server Error");
-            respond(app, conn, &req, response, false, started, Some(&why))
+            x.respond(response, false, Some(&panic_message(&*payload)))
         }
     }
 }
 
-/// Sends the event-stream head and runs the accepted body on this thread.
-fn serve_stream(app: &Arc<App>, conn: &Arc<Conn>, req: &Request, accept: Accept, started: Instant) {
-    let chunked = req.version() == Version::Http11;
-    let head = app.with_cors(req, accept.head);
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
-    for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
-        if head.get_header(name).is_none() {
-            out.extend_from_slice(format!("{name}: {default}\r\n").as_bytes());
+/// One request being answered.
+struct Exchange {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    req: Request,
+    started: Instant,
+}
+
+impl Exchange {
+    fn log(&self, sent: (u16, u64), kind: LogKind, error: Option<&str>) {
+        let (remote, name) = (Some(self.conn.remote), (self.req.method(), self.req.path()));
+        let elapsed = self.started.elapsed();
+        self.app.log_entry(remote, name, sent, elapsed, kind, error);
+    }
+
+    /// Writes and logs a response; returns whether the connection stays open.
+    fn respond(&self, response: Response, keep: bool, error: Option<&str>) -> bool {
+        let (req, socket) = (&self.req, &self.conn.socket);
+        let response = self.app.with_cors(req, response);
+        let head_only = req.method() == "HEAD";
+        let bytes = write_response(socket, &response, req.version(), head_only, !keep);
+        let status = response.invalid_reason().map_or(response.status(), |_| 500);
+        let error = error.or(response.invalid_reason());
+        self.log((status, bytes), LogKind::Request, error);
+        bytes > 0 && keep
+    }
+
+    /// Answers a request the server refuses itself; the connection ends.
+    fn refuse(&self, (status, why): Refusal) -> bool {
+        self.app.shared.count(|s| &mut s.bad_requests);
+        self.respond(error_response(status, why), false, Some(why))
+    }
+
+    /// Sends the event-stream head and runs the accepted body on this
+    /// thread; the connection ends with it.
+    fn serve_stream(mut self, accept: Accept) -> bool {
+        let (app, conn, req) = (&self.app, &self.conn, &self.req);
+        let chunked = req.version() == Version::Http11;
+        let mut out = Vec::with_capacity(256);
+        let head = app.with_cors(req, accept.head);
+        head.write_stream_head(&mut out, chunked);
+        let head_only = req.method() == "HEAD";
+        if !head_only {
+            let mut first = Vec::new();
+            if let Some(text) = &app.config.connected_comment {
+                crate::event::push_lines(&mut first, b"", text);
+            }
+            if let Some(delay) = app.config.initial_retry {
+                crate::event::push_retry(&mut first, delay);
+            }
+            push_body(&mut out, &first, chunked);
         }
-    }
-    out.extend_from_slice(b"Connection: close\r\n");
-    if chunked {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-    }
-    head.write_headers(&mut out);
-    out.extend_from_slice(b"\r\n");
-    let head_only = req.method() == "HEAD";
-    if !head_only {
-        let mut first = Vec::new();
-        if let Some(text) = &app.config.connected_comment {
-            crate::event::push_lines(&mut first, b"", text);
+        let _ = conn.socket.set_nodelay(true);
+        // Before the write: a client may react to the head before it returns.
+        let head_sent = Instant::now();
+        let sent = (&conn.socket).write_all(&out).is_ok();
+        let bytes = u64::from(sent) * out.len() as u64;
+        self.log((200, bytes), LogKind::Request, None);
+        if !sent || head_only {
+            return false;
         }
-        if let Some(delay) = app.config.initial_retry {
-            crate::event::push_retry(&mut first, delay);
+        let (app, shared_conn, remote) = (self.app.clone(), self.conn.clone(), conn.remote);
+        let id = last_event_id(req);
+        self.req.set_body(Vec::new()); // not kept for the stream's life
+        let on_end = Box::new(move |bytes, error: Option<&str>| {
+            lock(&self.app.shared.stats).open_streams -= 1;
+            self.log((200, bytes), LogKind::StreamEnd, error);
+        });
+        let head = (head_sent, out.len() as u64);
+        let stream = EventStream::new(shared_conn, remote, chunked, head, id, on_end);
+        // Kept until the body returns, to record why it ended.
+        let shared = stream.shared().clone();
+        lock(&app.shared.stats).open_streams += 1;
+        lock(&app.shared.streams).push(Arc::downgrade(&shared));
+        if app.shared.shutting_down.load(Ordering::SeqCst) {
+            shared.close_with(&[], Duration::from_millis(100));
         }
-        push_body(&mut out, &first, chunked);
+        let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
+            Ok(Ok(())) => None,
+            // A client that left is the normal end.
+            Ok(Err(e)) if e.is::<SendError>() => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(payload) => {
+                app.shared.count(|s| &mut s.panics);
+                shared.fail();
+                Some(panic_message(&*payload))
+            }
+        };
+        shared.set_ended_by(ended_by);
+        false
     }
-    let _ = conn.socket.set_nodelay(true);
-    // Before the write: a client may react to the head (post an event of
-    // its own) before `write_all` returns here.
-    let head_sent = Instant::now();
-    let sent = (&conn.socket).write_all(&out).is_ok();
-    let bytes = if sent { out.len() as u64 } else { 0 };
-    let name = (req.method(), req.path());
-    app.log_entry(
-        Some(conn.remote),
-        name,
-        (200, bytes),
-        started.elapsed(),
-        LogKind::Request,
-        None,
-    );
-    if !sent || head_only {
-        return;
-    }
-    let (log, remote) = (app.clone(), conn.remote);
-    let (method, path) = (req.method().to_string(), req.path().to_string());
-    let on_end = Box::new(move |bytes, error: Option<&str>| {
-        log.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
-        log.log_entry(
-            Some(remote),
-            (&method, &path),
-            (200, bytes),
-            started.elapsed(),
-            LogKind::StreamEnd,
-            error,
-        );
-    });
-    let stream = EventStream::new(
-        conn.clone(),
-        conn.remote,
-        chunked,
-        (head_sent, out.len() as u64),
-        req,
-        on_end,
-    );
-    // Keep a reference until the body returns, to record why it ended.
-    let shared = stream.shared().clone();
-    app.shared.open_streams.fetch_add(1, Ordering::SeqCst);
-    lock(&app.shared.streams).push(Arc::downgrade(&shared));
-    if app.shared.shutting_down.load(Ordering::SeqCst) {
-        shared.close_with(&[]);
-    }
-    let ended_by = match panic::catch_unwind(AssertUnwindSafe(|| (accept.body)(stream))) {
-        Ok(Ok(())) => None,
-        // A send that failed because the client left is the normal end.
-        Ok(Err(e)) if e.is::<SendError>() => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(payload) => {
-            count(&app.shared.panics);
-            shared.fail();
-            Some(panic_message(&*payload))
-        }
-    };
-    shared.set_ended_by(ended_by);
 }

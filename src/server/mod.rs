@@ -1,18 +1,9 @@
-//! The HTTP/1.1 server: a thread per connection, routing, SSE streams,
+//! The HTTP/1.1 server: a thread per connection, routing, event streams,
 //! limits and graceful shutdown.
 //!
-//! # Threads
-//!
-//! One thread accepts connections and gives each its own thread (with a
-//! small stack). Past [`Server::max_connections`] the accept thread answers
-//! `503` with `Retry-After` itself, spawning nothing. It keeps one
-//! descriptor in reserve: when `accept` fails for lack of descriptors, it
-//! frees it for one accept and answers that client `503` at once, so a
-//! flood past the descriptor limit cannot leave clients waiting in the
-//! listen backlog. One more thread, the ticker, sends keep-alives on idle
-//! event streams and notices clients that went away.
-//!
-//! # Every wait is bounded
+//! One thread accepts; past [`Server::max_connections`], or out of
+//! descriptors (it keeps a spare one to accept with), it answers `503`
+//! itself. A ticker thread sends keep-alives and notices clients that left.
 //!
 //! | setting | default | protects against |
 //! |---|---|---|
@@ -24,65 +15,30 @@
 //! | [`linger_timeout`](Server::linger_timeout) | 2 s | a client that neither reads nor closes holding a closing connection (and its reading is bounded to 1 MiB) |
 //! | [`limits`](Server::limits) | see [`Limits`] | huge heads and bodies (414, 431, 413) |
 //!
-//! # Closing
-//!
-//! Every connection is closed in stages (RFC 9112 9.6): the write side is
-//! shut first, then what the client still sends is read and dropped until
-//! it closes, for at most [`linger_timeout`](Server::linger_timeout) and
-//! 1 MiB. Closing at once with unread bytes (a pipelined request after
-//! `Connection: close`, an unread body) would send a reset, which destroys
-//! the part of the response the client has not received yet. The accept
-//! thread's `503` and a stream closed by a hub drain only what has arrived.
+//! A connection closes in stages (RFC 9112 9.6), so that unread bytes do
+//! not turn the close into a reset that destroys the response.
 //!
 //! # Event streams
 //!
-//! An SSE route's handler decides before anything is written: it refuses
-//! with a [`Response`], or returns an [`Accept`], whose body gets an
-//! [`EventStream`] once this head is sent:
-//!
-//! ```text
-//! HTTP/1.1 200 OK
-//! Content-Type: text/event-stream
-//! Cache-Control: no-cache           (unless the Accept sets it)
-//! X-Accel-Buffering: no             (unless the Accept sets it)
-//! Connection: close
-//! Transfer-Encoding: chunked        (HTTP/1.1 requests only)
-//! ...the Accept's headers and the CORS headers
-//! ```
-//!
-//! For HTTP/1.1 the body is chunked, one chunk per event, written and
-//! flushed at once; a clean end sends the last chunk. For HTTP/1.0 (nginx's
-//! default upstream) the body ends when the connection closes. Why not
-//! close-delimited for everyone, as the standard allows? Common clients
-//! read an unframed body in fixed-size blocks (`sseclient-py` over urllib3
-//! waits for 128 bytes), so a short event would wait for more traffic.
-//!
-//! The body may keep the stream on the connection's thread or hand it to
-//! another (a hub does); the connection stays open until it is dropped. A
-//! dead client is noticed when a send fails, or by the ticker (at least
-//! every second, without blocking) or a keep-alive that fails.
-//!
-//! # Graceful shutdown
-//!
-//! [`ShutdownHandle::shutdown`] stops accepting, ends every stream (after an
-//! optional final event and a jittered `retry:` hint, so that clients do not
-//! all reconnect in the same instant), lets requests in progress finish,
-//! waits for connection threads up to [`Server::shutdown_timeout`], and
-//! makes [`Server::run`] return.
+//! The head is `200`, `Content-Type: text/event-stream`, `Connection:
+//! close`, `Cache-Control: no-cache` and `X-Accel-Buffering: no` unless the
+//! [`Accept`] sets them. An HTTP/1.1 body is chunked, one chunk per event,
+//! because common clients read an unframed body in blocks (`sseclient-py`
+//! waits for 128 bytes); an HTTP/1.0 body ends with the connection.
 
 mod conn;
 mod route;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::event::Event;
-use crate::http::{Limits, Request, Response};
+use crate::http::{Limits, Request, Response, Version};
 use crate::stream::{goodbye, tick, StreamShared};
 use crate::util::{lock, push_metric, wait_until};
 use conn::Conn;
@@ -91,19 +47,16 @@ use route::{Handler, Route};
 pub use crate::stream::{EventStream, SendError};
 pub use route::Cors;
 
-/// What an event-stream handler may return: any error ends the stream (and
-/// is shown in the access log), exactly as `Ok(())` does.
+/// What an event-stream body may return: an error ends the stream as
+/// `Ok(())` does, and is logged.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 type BodyFn = dyn FnOnce(EventStream) -> Result<(), HandlerError> + Send;
 type LogFn = dyn Fn(&LogEntry<'_>) + Send + Sync;
 
 /// An event-stream handler's yes: the body that runs on the stream, and
-/// extra headers for its response head. The head is written once the
-/// handler has returned, so what it decided moves into the body closure.
+/// extra headers for its head.
 pub struct Accept {
-    /// A `200` that carries the extra headers, validated as
-    /// [`Response::header`] validates.
     head: Response,
     body: Box<BodyFn>,
 }
@@ -117,8 +70,7 @@ const STREAM_OWNED: &[&str] = &[
 ];
 
 impl Accept {
-    /// Accepts the request: `body` runs on the connection's thread once the
-    /// head is sent, and owns the [`EventStream`].
+    /// Accepts: `body` runs on the connection's thread once the head is sent.
     pub fn new<F>(body: F) -> Accept
     where
         F: FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
@@ -129,11 +81,10 @@ impl Accept {
         }
     }
 
-    /// Adds a header to the stream's head; `Cache-Control` and
-    /// `X-Accel-Buffering` replace the defaults. One that
-    /// [`Response::header`] refuses, or `Content-Type`, `Content-Length`,
-    /// `Transfer-Encoding`, `Connection` (the server's), makes the server
-    /// answer `500` instead of streaming, and log why.
+    /// Adds a header (`Cache-Control`, `X-Accel-Buffering` replace the
+    /// defaults). One [`Response::header`] refuses, or one of the server's
+    /// (`Content-Type`, `Content-Length`, `Transfer-Encoding`,
+    /// `Connection`), makes the answer a `500`.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Accept {
         self.head = self.head.checked_header(name, value, STREAM_OWNED);
@@ -147,9 +98,8 @@ impl std::fmt::Debug for Accept {
     }
 }
 
-/// What the [log hook](Server::log) is told: once per request, once more
-/// when an event stream ends, and once per refused connection and failed
-/// `accept`.
+/// What the [log hook](Server::log) is told: once per request, stream end,
+/// refused connection and failed `accept`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct LogEntry<'a> {
@@ -163,14 +113,12 @@ pub struct LogEntry<'a> {
     pub status: u16,
     /// Bytes of the response (for a stream: everything sent on it).
     pub bytes: u64,
-    /// From the start of the request to the response (for a stream: to its
-    /// end).
+    /// From the request's start to the response (for a stream: to its end).
     pub duration: Duration,
     /// What the entry is about.
     pub kind: LogKind,
-    /// Why: the error a stream's body returned, a handler's panic message,
-    /// why a request was refused (`400`, `408`, `413`...) or a response was
-    /// invalid (`500`), the `accept` error.
+    /// Why: a body's error, a panic message, a refusal's or a `500`'s
+    /// reason, the `accept` error.
     pub error: Option<&'a str>,
 }
 
@@ -182,8 +130,7 @@ pub enum LogKind {
     Request,
     /// An event stream ended.
     StreamEnd,
-    /// The accept thread refused a connection with `503` (at
-    /// `max_connections`, out of descriptors, or no thread could be spawned).
+    /// The accept thread refused a connection (`503`, or no thread).
     Rejected,
     /// `accept` failed (interruptions aside); the server backs off.
     AcceptError,
@@ -203,8 +150,7 @@ pub struct Stats {
     pub rejected: u64,
     /// Handler panics caught.
     pub panics: u64,
-    /// Requests the server refused itself as malformed, too large or too
-    /// slow (`400`, `408`, `413`, `414`, `431`, `417`, `501`).
+    /// Requests refused as malformed, too large or too slow.
     pub bad_requests: u64,
     /// Failed `accept` calls.
     pub accept_errors: u64,
@@ -220,9 +166,7 @@ impl Stats {
         )
     }
 
-    /// The counters in the Prometheus text format 0.0.4, named
-    /// `stdsse_server_...`, for a `/metrics` route (content type
-    /// `text/plain; version=0.0.4`).
+    /// The counters in the Prometheus text format 0.0.4 (`stdsse_server_...`).
     #[must_use]
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
@@ -237,13 +181,8 @@ impl Stats {
             ("accept_errors_total", "counter", "Failed accept calls.", self.accept_errors),
         ];
         for (name, kind, help, value) in metrics {
-            push_metric(
-                &mut out,
-                &format!("stdsse_server_{name}"),
-                kind,
-                help,
-                value,
-            );
+            let name = format!("stdsse_server_{name}");
+            push_metric(&mut out, &name, kind, help, value);
         }
         out
     }
@@ -267,28 +206,18 @@ struct Config {
     cors: Option<Cors>,
 }
 
-/// State shared by the accept thread, connection threads, the ticker,
-/// streams and handles.
+/// State shared by all the server's threads and handles.
 #[derive(Default)]
 struct Shared {
     local_addr: Option<SocketAddr>,
     shutting_down: AtomicBool,
-    open_connections: AtomicUsize,
-    open_streams: AtomicUsize,
-    requests: AtomicU64,
-    rejected: AtomicU64,
-    panics: AtomicU64,
-    bad_requests: AtomicU64,
-    accept_errors: AtomicU64,
+    stats: Mutex<Stats>,
     next_id: AtomicU64,
-    /// Every open connection, so shutdown can wake threads blocked reading.
     connections: Mutex<HashMap<u64, Weak<Conn>>>,
-    /// Every open event stream, for keep-alives and shutdown.
     streams: Mutex<Vec<Weak<StreamShared>>>,
-    /// Signalled when a connection closes (shutdown waits on it).
+    /// Signalled when a connection closes; `stop` at shutdown.
     closed: Condvar,
     closed_lock: Mutex<()>,
-    /// Signalled at shutdown (the ticker sleeps on it).
     stop: Condvar,
 }
 
@@ -298,61 +227,20 @@ impl Shared {
     }
 
     fn stats(&self) -> Stats {
-        let get = |n: &AtomicU64| n.load(Ordering::SeqCst);
-        Stats {
-            open_connections: self.open_connections.load(Ordering::SeqCst),
-            open_streams: self.open_streams.load(Ordering::SeqCst),
-            requests: get(&self.requests),
-            rejected: get(&self.rejected),
-            panics: get(&self.panics),
-            bad_requests: get(&self.bad_requests),
-            accept_errors: get(&self.accept_errors),
-        }
+        *lock(&self.stats)
+    }
+
+    /// Adds one to a counter, stopping at its maximum rather than wrapping.
+    fn count(&self, counter: fn(&mut Stats) -> &mut u64) {
+        let mut stats = lock(&self.stats);
+        let n = counter(&mut stats);
+        *n = n.saturating_add(1);
     }
 }
 
-/// Adds one to a counter, stopping at its maximum rather than wrapping.
-fn count(counter: &AtomicU64) {
-    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_add(1));
-}
-
-/// An HTTP/1.1 server that gives every connection its own thread.
-///
-/// Configured through `&mut self` methods, as `std::process::Command` is:
-/// routes and settings are added to a server that owns its bound socket.
-/// An event-stream handler decides before the first byte is sent: it
-/// returns a [`Response`] to refuse (`401`, `403`, `404`, `204` to tell an
-/// `EventSource` to stop...) or an [`Accept`] whose body then runs on the
-/// stream.
-///
-/// ```no_run
-/// use stdsse::{Accept, Event, Request, Response, Server};
-/// use std::time::Duration;
-///
-/// fn authenticate(req: &Request) -> Option<String> {
-///     req.header("Authorization")?.strip_prefix("Bearer ").map(str::to_string)
-/// }
-///
-/// let mut server = Server::bind("127.0.0.1:8080")?;
-/// server.get("/", |_req| Response::text(200, "hello"));
-/// server.sse("/events", |req| {
-///     let user = authenticate(req).ok_or_else(|| {
-///         Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer")
-///     })?;
-///     Ok(Accept::new(move |mut stream| {
-///         stream.send(&Event::new().data(format!("hello {user}")))?;
-///         for n in 1.. {
-///             stream.send(&Event::new().id(n.to_string())?.data("tick"))?;
-///             stream.sleep(Duration::from_secs(1))?;
-///         }
-///         Ok(())
-///     })
-///     .header("Cache-Control", "no-store"))
-/// });
-/// eprintln!("listening on http://{}", server.local_addr());
-/// server.run()?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
+/// An HTTP/1.1 server that gives every connection its own thread,
+/// configured through `&mut self` methods as `std::process::Command` is
+/// (example in [the crate docs](crate#serving-events)).
 pub struct Server {
     listener: TcpListener,
     app: App,
@@ -367,6 +255,11 @@ struct App {
 }
 
 impl App {
+    /// For the accept thread: no request, no duration.
+    fn log_refusal(&self, remote: Option<SocketAddr>, sent: (u16, u64), kind: LogKind, why: &str) {
+        self.log_entry(remote, ("-", "-"), sent, Duration::ZERO, kind, Some(why));
+    }
+
     fn log_entry(
         &self,
         remote: Option<SocketAddr>,
@@ -403,8 +296,7 @@ macro_rules! setters {
 }
 
 impl Server {
-    /// Binds the listening socket now, so the real address (port 0 picks a
-    /// free port) is known before [`run`](Server::run).
+    /// Binds now, so the address (port 0 picks one) is known before `run`.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         let shared = Shared {
@@ -443,7 +335,7 @@ impl Server {
         self.app.shared.local_addr()
     }
 
-    /// A handle that can stop the server and read its stats from any thread.
+    /// A handle to stop the server and read its stats.
     #[must_use]
     pub fn handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -457,23 +349,21 @@ impl Server {
         self.app.shared.stats()
     }
 
-    /// Routes `method` requests for exactly `path` to a handler that returns
-    /// a response. A `GET` route also answers `HEAD` (without the body).
+    /// Routes `method` requests for exactly `path`; `GET` also answers `HEAD`.
     pub fn route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
-        self.add(method, path, false, Handler::Plain(Box::new(handler)))
+        self.add(method, path, false, Box::new(move |req| Err(handler(req))))
     }
 
-    /// Like [`route`](Server::route), for every path that starts with
-    /// `prefix`. Exact routes win over prefix routes, longer prefixes over
-    /// shorter ones.
+    /// Like [`route`](Server::route) for every path starting with `prefix`;
+    /// exact routes win, then the longest prefix.
     pub fn route_prefix<F>(&mut self, method: &str, prefix: &str, handler: F) -> &mut Server
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
-        self.add(method, prefix, true, Handler::Plain(Box::new(handler)))
+        self.add(method, prefix, true, Box::new(move |req| Err(handler(req))))
     }
 
     /// Shorthand for `route("GET", path, handler)`.
@@ -492,11 +382,9 @@ impl Server {
         self.route("POST", path, handler)
     }
 
-    /// Serves an event stream on `GET path` (and `HEAD`: the head only).
-    /// The handler runs on the connection's thread after the request body
-    /// was read, before anything is written: `Err(response)` is sent as any
-    /// plain response is; `Ok(accept)` sends the stream's head with the
-    /// accept's headers, then runs its body (see [`Accept`]).
+    /// Serves an event stream on `GET path` (`HEAD`: the head only). The
+    /// handler runs after the request body was read: `Err(response)` is
+    /// sent as is, `Ok(accept)` starts the stream.
     pub fn sse<F>(&mut self, path: &str, handler: F) -> &mut Server
     where
         F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
@@ -504,28 +392,27 @@ impl Server {
         self.sse_route("GET", path, handler)
     }
 
-    /// Like [`sse`](Server::sse) for another method (an API that answers a
-    /// `POST` with an event stream).
+    /// Like [`sse`](Server::sse) for another method.
     pub fn sse_route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
     where
         F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
     {
-        self.add(method, path, false, Handler::Stream(Box::new(handler)))
+        self.add(method, path, false, Box::new(handler))
     }
 
     fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
         let (method, path) = (method.to_string(), path.to_string());
-        self.app.routes.push(Route {
+        let route = Route {
             method,
             path,
             prefix,
             handler,
-        });
+        };
+        self.app.routes.push(route);
         self
     }
 
-    /// The log hook (see [`LogEntry`]). It runs on the connection's thread
-    /// (the accept thread's for refusals and `accept` errors): keep it quick.
+    /// The log hook; it runs on the connection's thread: keep it quick.
     pub fn log<F>(&mut self, log: F) -> &mut Server
     where
         F: Fn(&LogEntry<'_>) + Send + Sync + 'static,
@@ -541,89 +428,66 @@ impl Server {
     }
 
     setters! {
-        /// Request head and body size limits (defaults in [`Limits`]).
+        /// Request head and body size limits (see [`Limits`]).
         limits: Limits;
-        /// Total time allowed to receive a request head, from the
-        /// connection's start (first request) or the request's first byte.
-        /// Default 10 s; past it, `408` and close.
+        /// Total time for a request head, from the connection's start or the
+        /// request's first byte (see [the table](crate::server)).
         head_timeout: Duration;
         /// How long a persistent connection may wait for its next request.
-        /// Default 30 s; then it is closed.
         idle_timeout: Duration;
-        /// Total time allowed to receive a request body. Default 30 s.
+        /// Total time for a request body.
         body_timeout: Duration;
         /// How long one write may block on a client that does not read.
-        /// Default 10 s; then the connection (or stream) is closed.
         write_timeout: Duration;
-        /// The most connections open at once; past it, new connections get
-        /// `503` with `Retry-After: 1` from the accept thread.
-        ///
-        /// The default fits the process's soft limit on open files (read
-        /// from `/proc/self/limits` on Linux, else taken as 1024): that limit
-        /// minus 64 (the listener, the spare descriptor, standard streams, a
-        /// hub, the application's files), at most 1024. Set more only after
-        /// raising the limit (`ulimit -n`).
+        /// The most connections open at once. Default: the soft limit on
+        /// open files (`/proc/self/limits`, else 1024) minus 64, at most 1024.
         max_connections: usize;
-        /// How long closing a connection may wait for the client to close
-        /// its side (default 2 s): see [Closing](crate::server#closing).
+        /// How long a staged close waits for the client.
         linger_timeout: Duration;
-        /// The stack size of connection threads (default 128 KiB; the
-        /// server's own work needs 16 KiB, a panic's backtrace 32 KiB). Raise
-        /// it if handlers recurse deeply or keep large arrays on the stack.
+        /// Connection threads' stack size (default 128 KiB); raise it for
+        /// handlers that recurse deeply or keep large arrays on the stack.
         stack_size: usize;
-        /// The keep-alive interval of event streams: after this long without
-        /// a write, a comment (`:`) is sent. Default 15 s, the standard's
-        /// advice; `None` disables it.
+        /// After this long without a write, a stream gets a `:` comment
+        /// (default 15 s, the standard's advice; `None`: never).
         keep_alive: Option<Duration>;
-        /// A `retry:` hint sent as the first bytes of every event stream.
-        /// Default none.
+        /// A `retry:` sent first on every stream (default none).
         initial_retry: Option<Duration>;
-        /// How long shutdown waits for connection threads. Default 5 s.
+        /// How long shutdown waits for connection threads (default 5 s).
         shutdown_timeout: Duration;
-        /// An event sent to every open stream at shutdown. Default none.
+        /// An event sent to every open stream at shutdown (default none).
         shutdown_event: Option<Event>;
     }
 
-    /// A comment sent as the first bytes of every event stream, in the same
-    /// write as the head (for example `connected`). Default none.
+    /// A comment sent first on every stream, with the head (default none).
     pub fn connected_comment(&mut self, text: Option<&str>) -> &mut Server {
         self.app.config.connected_comment = text.map(str::to_string);
         self
     }
 
-    /// A `retry:` hint sent to every open stream at shutdown: `base` plus a
-    /// random part of up to `jitter`, different per stream. Default none.
+    /// A `retry:` sent to every stream at shutdown: `base` plus up to
+    /// `jitter`, random per stream (default none).
     pub fn shutdown_retry(&mut self, base: Duration, jitter: Duration) -> &mut Server {
         self.app.config.shutdown_retry = Some((base, jitter));
         self
     }
 
-    /// Serves until [`ShutdownHandle::shutdown`] is called, then shuts down
-    /// gracefully and returns.
+    /// Serves until [`ShutdownHandle::shutdown`], then shuts down gracefully.
     pub fn run(self) -> io::Result<()> {
         let Server { listener, app } = self;
         let app = Arc::new(app);
         let shared = app.shared.clone();
-        let ticker = {
-            let app = app.clone();
-            let spawn = thread::Builder::new()
-                .name("stdsse-ticker".into())
-                .stack_size(64 * 1024);
-            spawn.spawn(move || ticker(&app))?
-        };
+        let ticker_app = app.clone();
+        let spawn = thread::Builder::new().name("stdsse-ticker".into());
+        let ticker = spawn
+            .stack_size(64 * 1024)
+            .spawn(move || ticker(&ticker_app))?;
         accept_loop(&listener, &app);
         drop(listener);
         shutdown_connections(&app);
         let deadline = Instant::now() + app.config.shutdown_timeout;
         let mut guard = lock(&shared.closed_lock);
-        while shared.open_connections.load(Ordering::SeqCst) > 0 {
-            match wait_until(&shared.closed, guard, Some(deadline)) {
-                Ok(next) => guard = next,
-                Err(last) => {
-                    guard = last;
-                    break;
-                }
-            }
+        while shared.stats().open_connections > 0 && Instant::now() < deadline {
+            guard = wait_until(&shared.closed, guard, Some(deadline)).unwrap_or_else(|g| g);
         }
         drop(guard);
         shared.stop.notify_all();
@@ -641,8 +505,7 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Stops a server and reads its stats; cheap to clone, usable from any
-/// thread, obtainable before [`Server::run`].
+/// Stops a server and reads its stats, from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
     shared: Arc<Shared>,
@@ -658,8 +521,9 @@ impl std::fmt::Debug for ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Starts a graceful shutdown and returns at once; [`Server::run`]
-    /// returns when it is done. Calling it again does nothing.
+    /// Starts a graceful shutdown and returns: stops accepting, ends every
+    /// stream (after the shutdown event and `retry:`), lets requests finish
+    /// and waits up to [`Server::shutdown_timeout`] for them.
     pub fn shutdown(&self) {
         if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
             return;
@@ -695,18 +559,10 @@ impl ShutdownHandle {
     }
 }
 
-/// The canned answer of the accept thread when the server is full.
-const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\nserver at capacity\r\n";
-
-/// What the spare descriptor is opened on.
 const SPARE: &str = if cfg!(windows) { "NUL" } else { "/dev/null" };
 
-/// Descriptors the default `max_connections` leaves for everything else.
-const RESERVED_DESCRIPTORS: u64 = 64;
-
-/// The default `max_connections`: see [`Server::max_connections`].
+/// See [`Server::max_connections`].
 fn default_max_connections() -> usize {
-    // The soft limit on open descriptors, from `/proc/self/limits` (Linux).
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let line = limits
         .lines()
@@ -714,7 +570,7 @@ fn default_max_connections() -> usize {
     let limit = line
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(1024);
-    u64::saturating_sub(limit, RESERVED_DESCRIPTORS).clamp(1, 1024) as usize
+    u64::saturating_sub(limit, 64).clamp(1, 1024) as usize
 }
 
 /// EMFILE or ENFILE (Linux, the BSDs, macOS), WSAEMFILE (Windows).
@@ -734,15 +590,8 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                count(&shared.accept_errors);
-                app.log_entry(
-                    None,
-                    ("-", "-"),
-                    (0, 0),
-                    Duration::ZERO,
-                    LogKind::AcceptError,
-                    Some(&e.to_string()),
-                );
+                shared.count(|s| &mut s.accept_errors);
+                app.log_refusal(None, (0, 0), LogKind::AcceptError, &e.to_string());
                 if out_of_descriptors(&e) && spare.is_some() {
                     // Free the spare for one accept: the client gets its
                     // 503 now rather than waiting in the backlog.
@@ -763,11 +612,11 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         if shared.shutting_down.load(Ordering::SeqCst) {
             break;
         }
-        if shared.open_connections.load(Ordering::SeqCst) >= app.config.max_connections {
+        if shared.stats().open_connections >= app.config.max_connections {
             reject(socket, remote, app, "max_connections reached");
             continue;
         }
-        shared.open_connections.fetch_add(1, Ordering::SeqCst);
+        lock(&shared.stats).open_connections += 1;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             socket,
@@ -782,47 +631,34 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             .stack_size(app.config.stack_size);
         if let Err(e) = spawn.spawn(move || conn::serve(&app2, conn)) {
             // The connection was dropped with the closure: it closes.
-            count(&shared.rejected);
+            shared.count(|s| &mut s.rejected);
             let why = format!("no thread: {e}");
-            app.log_entry(
-                Some(remote),
-                ("-", "-"),
-                (0, 0),
-                Duration::ZERO,
-                LogKind::Rejected,
-                Some(&why),
-            );
+            app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &why);
         }
     }
 }
 
-/// Answers 503 without a thread: a non-blocking write of the canned answer
-/// (it fits any socket buffer), then a staged close that drains only what
-/// has arrived, so a flood cannot hold the accept thread.
+/// Answers 503 on the accept thread without blocking (the answer fits any
+/// socket buffer; the close drops only what has arrived), so a flood
+/// cannot hold it.
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
-    count(&app.shared.rejected);
+    app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let bytes = (&socket).write(FULL).unwrap_or(0) as u64;
+    let full = Response::at_capacity();
+    let bytes = conn::write_response(&socket, &full, Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
-    app.log_entry(
-        Some(remote),
-        ("-", "-"),
-        (503, bytes),
-        Duration::ZERO,
-        LogKind::Rejected,
-        Some(why),
-    );
+    app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }
 
 /// Ends every stream and wakes every connection thread blocked reading.
 fn shutdown_connections(app: &App) {
     let streams: Vec<_> = lock(&app.shared.streams).drain(..).collect();
+    let (event, retry) = (
+        app.config.shutdown_event.as_ref(),
+        app.config.shutdown_retry,
+    );
     for stream in streams.iter().filter_map(Weak::upgrade) {
-        let config = &app.config;
-        stream.close_with(&goodbye(
-            config.shutdown_event.as_ref(),
-            config.shutdown_retry,
-        ));
+        stream.close_with(&goodbye(event, retry), Duration::from_millis(100));
     }
     let conns: Vec<_> = lock(&app.shared.connections).values().cloned().collect();
     for conn in conns.iter().filter_map(Weak::upgrade) {
@@ -831,8 +667,7 @@ fn shutdown_connections(app: &App) {
     }
 }
 
-/// Sends keep-alives to idle streams and closes streams whose client went
-/// away, at least once a second.
+/// Visits every stream at least once a second (see [`StreamShared::tick`]).
 fn ticker(app: &App) {
     let shared = &app.shared;
     let tick = tick(app.config.keep_alive);
@@ -848,47 +683,5 @@ fn ticker(app: &App) {
             stream.tick(app.config.keep_alive);
         }
         guard = lock(&shared.closed_lock);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Stats;
-
-    #[test]
-    fn stats_to_prometheus_exact_text() {
-        let stats = Stats {
-            open_connections: 3,
-            open_streams: 2,
-            requests: 10,
-            rejected: 1,
-            panics: 0,
-            bad_requests: 4,
-            accept_errors: 5,
-        };
-        let expected = "\
-# HELP stdsse_server_connections_open Connections open now.
-# TYPE stdsse_server_connections_open gauge
-stdsse_server_connections_open 3
-# HELP stdsse_server_streams_open Event streams open now.
-# TYPE stdsse_server_streams_open gauge
-stdsse_server_streams_open 2
-# HELP stdsse_server_requests_total Requests answered.
-# TYPE stdsse_server_requests_total counter
-stdsse_server_requests_total 10
-# HELP stdsse_server_rejected_total Connections refused with 503.
-# TYPE stdsse_server_rejected_total counter
-stdsse_server_rejected_total 1
-# HELP stdsse_server_panics_total Handler panics caught.
-# TYPE stdsse_server_panics_total counter
-stdsse_server_panics_total 0
-# HELP stdsse_server_bad_requests_total Requests refused as malformed, too large or too slow.
-# TYPE stdsse_server_bad_requests_total counter
-stdsse_server_bad_requests_total 4
-# HELP stdsse_server_accept_errors_total Failed accept calls.
-# TYPE stdsse_server_accept_errors_total counter
-stdsse_server_accept_errors_total 5
-";
-        assert_eq!(stats.to_prometheus(), expected);
     }
 }

@@ -5,13 +5,8 @@ use std::time::Duration;
 use super::{Accept, App};
 use crate::http::{Request, Response};
 
-pub(super) type PlainFn = dyn Fn(&Request) -> Response + Send + Sync;
-pub(super) type StreamFn = dyn Fn(&Request) -> Result<Accept, Response> + Send + Sync;
-
-pub(super) enum Handler {
-    Plain(Box<PlainFn>),
-    Stream(Box<StreamFn>),
-}
+/// A handler; a plain one answers `Err(response)`.
+pub(super) type Handler = Box<dyn Fn(&Request) -> Result<Accept, Response> + Send + Sync>;
 
 pub(super) struct Route {
     pub(super) method: String,
@@ -28,24 +23,16 @@ pub(super) enum Lookup<'a> {
     Missing,
 }
 
-/// Cross-origin resource sharing: which web pages on other origins may use
-/// the server.
-///
-/// Requests with an allowed `Origin` get `Access-Control-Allow-Origin`
-/// (echoing the origin) and `Vary: Origin`; preflight `OPTIONS` requests are
-/// answered with the route's methods and the allowed request headers, which
-/// include `Last-Event-ID` (a polyfilled `EventSource` sends it). Other
-/// origins get no `Access-Control-*` header (and a preflight from one gets
-/// `403`).
+/// Cross-origin resource sharing: which pages on other origins may use the
+/// server. An allowed `Origin` is echoed in `Access-Control-Allow-Origin`
+/// (with `Vary: Origin`) and gets preflights answered; others get no
+/// `Access-Control-*` header (a preflight, `403`).
 ///
 /// ```
-/// use stdsse::server::Cors;
-///
 /// // Pages on app.example may connect with their cookies, and send a token.
-/// let cors = Cors::origins(["https://app.example"])
+/// let cors = stdsse::server::Cors::origins(["https://app.example"])
 ///     .credentials()
 ///     .allow_headers("Authorization, Last-Event-ID");
-/// # let _ = cors;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Cors {
@@ -90,13 +77,10 @@ impl Cors {
         self
     }
 
-    /// Lets pages send credentials (cookies, `Authorization`; an
-    /// `EventSource`'s `withCredentials`): answers to an allowed origin carry
-    /// `Access-Control-Allow-Credentials: true`. Fetch standard: "with
-    /// credentials, `Access-Control-Allow-Origin` must be the exact origin",
-    /// never `*`. Only for a list of [`origins`](Cors::origins): with
-    /// [`Cors::any`] it is ignored, so that no page on any site can read a
-    /// user's authenticated stream.
+    /// Lets pages send credentials (`withCredentials`): answers carry
+    /// `Access-Control-Allow-Credentials: true`. Only for a list of
+    /// [`origins`](Cors::origins) (ignored with [`Cors::any`]), so that no
+    /// page on any site can read a user's authenticated stream.
     #[must_use]
     pub fn credentials(mut self) -> Cors {
         self.credentials = true;
@@ -160,9 +144,8 @@ impl App {
         response
     }
 
-    /// Answers `OPTIONS` (a CORS preflight or a plain one). The origin and
-    /// `Vary` are added by `with_cors`, as to every response: twice, and
-    /// browsers reject a doubled `Access-Control-Allow-Origin`.
+    /// Answers `OPTIONS` (preflight or plain; the origin is added by
+    /// `with_cors` only: browsers reject it doubled).
     pub(super) fn options(&self, req: &Request) -> Response {
         let allowed = if req.target() == "*" {
             let all = self.routes.iter().map(|r| r.method.as_str());
@@ -188,46 +171,6 @@ impl App {
                     .header("Allow", &allow)
             }
             _ => response.header("Allow", &allow),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_routes_win_then_the_longest_prefix_and_head_follows_get() {
-        let route = |method: &str, path: &str, prefix| Route {
-            method: method.into(),
-            path: path.into(),
-            prefix,
-            handler: Handler::Plain(Box::new(|_| Response::new(200))),
-        };
-        let routes = [
-            route("GET", "/a", true),
-            route("GET", "/a/b", true),
-            route("POST", "/a/b/c", false),
-            route("GET", "/a/b/c", false),
-        ];
-        let found = |method, path| match find(&routes, method, path) {
-            Lookup::Route(r) => format!("{} {} {}", r.method, r.path, r.prefix),
-            Lookup::WrongMethod(allowed) => allowed.join(","),
-            Lookup::Missing => "missing".into(),
-        };
-        #[rustfmt::skip]
-        let cases = [
-            ("GET", "/a/x", "GET /a true"),
-            ("GET", "/a/b/x", "GET /a/b true"),
-            ("GET", "/a/b/c", "GET /a/b/c false"),
-            ("HEAD", "/a/b/c", "GET /a/b/c false"),
-            ("POST", "/a/b/c", "POST /a/b/c false"),
-            ("PUT", "/a/b/c", "GET,HEAD,OPTIONS,POST"),
-            ("PUT", "/a", "GET,HEAD,OPTIONS"),
-            ("GET", "/b", "missing"),
-        ];
-        for (method, path, expected) in cases {
-            assert_eq!(found(method, path), expected, "{method} {path}");
         }
     }
 }
