@@ -7,9 +7,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fanout::{
-    gap_frame, Backlog, Kind, ShardCommand, ShardHandle, Sink, Subscriber, BACKOFF,
-};
+use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink, Subscriber};
 use super::{Command, Counters, HubBuilder, HubLogKind, Subscription, UnknownId};
 use crate::event::{Event, Frame};
 
@@ -124,7 +122,7 @@ impl History {
             floor: 0,
             total: (config.history_events, config.history_bytes),
             per_topic: config.topic_bound(),
-            age: config.history_age,
+            age: config.history_max_age,
         }
     }
 
@@ -288,8 +286,32 @@ pub(super) struct Coordinator {
 }
 
 /// The most commands handled before the results are passed on: a batch.
-/// The coordinator's batches are also at most the inbox's size.
-pub(super) const BATCH: usize = 4096;
+const BATCH: usize = 4096;
+
+/// Waits up to `wait` for a command, then handles it and those already
+/// queued, at most `max`. `Err` ends the thread: `handle` got a close
+/// (`Some`: whom to tell when done) or the channel closed (`None`).
+pub(super) fn drain<C>(
+    rx: &mpsc::Receiver<C>,
+    wait: Duration,
+    max: usize,
+    mut handle: impl FnMut(C) -> Result<(), SyncSender<()>>,
+) -> Result<(), Option<SyncSender<()>>> {
+    let mut next = match rx.recv_timeout(wait) {
+        Ok(command) => Some(command),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return Err(None),
+    };
+    let mut handled = 0;
+    while let Some(command) = next.take() {
+        handle(command).map_err(Some)?;
+        handled += 1;
+        if handled < max.min(BATCH) {
+            next = rx.try_recv().ok();
+        }
+    }
+    Ok(())
+}
 
 impl Coordinator {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -298,28 +320,16 @@ impl Coordinator {
             // Entries may age out; and the history is pruned to its bounds
             // once the fan-out threads have handled what it holds.
             let wait = Duration::from_millis(if catching_up { 10 } else { 1000 });
-            let command = match rx.recv_timeout(wait) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => {
-                    catching_up = self.prune_history();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return self.close(None),
-            };
-            let mut next = Some(command);
-            let mut handled = 0;
-            while let Some(command) = next.take() {
+            let closed = drain(&rx, wait, self.config.inbox, |command| {
                 match command {
                     Command::Publish(topics, event) => self.publish(topics, event),
-                    Command::Subscribe(stream, subscription) => {
-                        self.subscribe(stream, subscription)
-                    }
-                    Command::Close(done) => return self.close(Some(done)),
+                    Command::Subscribe(sink, subscription) => self.subscribe(sink, subscription),
+                    Command::Close(done) => return Err(done),
                 }
-                handled += 1;
-                if handled < BATCH.min(self.config.inbox) {
-                    next = rx.try_recv().ok();
-                }
+                Ok(())
+            });
+            if let Err(done) = closed {
+                return self.close(done);
             }
             self.forward();
             catching_up = self.prune_history();
@@ -342,8 +352,8 @@ impl Coordinator {
         }
         let batch: Arc<[Arc<Entry>]> = std::mem::take(&mut self.outgoing).into();
         for shard in &self.shards {
-            shard.queued.reserve(batch.len(), self.config.inbox);
-            let _ = shard.tx.send(ShardCommand::Publish(batch.clone()));
+            let command = ShardCommand::Publish(batch.clone());
+            shard.send(command, batch.len(), self.config.inbox);
         }
     }
 
@@ -400,8 +410,8 @@ impl Coordinator {
     /// that queue is bounded by the inbox.
     pub(super) fn prune_history(&mut self) -> bool {
         let seen = (self.shards.iter())
-            .filter(|shard| Arc::strong_count(&shard.seen) > 1) // not ended
-            .map(|shard| shard.seen.load(Ordering::Relaxed))
+            .filter(|shard| !shard.ended())
+            .map(|shard| shard.shared.seen.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
         let more = self.history.prune(Instant::now(), seen);
@@ -431,73 +441,51 @@ impl Coordinator {
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
-        let now = Instant::now();
-        let stall = match &sink {
-            Sink::Socket(stream) => self.config.stall_timeout.or(stream.write_timeout()),
-            Sink::Local(_) => None,
-        };
-        let mut sub = Subscriber {
-            sink,
-            subscription,
-            pending: Backlog::default(),
-            offset: 0,
-            last_write: now,
-            retry_at: now,
-            backoff: BACKOFF.0,
-            stall,
-            gone: false,
-        };
+        let mut sub = Subscriber::new(sink, subscription, &self.config);
         let entries = &self.history.entries;
-        // Replay starts after `seq` (`None`: no replay, live only).
+        // Replay starts after `seq`.
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
-        let mut start = match sub.subscription.last_event_id.clone() {
-            Some(id) => match self.resume_seq(&id) {
-                Some(seq) if !self.history.lost_after(&sub.subscription, seq) => {
-                    self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
-                    after(seq)
+        let resume = (sub.subscription.last_event_id.as_deref()).map(|id| self.resume_seq(id));
+        let mut start = match resume {
+            Some(Some(seq)) if !self.history.lost_after(&sub.subscription, seq) => {
+                self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
+                after(seq)
+            }
+            Some(seq) => {
+                self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
+                let reason = "unknown-id";
+                sub.push(gap_frame(reason), Kind::Gap);
+                sub.log(&self.config, HubLogKind::Gap { reason });
+                match self.config.unknown_id {
+                    UnknownId::ReplayAll => after(seq.unwrap_or(0)),
+                    UnknownId::LiveOnly => entries.len(),
                 }
-                seq => {
-                    self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
-                    sub.push(gap_frame("unknown-id"), Kind::Gap);
-                    sub.log(
-                        &self.config,
-                        HubLogKind::Gap {
-                            reason: "unknown-id",
-                        },
-                    );
-                    match self.config.unknown_id {
-                        UnknownId::ReplayAll => after(seq.unwrap_or(0)),
-                        UnknownId::LiveOnly => entries.len(),
-                    }
-                }
-            },
+            }
             // A new client: events published since its response head went
             // out are its own, even those that got here before the
             // subscription did (the client may have posted one the moment
-            // the stream opened). The history is in publish order.
+            // the stream opened). A receiver gets what is published after it.
             None => match &sub.sink {
-                Sink::Socket(stream) => {
-                    let since = stream.head_sent();
-                    entries.partition_point(|e| e.at < since)
-                }
-                // A local receiver gets what is published after it.
+                Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
             },
         };
         // The `recent` events before a new client's time come first: find
         // where they start, noting which are wanted (a filter runs once).
         let mut wanted = VecDeque::new();
-        if sub.subscription.last_event_id.is_none() {
-            let mut recent = sub.subscription.recent;
-            while recent > 0 && start > 0 && !sub.gone {
-                start -= 1;
-                let want = sub.wants(&entries[start], &self.config);
-                recent -= usize::from(want);
-                wanted.push_front(want);
-            }
+        let mut recent = if resume.is_none() {
+            sub.subscription.recent
+        } else {
+            0
+        };
+        while recent > 0 && start > 0 && !sub.gone {
+            start -= 1;
+            let want = sub.wants(&entries[start], &self.config);
+            recent -= usize::from(want);
+            wanted.push_front(want);
         }
         // It has seen everything before where its replay starts.
-        let next = entries.get(start).map_or(
+        let next = (entries.get(start)).map_or(
             Position {
                 seq: self.next_seq,
                 offset: self.next_offset,
@@ -505,30 +493,27 @@ impl Coordinator {
             },
             |e| e.position(),
         );
-        match &sub.sink {
-            Sink::Socket(_) => sub.pending.next = next,
-            Sink::Local(queue) => crate::util::lock(&queue.state).backlog.next = next,
-        }
+        sub.backlog(false, |b| b.next = next);
         for (k, entry) in entries.iter().enumerate().skip(start) {
-            let want = match wanted.get(k - start) {
-                Some(&want) => want,
-                None => sub.wants(entry, &self.config),
-            };
-            sub.offer(entry, want);
+            let want =
+                (wanted.get(k - start).copied()).unwrap_or_else(|| sub.wants(entry, &self.config));
+            sub.offer(entry, want, want);
         }
         // Entries published before this subscription must reach the shards
         // before it does: they are in its replay (or before its time).
         self.forward();
-        let shard = self
-            .shards
-            .iter()
-            .min_by_key(|s| s.load.load(Ordering::Relaxed))
+        let shard = (self.shards.iter())
+            .min_by_key(|s| s.shared.load.load(Ordering::Relaxed))
             .expect("a hub has at least one shard");
-        shard.load.fetch_add(1, Ordering::Relaxed);
+        shard.shared.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         // Its replay counts against the bound, as published events do.
-        shard.queued.reserve(sub.queued(), self.config.inbox);
-        let _ = shard.tx.send(ShardCommand::Subscribe(Box::new(sub)));
+        let frames = sub.queued();
+        shard.send(
+            ShardCommand::Subscribe(Box::new(sub)),
+            frames,
+            self.config.inbox,
+        );
     }
 
     /// Forwards what is pending, closes every shard and waits for them.
@@ -537,7 +522,7 @@ impl Coordinator {
         let mut waits = Vec::new();
         for shard in &self.shards {
             let (tx, rx) = mpsc::sync_channel(1);
-            if shard.tx.send(ShardCommand::Close(tx)).is_ok() {
+            if shard.send(ShardCommand::Close(tx), 0, usize::MAX) {
                 waits.push(rx);
             }
         }

@@ -1,51 +1,24 @@
-//! The broadcast hub: publish from any thread, every subscribed stream
-//! receives, in order; a reconnecting client resumes from `Last-Event-ID`.
+//! The broadcast hub: publish from any thread; every subscribed stream or
+//! [`Receiver`] gets the events for it, in order, and a reconnecting client
+//! resumes after its `Last-Event-ID`.
 //!
 //! ```text
 //! publish() ──mpsc──▶ coordinator ──mpsc──▶ fan-out threads ──non-blocking writev──▶ sockets
-//!  (any thread)       ids, encodes once,     (one per core, each   (what a socket does not take
-//!                     the history            a share of the         waits in that subscriber's
-//!                                            subscribers)           backlog)
+//!  (any thread)       ids, encodes once,     (each owns a share    (what a socket does not take
+//!                     the history            of the subscribers)   waits in its backlog)
 //! ```
 //!
 //! The coordinator alone touches the history, and a subscription travels
 //! the same first-in-first-out channels as the events, so the hand-over
-//! from replay to live events has no gap and no duplicate. Events from one
-//! publishing thread arrive in the order published; ids increase in the
-//! order the hub received them. Once a stream is subscribed its connection
-//! thread ends: an idle subscriber costs a socket and a few hundred bytes.
-//!
-//! # Ids and replay
-//!
-//! An event published without an id gets `<epoch>-<n>` (the epoch is random
-//! per hub, so an id from an earlier run is recognised as unknown); ids of
-//! that form are the hub's alone. The history is bounded by count, bytes
-//! and optionally age, in total and per topic
-//! ([`HubBuilder::topic_history`]); each topic remembers the newest event
-//! it lost. A client resuming after an id that none of its topics (nor
-//! everyone's events, unless [`topics_only`](Subscription::topics_only))
-//! lost an event after gets every retained event it wants after it, then
-//! the live stream. Otherwise (an id from another epoch, garbage, or a
-//! topic lost events) it first gets the gap signal, [`GAP_EVENT`], then the
-//! retained events (all, for an id it cannot place) or, with
-//! [`UnknownId::LiveOnly`], only the live stream.
-//!
-//! # Slow clients
-//!
-//! How far a subscriber may fall behind is bounded ([`HubBuilder::backlog`]).
-//! Past it the subscriber is disconnected ([`SlowClient::Disconnect`], while
-//! the history still holds all it missed, so it resumes without a gap), or
-//! its oldest events give way to the gap signal ([`SlowClient::DropOldest`]).
-//! A socket that takes nothing is retried with a back-off, and disconnected
-//! after [`HubBuilder::stall_timeout`] without progress.
-//!
-//! # Closing
-//!
-//! [`Hub::close`] sends every subscriber the close event and a jittered
-//! `retry:` hint (when set), then ends the streams. Close the hub before
-//! the server: a server's shutdown waits for the hub to let go of its
-//! streams (at most a second). A `publish` racing with `close` may be
-//! accepted and discarded, as a value sent on a closing `mpsc` channel is.
+//! from replay to live events has no gap and no duplicate. An event
+//! published without an id gets `<epoch>-<n>` (random epoch per hub). A
+//! client resuming after an id from which none of its topics lost an event
+//! gets what it missed; otherwise first the gap signal, [`GAP_EVENT`] (see
+//! [`UnknownId`]). A slow subscriber is bounded by [`HubBuilder::backlog`],
+//! a stalled one by [`HubBuilder::stall_timeout`]. Close the hub before the
+//! server: a server's shutdown waits (at most a second) for the hub to let
+//! go of its streams. A `publish` racing with `close` may be accepted and
+//! discarded, as a value sent on a closing `mpsc` channel is.
 
 mod fanout;
 mod history;
@@ -54,7 +27,6 @@ mod receiver;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -65,7 +37,7 @@ use crate::event::{Event, Frame};
 use crate::http::{Request, Response};
 use crate::server::{Accept, EventStream};
 use crate::util::push_metric;
-use fanout::{Room, Shard, ShardHandle, Sink};
+use fanout::{Shard, Sink};
 use history::{Coordinator, Entry, History};
 use receiver::LocalQueue;
 
@@ -73,11 +45,10 @@ pub use receiver::Receiver;
 
 /// The event type of the gap signal: the subscriber may have missed events.
 ///
-/// Its data is `unknown-id` (the hub cannot place the `Last-Event-ID` the
-/// client sent, or no longer holds every event after it that the client
-/// would have received) or `lagged` (the client fell behind and events were
-/// dropped). It carries no id, so the client's last event id is unchanged.
-/// In a browser: `source.addEventListener("stdsse-gap", ...)`.
+/// Its data is `unknown-id` (the hub cannot place the client's
+/// `Last-Event-ID`, or lost events after it) or `lagged` (events were
+/// dropped for a slow client). It has no id, so the client's last event id
+/// stays. In a browser: `source.addEventListener("stdsse-gap", ...)`.
 pub const GAP_EVENT: &str = "stdsse-gap";
 
 /// What [`HubBuilder::log`] is told.
@@ -111,7 +82,7 @@ pub enum HubLogKind<'a> {
     },
     /// It was sent the gap signal.
     Gap {
-        /// The signal's data: `unknown-id` or `lagged` (see [`GAP_EVENT`]).
+        /// The signal's data (see [`GAP_EVENT`]).
         reason: &'static str,
     },
 }
@@ -119,15 +90,13 @@ pub enum HubLogKind<'a> {
 /// What happens to a subscriber whose backlog passes its bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlowClient {
-    /// Close its connection (the default). It reconnects with
-    /// `Last-Event-ID` and the history gives back what it missed.
+    /// Close its connection (the default); it resumes from the history.
     Disconnect,
     /// Drop its oldest pending events and send the gap signal instead.
     DropOldest,
 }
 
-/// What a subscriber whose `Last-Event-ID` is unknown receives after the
-/// gap signal.
+/// What follows the gap signal for an unknown `Last-Event-ID`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnknownId {
     /// Every retained event, then the live stream (the default).
@@ -144,19 +113,15 @@ pub struct HubStats {
     pub subscribers: u64,
     /// Events published since start.
     pub published: u64,
-    /// Events written in full to a subscriber's socket or taken by a
-    /// [`Receiver`] (one per subscriber).
+    /// Events written in full to a socket or taken by a [`Receiver`].
     pub delivered: u64,
-    /// Subscribers disconnected for falling behind, or for making no
-    /// progress for the stall timeout.
+    /// Subscribers disconnected as slow or stalled.
     pub evicted: u64,
     /// Events dropped from slow subscribers' backlogs.
     pub dropped: u64,
-    /// Subscriptions whose `Last-Event-ID` resumed without a gap: the
-    /// history held every event after it that they would have received.
+    /// Resumes without a gap.
     pub replay_hits: u64,
-    /// Subscriptions whose `Last-Event-ID` was unknown, or after which the
-    /// history had lost events of their topics (gap signalled).
+    /// Resumes with the gap signal.
     pub replay_misses: u64,
     /// Events in the history now.
     pub history_len: u64,
@@ -165,42 +130,36 @@ pub struct HubStats {
 }
 
 impl HubStats {
+    /// Each counter: its JSON name, Prometheus name, type, help and value.
+    #[rustfmt::skip]
+    fn metrics(&self) -> [(&str, &str, &str, &str, u64); 9] {
+        [
+            ("subscribers", "subscribers", "gauge", "Subscribers now.", self.subscribers),
+            ("published", "published_total", "counter", "Events published.", self.published),
+            ("delivered", "delivered_total", "counter", "Events delivered to a subscriber.", self.delivered),
+            ("evicted", "evicted_total", "counter", "Subscribers disconnected as slow or stalled.", self.evicted),
+            ("dropped", "dropped_total", "counter", "Events dropped from slow subscribers' backlogs.", self.dropped),
+            ("replay_hits", "replay_hits_total", "counter", "Resumes without a gap.", self.replay_hits),
+            ("replay_misses", "replay_misses_total", "counter", "Resumes with the gap signal.", self.replay_misses),
+            ("history_len", "history_events", "gauge", "Events in the history.", self.history_len),
+            ("history_bytes", "history_bytes", "gauge", "Bytes of the history.", self.history_bytes),
+        ]
+    }
+
     /// The counters as a JSON object.
     #[must_use]
     pub fn to_json(&self) -> String {
-        format!(
-            "{{\"subscribers\":{},\"published\":{},\"delivered\":{},\"evicted\":{},\"dropped\":{},\
-             \"replay_hits\":{},\"replay_misses\":{},\"history_len\":{},\"history_bytes\":{}}}",
-            self.subscribers,
-            self.published,
-            self.delivered,
-            self.evicted,
-            self.dropped,
-            self.replay_hits,
-            self.replay_misses,
-            self.history_len,
-            self.history_bytes
-        )
+        let fields = self
+            .metrics()
+            .map(|(name, .., value)| format!("\"{name}\":{value}"));
+        format!("{{{}}}", fields.join(","))
     }
 
-    /// The counters in the Prometheus text format (version 0.0.4), named
-    /// `stdsse_hub_...`: counters end in `_total`, gauges do not.
+    /// The counters in the Prometheus text format 0.0.4, named `stdsse_hub_...`.
     #[must_use]
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        #[rustfmt::skip]
-        let metrics = [
-            ("subscribers", "gauge", "Subscribers now.", self.subscribers),
-            ("published_total", "counter", "Events published.", self.published),
-            ("delivered_total", "counter", "Events delivered to a subscriber.", self.delivered),
-            ("evicted_total", "counter", "Subscribers disconnected as slow or stalled.", self.evicted),
-            ("dropped_total", "counter", "Events dropped from slow subscribers' backlogs.", self.dropped),
-            ("replay_hits_total", "counter", "Resumes without a gap.", self.replay_hits),
-            ("replay_misses_total", "counter", "Resumes with the gap signal.", self.replay_misses),
-            ("history_events", "gauge", "Events in the history.", self.history_len),
-            ("history_bytes", "gauge", "Bytes of the history.", self.history_bytes),
-        ];
-        for (name, kind, help, value) in metrics {
+        for (_, name, kind, help, value) in self.metrics() {
             push_metric(&mut out, &format!("stdsse_hub_{name}"), kind, help, value);
         }
         out
@@ -225,38 +184,32 @@ struct Counters {
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishError(pub Event);
 
-impl fmt::Display for PublishError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("publishing on a closed hub")
-    }
-}
-
-impl std::error::Error for PublishError {}
-
 /// `subscribe` or `receiver` failed: the hub is closed (a stream handed to
 /// `subscribe` was closed too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubscribeError;
 
-impl fmt::Display for SubscribeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("subscribing to a closed hub")
-    }
-}
-
-impl std::error::Error for SubscribeError {}
-
 /// `close` did not finish within its timeout (the hub is closed anyway).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseTimeoutError;
 
-impl fmt::Display for CloseTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the hub did not finish closing in time")
-    }
+macro_rules! error_text {
+    ($($name:ident: $text:literal;)*) => {$(
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($text)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    )*};
 }
 
-impl std::error::Error for CloseTimeoutError {}
+error_text! {
+    PublishError: "publishing on a closed hub";
+    SubscribeError: "subscribing to a closed hub";
+    CloseTimeoutError: "the hub did not finish closing in time";
+}
 
 /// Decides, per subscriber, whether an event is for it (besides topics).
 pub type Filter = Arc<dyn Fn(&Published<'_>) -> bool + Send + Sync>;
@@ -300,28 +253,24 @@ impl Subscription {
         self
     }
 
-    /// Receive only the events published to its topics, none of those
-    /// published to everyone ([`Hub::publish`]).
+    /// Receive none of the events published to everyone ([`Hub::publish`]).
     #[must_use]
     pub fn topics_only(mut self) -> Subscription {
         self.topics_only = true;
         self
     }
 
-    /// Resume after this id (the client's `Last-Event-ID`); `None` clears
-    /// it. An empty id is no id, as in the standard (a browser never sends
-    /// one).
+    /// Resume after this id (the client's `Last-Event-ID`). An empty id is
+    /// no id, as in the standard (a browser never sends one).
     #[must_use]
     pub fn last_event_id(mut self, id: Option<&str>) -> Subscription {
         self.last_event_id = id.filter(|id| !id.is_empty()).map(str::to_string);
         self
     }
 
-    /// On a connect without a last event id, first receive the newest `n`
-    /// retained events this subscription would have received (its topics
-    /// and filter decide), in order, then the live ones, with no gap or
-    /// duplicate between them (default 0). A resume replays what it missed
-    /// instead.
+    /// Without a last event id, first receive the newest `n` retained events
+    /// this subscription would have received, then the live ones, with no gap
+    /// or duplicate between them (default 0).
     #[must_use]
     pub fn recent(mut self, n: usize) -> Subscription {
         self.recent = n;
@@ -329,8 +278,8 @@ impl Subscription {
     }
 
     /// Receive only the events `filter` accepts. It runs on the hub's
-    /// threads, once per event for each subscriber, so keep it quick; if it
-    /// panics, this subscription ends and the others go on.
+    /// threads, once per event and subscriber: keep it quick. If it panics,
+    /// this subscription ends and the others go on.
     #[must_use]
     pub fn filter(
         mut self,
@@ -340,31 +289,10 @@ impl Subscription {
         self
     }
 
-    /// Whether `entry` is for this subscription's topics (or for everyone,
-    /// unless it is topics-only), before the filter.
+    /// Whether `entry` is for its topics (or everyone's), before the filter.
     fn matches(&self, entry: &Entry) -> bool {
         (entry.topics.is_empty() && !self.topics_only)
             || entry.topics.iter().any(|t| self.topics.contains(t))
-    }
-
-    /// Whether `entry` is for this subscription; `Err` with the panic's
-    /// message (if it is a string) if the filter panicked.
-    fn wants(&self, entry: &Entry) -> Result<bool, Option<String>> {
-        match &self.filter {
-            Some(filter) if self.matches(entry) => {
-                let published = Published {
-                    topics: &entry.topics,
-                    event_type: entry.event_type.as_deref(),
-                    id: &entry.id,
-                    frame: &entry.frame,
-                };
-                panic::catch_unwind(AssertUnwindSafe(|| filter(&published))).map_err(|panic| {
-                    (panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                })
-            }
-            _ => Ok(self.matches(entry)),
-        }
     }
 }
 
@@ -385,7 +313,7 @@ impl fmt::Debug for Subscription {
 pub struct HubBuilder {
     history_events: usize,
     history_bytes: usize,
-    history_age: Option<Duration>,
+    history_max_age: Option<Duration>,
     topic_history: Option<(usize, usize)>,
     backlog_events: usize,
     backlog_bytes: usize,
@@ -416,7 +344,7 @@ impl Default for HubBuilder {
         HubBuilder {
             history_events: 2000,
             history_bytes: 2 << 20,
-            history_age: None,
+            history_max_age: None,
             topic_history: None,
             backlog_events: 1000,
             backlog_bytes: 1 << 20,
@@ -434,14 +362,40 @@ impl Default for HubBuilder {
     }
 }
 
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> HubBuilder {
+            self.$name = value;
+            self
+        }
+    )*};
+}
+
 impl HubBuilder {
+    setters! {
+        /// Also drop history entries older than this (default: no age limit).
+        history_max_age: Option<Duration>;
+        /// What happens past the backlog bound (default [`SlowClient::Disconnect`]).
+        slow_client: SlowClient;
+        /// What follows the gap signal for an unknown `Last-Event-ID` (default
+        /// [`UnknownId::ReplayAll`]).
+        unknown_id: UnknownId;
+        /// A keep-alive comment after this long without a write (default 15 s).
+        keep_alive: Option<Duration>;
+        /// An event every subscriber receives when the hub closes.
+        close_event: Option<Event>;
+        /// How long `close` may spend delivering the final bytes (default 2 s).
+        close_timeout: Duration;
+    }
+
     /// The history's bounds: at most this many events and encoded bytes
     /// (default 2000, 2 MiB: twice the backlog bound, so an evicted client can
     /// resume). Zero events disables replay.
     #[must_use]
     pub fn history(mut self, events: usize, bytes: usize) -> HubBuilder {
-        self.history_events = events;
-        self.history_bytes = bytes;
+        (self.history_events, self.history_bytes) = (events, bytes);
         self
     }
 
@@ -455,17 +409,9 @@ impl HubBuilder {
         self
     }
 
-    /// The bounds of each topic's history.
     fn topic_bound(&self) -> (usize, usize) {
         let half = ((self.history_events / 2).max(1), self.history_bytes / 2);
         self.topic_history.unwrap_or(half)
-    }
-
-    /// Also drop history entries older than this (default: no age limit).
-    #[must_use]
-    pub fn history_max_age(mut self, age: Option<Duration>) -> HubBuilder {
-        self.history_age = age;
-        self
     }
 
     /// Bounds how far a subscriber may fall behind (default 1000 events,
@@ -480,14 +426,13 @@ impl HubBuilder {
     /// subscriber's own queued frames and bytes.
     #[must_use]
     pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
-        self.backlog_events = events.max(1);
-        self.backlog_bytes = bytes.max(1);
+        (self.backlog_events, self.backlog_bytes) = (events.max(1), bytes.max(1));
         self
     }
 
-    /// How far behind a subscriber may fall with [`SlowClient::Disconnect`]
-    /// in events and bytes of the hub's sequence, then of its topics: the
-    /// backlog bound, capped at half the history's and half a topic's bounds.
+    /// The bound of [`backlog`](HubBuilder::backlog) with
+    /// [`SlowClient::Disconnect`]: events and bytes of the hub's sequence,
+    /// then of the subscriber's topics.
     fn behind_bound(&self) -> [u64; 4] {
         let cap = |backlog: usize, history: usize| match self.history_events {
             0 => backlog as u64,
@@ -512,43 +457,13 @@ impl HubBuilder {
         self
     }
 
-    /// What happens past the backlog bound (default
-    /// [`SlowClient::Disconnect`]).
-    #[must_use]
-    pub fn slow_client(mut self, policy: SlowClient) -> HubBuilder {
-        self.slow_client = policy;
-        self
-    }
-
-    /// What follows the gap signal for an unknown `Last-Event-ID` (default
-    /// [`UnknownId::ReplayAll`]).
-    #[must_use]
-    pub fn unknown_id(mut self, policy: UnknownId) -> HubBuilder {
-        self.unknown_id = policy;
-        self
-    }
-
-    /// A keep-alive comment after this long without a write (default 15 s).
-    #[must_use]
-    pub fn keep_alive(mut self, interval: Option<Duration>) -> HubBuilder {
-        self.keep_alive = interval;
-        self
-    }
-
     /// How many commands (publishes, subscriptions) may wait for the hub;
     /// past it, `publish`, `subscribe` and `receiver` wait (default 1,024). It
     /// bounds what is on its way when publishers outrun the fan-out (at most
-    /// about five times this many events); it counts events, not bytes.
+    /// about five times this many events).
     #[must_use]
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
-        self
-    }
-
-    /// An event every subscriber receives when the hub closes.
-    #[must_use]
-    pub fn close_event(mut self, event: Option<Event>) -> HubBuilder {
-        self.close_event = event;
         self
     }
 
@@ -556,13 +471,6 @@ impl HubBuilder {
     #[must_use]
     pub fn close_retry(mut self, base: Duration, jitter: Duration) -> HubBuilder {
         self.close_retry = Some((base, jitter));
-        self
-    }
-
-    /// How long `close` may spend delivering the final bytes (default 2 s).
-    #[must_use]
-    pub fn close_timeout(mut self, timeout: Duration) -> HubBuilder {
-        self.close_timeout = timeout;
         self
     }
 
@@ -587,30 +495,9 @@ impl HubBuilder {
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
-        let mut shards = Vec::new();
-        for n in 0..config.fanout_threads {
-            let (shard_tx, shard_rx) = mpsc::channel();
-            let load = Arc::new(AtomicU64::new(0));
-            let seen = Arc::new(AtomicU64::new(0));
-            let queued = Arc::new(Room::default());
-            let shard = Shard {
-                subscribers: Vec::new(),
-                counters: counters.clone(),
-                config: config.clone(),
-                load: load.clone(),
-                seen: seen.clone(),
-                queued: queued.clone(),
-            };
-            thread::Builder::new()
-                .name(format!("stdsse-fanout-{n}"))
-                .spawn(move || shard.run(shard_rx))?;
-            shards.push(ShardHandle {
-                tx: shard_tx,
-                load,
-                seen,
-                queued,
-            });
-        }
+        let shards = (0..config.fanout_threads)
+            .map(|n| Shard::spawn(n, &counters, &config))
+            .collect::<io::Result<_>>()?;
         let coordinator = Coordinator {
             history: History::new(&config),
             next_seq: 1,
@@ -624,10 +511,11 @@ impl HubBuilder {
         thread::Builder::new()
             .name("stdsse-hub".into())
             .spawn(move || coordinator.run(rx))?;
+        let closed = AtomicBool::new(false);
         Ok(Hub {
             inner: Arc::new(HubInner {
                 tx,
-                closed: AtomicBool::new(false),
+                closed,
                 counters,
                 epoch,
             }),
@@ -671,11 +559,8 @@ impl Drop for HubInner {
 ///     let user = authenticate(req)?;
 ///     Ok(Subscription::new().topic(format!("user/{user}")).topic("news"))
 /// }));
-/// let publisher = hub.clone();
-/// std::thread::spawn(move || {
-///     publisher.publish_to(&["user/ann"], Event::new().data("for Ann only")).unwrap();
-///     publisher.publish_to(&["news"], Event::new().data("hello, everyone")).unwrap();
-/// });
+/// hub.publish_to(&["user/ann"], Event::new().data("for Ann only")).unwrap();
+/// hub.publish_to(&["news"], Event::new().data("hello, everyone")).unwrap();
 /// server.run()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -716,7 +601,7 @@ impl Hub {
     /// none or one of the hub's form (`<epoch>-...`); a resume from a repeated
     /// id resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
-        self.send_publish(Vec::new(), event)
+        self.publish_to::<&str>(&[], event)
     }
 
     /// Publishes an event to the subscribers of any of `topics` (each gets
@@ -726,21 +611,15 @@ impl Hub {
         topics: &[T],
         event: Event,
     ) -> Result<(), PublishError> {
-        let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
-        self.send_publish(topics, event)
-    }
-
-    fn send_publish(&self, topics: Vec<String>, event: Event) -> Result<(), PublishError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
+        if self.is_closed() {
             return Err(PublishError(event));
         }
-        self.inner
-            .tx
-            .send(Command::Publish(topics, event))
-            .map_err(|mpsc::SendError(command)| match command {
-                Command::Publish(_, event) => PublishError(event),
-                _ => unreachable!("we sent a publish"),
-            })
+        let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        let command = Command::Publish(topics, event);
+        self.inner.tx.send(command).map_err(|e| match e.0 {
+            Command::Publish(_, event) => PublishError(event),
+            _ => unreachable!("we sent a publish"),
+        })
     }
 
     /// Hands an open event stream to the hub, which writes to it from now on,
@@ -751,8 +630,9 @@ impl Hub {
         stream: EventStream,
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
+        let peer = Some(stream.peer_addr());
         let subscription = Subscription {
-            peer: Some(stream.peer_addr()),
+            peer,
             ..subscription
         };
         self.send_subscribe(Sink::Socket(stream.detach()), subscription)
@@ -766,19 +646,12 @@ impl Hub {
     ///
     /// ```
     /// use stdsse::hub::{Hub, Subscription};
-    /// use stdsse::{Event, Item, Parser};
+    /// use stdsse::Event;
     ///
     /// let hub = Hub::new()?;
     /// let receiver = hub.receiver(Subscription::new()).unwrap();
     /// hub.publish(Event::new().data("hello")).unwrap();
-    /// let frame = receiver.recv().unwrap();
-    /// assert!(frame.as_bytes().ends_with(b"data: hello\n\n"));
-    ///
-    /// // A frame is the encoded event; the parser gives its fields back.
-    /// let mut parser = Parser::new();
-    /// parser.feed(frame.as_bytes());
-    /// let Some(Ok(Item::Event(event))) = parser.next_item() else { panic!() };
-    /// assert_eq!(event.data, "hello");
+    /// assert!(receiver.recv().unwrap().as_bytes().ends_with(b"data: hello\n\n"));
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
@@ -792,7 +665,7 @@ impl Hub {
     }
 
     fn send_subscribe(&self, sink: Sink, subscription: Subscription) -> Result<(), SubscribeError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
+        if self.is_closed() {
             return Err(SubscribeError);
         }
         let command = Command::Subscribe(sink, subscription);
@@ -832,10 +705,7 @@ impl Hub {
     ) -> impl Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static {
         let param = topic_param.to_string();
         self.handler(move |req| {
-            let topics = req
-                .query_params()
-                .into_iter()
-                .filter(|(name, _)| *name == param);
+            let topics = req.query_params().into_iter().filter(|(n, _)| *n == param);
             Ok(topics.fold(Subscription::new(), |s, (_, topic)| s.topic(topic)))
         })
     }

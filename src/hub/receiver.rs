@@ -6,7 +6,7 @@ use std::sync::mpsc::{RecvError, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::fanout::{Backlog, Bound, Kind};
+use super::fanout::{Backlog, Kind};
 use super::Counters;
 use crate::event::Frame;
 use crate::util::{lock, wait_until};
@@ -119,7 +119,7 @@ impl LocalQueue {
     /// Updates the backlog (queues frames, applies the bound) under the
     /// lock, so that the bound sees what the receiver has taken, and wakes
     /// the receiver if it waits and a frame was queued (`wake`).
-    pub(super) fn update(&self, wake: bool, update: impl FnOnce(&mut Backlog) -> Bound) -> Bound {
+    pub(super) fn update<R>(&self, wake: bool, update: impl FnOnce(&mut Backlog) -> R) -> R {
         let mut state = self.lock();
         let wake = wake && state.waiting > 0;
         let outcome = update(&mut state.backlog);
