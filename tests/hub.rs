@@ -1850,6 +1850,7 @@ fn stats_in_the_prometheus_text_format() {
         std::mem::forget(receiver); // stays subscribed
     }
     drop(idle);
+    wait_subscribers(&hub, 3); // a replay may arrive before its subscriber counts
     let expected = format!(
         "\
 # HELP stdsse_hub_subscribers Subscribers now.
