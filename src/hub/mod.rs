@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -655,11 +655,7 @@ impl Hub {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
-        let queue = Arc::new(LocalQueue {
-            state: Mutex::default(),
-            ready: Condvar::new(),
-            counters: self.inner.counters.clone(),
-        });
+        let queue = LocalQueue::new(&self.inner.counters);
         self.send_subscribe(Sink::Local(queue.clone()), subscription)?;
         Ok(Receiver { queue })
     }
