@@ -254,7 +254,7 @@ impl Subscriber {
         if self.gone || !sub.matches(entry) {
             return false;
         }
-        let Some(filter) = &sub.filter else {
+        let Some(super::Hook(filter)) = &sub.filter else {
             return true;
         };
         let published = Published {

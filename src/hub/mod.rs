@@ -4,21 +4,17 @@
 //!
 //! ```text
 //! publish() ──mpsc──▶ coordinator ──mpsc──▶ fan-out threads ──non-blocking writev──▶ sockets
-//!  (any thread)       ids, encodes once,     (each owns a share    (what a socket does not take
-//!                     the history            of the subscribers)   waits in its backlog)
+//!  (any thread)       ids, encoding,         (each owns a share of the subscribers;
+//!                     the history             what a socket does not take waits)
 //! ```
 //!
 //! The coordinator alone touches the history, and a subscription travels
-//! the same first-in-first-out channels as the events, so the hand-over
-//! from replay to live events has no gap and no duplicate. An event
-//! published without an id gets `<epoch>-<n>` (random epoch per hub). A
-//! client resuming after an id from which none of its topics lost an event
-//! gets what it missed; otherwise first the gap signal, [`GAP_EVENT`] (see
-//! [`UnknownId`]). A slow subscriber is bounded by [`HubBuilder::backlog`],
-//! a stalled one by [`HubBuilder::stall_timeout`]. Close the hub before the
-//! server: a server's shutdown waits (at most a second) for the hub to let
-//! go of its streams. A `publish` racing with `close` may be accepted and
-//! discarded, as a value sent on a closing `mpsc` channel is.
+//! the same first-in-first-out channels as the events: the hand-over from
+//! replay to live has no gap and no duplicate. A resume after an id from
+//! which none of the client's topics lost an event gets what it missed;
+//! otherwise first the gap signal ([`GAP_EVENT`], then see [`UnknownId`]).
+//! Close the hub before the server: a server's shutdown waits (at most a
+//! second) for the hub to let go of its streams.
 
 mod fanout;
 mod history;
@@ -45,10 +41,9 @@ pub use receiver::Receiver;
 
 /// The event type of the gap signal: the subscriber may have missed events.
 ///
-/// Its data is `unknown-id` (the hub cannot place the client's
-/// `Last-Event-ID`, or lost events after it) or `lagged` (events were
-/// dropped for a slow client). It has no id, so the client's last event id
-/// stays. In a browser: `source.addEventListener("stdsse-gap", ...)`.
+/// Its data is `unknown-id` (the hub cannot place the `Last-Event-ID`, or
+/// lost events after it) or `lagged` (dropped for a slow client). It has no
+/// id. In a browser: `source.addEventListener("stdsse-gap", ...)`.
 pub const GAP_EVENT: &str = "stdsse-gap";
 
 /// What [`HubBuilder::log`] is told.
@@ -228,13 +223,13 @@ pub struct Published<'a> {
 }
 
 /// How a stream subscribes: topics, where to resume, and a filter.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Subscription {
     topics: Vec<String>,
     topics_only: bool,
     last_event_id: Option<String>,
     recent: usize,
-    filter: Option<Filter>,
+    filter: Option<Hook<dyn Fn(&Published<'_>) -> bool + Send + Sync>>,
     /// The client's address, for the log (set by `Hub::subscribe`).
     peer: Option<SocketAddr>,
 }
@@ -285,7 +280,7 @@ impl Subscription {
         mut self,
         filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
     ) -> Subscription {
-        self.filter = Some(Arc::new(filter));
+        self.filter = Some(Hook(Arc::new(filter)));
         self
     }
 
@@ -293,18 +288,6 @@ impl Subscription {
     fn matches(&self, entry: &Entry) -> bool {
         (entry.topics.is_empty() && !self.topics_only)
             || entry.topics.iter().any(|t| self.topics.contains(t))
-    }
-}
-
-impl fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscription")
-            .field("topics", &self.topics)
-            .field("topics_only", &self.topics_only)
-            .field("last_event_id", &self.last_event_id)
-            .field("recent", &self.recent)
-            .field("filter", &self.filter.is_some())
-            .finish()
     }
 }
 
@@ -326,16 +309,21 @@ pub struct HubBuilder {
     close_retry: Option<(Duration, Duration)>,
     close_timeout: Duration,
     fanout_threads: usize,
-    log: Option<LogHook>,
+    log: Option<Hook<dyn Fn(&HubLog<'_>) + Send + Sync>>,
 }
 
-/// The hook of [`HubBuilder::log`].
-#[derive(Clone)]
-struct LogHook(Arc<dyn Fn(&HubLog<'_>) + Send + Sync>);
+/// An application's callback (a filter, the log), shown as `..`.
+struct Hook<F: ?Sized>(Arc<F>);
 
-impl fmt::Debug for LogHook {
+impl<F: ?Sized> Clone for Hook<F> {
+    fn clone(&self) -> Self {
+        Hook(self.0.clone())
+    }
+}
+
+impl<F: ?Sized> fmt::Debug for Hook<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LogHook")
+        f.write_str("..")
     }
 }
 
@@ -415,24 +403,18 @@ impl HubBuilder {
     }
 
     /// Bounds how far a subscriber may fall behind (default 1000 events,
-    /// 1 MiB).
-    ///
-    /// With [`SlowClient::Disconnect`] it is measured in the hub's own sequence:
-    /// from the first event the subscriber has not been sent in full through
-    /// the newest, whether it wants them or not, capped at half the history's
-    /// (and a topic's) bounds unless replay is off. So an evicted client's
-    /// resume point is still in the history, and the other half of it is its
-    /// time to reconnect. With [`SlowClient::DropOldest`] it counts the
-    /// subscriber's own queued frames and bytes.
+    /// 1 MiB). With [`SlowClient::Disconnect`]: events of the hub's (and of its
+    /// topics') sequence since the first it was not sent in full, wanted or
+    /// not, capped at half the history's (and a topic's) bounds, so an
+    /// evicted client's resume point is still retained. With
+    /// [`SlowClient::DropOldest`]: its own queued frames and bytes.
     #[must_use]
     pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
         (self.backlog_events, self.backlog_bytes) = (events.max(1), bytes.max(1));
         self
     }
 
-    /// The bound of [`backlog`](HubBuilder::backlog) with
-    /// [`SlowClient::Disconnect`]: events and bytes of the hub's sequence,
-    /// then of the subscriber's topics.
+    /// The [`backlog`](HubBuilder::backlog) bound with [`SlowClient::Disconnect`].
     fn behind_bound(&self) -> [u64; 4] {
         let cap = |backlog: usize, history: usize| match self.history_events {
             0 => backlog as u64,
@@ -457,10 +439,9 @@ impl HubBuilder {
         self
     }
 
-    /// How many commands (publishes, subscriptions) may wait for the hub;
-    /// past it, `publish`, `subscribe` and `receiver` wait (default 1,024). It
-    /// bounds what is on its way when publishers outrun the fan-out (at most
-    /// about five times this many events).
+    /// How many publishes and subscriptions may wait for the hub before those
+    /// calls wait (default 1,024); it bounds the events on their way (at most
+    /// about five times this many) when publishers outrun the fan-out.
     #[must_use]
     pub fn inbox(mut self, commands: usize) -> HubBuilder {
         self.inbox = commands.max(1);
@@ -485,7 +466,7 @@ impl HubBuilder {
     /// runs on the hub's threads: keep it quick; a panic in it is caught.
     #[must_use]
     pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
-        self.log = Some(LogHook(Arc::new(log)));
+        self.log = Some(Hook(Arc::new(log)));
         self
     }
 
@@ -544,14 +525,7 @@ impl Drop for HubInner {
 /// use stdsse::hub::{Hub, Subscription};
 /// use stdsse::{Event, Request, Response, Server};
 ///
-/// /// Who sent the request, from a session cookie (say).
-/// fn authenticate(req: &Request) -> Result<String, Response> {
-///     req.header("Cookie")
-///         .and_then(|c| c.strip_prefix("user="))
-///         .map(str::to_string)
-///         .ok_or_else(|| Response::text(401, "log in first"))
-/// }
-///
+/// # fn authenticate(req: &Request) -> Result<String, Response> { unimplemented!() }
 /// let hub = Hub::new()?;
 /// let mut server = Server::bind("127.0.0.1:8080")?;
 /// // Each user reads their own topic, and the topic everyone reads.
@@ -597,9 +571,8 @@ impl Hub {
     }
 
     /// Publishes an event to every subscriber; waits only while the inbox is
-    /// full, never on one slow subscriber. The event keeps its id unless it has
-    /// none or one of the hub's form (`<epoch>-...`); a resume from a repeated
-    /// id resumes after its newest.
+    /// full. It keeps its id unless it has none or one of the hub's form
+    /// (`<epoch>-...`); a resume from a repeated id resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.publish_to::<&str>(&[], event)
     }
@@ -638,11 +611,9 @@ impl Hub {
         self.send_subscribe(Sink::Socket(stream.detach()), subscription)
     }
 
-    /// Subscribes in this process, without a socket: the [`Receiver`] gets
-    /// the frames a stream with this subscription would be sent, except
-    /// keep-alives, under the same backlog bound and slow-client policy.
-    /// Unlike a socket it has no kernel buffer in front: size the backlog
-    /// for the bursts you publish.
+    /// Subscribes in this process: the [`Receiver`] gets the frames a stream
+    /// would be sent, except keep-alives, under the same backlog bound (with
+    /// no kernel buffer in front: size it for the bursts you publish).
     ///
     /// ```
     /// use stdsse::hub::{Hub, Subscription};
@@ -707,7 +678,8 @@ impl Hub {
     }
 
     /// Ends every stream (after the close event and retry hint, if set) and
-    /// stops the hub's threads, waiting at most the close timeout.
+    /// stops the hub's threads, waiting at most the close timeout. A racing
+    /// `publish` may be accepted and discarded, as on a closing `mpsc` channel.
     pub fn close(&self) -> Result<(), CloseTimeoutError> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
