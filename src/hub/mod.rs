@@ -100,47 +100,51 @@ pub enum UnknownId {
     LiveOnly,
 }
 
-/// The hub's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HubStats {
-    /// Subscribers now.
-    pub subscribers: u64,
-    /// Events published since start.
-    pub published: u64,
-    /// Events written in full to a socket or taken by a [`Receiver`].
-    pub delivered: u64,
-    /// Subscribers disconnected as slow or stalled.
-    pub evicted: u64,
-    /// Events dropped from slow subscribers' backlogs.
-    pub dropped: u64,
-    /// Resumes without a gap.
-    pub replay_hits: u64,
-    /// Resumes with the gap signal.
-    pub replay_misses: u64,
-    /// Events in the history now.
-    pub history_len: u64,
-    /// Bytes of the history now.
-    pub history_bytes: u64,
+/// Declares [`HubStats`], the atomic `Counters` the hub's threads add to,
+/// and each counter's Prometheus name, type and help (also its doc).
+macro_rules! counters {
+    ($($name:ident: $metric:literal, $kind:literal, $help:literal;)*) => {
+        /// The hub's counters.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct HubStats {
+            $(#[doc = $help] pub $name: u64,)*
+        }
+
+        #[derive(Default)]
+        struct Counters {
+            $($name: AtomicU64,)*
+        }
+
+        impl Counters {
+            fn stats(&self) -> HubStats {
+                HubStats { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl HubStats {
+            /// Each counter: its JSON name, Prometheus name, type, help and value.
+            fn metrics(&self) -> [(&str, &str, &str, &str, u64); 9] {
+                [$((stringify!($name), $metric, $kind, $help, self.$name),)*]
+            }
+        }
+    };
+}
+
+#[rustfmt::skip]
+counters! {
+    subscribers: "subscribers", "gauge", "Subscribers now.";
+    published: "published_total", "counter", "Events published.";
+    delivered: "delivered_total", "counter", "Events delivered to a subscriber.";
+    evicted: "evicted_total", "counter", "Subscribers disconnected as slow or stalled.";
+    dropped: "dropped_total", "counter", "Events dropped from slow subscribers' backlogs.";
+    replay_hits: "replay_hits_total", "counter", "Resumes without a gap.";
+    replay_misses: "replay_misses_total", "counter", "Resumes with the gap signal.";
+    history_len: "history_events", "gauge", "Events in the history.";
+    history_bytes: "history_bytes", "gauge", "Bytes of the history.";
 }
 
 impl HubStats {
-    /// Each counter: its JSON name, Prometheus name, type, help and value.
-    #[rustfmt::skip]
-    fn metrics(&self) -> [(&str, &str, &str, &str, u64); 9] {
-        [
-            ("subscribers", "subscribers", "gauge", "Subscribers now.", self.subscribers),
-            ("published", "published_total", "counter", "Events published.", self.published),
-            ("delivered", "delivered_total", "counter", "Events delivered to a subscriber.", self.delivered),
-            ("evicted", "evicted_total", "counter", "Subscribers disconnected as slow or stalled.", self.evicted),
-            ("dropped", "dropped_total", "counter", "Events dropped from slow subscribers' backlogs.", self.dropped),
-            ("replay_hits", "replay_hits_total", "counter", "Resumes without a gap.", self.replay_hits),
-            ("replay_misses", "replay_misses_total", "counter", "Resumes with the gap signal.", self.replay_misses),
-            ("history_len", "history_events", "gauge", "Events in the history.", self.history_len),
-            ("history_bytes", "history_bytes", "gauge", "Bytes of the history.", self.history_bytes),
-        ]
-    }
-
     /// The counters as a JSON object.
     #[must_use]
     pub fn to_json(&self) -> String {
@@ -159,19 +163,6 @@ impl HubStats {
         }
         out
     }
-}
-
-#[derive(Default)]
-struct Counters {
-    subscribers: AtomicU64,
-    published: AtomicU64,
-    delivered: AtomicU64,
-    evicted: AtomicU64,
-    dropped: AtomicU64,
-    replay_hits: AtomicU64,
-    replay_misses: AtomicU64,
-    history_len: AtomicU64,
-    history_bytes: AtomicU64,
 }
 
 /// `publish` failed: the hub is closed. The event is given back, as
@@ -725,18 +716,6 @@ impl Hub {
     /// The hub's counters now.
     #[must_use]
     pub fn stats(&self) -> HubStats {
-        let c = &self.inner.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        HubStats {
-            subscribers: get(&c.subscribers),
-            published: get(&c.published),
-            delivered: get(&c.delivered),
-            evicted: get(&c.evicted),
-            dropped: get(&c.dropped),
-            replay_hits: get(&c.replay_hits),
-            replay_misses: get(&c.replay_misses),
-            history_len: get(&c.history_len),
-            history_bytes: get(&c.history_bytes),
-        }
+        self.inner.counters.stats()
     }
 }
