@@ -220,7 +220,7 @@ pub struct Subscription {
     topics_only: bool,
     last_event_id: Option<String>,
     recent: usize,
-    filter: Option<Hook<dyn Fn(&Published<'_>) -> bool + Send + Sync>>,
+    filter: Option<Hook<Filter>>,
     /// The client's address, for the log (set by `Hub::subscribe`).
     peer: Option<SocketAddr>,
 }
@@ -300,19 +300,16 @@ pub struct HubBuilder {
     close_retry: Option<(Duration, Duration)>,
     close_timeout: Duration,
     fanout_threads: usize,
-    log: Option<Hook<dyn Fn(&HubLog<'_>) + Send + Sync>>,
+    log: Option<Hook<Arc<LogFn>>>,
 }
+
+type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
 
 /// An application's callback (a filter, the log), shown as `..`.
-struct Hook<F: ?Sized>(Arc<F>);
+#[derive(Clone)]
+struct Hook<F>(F);
 
-impl<F: ?Sized> Clone for Hook<F> {
-    fn clone(&self) -> Self {
-        Hook(self.0.clone())
-    }
-}
-
-impl<F: ?Sized> fmt::Debug for Hook<F> {
+impl<F> fmt::Debug for Hook<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("..")
     }
