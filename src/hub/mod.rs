@@ -677,19 +677,14 @@ impl Hub {
         let deadline = Instant::now() + Duration::from_secs(30);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let mut command = Command::Close(done_tx);
-        loop {
-            match self.inner.tx.try_send(command) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return Ok(()), // threads gone
-                Err(TrySendError::Full(_)) if Instant::now() >= deadline => {
-                    return Err(CloseTimeoutError)
-                }
-                // Rare (the hub is far behind): polling is enough.
-                Err(TrySendError::Full(back)) => {
-                    command = back;
-                    thread::sleep(Duration::from_millis(1));
-                }
+        // A full inbox is rare (the hub is far behind): polling is enough.
+        // Threads that are gone drop `done_tx`: the wait below ends at once.
+        while let Err(TrySendError::Full(back)) = self.inner.tx.try_send(command) {
+            if Instant::now() >= deadline {
+                return Err(CloseTimeoutError);
             }
+            command = back;
+            thread::sleep(Duration::from_millis(1));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match done_rx.recv_timeout(left) {
