@@ -183,18 +183,11 @@ impl Sink {
             Sink::Local(queue) => Arc::strong_count(queue) == 1, // the receiver was dropped
         }
     }
-
-    fn close(&self, between_frames: bool) {
-        match self {
-            Sink::Socket(stream) => stream.close(between_frames),
-            Sink::Local(queue) => queue.end(),
-        }
-    }
 }
 
 impl Drop for Sink {
-    /// A receiver's subscription ends however its subscriber goes, even if
-    /// a fan-out thread panics: `recv` must not wait forever.
+    /// A receiver's subscription ends however its subscriber goes (removed,
+    /// or a fan-out thread panicked): `recv` must not wait forever.
     fn drop(&mut self) {
         if let Sink::Local(queue) = self {
             queue.end();
@@ -602,10 +595,10 @@ impl Shard {
         let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
             let go = which(sub);
-            if go {
-                sub.sink.close(sub.offset == 0); // nothing written in part
+            if let (true, Sink::Socket(stream)) = (go, &sub.sink) {
+                stream.close(sub.offset == 0); // nothing written in part
             }
-            !go
+            !go // a receiver's ends as its sink drops
         });
         let removed = (before - self.subscribers.len()) as u64;
         self.shared.load.fetch_sub(removed, Ordering::Relaxed);
