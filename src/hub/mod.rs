@@ -338,12 +338,13 @@ impl Default for HubBuilder {
     }
 }
 
+/// Builder methods: each takes its arguments and sets fields from them.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
         $(#[$doc])*
         #[must_use]
-        pub fn $name(mut self, value: $ty) -> HubBuilder {
-            self.$name = value;
+        pub fn $name(mut self, $($arg: $ty),*) -> HubBuilder {
+            $(self.$field = $value;)*
             self
         }
     )*};
@@ -351,55 +352,61 @@ macro_rules! setters {
 
 impl HubBuilder {
     setters! {
+        /// The history's bounds: at most this many events and encoded bytes
+        /// (default 2000, 2 MiB: twice the backlog bound, so an evicted client can
+        /// resume). Zero events disables replay.
+        history(events: usize, bytes: usize) { history_events: events, history_bytes: bytes }
+        /// The history's bounds per topic (default: half the total, at least one
+        /// event), so a busy topic cannot push a quiet one's events out. Events
+        /// published to everyone count against the total only; one published to
+        /// several topics counts against each.
+        topic_history(events: usize, bytes: usize) { topic_history: Some((events.max(1), bytes)) }
         /// Also drop history entries older than this (default: no age limit).
-        history_max_age: Option<Duration>;
+        history_max_age(age: Option<Duration>) { history_max_age: age }
+        /// Bounds how far a subscriber may fall behind (default 1000 events,
+        /// 1 MiB). With [`SlowClient::Disconnect`]: events of the hub's (and of its
+        /// topics') sequence since the first it was not sent in full, wanted or
+        /// not, capped at half the history's (and a topic's) bounds, so an
+        /// evicted client's resume point is still retained. With
+        /// [`SlowClient::DropOldest`]: its own queued frames and bytes.
+        backlog(events: usize, bytes: usize) { backlog_events: events.max(1), backlog_bytes: bytes.max(1) }
+        /// A stream whose backlog makes no progress for this long is disconnected
+        /// (default: its write timeout, [`Server::write_timeout`](crate::Server::write_timeout)).
+        /// Until then it is retried with a back-off of 2 ms doubling to 250 ms.
+        /// Receivers are bound by the backlog only.
+        stall_timeout(timeout: Duration) { stall_timeout: Some(timeout) }
         /// What happens past the backlog bound (default [`SlowClient::Disconnect`]).
-        slow_client: SlowClient;
+        slow_client(policy: SlowClient) { slow_client: policy }
         /// What follows the gap signal for an unknown `Last-Event-ID` (default
         /// [`UnknownId::ReplayAll`]).
-        unknown_id: UnknownId;
+        unknown_id(policy: UnknownId) { unknown_id: policy }
         /// A keep-alive comment after this long without a write (default 15 s).
-        keep_alive: Option<Duration>;
+        keep_alive(interval: Option<Duration>) { keep_alive: interval }
+        /// How many publishes and subscriptions may wait for the hub before those
+        /// calls wait (default 1,024); it bounds the events on their way (at most
+        /// about five times this many) when publishers outrun the fan-out.
+        inbox(commands: usize) { inbox: commands.max(1) }
         /// An event every subscriber receives when the hub closes.
-        close_event: Option<Event>;
+        close_event(event: Option<Event>) { close_event: event }
+        /// A `retry:` hint sent at close: `base` plus up to `jitter`, per subscriber.
+        close_retry(base: Duration, jitter: Duration) { close_retry: Some((base, jitter)) }
         /// How long `close` may spend delivering the final bytes (default 2 s).
-        close_timeout: Duration;
+        close_timeout(timeout: Duration) { close_timeout: timeout }
+        /// How many fan-out threads write to subscribers (default: one per core, at most 4).
+        fanout_threads(threads: usize) { fanout_threads: threads.max(1) }
     }
 
-    /// The history's bounds: at most this many events and encoded bytes
-    /// (default 2000, 2 MiB: twice the backlog bound, so an evicted client can
-    /// resume). Zero events disables replay.
+    /// Calls `log` for what the hub does to a subscriber (default: none). It
+    /// runs on the hub's threads: keep it quick; a panic in it is caught.
     #[must_use]
-    pub fn history(mut self, events: usize, bytes: usize) -> HubBuilder {
-        (self.history_events, self.history_bytes) = (events, bytes);
-        self
-    }
-
-    /// The history's bounds per topic (default: half the total, at least one
-    /// event), so a busy topic cannot push a quiet one's events out. Events
-    /// published to everyone count against the total only; one published to
-    /// several topics counts against each.
-    #[must_use]
-    pub fn topic_history(mut self, events: usize, bytes: usize) -> HubBuilder {
-        self.topic_history = Some((events.max(1), bytes));
+    pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
+        self.log = Some(Hook(Arc::new(log)));
         self
     }
 
     fn topic_bound(&self) -> (usize, usize) {
         let half = ((self.history_events / 2).max(1), self.history_bytes / 2);
         self.topic_history.unwrap_or(half)
-    }
-
-    /// Bounds how far a subscriber may fall behind (default 1000 events,
-    /// 1 MiB). With [`SlowClient::Disconnect`]: events of the hub's (and of its
-    /// topics') sequence since the first it was not sent in full, wanted or
-    /// not, capped at half the history's (and a topic's) bounds, so an
-    /// evicted client's resume point is still retained. With
-    /// [`SlowClient::DropOldest`]: its own queued frames and bytes.
-    #[must_use]
-    pub fn backlog(mut self, events: usize, bytes: usize) -> HubBuilder {
-        (self.backlog_events, self.backlog_bytes) = (events.max(1), bytes.max(1));
-        self
     }
 
     /// The [`backlog`](HubBuilder::backlog) bound with [`SlowClient::Disconnect`].
@@ -415,47 +422,6 @@ impl HubBuilder {
             cap(self.backlog_events, topic_events),
             cap(self.backlog_bytes, topic_bytes),
         ]
-    }
-
-    /// A stream whose backlog makes no progress for this long is disconnected
-    /// (default: its write timeout, [`Server::write_timeout`](crate::Server::write_timeout)).
-    /// Until then it is retried with a back-off of 2 ms doubling to 250 ms.
-    /// Receivers are bound by the backlog only.
-    #[must_use]
-    pub fn stall_timeout(mut self, timeout: Duration) -> HubBuilder {
-        self.stall_timeout = Some(timeout);
-        self
-    }
-
-    /// How many publishes and subscriptions may wait for the hub before those
-    /// calls wait (default 1,024); it bounds the events on their way (at most
-    /// about five times this many) when publishers outrun the fan-out.
-    #[must_use]
-    pub fn inbox(mut self, commands: usize) -> HubBuilder {
-        self.inbox = commands.max(1);
-        self
-    }
-
-    /// A `retry:` hint sent at close: `base` plus up to `jitter`, per subscriber.
-    #[must_use]
-    pub fn close_retry(mut self, base: Duration, jitter: Duration) -> HubBuilder {
-        self.close_retry = Some((base, jitter));
-        self
-    }
-
-    /// How many fan-out threads write to subscribers (default: one per core, at most 4).
-    #[must_use]
-    pub fn fanout_threads(mut self, threads: usize) -> HubBuilder {
-        self.fanout_threads = threads.max(1);
-        self
-    }
-
-    /// Calls `log` for what the hub does to a subscriber (default: none). It
-    /// runs on the hub's threads: keep it quick; a panic in it is caught.
-    #[must_use]
-    pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
-        self.log = Some(Hook(Arc::new(log)));
-        self
     }
 
     /// Starts the hub's threads: a coordinator and the fan-out threads.
