@@ -213,6 +213,18 @@ pub struct Published<'a> {
     pub frame: &'a Frame,
 }
 
+/// Builder methods: each takes its arguments and sets fields from them.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, $($arg: $ty),*) -> Self {
+            $(self.$field = $value;)*
+            self
+        }
+    )*};
+}
+
 /// How a stream subscribes: topics, where to resume, and a filter.
 #[derive(Clone, Debug, Default)]
 pub struct Subscription {
@@ -239,11 +251,13 @@ impl Subscription {
         self
     }
 
-    /// Receive none of the events published to everyone ([`Hub::publish`]).
-    #[must_use]
-    pub fn topics_only(mut self) -> Subscription {
-        self.topics_only = true;
-        self
+    setters! {
+        /// Receive none of the events published to everyone ([`Hub::publish`]).
+        topics_only() { topics_only: true }
+        /// Without a last event id, first receive the newest `n` retained events
+        /// this subscription would have received, then the live ones, with no gap
+        /// or duplicate between them (default 0).
+        recent(n: usize) { recent: n }
     }
 
     /// Resume after this id (the client's `Last-Event-ID`). An empty id is
@@ -251,15 +265,6 @@ impl Subscription {
     #[must_use]
     pub fn last_event_id(mut self, id: Option<&str>) -> Subscription {
         self.last_event_id = id.filter(|id| !id.is_empty()).map(str::to_string);
-        self
-    }
-
-    /// Without a last event id, first receive the newest `n` retained events
-    /// this subscription would have received, then the live ones, with no gap
-    /// or duplicate between them (default 0).
-    #[must_use]
-    pub fn recent(mut self, n: usize) -> Subscription {
-        self.recent = n;
         self
     }
 
@@ -336,18 +341,6 @@ impl Default for HubBuilder {
             log: None,
         }
     }
-}
-
-/// Builder methods: each takes its arguments and sets fields from them.
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub fn $name(mut self, $($arg: $ty),*) -> HubBuilder {
-            $(self.$field = $value;)*
-            self
-        }
-    )*};
 }
 
 impl HubBuilder {
