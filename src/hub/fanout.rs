@@ -478,11 +478,9 @@ impl Shard {
             // Sleep until a command arrives; wake sooner to retry backlogs
             // that a full socket left behind, each after its back-off, and
             // on the tick.
-            let retry = (self.subscribers.iter())
+            let wake = (self.subscribers.iter())
                 .filter(|s| !s.pending.frames.is_empty())
-                .map(|s| s.retry_at)
-                .min();
-            let wake = retry.map_or(next_tick, |retry| retry.min(next_tick));
+                .fold(next_tick, |wake, s| wake.min(s.retry_at));
             let wait = wake.saturating_duration_since(Instant::now());
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
                 ShardCommand::Publish(entries) => {
