@@ -1827,3 +1827,64 @@ fn handler_maps_requests_to_subscriptions_or_refusals() {
         expect_next(&mut sse, &hub, data, *n, name);
     }
 }
+
+/// Every counter in the Prometheus text, each with a value of its own.
+/// (Moved from a unit test in src/hub/mod.rs.)
+#[test]
+fn stats_in_the_prometheus_text_format() {
+    let hub = build(Hub::builder().history(3, 1 << 20).backlog(2, 1 << 20));
+    // It never reads: evicted once two events are waiting.
+    let idle = hub.receiver(Subscription::new()).expect("subscribe");
+    for id in ["a", "b", "c", "d", "e"] {
+        hub.publish(Event::new().data("x").id(id).unwrap())
+            .expect("publish");
+    }
+    wait_until_within(LONG_WAIT, "the eviction and the trimmed history", || {
+        let stats = hub.stats();
+        (stats.evicted, stats.history_len, stats.subscribers) == (1, 3, 0)
+    });
+    let mut len = 0;
+    for (from, frames) in [("d", 1), ("zzz", 4), ("yyy", 4)] {
+        let receiver = hub.receiver(Subscription::new().last_event_id(Some(from)));
+        let receiver = receiver.expect("subscribe");
+        for _ in 0..frames {
+            len = receiver.recv_timeout(LONG_WAIT).expect("replayed").len();
+        }
+        std::mem::forget(receiver); // stays subscribed
+    }
+    drop(idle);
+    wait_subscribers(&hub, 3); // a replay may arrive before its subscriber counts
+    let expected = format!(
+        "\
+# HELP stdsse_hub_subscribers Subscribers now.
+# TYPE stdsse_hub_subscribers gauge
+stdsse_hub_subscribers 3
+# HELP stdsse_hub_published_total Events published.
+# TYPE stdsse_hub_published_total counter
+stdsse_hub_published_total 5
+# HELP stdsse_hub_delivered_total Events delivered to a subscriber.
+# TYPE stdsse_hub_delivered_total counter
+stdsse_hub_delivered_total 7
+# HELP stdsse_hub_evicted_total Subscribers disconnected as slow or stalled.
+# TYPE stdsse_hub_evicted_total counter
+stdsse_hub_evicted_total 1
+# HELP stdsse_hub_dropped_total Events dropped from slow subscribers' backlogs.
+# TYPE stdsse_hub_dropped_total counter
+stdsse_hub_dropped_total 0
+# HELP stdsse_hub_replay_hits_total Resumes without a gap.
+# TYPE stdsse_hub_replay_hits_total counter
+stdsse_hub_replay_hits_total 1
+# HELP stdsse_hub_replay_misses_total Resumes with the gap signal.
+# TYPE stdsse_hub_replay_misses_total counter
+stdsse_hub_replay_misses_total 2
+# HELP stdsse_hub_history_events Events in the history.
+# TYPE stdsse_hub_history_events gauge
+stdsse_hub_history_events 3
+# HELP stdsse_hub_history_bytes Bytes of the history.
+# TYPE stdsse_hub_history_bytes gauge
+stdsse_hub_history_bytes {}
+",
+        3 * len
+    );
+    assert_eq!(hub.stats().to_prometheus(), expected);
+}

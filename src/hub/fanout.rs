@@ -6,14 +6,15 @@ use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::history::{Entry, Position, BATCH};
+use super::history::{drain, Entry, Position};
 use super::receiver::LocalQueue;
-use super::{Counters, HubBuilder, HubLog, HubLogKind, SlowClient, Subscription, GAP_EVENT};
+use super::GAP_EVENT;
+use super::{Counters, HubBuilder, HubLog, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
@@ -39,11 +40,23 @@ pub(super) struct Backlog {
     pub(super) frames: VecDeque<Pending>,
     pub(super) bytes: usize,
     /// The first event of the hub's sequence not yet sent in full: the
-    /// client's `Last-Event-ID` is the one before it (see
-    /// [`HubBuilder::backlog`]).
+    /// client's `Last-Event-ID` is the one before it.
     pub(super) next: Position,
     /// The events and bytes published to the subscriber's topics so far.
     pub(super) topic_end: (u64, u64),
+}
+
+/// What the backlog bound did when an event was queued.
+pub(super) enum Bound {
+    Fits,
+    /// Over the bound with [`SlowClient::Disconnect`].
+    Evict,
+    /// Over the bound with [`SlowClient::DropOldest`]: events dropped, and
+    /// whether a new gap signal took their place.
+    Dropped {
+        events: u64,
+        gap: bool,
+    },
 }
 
 impl Backlog {
@@ -87,12 +100,11 @@ impl Backlog {
         }
     }
 
-    pub(super) fn over_own(&self, max_events: usize, max_bytes: usize) -> bool {
-        self.frames.len() > max_events || self.bytes > max_bytes
+    fn over_own(&self, config: &HubBuilder) -> bool {
+        self.frames.len() > config.backlog_events || self.bytes > config.backlog_bytes
     }
 
-    /// The place of the first event waiting, if one is.
-    pub(super) fn first_event(&self) -> Option<Position> {
+    fn first_event(&self) -> Option<Position> {
         self.frames.iter().find_map(|p| match p.kind {
             Kind::Event(at) => Some(at),
             _ => None,
@@ -102,7 +114,7 @@ impl Backlog {
     /// Whether the backlog passed its bound once `newest` was published.
     pub(super) fn over(&self, newest: &Entry, config: &HubBuilder) -> bool {
         if config.slow_client == SlowClient::DropOldest {
-            return self.over_own(config.backlog_events, config.backlog_bytes);
+            return self.over_own(config);
         }
         let end = newest.offset.saturating_add(newest.frame.len() as u64);
         let behind = [
@@ -111,115 +123,71 @@ impl Backlog {
             self.topic_end.0.saturating_sub(self.next.topic_seq),
             self.topic_end.1.saturating_sub(self.next.topic_offset),
         ];
-        let over = behind
-            .iter()
-            .zip(config.behind_bound())
-            .any(|(b, max)| *b > max);
+        let over = (behind.iter().zip(config.behind_bound())).any(|(b, max)| *b > max);
         over && self.first_event().is_some()
     }
 
-    /// Drops the oldest events after the first `keep` frames (a frame
-    /// partly written must be finished) until the backlog fits again, and
-    /// puts one gap signal in their place. Returns the events dropped.
-    pub(super) fn drop_oldest(&mut self, keep: usize, max_events: usize, max_bytes: usize) -> u64 {
-        let gap_queued = self.frames.get(keep).is_some_and(|p| p.kind == Kind::Gap);
-        let first_droppable = keep + usize::from(gap_queued);
-        let mut dropped = 0;
-        while self.over_own(max_events, max_bytes) && self.frames.len() > first_droppable + 1 {
-            if let Some(p) = self.frames.remove(first_droppable) {
-                self.bytes -= p.frame.len();
-                dropped += u64::from(matches!(p.kind, Kind::Event(_)));
-            }
-        }
-        if dropped > 0 && !gap_queued {
-            let frame = gap_frame("lagged");
-            self.bytes += frame.len();
-            self.frames.insert(
-                keep,
-                Pending {
-                    frame,
-                    kind: Kind::Gap,
-                },
-            );
-        }
-        dropped
-    }
-}
-
-/// What the backlog bound did when an event was queued.
-pub(super) enum Bound {
-    Fits,
-    /// Over the bound with [`SlowClient::Disconnect`].
-    Evict,
-    /// Over the bound with [`SlowClient::DropOldest`]: events dropped, and
-    /// whether a new gap signal took their place.
-    Dropped {
-        events: u64,
-        gap: bool,
-    },
-}
-
-impl Backlog {
-    /// Applies the slow-client policy if the backlog is over its bound
-    /// once `newest` was published; the first `keep` frames are never
-    /// dropped.
+    /// Applies the slow-client policy if the backlog is over its bound once
+    /// `newest` was published. [`SlowClient::DropOldest`] drops the oldest
+    /// events after the first `keep` frames (a frame partly written must be
+    /// finished) until it fits, and puts one gap signal in their place.
     pub(super) fn enforce(&mut self, keep: usize, newest: &Entry, config: &HubBuilder) -> Bound {
         if !self.over(newest, config) {
             return Bound::Fits;
         }
-        let (events, bytes) = (config.backlog_events, config.backlog_bytes);
-        match config.slow_client {
-            // It had been sent everything it wanted: measure from here.
-            SlowClient::Disconnect => match self.first_event() {
+        if config.slow_client == SlowClient::Disconnect {
+            return match self.first_event() {
+                // It had been sent everything it wanted: measure from here.
                 Some(first) if first.seq == newest.seq => {
                     self.next = first;
                     Bound::Fits
                 }
                 _ => Bound::Evict,
-            },
-            SlowClient::DropOldest => {
-                let gap = self.frames.get(keep).is_none_or(|p| p.kind != Kind::Gap);
-                let events = self.drop_oldest(keep, events, bytes);
-                Bound::Dropped {
-                    events,
-                    gap: gap && events > 0,
-                }
-            }
+            };
         }
+        let gap_queued = self.frames.get(keep).is_some_and(|p| p.kind == Kind::Gap);
+        let first = keep + usize::from(gap_queued);
+        let mut events = 0;
+        while self.over_own(config) && self.frames.len() > first + 1 {
+            let p = self.frames.remove(first).expect("more frames than `first`");
+            self.bytes -= p.frame.len();
+            events += u64::from(matches!(p.kind, Kind::Event(_)));
+        }
+        if events == 0 {
+            return Bound::Fits;
+        }
+        if !gap_queued {
+            let frame = gap_frame("lagged");
+            self.bytes += frame.len();
+            let kind = Kind::Gap;
+            self.frames.insert(keep, Pending { frame, kind });
+        }
+        let gap = !gap_queued;
+        Bound::Dropped { events, gap }
     }
 }
 
 /// Where a subscriber's frames go.
 pub(super) enum Sink {
-    /// An event stream, written with non-blocking writes from the
-    /// subscriber's own backlog.
+    /// An event stream, written from the subscriber's own backlog.
     Socket(Detached),
-    /// A [`Receiver`] in this process; the queue is the backlog.
+    /// A [`Receiver`](super::Receiver) in this process; the queue is the backlog.
     Local(Arc<LocalQueue>),
 }
 
 impl Sink {
     /// Whether the other end went away (checked without blocking).
-    pub(super) fn is_gone(&self) -> bool {
+    fn is_gone(&self) -> bool {
         match self {
             Sink::Socket(stream) => stream.is_gone(),
-            // Only the fan-out thread's handle is left.
-            Sink::Local(queue) => Arc::strong_count(queue) == 1,
-        }
-    }
-
-    /// Ends the stream.
-    pub(super) fn close(&self, between_frames: bool) {
-        match self {
-            Sink::Socket(stream) => stream.close(between_frames),
-            Sink::Local(queue) => queue.end(),
+            Sink::Local(queue) => Arc::strong_count(queue) == 1, // the receiver was dropped
         }
     }
 }
 
 impl Drop for Sink {
-    /// A receiver's subscription ends however its subscriber goes, even if
-    /// a fan-out thread panics: `recv` must not wait forever.
+    /// A receiver's subscription ends however its subscriber goes (removed,
+    /// or a fan-out thread panicked): `recv` must not wait forever.
     fn drop(&mut self) {
         if let Sink::Local(queue) = self {
             queue.end();
@@ -238,7 +206,7 @@ pub(super) struct Subscriber {
     /// clock of keep-alives and of the stall timeout.
     pub(super) last_write: Instant,
     /// When a socket that did not take everything is tried again, and the
-    /// back-off that set it (see [`HubBuilder::stall_timeout`]).
+    /// back-off that set it.
     pub(super) retry_at: Instant,
     pub(super) backoff: Duration,
     /// The stall timeout (none for a receiver).
@@ -248,21 +216,50 @@ pub(super) struct Subscriber {
 
 /// The back-off of a socket that takes nothing: from the first retry to
 /// the longest wait between two.
-pub(super) const BACKOFF: (Duration, Duration) =
-    (Duration::from_millis(2), Duration::from_millis(250));
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(250));
 
 impl Subscriber {
+    pub(super) fn new(sink: Sink, subscription: Subscription, config: &HubBuilder) -> Subscriber {
+        let now = Instant::now();
+        let stall = match &sink {
+            Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
+            Sink::Local(_) => None,
+        };
+        Subscriber {
+            sink,
+            subscription,
+            pending: Backlog::default(),
+            offset: 0,
+            last_write: now,
+            retry_at: now,
+            backoff: BACKOFF.0,
+            stall,
+            gone: false,
+        }
+    }
+
     /// Whether `entry` is for this subscriber. A filter that panics ends
     /// its own subscription (the panic hook reports it, as it does a
     /// handler's): it must not take down the fan-out thread and every
     /// other subscriber on it.
     pub(super) fn wants(&mut self, entry: &Entry, config: &HubBuilder) -> bool {
-        if self.gone {
+        let sub = &self.subscription;
+        if self.gone || !sub.matches(entry) {
             return false;
         }
-        self.subscription.wants(entry).unwrap_or_else(|message| {
+        let Some(super::Hook(filter)) = &sub.filter else {
+            return true;
+        };
+        let published = Published {
+            topics: &entry.topics,
+            event_type: entry.event_type.as_deref(),
+            id: &entry.id,
+            frame: &entry.frame,
+        };
+        panic::catch_unwind(AssertUnwindSafe(|| filter(&published))).unwrap_or_else(|panic| {
             self.gone = true;
-            let message = message.as_deref();
+            let message = (panic.downcast_ref::<&str>().copied())
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
             self.log(config, HubLogKind::FilterPanicked { message });
             false
         })
@@ -270,12 +267,9 @@ impl Subscriber {
 
     pub(super) fn log(&self, config: &HubBuilder, kind: HubLogKind<'_>) {
         if let Some(hook) = &config.log {
-            let log = HubLog {
-                kind,
-                peer: self.subscription.peer,
-            };
+            let peer = self.subscription.peer;
             // A hook that panics must not take the hub's thread down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&log)));
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&HubLog { kind, peer })));
         }
     }
 
@@ -285,37 +279,29 @@ impl Subscriber {
         1 + self.pending.frames.len()
     }
 
-    /// Queues a frame that does not count against the bound (replay,
-    /// gap signal, keep-alive, goodbye).
+    /// Runs `update` on the backlog: a socket's own, or a receiver's queue
+    /// (waking the receiver if `wake`).
+    pub(super) fn backlog<R>(&mut self, wake: bool, update: impl FnOnce(&mut Backlog) -> R) -> R {
+        match &self.sink {
+            Sink::Socket(_) => update(&mut self.pending),
+            Sink::Local(queue) => queue.update(wake, update),
+        }
+    }
+
+    /// Queues a frame that does not count against the bound (gap signal,
+    /// keep-alive, goodbye).
     pub(super) fn push(&mut self, frame: Frame, kind: Kind) {
-        match &self.sink {
-            Sink::Socket(_) => self.pending.push(frame, kind),
-            Sink::Local(queue) => {
-                queue.update(true, |b| {
-                    b.push(frame, kind);
-                    Bound::Fits
-                });
-            }
-        }
+        self.backlog(true, |b| b.push(frame, kind));
     }
 
-    /// Offers a replayed event (see [`Backlog::offer`]).
-    pub(super) fn offer(&mut self, entry: &Entry, wanted: bool) {
+    /// Offers an event (see [`Backlog::offer`]), without the bound.
+    pub(super) fn offer(&mut self, entry: &Entry, wanted: bool, wake: bool) {
         let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
-        match &self.sink {
-            Sink::Socket(_) => self.pending.offer(entry, on_topic, wanted),
-            Sink::Local(queue) => {
-                queue.update(wanted, |b| {
-                    b.offer(entry, on_topic, wanted);
-                    Bound::Fits
-                });
-            }
-        }
+        self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
     }
 
-    /// Queues a published event if it is `wanted` (else only notes that it
-    /// was published: that too counts against the bound with
-    /// [`SlowClient::Disconnect`]) and keeps the backlog within its bound.
+    /// Offers a published event and keeps the backlog within its bound (an
+    /// event not `wanted` counts too with [`SlowClient::Disconnect`]).
     /// Returns the events a flush wrote on the way, and what the bound did.
     pub(super) fn publish(
         &mut self,
@@ -323,49 +309,36 @@ impl Subscriber {
         wanted: bool,
         config: &HubBuilder,
     ) -> (u64, Bound) {
-        let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
-        match &self.sink {
-            // A receiver that was dropped takes nothing more: it is gone,
-            // not slow.
-            Sink::Local(queue) if Arc::strong_count(queue) == 1 => {
-                self.gone = true;
-                (0, Bound::Fits)
-            }
-            Sink::Local(queue) => {
-                let bound = queue.update(wanted, |b| {
-                    b.offer(entry, on_topic, wanted);
-                    b.enforce(0, entry, config)
-                });
-                (0, bound)
-            }
-            Sink::Socket(_) => {
-                if wanted && self.pending.frames.is_empty() {
-                    // Not stalled before it had something to take; and
-                    // worth a write at once.
-                    self.last_write = self.last_write.max(entry.at);
-                    self.retry_at = entry.at;
-                }
-                self.pending.offer(entry, on_topic, wanted);
-                let mut delivered = 0;
-                if self.pending.over(entry, config) {
-                    // A batch queues many events before any write: let the
-                    // socket take what it can first, so that only a client
-                    // that does not read counts as slow.
-                    delivered = self.flush();
-                }
-                if self.gone {
-                    return (delivered, Bound::Fits);
-                }
-                // A frame partly written must be finished.
-                let keep = usize::from(self.offset > 0);
-                (delivered, self.pending.enforce(keep, entry, config))
-            }
+        if matches!(&self.sink, Sink::Local(_)) && self.sink.is_gone() {
+            self.gone = true; // a dropped receiver is gone, not slow
+            return (0, Bound::Fits);
         }
+        if wanted && self.pending.frames.is_empty() {
+            // Not stalled before it had something to take; and worth a
+            // write at once.
+            self.last_write = self.last_write.max(entry.at);
+            self.retry_at = entry.at;
+        }
+        self.offer(entry, wanted, false);
+        let mut delivered = 0;
+        if self.pending.over(entry, config) {
+            // A batch queues many events before any write: let the socket
+            // take what it can first, so that only a client that does not
+            // read counts as slow.
+            delivered = self.flush();
+        }
+        if self.gone {
+            return (delivered, Bound::Fits);
+        }
+        let keep = usize::from(self.offset > 0);
+        (
+            delivered,
+            self.backlog(wanted, |b| b.enforce(keep, entry, config)),
+        )
     }
 
-    /// Writes as much of the backlog as the socket takes now. Returns the
-    /// number of events written in full. (A receiver's frames are queued
-    /// for it as they are pushed.)
+    /// Writes as much of a socket's backlog as it takes now. Returns the
+    /// number of events written in full.
     pub(super) fn flush(&mut self) -> u64 {
         let Sink::Socket(stream) = &self.sink else {
             return 0;
@@ -386,10 +359,7 @@ impl Subscriber {
                             break;
                         }
                         (left, self.offset, done) = (left - front_left, 0, done + 1);
-                        let sent = self
-                            .pending
-                            .pop_front()
-                            .expect("written bytes belong to pending frames");
+                        let sent = self.pending.pop_front().expect("written bytes are pending");
                         delivered += u64::from(matches!(sent.kind, Kind::Event(_)));
                     }
                     if done < offered {
@@ -403,80 +373,57 @@ impl Subscriber {
         // One clock read per flush: a socket that took nothing waits
         // longer each time, one that took bytes is tried again soon.
         let now = Instant::now();
+        self.backoff = match progress {
+            true => BACKOFF.0,
+            false => (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1),
+        };
         if progress {
             self.last_write = now;
-            self.backoff = BACKOFF.0;
-        } else {
-            self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
         }
         self.retry_at = now + self.backoff;
         delivered
     }
+}
 
-    /// Whether a backlog has waited longer than the stall timeout without
-    /// a byte written.
-    pub(super) fn stalled(&self, now: Instant) -> bool {
-        !self.pending.frames.is_empty()
-            && self
-                .stall
-                .is_some_and(|stall| now.saturating_duration_since(self.last_write) > stall)
-    }
-
-    /// Whether nothing is written in part: the body can end cleanly.
-    pub(super) fn between_frames(&self) -> bool {
-        self.offset == 0
-    }
+/// What the coordinator and a fan-out thread share.
+#[derive(Default)]
+pub(super) struct ShardShared {
+    /// Its subscribers.
+    pub(super) load: AtomicU64,
+    /// The newest event the fan-out thread has handled (see `prune_history`).
+    pub(super) seen: AtomicU64,
+    /// The frames (events of published batches, and replays) it has not
+    /// taken yet, and whether the coordinator waits for that to drop.
+    queued: Mutex<(usize, bool)>,
+    freed: Condvar,
 }
 
 pub(super) struct ShardHandle {
-    /// Unbounded as a channel; bounded by `queued`, below.
-    pub(super) tx: mpsc::Sender<ShardCommand>,
-    pub(super) load: Arc<AtomicU64>,
-    /// The newest event the fan-out thread has handled (see `prune_history`).
-    pub(super) seen: Arc<AtomicU64>,
-    /// What the fan-out thread has not taken yet.
-    pub(super) queued: Arc<Room>,
+    /// Unbounded as a channel; bounded by the frames queued.
+    tx: mpsc::Sender<ShardCommand>,
+    pub(super) shared: Arc<ShardShared>,
 }
 
-/// How many frames (events of published batches, and a subscriber's
-/// replay) wait for a fan-out thread, and a way for the coordinator to wait
-/// for that to drop.
-#[derive(Default)]
-pub(super) struct Room {
-    pub(super) state: Mutex<RoomState>,
-    pub(super) freed: Condvar,
-}
-
-#[derive(Default)]
-pub(super) struct RoomState {
-    pub(super) queued: usize,
-    /// The coordinator waits: only then is a wake-up worth a system call.
-    pub(super) waiting: bool,
-}
-
-impl Room {
-    /// The coordinator's side: waits while `limit` or more frames are
-    /// queued, then counts `n` more. A fan-out thread that ended has
-    /// dropped its handle: then nothing is waited for.
-    pub(super) fn reserve(self: &Arc<Room>, n: usize, limit: usize) {
-        let mut state = lock(&self.state);
-        while state.queued >= limit && Arc::strong_count(self) > 1 {
-            state.waiting = true;
-            // Bounded, so that a fan-out thread that ends is noticed.
-            let deadline = Instant::now() + Duration::from_millis(100);
-            state = wait_until(&self.freed, state, Some(deadline)).unwrap_or_else(|s| s);
-            state.waiting = false;
-        }
-        state.queued += n;
+impl ShardHandle {
+    /// Whether the fan-out thread ended (it dropped its side).
+    pub(super) fn ended(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
     }
 
-    /// The fan-out thread's side: `n` frames were taken.
-    pub(super) fn release(&self, n: usize) {
-        let mut state = lock(&self.state);
-        state.queued -= n;
-        if state.waiting {
-            self.freed.notify_one();
+    /// Sends `command`, which counts `frames` against the queue; waits first
+    /// while `limit` or more frames are queued, unless the thread ended.
+    pub(super) fn send(&self, command: ShardCommand, frames: usize, limit: usize) -> bool {
+        let mut state = lock(&self.shared.queued);
+        while state.0 >= limit && !self.ended() {
+            state.1 = true;
+            // Bounded, so that a fan-out thread that ends is noticed.
+            let deadline = Instant::now() + Duration::from_millis(100);
+            state = wait_until(&self.shared.freed, state, Some(deadline)).unwrap_or_else(|s| s);
+            state.1 = false;
         }
+        state.0 += frames;
+        drop(state);
+        self.tx.send(command).is_ok()
     }
 }
 
@@ -488,55 +435,73 @@ pub(super) enum ShardCommand {
 
 /// A fan-out thread: writes to its share of the subscribers.
 pub(super) struct Shard {
-    pub(super) subscribers: Vec<Subscriber>,
-    pub(super) counters: Arc<Counters>,
-    pub(super) config: Arc<HubBuilder>,
-    pub(super) load: Arc<AtomicU64>,
-    pub(super) seen: Arc<AtomicU64>,
-    pub(super) queued: Arc<Room>,
+    subscribers: Vec<Subscriber>,
+    counters: Arc<Counters>,
+    config: Arc<HubBuilder>,
+    shared: Arc<ShardShared>,
 }
 
 impl Shard {
-    pub(super) fn run(mut self, rx: mpsc::Receiver<ShardCommand>) {
+    /// Starts fan-out thread `n`.
+    pub(super) fn spawn(
+        n: usize,
+        counters: &Arc<Counters>,
+        config: &Arc<HubBuilder>,
+    ) -> io::Result<ShardHandle> {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(ShardShared::default());
+        let shard = Shard {
+            subscribers: Vec::new(),
+            counters: counters.clone(),
+            config: config.clone(),
+            shared: shared.clone(),
+        };
+        thread::Builder::new()
+            .name(format!("stdsse-fanout-{n}"))
+            .spawn(move || shard.run(rx))?;
+        Ok(ShardHandle { tx, shared })
+    }
+
+    /// The fan-out thread's side of the queue: `n` frames were taken.
+    fn release(&self, n: usize) {
+        let mut state = lock(&self.shared.queued);
+        state.0 -= n;
+        if state.1 {
+            self.shared.freed.notify_one();
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<ShardCommand>) {
         let tick = tick(self.config.keep_alive);
         let mut next_tick = Instant::now() + tick;
         loop {
             // Sleep until a command arrives; wake sooner to retry backlogs
             // that a full socket left behind, each after its back-off, and
             // on the tick.
-            let retry = (self.subscribers.iter())
+            let wake = (self.subscribers.iter())
                 .filter(|s| !s.pending.frames.is_empty())
-                .map(|s| s.retry_at)
-                .min();
-            let wake = retry.map_or(next_tick, |retry| retry.min(next_tick));
+                .fold(next_tick, |wake, s| wake.min(s.retry_at));
             let wait = wake.saturating_duration_since(Instant::now());
-            let mut next = match rx.recv_timeout(wait) {
-                Ok(command) => Some(command),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return self.close(None),
-            };
-            let mut handled = 0;
-            while let Some(command) = next.take() {
-                match command {
-                    ShardCommand::Publish(entries) => {
-                        self.queued.release(entries.len());
-                        for entry in entries.iter() {
-                            self.publish(entry);
-                        }
-                        // Every subscriber has been measured against these.
-                        let last = entries.last().map_or(0, |e| e.seq);
-                        self.seen.fetch_max(last, Ordering::Relaxed);
+            let closed = drain(&rx, wait, usize::MAX, |command| match command {
+                ShardCommand::Publish(entries) => {
+                    self.release(entries.len());
+                    for entry in entries.iter() {
+                        self.publish(entry);
                     }
-                    ShardCommand::Subscribe(sub) => {
-                        self.queued.release(sub.queued());
-                        self.subscribers.push(*sub);
-                    }
-                    ShardCommand::Close(done) => return self.close(Some(done)),
+                    // Every subscriber has been measured against these.
+                    let last = entries.last().map_or(0, |e| e.seq);
+                    self.shared.seen.fetch_max(last, Ordering::Relaxed);
+                    Ok(())
                 }
-                handled += 1;
-                if handled < BATCH {
-                    next = rx.try_recv().ok();
+                ShardCommand::Subscribe(sub) => {
+                    self.release(sub.queued());
+                    self.subscribers.push(*sub);
+                    Ok(())
                 }
+                ShardCommand::Close(done) => Err(done),
+            });
+            if let Err(done) = closed {
+                return self.close(done);
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + tick;
@@ -546,7 +511,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn publish(&mut self, entry: &Entry) {
+    fn publish(&mut self, entry: &Entry) {
         let (mut delivered, mut evicted, mut dropped) = (0, 0, 0);
         // How far behind a subscriber is counts every event published.
         let measure_all = self.config.slow_client == SlowClient::Disconnect;
@@ -564,7 +529,6 @@ impl Shard {
                     evicted += 1;
                     sub.log(&self.config, HubLogKind::Evicted { stalled: false });
                 }
-                Bound::Dropped { events: 0, .. } => {}
                 Bound::Dropped { events, gap } => {
                     dropped += events;
                     sub.log(&self.config, HubLogKind::DroppedOldest { events });
@@ -574,73 +538,74 @@ impl Shard {
                 }
             }
         }
+        self.count(delivered, evicted);
+        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    fn count(&self, delivered: u64, evicted: u64) {
         let c = &self.counters;
         c.delivered.fetch_add(delivered, Ordering::Relaxed);
         c.evicted.fetch_add(evicted, Ordering::Relaxed);
-        c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// Keep-alives for idle subscribers, and a check for clients that went
     /// away; backlogs that emptied give their memory back.
-    pub(super) fn tick(&mut self) {
-        let keep_alive = self.config.keep_alive;
+    fn tick(&mut self) {
         for sub in &mut self.subscribers {
-            if sub.gone || sub.sink.is_gone() {
-                sub.gone = true;
-                continue;
-            }
-            let Sink::Socket(_) = sub.sink else {
+            sub.gone = sub.gone || sub.sink.is_gone();
+            if sub.gone || matches!(sub.sink, Sink::Local(_)) || !sub.pending.frames.is_empty() {
                 continue; // receivers get no keep-alives
-            };
-            if sub.pending.frames.is_empty() {
-                sub.pending.frames.shrink_to(4);
-                let now = Instant::now();
-                if keep_alive.is_some_and(|interval| now - sub.last_write >= interval) {
-                    sub.push(keep_alive_frame(), Kind::Control);
-                    (sub.last_write, sub.retry_at) = (now, now);
-                }
+            }
+            sub.pending.frames.shrink_to(4);
+            let now = Instant::now();
+            if (self.config.keep_alive).is_some_and(|interval| now - sub.last_write >= interval) {
+                sub.push(keep_alive_frame(), Kind::Control);
+                (sub.last_write, sub.retry_at) = (now, now);
             }
         }
     }
 
     /// Writes every backlog that is due, evicts the stalled, then removes
     /// subscribers that are gone.
-    pub(super) fn flush_all(&mut self) {
+    fn flush_all(&mut self) {
         let (mut delivered, mut evicted) = (0, 0);
         let now = Instant::now();
         for sub in &mut self.subscribers {
             if !sub.pending.frames.is_empty() && sub.retry_at <= now {
                 delivered += sub.flush();
-                if !sub.gone && sub.stalled(now) {
+                // Stalled: a backlog waited longer than the stall timeout
+                // without a byte written.
+                let idle = now.saturating_duration_since(sub.last_write);
+                let stalled = sub.stall.is_some_and(|stall| idle > stall);
+                if !sub.gone && !sub.pending.frames.is_empty() && stalled {
                     sub.gone = true;
                     evicted += 1;
                     sub.log(&self.config, HubLogKind::Evicted { stalled: true });
                 }
             }
         }
-        self.counters
-            .delivered
-            .fetch_add(delivered, Ordering::Relaxed);
-        self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.count(delivered, evicted);
+        self.remove(|sub| sub.gone);
+    }
+
+    /// Ends the streams of the subscribers `which` selects and removes them.
+    fn remove(&mut self, which: impl Fn(&Subscriber) -> bool) {
         let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
-            if sub.gone {
-                sub.sink.close(sub.between_frames());
+            let go = which(sub);
+            if let (true, Sink::Socket(stream)) = (go, &sub.sink) {
+                stream.close(sub.offset == 0); // nothing written in part
             }
-            !sub.gone
+            !go // a receiver's ends as its sink drops
         });
         let removed = (before - self.subscribers.len()) as u64;
-        if removed > 0 {
-            self.load.fetch_sub(removed, Ordering::Relaxed);
-            self.counters
-                .subscribers
-                .fetch_sub(removed, Ordering::Relaxed);
-        }
+        self.shared.load.fetch_sub(removed, Ordering::Relaxed);
+        (self.counters.subscribers).fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Sends the goodbye (close event, jittered retry), gives the sockets
     /// until the close timeout to take it, then ends every stream.
-    pub(super) fn close(&mut self, done: Option<SyncSender<()>>) {
+    fn close(&mut self, done: Option<SyncSender<()>>) {
         let deadline = Instant::now() + self.config.close_timeout;
         // One evicted in this round gets no goodbye, as it would not have
         // a round later.
@@ -656,13 +621,7 @@ impl Shard {
             }
             thread::sleep(Duration::from_millis(2));
         }
-        for sub in &self.subscribers {
-            sub.sink.close(sub.between_frames());
-        }
-        let left = self.subscribers.len() as u64;
-        self.subscribers.clear();
-        self.load.fetch_sub(left, Ordering::Relaxed);
-        self.counters.subscribers.fetch_sub(left, Ordering::Relaxed);
+        self.remove(|_| true);
         if let Some(done) = done {
             let _ = done.send(());
         }

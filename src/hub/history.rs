@@ -7,17 +7,14 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fanout::{
-    gap_frame, Backlog, Kind, ShardCommand, ShardHandle, Sink, Subscriber, BACKOFF,
-};
+use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink, Subscriber};
 use super::{Command, Counters, HubBuilder, HubLogKind, Subscription, UnknownId};
 use crate::event::{Event, Frame};
 
 /// One published event as the history keeps it.
 pub(super) struct Entry {
     pub(super) seq: u64,
-    /// The encoded bytes published before it (so that a span of the
-    /// history's bytes is a subtraction).
+    /// The encoded bytes published before it: a span of bytes is a subtraction.
     pub(super) offset: u64,
     pub(super) id: String,
     pub(super) topics: Vec<String>,
@@ -28,15 +25,11 @@ pub(super) struct Entry {
 
 impl Entry {
     pub(super) fn position(&self) -> Position {
-        Position {
-            seq: self.seq,
-            offset: self.offset,
-            ..Position::default()
-        }
+        Position::at(self.seq, self.offset)
     }
 
     /// Its topics; `None` stands for everyone.
-    pub(super) fn topics(&self) -> impl Iterator<Item = Option<&str>> {
+    fn topics(&self) -> impl Iterator<Item = Option<&str>> {
         let everyone = self.topics.is_empty().then_some(None);
         everyone
             .into_iter()
@@ -44,108 +37,111 @@ impl Entry {
     }
 }
 
-/// A place in the hub's sequence of published events: an event's number
-/// and the bytes published before it; and for one subscriber, the events
-/// and bytes published to its topics before it.
+/// A place in the hub's sequence: an event's number and the bytes published
+/// before it; and for one subscriber, the events and bytes published to its
+/// topics before it, and whether the event is for one of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Position {
     pub(super) seq: u64,
     pub(super) offset: u64,
     pub(super) topic_seq: u64,
     pub(super) topic_offset: u64,
-    /// Whether the event itself is for one of those topics.
     pub(super) on_topic: bool,
+}
+
+impl Position {
+    fn at(seq: u64, offset: u64) -> Position {
+        Position {
+            seq,
+            offset,
+            ..Position::default()
+        }
+    }
 }
 
 /// Events and bytes: what counts against a bound.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Tally {
-    pub(super) events: usize,
-    pub(super) bytes: usize,
+struct Tally {
+    events: usize,
+    bytes: usize,
 }
 
 impl Tally {
-    pub(super) fn add(&mut self, bytes: usize) {
+    fn add(&mut self, bytes: usize) {
         (self.events, self.bytes) = (self.events + 1, self.bytes + bytes);
     }
 
-    pub(super) fn sub(&mut self, bytes: usize) {
+    fn sub(&mut self, bytes: usize) {
         (self.events, self.bytes) = (self.events - 1, self.bytes - bytes);
     }
 
     /// Over `(events, bytes)`; the newest event always stays, however
     /// large, so that a client that saw it can resume.
-    pub(super) fn over(&self, (events, bytes): (usize, usize)) -> bool {
+    fn over(&self, (events, bytes): (usize, usize)) -> bool {
         self.events > events || (self.bytes > bytes && self.events > 1)
     }
 }
 
-/// What the history holds of one topic (or of the events published to
-/// everyone), and the newest of its events it dropped: a subscriber that
-/// saw that one, or a later one, missed nothing of this topic.
+/// What the history counts of one topic (or of everyone's events), and the
+/// newest of its events it dropped: a subscriber that saw that one, or a
+/// later one, missed nothing of this topic.
 #[derive(Clone, Debug, Default)]
-pub(super) struct TopicState {
-    pub(super) counted: Tally,
-    pub(super) lost_seq: u64,
-    pub(super) lost_id: String,
+struct TopicState {
+    counted: Tally,
+    lost_seq: u64,
+    lost_id: String,
 }
 
 /// The retained events, in publish order, bounded in total and per topic.
 ///
-/// An event dropped for any bound (total, its topic's, age) is recorded
-/// as lost by each of its topics; a client resuming after event `n` missed
-/// nothing iff none of the topics it subscribes to lost an event after `n`.
+/// An event dropped for any bound is recorded as lost by each of its
+/// topics; a client resuming after event `n` missed nothing iff none of the
+/// topics it subscribes to lost an event after `n`.
+#[derive(Default)]
 pub(super) struct History {
     pub(super) entries: VecDeque<Arc<Entry>>,
-    pub(super) bytes: usize,
+    all: Tally,
     /// Only entries every fan-out thread has handled (up to this number)
     /// count against the bounds (see `Coordinator::prune_history`).
-    pub(super) counted_through: u64,
-    pub(super) counted: Tally,
-    pub(super) everyone: TopicState,
-    pub(super) topics: HashMap<String, TopicState>,
-    /// What the topics forgotten to bound `topics` had lost, at most:
-    /// what a topic not in `topics` is taken to have lost.
-    pub(super) floor: u64,
-    pub(super) total: (usize, usize),
-    pub(super) per_topic: (usize, usize),
-    pub(super) age: Option<Duration>,
+    counted_through: u64,
+    counted: Tally,
+    everyone: TopicState,
+    topics: HashMap<String, TopicState>,
+    /// What a topic not in `topics` (forgotten, or never seen) is taken to
+    /// have lost.
+    floor: u64,
+    total: (usize, usize),
+    per_topic: (usize, usize),
+    age: Option<Duration>,
 }
 
 impl History {
     pub(super) fn new(config: &HubBuilder) -> History {
         History {
-            entries: VecDeque::new(),
-            bytes: 0,
-            counted_through: 0,
-            counted: Tally::default(),
-            everyone: TopicState::default(),
-            topics: HashMap::new(),
-            floor: 0,
             total: (config.history_events, config.history_bytes),
             per_topic: config.topic_bound(),
-            age: config.history_age,
+            age: config.history_max_age,
+            ..History::default()
         }
     }
 
-    pub(super) fn push(&mut self, entry: Arc<Entry>) {
+    fn push(&mut self, entry: Arc<Entry>) {
         if self.total.0 == 0 {
-            // No replay: every event is lost at once.
-            return self.lose(&entry, false);
+            return self.lose(&entry, false); // no replay: lost at once
         }
-        self.bytes += entry.frame.len();
+        self.all.add(entry.frame.len());
         self.entries.push_back(entry);
     }
 
     /// The retained entry with number `seq`.
-    pub(super) fn get(&self, seq: u64) -> Option<&Arc<Entry>> {
+    fn get(&self, seq: u64) -> Option<&Arc<Entry>> {
         let index = self.entries.partition_point(|e| e.seq < seq);
         self.entries.get(index).filter(|e| e.seq == seq)
     }
 
     /// The number of the newest event with the publisher-chosen `id`,
     /// retained or the newest a topic lost.
-    pub(super) fn seq_of(&self, id: &str) -> Option<u64> {
+    fn seq_of(&self, id: &str) -> Option<u64> {
         let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
             .filter(|t| t.lost_id == id && t.lost_seq > 0)
@@ -156,13 +152,13 @@ impl History {
     /// Whether a topic of `sub` (or everyone's events, unless it is
     /// topics-only) lost an event after `seq`. A filter cannot be asked
     /// about events no longer here: every event of its topics counts.
-    pub(super) fn lost_after(&self, sub: &Subscription, seq: u64) -> bool {
+    fn lost_after(&self, sub: &Subscription, seq: u64) -> bool {
         let lost = |topic: &String| self.topics.get(topic).map_or(self.floor, |t| t.lost_seq);
         (!sub.topics_only && self.everyone.lost_seq > seq)
             || sub.topics.iter().any(|topic| lost(topic) > seq)
     }
 
-    pub(super) fn topic(&mut self, topic: Option<&str>) -> &mut TopicState {
+    fn topic(&mut self, topic: Option<&str>) -> &mut TopicState {
         let Some(topic) = topic else {
             return &mut self.everyone;
         };
@@ -179,9 +175,8 @@ impl History {
 
     /// Bounds the topics remembered: past twice the history's count, the
     /// older half of those with nothing counted is forgotten, and the floor
-    /// rises to what they had lost (a client of such a topic that resumes
-    /// from before it gets the gap signal, a false alarm at worst).
-    pub(super) fn forget_idle_topics(&mut self) {
+    /// rises to what they had lost (a false gap signal at worst).
+    fn forget_idle_topics(&mut self) {
         if self.topics.len() < 2 * self.total.0.max(32) {
             return;
         }
@@ -200,7 +195,7 @@ impl History {
 
     /// Records `entry` as lost by its topics, and takes it off the
     /// tallies if it was `counted`.
-    pub(super) fn lose(&mut self, entry: &Entry, counted: bool) {
+    fn lose(&mut self, entry: &Entry, counted: bool) {
         let len = entry.frame.len();
         if counted {
             self.counted.sub(len);
@@ -216,22 +211,20 @@ impl History {
         }
     }
 
-    pub(super) fn drop_at(&mut self, index: usize) {
+    fn drop_at(&mut self, index: usize) {
         if let Some(entry) = self.entries.remove(index) {
-            self.bytes -= entry.frame.len();
+            self.all.sub(entry.frame.len());
             self.lose(&entry, entry.seq <= self.counted_through);
         }
     }
 
     /// Counts the entries up to `seen` against the bounds, each topic's
-    /// bound first (its oldest event goes), then the total and the age
-    /// (the oldest goes). Events published to everyone count against the
-    /// total only. Returns whether the history is over its total bound.
-    pub(super) fn prune(&mut self, now: Instant, seen: u64) -> bool {
+    /// first (its oldest event goes), then the total and the age (the
+    /// oldest goes); events published to everyone count against the total
+    /// only. Returns whether the history is over its total bound.
+    fn prune(&mut self, now: Instant, seen: u64) -> bool {
         loop {
-            let index = self
-                .entries
-                .partition_point(|e| e.seq <= self.counted_through);
+            let index = (self.entries).partition_point(|e| e.seq <= self.counted_through);
             let Some(entry) = self.entries.get(index).filter(|e| e.seq <= seen).cloned() else {
                 break;
             };
@@ -241,30 +234,20 @@ impl History {
                 self.topic(topic).counted.add(entry.frame.len());
             }
             for topic in &entry.topics {
-                while self
-                    .topics
-                    .get(topic)
-                    .is_some_and(|t| t.counted.over(self.per_topic))
-                {
+                while (self.topics.get(topic)).is_some_and(|t| t.counted.over(self.per_topic)) {
                     let oldest = self.entries.iter().position(|e| e.topics.contains(topic));
                     self.drop_at(oldest.expect("a topic with events counted has an oldest"));
                 }
             }
         }
         while let Some(oldest) = self.entries.front() {
-            let too_old = self
-                .age
-                .is_some_and(|age| now.duration_since(oldest.at) > age);
+            let too_old = (self.age).is_some_and(|age| now.duration_since(oldest.at) > age);
             if !too_old && !self.counted.over(self.total) {
                 break;
             }
             self.drop_at(0);
         }
-        let all = Tally {
-            events: self.entries.len(),
-            bytes: self.bytes,
-        };
-        all.over(self.total)
+        self.all.over(self.total)
     }
 }
 
@@ -288,8 +271,32 @@ pub(super) struct Coordinator {
 }
 
 /// The most commands handled before the results are passed on: a batch.
-/// The coordinator's batches are also at most the inbox's size.
-pub(super) const BATCH: usize = 4096;
+const BATCH: usize = 4096;
+
+/// Waits up to `wait` for a command, then handles it and those already
+/// queued, at most `max`. `Err` ends the thread: `handle` got a close
+/// (`Some`: whom to tell when done) or the channel closed (`None`).
+pub(super) fn drain<C>(
+    rx: &mpsc::Receiver<C>,
+    wait: Duration,
+    max: usize,
+    mut handle: impl FnMut(C) -> Result<(), SyncSender<()>>,
+) -> Result<(), Option<SyncSender<()>>> {
+    let mut next = match rx.recv_timeout(wait) {
+        Ok(command) => Some(command),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return Err(None),
+    };
+    let mut handled = 0;
+    while let Some(command) = next.take() {
+        handle(command).map_err(Some)?;
+        handled += 1;
+        if handled < max.min(BATCH) {
+            next = rx.try_recv().ok();
+        }
+    }
+    Ok(())
+}
 
 impl Coordinator {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -298,28 +305,16 @@ impl Coordinator {
             // Entries may age out; and the history is pruned to its bounds
             // once the fan-out threads have handled what it holds.
             let wait = Duration::from_millis(if catching_up { 10 } else { 1000 });
-            let command = match rx.recv_timeout(wait) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => {
-                    catching_up = self.prune_history();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return self.close(None),
-            };
-            let mut next = Some(command);
-            let mut handled = 0;
-            while let Some(command) = next.take() {
+            let closed = drain(&rx, wait, self.config.inbox, |command| {
                 match command {
                     Command::Publish(topics, event) => self.publish(topics, event),
-                    Command::Subscribe(stream, subscription) => {
-                        self.subscribe(stream, subscription)
-                    }
-                    Command::Close(done) => return self.close(Some(done)),
+                    Command::Subscribe(sink, subscription) => self.subscribe(sink, subscription),
+                    Command::Close(done) => return Err(done),
                 }
-                handled += 1;
-                if handled < BATCH.min(self.config.inbox) {
-                    next = rx.try_recv().ok();
-                }
+                Ok(())
+            });
+            if let Err(done) = closed {
+                return self.close(done);
             }
             self.forward();
             catching_up = self.prune_history();
@@ -328,43 +323,40 @@ impl Coordinator {
 
     /// Sends what was published since the last call to every shard.
     ///
-    /// A fan-out thread that falls behind by an inbox's worth of frames
-    /// makes the coordinator wait here (and in `subscribe`); the inbox then
-    /// fills and `publish` waits. So events on their way are at most about
-    /// five inboxes' worth: the inbox, this batch, what a fan-out thread
-    /// has queued (up to one batch past the limit), and the batch it is
-    /// fanning out. Bounding by frames, not by batches, lets a fan-out
-    /// thread that falls behind take everything queued in one round, which
-    /// is what keeps its latency down.
+    /// A fan-out thread an inbox's worth of frames behind makes the
+    /// coordinator wait here (and in `subscribe`), then `publish`: events
+    /// on their way are at most about five inboxes' worth (the inbox, this
+    /// batch, a fan-out thread's queue, one batch past it, and the batch it
+    /// fans out). Bounding frames, not batches, lets a fan-out thread that
+    /// fell behind take everything queued in one round.
     pub(super) fn forward(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
         let batch: Arc<[Arc<Entry>]> = std::mem::take(&mut self.outgoing).into();
         for shard in &self.shards {
-            shard.queued.reserve(batch.len(), self.config.inbox);
-            let _ = shard.tx.send(ShardCommand::Publish(batch.clone()));
+            let command = ShardCommand::Publish(batch.clone());
+            shard.send(command, batch.len(), self.config.inbox);
         }
     }
 
     /// Whether `id` has the form of the ids this hub assigns.
     pub(super) fn is_hub_id(&self, id: &str) -> bool {
-        id.strip_prefix(self.epoch.as_str())
-            .is_some_and(|rest| rest.starts_with('-'))
+        (id.strip_prefix(self.epoch.as_str())).is_some_and(|rest| rest.starts_with('-'))
     }
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
         let seq = self.next_seq;
         // Saturates rather than wraps: 2^64 events are beyond any hub.
         self.next_seq = seq.saturating_add(1);
-        let (event, id) = match event.get_id() {
-            Some(id) if !self.is_hub_id(id) => {
-                let id = id.to_string();
-                (event, id)
-            }
-            // An id of the hub's form is the hub's to give: so that its
-            // ids stay unique and each resumes from one place.
-            _ => {
+        // An id of the hub's form is the hub's to give: so that its ids
+        // stay unique and each resumes from one place.
+        let kept = (event.get_id())
+            .filter(|id| !self.is_hub_id(id))
+            .map(str::to_string);
+        let (event, id) = match kept {
+            Some(id) => (event, id),
+            None => {
                 let id = format!("{}-{}", self.epoch, seq);
                 (event.with_valid_id(id.clone()), id)
             }
@@ -388,28 +380,24 @@ impl Coordinator {
     }
 
     /// Applies the history's bounds (see [`History::prune`]) and publishes
-    /// its size. Returns whether more is to go once the fan-out threads
+    /// its size; returns whether more is to go once the fan-out threads
     /// have caught up.
     ///
-    /// The bounds are measured up to the newest event that every fan-out
-    /// thread has handled, not the newest published: a subscriber is
-    /// evicted while it is at most half the history behind what its
-    /// fan-out thread has handled (see [`HubBuilder::backlog`]), so what it
-    /// missed is still here however far the coordinator runs ahead. Entries
-    /// past that are on their way to a fan-out thread and in memory anyway;
-    /// that queue is bounded by the inbox.
+    /// The bounds count up to the newest event every fan-out thread has
+    /// handled: a subscriber is evicted at most half the history behind
+    /// that (see [`HubBuilder::backlog`]), so what it missed is still here
+    /// however far the coordinator runs ahead. Later entries are on their
+    /// way to a fan-out thread, bounded by the inbox.
     pub(super) fn prune_history(&mut self) -> bool {
         let seen = (self.shards.iter())
-            .filter(|shard| Arc::strong_count(&shard.seen) > 1) // not ended
-            .map(|shard| shard.seen.load(Ordering::Relaxed))
+            .filter(|shard| !shard.ended())
+            .map(|shard| shard.shared.seen.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
         let more = self.history.prune(Instant::now(), seen);
-        let (len, bytes) = (self.history.entries.len(), self.history.bytes);
-        self.counters
-            .history_len
-            .store(len as u64, Ordering::Relaxed);
-        (self.counters.history_bytes).store(bytes as u64, Ordering::Relaxed);
+        let (all, c) = (self.history.all, &self.counters);
+        c.history_len.store(all.events as u64, Ordering::Relaxed);
+        c.history_bytes.store(all.bytes as u64, Ordering::Relaxed);
         more
     }
 
@@ -431,104 +419,75 @@ impl Coordinator {
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
-        let now = Instant::now();
-        let stall = match &sink {
-            Sink::Socket(stream) => self.config.stall_timeout.or(stream.write_timeout()),
-            Sink::Local(_) => None,
-        };
-        let mut sub = Subscriber {
-            sink,
-            subscription,
-            pending: Backlog::default(),
-            offset: 0,
-            last_write: now,
-            retry_at: now,
-            backoff: BACKOFF.0,
-            stall,
-            gone: false,
-        };
+        let mut sub = Subscriber::new(sink, subscription, &self.config);
         let entries = &self.history.entries;
-        // Replay starts after `seq` (`None`: no replay, live only).
+        // Replay starts after `seq`.
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
-        let mut start = match sub.subscription.last_event_id.clone() {
-            Some(id) => match self.resume_seq(&id) {
-                Some(seq) if !self.history.lost_after(&sub.subscription, seq) => {
-                    self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
-                    after(seq)
+        let resume = (sub.subscription.last_event_id.as_deref()).map(|id| self.resume_seq(id));
+        let mut start = match resume {
+            Some(Some(seq)) if !self.history.lost_after(&sub.subscription, seq) => {
+                self.counters.replay_hits.fetch_add(1, Ordering::Relaxed);
+                after(seq)
+            }
+            Some(seq) => {
+                self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
+                let reason = "unknown-id";
+                sub.push(gap_frame(reason), Kind::Gap);
+                sub.log(&self.config, HubLogKind::Gap { reason });
+                match self.config.unknown_id {
+                    UnknownId::ReplayAll => after(seq.unwrap_or(0)),
+                    UnknownId::LiveOnly => entries.len(),
                 }
-                seq => {
-                    self.counters.replay_misses.fetch_add(1, Ordering::Relaxed);
-                    sub.push(gap_frame("unknown-id"), Kind::Gap);
-                    sub.log(
-                        &self.config,
-                        HubLogKind::Gap {
-                            reason: "unknown-id",
-                        },
-                    );
-                    match self.config.unknown_id {
-                        UnknownId::ReplayAll => after(seq.unwrap_or(0)),
-                        UnknownId::LiveOnly => entries.len(),
-                    }
-                }
-            },
+            }
             // A new client: events published since its response head went
             // out are its own, even those that got here before the
             // subscription did (the client may have posted one the moment
-            // the stream opened). The history is in publish order.
+            // the stream opened). A receiver gets what is published after it.
             None => match &sub.sink {
-                Sink::Socket(stream) => {
-                    let since = stream.head_sent();
-                    entries.partition_point(|e| e.at < since)
-                }
-                // A local receiver gets what is published after it.
+                Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
             },
         };
         // The `recent` events before a new client's time come first: find
         // where they start, noting which are wanted (a filter runs once).
         let mut wanted = VecDeque::new();
-        if sub.subscription.last_event_id.is_none() {
-            let mut recent = sub.subscription.recent;
-            while recent > 0 && start > 0 && !sub.gone {
-                start -= 1;
-                let want = sub.wants(&entries[start], &self.config);
-                recent -= usize::from(want);
-                wanted.push_front(want);
-            }
+        let mut recent = if resume.is_none() {
+            sub.subscription.recent
+        } else {
+            0
+        };
+        while recent > 0 && start > 0 && !sub.gone {
+            start -= 1;
+            let want = sub.wants(&entries[start], &self.config);
+            recent -= usize::from(want);
+            wanted.push_front(want);
         }
         // It has seen everything before where its replay starts.
-        let next = entries.get(start).map_or(
-            Position {
-                seq: self.next_seq,
-                offset: self.next_offset,
-                ..Position::default()
-            },
-            |e| e.position(),
-        );
-        match &sub.sink {
-            Sink::Socket(_) => sub.pending.next = next,
-            Sink::Local(queue) => crate::util::lock(&queue.state).backlog.next = next,
-        }
+        let next = (entries.get(start))
+            .map_or(Position::at(self.next_seq, self.next_offset), |e| {
+                e.position()
+            });
+        sub.backlog(false, |b| b.next = next);
         for (k, entry) in entries.iter().enumerate().skip(start) {
-            let want = match wanted.get(k - start) {
-                Some(&want) => want,
-                None => sub.wants(entry, &self.config),
-            };
-            sub.offer(entry, want);
+            let want =
+                (wanted.get(k - start).copied()).unwrap_or_else(|| sub.wants(entry, &self.config));
+            sub.offer(entry, want, want);
         }
         // Entries published before this subscription must reach the shards
         // before it does: they are in its replay (or before its time).
         self.forward();
-        let shard = self
-            .shards
-            .iter()
-            .min_by_key(|s| s.load.load(Ordering::Relaxed))
+        let shard = (self.shards.iter())
+            .min_by_key(|s| s.shared.load.load(Ordering::Relaxed))
             .expect("a hub has at least one shard");
-        shard.load.fetch_add(1, Ordering::Relaxed);
+        shard.shared.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         // Its replay counts against the bound, as published events do.
-        shard.queued.reserve(sub.queued(), self.config.inbox);
-        let _ = shard.tx.send(ShardCommand::Subscribe(Box::new(sub)));
+        let frames = sub.queued();
+        shard.send(
+            ShardCommand::Subscribe(Box::new(sub)),
+            frames,
+            self.config.inbox,
+        );
     }
 
     /// Forwards what is pending, closes every shard and waits for them.
@@ -537,7 +496,7 @@ impl Coordinator {
         let mut waits = Vec::new();
         for shard in &self.shards {
             let (tx, rx) = mpsc::sync_channel(1);
-            if shard.tx.send(ShardCommand::Close(tx)).is_ok() {
+            if shard.send(ShardCommand::Close(tx), 0, usize::MAX) {
                 waits.push(rx);
             }
         }
@@ -576,18 +535,11 @@ mod tests {
             .history(4, 1 << 20)
             .topic_history(2, 1 << 20);
         let mut history = History::new(&config);
-        let topics: [&[&str]; 9] = [
-            &["a"],
-            &["a"],
-            &["b"],
-            &["b"],
-            &["b"],
-            &["b"],
-            &["b"],
-            &["b"],
-            &[],
-        ];
-        for (n, topics) in topics.iter().enumerate() {
+        for (n, topic) in ["a", "a", "b", "b", "b", "b", "b", "b", ""]
+            .iter()
+            .enumerate()
+        {
+            let topics: &[&str] = if topic.is_empty() { &[] } else { &[topic] };
             history.push(entry(n as u64 + 1, topics));
         }
         // Nothing handled by the fan-out threads yet: nothing dropped.

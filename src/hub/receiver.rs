@@ -3,10 +3,10 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{RecvError, RecvTimeoutError, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::fanout::{Backlog, Bound, Kind};
+use super::fanout::{Backlog, Kind};
 use super::Counters;
 use crate::event::Frame;
 use crate::util::{lock, wait_until};
@@ -14,11 +14,10 @@ use crate::util::{lock, wait_until};
 /// A subscriber in this process: takes the hub's frames from a queue (see
 /// [`Hub::receiver`](super::Hub::receiver)). Dropping it unsubscribes.
 ///
-/// Frames arrive in the order a socket subscriber would be sent them.
-/// Once the subscription ends (the hub was closed or its last handle
-/// dropped, or the receiver was disconnected as a slow client, which
-/// [`HubStats::evicted`](super::HubStats::evicted) counts), the frames already queued are still
-/// received, then `recv` fails.
+/// Frames arrive in the order a socket subscriber would be sent them. Once
+/// the subscription ends (the hub closed, or the receiver was evicted as a
+/// slow client), the frames already queued are still received, then `recv`
+/// fails.
 #[must_use = "dropping a Receiver unsubscribes it"]
 pub struct Receiver {
     pub(super) queue: Arc<LocalQueue>,
@@ -27,27 +26,23 @@ pub struct Receiver {
 impl Receiver {
     /// Waits for the next frame.
     pub fn recv(&self) -> Result<Frame, RecvError> {
-        self.queue.take(None).map_err(|_| RecvError)
+        self.queue.take(None, RecvError, RecvError)
     }
 
     /// The next frame, if one is waiting.
     pub fn try_recv(&self) -> Result<Frame, TryRecvError> {
-        self.queue
-            .take(Some(Instant::now()))
-            .map_err(|ended| match ended {
-                true => TryRecvError::Disconnected,
-                false => TryRecvError::Empty,
-            })
+        let now = Some(Instant::now());
+        (self.queue).take(now, TryRecvError::Disconnected, TryRecvError::Empty)
     }
 
     /// Waits at most `timeout` for the next frame.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
-        self.queue
-            .take(Instant::now().checked_add(timeout))
-            .map_err(|ended| match ended {
-                true => RecvTimeoutError::Disconnected,
-                false => RecvTimeoutError::Timeout,
-            })
+        let deadline = Instant::now().checked_add(timeout);
+        (self.queue).take(
+            deadline,
+            RecvTimeoutError::Disconnected,
+            RecvTimeoutError::Timeout,
+        )
     }
 
     /// The frames as they arrive, until the subscription ends.
@@ -58,43 +53,47 @@ impl Receiver {
 
 impl fmt::Debug for Receiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let queue = self.queue.lock();
+        let state = lock(&self.queue.state);
+        let queued = state.backlog.frames.len();
         f.debug_struct("Receiver")
-            .field("queued", &queue.backlog.frames.len())
-            .field("ended", &queue.ended)
+            .field("queued", &queued)
+            .field("ended", &state.ended)
             .finish()
     }
 }
 
-/// The queue between a fan-out thread and a [`Receiver`]. It is that
-/// subscriber's whole backlog: the bound and the slow-client policy act on
-/// what the receiving thread has not taken yet.
+/// The queue between a fan-out thread and a [`Receiver`]: that subscriber's
+/// whole backlog, so the bound acts on what the receiver has not taken yet.
 pub(super) struct LocalQueue {
-    pub(super) state: Mutex<LocalState>,
-    pub(super) ready: Condvar,
+    state: Mutex<LocalState>,
+    ready: Condvar,
     /// An event counts as delivered when the receiver takes it.
-    pub(super) counters: Arc<Counters>,
+    counters: Arc<Counters>,
 }
 
 #[derive(Default)]
-pub(super) struct LocalState {
-    pub(super) backlog: Backlog,
-    pub(super) ended: bool,
-    /// Threads waiting on the condition variable (a `Receiver` may be
-    /// shared): only then is a push worth a wake-up, which is a system call
-    /// even when nobody waits.
-    pub(super) waiting: usize,
+struct LocalState {
+    backlog: Backlog,
+    ended: bool,
+    /// Threads waiting (a `Receiver` may be shared): only then is a push
+    /// worth a wake-up, a system call even when nobody waits.
+    waiting: usize,
 }
 
 impl LocalQueue {
-    pub(super) fn lock(&self) -> MutexGuard<'_, LocalState> {
-        lock(&self.state)
+    pub(super) fn new(counters: &Arc<Counters>) -> Arc<LocalQueue> {
+        let (state, ready, counters) = (Mutex::default(), Condvar::new(), counters.clone());
+        Arc::new(LocalQueue {
+            state,
+            ready,
+            counters,
+        })
     }
 
-    /// The next frame; `Err(true)` once the queue is empty and ended,
-    /// `Err(false)` when the wait is over first.
-    pub(super) fn take(&self, deadline: Option<Instant>) -> Result<Frame, bool> {
-        let mut state = self.lock();
+    /// The next frame; `ended` once the queue is empty and ended,
+    /// `timed_out` when the wait is over first.
+    fn take<E>(&self, deadline: Option<Instant>, ended: E, timed_out: E) -> Result<Frame, E> {
+        let mut state = lock(&self.state);
         loop {
             if let Some(pending) = state.backlog.pop_front() {
                 if matches!(pending.kind, Kind::Event(_)) {
@@ -103,24 +102,23 @@ impl LocalQueue {
                 return Ok(pending.frame);
             }
             if state.ended {
-                return Err(true);
+                return Err(ended);
             }
             state.waiting += 1;
             let waited = wait_until(&self.ready, state, deadline);
-            let timed_out = waited.is_err();
+            let late = waited.is_err();
             state = waited.unwrap_or_else(|s| s);
             state.waiting -= 1;
-            if timed_out {
-                return Err(false);
+            if late {
+                return Err(timed_out);
             }
         }
     }
 
-    /// Updates the backlog (queues frames, applies the bound) under the
-    /// lock, so that the bound sees what the receiver has taken, and wakes
-    /// the receiver if it waits and a frame was queued (`wake`).
-    pub(super) fn update(&self, wake: bool, update: impl FnOnce(&mut Backlog) -> Bound) -> Bound {
-        let mut state = self.lock();
+    /// Runs `update` on the backlog under the lock, so that the bound sees
+    /// what the receiver has taken; wakes a waiting receiver if `wake`.
+    pub(super) fn update<R>(&self, wake: bool, update: impl FnOnce(&mut Backlog) -> R) -> R {
+        let mut state = lock(&self.state);
         let wake = wake && state.waiting > 0;
         let outcome = update(&mut state.backlog);
         drop(state);
@@ -131,7 +129,7 @@ impl LocalQueue {
     }
 
     pub(super) fn end(&self) {
-        self.lock().ended = true;
+        lock(&self.state).ended = true;
         self.ready.notify_all();
     }
 }
