@@ -357,7 +357,7 @@ impl Exchange {
 
     /// Sends the event-stream head and runs the accepted body on this
     /// thread; the connection ends with it.
-    fn serve_stream(mut self, accept: Accept) -> bool {
+    fn serve_stream(self, accept: Accept) -> bool {
         let (app, conn, req) = (&self.app, &self.conn, &self.req);
         let chunked = req.version() == Version::Http11;
         let mut out = Vec::with_capacity(256);
@@ -385,10 +385,20 @@ impl Exchange {
         }
         let (app, shared_conn, remote) = (self.app.clone(), self.conn.clone(), conn.remote);
         let id = last_event_id(req);
-        self.req.set_body(Vec::new()); // not kept for the stream's life
+        // The stream keeps what its end's log entry needs, not the request.
+        let (method, path) = (req.method().to_string(), req.path().to_string());
+        let (end_app, started) = (self.app.clone(), self.started);
         let on_end = Box::new(move |bytes, error: Option<&str>| {
-            lock(&self.app.shared.stats).open_streams -= 1;
-            self.log((200, bytes), LogKind::StreamEnd, error);
+            lock(&end_app.shared.stats).open_streams -= 1;
+            let (name, elapsed) = ((&*method, &*path), started.elapsed());
+            end_app.log_entry(
+                Some(remote),
+                name,
+                (200, bytes),
+                elapsed,
+                LogKind::StreamEnd,
+                error,
+            );
         });
         let head = (head_sent, out.len() as u64);
         let stream = EventStream::new(shared_conn, remote, chunked, head, id, on_end);
