@@ -527,24 +527,23 @@ fn accept_error_child() {
     std::process::exit(0);
 }
 
-/// Out of descriptors, `accept` fails: the error reaches the log, and so
-/// does the `503` sent with the spare descriptor.
+/// Runs the test `name` again in a child process whose soft descriptor limit
+/// is `limit` (`ulimit -n`), with `role` set so that it plays the child's
+/// part; returns it and its stdout, line by line.
 #[cfg(target_os = "linux")]
-#[test]
-fn accept_errors_reach_the_log() {
+fn limited_child(
+    limit: u32,
+    name: &str,
+    role: &str,
+) -> (std::process::Child, mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
-    use std::net::TcpStream;
     use std::process::{Command, Stdio};
-    const CHILD: &str = "STDSSE_TEST_ACCEPT_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        return accept_error_child();
-    }
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "accept_errors_reach_the_log", "--nocapture"])
-        .env(CHILD, "1")
+        .args(["--exact", name, "--nocapture"])
+        .env(role, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -556,6 +555,20 @@ fn accept_errors_reach_the_log() {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+/// Out of descriptors, `accept` fails: the error reaches the log, and so
+/// does the `503` sent with the spare descriptor.
+#[cfg(target_os = "linux")]
+#[test]
+fn accept_errors_reach_the_log() {
+    use std::net::TcpStream;
+    const CHILD: &str = "STDSSE_TEST_ACCEPT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return accept_error_child();
+    }
+    let (mut child, rx) = limited_child(64, "accept_errors_reach_the_log", CHILD);
     let addr = loop {
         let line = rx.recv_timeout(WAIT).expect("the child's address");
         if let Some(addr) = line.strip_prefix("ADDR ") {
@@ -703,9 +716,8 @@ fn own_descriptor_limit() -> u64 {
 #[cfg(target_os = "linux")]
 #[test]
 fn descriptor_limit_flood_is_answered() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
-    use std::process::{Command, Stdio};
     const CHILD: &str = "STDSSE_TEST_FD_CHILD";
     const FLOOD: usize = 1100;
     if std::env::var_os(CHILD).is_some() {
@@ -715,30 +727,13 @@ fn descriptor_limit_flood_is_answered() {
         eprintln!("skipped: this process may open too few files for the flood (ulimit -n)");
         return;
     }
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "descriptor_limit_flood_is_answered",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the child server");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if let Some(addrs) = line.strip_prefix("ADDRS ") {
-                let _ = tx.send(addrs.to_string());
-            }
+    let (mut child, rx) = limited_child(1024, "descriptor_limit_flood_is_answered", CHILD);
+    let addrs = loop {
+        let line = rx.recv_timeout(WAIT).expect("the child's addresses");
+        if let Some(addrs) = line.strip_prefix("ADDRS ") {
+            break addrs.to_string();
         }
-    });
-    let addrs = rx.recv_timeout(WAIT).expect("the child's addresses");
+    };
     let addrs: Vec<SocketAddr> = addrs.split(' ').map(|a| a.parse().unwrap()).collect();
     // One request with bounded waits; the status, or 0 for no answer.
     let probe = |addr: SocketAddr, within: Duration| -> u16 {
