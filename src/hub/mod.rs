@@ -148,9 +148,7 @@ impl HubStats {
     /// The counters as a JSON object.
     #[must_use]
     pub fn to_json(&self) -> String {
-        let fields = self
-            .metrics()
-            .map(|(name, .., value)| format!("\"{name}\":{value}"));
+        let fields = self.metrics().map(|(name, .., value)| format!("\"{name}\":{value}"));
         format!("{{{}}}", fields.join(","))
     }
 
@@ -436,18 +434,9 @@ impl HubBuilder {
             shards,
             outgoing: Vec::new(),
         };
-        thread::Builder::new()
-            .name("stdsse-hub".into())
-            .spawn(move || coordinator.run(rx))?;
+        thread::Builder::new().name("stdsse-hub".into()).spawn(move || coordinator.run(rx))?;
         let closed = AtomicBool::new(false);
-        Ok(Hub {
-            inner: Arc::new(HubInner {
-                tx,
-                closed,
-                counters,
-                epoch,
-            }),
-        })
+        Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch }) })
     }
 }
 
@@ -551,10 +540,7 @@ impl Hub {
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
         let peer = Some(stream.peer_addr());
-        let subscription = Subscription {
-            peer,
-            ..subscription
-        };
+        let subscription = Subscription { peer, ..subscription };
         self.send_subscribe(Sink::Socket(stream.detach()), subscription)
     }
 
