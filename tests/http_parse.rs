@@ -1030,3 +1030,16 @@ fn fuzz_chunked() {
         }
     }
 }
+
+/// A `u64::MAX` body limit, and a zero one.
+#[test]
+fn chunked_extreme_limits() {
+    let mut body = Vec::new();
+    let mut decoder = ChunkedDecoder::new(usize::MAX);
+    assert_eq!(decoder.decode(b"ffffffffffffffff\r\nab", &mut body), Ok(Status::Partial));
+    assert_eq!(body, b"ab");
+    let mut decoder = ChunkedDecoder::new(0);
+    assert_eq!(decoder.decode(b"0\r\n\r\n", &mut body), Ok(Status::Complete(5)));
+    let mut decoder = ChunkedDecoder::new(0);
+    assert_eq!(decoder.decode(b"1", &mut body), Err(Error::BodyTooLarge));
+}
