@@ -368,26 +368,25 @@ struct FieldSpan {
     value: (u32, u32),
 }
 
+/// A head parser's result: `Err(None)` while more bytes may complete it.
+type Parsed<T> = Result<T, Option<Error>>;
+
 /// The error for an unexpected `view[i]`: bare LF or CR is `NewLine`, CRLF
 /// (line ended early) `at_crlf`, other bytes `other`; a final CR needs more.
-fn unexpected<T>(view: &[u8], i: usize, at_crlf: Error, other: Error) -> Result<Option<T>, Error> {
+fn unexpected(view: &[u8], i: usize, at_crlf: Error, other: Error) -> Option<Error> {
     match view.get(i) {
-        Some(b'\n') => Err(Error::NewLine),
-        Some(b'\r') => match view.get(i + 1) {
-            None => Ok(None),
-            Some(b'\n') => Err(at_crlf),
-            Some(_) => Err(Error::NewLine),
-        },
-        _ => Err(other),
+        Some(b'\n') => Some(Error::NewLine),
+        Some(b'\r') => view.get(i + 1).map(|&b| if b == b'\n' { at_crlf } else { Error::NewLine }),
+        _ => Some(other),
     }
 }
 
-/// The CRLF at `view[i]`: `Ok(Some(()))`, `Ok(None)` if it may still come.
-fn crlf(view: &[u8], i: usize) -> Result<Option<()>, Error> {
+/// The CRLF at `view[i]`.
+fn crlf(view: &[u8], i: usize) -> Parsed<()> {
     match (view.get(i), view.get(i + 1)) {
-        (None, _) | (Some(b'\r'), None) => Ok(None),
-        (Some(b'\r'), Some(b'\n')) => Ok(Some(())),
-        _ => Err(Error::NewLine),
+        (None, _) | (Some(b'\r'), None) => Err(None),
+        (Some(b'\r'), Some(b'\n')) => Ok(()),
+        _ => Err(Some(Error::NewLine)),
     }
 }
 
@@ -398,51 +397,49 @@ fn line_bound(view: &[u8], start: usize, max: usize) -> (&[u8], bool) {
     (&view[..cap.min(view.len())], view.len() >= cap)
 }
 
-/// A scan ran off the end of the line bound: too long, or more bytes needed.
-fn ran_off<T>(long: bool, error: Error) -> Result<Option<T>, Error> {
-    long.then_some(error).map_or(Ok(None), Err)
-}
-
 /// Runs a head parser on `buf` cut to [`Limits::max_head`]: a head that is
 /// not complete within it is [`Error::HeadTooLarge`].
 fn within_head<T>(
     buf: &[u8],
     limits: &Limits,
-    parse: impl FnOnce(&[u8]) -> Result<Option<T>, Error>,
+    parse: impl FnOnce(&[u8]) -> Parsed<T>,
 ) -> Result<Status<T>, Error> {
     let max_head = limits.max_head.min(u32::MAX as usize);
-    match parse(&buf[..buf.len().min(max_head)])? {
-        Some(done) => Ok(Status::Complete(done)),
-        None if buf.len() > max_head => Err(Error::HeadTooLarge),
-        None => Ok(Status::Partial),
+    match parse(&buf[..buf.len().min(max_head)]) {
+        Ok(done) => Ok(Status::Complete(done)),
+        Err(Some(error)) => Err(error),
+        Err(None) if buf.len() > max_head => Err(Error::HeadTooLarge),
+        Err(None) => Ok(Status::Partial),
     }
 }
 
 /// `*( field-line CRLF ) CRLF` from `view[pos..]`, spans counted from
-/// `base`: the offset after the final CRLF, or `None` while incomplete.
+/// `base`: the offset after the final CRLF.
 fn parse_fields(
     view: &[u8],
     mut pos: usize,
     base: usize,
     limits: &Limits,
     fields: &mut Vec<FieldSpan>,
-) -> Result<Option<usize>, Error> {
+) -> Parsed<usize> {
     loop {
         match view.get(pos) {
-            Some(b'\r') => return crlf(view, pos).map(|done| done.map(|()| pos + 2)),
-            Some(b'\n' | b' ' | b'\t') => return Err(Error::NewLine),
+            Some(b'\r') => return crlf(view, pos).map(|()| pos + 2),
+            Some(b'\n' | b' ' | b'\t') => return Err(Some(Error::NewLine)),
             Some(_) => {}
-            None => return Ok(None),
+            None => return Err(None),
         }
         if fields.len() >= limits.max_headers {
-            return Err(Error::TooManyHeaders);
+            return Err(Some(Error::TooManyHeaders));
         }
         let (line, long) = line_bound(view, pos, limits.max_header_line);
         let name_end = scan(line, pos, &TCHAR);
         match line.get(name_end) {
-            None => return ran_off(long, Error::HeaderLineTooLong),
+            None => return Err(long.then_some(Error::HeaderLineTooLong)),
             Some(b':') if name_end > pos => {}
-            Some(_) => return unexpected(view, name_end, Error::HeaderName, Error::HeaderName),
+            Some(_) => {
+                return Err(unexpected(view, name_end, Error::HeaderName, Error::HeaderName))
+            }
         }
         let mut value_start = name_end + 1;
         while let Some(b' ' | b'\t') = line.get(value_start) {
@@ -450,13 +447,9 @@ fn parse_fields(
         }
         let value_stop = scan_value(line, value_start);
         match line.get(value_stop) {
-            None => return ran_off(long, Error::HeaderLineTooLong),
-            Some(b'\r' | b'\n') => {
-                if crlf(view, value_stop)?.is_none() {
-                    return Ok(None);
-                }
-            }
-            Some(_) => return Err(Error::HeaderValue),
+            None => return Err(long.then_some(Error::HeaderLineTooLong)),
+            Some(b'\r' | b'\n') => crlf(view, value_stop)?,
+            Some(_) => return Err(Some(Error::HeaderValue)),
         }
         // The value holds no CR, LF or FF, so ASCII whitespace is SP or HTAB.
         let value_end = value_start + line[value_start..value_stop].trim_ascii_end().len();

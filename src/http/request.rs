@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use crate::scan::find_eol;
 
 use super::{
-    crlf, declared_framing, find, line_bound, parse_fields, ran_off, scan, trim_ows, unexpected,
-    within_head, Error, FieldSpan, Framing, Limits, Status, Version, HOST, TCHAR, URI,
+    crlf, declared_framing, find, line_bound, parse_fields, scan, trim_ows, unexpected,
+    within_head, Error, FieldSpan, Framing, Limits, Parsed, Status, Version, HOST, TCHAR, URI,
 };
 
 /// A parsed request: the head (one string plus ranges into it), the body
@@ -60,42 +60,42 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Status<(Request, usize)
     within_head(buf, limits, |view| parse_view(view, limits))
 }
 
-/// Parses a head that must lie within `view`; `None`: more bytes needed.
-fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+/// Parses a head that must lie within `view`.
+fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
     let mut start = 0;
     while let Some(b'\r' | b'\n') = view.get(start) {
-        if crlf(view, start)?.is_none() {
-            return Ok(None);
-        }
+        crlf(view, start)?;
         start += 2;
     }
     if start == view.len() {
-        return Ok(None);
+        return Err(None);
     }
 
     // request-line = method SP request-target SP HTTP-version CRLF
     let (line, long) = line_bound(view, start, limits.max_request_line);
     let method_end = scan(line, start, &TCHAR);
     match line.get(method_end) {
-        None => return ran_off(long, Error::RequestLineTooLong),
+        None => return Err(long.then_some(Error::RequestLineTooLong)),
         Some(b' ') if method_end > start => {}
-        Some(_) => return unexpected(view, method_end, Error::Method, Error::Method),
+        Some(_) => return Err(unexpected(view, method_end, Error::Method, Error::Method)),
     }
     let target_start = method_end + 1;
     match line.get(target_start) {
-        None => return ran_off(long, Error::RequestLineTooLong),
+        None => return Err(long.then_some(Error::RequestLineTooLong)),
         Some(b) if matches!(b, b'/' | b'*') || b.is_ascii_alphabetic() => {}
-        Some(_) => return unexpected(view, target_start, Error::Target, Error::Target),
+        Some(_) => return Err(unexpected(view, target_start, Error::Target, Error::Target)),
     }
     let target_end = scan(line, target_start, &URI);
     match line.get(target_end) {
-        None => return ran_off(long, Error::RequestLineTooLong),
+        None => return Err(long.then_some(Error::RequestLineTooLong)),
         Some(b' ') => {}
-        Some(_) => return unexpected(view, target_end, Error::MalformedVersion, Error::Target),
+        Some(_) => {
+            return Err(unexpected(view, target_end, Error::MalformedVersion, Error::Target))
+        }
     }
     let target = &line[target_start..target_end];
     if target[0] == b'*' && (target != b"*" || &line[start..method_end] != b"OPTIONS") {
-        return Err(Error::Target);
+        return Err(Some(Error::Target));
     }
     // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
     let authority = match target[0] {
@@ -105,36 +105,32 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
             let len = rest.iter().take_while(|&&b| b != b'/' && b != b'?').count();
             if !scheme.eq_ignore_ascii_case(b"http://") || !super::all_in(&rest[..len], &HOST, true)
             {
-                return Err(Error::Target);
+                return Err(Some(Error::Target));
             }
             Some((target_start + 7, target_start + 7 + len))
         }
     };
     let version_start = target_end + 1;
     let Some(version_len) = find_eol(&line[version_start..]) else {
-        return ran_off(long, Error::RequestLineTooLong);
+        return Err(long.then_some(Error::RequestLineTooLong));
     };
     let version_end = version_start + version_len;
-    if crlf(view, version_end)?.is_none() {
-        return Ok(None);
-    }
+    crlf(view, version_end)?;
     // HTTP-version = HTTP-name "/" DIGIT "." DIGIT (RFC 9112 2.3).
     let version = match &line[version_start..version_end] {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
-        other if other.contains(&b' ') => return Err(Error::Target),
+        other if other.contains(&b' ') => return Err(Some(Error::Target)),
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
-            return Err(Error::Version)
+            return Err(Some(Error::Version))
         }
-        _ => return Err(Error::MalformedVersion),
+        _ => return Err(Some(Error::MalformedVersion)),
     };
 
     let mut fields = Vec::with_capacity(16);
-    let Some(end) = parse_fields(view, version_end + 2, start, limits, &mut fields)? else {
-        return Ok(None);
-    };
+    let end = parse_fields(view, version_end + 2, start, limits, &mut fields)?;
     // Only field values may hold bytes above 0x7F: this is where a value
     // that is not UTF-8 is found.
     let head = std::str::from_utf8(&view[start..end]).map_err(|_| Error::HeaderValue)?;
@@ -156,10 +152,10 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
     match (hosts.next(), hosts.next()) {
         (None, _) if version == Version::Http10 => {}
         (Some(host), None) if super::all_in(host.as_bytes(), &HOST, false) => {}
-        _ => return Err(Error::MissingHost),
+        _ => return Err(Some(Error::MissingHost)),
     }
     drop(hosts);
-    Ok(Some((request, end)))
+    Ok((request, end))
 }
 
 impl Request {

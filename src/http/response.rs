@@ -2,8 +2,8 @@
 //! the client uses.
 
 use super::{
-    crlf, declared_framing, find, line_bound, parse_fields, ran_off, scan_value, valid_field,
-    within_head, Error, Framing, Limits, Status, Version,
+    crlf, declared_framing, find, line_bound, parse_fields, scan_value, valid_field, within_head,
+    Error, Framing, Limits, Status, Version,
 };
 use crate::scan::push_decimal;
 
@@ -194,23 +194,18 @@ pub fn parse_response_head(
         let (line, long) = line_bound(view, 0, limits.max_request_line);
         let line_end = scan_value(line, 0);
         match line.get(line_end) {
-            None => return ran_off(long, Error::RequestLineTooLong),
-            Some(_) if !status_line(&line[..line_end]) => return Err(Error::StatusLine),
-            Some(_) => {}
+            None => return Err(long.then_some(Error::RequestLineTooLong)),
+            Some(_) if !status_line(&line[..line_end]) => return Err(Some(Error::StatusLine)),
+            Some(_) => crlf(view, line_end)?,
         }
         let mut fields = Vec::new();
-        if crlf(view, line_end)?.is_none() {
-            return Ok(None);
-        }
-        let Some(end) = parse_fields(view, line_end + 2, 0, limits, &mut fields)? else {
-            return Ok(None);
-        };
+        let end = parse_fields(view, line_end + 2, 0, limits, &mut fields)?;
         let text = |(from, to): (u32, u32)| {
             String::from_utf8_lossy(&view[from as usize..to as usize]).into_owned()
         };
         let status = line[9..12].iter().fold(0, |n, d| n * 10 + u16::from(d - b'0'));
         let headers = fields.into_iter().map(|f| (text(f.name), text(f.value))).collect();
-        Ok(Some((ResponseHead { status, headers }, end)))
+        Ok((ResponseHead { status, headers }, end))
     })
 }
 
