@@ -1043,3 +1043,25 @@ fn chunked_extreme_limits() {
     let mut decoder = ChunkedDecoder::new(0);
     assert_eq!(decoder.decode(b"1", &mut body), Err(Error::BodyTooLarge));
 }
+
+/// Limits of `usize::MAX` and of 0 (a 100-byte head aside).
+#[test]
+fn huge_and_zero_limits() {
+    let limits = |n| Limits {
+        max_request_line: n,
+        max_header_line: n,
+        max_headers: n,
+        max_head: n,
+        max_body: n,
+    };
+    let max = limits(usize::MAX);
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n";
+    let Ok(Status::Complete((request, _))) = parse_head(head, &max) else { panic!() };
+    assert_eq!(request.body_framing(&max), Ok(Framing::Length(u64::MAX)));
+    assert_eq!(parse_head(b"GET / HTTP/1.1", &max), Ok(Status::Partial));
+    let zero = limits(0);
+    assert_eq!(parse_head(b"", &zero), Ok(Status::Partial));
+    assert_eq!(parse_head(b"G", &zero), Err(Error::HeadTooLarge));
+    let zero = Limits { max_head: 100, ..zero };
+    assert_eq!(parse_head(b"G", &zero), Err(Error::RequestLineTooLong));
+}

@@ -37,6 +37,26 @@
 
 use std::fmt;
 
+/// `header` and `header_all` of a head whose fields `|$head| $pairs` lists.
+macro_rules! lookups {
+    (|$head:ident| $pairs:expr) => {
+        /// The value of the first field named `name` (ignoring case).
+        #[must_use]
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.header_all(name).next()
+        }
+
+        /// The values of every field named `name` (ignoring case), in order.
+        pub fn header_all<'a, 'n>(
+            &'a self,
+            name: &'n str,
+        ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+            let $head = self;
+            super::find($pairs, name)
+        }
+    };
+}
+
 mod chunked;
 mod request;
 mod response;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use crate::scan::find_eol;
 
 use super::{
-    crlf, declared_framing, find, line_bound, parse_fields, scan, trim_ows, unexpected,
-    within_head, Error, FieldSpan, Framing, Limits, Parsed, Status, Version, HOST, TCHAR, URI,
+    crlf, declared_framing, line_bound, parse_fields, scan, trim_ows, unexpected, within_head,
+    Error, FieldSpan, Framing, Limits, Parsed, Status, Version, HOST, TCHAR, URI,
 };
 
 /// A parsed request: the head (one string plus ranges into it), the body
@@ -229,19 +229,7 @@ impl Request {
         self.version
     }
 
-    /// The value of the first field named `name` (ignoring case).
-    #[must_use]
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_all(name).next()
-    }
-
-    /// The values of every field named `name` (ignoring case), in order.
-    pub fn header_all<'a, 'n>(
-        &'a self,
-        name: &'n str,
-    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-        find(self.headers(), name)
-    }
+    lookups!(|request| request.headers());
 
     /// Every field as `(name, value)`, names as received, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -366,26 +354,5 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         request.set_remote_addr(addr);
         assert_eq!((request.body(), request.remote_addr()), (&b"data"[..], Some(addr)));
-    }
-
-    #[test]
-    fn huge_and_zero_limits() {
-        let limits = |n| Limits {
-            max_request_line: n,
-            max_header_line: n,
-            max_headers: n,
-            max_head: n,
-            max_body: n,
-        };
-        let max = limits(usize::MAX);
-        let head = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n";
-        let Ok(Status::Complete((request, _))) = parse_head(head, &max) else { panic!() };
-        assert_eq!(request.body_framing(&max), Ok(Framing::Length(u64::MAX)));
-        assert_eq!(parse_head(b"GET / HTTP/1.1", &max), Ok(Status::Partial));
-        let zero = limits(0);
-        assert_eq!(parse_head(b"", &zero), Ok(Status::Partial));
-        assert_eq!(parse_head(b"G", &zero), Err(Error::HeadTooLarge));
-        let zero = Limits { max_head: 100, ..zero };
-        assert_eq!(parse_head(b"G", &zero), Err(Error::RequestLineTooLong));
     }
 }

@@ -5,7 +5,7 @@ use super::{
     crlf, declared_framing, find, line_bound, parse_fields, scan_value, valid_field, within_head,
     Error, Framing, Limits, Status, Version,
 };
-use crate::scan::push_decimal;
+use std::io::Write;
 
 /// A response with a complete body.
 ///
@@ -127,18 +127,12 @@ impl Response {
         }
         let fields: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
         out.reserve(64 + self.body.len() + fields);
-        out.extend_from_slice(version.as_str().as_bytes());
-        out.push(b' ');
-        push_decimal(out, self.status.into());
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{version} {} {}\r\n", self.status, reason_phrase(self.status));
         self.write_headers(out);
         let has_body = !matches!(self.status, 100..=199 | 204 | 304);
         if has_body {
-            out.extend_from_slice(b"Content-Length: ");
-            push_decimal(out, self.body.len() as u128);
-            out.extend_from_slice(b"\r\n");
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -156,9 +150,7 @@ impl Response {
         for (name, value) in &self.headers {
             let owned = ["content-length", "transfer-encoding", "connection"];
             if !owned.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-                for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
-                    out.extend_from_slice(part);
-                }
+                let _ = write!(out, "{name}: {value}\r\n");
             }
         }
     }
@@ -240,19 +232,7 @@ impl ResponseHead {
         &self.headers
     }
 
-    /// The value of the first field named `name` (ignoring case).
-    #[must_use]
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_all(name).next()
-    }
-
-    /// The values of every field named `name` (ignoring case), in order.
-    pub fn header_all<'a, 'n>(
-        &'a self,
-        name: &'n str,
-    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-        find(pairs(&self.headers), name)
-    }
+    lookups!(|head| pairs(&head.headers));
 
     /// How the body of this answer to `method` is delimited (RFC 9112 6.3;
     /// none for `HEAD`).
@@ -308,9 +288,7 @@ impl Response {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
         for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
             if self.get_header(name).is_none() {
-                for part in [name, ": ", default, "\r\n"] {
-                    out.extend_from_slice(part.as_bytes());
-                }
+                let _ = write!(out, "{name}: {default}\r\n");
             }
         }
         out.extend_from_slice(b"Connection: close\r\n");
@@ -340,40 +318,20 @@ mod tests {
     }
 
     writes! {
-        text_200: Response::text(200, "hello"), Http11, head_only: false, close: false
-            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello";
-        head_keeps_length_drops_body: Response::text(200, "hello"), Http11, head_only: true, close: false
-            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\n";
-        empty_200: Response::new(200), Http11, head_only: false, close: false
-            => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        no_content_204: Response::new(204).body("ignored"), Http11, head_only: false, close: false
-            => "HTTP/1.1 204 No Content\r\n\r\n";
-        not_modified_304: Response::new(304).header("ETag", "\"x\""), Http11, head_only: false, close: false
-            => "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n";
-        continue_100: Response::new(100), Http11, head_only: false, close: false
-            => "HTTP/1.1 100 Continue\r\n\r\n";
-        close: Response::json(404, "{}"), Http11, head_only: false, close: true
-            => "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
-        http10_keep_alive: Response::html(200, "<p>"), Http10, head_only: false, close: false
-            => "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n<p>";
-        http10_close: Response::new(200), Http10, head_only: false, close: true
-            => "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        framing_headers_dropped: Response::text(200, "ab")
-                .header("content-length", "99")
-                .header("Transfer-Encoding", "chunked")
-                .header("CONNECTION", "upgrade")
-                .header("X-Kept", "1")
-                .header("X-Kept", "2"), Http11, head_only: false, close: false
-            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Kept: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nab";
-        unknown_status: Response::new(299), Http11, head_only: false, close: false
-            => "HTTP/1.1 299 Unknown\r\nContent-Length: 0\r\n\r\n";
-        invalid_header_value_is_500: Response::text(200, "secret").header("X", "a\r\nSet-Cookie: s=1"), Http11, head_only: false, close: false
-            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response header";
-        invalid_header_name_is_500: Response::new(200).header("Bad Name", "v"), Http11, head_only: false, close: true
-            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\nConnection: close\r\n\r\ninvalid response header";
-        invalid_header_nul_head_only: Response::new(200).header("X", "\0"), Http11, head_only: true, close: false
-            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\n";
-        invalid_status_is_500: Response::new(42), Http11, head_only: false, close: false
-            => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response status";
+        text_200: Response::text(200, "hello"), Http11, head_only: false, close: false => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello";
+        head_keeps_length_drops_body: Response::text(200, "hello"), Http11, head_only: true, close: false => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\n";
+        empty_200: Response::new(200), Http11, head_only: false, close: false => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        no_content_204: Response::new(204).body("ignored"), Http11, head_only: false, close: false => "HTTP/1.1 204 No Content\r\n\r\n";
+        not_modified_304: Response::new(304).header("ETag", "\"x\""), Http11, head_only: false, close: false => "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n";
+        continue_100: Response::new(100), Http11, head_only: false, close: false => "HTTP/1.1 100 Continue\r\n\r\n";
+        close: Response::json(404, "{}"), Http11, head_only: false, close: true => "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        http10_keep_alive: Response::html(200, "<p>"), Http10, head_only: false, close: false => "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n<p>";
+        http10_close: Response::new(200), Http10, head_only: false, close: true => "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        framing_headers_dropped: Response::text(200, "ab").header("content-length", "99").header("Transfer-Encoding", "chunked").header("CONNECTION", "upgrade").header("X-Kept", "1").header("X-Kept", "2"), Http11, head_only: false, close: false => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Kept: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nab";
+        unknown_status: Response::new(299), Http11, head_only: false, close: false => "HTTP/1.1 299 Unknown\r\nContent-Length: 0\r\n\r\n";
+        invalid_header_value_is_500: Response::text(200, "secret").header("X", "a\r\nSet-Cookie: s=1"), Http11, head_only: false, close: false => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response header";
+        invalid_header_name_is_500: Response::new(200).header("Bad Name", "v"), Http11, head_only: false, close: true => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\nConnection: close\r\n\r\ninvalid response header";
+        invalid_header_nul_head_only: Response::new(200).header("X", "\0"), Http11, head_only: true, close: false => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\n";
+        invalid_status_is_500: Response::new(42), Http11, head_only: false, close: false => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response status";
     }
 }
