@@ -1,8 +1,6 @@
-//! HTTP/1.1 without I/O, for both directions: request heads ([`parse_head`],
-//! [`Request`]), response heads ([`parse_response_head`]), one [`Framing`],
-//! chunked bodies ([`ChunkedDecoder`]) and [`Response`]s. Both heads go
-//! through one field-line scanner and one set of byte tables, and the client
-//! checks what it sends with them.
+//! HTTP/1.1 without I/O, for both directions: request and response heads
+//! ([`parse_head`], [`parse_response_head`]) on one field-line scanner and one
+//! set of byte tables, one [`Framing`], [`ChunkedDecoder`] and [`Response`].
 //!
 //! # Grammar (RFC 9112 2-5, tokens from RFC 9110 5.6.2)
 //!
@@ -19,8 +17,8 @@
 //! Strict wherever laxness lets two implementations disagree about a message
 //! (request smuggling) or lets a peer make us buffer without end:
 //!
-//! * Line ends are CRLF only (RFC 9112 2.2 *allows* bare LF; refusing is
-//!   safe); empty lines before a request line are skipped (2.2).
+//! * Line ends are CRLF only (2.2 *allows* bare LF; refusing is safe); empty
+//!   lines before a request line are skipped (2.2).
 //! * obs-fold is [`Error::NewLine`] (5.2); whitespace before a field's colon
 //!   is [`Error::HeaderName`] (5.1 MUST).
 //! * The target is origin-form (visible ASCII but `"<>#`), `http`
@@ -37,7 +35,7 @@
 
 use std::fmt;
 
-/// `header` and `header_all` of a head whose fields `|$head| $pairs` lists.
+/// `header` and `header_all` of a head whose fields are `|$head| $pairs`.
 macro_rules! lookups {
     (|$head:ident| $pairs:expr) => {
         /// The value of the first field named `name` (ignoring case).
@@ -80,7 +78,7 @@ macro_rules! byte_table {
     }};
 }
 
-/// Whether `set` holds `b` (usable in a table's predicate).
+/// `set.contains(&b)` in a `const fn`.
 const fn any_of(b: u8, set: &[u8]) -> bool {
     let mut i = 0;
     while i < set.len() {
@@ -114,7 +112,7 @@ fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
 }
 
 /// Whether `name: value` is a field line a recipient accepts (for `Host`, a
-/// valid host): [`Response`] headers and the client's are checked with it.
+/// valid host): what [`Response`] and the client send is checked with it.
 pub(crate) fn valid_field(name: &str, value: &str) -> bool {
     let host = name.eq_ignore_ascii_case("host");
     is_token(name) && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
@@ -141,8 +139,8 @@ fn scan(buf: &[u8], from: usize, table: &[bool; 256]) -> usize {
     i
 }
 
-/// `scan(buf, from, &VALUE)` eight bytes at a time: a word flags bytes below
-/// 0x20 or equal to 0x7F; the lowest flag is a true match (HTAB is stepped over).
+/// `scan(buf, from, &VALUE)` eight bytes at a time: the lowest byte a word
+/// flags (below 0x20 or 0x7F) is a true match (HTAB is stepped over).
 #[inline]
 fn scan_value(buf: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -177,8 +175,7 @@ fn trim_ows(s: &str) -> &str {
 pub enum Status<T> {
     /// Parsing finished; the value usually says how many bytes were used.
     Complete(T),
-    /// Valid so far; call again with more bytes (the whole buffer for a head,
-    /// only the new bytes for [`ChunkedDecoder::decode`]).
+    /// Valid so far: call again with more bytes.
     Partial,
 }
 
@@ -188,8 +185,7 @@ pub enum Status<T> {
 pub enum Error {
     /// The method is not a token followed by one SP.
     Method,
-    /// The request-target is not origin-form, `http` absolute-form or
-    /// `OPTIONS *`, or the request line has more than two SP.
+    /// Not origin-form, `http` absolute-form or `OPTIONS *`, or a third SP.
     Target,
     /// A well-formed HTTP-version other than 1.0 and 1.1.
     Version,
@@ -197,8 +193,7 @@ pub enum Error {
     MalformedVersion,
     /// A field name is not a token, is followed by whitespace, or has no colon.
     HeaderName,
-    /// A field value holds a control other than HTAB, or (in a request) is
-    /// not UTF-8.
+    /// A field value holds a control but HTAB, or (in a request) is not UTF-8.
     HeaderValue,
     /// A bare LF, a CR not followed by LF, or obs-fold.
     NewLine,
@@ -212,8 +207,7 @@ pub enum Error {
     HeadTooLarge,
     /// An HTTP/1.1 request without `Host`, more than one, or an invalid one.
     MissingHost,
-    /// A `Content-Length` that is not `1*DIGIT` within 64 bits, or several
-    /// different values.
+    /// A `Content-Length` not `1*DIGIT` within 64 bits, or different values.
     ContentLength,
     /// A request with both `Content-Length` and `Transfer-Encoding`.
     LengthAndChunked,
@@ -225,8 +219,8 @@ pub enum Error {
     BodyTooLarge,
     /// An `Expect` value other than `100-continue`.
     Expectation,
-    /// A response's status line is not `HTTP/1.` DIGIT SP 3DIGIT, with a
-    /// code of at least 100 (502: what a gateway would answer).
+    /// A status line not `HTTP/1.` DIGIT SP 3DIGIT, code >= 100 (502, as a
+    /// gateway would answer).
     StatusLine,
 }
 
@@ -279,9 +273,8 @@ impl std::error::Error for Error {}
 /// Size bounds on what a peer may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest request line, from the method to the end of the version
-    /// (CRLF and leading empty lines not counted). Protects against huge
-    /// URLs held in memory. Default 8 KiB.
+    /// Longest request (or status) line, CRLF and leading empty lines not
+    /// counted. Protects against huge URLs held in memory. Default 8 KiB.
     pub max_request_line: usize,
     /// Longest field line, CRLF not counted. Protects against one enormous
     /// header (cookies, tokens). Default 8 KiB.
@@ -289,9 +282,8 @@ pub struct Limits {
     /// Most field lines in one head. Protects against the cost of thousands
     /// of tiny headers. Default 100.
     pub max_headers: usize,
-    /// Longest head, leading empty lines and the final CRLF included. Bounds a
-    /// connection's buffer before the head is parsed. Capped at `u32::MAX`.
-    /// Default 64 KiB.
+    /// Longest head, empty lines and final CRLF included (at most `u32::MAX`).
+    /// Bounds a connection's buffer before the head is parsed. Default 64 KiB.
     pub max_head: usize,
     /// Longest body: the `Content-Length`, or the decoded size of a chunked
     /// body. Protects against uploads that fill memory. Default 1 MiB.
@@ -348,9 +340,8 @@ pub enum Framing {
     Chunked,
 }
 
-/// The framing `Transfer-Encoding` and `Content-Length` declare, the former
-/// first (6.3 rule 3): its list must be exactly `chunked`; every element of
-/// every `Content-Length` must be `1*DIGIT` and all must be equal.
+/// The framing `Transfer-Encoding` (exactly `chunked`) or else every
+/// `Content-Length` (all elements equal `1*DIGIT`) declares (6.3 rule 3).
 fn declared_framing<'a>(
     codings: impl Iterator<Item = &'a str>,
     lengths: impl Iterator<Item = &'a str>,
@@ -508,11 +499,7 @@ mod tests {
                 let mut buf = vec![b'a'; 24];
                 buf[at] = stop;
                 for from in 0..4 {
-                    assert_eq!(
-                        scan_value(&buf, from),
-                        scan(&buf, from, &VALUE),
-                        "{stop:#x} at {at}"
-                    );
+                    assert_eq!(scan_value(&buf, from), scan(&buf, from, &VALUE), "{stop:#x} {at}");
                 }
             }
         }

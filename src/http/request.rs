@@ -45,8 +45,7 @@ impl fmt::Debug for Request {
 /// Parses a request head from the start of `buf`.
 ///
 /// `Complete((request, consumed))`: `consumed` counts the head, leading and
-/// final empty lines included. An [`Error`] as soon as the bytes show the
-/// head is invalid or breaks a [`Limits`] bound.
+/// final empty lines included.
 ///
 /// ```
 /// use stdsse::http::{parse_head, Error, Limits, Status};

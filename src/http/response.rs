@@ -154,6 +154,33 @@ impl Response {
             }
         }
     }
+
+    /// The accept thread's answer past `max_connections`.
+    pub(crate) fn at_capacity() -> Response {
+        Response::text(503, "server at capacity\n").header("Retry-After", "1")
+    }
+
+    /// The interim answer to `Expect: 100-continue` (RFC 9110 10.1.1).
+    pub(crate) fn continue_100() -> Response {
+        Response::new(100)
+    }
+
+    /// Appends an event stream's head carrying these headers (see
+    /// [the server's docs](crate::server#event-streams)).
+    pub(crate) fn write_stream_head(&self, out: &mut Vec<u8>, chunked: bool) {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
+        for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
+            if self.get_header(name).is_none() {
+                let _ = write!(out, "{name}: {default}\r\n");
+            }
+        }
+        out.extend_from_slice(b"Connection: close\r\n");
+        if chunked {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        self.write_headers(out);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A parsed response head (bytes that are not UTF-8 as U+FFFD).
@@ -267,36 +294,6 @@ pub fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable", 504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
-    }
-}
-
-/// The server's own answers, written by the same [`Response::write_to`].
-impl Response {
-    /// The accept thread's answer past `max_connections`.
-    pub(crate) fn at_capacity() -> Response {
-        Response::text(503, "server at capacity\n").header("Retry-After", "1")
-    }
-
-    /// The interim answer to `Expect: 100-continue` (RFC 9110 10.1.1).
-    pub(crate) fn continue_100() -> Response {
-        Response::new(100)
-    }
-
-    /// Appends an event stream's head carrying these headers (see
-    /// [the server's docs](crate::server#event-streams)).
-    pub(crate) fn write_stream_head(&self, out: &mut Vec<u8>, chunked: bool) {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
-        for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
-            if self.get_header(name).is_none() {
-                let _ = write!(out, "{name}: {default}\r\n");
-            }
-        }
-        out.extend_from_slice(b"Connection: close\r\n");
-        if chunked {
-            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-        }
-        self.write_headers(out);
-        out.extend_from_slice(b"\r\n");
     }
 }
 
