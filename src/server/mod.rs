@@ -61,7 +61,7 @@ pub struct Accept {
     body: Box<BodyFn>,
 }
 
-/// Headers the server writes for a stream (its type and framing).
+/// Headers the server writes for a stream.
 const STREAM_OWNED: &[&str] =
     &["Content-Type", "Content-Length", "Transfer-Encoding", "Connection"];
 
@@ -75,9 +75,8 @@ impl Accept {
     }
 
     /// Adds a header (`Cache-Control`, `X-Accel-Buffering` replace the
-    /// defaults). One [`Response::header`] refuses, or one of the server's
-    /// (`Content-Type`, `Content-Length`, `Transfer-Encoding`,
-    /// `Connection`), makes the answer a `500`.
+    /// defaults); one [`Response::header`] refuses, or a framing header the
+    /// server owns, makes the answer a `500`.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Accept {
         self.head = self.head.checked_header(name, value, STREAM_OWNED);
@@ -174,8 +173,7 @@ impl Stats {
             ("accept_errors_total", "counter", "Failed accept calls.", self.accept_errors),
         ];
         for (name, kind, help, value) in metrics {
-            let name = format!("stdsse_server_{name}");
-            push_metric(&mut out, &name, kind, help, value);
+            push_metric(&mut out, &format!("stdsse_server_{name}"), kind, help, value);
         }
         out
     }
@@ -248,24 +246,22 @@ struct App {
 }
 
 impl App {
-    /// For the accept thread: no request, no duration.
-    fn log_refusal(&self, remote: Option<SocketAddr>, sent: (u16, u64), kind: LogKind, why: &str) {
-        self.log_entry(remote, ("-", "-"), sent, Duration::ZERO, kind, Some(why));
-    }
-
-    fn log_entry(
-        &self,
-        remote: Option<SocketAddr>,
-        (method, path): (&str, &str),
-        (status, bytes): (u16, u64),
-        duration: Duration,
-        kind: LogKind,
-        error: Option<&str>,
-    ) {
+    fn log(&self, entry: LogEntry<'_>) {
         if let Some(log) = &self.log {
-            let entry = LogEntry { remote, method, path, status, bytes, duration, kind, error };
             log(&entry);
         }
+    }
+
+    /// For the accept thread: no request, no duration.
+    fn log_refusal(
+        &self,
+        remote: Option<SocketAddr>,
+        (status, bytes): (u16, u64),
+        kind: LogKind,
+        why: &str,
+    ) {
+        let (method, path, duration, error) = ("-", "-", Duration::ZERO, Some(why));
+        self.log(LogEntry { remote, method, path, status, bytes, duration, kind, error });
     }
 }
 
@@ -375,9 +371,7 @@ impl Server {
     }
 
     fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
-        let (method, path) = (method.to_string(), path.to_string());
-        let route = Route { method, path, prefix, handler };
-        self.app.routes.push(route);
+        self.app.routes.push(Route { method: method.into(), path: path.into(), prefix, handler });
         self
     }
 
@@ -547,10 +541,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
     let mut spare = std::fs::File::open(SPARE).ok();
     while !shared.shutting_down.load(Ordering::SeqCst) {
         let (socket, remote) = match listener.accept() {
-            Ok(accepted) => {
-                backoff = Duration::from_millis(5);
-                accepted
-            }
+            Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 shared.count(|s| &mut s.accept_errors);
@@ -572,6 +563,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                 continue;
             }
         };
+        backoff = Duration::from_millis(5);
         if shared.shutting_down.load(Ordering::SeqCst) {
             break;
         }
@@ -583,14 +575,13 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn { socket, id, remote, server: shared.clone() });
         lock(&shared.connections).insert(id, Arc::downgrade(&conn));
-        let app2 = app.clone();
-        let spawn =
-            thread::Builder::new().name("stdsse-conn".into()).stack_size(app.config.stack_size);
-        if let Err(e) = spawn.spawn(move || conn::serve(&app2, conn)) {
+        let (app2, spawn) = (app.clone(), thread::Builder::new().name("stdsse-conn".into()));
+        if let Err(e) =
+            spawn.stack_size(app.config.stack_size).spawn(move || conn::serve(&app2, conn))
+        {
             // The connection was dropped with the closure: it closes.
             shared.count(|s| &mut s.rejected);
-            let why = format!("no thread: {e}");
-            app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &why);
+            app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &format!("no thread: {e}"));
         }
     }
 }
@@ -601,8 +592,8 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
     app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let full = Response::at_capacity();
-    let bytes = conn::write_response(&socket, &full, Version::Http11, false, true);
+    let bytes =
+        conn::write_response(&socket, &Response::at_capacity(), Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }
