@@ -160,3 +160,40 @@ impl App {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_prefers_exact_then_longest_prefix_and_lists_methods() {
+        #[rustfmt::skip]
+        let table = [("GET", "/a", false), ("POST", "/a", false), ("GET", "/", true), ("PUT", "/a/", true), ("DELETE", "/a/b", true)];
+        let routes = table.map(|(method, path, prefix)| {
+            let handler: Handler = Box::new(|_| Err(Response::new(200)));
+            Route { method: method.into(), path: path.into(), prefix, handler }
+        });
+        // (method, path, the route found, else the methods allowed, else "none")
+        #[rustfmt::skip]
+        let cases = [
+            ("GET", "/a", "route 0"),
+            ("POST", "/a", "route 1"),
+            ("HEAD", "/a", "route 0"),
+            ("PUT", "/a", "allow GET, HEAD, OPTIONS, POST"),
+            ("GET", "/x", "route 2"),
+            ("GET", "/a/x", "allow OPTIONS, PUT"),
+            ("DELETE", "/a/bc", "route 4"),
+            ("GET", "", "none"),
+        ];
+        for (method, path, want) in cases {
+            let found = match find(&routes, method, path) {
+                Some(Ok(r)) => {
+                    format!("route {}", routes.iter().position(|x| std::ptr::eq(x, r)).unwrap())
+                }
+                Some(Err(allowed)) => format!("allow {}", allowed.join(", ")),
+                None => "none".into(),
+            };
+            assert_eq!(found, want, "{method} {path}");
+        }
+    }
+}
