@@ -150,7 +150,6 @@ impl StreamShared {
         self.wake.notify_all();
     }
 
-    /// Closes after a write failed with `error`.
     fn close_on(&self, state: &mut State, error: io::ErrorKind) {
         state.error = Some(error);
         self.mark_closed(state);
@@ -304,8 +303,7 @@ impl EventStream {
         self.shared.write(|w| w.retry(delay))
     }
 
-    /// Whether the stream has ended (the client is checked now, without
-    /// blocking).
+    /// Whether the stream has ended (the client is checked now).
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.check(&mut lock(&self.shared.state), None)
@@ -388,8 +386,7 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// A stream owned by a fan-out thread: non-blocking writes, possibly
-/// partial, tracked by the owner.
+/// A stream owned by a fan-out thread: non-blocking, possibly partial writes.
 pub(crate) struct Detached {
     shared: Arc<StreamShared>,
 }

@@ -67,9 +67,8 @@ impl Cors {
     }
 
     /// Lets pages send credentials (`withCredentials`): answers carry
-    /// `Access-Control-Allow-Credentials: true`. Only for a list of
-    /// [`origins`](Cors::origins) (ignored with [`Cors::any`]), so that no
-    /// page on any site can read a user's authenticated stream.
+    /// `Access-Control-Allow-Credentials: true`; ignored with [`Cors::any`],
+    /// so that no page on any site can read a user's authenticated stream.
     #[must_use]
     pub fn credentials(mut self) -> Cors {
         self.credentials = true;
