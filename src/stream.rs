@@ -6,12 +6,11 @@
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
-use crate::http::{chunk_head, Request, CHUNK_END, LAST_CHUNK};
+use crate::http::{chunk_head, CHUNK_END, LAST_CHUNK};
 use crate::util::{jittered, lock, wait_until};
 use crate::writer::EventWriter;
 
@@ -32,22 +31,15 @@ pub(crate) fn keep_alive_frame() -> Frame {
 
 /// How often streams are checked for keep-alives and clients that left.
 pub(crate) fn tick(keep_alive: Option<Duration>) -> Duration {
-    (keep_alive.map_or(Duration::from_secs(1), |k| k / 4))
+    keep_alive
+        .map_or(Duration::MAX, |k| k / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-/// The client's last event id: the `Last-Event-ID` header, else the
-/// `lastEventId` query parameter (for polyfills).
-pub(crate) fn last_event_id(req: &Request) -> Option<String> {
-    let header = req.header("Last-Event-ID").map(str::to_string);
-    header.or_else(|| req.query_param("lastEventId"))
 }
 
 /// A stream's shutdown goodbye: the event, then `retry:` jittered per stream.
 pub(crate) fn goodbye(event: Option<&Event>, retry: Option<(Duration, Duration)>) -> Vec<Frame> {
     let retry = retry.map(|r| Event::new().retry(jittered(r)));
-    let events = event.cloned().into_iter().chain(retry);
-    events.map(Frame::from).collect()
+    event.cloned().into_iter().chain(retry).map(Frame::from).collect()
 }
 
 /// `data` as it goes on the wire: in a chunked body, one chunk.
@@ -61,17 +53,7 @@ fn framed<'a>(head: &'a mut [u8; 18], data: &'a [u8], chunked: bool) -> [&'a [u8
 
 /// Appends `data` to a body: as one chunk when it is chunked.
 pub(crate) fn push_body(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    for part in framed(&mut [0; 18], data, chunked) {
-        out.extend_from_slice(part);
-    }
-}
-
-/// Whether the client closed or reset the (non-blocking) connection.
-fn peer_gone(socket: &TcpStream) -> bool {
-    match socket.peek(&mut [0u8; 1]) {
-        Ok(n) => n == 0,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-    }
+    out.extend(framed(&mut [0; 18], data, chunked).concat());
 }
 
 /// `Write` for a stream's socket: in a chunked body, one chunk per call
@@ -86,9 +68,8 @@ struct SocketWriter {
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut head = [0u8; 18];
-        let parts = framed(&mut head, buf, self.chunked);
-        let len = parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut slices = parts.map(IoSlice::new);
+        let mut slices = framed(&mut head, buf, self.chunked).map(IoSlice::new);
+        let len = slices.iter().map(|p| p.len()).sum::<usize>();
         let mut left = &mut slices[..];
         while !left.is_empty() {
             match ((*self.conn).as_ref()).write_vectored(left) {
@@ -107,9 +88,15 @@ impl Write for SocketWriter {
     }
 }
 
+/// A stream's mutable part; its lock is the write lock: keep-alives, the
+/// goodbye and events never interleave.
 struct State {
     writer: EventWriter<SocketWriter>,
     last_write: Instant,
+    /// Once set, every send fails.
+    closed: bool,
+    /// Handed to a hub, which probes and sends keep-alives itself.
+    detached: bool,
     error: Option<io::ErrorKind>,
     ended_by: Option<String>,
 }
@@ -126,12 +113,8 @@ impl State {
 pub(crate) struct StreamShared {
     conn: Conn,
     remote: SocketAddr,
-    /// The write lock: keep-alives, the goodbye and events never interleave.
     state: Mutex<State>,
     wake: Condvar,
-    closed: AtomicBool,
-    /// Handed to a hub, which probes and sends keep-alives itself.
-    detached: AtomicBool,
     chunked: bool,
     head_sent: Instant,
     last_event_id: Option<String>,
@@ -148,31 +131,33 @@ impl StreamShared {
         write: impl FnOnce(&mut EventWriter<SocketWriter>) -> io::Result<()>,
     ) -> Result<(), SendError> {
         let mut state = lock(&self.state);
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(SendError(state.error));
-        }
-        match write(&mut state.writer) {
-            Ok(()) => state.last_write = Instant::now(),
-            Err(e) => {
-                state.error = Some(e.kind());
-                self.mark_closed();
+        if !state.closed {
+            match write(&mut state.writer) {
+                Ok(()) => state.last_write = Instant::now(),
+                Err(e) => self.close_on(&mut state, e.kind()),
             }
         }
-        state.error.map_or(Ok(()), |e| Err(SendError(Some(e))))
+        if state.closed {
+            return Err(SendError(state.error));
+        }
+        Ok(())
     }
 
     /// Marks the stream closed, shuts the write side and wakes sleepers.
-    /// Call with the state locked.
-    fn mark_closed(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+    fn mark_closed(&self, state: &mut State) {
+        state.closed = true;
         let _ = self.socket().shutdown(Shutdown::Write);
         self.wake.notify_all();
     }
 
+    fn close_on(&self, state: &mut State, error: io::ErrorKind) {
+        state.error = Some(error);
+        self.mark_closed(state);
+    }
+
     /// Closes at once: the client sees a broken body, not an end.
     pub(crate) fn fail(&self) {
-        let _state = lock(&self.state);
-        self.mark_closed();
+        self.mark_closed(&mut lock(&self.state));
     }
 
     pub(crate) fn set_ended_by(&self, why: Option<String>) {
@@ -184,7 +169,7 @@ impl StreamShared {
     /// only between frames.
     pub(crate) fn close_with(&self, goodbye: &[Frame], wait: Duration) {
         let mut state = lock(&self.state);
-        if !self.closed.load(Ordering::SeqCst) {
+        if !state.closed {
             let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
             let mut bytes = Vec::new();
             push_body(&mut bytes, &data, self.chunked);
@@ -198,51 +183,51 @@ impl StreamShared {
                 state.count(bytes.len());
             }
         }
-        self.mark_closed();
+        self.mark_closed(&mut state);
     }
 
     /// The ticker's visit, skipped while a write holds the lock (the
     /// writer learns of a dead client itself).
     pub(crate) fn tick(&self, keep_alive: Option<Duration>) {
-        if self.detached.load(Ordering::SeqCst) {
-            return;
-        }
         let mut state = match self.state.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
-        self.check(&mut state, keep_alive);
+        if !state.detached {
+            self.check(&mut state, keep_alive);
+        }
     }
 
-    /// Checks without blocking whether the client left and sends a due
-    /// keep-alive; returns whether the stream is closed. A detached socket
-    /// stays non-blocking.
+    /// Checks without blocking whether the client closed or reset the
+    /// connection and sends a due keep-alive; returns whether the stream is
+    /// closed. A detached socket stays non-blocking.
     fn check(&self, state: &mut State, keep_alive: Option<Duration>) -> bool {
-        if self.closed.load(Ordering::SeqCst) {
+        if state.closed {
             return true;
         }
         let socket = self.socket();
-        let mut gone = socket.set_nonblocking(true).is_err() || peer_gone(socket);
-        if let Some(interval) = keep_alive.filter(|_| !gone) {
-            if state.last_write.elapsed() >= interval {
-                let mut bytes = Vec::new();
-                push_body(&mut bytes, keep_alive_frame().as_bytes(), self.chunked);
-                match (&*socket).write(&bytes) {
-                    Ok(n) if n == bytes.len() => {
-                        state.last_write = Instant::now();
-                        state.count(n);
-                    }
-                    // A full buffer: the next send blocks and times out.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // Part of a keep-alive cannot be repaired: the stream ends.
-                    _ => gone = true,
+        let mut gone = socket.set_nonblocking(true).is_err()
+            || socket
+                .peek(&mut [0])
+                .map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |n| n == 0);
+        if !gone && keep_alive.is_some_and(|i| state.last_write.elapsed() >= i) {
+            let mut bytes = Vec::new();
+            push_body(&mut bytes, keep_alive_frame().as_bytes(), self.chunked);
+            match (&*socket).write(&bytes) {
+                Ok(n) if n == bytes.len() => {
+                    state.last_write = Instant::now();
+                    state.count(n);
                 }
+                // A full buffer: the next send blocks and times out.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Part of a keep-alive cannot be repaired: the stream ends.
+                _ => gone = true,
             }
         }
-        let _ = socket.set_nonblocking(self.detached.load(Ordering::SeqCst));
+        let _ = socket.set_nonblocking(state.detached);
         if gone {
-            self.mark_closed();
+            self.mark_closed(state);
         }
         gone
     }
@@ -276,25 +261,20 @@ impl EventStream {
         last_event_id: Option<String>,
         on_end: OnEnd,
     ) -> EventStream {
-        let writer = SocketWriter { conn: conn.clone(), chunked, sent: head_bytes };
+        let writer =
+            EventWriter::new(SocketWriter { conn: conn.clone(), chunked, sent: head_bytes });
         let state = State {
-            writer: EventWriter::new(writer),
+            writer,
             last_write: Instant::now(),
+            closed: false,
+            detached: false,
             error: None,
             ended_by: None,
         };
-        let shared = StreamShared {
-            conn,
-            remote,
-            state: Mutex::new(state),
-            wake: Condvar::new(),
-            closed: AtomicBool::new(false),
-            detached: AtomicBool::new(false),
-            chunked,
-            head_sent,
-            last_event_id,
-            on_end: Some(on_end),
-        };
+        let (state, wake) = (Mutex::new(state), Condvar::new());
+        let on_end = Some(on_end);
+        let shared =
+            StreamShared { conn, remote, state, wake, chunked, head_sent, last_event_id, on_end };
         EventStream { shared: Arc::new(shared) }
     }
 
@@ -323,8 +303,7 @@ impl EventStream {
         self.shared.write(|w| w.retry(delay))
     }
 
-    /// Whether the stream has ended (the client is checked now, without
-    /// blocking).
+    /// Whether the stream has ended (the client is checked now).
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.check(&mut lock(&self.shared.state), None)
@@ -335,7 +314,7 @@ impl EventStream {
     pub fn sleep(&self, duration: Duration) -> Result<(), SendError> {
         let deadline = Instant::now().checked_add(duration);
         let mut state = lock(&self.shared.state);
-        while !self.shared.closed.load(Ordering::SeqCst) {
+        while !state.closed {
             state = match wait_until(&self.shared.wake, state, deadline) {
                 Ok(state) => state,
                 Err(_) => return Ok(()),
@@ -366,21 +345,22 @@ impl EventStream {
     /// Hands the stream to a fan-out thread (the socket becomes
     /// non-blocking for good; the ticker leaves it alone).
     pub(crate) fn detach(self) -> Detached {
-        let _state = lock(&self.shared.state);
-        self.shared.detached.store(true, Ordering::SeqCst);
+        let mut state = lock(&self.shared.state);
+        state.detached = true;
         if self.shared.socket().set_nonblocking(true).is_err() {
-            self.shared.mark_closed();
+            self.shared.mark_closed(&mut state);
         }
-        drop(_state);
+        drop(state);
         Detached { shared: self.shared }
     }
 }
 
 impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let closed = lock(&self.shared.state).closed;
         f.debug_struct("EventStream")
             .field("peer", &self.shared.remote)
-            .field("closed", &self.shared.closed.load(Ordering::SeqCst))
+            .field("closed", &closed)
             .finish()
     }
 }
@@ -399,17 +379,14 @@ impl SendError {
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(kind) => write!(f, "event stream closed: {kind}"),
-            None => f.write_str("event stream closed"),
-        }
+        f.write_str("event stream closed")?;
+        self.0.map_or(Ok(()), |kind| write!(f, ": {kind}"))
     }
 }
 
 impl std::error::Error for SendError {}
 
-/// A stream owned by a fan-out thread: non-blocking writes, possibly
-/// partial, tracked by the owner.
+/// A stream owned by a fan-out thread: non-blocking, possibly partial writes.
 pub(crate) struct Detached {
     shared: Arc<StreamShared>,
 }
@@ -426,30 +403,21 @@ impl Detached {
         let mut slices = Vec::with_capacity(3 * MAX_FRAMES);
         for (frame, head) in frames.zip(heads.iter_mut()) {
             for part in framed(head, frame.as_bytes(), self.shared.chunked) {
-                if skip >= part.len() {
-                    skip -= part.len();
-                } else {
-                    slices.push(IoSlice::new(&part[skip..]));
-                    skip = 0;
-                }
+                slices.push(IoSlice::new(&part[skip.min(part.len())..]));
+                skip = skip.saturating_sub(part.len());
             }
         }
         let mut state = lock(&self.shared.state);
-        if self.shared.closed.load(Ordering::SeqCst) {
+        if state.closed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        match self.shared.socket().write_vectored(&slices) {
-            Ok(n) => {
-                state.count(n);
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
-            Err(e) => {
-                state.error = Some(e.kind());
-                self.shared.mark_closed();
-                Err(e)
-            }
+        let written = self.shared.socket().write_vectored(&slices);
+        match &written {
+            Ok(n) => state.count(*n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.shared.close_on(&mut state, e.kind()),
         }
+        written
     }
 
     /// The bytes a frame of `len` bytes takes on the wire.

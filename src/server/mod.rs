@@ -22,9 +22,9 @@
 //!
 //! The head is `200`, `Content-Type: text/event-stream`, `Connection:
 //! close`, `Cache-Control: no-cache` and `X-Accel-Buffering: no` unless the
-//! [`Accept`] sets them. An HTTP/1.1 body is chunked, one chunk per event,
-//! because common clients read an unframed body in blocks (`sseclient-py`
-//! waits for 128 bytes); an HTTP/1.0 body ends with the connection.
+//! [`Accept`] sets them. An HTTP/1.1 body has one chunk per event (clients
+//! such as `sseclient-py` read an unframed body in blocks); an HTTP/1.0
+//! body ends with the connection.
 
 mod conn;
 mod route;
@@ -61,7 +61,7 @@ pub struct Accept {
     body: Box<BodyFn>,
 }
 
-/// Headers the server writes for a stream (its type and framing).
+/// Headers the server writes for a stream.
 const STREAM_OWNED: &[&str] =
     &["Content-Type", "Content-Length", "Transfer-Encoding", "Connection"];
 
@@ -75,9 +75,8 @@ impl Accept {
     }
 
     /// Adds a header (`Cache-Control`, `X-Accel-Buffering` replace the
-    /// defaults). One [`Response::header`] refuses, or one of the server's
-    /// (`Content-Type`, `Content-Length`, `Transfer-Encoding`,
-    /// `Connection`), makes the answer a `500`.
+    /// defaults); one [`Response::header`] refuses, or a framing header the
+    /// server owns, makes the answer a `500`.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Accept {
         self.head = self.head.checked_header(name, value, STREAM_OWNED);
@@ -87,7 +86,7 @@ impl Accept {
 
 impl std::fmt::Debug for Accept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accept").field("head", &self.head).finish()
+        f.debug_struct("Accept").field("head", &self.head).finish_non_exhaustive()
     }
 }
 
@@ -110,8 +109,7 @@ pub struct LogEntry<'a> {
     pub duration: Duration,
     /// What the entry is about.
     pub kind: LogKind,
-    /// Why: a body's error, a panic message, a refusal's or a `500`'s
-    /// reason, the `accept` error.
+    /// Why: a body's error, a panic, a refusal's or `500`'s reason.
     pub error: Option<&'a str>,
 }
 
@@ -174,8 +172,7 @@ impl Stats {
             ("accept_errors_total", "counter", "Failed accept calls.", self.accept_errors),
         ];
         for (name, kind, help, value) in metrics {
-            let name = format!("stdsse_server_{name}");
-            push_metric(&mut out, &name, kind, help, value);
+            push_metric(&mut out, &format!("stdsse_server_{name}"), kind, help, value);
         }
         out
     }
@@ -219,10 +216,6 @@ impl Shared {
         self.local_addr.expect("set by bind")
     }
 
-    fn stats(&self) -> Stats {
-        *lock(&self.stats)
-    }
-
     /// Adds one to a counter, stopping at its maximum rather than wrapping.
     fn count(&self, counter: fn(&mut Stats) -> &mut u64) {
         let mut stats = lock(&self.stats);
@@ -248,24 +241,25 @@ struct App {
 }
 
 impl App {
-    /// For the accept thread: no request, no duration.
-    fn log_refusal(&self, remote: Option<SocketAddr>, sent: (u16, u64), kind: LogKind, why: &str) {
-        self.log_entry(remote, ("-", "-"), sent, Duration::ZERO, kind, Some(why));
-    }
-
-    fn log_entry(
-        &self,
-        remote: Option<SocketAddr>,
-        (method, path): (&str, &str),
-        (status, bytes): (u16, u64),
-        duration: Duration,
-        kind: LogKind,
-        error: Option<&str>,
-    ) {
+    fn log(&self, entry: LogEntry<'_>) {
         if let Some(log) = &self.log {
-            let entry = LogEntry { remote, method, path, status, bytes, duration, kind, error };
             log(&entry);
         }
+    }
+
+    /// For the accept thread: no request, no duration.
+    fn log_refusal(&self, remote: Option<SocketAddr>, sent: (u16, u64), kind: LogKind, why: &str) {
+        let ((status, bytes), (method, path), duration) = (sent, ("-", "-"), Duration::ZERO);
+        self.log(LogEntry {
+            remote,
+            method,
+            path,
+            status,
+            bytes,
+            duration,
+            kind,
+            error: Some(why),
+        });
     }
 }
 
@@ -320,7 +314,7 @@ impl Server {
     /// The server's counters now.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.app.shared.stats()
+        *lock(&self.app.shared.stats)
     }
 
     /// Routes `method` requests for exactly `path`; `GET` also answers `HEAD`.
@@ -356,9 +350,8 @@ impl Server {
         self.route("POST", path, handler)
     }
 
-    /// Serves an event stream on `GET path` (`HEAD`: the head only). The
-    /// handler runs after the request body was read: `Err(response)` is
-    /// sent as is, `Ok(accept)` starts the stream.
+    /// Serves an event stream on `GET path` (`HEAD`: the head only); the
+    /// handler runs once the body is read: `Err` is sent, `Ok` streams.
     pub fn sse<F>(&mut self, path: &str, handler: F) -> &mut Server
     where
         F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
@@ -375,9 +368,7 @@ impl Server {
     }
 
     fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
-        let (method, path) = (method.to_string(), path.to_string());
-        let route = Route { method, path, prefix, handler };
-        self.app.routes.push(route);
+        self.app.routes.push(Route { method: method.into(), path: path.into(), prefix, handler });
         self
     }
 
@@ -400,7 +391,7 @@ impl Server {
         /// Request head and body size limits (see [`Limits`]).
         limits: Limits;
         /// Total time for a request head, from the connection's start or the
-        /// request's first byte (see [the table](crate::server)).
+        /// request's first byte.
         head_timeout: Duration;
         /// How long a persistent connection may wait for its next request.
         idle_timeout: Duration;
@@ -408,13 +399,13 @@ impl Server {
         body_timeout: Duration;
         /// How long one write may block on a client that does not read.
         write_timeout: Duration;
-        /// The most connections open at once. Default: the soft limit on
+        /// The most connections open at once; default: the soft limit on
         /// open files (`/proc/self/limits`, else 1024) minus 64, at most 1024.
         max_connections: usize;
         /// How long a staged close waits for the client.
         linger_timeout: Duration;
-        /// Connection threads' stack size (default 128 KiB); raise it for
-        /// handlers that recurse deeply or keep large arrays on the stack.
+        /// Connection threads' stack size (default 128 KiB; raise it for
+        /// handlers that recurse deeply or keep large arrays on the stack).
         stack_size: usize;
         /// After this long without a write, a stream gets a `:` comment
         /// (default 15 s, the standard's advice; `None`: never).
@@ -453,7 +444,7 @@ impl Server {
         shutdown_connections(&app);
         let deadline = Instant::now() + app.config.shutdown_timeout;
         let mut guard = lock(&shared.closed_lock);
-        while shared.stats().open_connections > 0 && Instant::now() < deadline {
+        while lock(&shared.stats).open_connections > 0 && Instant::now() < deadline {
             guard = wait_until(&shared.closed, guard, Some(deadline)).unwrap_or_else(|g| g);
         }
         drop(guard);
@@ -516,7 +507,7 @@ impl ShutdownHandle {
     /// The server's counters now.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        *lock(&self.shared.stats)
     }
 
     /// The address the server listens on.
@@ -547,10 +538,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
     let mut spare = std::fs::File::open(SPARE).ok();
     while !shared.shutting_down.load(Ordering::SeqCst) {
         let (socket, remote) = match listener.accept() {
-            Ok(accepted) => {
-                backoff = Duration::from_millis(5);
-                accepted
-            }
+            Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 shared.count(|s| &mut s.accept_errors);
@@ -572,10 +560,11 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                 continue;
             }
         };
+        backoff = Duration::from_millis(5);
         if shared.shutting_down.load(Ordering::SeqCst) {
             break;
         }
-        if shared.stats().open_connections >= app.config.max_connections {
+        if lock(&shared.stats).open_connections >= app.config.max_connections {
             reject(socket, remote, app, "max_connections reached");
             continue;
         }
@@ -583,14 +572,13 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn { socket, id, remote, server: shared.clone() });
         lock(&shared.connections).insert(id, Arc::downgrade(&conn));
-        let app2 = app.clone();
-        let spawn =
-            thread::Builder::new().name("stdsse-conn".into()).stack_size(app.config.stack_size);
-        if let Err(e) = spawn.spawn(move || conn::serve(&app2, conn)) {
+        let (app2, spawn) = (app.clone(), thread::Builder::new().name("stdsse-conn".into()));
+        if let Err(e) =
+            spawn.stack_size(app.config.stack_size).spawn(move || conn::serve(&app2, conn))
+        {
             // The connection was dropped with the closure: it closes.
             shared.count(|s| &mut s.rejected);
-            let why = format!("no thread: {e}");
-            app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &why);
+            app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &format!("no thread: {e}"));
         }
     }
 }
@@ -601,8 +589,8 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
     app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let full = Response::at_capacity();
-    let bytes = conn::write_response(&socket, &full, Version::Http11, false, true);
+    let bytes =
+        conn::write_response(&socket, &Response::at_capacity(), Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }
@@ -628,11 +616,9 @@ fn ticker(app: &App) {
     let mut guard = lock(&shared.closed_lock);
     while !shared.shutting_down.load(Ordering::SeqCst) {
         drop(wait_until(&shared.stop, guard, Some(Instant::now() + tick)));
-        let streams: Vec<_> = {
-            let mut list = lock(&shared.streams);
-            list.retain(|s| s.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
-        };
+        // Dropping the ended streams' entries on the way.
+        let mut streams = Vec::new();
+        lock(&shared.streams).retain(|s| s.upgrade().map(|s| streams.push(s)).is_some());
         for stream in streams {
             stream.tick(app.config.keep_alive);
         }

@@ -15,14 +15,6 @@ pub(super) struct Route {
     pub(super) handler: Handler,
 }
 
-/// What routing found for a method and path.
-pub(super) enum Lookup<'a> {
-    Route(&'a Route),
-    /// The path exists, for these other methods.
-    WrongMethod(Vec<&'a str>),
-    Missing,
-}
-
 /// Cross-origin resource sharing: which pages on other origins may use the
 /// server. An allowed `Origin` is echoed in `Access-Control-Allow-Origin`
 /// (with `Vary: Origin`) and gets preflights answered; others get no
@@ -75,9 +67,8 @@ impl Cors {
     }
 
     /// Lets pages send credentials (`withCredentials`): answers carry
-    /// `Access-Control-Allow-Credentials: true`. Only for a list of
-    /// [`origins`](Cors::origins) (ignored with [`Cors::any`]), so that no
-    /// page on any site can read a user's authenticated stream.
+    /// `Access-Control-Allow-Credentials: true`; ignored with [`Cors::any`],
+    /// so that no page on any site can read a user's authenticated stream.
     #[must_use]
     pub fn credentials(mut self) -> Cors {
         self.credentials = true;
@@ -96,32 +87,64 @@ fn methods(mut all: Vec<&str>) -> Vec<&str> {
     all
 }
 
-/// The route for `method` and `path`.
-pub(super) fn find<'a>(routes: &'a [Route], method: &str, path: &str) -> Lookup<'a> {
-    let matches = |r: &&Route| match r.prefix {
-        true => path.starts_with(&r.path),
-        false => path == r.path,
-    };
-    // Exact routes first, then the longest prefix.
+/// The route for `method` and `path` (exact routes first, then the longest
+/// prefix); `Err`: the path's methods; `None`: no route has the path.
+pub(super) fn find<'a>(
+    routes: &'a [Route],
+    method: &str,
+    path: &str,
+) -> Option<Result<&'a Route, Vec<&'a str>>> {
+    let matches = |r: &&Route| if r.prefix { path.starts_with(&r.path) } else { path == r.path };
     let key = |r: &Route| (r.prefix, std::cmp::Reverse(r.path.len()));
-    let Some(best) = routes.iter().filter(matches).map(key).min() else {
-        return Lookup::Missing;
-    };
+    let best = routes.iter().filter(matches).map(key).min()?;
     let candidates: Vec<&Route> =
         routes.iter().filter(matches).filter(|r| key(r) == best).collect();
     let wanted = |m: &str| candidates.iter().find(|r| r.method == m).copied();
     if let Some(route) = wanted(method).or_else(|| wanted("GET").filter(|_| method == "HEAD")) {
-        return Lookup::Route(route);
+        return Some(Ok(route));
     }
     let mut allowed: Vec<&str> = candidates.iter().map(|r| r.method.as_str()).collect();
     if allowed.contains(&"GET") {
         allowed.push("HEAD");
     }
     allowed.push("OPTIONS");
-    Lookup::WrongMethod(methods(allowed))
+    Some(Err(methods(allowed)))
 }
 
 impl App {
+    /// The route for a request, or the answer without one: `OPTIONS`
+    /// (plain or a preflight), `405` or `404`.
+    pub(super) fn route_for(&self, req: &Request) -> Result<&Route, Response> {
+        let options = req.method() == "OPTIONS";
+        let allowed = match find(&self.routes, req.method(), req.path()) {
+            Some(Ok(route)) => return Ok(route),
+            _ if options && req.target() == "*" => {
+                let all = self.routes.iter().map(|r| r.method.as_str());
+                methods(all.chain(["HEAD", "OPTIONS"]).collect())
+            }
+            Some(Err(allowed)) => allowed,
+            None => return Err(Response::text(404, "Not Found\n")),
+        };
+        let allow = allowed.join(", ");
+        if !options {
+            return Err(Response::text(405, "Method Not Allowed\n").header("Allow", &allow));
+        }
+        let response = Response::new(204).header("Allow", &allow);
+        // The origin is added by `with_cors` only: browsers reject it doubled.
+        match (&self.config.cors, req.header("Origin")) {
+            (Some(cors), Some(origin)) if req.header("Access-Control-Request-Method").is_some() => {
+                if !cors.allows(origin) {
+                    return Err(Response::text(403, "origin not allowed\n"));
+                }
+                Err(response
+                    .header("Access-Control-Allow-Methods", &allow)
+                    .header("Access-Control-Allow-Headers", &cors.allow_headers)
+                    .header("Access-Control-Max-Age", &cors.max_age.as_secs().to_string()))
+            }
+            _ => Err(response),
+        }
+    }
+
     /// Adds the CORS headers for a request's `Origin`.
     pub(super) fn with_cors(&self, req: &Request, mut response: Response) -> Response {
         if let (Some(cors), Some(origin)) = (&self.config.cors, req.header("Origin")) {
@@ -135,34 +158,41 @@ impl App {
         }
         response
     }
+}
 
-    /// Answers `OPTIONS` (preflight or plain; the origin is added by
-    /// `with_cors` only: browsers reject it doubled).
-    pub(super) fn options(&self, req: &Request) -> Response {
-        let allowed = if req.target() == "*" {
-            let all = self.routes.iter().map(|r| r.method.as_str());
-            methods(all.chain(["HEAD", "OPTIONS"]).collect())
-        } else {
-            match find(&self.routes, "OPTIONS", req.path()) {
-                Lookup::WrongMethod(allowed) => allowed,
-                Lookup::Route(_) => vec!["OPTIONS"],
-                Lookup::Missing => return Response::text(404, "Not Found\n"),
-            }
-        };
-        let allow = allowed.join(", ");
-        let response = Response::new(204);
-        match (&self.config.cors, req.header("Origin")) {
-            (Some(cors), Some(origin)) if req.header("Access-Control-Request-Method").is_some() => {
-                if !cors.allows(origin) {
-                    return Response::text(403, "origin not allowed\n");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_prefers_exact_then_longest_prefix_and_lists_methods() {
+        #[rustfmt::skip]
+        let table = [("GET", "/a", false), ("POST", "/a", false), ("GET", "/", true), ("PUT", "/a/", true), ("DELETE", "/a/b", true)];
+        let routes = table.map(|(method, path, prefix)| {
+            let handler: Handler = Box::new(|_| Err(Response::new(200)));
+            Route { method: method.into(), path: path.into(), prefix, handler }
+        });
+        // (method, path, the route found, else the methods allowed, else "none")
+        #[rustfmt::skip]
+        let cases = [
+            ("GET", "/a", "route 0"),
+            ("POST", "/a", "route 1"),
+            ("HEAD", "/a", "route 0"),
+            ("PUT", "/a", "allow GET, HEAD, OPTIONS, POST"),
+            ("GET", "/x", "route 2"),
+            ("GET", "/a/x", "allow OPTIONS, PUT"),
+            ("DELETE", "/a/bc", "route 4"),
+            ("GET", "", "none"),
+        ];
+        for (method, path, want) in cases {
+            let found = match find(&routes, method, path) {
+                Some(Ok(r)) => {
+                    format!("route {}", routes.iter().position(|x| std::ptr::eq(x, r)).unwrap())
                 }
-                let max_age = cors.max_age.as_secs().to_string();
-                (response.header("Access-Control-Allow-Methods", &allow))
-                    .header("Access-Control-Allow-Headers", &cors.allow_headers)
-                    .header("Access-Control-Max-Age", &max_age)
-                    .header("Allow", &allow)
-            }
-            _ => response.header("Allow", &allow),
+                Some(Err(allowed)) => format!("allow {}", allowed.join(", ")),
+                None => "none".into(),
+            };
+            assert_eq!(found, want, "{method} {path}");
         }
     }
 }
