@@ -12,7 +12,7 @@ use crate::http::{
     parse_response_head, ChunkedDecoder, Error, Framing, Limits, ResponseHead, Status,
 };
 use crate::parser::Parser;
-use crate::util::wait_until;
+use crate::util::{lock, wait_until};
 
 /// The largest response head accepted, interim `1xx` heads included.
 const MAX_HEAD: usize = 64 * 1024;
@@ -40,10 +40,6 @@ pub(super) struct State {
     pub(super) restart: bool,
     /// The current connection, so that `close` can shut it down.
     stream: Option<Arc<TcpStream>>,
-    /// Numbers connection attempts: a late result of an abandoned one is dropped.
-    attempt: u64,
-    /// The result of the current connection attempt.
-    connected: Option<io::Result<TcpStream>>,
 }
 
 impl State {
@@ -51,28 +47,19 @@ impl State {
     pub(super) fn interrupted(&self) -> bool {
         self.closed || self.restart
     }
-
-    /// Abandons the running connection attempt: its result goes to nobody.
-    /// Returns the number of the next attempt.
-    fn abandon(&mut self) -> u64 {
-        self.connected = None;
-        self.attempt = self.attempt.wrapping_add(1);
-        self.attempt
-    }
 }
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        crate::util::lock(&self.state)
+        lock(&self.state)
     }
 
-    /// Applies `change`, then wakes the client wherever it blocks: a running
-    /// connection attempt delivers to nobody, the connection is shut down
-    /// (ending a blocked read or write), and a sleep or a wait ends.
+    /// Applies `change`, then wakes the client wherever it blocks: the
+    /// connection is shut down (ending a blocked read or write), and a sleep
+    /// or the wait for a connection attempt ends.
     pub(super) fn interrupt(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.lock();
         change(&mut state);
-        state.abandon();
         if let Some(stream) = state.stream.take() {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -90,7 +77,8 @@ impl Shared {
     }
 
     /// Resolves and connects on a helper thread, so that `timeout` bounds a
-    /// slow name lookup too and `close` interrupts the wait.
+    /// slow name lookup too and `close` interrupts the wait. The result of
+    /// an attempt given up goes to its own slot, dropped with it.
     pub(super) fn connect(
         self: &Arc<Shared>,
         url: &Url,
@@ -98,15 +86,12 @@ impl Shared {
     ) -> Result<Connection, Failure> {
         let failed = |e| Failure::Retry(Disconnect::Connect(e));
         let deadline = Instant::now().checked_add(timeout);
-        let attempt = self.lock().abandon();
-        let (shared, address) = (Arc::clone(self), url.address());
+        let slot = Arc::new(Mutex::new(None));
+        let (shared, result, address) = (Arc::clone(self), Arc::clone(&slot), url.address());
         let spawned = thread::Builder::new().name("stdsse-connect".into()).spawn(move || {
-            let result = connect_to(&address, deadline);
-            let mut state = shared.lock();
-            if state.attempt == attempt && !state.closed {
-                state.connected = Some(result);
-                shared.wake.notify_all();
-            }
+            *lock(&result) = Some(connect_to(&address, deadline));
+            let _state = shared.lock(); // the waiter is waiting, or has not looked yet
+            shared.wake.notify_all();
         });
         spawned.map_err(failed)?;
         let mut state = self.lock();
@@ -114,13 +99,12 @@ impl Shared {
             if state.interrupted() {
                 return Err(Failure::Interrupted);
             }
-            if let Some(result) = state.connected.take() {
+            if let Some(result) = lock(&slot).take() {
                 let stream = Arc::new(result.map_err(failed)?);
                 state.stream = Some(Arc::clone(&stream));
                 return Ok(Connection { stream, shared: Arc::clone(self) });
             }
-            state = wait_until(&self.wake, state, deadline).map_err(|mut state| {
-                state.abandon();
+            state = wait_until(&self.wake, state, deadline).map_err(|_| {
                 let why = format!("connect timed out after {} ms", timeout.as_millis());
                 failed(io::Error::new(io::ErrorKind::TimedOut, why))
             })?;
@@ -181,35 +165,28 @@ pub(super) fn exchange(
 /// The request head and body.
 fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<u8> {
     let body = config.body.as_deref().filter(|_| hop.send_body);
-    let any = |name: &str, names: [&str; 4]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-    let custom: Vec<(&str, &str)> = config
-        .headers
-        .iter()
-        .filter(|(name, _)| !(hop.cross_origin && any(name, CREDENTIALS)))
-        .filter(|(name, _)| hop.send_body || !any(name, BODY_FIELDS))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+    let any = |name: &str, names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+    let custom: Vec<&(String, String)> = (config.headers.iter())
+        .filter(|(name, _)| !(hop.cross_origin && any(name, &CREDENTIALS)))
+        .filter(|(name, _)| hop.send_body || !any(name, &BODY_FIELDS))
         .collect();
-    let authority = hop.url.authority();
-    let own = [
-        ("Host", authority.as_str()),
-        ("Accept", "text/event-stream"),
-        ("Cache-Control", "no-cache"),
-    ];
-    let mut fields: Vec<(&str, &str)> = own
-        .into_iter()
-        .filter(|(n, _)| !custom.iter().any(|(c, _)| c.eq_ignore_ascii_case(n)))
-        .collect();
-    if !last_event_id.is_empty() {
-        fields.push(("Last-Event-ID", last_event_id));
-    }
-    fields.extend_from_slice(&custom);
-    let length = body.map_or(0, <[u8]>::len).to_string();
-    if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
-        fields.push(("Content-Length", &length));
-    }
     let mut out = format!("{} {} HTTP/1.1\r\n", hop.method, hop.url.target);
-    for (name, value) in fields {
-        out.push_str(&format!("{name}: {value}\r\n"));
+    let authority = hop.url.authority();
+    for (name, value) in
+        [("Host", &*authority), ("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
+    {
+        if !custom.iter().any(|(custom, _)| custom.eq_ignore_ascii_case(name)) {
+            out += &format!("{name}: {value}\r\n");
+        }
+    }
+    if !last_event_id.is_empty() {
+        out += &format!("Last-Event-ID: {last_event_id}\r\n");
+    }
+    for (name, value) in custom {
+        out += &format!("{name}: {value}\r\n");
+    }
+    if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
+        out += &format!("Content-Length: {}\r\n", body.map_or(0, <[u8]>::len));
     }
     let mut out = (out + "\r\n").into_bytes();
     out.extend_from_slice(body.unwrap_or_default());
