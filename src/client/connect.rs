@@ -129,9 +129,8 @@ impl Drop for Connection {
 fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in address.to_socket_addrs()? {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let stream = match left {
-            Some(left) if left.is_zero() => break,
+        let stream = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+            Some(Duration::ZERO) => break,
             Some(left) => TcpStream::connect_timeout(&addr, left),
             None => TcpStream::connect(addr),
         };

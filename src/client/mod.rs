@@ -367,6 +367,7 @@ impl Client {
                 body.feed(&rest, &mut self.parser);
                 self.phase = Phase::Streaming(body);
                 self.state(Received::Connected(connected));
+                self.drain();
             }
             Err(Failure::NoContent) => {
                 self.state(Received::Disconnected(Disconnect::NoContent));
@@ -410,11 +411,7 @@ impl Client {
         self.phase = Phase::Connect; // drops the connection
                                      // Lines already fed were parsed; `finish` drops a partial event.
         self.parser.finish();
-        while let Some(item) = self.parser.next_item() {
-            if let Some(item) = self.map_item(item) {
-                self.queue.push_back(item);
-            }
-        }
+        self.drain();
         self.schedule(reason);
     }
 
@@ -443,14 +440,17 @@ impl Client {
         }
     }
 
-    /// A parser item as a client item (`None`: not wanted).
-    fn map_item(&self, item: Result<Item, ParseError>) -> Option<Result<Received, ClientError>> {
-        match item {
-            Ok(Item::Event(event)) => Some(Ok(Received::Event(event))),
-            Ok(Item::Comment(text)) => self.config.comments.then_some(Ok(Received::Comment(text))),
-            Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
-                Some(Err(ClientError::EventTooLarge { limit: self.config.max_event_size }))
-            }
+    /// Queues what the parser has (comments only if asked for).
+    fn drain(&mut self) {
+        while let Some(item) = self.parser.next_item() {
+            self.queue.push_back(match item {
+                Ok(Item::Event(event)) => Ok(Received::Event(event)),
+                Ok(Item::Comment(text)) if self.config.comments => Ok(Received::Comment(text)),
+                Ok(Item::Comment(_)) => continue,
+                Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
+                    Err(ClientError::EventTooLarge { limit: self.config.max_event_size })
+                }
+            });
         }
     }
 }
@@ -482,19 +482,10 @@ impl Iterator for Client {
                     self.shared.sleep(delay);
                 }
                 Phase::Connect => self.connect(),
-                Phase::Streaming(body) => match self.parser.next_item() {
-                    Some(item) => {
-                        if let Some(item) = self.map_item(item) {
-                            return Some(item);
-                        }
-                    }
-                    None => {
-                        if let Err(reason) = body.read_into(&mut self.parser) {
-                            if !self.shared.lock().interrupted() {
-                                self.lost(reason);
-                            }
-                        }
-                    }
+                Phase::Streaming(body) => match body.read_into(&mut self.parser) {
+                    Ok(()) => self.drain(),
+                    Err(reason) if !self.shared.lock().interrupted() => self.lost(reason),
+                    Err(_) => {} // `next` closes or restarts
                 },
             }
         }

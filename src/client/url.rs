@@ -91,13 +91,8 @@ impl Url {
     /// `relative/path`).
     pub(super) fn join(&self, location: &str) -> Result<Url, ClientError> {
         let location = location.split('#').next().unwrap_or_default();
-        let has_scheme = location.split_once(':').is_some_and(|(scheme, _)| {
-            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        });
-        if has_scheme {
+        // A colon in the first segment is a scheme's (4.2: not a relative path).
+        if location.split(['/', '?']).next().is_some_and(|first| first.contains(':')) {
             return Url::parse(location);
         }
         if location.starts_with("//") {
@@ -116,19 +111,16 @@ impl Url {
 /// RFC 3986 5.2.4 on an absolute path (`""` is `/`).
 fn remove_dot_segments(path: &str) -> String {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
-    let last = segments.len() - 1;
-    for (i, segment) in segments.into_iter().enumerate() {
+    let mut out = Vec::with_capacity(segments.len());
+    for (i, &segment) in segments.iter().enumerate() {
         match segment {
-            "." | ".." => {
-                if segment == ".." {
-                    out.pop();
-                }
-                if i == last {
-                    out.push("");
-                }
-            }
+            ".." => drop(out.pop()),
+            "." => {}
             _ => out.push(segment),
+        }
+        // A dot segment at the end leaves a directory: `/a/..` is `/`.
+        if matches!(segment, "." | "..") && i + 1 == segments.len() {
+            out.push("");
         }
     }
     format!("/{}", out.join("/"))
