@@ -27,8 +27,7 @@ pub enum Received {
     Retrying(Duration),
 }
 
-/// The head of a `200` event stream and the URL it came from, after
-/// redirects.
+/// The head of a `200` event stream and the URL it came from, after redirects.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connected {
@@ -62,8 +61,7 @@ impl Connected {
     }
 }
 
-/// A [response check](ClientBuilder::check_response) refusing an answer,
-/// with the caller's reason.
+/// A [response check](ClientBuilder::check_response)'s refusal, with a reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     reason: String,

@@ -1,10 +1,9 @@
 //! The client: a blocking `EventSource` that reconnects and resumes.
 //!
-//! [`Client`] connects to an `http://` URL, checks the answer as a
-//! browser's `EventSource` does, parses the body with the crate's
-//! [`Parser`] as it arrives, and is an [`Iterator`] over what it receives.
-//! The wire rules and the reconnect with `Last-Event-ID` are in the crate
-//! docs; what this client adds (WHATWG HTML 9.2.2, 9.2.3):
+//! [`Client`] checks the answer as a browser's `EventSource` does, parses
+//! the body with [`Parser`] as it arrives, and is an [`Iterator`] over what
+//! it receives. The wire rules and the reconnect with `Last-Event-ID` are in
+//! the crate docs; what this client adds (WHATWG HTML 9.2.2, 9.2.3):
 //!
 //! * `200` with a `text/event-stream` essence is the stream; another type
 //!   "fails the connection". `204` stops. `301`/`302`/`303`/`307`/`308` are
@@ -89,12 +88,9 @@ pub struct ClientBuilder {
     max_event_size: usize,
     comments: bool,
     states: bool,
-    check: Option<Check>,
+    check: Option<Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>>,
     error: Option<ClientError>,
 }
-
-/// A [response check](ClientBuilder::check_response).
-type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
     /// Header values and the body are not shown (they may hold secrets).
@@ -203,8 +199,7 @@ impl ClientBuilder {
         self
     }
 
-    /// A check of each event stream's head, after the client's own. Default
-    /// none.
+    /// A check of each event stream's head, after the client's own. Default none.
     ///
     /// ```
     /// use stdsse::client::{Client, Refusal};
@@ -305,8 +300,7 @@ impl CloseHandle {
 }
 
 impl Client {
-    /// Starts building a client for `url` (checked by `build`), with the
-    /// defaults each setter documents.
+    /// Starts building a client for an `http://` `url` (checked by `build`).
     #[must_use]
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
@@ -408,8 +402,9 @@ impl Client {
 
     /// The connection is gone: drop what is pending and plan the retry.
     fn lost(&mut self, reason: Disconnect) {
-        self.phase = Phase::Connect; // drops the connection
-                                     // Lines already fed were parsed; `finish` drops a partial event.
+        // Drop the connection. Lines already fed were parsed; `finish` drops
+        // a partial event.
+        self.phase = Phase::Connect;
         self.parser.finish();
         self.drain();
         self.schedule(reason);
