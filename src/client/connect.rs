@@ -165,7 +165,9 @@ pub(super) fn exchange(
 fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<u8> {
     let body = config.body.as_deref().filter(|_| hop.send_body);
     let any = |name: &str, names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-    let custom: Vec<&(String, String)> = (config.headers.iter())
+    let custom: Vec<&(String, String)> = config
+        .headers
+        .iter()
         .filter(|(name, _)| !(hop.cross_origin && any(name, &CREDENTIALS)))
         .filter(|(name, _)| hop.send_body || !any(name, &BODY_FIELDS))
         .collect();
