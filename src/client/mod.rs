@@ -88,9 +88,12 @@ pub struct ClientBuilder {
     max_event_size: usize,
     comments: bool,
     states: bool,
-    check: Option<Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>>,
+    check: Option<Check>,
     error: Option<ClientError>,
 }
+
+/// A [response check](ClientBuilder::check_response).
+type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
     /// Header values and the body are not shown (they may hold secrets).
