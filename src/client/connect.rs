@@ -4,16 +4,15 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
 use std::time::{Duration, Instant};
+use std::{fmt, thread};
 
-use super::url::Url;
-use super::{ClientBuilder, Disconnect, Failure, Hop, MIN_TIMEOUT};
+use super::{ClientBuilder, Disconnect, Failure, Hop, Url, MIN_TIMEOUT};
 use crate::http::{
     parse_response_head, ChunkedDecoder, Error, Framing, Limits, ResponseHead, Status,
 };
 use crate::parser::Parser;
-use crate::util::wait_until;
+use crate::util::{lock, wait_until};
 
 /// The largest response head accepted, interim `1xx` heads included.
 const MAX_HEAD: usize = 64 * 1024;
@@ -41,39 +40,26 @@ pub(super) struct State {
     pub(super) restart: bool,
     /// The current connection, so that `close` can shut it down.
     stream: Option<Arc<TcpStream>>,
-    /// Numbers connection attempts: a late result of an abandoned one is dropped.
-    attempt: u64,
-    /// The result of the current connection attempt.
-    connected: Option<io::Result<TcpStream>>,
+}
+
+impl State {
+    /// Closed, or a restart is pending.
+    pub(super) fn interrupted(&self) -> bool {
+        self.closed || self.restart
+    }
 }
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        crate::util::lock(&self.state)
+        lock(&self.state)
     }
 
-    pub(super) fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
-    /// Closed, or a restart is pending.
-    pub(super) fn interrupted(&self) -> bool {
-        let state = self.lock();
-        state.closed || state.restart
-    }
-
-    /// Whether a restart was pending (it is not any more).
-    pub(super) fn take_restart(&self) -> bool {
-        std::mem::take(&mut self.lock().restart)
-    }
-
-    /// Applies `change`, then wakes the client wherever it blocks: a running
-    /// connection attempt delivers to nobody, the connection is shut down
-    /// (ending a blocked read or write), and a sleep or a wait ends.
+    /// Applies `change`, then wakes the client wherever it blocks: the
+    /// connection is shut down (ending a blocked read or write), and a sleep
+    /// or the wait for a connection attempt ends.
     pub(super) fn interrupt(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.lock();
         change(&mut state);
-        abandon(&mut state);
         if let Some(stream) = state.stream.take() {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -84,75 +70,67 @@ impl Shared {
     pub(super) fn sleep(&self, delay: Duration) {
         let deadline = Instant::now().checked_add(delay);
         let mut state = self.lock();
-        while !state.closed && !state.restart {
-            match wait_until(&self.wake, state, deadline) {
-                Ok(woken) => state = woken,
-                Err(_) => return,
-            }
+        while !state.interrupted() {
+            let Ok(woken) = wait_until(&self.wake, state, deadline) else { return };
+            state = woken;
         }
     }
 
     /// Resolves and connects on a helper thread, so that `timeout` bounds a
-    /// slow name lookup too and `close` interrupts the wait. The stream is
-    /// registered for `close`.
+    /// slow name lookup too and `close` interrupts the wait. The result of
+    /// an attempt given up goes to its own slot, dropped with it.
     pub(super) fn connect(
         self: &Arc<Shared>,
         url: &Url,
         timeout: Duration,
-    ) -> Result<Arc<TcpStream>, Failure> {
+    ) -> Result<Connection, Failure> {
         let failed = |e| Failure::Retry(Disconnect::Connect(e));
         let deadline = Instant::now().checked_add(timeout);
-        let attempt = abandon(&mut self.lock());
-        let (shared, address) = (Arc::clone(self), url.address());
+        let slot = Arc::new(Mutex::new(None));
+        let (shared, result, address) = (Arc::clone(self), Arc::clone(&slot), url.address());
         let spawned = thread::Builder::new().name("stdsse-connect".into()).spawn(move || {
-            let result = connect_to(&address, deadline);
-            let mut state = shared.lock();
-            if state.attempt == attempt && !state.closed {
-                state.connected = Some(result);
-                shared.wake.notify_all();
-            }
+            *lock(&result) = Some(connect_to(&address, deadline));
+            let _state = shared.lock(); // the waiter is waiting, or has not looked yet
+            shared.wake.notify_all();
         });
         spawned.map_err(failed)?;
         let mut state = self.lock();
         loop {
-            if state.closed || state.restart {
+            if state.interrupted() {
                 return Err(Failure::Interrupted);
             }
-            if let Some(result) = state.connected.take() {
+            if let Some(result) = lock(&slot).take() {
                 let stream = Arc::new(result.map_err(failed)?);
                 state.stream = Some(Arc::clone(&stream));
-                return Ok(stream);
+                return Ok(Connection { stream, shared: Arc::clone(self) });
             }
-            state = wait_until(&self.wake, state, deadline).map_err(|mut state| {
-                abandon(&mut state);
+            state = wait_until(&self.wake, state, deadline).map_err(|_| {
                 let why = format!("connect timed out after {} ms", timeout.as_millis());
                 failed(io::Error::new(io::ErrorKind::TimedOut, why))
             })?;
         }
     }
-
-    /// Forgets `stream` as the current connection (it closes when the last
-    /// reference goes).
-    pub(super) fn release(&self, stream: &Arc<TcpStream>) {
-        self.lock().stream.take_if(|s| Arc::ptr_eq(s, stream));
-    }
 }
 
-/// Abandons the running connection attempt: its result goes to nobody.
-/// Returns the number of the next attempt.
-fn abandon(state: &mut State) -> u64 {
-    state.connected = None;
-    state.attempt = state.attempt.wrapping_add(1);
-    state.attempt
+/// A connection, registered so that `close` can shut it down; dropping it
+/// unregisters it (the socket closes with the last reference).
+pub(super) struct Connection {
+    stream: Arc<TcpStream>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.lock().stream.take_if(|s| Arc::ptr_eq(s, &self.stream));
+    }
 }
 
 /// Resolves `address` and tries each of its addresses until `deadline`.
 fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in address.to_socket_addrs()? {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let stream = match left {
-            Some(left) if left.is_zero() => break,
+        let stream = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+            Some(Duration::ZERO) => break,
             Some(left) => TcpStream::connect_timeout(&addr, left),
             None => TcpStream::connect(addr),
         };
@@ -166,62 +144,52 @@ fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream>
     Err(last.unwrap_or_else(none))
 }
 
-/// Sends the request on `stream` and reads the final response head.
-/// Returns the head and the body bytes read with it.
+/// Sends the request and reads the final response head. Returns the head
+/// and the body bytes read with it.
 pub(super) fn exchange(
     config: &ClientBuilder,
-    stream: &TcpStream,
-    url: &Url,
+    connection: &Connection,
     hop: &Hop,
     last_event_id: &str,
 ) -> Result<(ResponseHead, Vec<u8>), Disconnect> {
-    let idle = config.idle_timeout;
+    let (idle, mut stream) = (config.idle_timeout, &*connection.stream);
     stream.set_write_timeout(idle).map_err(Disconnect::Io)?;
-    let mut writer = stream;
-    writer
-        .write_all(&request_bytes(config, url, hop, last_event_id))
-        .and_then(|()| writer.flush())
-        .map_err(|e| io_failure(e, idle))?;
+    let request = request_bytes(config, hop, last_event_id);
+    stream.write_all(&request).map_err(|e| io_failure(e, idle))?;
     let head = read_head(stream, idle, config.head_timeout)?;
     stream.set_read_timeout(idle).map_err(Disconnect::Io)?;
     Ok(head)
 }
 
 /// The request head and body.
-fn request_bytes(config: &ClientBuilder, url: &Url, hop: &Hop, last_event_id: &str) -> Vec<u8> {
+fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<u8> {
     let body = config.body.as_deref().filter(|_| hop.send_body);
-    let dropped = |name: &str| {
-        let any = |names: [&str; 4]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-        (hop.cross_origin && any(CREDENTIALS)) || (!hop.send_body && any(BODY_FIELDS))
-    };
-    let custom: Vec<(&str, &str)> = config
+    let any = |name: &str, names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+    let custom: Vec<&(String, String)> = config
         .headers
         .iter()
-        .filter(|(name, _)| !dropped(name))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .filter(|(name, _)| !(hop.cross_origin && any(name, &CREDENTIALS)))
+        .filter(|(name, _)| hop.send_body || !any(name, &BODY_FIELDS))
         .collect();
-    let has = |name: &str| custom.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    let authority = url.authority();
-    let own = [
-        ("Host", authority.as_str()),
-        ("Accept", "text/event-stream"),
-        ("Cache-Control", "no-cache"),
-    ];
-    let mut fields: Vec<(&str, &str)> = own.into_iter().filter(|(n, _)| !has(n)).collect();
+    let mut out = format!("{} {} HTTP/1.1\r\n", hop.method, hop.url.target);
+    let authority = hop.url.authority();
+    for (name, value) in
+        [("Host", &*authority), ("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
+    {
+        if !custom.iter().any(|(custom, _)| custom.eq_ignore_ascii_case(name)) {
+            out += &format!("{name}: {value}\r\n");
+        }
+    }
     if !last_event_id.is_empty() {
-        fields.push(("Last-Event-ID", last_event_id));
+        out += &format!("Last-Event-ID: {last_event_id}\r\n");
     }
-    fields.extend_from_slice(&custom);
-    let length = body.map_or(0, <[u8]>::len).to_string();
+    for (name, value) in custom {
+        out += &format!("{name}: {value}\r\n");
+    }
     if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
-        fields.push(("Content-Length", &length));
+        out += &format!("Content-Length: {}\r\n", body.map_or(0, <[u8]>::len));
     }
-    let mut out = format!("{} {} HTTP/1.1\r\n", hop.method, url.target);
-    for (name, value) in fields {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    let mut out = out.into_bytes();
+    let mut out = (out + "\r\n").into_bytes();
     out.extend_from_slice(body.unwrap_or_default());
     out
 }
@@ -315,14 +283,12 @@ fn read_head(
 
 /// The body of an open event stream, read incrementally.
 pub(super) struct Body {
-    pub(super) stream: Arc<TcpStream>,
+    connection: Connection,
     /// `None`: until the server closes; `Length`: this many bytes left.
     framing: Framing,
     /// Chunked (no size limit: an event stream is endless; only 32-bit
     /// targets stop at 4 GiB per connection, which is then a reconnect).
     decoder: ChunkedDecoder,
-    /// Body bytes read together with the head, fed first.
-    pending: Vec<u8>,
     buf: Vec<u8>,
     /// Chunked: the data decoded from the last read.
     decoded: Vec<u8>,
@@ -332,40 +298,34 @@ pub(super) struct Body {
     end: Option<Disconnect>,
 }
 
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Body").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
 impl Body {
-    pub(super) fn new(
-        stream: Arc<TcpStream>,
-        framing: Framing,
-        pending: Vec<u8>,
-        idle: Option<Duration>,
-    ) -> Body {
-        Body {
-            stream,
-            framing,
-            decoder: ChunkedDecoder::new(usize::MAX),
-            pending,
-            buf: vec![0; READ_BUF],
-            decoded: Vec::new(),
-            idle,
-            // An empty body ends at once, whatever the socket does.
-            end: (framing == Framing::Length(0)).then_some(Disconnect::Ended),
-        }
+    pub(super) fn new(connection: Connection, framing: Framing, idle: Option<Duration>) -> Body {
+        let (decoder, buf) = (ChunkedDecoder::new(usize::MAX), vec![0; READ_BUF]);
+        Body { connection, framing, decoder, buf, decoded: Vec::new(), idle, end: None }
     }
 
-    /// Reads what the socket has (waiting for at least one byte) and feeds
-    /// the body bytes in it to `parser`. `Err` when the body has ended.
+    /// Waits for bytes from the socket and feeds them to `parser`. `Err`
+    /// when the body has ended.
     pub(super) fn read_into(&mut self, parser: &mut Parser) -> Result<(), Disconnect> {
         if let Some(end) = self.end.take() {
             return Err(end);
         }
-        let pending = std::mem::take(&mut self.pending);
-        let input: &[u8] = if pending.is_empty() {
-            let cut = (self.framing != Framing::None).then_some("the body");
-            let n = read_some(&self.stream, &mut self.buf, self.idle, cut)?;
-            &self.buf[..n]
-        } else {
-            &pending
-        };
+        let cut = (self.framing != Framing::None).then_some("the body");
+        let n = read_some(&self.connection.stream, &mut self.buf, self.idle, cut)?;
+        let buf = std::mem::take(&mut self.buf);
+        self.feed(&buf[..n], parser);
+        self.buf = buf;
+        Ok(())
+    }
+
+    /// Feeds the body bytes in `input` to `parser` (an empty body ends here).
+    pub(super) fn feed(&mut self, input: &[u8], parser: &mut Parser) {
         match &mut self.framing {
             Framing::None => parser.feed(input),
             Framing::Length(left) => {
@@ -387,6 +347,5 @@ impl Body {
                 };
             }
         }
-        Ok(())
     }
 }

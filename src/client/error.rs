@@ -1,8 +1,7 @@
 //! What the client yields, and why it stops or reconnects.
 
-use std::fmt;
-use std::io;
 use std::time::Duration;
+use std::{fmt, io};
 
 #[cfg(doc)]
 use super::{ClientBuilder, CloseHandle};
@@ -28,8 +27,7 @@ pub enum Received {
     Retrying(Duration),
 }
 
-/// The head of a `200` event stream and the URL it came from, after
-/// redirects.
+/// The head of a `200` event stream and the URL it came from, after redirects.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connected {
@@ -44,8 +42,7 @@ impl Connected {
         self.head.status()
     }
 
-    /// The header fields, in order, names as received, values trimmed
-    /// (RFC 9110 5.5); invalid UTF-8 is replaced.
+    /// The fields in order, values trimmed (RFC 9110 5.5), bad UTF-8 replaced.
     #[must_use]
     pub fn headers(&self) -> &[(String, String)] {
         self.head.headers()
@@ -64,8 +61,7 @@ impl Connected {
     }
 }
 
-/// A [response check](ClientBuilder::check_response) refusing an answer,
-/// with the caller's reason.
+/// A [response check](ClientBuilder::check_response)'s refusal, with a reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     reason: String,
@@ -99,8 +95,7 @@ impl Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = &self.reason;
-        write!(f, "the response check refused the answer: {reason:?}")
+        write!(f, "the response check refused the answer: {:?}", self.reason)
     }
 }
 
@@ -143,27 +138,22 @@ pub enum Disconnect {
 impl fmt::Display for Disconnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Disconnect::Ended => f.write_str("the server ended the stream"),
-            Disconnect::NoContent => f.write_str("the server answered 204 No Content (stop)"),
-            Disconnect::Connect(e) => write!(f, "could not connect: {e}"),
-            Disconnect::Io(e) => write!(f, "connection lost: {e}"),
-            Disconnect::IdleTimeout(d) => write!(f, "nothing received for {} ms", d.as_millis()),
-            Disconnect::Protocol(why) => write!(f, "invalid response: {}", why.description()),
-            Disconnect::HeadTooLarge { limit } => {
+            Self::Ended => f.write_str("the server ended the stream"),
+            Self::NoContent => f.write_str("the server answered 204 No Content (stop)"),
+            Self::Connect(e) => write!(f, "could not connect: {e}"),
+            Self::Io(e) => write!(f, "connection lost: {e}"),
+            Self::IdleTimeout(d) => write!(f, "nothing received for {} ms", d.as_millis()),
+            Self::Protocol(why) => write!(f, "invalid response: {}", why.description()),
+            Self::HeadTooLarge { limit } => {
                 write!(f, "invalid response: head larger than {limit} bytes")
             }
-            Disconnect::HeadTimeout(d) => {
-                write!(f, "no complete response head in {} ms", d.as_millis())
+            Self::HeadTimeout(d) => write!(f, "no complete response head in {} ms", d.as_millis()),
+            Self::Status { status, retry_after: None } => f.write_str(&answered(*status)),
+            Self::Status { status, retry_after: Some(d) } => {
+                write!(f, "{} (Retry-After: {} s)", answered(*status), d.as_secs())
             }
-            Disconnect::Status { status, retry_after } => {
-                write!(f, "the server answered {status} {}", reason_phrase(*status))?;
-                match retry_after {
-                    Some(d) => write!(f, " (Retry-After: {} s)", d.as_secs()),
-                    None => Ok(()),
-                }
-            }
-            Disconnect::Restart => f.write_str("restart requested"),
-            Disconnect::Refused(refusal) => refusal.fmt(f),
+            Self::Restart => f.write_str("restart requested"),
+            Self::Refused(refusal) => refusal.fmt(f),
         }
     }
 }
@@ -244,6 +234,11 @@ impl ClientError {
     }
 }
 
+/// `the server answered 404 Not Found`.
+fn answered(status: u16) -> String {
+    format!("the server answered {status} {}", reason_phrase(status))
+}
+
 /// `Content-Type "..."` or `no Content-Type`.
 fn show_type(content_type: &Option<String>) -> String {
     content_type.as_ref().map_or("no Content-Type".into(), |t| format!("Content-Type {t:?}"))
@@ -251,47 +246,33 @@ fn show_type(content_type: &Option<String>) -> String {
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let answered = |f: &mut fmt::Formatter<'_>, status: u16| {
-            write!(f, "the server answered {status} {}", reason_phrase(status))
-        };
         match self {
-            ClientError::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
-            ClientError::Https { url } => write!(
+            Self::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
+            Self::Https { url } => write!(
                 f,
                 "{url:?}: https is not supported, the Rust standard library has no TLS; \
                  run a local TLS-terminating proxy (such as stunnel or nginx) \
                  and connect to it with http://"
             ),
-            ClientError::Method { method } => {
-                write!(f, "invalid HTTP method {method:?}: not a token")
+            Self::Method { method } => write!(f, "invalid HTTP method {method:?}: not a token"),
+            Self::Header { name, reason } => write!(f, "invalid request header {name:?}: {reason}"),
+            Self::Status { status, content_type: t } => {
+                write!(f, "{} ({}), not an event stream", answered(*status), show_type(t))
             }
-            ClientError::Header { name, reason } => {
-                write!(f, "invalid request header {name:?}: {reason}")
+            Self::ContentType { content_type: t } => {
+                write!(f, "{} with {}, not text/event-stream", answered(200), show_type(t))
             }
-            ClientError::Status { status, content_type } => {
-                answered(f, *status)?;
-                write!(f, " ({}), not an event stream", show_type(content_type))
+            Self::MissingLocation { status } => {
+                write!(f, "{} without a Location header", answered(*status))
             }
-            ClientError::ContentType { content_type } => {
-                let shown = show_type(content_type);
-                answered(f, 200)?;
-                write!(f, " with {shown}, not text/event-stream")
+            Self::InvalidLocation { status, location } => {
+                write!(f, "{} with an unusable Location {location:?}", answered(*status))
             }
-            ClientError::MissingLocation { status } => {
-                answered(f, *status)?;
-                f.write_str(" without a Location header")
-            }
-            ClientError::InvalidLocation { status, location } => {
-                answered(f, *status)?;
-                write!(f, " with an unusable Location {location:?}")
-            }
-            ClientError::TooManyRedirects { limit } => {
-                write!(f, "more than {limit} redirects in a row")
-            }
-            ClientError::EventTooLarge { limit } => {
+            Self::TooManyRedirects { limit } => write!(f, "more than {limit} redirects in a row"),
+            Self::EventTooLarge { limit } => {
                 write!(f, "skipped an event larger than {limit} bytes")
             }
-            ClientError::Refused(refusal) => refusal.fmt(f),
+            Self::Refused(refusal) => refusal.fmt(f),
         }
     }
 }

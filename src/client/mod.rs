@@ -1,10 +1,9 @@
 //! The client: a blocking `EventSource` that reconnects and resumes.
 //!
-//! [`Client`] connects to an `http://` URL, checks the answer as a
-//! browser's `EventSource` does, parses the body with the crate's
-//! [`Parser`] as it arrives, and is an [`Iterator`] over what it receives.
-//! The wire rules and the reconnect with `Last-Event-ID` are in the crate
-//! docs; what this client adds (WHATWG HTML 9.2.2, 9.2.3):
+//! [`Client`] checks the answer as a browser's `EventSource` does, parses
+//! the body with [`Parser`] as it arrives, and is an [`Iterator`] over what
+//! it receives. The wire rules and the reconnect with `Last-Event-ID` are in
+//! the crate docs; what this client adds (WHATWG HTML 9.2.2, 9.2.3):
 //!
 //! * `200` with a `text/event-stream` essence is the stream; another type
 //!   "fails the connection". `204` stops. `301`/`302`/`303`/`307`/`308` are
@@ -113,16 +112,23 @@ impl fmt::Debug for ClientBuilder {
 impl ClientBuilder {
     /// Adds a request header (repeats are all sent, in order); `Accept`,
     /// `Cache-Control` or `Host` replace the client's own. `build` fails with
-    /// [`ClientError::Header`] for a field line a server would refuse (the
-    /// same tables as [`http::parse_head`]: nothing can be injected), and for
-    /// `Content-Length`, `Transfer-Encoding` and `Last-Event-ID`, which the
-    /// client sets.
+    /// [`ClientError::Header`] for a field line a server would refuse (nothing
+    /// can be injected), and for `Content-Length`, `Transfer-Encoding` and
+    /// `Last-Event-ID`, which the client sets.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> ClientBuilder {
-        match check_header(name, value) {
-            Ok(()) => self.headers.push((name.to_owned(), value.to_owned())),
-            Err(reason) => self.fail(ClientError::Header { name: name.to_owned(), reason }),
-        }
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        let reason = if !http::valid_field(name, value) {
+            "not a field line a server accepts"
+        } else if is("content-length") || is("transfer-encoding") {
+            "set by the client from the body"
+        } else if is("last-event-id") {
+            "set by the client: use last_event_id()"
+        } else {
+            self.headers.push((name.to_owned(), value.to_owned()));
+            return self;
+        };
+        self.error.get_or_insert(ClientError::Header { name: name.to_owned(), reason });
         self
     }
 
@@ -130,7 +136,7 @@ impl ClientBuilder {
     #[must_use]
     pub fn method(mut self, method: &str) -> ClientBuilder {
         if !http::is_token(method) {
-            self.fail(ClientError::Method { method: method.to_owned() });
+            self.error.get_or_insert(ClientError::Method { method: method.to_owned() });
         }
         self.method = method.to_owned();
         self
@@ -148,10 +154,8 @@ impl ClientBuilder {
     #[must_use]
     pub fn last_event_id(mut self, id: &str) -> ClientBuilder {
         if !http::valid_field("Last-Event-ID", id) {
-            self.fail(ClientError::Header {
-                name: "Last-Event-ID".into(),
-                reason: "not a valid field value",
-            });
+            let reason = "not a valid field value";
+            self.error.get_or_insert(ClientError::Header { name: "Last-Event-ID".into(), reason });
         }
         self.last_event_id = id.to_owned();
         self
@@ -198,8 +202,7 @@ impl ClientBuilder {
         self
     }
 
-    /// A check of each event stream's head, after the client's own. Default
-    /// none.
+    /// A check of each event stream's head, after the client's own. Default none.
     ///
     /// ```
     /// use stdsse::client::{Client, Refusal};
@@ -222,15 +225,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the settings and the URL; nothing is sent before the first
-    /// [`Iterator::next`].
-    ///
-    /// ```
-    /// use stdsse::client::{Client, ClientError};
-    ///
-    /// let error = Client::builder("https://example.com/events").build().unwrap_err();
-    /// assert!(matches!(error, ClientError::Https { .. }));
-    /// ```
+    /// Checks the settings and the URL (`https://` is [`ClientError::Https`]);
+    /// nothing is sent before the first [`Iterator::next`].
     pub fn build(mut self) -> Result<Client, ClientError> {
         let url = Url::parse(&self.url)?;
         if let Some(error) = self.error {
@@ -243,21 +239,8 @@ impl ClientBuilder {
         let parser = Parser::new()
             .last_event_id(self.last_event_id.clone())
             .max_event_size(self.max_event_size);
-        Ok(Client {
-            url,
-            config: self,
-            shared: Arc::default(),
-            parser,
-            body: None,
-            queue: VecDeque::new(),
-            phase: Phase::Connect,
-            failures: 0,
-        })
-    }
-
-    /// Keeps the first error.
-    fn fail(&mut self, error: ClientError) {
-        self.error.get_or_insert(error);
+        let (shared, queue) = (Arc::default(), VecDeque::new());
+        Ok(Client { url, config: self, shared, parser, queue, phase: Phase::Connect, failures: 0 })
     }
 }
 
@@ -269,7 +252,6 @@ pub struct Client {
     url: Url,
     shared: Arc<Shared>,
     parser: Parser,
-    body: Option<Body>,
     /// Items to yield before doing anything else.
     queue: VecDeque<Result<Received, ClientError>>,
     phase: Phase,
@@ -316,13 +298,12 @@ impl CloseHandle {
     /// Whether [`close`](CloseHandle::close) was called.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.shared.is_closed()
+        self.shared.lock().closed
     }
 }
 
 impl Client {
-    /// Starts building a client for `url` (checked by `build`), with the
-    /// defaults each setter documents.
+    /// Starts building a client for an `http://` `url` (checked by `build`).
     #[must_use]
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
@@ -373,18 +354,19 @@ impl Client {
     /// Connects (following redirects) and sets up what comes next.
     fn connect(&mut self) {
         let result = self.open();
-        if self.shared.interrupted() {
+        if self.shared.lock().interrupted() {
             return; // whatever the attempt gave: `next` closes or restarts
         }
         match result {
-            Ok(Some((body, connected))) => {
+            Ok((mut body, rest, connected)) => {
                 self.failures = 0;
                 self.parser.reset();
-                self.body = Some(*body);
-                self.phase = Phase::Streaming;
+                body.feed(&rest, &mut self.parser);
+                self.phase = Phase::Streaming(body);
                 self.state(Received::Connected(connected));
+                self.drain();
             }
-            Ok(None) => {
+            Err(Failure::NoContent) => {
                 self.state(Received::Disconnected(Disconnect::NoContent));
                 self.phase = Phase::Done;
             }
@@ -400,47 +382,34 @@ impl Client {
         }
     }
 
-    /// One connection attempt, redirects included: the stream, or `None`
-    /// for `204 No Content`.
-    #[allow(clippy::type_complexity)]
-    fn open(&mut self) -> Result<Option<(Box<Body>, Connected)>, Failure> {
+    /// One connection attempt, redirects included: the body, the body bytes
+    /// read with the head, and the head.
+    fn open(&self) -> Result<(Body, Vec<u8>, Connected), Failure> {
         let config = &self.config;
-        let mut url = self.url.clone();
         let mut hop = Hop {
+            url: self.url.clone(),
             method: config.method.clone(),
             send_body: true,
             cross_origin: false,
             redirects: 0,
         };
         loop {
-            let stream = self.shared.connect(&url, config.connect_timeout)?;
-            let step = exchange(config, &stream, &url, &hop, self.parser.get_last_event_id())
-                .map_err(Failure::Retry)
-                .and_then(|(head, rest)| Ok((judge(config, head, &url, &mut hop)?, rest)));
-            if let Ok((Step::Stream(framing, connected), rest)) = step {
-                let body = Body::new(stream, framing, rest, config.idle_timeout);
-                return Ok(Some((Box::new(body), connected)));
-            }
-            self.shared.release(&stream);
-            match step?.0 {
-                Step::Redirect(next) => url = next,
-                _ => return Ok(None),
+            let connection = self.shared.connect(&hop.url, config.connect_timeout)?;
+            let (head, rest) = exchange(config, &connection, &hop, self.parser.get_last_event_id())
+                .map_err(Failure::Retry)?;
+            if let Some((framing, connected)) = judge(config, head, &mut hop)? {
+                return Ok((Body::new(connection, framing, config.idle_timeout), rest, connected));
             }
         }
     }
 
     /// The connection is gone: drop what is pending and plan the retry.
     fn lost(&mut self, reason: Disconnect) {
-        if let Some(body) = self.body.take() {
-            self.shared.release(&body.stream);
-        }
-        // Lines already fed were parsed; `finish` drops a partial event.
+        // Drop the connection. Lines already fed were parsed; `finish` drops
+        // a partial event.
+        self.phase = Phase::Connect;
         self.parser.finish();
-        while let Some(item) = self.parser.next_item() {
-            if let Some(item) = self.map_item(item) {
-                self.queue.push_back(item);
-            }
-        }
+        self.drain();
         self.schedule(reason);
     }
 
@@ -469,14 +438,17 @@ impl Client {
         }
     }
 
-    /// A parser item as a client item (`None`: not wanted).
-    fn map_item(&self, item: Result<Item, ParseError>) -> Option<Result<Received, ClientError>> {
-        match item {
-            Ok(Item::Event(event)) => Some(Ok(Received::Event(event))),
-            Ok(Item::Comment(text)) => self.config.comments.then_some(Ok(Received::Comment(text))),
-            Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
-                Some(Err(ClientError::EventTooLarge { limit: self.config.max_event_size }))
-            }
+    /// Queues what the parser has (comments only if asked for).
+    fn drain(&mut self) {
+        while let Some(item) = self.parser.next_item() {
+            self.queue.push_back(match item {
+                Ok(Item::Event(event)) => Ok(Received::Event(event)),
+                Ok(Item::Comment(text)) if self.config.comments => Ok(Received::Comment(text)),
+                Ok(Item::Comment(_)) => continue,
+                Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
+                    Err(ClientError::EventTooLarge { limit: self.config.max_event_size })
+                }
+            });
         }
     }
 }
@@ -487,45 +459,32 @@ impl Iterator for Client {
     /// The next item, blocking until there is one; `None` once stopped.
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.shared.is_closed() {
+            if self.shared.lock().closed {
                 self.phase = Phase::Done;
                 self.queue.clear();
-                if let Some(body) = self.body.take() {
-                    self.shared.release(&body.stream);
-                }
                 return None;
             }
-            if self.shared.take_restart() && self.phase != Phase::Done {
+            if std::mem::take(&mut self.shared.lock().restart) && !matches!(self.phase, Phase::Done)
+            {
                 self.failures = 0;
                 self.lost(Disconnect::Restart);
             }
             if let Some(item) = self.queue.pop_front() {
                 return Some(item);
             }
-            match self.phase {
+            match &mut self.phase {
                 Phase::Done => return None,
                 Phase::Wait(delay) => {
+                    let delay = *delay;
                     self.phase = Phase::Connect;
                     self.shared.sleep(delay);
                 }
                 Phase::Connect => self.connect(),
-                Phase::Streaming => {
-                    if let Some(item) = self.parser.next_item() {
-                        if let Some(item) = self.map_item(item) {
-                            return Some(item);
-                        }
-                        continue;
-                    }
-                    let Some(body) = self.body.as_mut() else {
-                        self.phase = Phase::Connect;
-                        continue;
-                    };
-                    if let Err(reason) = body.read_into(&mut self.parser) {
-                        if !self.shared.interrupted() {
-                            self.lost(reason);
-                        }
-                    }
-                }
+                Phase::Streaming(body) => match body.read_into(&mut self.parser) {
+                    Ok(()) => self.drain(),
+                    Err(reason) if !self.shared.lock().interrupted() => self.lost(reason),
+                    Err(_) => {} // `next` closes or restarts
+                },
             }
         }
     }
@@ -539,28 +498,31 @@ impl Drop for Client {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Phase {
     Connect,
-    Streaming,
+    Streaming(Body),
     /// Sleep this long, then connect.
     Wait(Duration),
     /// Stopped for good.
     Done,
 }
 
-/// Why a connection attempt gave nothing.
+/// Why a connection attempt gave no stream.
 enum Failure {
     /// Transient: retry after the delay.
     Retry(Disconnect),
     /// Permanent: yield the error and stop.
     Final(ClientError),
+    /// `204 No Content`: stop.
+    NoContent,
     /// The client was closed or restarted meanwhile.
     Interrupted,
 }
 
 /// The request as it stands after the redirects so far.
 struct Hop {
+    url: Url,
     method: String,
     /// False once a redirect turned the request into a `GET`.
     send_body: bool,
@@ -569,20 +531,13 @@ struct Hop {
     redirects: u32,
 }
 
-/// What an answer leads to.
-enum Step {
-    Stream(Framing, Connected),
-    NoContent,
-    Redirect(Url),
-}
-
-/// Judges a final response head to the request `hop` made to `url`.
+/// Judges a final response head to `hop`: the stream, or `None` when `hop`
+/// now follows a redirect.
 fn judge(
     config: &ClientBuilder,
     head: ResponseHead,
-    url: &Url,
     hop: &mut Hop,
-) -> Result<Step, Failure> {
+) -> Result<Option<(Framing, Connected)>, Failure> {
     let content_type = head.header("content-type").map(str::to_owned);
     let status = head.status();
     match status {
@@ -593,16 +548,16 @@ fn judge(
             let framing = head
                 .body_framing(&hop.method)
                 .map_err(|e| Failure::Retry(Disconnect::Protocol(e)))?;
-            let connected = Connected { head, url: url.to_string() };
+            let connected = Connected { head, url: hop.url.to_string() };
             match config.check.as_ref().map(|check| check(&connected)) {
                 Some(Err(refusal)) if refusal.is_retry() => {
                     Err(Failure::Retry(Disconnect::Refused(refusal)))
                 }
                 Some(Err(refusal)) => Err(Failure::Final(ClientError::Refused(refusal))),
-                _ => Ok(Step::Stream(framing, connected)),
+                _ => Ok(Some((framing, connected))),
             }
         }
-        204 => Ok(Step::NoContent),
+        204 => Err(Failure::NoContent),
         301 | 302 | 303 | 307 | 308 => {
             if hop.redirects == config.max_redirects {
                 let limit = config.max_redirects;
@@ -613,14 +568,13 @@ fn judge(
             if location.is_empty() {
                 return Err(Failure::Final(ClientError::MissingLocation { status }));
             }
-            let next = url.join(location).map_err(|e| {
-                Failure::Final(match e {
-                    ClientError::Url { .. } => {
-                        ClientError::InvalidLocation { status, location: location.to_owned() }
-                    }
-                    https => https,
-                })
-            })?;
+            let next = match hop.url.join(location) {
+                Err(ClientError::Url { .. }) => {
+                    Err(ClientError::InvalidLocation { status, location: location.to_owned() })
+                }
+                joined => joined,
+            };
+            let next = next.map_err(Failure::Final)?;
             // Fetch, HTTP-redirect fetch, steps 11 and 13.
             if (matches!(status, 301 | 302) && hop.method == "POST")
                 || (status == 303 && !matches!(hop.method.as_str(), "GET" | "HEAD"))
@@ -628,8 +582,9 @@ fn judge(
                 hop.method = "GET".into();
                 hop.send_body = false;
             }
-            hop.cross_origin |= (next.host.as_str(), next.port) != (url.host.as_str(), url.port);
-            Ok(Step::Redirect(next))
+            hop.cross_origin |= (&next.host, next.port) != (&hop.url.host, hop.url.port);
+            hop.url = next;
+            Ok(None)
         }
         429 | 500..=599 if config.retry_server_errors => {
             let retry_after =
@@ -644,20 +599,6 @@ fn judge(
 fn is_event_stream(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default();
     essence.trim_matches([' ', '\t']).eq_ignore_ascii_case("text/event-stream")
-}
-
-/// Why a custom header cannot be sent, if it cannot.
-fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
-    let owned = |n: &str| name.eq_ignore_ascii_case(n);
-    if !http::valid_field(name, value) {
-        Err("not a field line a server accepts")
-    } else if owned("content-length") || owned("transfer-encoding") {
-        Err("set by the client from the body")
-    } else if owned("last-event-id") {
-        Err("set by the client: use last_event_id()")
-    } else {
-        Ok(())
-    }
 }
 
 /// A `Retry-After` value (RFC 9110 10.2.3: "HTTP-date / delay-seconds") as
@@ -679,23 +620,19 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let digits = |text: &str, len: usize, max: u64| {
         parse_decimal(text).filter(|&n| text.len() == len && n <= max)
     };
-    let month = MONTHS.iter().position(|&m| m == month)? as u64 + 1;
-    let (day, year) = (digits(day, 2, 31)?, digits(year, 4, 9999)?);
+    let month = MONTHS.iter().position(|&m| m == month)? as i64 + 1;
+    let (day, year) = (digits(day, 2, 31)? as i64, digits(year, 4, 9999)? as i64);
     let time = digits(hour, 2, 23)? * 3600 + digits(minute, 2, 59)? * 60 + digits(second, 2, 60)?;
     if !DAYS.contains(&day_name) || day == 0 {
         return None;
     }
     // Days since 1970-01-01 (H. Hinnant's days_from_civil), years from March.
-    let (y, m) = if month <= 2 { (year as i64 - 1, month + 9) } else { (year as i64, month - 3) };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = ((153 * m + 2) / 5 + day - 1) as i64;
-    let days = era * 146_097 + year_of_era * 365 + year_of_era / 4 - year_of_era / 100
-        + day_of_year
-        - 719_468;
-    let at = u64::try_from(days * 86_400)
-        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs + time));
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let days =
+        365 * y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400) + (153 * m + 2) / 5 + day
+            - 719_469;
+    let secs = u64::try_from(days).map_or(0, |days| days * 86_400 + time);
+    Some((UNIX_EPOCH + Duration::from_secs(secs)).duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The delay before the next attempt: `base` after a success; after `n`

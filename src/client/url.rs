@@ -25,8 +25,7 @@ impl fmt::Display for Url {
 
 impl Url {
     /// Parses an absolute `http://` URL: host (name, IPv4 or `[IPv6]`),
-    /// optional port, path, query; a fragment is dropped. The error is
-    /// [`ClientError::Https`] or [`ClientError::Url`].
+    /// optional port, path, query; a fragment is dropped.
     pub(super) fn parse(text: &str) -> Result<Url, ClientError> {
         let invalid = |reason| ClientError::Url { url: text.to_owned(), reason };
         let trimmed = text.trim_matches(|c: char| c <= ' ');
@@ -46,45 +45,32 @@ impl Url {
             ));
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (address, after) =
+            let (address, port) =
                 bracketed.split_once(']').ok_or(invalid("unclosed [ in the host"))?;
             let address: Ipv6Addr = address.parse().map_err(|_| invalid("invalid IPv6 address"))?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':').ok_or(invalid("invalid port"))?),
-            };
             (format!("[{address}]"), port)
         } else {
-            let (host, port) = match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            };
+            let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
             if host.is_empty() {
                 return Err(invalid("no host"));
-            }
-            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-            if !host.bytes().all(valid) {
+            } else if !host.bytes().all(valid) {
                 return Err(invalid("invalid host (use punycode for non-ASCII names)"));
             }
             (host.to_ascii_lowercase(), port)
         };
+        // `port` is empty or `:` DIGITs.
         let port = match port {
-            None | Some("") => 80,
-            Some(port) => parse_decimal(port)
+            "" | ":" => 80,
+            _ => port
+                .strip_prefix(':')
+                .and_then(parse_decimal)
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|&p| p != 0)
                 .ok_or(invalid("invalid port"))?,
         };
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (target, None),
-        };
-        let mut target = remove_dot_segments(if path.is_empty() { "/" } else { path });
-        if let Some(query) = query {
-            target = format!("{target}?{query}");
-        }
-        let target = percent_encode(&target);
-        Ok(Url { host, port, target })
+        let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
+        Ok(Url { host, port, target: percent_encode(&(remove_dot_segments(path) + query)) })
     }
 
     /// `host[:port]`, the `Host` header (the port only when it is not 80).
@@ -105,47 +91,36 @@ impl Url {
     /// `relative/path`).
     pub(super) fn join(&self, location: &str) -> Result<Url, ClientError> {
         let location = location.split('#').next().unwrap_or_default();
-        let has_scheme = location.split_once(':').is_some_and(|(scheme, _)| {
-            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        });
-        if has_scheme {
+        // A colon in the first segment is a scheme's (4.2: not a relative path).
+        if location.split(['/', '?']).next().is_some_and(|first| first.contains(':')) {
             return Url::parse(location);
         }
         if location.starts_with("//") {
             return Url::parse(&format!("http:{location}"));
         }
-        let base_path = self.target.split('?').next().unwrap_or("/");
-        let joined = if location.starts_with('/') {
-            location.to_owned()
-        } else if location.starts_with('?') {
-            format!("{base_path}{location}")
-        } else {
-            let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
-            format!("{dir}{location}")
+        let path = self.target.split('?').next().unwrap_or("/");
+        let base = match location.as_bytes().first() {
+            Some(b'/') => "",
+            Some(b'?') => path,
+            _ => &path[..path.rfind('/').map_or(0, |i| i + 1)],
         };
-        Url::parse(&format!("http://{}{joined}", self.authority()))
+        Url::parse(&format!("http://{}{base}{location}", self.authority()))
     }
 }
 
-/// RFC 3986 5.2.4 on an absolute path.
+/// RFC 3986 5.2.4 on an absolute path (`""` is `/`).
 fn remove_dot_segments(path: &str) -> String {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
-    let last = segments.len() - 1;
-    for (i, segment) in segments.into_iter().enumerate() {
+    let mut out = Vec::with_capacity(segments.len());
+    for (i, &segment) in segments.iter().enumerate() {
         match segment {
-            "." | ".." => {
-                if segment == ".." {
-                    out.pop();
-                }
-                if i == last {
-                    out.push("");
-                }
-            }
+            ".." => drop(out.pop()),
+            "." => {}
             _ => out.push(segment),
+        }
+        // A dot segment at the end leaves a directory: `/a/..` is `/`.
+        if matches!(segment, "." | "..") && i + 1 == segments.len() {
+            out.push("");
         }
     }
     format!("/{}", out.join("/"))
@@ -154,15 +129,11 @@ fn remove_dot_segments(path: &str) -> String {
 /// Percent-encodes what may not appear raw in a request-target: controls,
 /// space, `"`, `<`, `>`, DEL and non-ASCII bytes (as browsers do).
 fn percent_encode(target: &str) -> String {
-    let mut out = String::with_capacity(target.len());
-    for &b in target.as_bytes() {
-        if b > b' ' && b < 0x7f && !matches!(b, b'"' | b'<' | b'>') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let raw = |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>');
+    target
+        .bytes()
+        .map(|b| if raw(b) { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 #[cfg(test)]
@@ -171,23 +142,21 @@ mod tests {
 
     #[test]
     fn urls() {
-        for (text, (host, port, target), authority) in [
-            (
-                "http://Example.COM:8080/a/b?x=1&y=é#f",
-                ("example.com", 8080, "/a/b?x=1&y=%C3%A9"),
-                "example.com:8080",
-            ),
-            ("HTTP://127.0.0.1", ("127.0.0.1", 80, "/"), "127.0.0.1"),
-            ("http://[::1]:9000?q", ("[::1]", 9000, "/?q"), "[::1]:9000"),
-            ("http://[0:0::1]/x y/../z/./a b\"<>", ("[::1]", 80, "/z/a%20b%22%3C%3E"), "[::1]"),
-            ("http://h:/p", ("h", 80, "/p"), "h"),
-            (" http://h/a/./b/../c/ ", ("h", 80, "/a/c/"), "h"),
-            ("http://h/a/..", ("h", 80, "/"), "h"),
+        for (text, host, port, shown) in [
+            ("http://Ex.COM:8080/a?x&y=é#f", "ex.com", 8080, "http://ex.com:8080/a?x&y=%C3%A9"),
+            ("HTTP://127.0.0.1", "127.0.0.1", 80, "http://127.0.0.1/"),
+            ("http://[::1]:9000?q", "[::1]", 9000, "http://[::1]:9000/?q"),
+            ("http://[0:0::1]/x y/../z/./a b\"<>", "[::1]", 80, "http://[::1]/z/a%20b%22%3C%3E"),
+            ("http://h:/p", "h", 80, "http://h/p"),
+            (" http://h/a/./b/../c/ ", "h", 80, "http://h/a/c/"),
+            ("http://h/a/..", "h", 80, "http://h/"),
         ] {
             let u = Url::parse(text).unwrap();
-            let got = (u.host.as_str(), u.port, u.target.as_str());
-            assert_eq!(got, (host, port, target), "{text}");
-            assert_eq!(u.to_string(), format!("http://{authority}{target}"));
+            assert_eq!(
+                (u.host.as_str(), u.port, u.to_string().as_str()),
+                (host, port, shown),
+                "{text}"
+            );
         }
         assert!(matches!(Url::parse("HTTPS://h/"), Err(ClientError::Https { .. })));
         let bad = "h/path|ftp://h/|http://|http:///p|http://u:p@h/|http://h:0/|http://h:65536/|\
