@@ -1,8 +1,8 @@
 //! Inbound events: an incremental `text/event-stream` parser.
 //!
-//! [`Parser`] follows WHATWG HTML 9.2.6 "Interpreting an event stream" (see
-//! the [crate docs](crate#the-wire-format-in-one-page)). Where the standard
-//! leaves a choice:
+//! [`Parser`] implements WHATWG HTML 9.2.6 "Interpreting an event stream",
+//! whose rules the [crate docs](crate#the-wire-format-in-one-page) teach.
+//! Where the standard leaves a choice:
 //!
 //! * Decoding never fails: one leading BOM is stripped, invalid UTF-8 becomes
 //!   U+FFFD per maximal subpart (as [`String::from_utf8_lossy`]).
@@ -10,12 +10,8 @@
 //!   next chunk completes that CRLF, not an empty line.
 //! * Comments are reported ([`Item::Comment`]); a `retry` too large for a
 //!   `u64` saturates.
-//!
-//! The standard sets no limit; this parser bounds its memory with
-//! [`Parser::max_event_size`] and [`Parser::max_line_len`]. Going over one
-//! gives one [`ParseError`] and drops that event; parsing goes on.
-//!
-//! # Example
+//! * The standard sets no limit; [`Parser::max_event_size`] and
+//!   [`Parser::max_line_len`] bound the memory held.
 //!
 //! ```
 //! use stdsse::parser::{Item, Parser};
@@ -44,8 +40,8 @@ const BOM: char = '\u{FEFF}';
 /// The default for [`Parser::max_event_size`].
 const DEFAULT_LIMIT: usize = 16 * 1024 * 1024;
 
-/// The capacity a buffer keeps once it is emptied, so that one large event
-/// does not pin its size in memory for the rest of the stream.
+/// The capacity a buffer keeps once emptied, so that one large event does
+/// not pin its size in memory for the rest of the stream.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Room for a field name, its colon and space on top of the event limit, so
@@ -108,14 +104,9 @@ impl std::error::Error for ParseError {}
 /// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item), or
 /// iterate (not fused: `None` means "feed me more").
 ///
-/// # Memory
-///
-/// The parser holds at most one partial line, the pending event and the
-/// input fed since `next_item` last returned `None`: feed a chunk, pull items
-/// until `None`, and memory stays bounded whatever the peer sends. A buffer
-/// emptied after a large event shrinks back to 64 KiB.
-///
-/// # Errors and recovery
+/// Feed a chunk, pull items until `None`, and memory stays bounded whatever
+/// the peer sends: the parser then holds at most one partial line and the
+/// pending event. A buffer emptied after a large event shrinks to 64 KiB.
 ///
 /// A limit error is returned once, as soon as it is known (a long line
 /// before its end arrives). The rest of the event, up to the next empty
@@ -128,24 +119,31 @@ pub struct Parser {
     buf: String,
     pos: usize,
     /// A UTF-8 sequence the last chunk cut short.
-    tail: [u8; 4],
-    tail_len: usize,
+    tail: Vec<u8>,
     /// `buf[pos..scanned]` holds no CR or LF (a long line is scanned once).
     scanned: usize,
     /// Still at the start of the stream: a BOM may come.
     at_start: bool,
     /// The last byte fed was a CR ending a line: an LF next belongs to it.
     after_cr: bool,
-    /// Skipping the lines of a dropped event up to the next empty line.
-    skipping: bool,
-    /// While skipping: the current line is not empty.
-    skip_mid_line: bool,
+    skip: Skip,
     max_line: usize,
     /// Whether `max_line_len` was set (else it follows the event limit).
     line_explicit: bool,
     /// Items parsed by `finish` that were not pulled yet.
     ready: VecDeque<Result<Item, ParseError>>,
     fields: Fields,
+}
+
+/// Where the parser is in an event dropped after a limit error: its lines
+/// are skipped up to the empty line that ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    No,
+    /// At the start of a line of the dropped event.
+    Lines,
+    /// Inside a line whose start was dropped: its end is no empty line.
+    RestOfLine,
 }
 
 /// The standard's buffers, apart from the input so a line can borrow it.
@@ -190,13 +188,11 @@ impl Parser {
         Parser {
             buf: String::new(),
             pos: 0,
-            tail: [0; 4],
-            tail_len: 0,
+            tail: Vec::new(),
             scanned: 0,
             at_start: true,
             after_cr: false,
-            skipping: false,
-            skip_mid_line: false,
+            skip: Skip::No,
             max_line: DEFAULT_LIMIT + LINE_SLACK,
             line_explicit: false,
             ready: VecDeque::new(),
@@ -208,9 +204,8 @@ impl Parser {
     /// `Last-Event-ID` does.
     #[must_use]
     pub fn last_event_id(mut self, id: impl Into<String>) -> Parser {
-        let id = id.into();
-        self.fields.id.clone_from(&id);
-        self.fields.last_id = id;
+        self.fields.last_id = id.into();
+        self.fields.id.clone_from(&self.fields.last_id);
         self
     }
 
@@ -238,41 +233,31 @@ impl Parser {
 
     /// Appends input, split anywhere.
     pub fn feed(&mut self, mut bytes: &[u8]) {
-        if self.tail_len > 0 {
+        if !self.tail.is_empty() {
             // Finish the sequence the last chunk cut (four bytes decide it).
-            let have = self.tail_len;
-            let take = bytes.len().min(self.tail.len() - have);
-            let mut joint = self.tail;
-            joint[have..have + take].copy_from_slice(&bytes[..take]);
-            let used = decode(&mut self.buf, &joint[..have + take]);
-            if used >= have {
-                bytes = &bytes[used - have..];
-                self.tail_len = 0;
-            } else {
+            let have = self.tail.len();
+            let take = bytes.len().min(4 - have);
+            self.tail.extend_from_slice(&bytes[..take]);
+            let used = decode(&mut self.buf, &self.tail);
+            if used < have {
                 // Still cut short: then `take` was all of `bytes`.
-                self.set_tail(&joint[used..have + take]);
+                self.tail.drain(..used);
                 return;
             }
+            bytes = &bytes[used - have..];
+            self.tail.clear();
         }
         let used = decode(&mut self.buf, bytes);
-        self.set_tail(&bytes[used..]);
-    }
-
-    fn set_tail(&mut self, bytes: &[u8]) {
-        let n = bytes.len().min(self.tail.len());
-        self.tail[..n].copy_from_slice(&bytes[..n]);
-        self.tail_len = n;
+        self.tail.extend_from_slice(&bytes[used..]);
     }
 
     /// The next item, or `None` when more input is needed.
     pub fn next_item(&mut self) -> Option<Result<Item, ParseError>> {
-        if !self.ready.is_empty() {
-            return self.ready.pop_front();
-        }
-        self.parse_next()
+        self.ready.pop_front().or_else(|| self.parse_next())
     }
 
-    /// Parses up to the next item.
+    /// Parses up to the next item: the standard's "lines must be processed,
+    /// in the order they are received".
     fn parse_next(&mut self) -> Option<Result<Item, ParseError>> {
         loop {
             if self.pos >= self.buf.len() {
@@ -280,26 +265,19 @@ impl Parser {
                 return None;
             }
             let bytes = self.buf.as_bytes();
-            if self.at_start {
-                self.at_start = false;
-                if self.buf[self.pos..].starts_with(BOM) {
-                    self.pos += BOM.len_utf8();
-                    continue;
-                }
+            if std::mem::take(&mut self.at_start) && self.buf[self.pos..].starts_with(BOM) {
+                self.pos += BOM.len_utf8();
+                continue;
             }
-            if self.after_cr {
-                self.after_cr = false;
-                if bytes[self.pos] == b'\n' {
-                    self.pos += 1;
-                    continue;
-                }
+            if std::mem::take(&mut self.after_cr) && bytes[self.pos] == b'\n' {
+                self.pos += 1;
+                continue;
             }
             let from = self.scanned.max(self.pos);
             let Some(offset) = find_eol(&bytes[from..]) else {
                 return self.partial_line();
             };
-            let start = self.pos;
-            let end = from + offset;
+            let (start, end) = (self.pos, from + offset);
             self.pos = end + 1;
             if bytes[end] == b'\r' {
                 match bytes.get(self.pos) {
@@ -310,20 +288,18 @@ impl Parser {
             }
             self.scanned = self.pos;
             let line = &self.buf[start..end];
-            if self.skipping {
-                if line.is_empty() && !self.skip_mid_line {
-                    self.skipping = false;
+            let limit = self.max_line;
+            match self.skip {
+                Skip::No if line.len() > limit => {
+                    return Some(Err(self.drop_event(ParseError::LineTooLong { limit })));
                 }
-                self.skip_mid_line = false;
-            } else if line.len() > self.max_line {
-                return Some(
-                    Err(self.drop_event(ParseError::LineTooLong { limit: self.max_line })),
-                );
-            } else if let Some(item) = self.fields.line(line) {
-                if let Err(error) = item {
-                    return Some(Err(self.drop_event(error)));
-                }
-                return Some(item);
+                Skip::No => match self.fields.line(line) {
+                    Some(Err(error)) => return Some(Err(self.drop_event(error))),
+                    Some(item) => return Some(item),
+                    None => {}
+                },
+                Skip::Lines if line.is_empty() => self.skip = Skip::No,
+                _ => self.skip = Skip::Lines,
             }
         }
     }
@@ -365,40 +341,34 @@ impl Parser {
     /// `None`, at most `max_line_len + max_event_size + 3`.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.tail_len + self.fields.data.len() + self.fields.event_type.len()
+        self.buf.len() + self.tail.len() + self.fields.data.len() + self.fields.event_type.len()
     }
 
     /// No line ending in the rest: keep the partial line, or drop it when
     /// skipping or too long.
     fn partial_line(&mut self) -> Option<Result<Item, ParseError>> {
-        if self.skipping {
-            self.skip_mid_line = true;
-            self.pos = self.buf.len();
-        } else if self.buf.len() - self.pos > self.max_line {
-            self.pos = self.buf.len();
-            let error = self.drop_event(ParseError::LineTooLong { limit: self.max_line });
-            self.skip_mid_line = true;
-            return Some(Err(error));
-        } else {
+        let limit = self.max_line;
+        let too_long = self.skip == Skip::No && self.buf.len() - self.pos > limit;
+        let error = too_long.then(|| Err(self.drop_event(ParseError::LineTooLong { limit })));
+        if self.skip == Skip::No {
             self.scanned = self.buf.len();
+        } else {
+            self.pos = self.buf.len();
+            self.skip = Skip::RestOfLine;
         }
         self.compact();
-        None
+        error
     }
 
     /// Drops the pending event after a limit error and skips to its end.
     fn drop_event(&mut self, error: ParseError) -> ParseError {
         self.fields.drop_event();
-        self.skipping = true;
-        self.skip_mid_line = false;
+        self.skip = Skip::Lines;
         error
     }
 
     /// Moves the unparsed input to the front of the buffer.
     fn compact(&mut self) {
-        if self.pos == 0 {
-            return;
-        }
         if self.pos >= self.buf.len() {
             clear(&mut self.buf);
         } else {
@@ -411,12 +381,8 @@ impl Parser {
     /// Forgets the input and the pending event; keeps the IDs and retry.
     fn reset_stream(&mut self) {
         clear(&mut self.buf);
-        self.pos = 0;
-        self.tail_len = 0;
-        self.scanned = 0;
-        self.after_cr = false;
-        self.skipping = false;
-        self.skip_mid_line = false;
+        self.tail.clear();
+        (self.pos, self.scanned, self.after_cr, self.skip) = (0, 0, false, Skip::No);
         self.fields.drop_event();
     }
 }
@@ -424,14 +390,17 @@ impl Parser {
 impl Iterator for Parser {
     type Item = Result<Item, ParseError>;
 
-    /// The same as [`Parser::next_item`].
     fn next(&mut self) -> Option<Self::Item> {
         self.next_item()
     }
 }
 
 impl Fields {
-    /// Interprets one complete line (without its line ending).
+    /// Interprets one line (without its end): "If the line is empty",
+    /// dispatch; if it "starts with a colon", it is a comment; if it
+    /// "contains a colon", the field name is before the first one and the
+    /// value after it, less one leading space; "otherwise" the whole line is
+    /// the name and the value is empty.
     fn line(&mut self, line: &str) -> Option<Result<Item, ParseError>> {
         // The most common line first, without looking for the colon.
         if let Some(value) = line.strip_prefix("data:") {
@@ -450,12 +419,12 @@ impl Fields {
                 self.event_type.push_str(value);
                 return self.check_size();
             }
-            // An id containing NUL is ignored whole.
+            // "If the field value does not contain U+0000 NULL".
             "id" if !value.contains('\0') => {
                 self.id.clear();
                 self.id.push_str(value);
             }
-            // ASCII digits only; too large for a u64 saturates.
+            // "If the field value consists of only ASCII digits".
             "retry" if is_digits(value) => {
                 self.retry = Some(Duration::from_millis(value.parse().unwrap_or(u64::MAX)));
             }
@@ -464,31 +433,31 @@ impl Fields {
         None
     }
 
+    /// "Append the field value to the data buffer, then append a single
+    /// U+000A LINE FEED" (here: the LF goes before the next value).
     fn data(&mut self, value: &str) -> Option<Result<Item, ParseError>> {
-        if self.has_data {
+        if std::mem::replace(&mut self.has_data, true) {
             self.data.push('\n');
         }
-        self.has_data = true;
         self.data.push_str(value);
         self.check_size()
     }
 
     /// The standard's "dispatch the event" steps, at an empty line.
     fn dispatch(&mut self) -> Option<Item> {
+        // 1. "Set the last event ID string ... to the last event ID buffer".
         self.last_id.clone_from(&self.id);
-        // Step 3 (remove the last LF) is built in: `data` never has it.
+        // 2. "If the data buffer is an empty string", reset and return.
+        // 3. (Remove the data buffer's last LF) is built in: `data` lacks it.
         if !self.has_data {
             self.event_type.clear();
             return None;
         }
         // Copied out, not moved: exact-size strings, and the buffers keep
         // their capacity (up to KEEP_CAPACITY).
+        let event_type = if self.event_type.is_empty() { "message" } else { &self.event_type };
         let event = MessageEvent {
-            event_type: if self.event_type.is_empty() {
-                String::from("message")
-            } else {
-                self.event_type.clone()
-            },
+            event_type: event_type.to_owned(),
             data: self.data.clone(),
             id: self.last_id.clone(),
         };
@@ -507,9 +476,7 @@ impl Fields {
         clear(&mut self.data);
         self.has_data = false;
         self.event_type.clear();
-        if self.id != self.last_id {
-            self.id.clone_from(&self.last_id);
-        }
+        self.id.clone_from(&self.last_id);
     }
 }
 
@@ -526,29 +493,22 @@ fn strip_space(value: &str) -> &str {
 
 /// Appends `bytes` decoded lossily; returns how many it used (all but a
 /// sequence cut short at the end).
-fn decode(out: &mut String, mut bytes: &[u8]) -> usize {
-    let total = bytes.len();
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                out.push_str(text);
-                return total;
-            }
-            Err(error) => {
-                let (valid, rest) = bytes.split_at(error.valid_up_to());
-                if let Ok(text) = std::str::from_utf8(valid) {
-                    out.push_str(text);
-                }
-                match error.error_len() {
-                    Some(invalid) => {
-                        out.push(char::REPLACEMENT_CHARACTER);
-                        bytes = rest.get(invalid..).unwrap_or_default();
-                    }
-                    None => return total - rest.len(),
-                }
-            }
+fn decode(out: &mut String, bytes: &[u8]) -> usize {
+    let mut used = 0;
+    for chunk in bytes.utf8_chunks() {
+        let invalid = chunk.invalid();
+        used += chunk.valid().len() + invalid.len();
+        out.push_str(chunk.valid());
+        if used == bytes.len()
+            && std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none())
+        {
+            return used - invalid.len();
+        }
+        if !invalid.is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
         }
     }
+    bytes.len()
 }
 
 #[cfg(test)]
@@ -577,7 +537,7 @@ mod tests {
                     for chunk in [&input[..i], &input[i..j], &input[j..]] {
                         parser.feed(chunk);
                     }
-                    assert_eq!((&parser.buf, parser.tail_len), (&whole.buf, whole.tail_len));
+                    assert_eq!((&parser.buf, &parser.tail), (&whole.buf, &whole.tail));
                 }
             }
         }
@@ -610,14 +570,9 @@ mod tests {
         let mut parser = Parser::new();
         parser.feed(b"data: a\n\ndata: b");
         assert!(matches!(parser.next_item(), Some(Ok(Item::Event(_)))));
-        assert_eq!(parser.next_item(), None);
-        assert_eq!(parser.buf, "data: b");
+        assert_eq!((parser.next_item(), parser.buf.as_str()), (None, "data: b"));
         parser.feed(b"\n\n");
-        let Some(Ok(Item::Event(event))) = parser.next_item() else {
-            panic!("no event");
-        };
-        assert_eq!(event.data, "b");
-        assert_eq!(parser.next_item(), None);
-        assert_eq!(parser.buffered(), 0);
+        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(e))) if e.data == "b"));
+        assert_eq!((parser.next_item(), parser.buffered()), (None, 0));
     }
 }
