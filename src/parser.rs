@@ -124,7 +124,7 @@ pub struct Parser {
     scanned: usize,
     /// Still at the start of the stream: a BOM may come.
     at_start: bool,
-    /// The last byte fed was a CR ending a line: an LF next belongs to it.
+    /// The last line ended with CR: an LF next belongs to it.
     after_cr: bool,
     skip: Skip,
     max_line: usize,
@@ -278,15 +278,8 @@ impl Parser {
                 return self.partial_line();
             };
             let (start, end) = (self.pos, from + offset);
-            self.pos = end + 1;
-            if bytes[end] == b'\r' {
-                match bytes.get(self.pos) {
-                    Some(b'\n') => self.pos += 1,
-                    Some(_) => {}
-                    None => self.after_cr = true,
-                }
-            }
-            self.scanned = self.pos;
+            (self.pos, self.scanned) = (end + 1, end + 1);
+            self.after_cr = bytes[end] == b'\r';
             let line = &self.buf[start..end];
             let limit = self.max_line;
             match self.skip {
