@@ -136,7 +136,10 @@ impl Event {
 
     /// Appends the encoded event to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.reserve(self.size_hint());
+        // The size in the common case (a few lines), to allocate once.
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 8);
+        let comments: usize = self.comments.iter().map(|c| c.len() + 3).sum();
+        out.reserve(comments + text(&self.event) + text(&self.id) + text(&self.data) + 32);
         for comment in &self.comments {
             push_lines(out, b"", comment);
         }
@@ -152,22 +155,11 @@ impl Event {
         if let Some(data) = &self.data {
             push_lines(out, b"data", data);
         }
-        if self.dispatches() {
+        // No empty line after comments and/or a retry alone (module docs).
+        let fields = self.data.is_some() || self.event.is_some() || self.id.is_some();
+        if fields || (self.comments.is_empty() && self.retry.is_none()) {
             out.push(b'\n');
         }
-    }
-
-    /// Whether the encoding ends with the empty line (see the module docs).
-    fn dispatches(&self) -> bool {
-        let fields = self.data.is_some() || self.event.is_some() || self.id.is_some();
-        fields || (self.comments.is_empty() && self.retry.is_none())
-    }
-
-    /// The encoded size in the common case (a few lines), to allocate once.
-    fn size_hint(&self) -> usize {
-        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 8);
-        let comments: usize = self.comments.iter().map(|c| c.len() + 3).sum();
-        comments + text(&self.event) + text(&self.id) + text(&self.data) + 32
     }
 }
 
