@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use crate::scan::{find_eol, is_digits};
 
-/// U+FEFF, stripped once at the start of a stream.
-const BOM: char = '\u{FEFF}';
+/// U+FEFF in UTF-8, stripped once at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The default for [`Parser::max_event_size`].
 const DEFAULT_LIMIT: usize = 16 * 1024 * 1024;
@@ -114,12 +114,10 @@ impl std::error::Error for ParseError {}
 /// not committed) but for a `retry`, which the standard applies at once.
 #[derive(Clone)]
 pub struct Parser {
-    // The input, decoded as it is fed, so each line is checked once (CR and
-    // LF are never inside a multi-byte sequence); `buf[..pos]` is parsed.
-    buf: String,
+    // The input as fed, decoded a line at a time (CR and LF are never part
+    // of a UTF-8 sequence, valid or not); `buf[..pos]` is parsed.
+    buf: Vec<u8>,
     pos: usize,
-    /// A UTF-8 sequence the last chunk cut short.
-    tail: Vec<u8>,
     /// `buf[pos..scanned]` holds no CR or LF (a long line is scanned once).
     scanned: usize,
     /// Still at the start of the stream: a BOM may come.
@@ -186,9 +184,8 @@ impl Parser {
     #[must_use]
     pub fn new() -> Parser {
         Parser {
-            buf: String::new(),
+            buf: Vec::new(),
             pos: 0,
-            tail: Vec::new(),
             scanned: 0,
             at_start: true,
             after_cr: false,
@@ -210,8 +207,9 @@ impl Parser {
     }
 
     /// The longest line, in bytes after UTF-8 decoding, line ending not
-    /// counted. Bounds the partial line held. Default: the event limit plus
-    /// 64 (room for a field name, so one `data:` line can carry a whole event).
+    /// counted; bounds the unended line held (as received: decoding never
+    /// makes it shorter). Default: the event limit plus 64 (room for a field
+    /// name, so one `data:` line can carry a whole event).
     #[must_use]
     pub fn max_line_len(mut self, bytes: usize) -> Parser {
         self.max_line = bytes;
@@ -232,23 +230,8 @@ impl Parser {
     }
 
     /// Appends input, split anywhere.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        if !self.tail.is_empty() {
-            // Finish the sequence the last chunk cut (four bytes decide it).
-            let have = self.tail.len();
-            let take = bytes.len().min(4 - have);
-            self.tail.extend_from_slice(&bytes[..take]);
-            let used = decode(&mut self.buf, &self.tail);
-            if used < have {
-                // Still cut short: then `take` was all of `bytes`.
-                self.tail.drain(..used);
-                return;
-            }
-            bytes = &bytes[used - have..];
-            self.tail.clear();
-        }
-        let used = decode(&mut self.buf, bytes);
-        self.tail.extend_from_slice(&bytes[used..]);
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The next item, or `None` when more input is needed.
@@ -264,10 +247,17 @@ impl Parser {
                 self.compact();
                 return None;
             }
-            let bytes = self.buf.as_bytes();
-            if std::mem::take(&mut self.at_start) && self.buf[self.pos..].starts_with(BOM) {
-                self.pos += BOM.len_utf8();
-                continue;
+            let bytes = &self.buf[..];
+            if self.at_start {
+                let rest = &bytes[self.pos..];
+                if rest.len() < BOM.len() && BOM.starts_with(rest) {
+                    return None; // A BOM may be coming.
+                }
+                self.at_start = false;
+                if rest.starts_with(BOM) {
+                    self.pos += BOM.len();
+                    continue;
+                }
             }
             if std::mem::take(&mut self.after_cr) && bytes[self.pos] == b'\n' {
                 self.pos += 1;
@@ -280,18 +270,22 @@ impl Parser {
             let (start, end) = (self.pos, from + offset);
             (self.pos, self.scanned) = (end + 1, end + 1);
             self.after_cr = bytes[end] == b'\r';
-            let line = &self.buf[start..end];
-            let limit = self.max_line;
             match self.skip {
-                Skip::No if line.len() > limit => {
-                    return Some(Err(self.drop_event(ParseError::LineTooLong { limit })));
+                Skip::No => {
+                    let (line, limit) =
+                        (String::from_utf8_lossy(&bytes[start..end]), self.max_line);
+                    let item = if line.len() > limit {
+                        Some(Err(ParseError::LineTooLong { limit }))
+                    } else {
+                        self.fields.line(&line)
+                    };
+                    match item {
+                        Some(Err(error)) => return Some(Err(self.drop_event(error))),
+                        Some(item) => return Some(item),
+                        None => {}
+                    }
                 }
-                Skip::No => match self.fields.line(line) {
-                    Some(Err(error)) => return Some(Err(self.drop_event(error))),
-                    Some(item) => return Some(item),
-                    None => {}
-                },
-                Skip::Lines if line.is_empty() => self.skip = Skip::No,
+                Skip::Lines if start == end => self.skip = Skip::No,
                 _ => self.skip = Skip::Lines,
             }
         }
@@ -334,7 +328,7 @@ impl Parser {
     /// `None`, at most `max_line_len + max_event_size + 3`.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.tail.len() + self.fields.data.len() + self.fields.event_type.len()
+        self.buf.len() + self.fields.data.len() + self.fields.event_type.len()
     }
 
     /// No line ending in the rest: keep the partial line, or drop it when
@@ -363,7 +357,8 @@ impl Parser {
     /// Moves the unparsed input to the front of the buffer.
     fn compact(&mut self) {
         if self.pos >= self.buf.len() {
-            clear(&mut self.buf);
+            self.buf.clear();
+            self.buf.shrink_to(KEEP_CAPACITY);
         } else {
             self.buf.drain(..self.pos);
         }
@@ -373,9 +368,9 @@ impl Parser {
 
     /// Forgets the input and the pending event; keeps the IDs and retry.
     fn reset_stream(&mut self) {
-        clear(&mut self.buf);
-        self.tail.clear();
-        (self.pos, self.scanned, self.after_cr, self.skip) = (0, 0, false, Skip::No);
+        self.pos = self.buf.len();
+        self.compact();
+        (self.scanned, self.after_cr, self.skip) = (0, false, Skip::No);
         self.fields.drop_event();
     }
 }
@@ -466,17 +461,12 @@ impl Fields {
 
     /// Forgets the pending event: data, type and an uncommitted `id`.
     fn drop_event(&mut self) {
-        clear(&mut self.data);
+        self.data.clear();
+        self.data.shrink_to(KEEP_CAPACITY);
         self.has_data = false;
         self.event_type.clear();
         self.id.clone_from(&self.last_id);
     }
-}
-
-/// Empties a buffer, giving back memory above [`KEEP_CAPACITY`].
-fn clear(buffer: &mut String) {
-    buffer.clear();
-    buffer.shrink_to(KEEP_CAPACITY);
 }
 
 /// Removes one leading U+0020 SPACE.
@@ -484,57 +474,9 @@ fn strip_space(value: &str) -> &str {
     value.strip_prefix(' ').unwrap_or(value)
 }
 
-/// Appends `bytes` decoded lossily; returns how many it used (all but a
-/// sequence cut short at the end).
-fn decode(out: &mut String, bytes: &[u8]) -> usize {
-    let mut used = 0;
-    for chunk in bytes.utf8_chunks() {
-        let invalid = chunk.invalid();
-        used += chunk.valid().len() + invalid.len();
-        out.push_str(chunk.valid());
-        if used == bytes.len()
-            && std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none())
-        {
-            return used - invalid.len();
-        }
-        if !invalid.is_empty() {
-            out.push(char::REPLACEMENT_CHARACTER);
-        }
-    }
-    bytes.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf8_is_decoded_lossily() {
-        let mut out = String::new();
-        assert_eq!(decode(&mut out, b"a\xEF\xBBb\xFF\xC3\xA9\xF0\x9F\x98"), 7);
-        assert_eq!(out, "a\u{FFFD}b\u{FFFD}é");
-        assert_eq!(decode(&mut out, b"\xED\xA0\x80\xC3"), 3);
-        assert_eq!(out, "a\u{FFFD}b\u{FFFD}é\u{FFFD}\u{FFFD}\u{FFFD}");
-    }
-
-    #[test]
-    fn utf8_split_anywhere() {
-        let text = "aé✓😀\u{FEFF}z".as_bytes();
-        let bad = b"\xF0\x9F\x98a\xE2\x82\xFF\xC3\xEF\xBB";
-        for input in [text, &bad[..]] {
-            let mut whole = Parser::new();
-            whole.feed(input);
-            for i in 0..=input.len() {
-                for j in i..=input.len() {
-                    let mut parser = Parser::new();
-                    for chunk in [&input[..i], &input[i..j], &input[j..]] {
-                        parser.feed(chunk);
-                    }
-                    assert_eq!((&parser.buf, &parser.tail), (&whole.buf, &whole.tail));
-                }
-            }
-        }
-    }
 
     #[test]
     fn a_16_mib_limit_reserves_nothing_and_big_events_give_memory_back() {
@@ -563,7 +505,7 @@ mod tests {
         let mut parser = Parser::new();
         parser.feed(b"data: a\n\ndata: b");
         assert!(matches!(parser.next_item(), Some(Ok(Item::Event(_)))));
-        assert_eq!((parser.next_item(), parser.buf.as_str()), (None, "data: b"));
+        assert_eq!((parser.next_item(), &parser.buf[..]), (None, &b"data: b"[..]));
         parser.feed(b"\n\n");
         assert!(matches!(parser.next_item(), Some(Ok(Item::Event(e))) if e.data == "b"));
         assert_eq!((parser.next_item(), parser.buffered()), (None, 0));
