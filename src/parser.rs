@@ -299,7 +299,7 @@ impl Parser {
         while let Some(item) = self.parse_next() {
             self.ready.push_back(item);
         }
-        self.reset_stream();
+        self.reset();
         self.at_start = false;
     }
 
@@ -307,8 +307,10 @@ impl Parser {
     /// pending event, and strips a BOM again; keeps the last event ID, the
     /// retry time and the items `finish` parsed.
     pub fn reset(&mut self) {
-        self.reset_stream();
-        self.at_start = true;
+        self.pos = self.buf.len();
+        self.compact();
+        (self.at_start, self.after_cr, self.skip) = (true, false, Skip::No);
+        self.fields.drop_event();
     }
 
     /// The last event ID: the `id` in force at the last dispatch (what a
@@ -356,28 +358,17 @@ impl Parser {
 
     /// Moves the unparsed input to the front of the buffer.
     fn compact(&mut self) {
-        if self.pos >= self.buf.len() {
-            self.buf.clear();
+        self.buf.drain(..self.pos);
+        if self.buf.is_empty() {
             self.buf.shrink_to(KEEP_CAPACITY);
-        } else {
-            self.buf.drain(..self.pos);
         }
         self.scanned = self.scanned.saturating_sub(self.pos);
         self.pos = 0;
-    }
-
-    /// Forgets the input and the pending event; keeps the IDs and retry.
-    fn reset_stream(&mut self) {
-        self.pos = self.buf.len();
-        self.compact();
-        (self.scanned, self.after_cr, self.skip) = (0, false, Skip::No);
-        self.fields.drop_event();
     }
 }
 
 impl Iterator for Parser {
     type Item = Result<Item, ParseError>;
-
     fn next(&mut self) -> Option<Self::Item> {
         self.next_item()
     }
