@@ -8,9 +8,8 @@
 //! * Comments and/or a `retry` alone get no empty line: it would dispatch
 //!   nothing, and some clients (httpx-sse and the SDKs that copied it) would
 //!   take it for an event with empty data.
-//! * `event` and `id` are checked when set: CR or LF would start a new field
-//!   (injection), and a client ignores an `id` that contains NUL. So encoding
-//!   cannot fail.
+//! * `event` and `id` are checked when set (a client ignores an `id` with
+//!   NUL), so encoding cannot fail.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,10 +17,8 @@ use std::time::Duration;
 
 use crate::scan::{find_eol, push_decimal};
 
-/// One server-sent event: data, event type, id, retry hint and comments.
-///
-/// [`event`](Event::event) and [`id`](Event::id) are fallible; fields are
-/// written in a fixed order: comments, `event`, `id`, `retry`, `data`.
+/// One server-sent event, written in a fixed order: comments, `event`, `id`,
+/// `retry`, `data`.
 ///
 /// ```
 /// use stdsse::Event;
@@ -163,10 +160,8 @@ impl Event {
     }
 }
 
-/// An event encoded once, ready to be written to any number of streams.
-///
-/// Cloning is a reference count. A `Frame` is made only from an [`Event`],
-/// so its bytes are always well formed.
+/// An event encoded once, for any number of streams; cloning is a reference
+/// count. Made only from an [`Event`], so its bytes are always well formed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame(Arc<[u8]>);
 
@@ -269,10 +264,10 @@ impl fmt::Display for EventError {
             '\n' => ("LF", "it would end the field and start another"),
             _ => ("NUL", "clients ignore an id that contains it"),
         };
+        let (code, at, field) = (self.character as u32, self.position, self.field);
         write!(
             f,
-            "invalid character {} (U+{:04X}) at byte {} of the `{}` field: {}",
-            name, self.character as u32, self.position, self.field, why
+            "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field: {why}"
         )
     }
 }
@@ -288,12 +283,10 @@ impl From<EventError> for std::io::Error {
 
 /// Refuses CR and LF in any single-line field, and NUL in `id`.
 fn check(field: Field, value: String) -> Result<String, EventError> {
-    let bad = |b: u8| b == b'\r' || b == b'\n' || (b == 0 && field == Field::Id);
-    match value.bytes().position(bad) {
+    let bad = |c: char| c == '\r' || c == '\n' || (c == '\0' && field == Field::Id);
+    match value.char_indices().find(|&(_, c)| bad(c)) {
         None => Ok(value),
-        Some(position) => {
-            Err(EventError { field, character: char::from(value.as_bytes()[position]), position })
-        }
+        Some((position, character)) => Err(EventError { field, character, position }),
     }
 }
 
