@@ -8,8 +8,8 @@
 //!
 //! The law is the WHATWG HTML standard, section [9.2 "Server-sent
 //! events"](https://html.spec.whatwg.org/multipage/server-sent-events.html).
-//! A server answers a `GET` with `200`, `Content-Type: text/event-stream`,
-//! and a body that never ends: UTF-8 lines, an empty line ending each event:
+//! A server answers a `GET` with `200`, `Content-Type: text/event-stream`
+//! and an endless body of UTF-8 lines, an empty line ending each event:
 //!
 //! ```text
 //! : connected                 <- a comment: ignored by clients (keep-alives)
@@ -68,16 +68,13 @@
 //! ([`Accept`]), into which what it learned (the user) moves.
 //!
 //! ```no_run
-//! use stdsse::{Accept, Event, Request, Response, Server};
+//! use stdsse::{Accept, Event, Response, Server};
 //! use std::time::Duration;
-//!
-//! fn authenticate(req: &Request) -> Option<String> {
-//!     req.header("Authorization")?.strip_prefix("Bearer ").map(str::to_string)
-//! }
 //!
 //! let mut server = Server::bind("127.0.0.1:8080")?;
 //! server.sse("/events", |req| {
-//!     let user = authenticate(req).ok_or_else(|| {
+//!     let bearer = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer "));
+//!     let user = bearer.map(str::to_string).ok_or_else(|| {
 //!         Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer")
 //!     })?;
 //!     Ok(Accept::new(move |mut stream| {
@@ -105,9 +102,9 @@
 //! # Conventions
 //!
 //! Builders take plain names (`data(x)`), so getters on builder types use
-//! `get_`, as std's `Command` does (`get_args`); other getters have plain
-//! names. Every limit is a named setting with a documented default. Errors
-//! follow std's mpsc: one type per operation, a short `Display`.
+//! `get_`, as std's `Command` does; other getters have plain names. Every
+//! limit is a named setting with a documented default. Errors follow std's
+//! mpsc: one type per operation, a short `Display`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

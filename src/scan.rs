@@ -15,11 +15,8 @@ pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
         }
         offset += 8;
     }
-    // The last few bytes, padded with NUL (neither CR nor LF).
-    let rest = chunks.remainder();
-    let mut word = [0; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    eol_in_word(word).map(|at| offset + at)
+    let rest = chunks.remainder().iter().position(|&b| b == b'\r' || b == b'\n');
+    rest.map(|at| offset + at)
 }
 
 /// The index of the first CR or LF among eight bytes.
