@@ -490,15 +490,4 @@ mod tests {
         assert_eq!(parser.next_item(), None);
         assert!(capacity(&parser) <= 2 * KEEP_CAPACITY);
     }
-
-    #[test]
-    fn compaction_keeps_the_partial_line() {
-        let mut parser = Parser::new();
-        parser.feed(b"data: a\n\ndata: b");
-        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(_)))));
-        assert_eq!((parser.next_item(), &parser.buf[..]), (None, &b"data: b"[..]));
-        parser.feed(b"\n\n");
-        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(e))) if e.data == "b"));
-        assert_eq!((parser.next_item(), parser.buffered()), (None, 0));
-    }
 }
