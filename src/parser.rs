@@ -381,10 +381,6 @@ impl Fields {
     /// value after it, less one leading space; "otherwise" the whole line is
     /// the name and the value is empty.
     fn line(&mut self, line: &str) -> Option<Result<Item, ParseError>> {
-        // The most common line first, without looking for the colon.
-        if let Some(value) = line.strip_prefix("data:") {
-            return self.data(strip_space(value));
-        }
         let (name, value) = match line.bytes().position(|b| b == b':') {
             None if line.is_empty() => return self.dispatch().map(Ok),
             None => (line, ""),
@@ -394,15 +390,11 @@ impl Fields {
         match name {
             "data" => return self.data(value),
             "event" => {
-                self.event_type.clear();
-                self.event_type.push_str(value);
+                self.event_type.replace_range(.., value);
                 return self.check_size();
             }
             // "If the field value does not contain U+0000 NULL".
-            "id" if !value.contains('\0') => {
-                self.id.clear();
-                self.id.push_str(value);
-            }
+            "id" if !value.contains('\0') => self.id.replace_range(.., value),
             // "If the field value consists of only ASCII digits".
             "retry" if is_digits(value) => {
                 self.retry = Some(Duration::from_millis(value.parse().unwrap_or(u64::MAX)));
@@ -428,20 +420,16 @@ impl Fields {
         self.last_id.clone_from(&self.id);
         // 2. "If the data buffer is an empty string", reset and return.
         // 3. (Remove the data buffer's last LF) is built in: `data` lacks it.
-        if !self.has_data {
-            self.event_type.clear();
-            return None;
-        }
         // Copied out, not moved: exact-size strings, and the buffers keep
         // their capacity (up to KEEP_CAPACITY).
         let event_type = if self.event_type.is_empty() { "message" } else { &self.event_type };
-        let event = MessageEvent {
+        let event = self.has_data.then(|| MessageEvent {
             event_type: event_type.to_owned(),
             data: self.data.clone(),
             id: self.last_id.clone(),
-        };
+        });
         self.drop_event();
-        Some(Item::Event(event))
+        event.map(Item::Event)
     }
 
     fn check_size(&self) -> Option<Result<Item, ParseError>> {
