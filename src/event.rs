@@ -1,5 +1,4 @@
-//! Outbound events: the `text/event-stream` encoder (the format is in the
-//! [crate docs](crate#the-wire-format-in-one-page)).
+//! Outbound events: the encoder of the [wire format](crate#the-wire-format-in-one-page).
 //!
 //! * Fields are written `name: value`, so a value that starts with a space
 //!   survives (a parser removes exactly one).
@@ -24,15 +23,9 @@ use crate::scan::{find_eol, push_decimal};
 /// use stdsse::Event;
 /// use std::time::Duration;
 ///
-/// let event = Event::new()
-///     .event("update")?
-///     .id("42")?
-///     .retry(Duration::from_secs(3))
-///     .data("first line\nsecond line");
-/// assert_eq!(
-///     event.encode(),
-///     b"event: update\nid: 42\nretry: 3000\ndata: first line\ndata: second line\n\n"
-/// );
+/// let event = Event::new().event("update")?.id("42")?.retry(Duration::from_secs(3));
+/// let wire = b"event: update\nid: 42\nretry: 3000\ndata: first line\ndata: second line\n\n";
+/// assert_eq!(event.data("first line\nsecond line").encode(), wire);
 /// # Ok::<(), stdsse::EventError>(())
 /// ```
 ///
