@@ -127,17 +127,15 @@ impl Event {
     /// Appends the encoded event to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         // The size in the common case (a few lines), to allocate once.
-        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 8);
-        let comments: usize = self.comments.iter().map(|c| c.len() + 3).sum();
-        out.reserve(comments + text(&self.event) + text(&self.id) + text(&self.data) + 32);
+        let texts = self.comments.iter().chain(&self.event).chain(&self.id).chain(&self.data);
+        out.reserve(texts.map(|text| text.len() + 8).sum::<usize>() + 32);
         for comment in &self.comments {
             push_lines(out, b"", comment);
         }
-        if let Some(event) = &self.event {
-            push_field(out, b"event", event.as_bytes());
-        }
-        if let Some(id) = &self.id {
-            push_field(out, b"id", id.as_bytes());
+        for (name, value) in [("event", &self.event), ("id", &self.id)] {
+            if let Some(value) = value {
+                push_field(out, name.as_bytes(), value.as_bytes());
+            }
         }
         if let Some(retry) = self.retry {
             push_retry(out, retry);
