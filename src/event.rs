@@ -1,5 +1,4 @@
-//! Outbound events: the `text/event-stream` encoder (the format is in the
-//! [crate docs](crate#the-wire-format-in-one-page)).
+//! Outbound events: the encoder of the [wire format](crate#the-wire-format-in-one-page).
 //!
 //! * Fields are written `name: value`, so a value that starts with a space
 //!   survives (a parser removes exactly one).
@@ -8,9 +7,8 @@
 //! * Comments and/or a `retry` alone get no empty line: it would dispatch
 //!   nothing, and some clients (httpx-sse and the SDKs that copied it) would
 //!   take it for an event with empty data.
-//! * `event` and `id` are checked when set: CR or LF would start a new field
-//!   (injection), and a client ignores an `id` that contains NUL. So encoding
-//!   cannot fail.
+//! * `event` and `id` are checked when set (a client ignores an `id` with
+//!   NUL), so encoding cannot fail.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,24 +16,16 @@ use std::time::Duration;
 
 use crate::scan::{find_eol, push_decimal};
 
-/// One server-sent event: data, event type, id, retry hint and comments.
-///
-/// [`event`](Event::event) and [`id`](Event::id) are fallible; fields are
-/// written in a fixed order: comments, `event`, `id`, `retry`, `data`.
+/// One server-sent event, written in a fixed order: comments, `event`, `id`,
+/// `retry`, `data`.
 ///
 /// ```
 /// use stdsse::Event;
 /// use std::time::Duration;
 ///
-/// let event = Event::new()
-///     .event("update")?
-///     .id("42")?
-///     .retry(Duration::from_secs(3))
-///     .data("first line\nsecond line");
-/// assert_eq!(
-///     event.encode(),
-///     b"event: update\nid: 42\nretry: 3000\ndata: first line\ndata: second line\n\n"
-/// );
+/// let event = Event::new().event("update")?.id("42")?.retry(Duration::from_secs(3));
+/// let wire = b"event: update\nid: 42\nretry: 3000\ndata: first line\ndata: second line\n\n";
+/// assert_eq!(event.data("first line\nsecond line").encode(), wire);
 /// # Ok::<(), stdsse::EventError>(())
 /// ```
 ///
@@ -136,15 +126,16 @@ impl Event {
 
     /// Appends the encoded event to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.reserve(self.size_hint());
+        // The size in the common case (a few lines), to allocate once.
+        let texts = self.comments.iter().chain(&self.event).chain(&self.id).chain(&self.data);
+        out.reserve(texts.map(|text| text.len() + 8).sum::<usize>() + 32);
         for comment in &self.comments {
             push_lines(out, b"", comment);
         }
-        if let Some(event) = &self.event {
-            push_field(out, b"event", event.as_bytes());
-        }
-        if let Some(id) = &self.id {
-            push_field(out, b"id", id.as_bytes());
+        for (name, value) in [("event", &self.event), ("id", &self.id)] {
+            if let Some(value) = value {
+                push_field(out, name.as_bytes(), value.as_bytes());
+            }
         }
         if let Some(retry) = self.retry {
             push_retry(out, retry);
@@ -152,29 +143,16 @@ impl Event {
         if let Some(data) = &self.data {
             push_lines(out, b"data", data);
         }
-        if self.dispatches() {
+        // No empty line after comments and/or a retry alone (module docs).
+        let fields = self.data.is_some() || self.event.is_some() || self.id.is_some();
+        if fields || (self.comments.is_empty() && self.retry.is_none()) {
             out.push(b'\n');
         }
     }
-
-    /// Whether the encoding ends with the empty line (see the module docs).
-    fn dispatches(&self) -> bool {
-        let fields = self.data.is_some() || self.event.is_some() || self.id.is_some();
-        fields || (self.comments.is_empty() && self.retry.is_none())
-    }
-
-    /// The encoded size in the common case (a few lines), to allocate once.
-    fn size_hint(&self) -> usize {
-        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 8);
-        let comments: usize = self.comments.iter().map(|c| c.len() + 3).sum();
-        comments + text(&self.event) + text(&self.id) + text(&self.data) + 32
-    }
 }
 
-/// An event encoded once, ready to be written to any number of streams.
-///
-/// Cloning is a reference count. A `Frame` is made only from an [`Event`],
-/// so its bytes are always well formed.
+/// An event encoded once, for any number of streams; cloning is a reference
+/// count. Made only from an [`Event`], so its bytes are always well formed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame(Arc<[u8]>);
 
@@ -277,10 +255,10 @@ impl fmt::Display for EventError {
             '\n' => ("LF", "it would end the field and start another"),
             _ => ("NUL", "clients ignore an id that contains it"),
         };
+        let (code, at, field) = (self.character as u32, self.position, self.field);
         write!(
             f,
-            "invalid character {} (U+{:04X}) at byte {} of the `{}` field: {}",
-            name, self.character as u32, self.position, self.field, why
+            "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field: {why}"
         )
     }
 }
@@ -296,12 +274,10 @@ impl From<EventError> for std::io::Error {
 
 /// Refuses CR and LF in any single-line field, and NUL in `id`.
 fn check(field: Field, value: String) -> Result<String, EventError> {
-    let bad = |b: u8| b == b'\r' || b == b'\n' || (b == 0 && field == Field::Id);
-    match value.bytes().position(bad) {
+    let bad = |c: char| c == '\r' || c == '\n' || (c == '\0' && field == Field::Id);
+    match value.char_indices().find(|&(_, c)| bad(c)) {
         None => Ok(value),
-        Some(position) => {
-            Err(EventError { field, character: char::from(value.as_bytes()[position]), position })
-        }
+        Some((position, character)) => Err(EventError { field, character, position }),
     }
 }
 

@@ -1,19 +1,15 @@
-//! Server-Sent Events on the Rust standard library alone.
-//!
-//! `stdsse` speaks `text/event-stream`, the format behind the browser's
-//! `EventSource`: an encoder ([`Event`]), a flushing writer
-//! ([`EventWriter`]), a spec-exact incremental parser ([`Parser`]), an
-//! HTTP/1.1 server that gives every connection a thread ([`Server`]), a
-//! broadcast [`Hub`] with replay, and a reconnecting [`Client`]. It has no
-//! dependencies and no `unsafe` code.
+//! Server-Sent Events on the Rust standard library alone: an encoder
+//! ([`Event`]), a flushing writer ([`EventWriter`]), a spec-exact incremental
+//! parser ([`Parser`]), an HTTP/1.1 server with a thread per connection
+//! ([`Server`]), a broadcast [`Hub`] with replay, and a reconnecting
+//! [`Client`]. No dependencies, no `unsafe` code.
 //!
 //! # The wire format in one page
 //!
 //! The law is the WHATWG HTML standard, section [9.2 "Server-sent
 //! events"](https://html.spec.whatwg.org/multipage/server-sent-events.html).
-//! A server answers a `GET` with `200`, `Content-Type: text/event-stream`,
-//! and a body that never ends. The body is UTF-8 text made of lines; an
-//! empty line ends an event:
+//! A server answers a `GET` with `200`, `Content-Type: text/event-stream`
+//! and an endless body of UTF-8 lines, an empty line ending each event:
 //!
 //! ```text
 //! : connected                 <- a comment: ignored by clients (keep-alives)
@@ -49,26 +45,20 @@
 //! inside `id` or `event` would start a new field (injection): [`Event`]
 //! refuses those values, and splits data and comments into one line per line.
 //!
-//! # Writing events
+//! # Writing and reading events
 //!
 //! ```
-//! use stdsse::{Event, EventWriter};
+//! use stdsse::{Event, EventWriter, Item, Parser};
 //!
 //! let mut out = EventWriter::new(Vec::new());
 //! out.send(&Event::new().event("time")?.id("evt-1")?.data("2025-01-18T04:30:00Z"))?;
 //! assert_eq!(out.get_ref(), b"event: time\nid: evt-1\ndata: 2025-01-18T04:30:00Z\n\n");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! # Reading events
-//!
-//! ```
-//! use stdsse::parser::{Item, Parser};
-//!
 //! let mut parser = Parser::new();
-//! parser.feed(b"event: time\nid: evt-1\ndata: now\n\n");
+//! parser.feed(out.get_ref());
 //! let Some(Ok(Item::Event(event))) = parser.next_item() else { panic!() };
-//! assert_eq!((event.event_type.as_str(), event.data.as_str(), event.id.as_str()), ("time", "now", "evt-1"));
+//! assert_eq!((event.event_type.as_str(), event.data.as_str()), ("time", "2025-01-18T04:30:00Z"));
+//! assert_eq!(parser.get_last_event_id(), "evt-1");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Serving events
@@ -78,16 +68,13 @@
 //! ([`Accept`]), into which what it learned (the user) moves.
 //!
 //! ```no_run
-//! use stdsse::{Accept, Event, Request, Response, Server};
+//! use stdsse::{Accept, Event, Response, Server};
 //! use std::time::Duration;
-//!
-//! fn authenticate(req: &Request) -> Option<String> {
-//!     req.header("Authorization")?.strip_prefix("Bearer ").map(str::to_string)
-//! }
 //!
 //! let mut server = Server::bind("127.0.0.1:8080")?;
 //! server.sse("/events", |req| {
-//!     let user = authenticate(req).ok_or_else(|| {
+//!     let bearer = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer "));
+//!     let user = bearer.map(str::to_string).ok_or_else(|| {
 //!         Response::text(401, "who are you?").header("WWW-Authenticate", "Bearer")
 //!     })?;
 //!     Ok(Accept::new(move |mut stream| {
@@ -109,14 +96,15 @@
 //! [`event`] (the encoder, [`Frame`]: an event encoded once), [`writer`],
 //! [`parser`], [`http`] (HTTP/1.1 without I/O, both directions), [`server`]
 //! (threads and [`EventStream`]), [`hub`] (broadcast with replay, topics and a
-//! slow-client policy) and [`client`] (reconnects like `EventSource`).
+//! slow-client policy), [`client`] (reconnects like `EventSource`) and
+//! [`redis`] (a RESP client for scaling the hub out).
 //!
 //! # Conventions
 //!
 //! Builders take plain names (`data(x)`), so getters on builder types use
-//! `get_`, as std's `Command` does (`get_args`); other getters have plain
-//! names. Every limit is a named setting with a documented default. Errors
-//! follow std's mpsc: one type per operation, a short `Display`.
+//! `get_`, as std's `Command` does; other getters have plain names. Every
+//! limit is a named setting with a documented default. Errors follow std's
+//! mpsc: one type per operation, a short `Display`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

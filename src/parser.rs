@@ -1,8 +1,8 @@
 //! Inbound events: an incremental `text/event-stream` parser.
 //!
-//! [`Parser`] follows WHATWG HTML 9.2.6 "Interpreting an event stream" (see
-//! the [crate docs](crate#the-wire-format-in-one-page)). Where the standard
-//! leaves a choice:
+//! [`Parser`] implements WHATWG HTML 9.2.6 "Interpreting an event stream",
+//! whose rules the [crate docs](crate#the-wire-format-in-one-page) teach.
+//! Where the standard leaves a choice:
 //!
 //! * Decoding never fails: one leading BOM is stripped, invalid UTF-8 becomes
 //!   U+FFFD per maximal subpart (as [`String::from_utf8_lossy`]).
@@ -10,12 +10,8 @@
 //!   next chunk completes that CRLF, not an empty line.
 //! * Comments are reported ([`Item::Comment`]); a `retry` too large for a
 //!   `u64` saturates.
-//!
-//! The standard sets no limit; this parser bounds its memory with
-//! [`Parser::max_event_size`] and [`Parser::max_line_len`]. Going over one
-//! gives one [`ParseError`] and drops that event; parsing goes on.
-//!
-//! # Example
+//! * The standard sets no limit; [`Parser::max_event_size`] and
+//!   [`Parser::max_line_len`] bound the memory held.
 //!
 //! ```
 //! use stdsse::parser::{Item, Parser};
@@ -38,14 +34,14 @@ use std::time::Duration;
 
 use crate::scan::{find_eol, is_digits};
 
-/// U+FEFF, stripped once at the start of a stream.
-const BOM: char = '\u{FEFF}';
+/// U+FEFF in UTF-8, stripped once at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The default for [`Parser::max_event_size`].
 const DEFAULT_LIMIT: usize = 16 * 1024 * 1024;
 
-/// The capacity a buffer keeps once it is emptied, so that one large event
-/// does not pin its size in memory for the rest of the stream.
+/// The capacity a buffer keeps once emptied, so that one large event does
+/// not pin its size in memory for the rest of the stream.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Room for a field name, its colon and space on top of the event limit, so
@@ -108,14 +104,9 @@ impl std::error::Error for ParseError {}
 /// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item), or
 /// iterate (not fused: `None` means "feed me more").
 ///
-/// # Memory
-///
-/// The parser holds at most one partial line, the pending event and the
-/// input fed since `next_item` last returned `None`: feed a chunk, pull items
-/// until `None`, and memory stays bounded whatever the peer sends. A buffer
-/// emptied after a large event shrinks back to 64 KiB.
-///
-/// # Errors and recovery
+/// Feed a chunk, pull items until `None`, and memory stays bounded whatever
+/// the peer sends: the parser then holds at most one partial line and the
+/// pending event. A buffer emptied after a large event shrinks to 64 KiB.
 ///
 /// A limit error is returned once, as soon as it is known (a long line
 /// before its end arrives). The rest of the event, up to the next empty
@@ -123,29 +114,34 @@ impl std::error::Error for ParseError {}
 /// not committed) but for a `retry`, which the standard applies at once.
 #[derive(Clone)]
 pub struct Parser {
-    // The input, decoded as it is fed, so each line is checked once (CR and
-    // LF are never inside a multi-byte sequence); `buf[..pos]` is parsed.
-    buf: String,
+    // The input as fed, decoded a line at a time (CR and LF are never part
+    // of a UTF-8 sequence, valid or not); `buf[..pos]` is parsed.
+    buf: Vec<u8>,
     pos: usize,
-    /// A UTF-8 sequence the last chunk cut short.
-    tail: [u8; 4],
-    tail_len: usize,
     /// `buf[pos..scanned]` holds no CR or LF (a long line is scanned once).
     scanned: usize,
     /// Still at the start of the stream: a BOM may come.
     at_start: bool,
-    /// The last byte fed was a CR ending a line: an LF next belongs to it.
+    /// The last line ended with CR: an LF next belongs to it.
     after_cr: bool,
-    /// Skipping the lines of a dropped event up to the next empty line.
-    skipping: bool,
-    /// While skipping: the current line is not empty.
-    skip_mid_line: bool,
+    skip: Skip,
     max_line: usize,
     /// Whether `max_line_len` was set (else it follows the event limit).
     line_explicit: bool,
     /// Items parsed by `finish` that were not pulled yet.
     ready: VecDeque<Result<Item, ParseError>>,
     fields: Fields,
+}
+
+/// Where the parser is in an event dropped after a limit error: its lines
+/// are skipped up to the empty line that ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    No,
+    /// At the start of a line of the dropped event.
+    Lines,
+    /// Inside a line whose start was dropped: its end is no empty line.
+    RestOfLine,
 }
 
 /// The standard's buffers, apart from the input so a line can borrow it.
@@ -188,15 +184,12 @@ impl Parser {
     #[must_use]
     pub fn new() -> Parser {
         Parser {
-            buf: String::new(),
+            buf: Vec::new(),
             pos: 0,
-            tail: [0; 4],
-            tail_len: 0,
             scanned: 0,
             at_start: true,
             after_cr: false,
-            skipping: false,
-            skip_mid_line: false,
+            skip: Skip::No,
             max_line: DEFAULT_LIMIT + LINE_SLACK,
             line_explicit: false,
             ready: VecDeque::new(),
@@ -208,15 +201,15 @@ impl Parser {
     /// `Last-Event-ID` does.
     #[must_use]
     pub fn last_event_id(mut self, id: impl Into<String>) -> Parser {
-        let id = id.into();
-        self.fields.id.clone_from(&id);
-        self.fields.last_id = id;
+        self.fields.last_id = id.into();
+        self.fields.id.clone_from(&self.fields.last_id);
         self
     }
 
     /// The longest line, in bytes after UTF-8 decoding, line ending not
-    /// counted. Bounds the partial line held. Default: the event limit plus
-    /// 64 (room for a field name, so one `data:` line can carry a whole event).
+    /// counted; bounds the unended line held (as received: decoding never
+    /// makes it shorter). Default: the event limit plus 64 (room for a field
+    /// name, so one `data:` line can carry a whole event).
     #[must_use]
     pub fn max_line_len(mut self, bytes: usize) -> Parser {
         self.max_line = bytes;
@@ -237,93 +230,63 @@ impl Parser {
     }
 
     /// Appends input, split anywhere.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        if self.tail_len > 0 {
-            // Finish the sequence the last chunk cut (four bytes decide it).
-            let have = self.tail_len;
-            let take = bytes.len().min(self.tail.len() - have);
-            let mut joint = self.tail;
-            joint[have..have + take].copy_from_slice(&bytes[..take]);
-            let used = decode(&mut self.buf, &joint[..have + take]);
-            if used >= have {
-                bytes = &bytes[used - have..];
-                self.tail_len = 0;
-            } else {
-                // Still cut short: then `take` was all of `bytes`.
-                self.set_tail(&joint[used..have + take]);
-                return;
-            }
-        }
-        let used = decode(&mut self.buf, bytes);
-        self.set_tail(&bytes[used..]);
-    }
-
-    fn set_tail(&mut self, bytes: &[u8]) {
-        let n = bytes.len().min(self.tail.len());
-        self.tail[..n].copy_from_slice(&bytes[..n]);
-        self.tail_len = n;
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The next item, or `None` when more input is needed.
     pub fn next_item(&mut self) -> Option<Result<Item, ParseError>> {
-        if !self.ready.is_empty() {
-            return self.ready.pop_front();
-        }
-        self.parse_next()
+        self.ready.pop_front().or_else(|| self.parse_next())
     }
 
-    /// Parses up to the next item.
+    /// Parses up to the next item: the standard's "lines must be processed,
+    /// in the order they are received".
     fn parse_next(&mut self) -> Option<Result<Item, ParseError>> {
         loop {
             if self.pos >= self.buf.len() {
                 self.compact();
                 return None;
             }
-            let bytes = self.buf.as_bytes();
+            let bytes = &self.buf[..];
             if self.at_start {
+                let rest = &bytes[self.pos..];
+                if rest.len() < BOM.len() && BOM.starts_with(rest) {
+                    return None; // A BOM may be coming.
+                }
                 self.at_start = false;
-                if self.buf[self.pos..].starts_with(BOM) {
-                    self.pos += BOM.len_utf8();
+                if rest.starts_with(BOM) {
+                    self.pos += BOM.len();
                     continue;
                 }
             }
-            if self.after_cr {
-                self.after_cr = false;
-                if bytes[self.pos] == b'\n' {
-                    self.pos += 1;
-                    continue;
-                }
+            if std::mem::take(&mut self.after_cr) && bytes[self.pos] == b'\n' {
+                self.pos += 1;
+                continue;
             }
             let from = self.scanned.max(self.pos);
             let Some(offset) = find_eol(&bytes[from..]) else {
                 return self.partial_line();
             };
-            let start = self.pos;
-            let end = from + offset;
-            self.pos = end + 1;
-            if bytes[end] == b'\r' {
-                match bytes.get(self.pos) {
-                    Some(b'\n') => self.pos += 1,
-                    Some(_) => {}
-                    None => self.after_cr = true,
+            let (start, end) = (self.pos, from + offset);
+            (self.pos, self.scanned) = (end + 1, end + 1);
+            self.after_cr = bytes[end] == b'\r';
+            match self.skip {
+                Skip::No => {
+                    let (line, limit) =
+                        (String::from_utf8_lossy(&bytes[start..end]), self.max_line);
+                    let item = if line.len() > limit {
+                        Some(Err(ParseError::LineTooLong { limit }))
+                    } else {
+                        self.fields.line(&line)
+                    };
+                    match item {
+                        Some(Err(error)) => return Some(Err(self.drop_event(error))),
+                        Some(item) => return Some(item),
+                        None => {}
+                    }
                 }
-            }
-            self.scanned = self.pos;
-            let line = &self.buf[start..end];
-            if self.skipping {
-                if line.is_empty() && !self.skip_mid_line {
-                    self.skipping = false;
-                }
-                self.skip_mid_line = false;
-            } else if line.len() > self.max_line {
-                return Some(
-                    Err(self.drop_event(ParseError::LineTooLong { limit: self.max_line })),
-                );
-            } else if let Some(item) = self.fields.line(line) {
-                if let Err(error) = item {
-                    return Some(Err(self.drop_event(error)));
-                }
-                return Some(item);
+                Skip::Lines if start == end => self.skip = Skip::No,
+                _ => self.skip = Skip::Lines,
             }
         }
     }
@@ -336,7 +299,7 @@ impl Parser {
         while let Some(item) = self.parse_next() {
             self.ready.push_back(item);
         }
-        self.reset_stream();
+        self.reset();
         self.at_start = false;
     }
 
@@ -344,8 +307,10 @@ impl Parser {
     /// pending event, and strips a BOM again; keeps the last event ID, the
     /// retry time and the items `finish` parsed.
     pub fn reset(&mut self) {
-        self.reset_stream();
-        self.at_start = true;
+        self.pos = self.buf.len();
+        self.compact();
+        (self.at_start, self.after_cr, self.skip) = (true, false, Skip::No);
+        self.fields.drop_event();
     }
 
     /// The last event ID: the `id` in force at the last dispatch (what a
@@ -365,78 +330,57 @@ impl Parser {
     /// `None`, at most `max_line_len + max_event_size + 3`.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.tail_len + self.fields.data.len() + self.fields.event_type.len()
+        self.buf.len() + self.fields.data.len() + self.fields.event_type.len()
     }
 
     /// No line ending in the rest: keep the partial line, or drop it when
     /// skipping or too long.
     fn partial_line(&mut self) -> Option<Result<Item, ParseError>> {
-        if self.skipping {
-            self.skip_mid_line = true;
-            self.pos = self.buf.len();
-        } else if self.buf.len() - self.pos > self.max_line {
-            self.pos = self.buf.len();
-            let error = self.drop_event(ParseError::LineTooLong { limit: self.max_line });
-            self.skip_mid_line = true;
-            return Some(Err(error));
-        } else {
+        let limit = self.max_line;
+        let too_long = self.skip == Skip::No && self.buf.len() - self.pos > limit;
+        let error = too_long.then(|| Err(self.drop_event(ParseError::LineTooLong { limit })));
+        if self.skip == Skip::No {
             self.scanned = self.buf.len();
+        } else {
+            self.pos = self.buf.len();
+            self.skip = Skip::RestOfLine;
         }
         self.compact();
-        None
+        error
     }
 
     /// Drops the pending event after a limit error and skips to its end.
     fn drop_event(&mut self, error: ParseError) -> ParseError {
         self.fields.drop_event();
-        self.skipping = true;
-        self.skip_mid_line = false;
+        self.skip = Skip::Lines;
         error
     }
 
     /// Moves the unparsed input to the front of the buffer.
     fn compact(&mut self) {
-        if self.pos == 0 {
-            return;
-        }
-        if self.pos >= self.buf.len() {
-            clear(&mut self.buf);
-        } else {
-            self.buf.drain(..self.pos);
+        self.buf.drain(..self.pos);
+        if self.buf.is_empty() {
+            self.buf.shrink_to(KEEP_CAPACITY);
         }
         self.scanned = self.scanned.saturating_sub(self.pos);
         self.pos = 0;
-    }
-
-    /// Forgets the input and the pending event; keeps the IDs and retry.
-    fn reset_stream(&mut self) {
-        clear(&mut self.buf);
-        self.pos = 0;
-        self.tail_len = 0;
-        self.scanned = 0;
-        self.after_cr = false;
-        self.skipping = false;
-        self.skip_mid_line = false;
-        self.fields.drop_event();
     }
 }
 
 impl Iterator for Parser {
     type Item = Result<Item, ParseError>;
-
-    /// The same as [`Parser::next_item`].
     fn next(&mut self) -> Option<Self::Item> {
         self.next_item()
     }
 }
 
 impl Fields {
-    /// Interprets one complete line (without its line ending).
+    /// Interprets one line (without its end): "If the line is empty",
+    /// dispatch; if it "starts with a colon", it is a comment; if it
+    /// "contains a colon", the field name is before the first one and the
+    /// value after it, less one leading space; "otherwise" the whole line is
+    /// the name and the value is empty.
     fn line(&mut self, line: &str) -> Option<Result<Item, ParseError>> {
-        // The most common line first, without looking for the colon.
-        if let Some(value) = line.strip_prefix("data:") {
-            return self.data(strip_space(value));
-        }
         let (name, value) = match line.bytes().position(|b| b == b':') {
             None if line.is_empty() => return self.dispatch().map(Ok),
             None => (line, ""),
@@ -446,16 +390,12 @@ impl Fields {
         match name {
             "data" => return self.data(value),
             "event" => {
-                self.event_type.clear();
-                self.event_type.push_str(value);
+                self.event_type.replace_range(.., value);
                 return self.check_size();
             }
-            // An id containing NUL is ignored whole.
-            "id" if !value.contains('\0') => {
-                self.id.clear();
-                self.id.push_str(value);
-            }
-            // ASCII digits only; too large for a u64 saturates.
+            // "If the field value does not contain U+0000 NULL".
+            "id" if !value.contains('\0') => self.id.replace_range(.., value),
+            // "If the field value consists of only ASCII digits".
             "retry" if is_digits(value) => {
                 self.retry = Some(Duration::from_millis(value.parse().unwrap_or(u64::MAX)));
             }
@@ -464,36 +404,32 @@ impl Fields {
         None
     }
 
+    /// "Append the field value to the data buffer, then append a single
+    /// U+000A LINE FEED" (here: the LF goes before the next value).
     fn data(&mut self, value: &str) -> Option<Result<Item, ParseError>> {
-        if self.has_data {
+        if std::mem::replace(&mut self.has_data, true) {
             self.data.push('\n');
         }
-        self.has_data = true;
         self.data.push_str(value);
         self.check_size()
     }
 
     /// The standard's "dispatch the event" steps, at an empty line.
     fn dispatch(&mut self) -> Option<Item> {
+        // 1. "Set the last event ID string ... to the last event ID buffer".
         self.last_id.clone_from(&self.id);
-        // Step 3 (remove the last LF) is built in: `data` never has it.
-        if !self.has_data {
-            self.event_type.clear();
-            return None;
-        }
+        // 2. "If the data buffer is an empty string", reset and return.
+        // 3. (Remove the data buffer's last LF) is built in: `data` lacks it.
         // Copied out, not moved: exact-size strings, and the buffers keep
         // their capacity (up to KEEP_CAPACITY).
-        let event = MessageEvent {
-            event_type: if self.event_type.is_empty() {
-                String::from("message")
-            } else {
-                self.event_type.clone()
-            },
+        let event_type = if self.event_type.is_empty() { "message" } else { &self.event_type };
+        let event = self.has_data.then(|| MessageEvent {
+            event_type: event_type.to_owned(),
             data: self.data.clone(),
             id: self.last_id.clone(),
-        };
+        });
         self.drop_event();
-        Some(Item::Event(event))
+        event.map(Item::Event)
     }
 
     fn check_size(&self) -> Option<Result<Item, ParseError>> {
@@ -504,19 +440,12 @@ impl Fields {
 
     /// Forgets the pending event: data, type and an uncommitted `id`.
     fn drop_event(&mut self) {
-        clear(&mut self.data);
+        self.data.clear();
+        self.data.shrink_to(KEEP_CAPACITY);
         self.has_data = false;
         self.event_type.clear();
-        if self.id != self.last_id {
-            self.id.clone_from(&self.last_id);
-        }
+        self.id.clone_from(&self.last_id);
     }
-}
-
-/// Empties a buffer, giving back memory above [`KEEP_CAPACITY`].
-fn clear(buffer: &mut String) {
-    buffer.clear();
-    buffer.shrink_to(KEEP_CAPACITY);
 }
 
 /// Removes one leading U+0020 SPACE.
@@ -524,64 +453,9 @@ fn strip_space(value: &str) -> &str {
     value.strip_prefix(' ').unwrap_or(value)
 }
 
-/// Appends `bytes` decoded lossily; returns how many it used (all but a
-/// sequence cut short at the end).
-fn decode(out: &mut String, mut bytes: &[u8]) -> usize {
-    let total = bytes.len();
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                out.push_str(text);
-                return total;
-            }
-            Err(error) => {
-                let (valid, rest) = bytes.split_at(error.valid_up_to());
-                if let Ok(text) = std::str::from_utf8(valid) {
-                    out.push_str(text);
-                }
-                match error.error_len() {
-                    Some(invalid) => {
-                        out.push(char::REPLACEMENT_CHARACTER);
-                        bytes = rest.get(invalid..).unwrap_or_default();
-                    }
-                    None => return total - rest.len(),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf8_is_decoded_lossily() {
-        let mut out = String::new();
-        assert_eq!(decode(&mut out, b"a\xEF\xBBb\xFF\xC3\xA9\xF0\x9F\x98"), 7);
-        assert_eq!(out, "a\u{FFFD}b\u{FFFD}é");
-        assert_eq!(decode(&mut out, b"\xED\xA0\x80\xC3"), 3);
-        assert_eq!(out, "a\u{FFFD}b\u{FFFD}é\u{FFFD}\u{FFFD}\u{FFFD}");
-    }
-
-    #[test]
-    fn utf8_split_anywhere() {
-        let text = "aé✓😀\u{FEFF}z".as_bytes();
-        let bad = b"\xF0\x9F\x98a\xE2\x82\xFF\xC3\xEF\xBB";
-        for input in [text, &bad[..]] {
-            let mut whole = Parser::new();
-            whole.feed(input);
-            for i in 0..=input.len() {
-                for j in i..=input.len() {
-                    let mut parser = Parser::new();
-                    for chunk in [&input[..i], &input[i..j], &input[j..]] {
-                        parser.feed(chunk);
-                    }
-                    assert_eq!((&parser.buf, parser.tail_len), (&whole.buf, whole.tail_len));
-                }
-            }
-        }
-    }
 
     #[test]
     fn a_16_mib_limit_reserves_nothing_and_big_events_give_memory_back() {
@@ -603,21 +477,5 @@ mod tests {
         assert!(matches!(parser.next_item(), Some(Ok(Item::Event(e))) if e.data.len() == 1 << 20));
         assert_eq!(parser.next_item(), None);
         assert!(capacity(&parser) <= 2 * KEEP_CAPACITY);
-    }
-
-    #[test]
-    fn compaction_keeps_the_partial_line() {
-        let mut parser = Parser::new();
-        parser.feed(b"data: a\n\ndata: b");
-        assert!(matches!(parser.next_item(), Some(Ok(Item::Event(_)))));
-        assert_eq!(parser.next_item(), None);
-        assert_eq!(parser.buf, "data: b");
-        parser.feed(b"\n\n");
-        let Some(Ok(Item::Event(event))) = parser.next_item() else {
-            panic!("no event");
-        };
-        assert_eq!(event.data, "b");
-        assert_eq!(parser.next_item(), None);
-        assert_eq!(parser.buffered(), 0);
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::event::{Event, Frame};
 
 /// Writes events, comments and retry hints to any [`io::Write`], flushing
-/// after each one.
+/// after each one. After an error from the inner writer the stream may hold
+/// part of an event: drop it (a client then reconnects).
 ///
 /// ```
 /// use stdsse::{Event, EventWriter};
@@ -19,9 +20,6 @@ use crate::event::{Event, Frame};
 /// assert_eq!(out.get_ref(), b": connected\ndata: hello\n\n");
 /// # Ok::<(), std::io::Error>(())
 /// ```
-///
-/// After an error from the inner writer the stream may hold part of an
-/// event: drop it (a client then reconnects).
 #[derive(Debug)]
 pub struct EventWriter<W: Write> {
     inner: W,

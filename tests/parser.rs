@@ -264,6 +264,9 @@ cases! {
     utf8_overlong: b"data: \xC0\x80\n\n" => [msg("\u{FFFD}\u{FFFD}")];
     utf8_surrogate: b"data: \xED\xA0\x80\n\n" => [msg("\u{FFFD}\u{FFFD}\u{FFFD}")];
     utf8_in_event_type: b"event: \x80\ndata: x\n\n" => [ev("\u{FFFD}", "x", "")];
+    utf8_split_anywhere: b"data: a\xC3\xA9\xE2\x9C\x93\xF0\x9F\x98\x80\xEF\xBB\xBFz\n\n" => [msg("a\u{e9}\u{2713}\u{1F600}\u{FEFF}z")];
+    utf8_invalid_split_anywhere: b"data: \xF0\x9F\x98a\xE2\x82\xFF\xC3\xEF\xBB\n\n" => [msg("\u{FFFD}a\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}")];
+    utf8_lossy_per_maximal_subpart: b"data: a\xEF\xBBb\xFF\xC3\xA9\n\n" => [msg("a\u{FFFD}b\u{FFFD}\u{e9}")];
     utf8_name_invalid: b"dat\xE1: x\n\n" => [];
 
     // Limits: a line of 8 bytes is fine, 9 is one too many.
@@ -318,6 +321,15 @@ fn cr_at_end_of_chunk_ends_the_line_at_once() {
     // The LF that follows completes the CRLF: it is not another empty line.
     assert_eq!(pull_all(&mut parser, &[b"\ndata: y\r", b"\n", b"\r"]), [msg("y")]);
     assert_eq!(pull_all(&mut parser, &[b": c\r"]), [comment("c")]);
+}
+
+#[test]
+fn compaction_keeps_the_partial_line() {
+    let mut parser = Parser::new();
+    assert_eq!(pull_all(&mut parser, &[b"data: a\n\ndata: b"]), [msg("a")]);
+    assert_eq!(parser.buffered(), "data: b".len());
+    assert_eq!(pull_all(&mut parser, &[b"\n\n"]), [msg("b")]);
+    assert_eq!(parser.buffered(), 0);
 }
 
 #[test]
