@@ -11,13 +11,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::history::{drain, Entry, Position};
+use super::history::{drain, Entry};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
 use super::{Counters, HubBuilder, HubLog, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
+
+/// A place in a subscriber's view of the hub's sequence: the events and
+/// bytes published before it, in all and to the subscriber's topics.
+pub(super) type Count = [u64; 4];
 
 /// One frame waiting to be written to a subscriber.
 pub(super) struct Pending {
@@ -28,8 +32,8 @@ pub(super) struct Pending {
 /// What a pending frame is: only events count as delivered or dropped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
-    /// A published event, at its place in the hub's sequence.
-    Event(Position),
+    /// A published event, from where to where in the sequence.
+    Event(Count, Count),
     Gap,
     Control,
 }
@@ -39,11 +43,10 @@ pub(super) enum Kind {
 pub(super) struct Backlog {
     pub(super) frames: VecDeque<Pending>,
     pub(super) bytes: usize,
-    /// The first event of the hub's sequence not yet sent in full: the
-    /// client's `Last-Event-ID` is the one before it.
-    pub(super) next: Position,
-    /// The events and bytes published to the subscriber's topics so far.
-    pub(super) topic_end: (u64, u64),
+    /// Where the first event not yet sent in full starts (the client's
+    /// `Last-Event-ID` is the one before it), and where the newest ends.
+    pub(super) next: Count,
+    end: Count,
 }
 
 /// What the backlog bound did when an event was queued.
@@ -51,7 +54,7 @@ pub(super) enum Bound {
     Fits,
     /// Over the bound with [`SlowClient::Disconnect`].
     Evict,
-    /// Over the bound with [`SlowClient::DropOldest`]: events dropped, and
+    /// Over it with [`SlowClient::DropOldest`]: the events dropped, and
     /// whether a new gap signal took their place.
     Dropped {
         events: u64,
@@ -67,36 +70,21 @@ impl Backlog {
 
     pub(super) fn pop_front(&mut self) -> Option<Pending> {
         let pending = self.frames.pop_front()?;
-        let len = pending.frame.len();
-        self.bytes -= len;
-        if let Kind::Event(at) = pending.kind {
-            let on_topic = u64::from(at.on_topic);
-            self.next = Position {
-                seq: at.seq.saturating_add(1),
-                offset: at.offset.saturating_add(len as u64),
-                topic_seq: at.topic_seq + on_topic,
-                topic_offset: at.topic_offset + on_topic * len as u64,
-                on_topic: false,
-            };
+        self.bytes -= pending.frame.len();
+        if let Kind::Event(_, end) = pending.kind {
+            self.next = end;
         }
         Some(pending)
     }
 
-    /// Notes a published event for this subscriber's topics or everyone
-    /// (`on_topic`: for one of its topics), and queues it if `wanted`.
+    /// Notes a published event (`on_topic`: for one of the subscriber's
+    /// topics), and queues it if `wanted`.
     pub(super) fn offer(&mut self, entry: &Entry, on_topic: bool, wanted: bool) {
-        let at = Position {
-            topic_seq: self.topic_end.0,
-            topic_offset: self.topic_end.1,
-            on_topic,
-            ..entry.position()
-        };
-        if on_topic {
-            self.topic_end.0 += 1;
-            self.topic_end.1 += entry.frame.len() as u64;
-        }
+        let (len, t) = (entry.frame.len() as u64, u64::from(on_topic));
+        let start = [entry.seq, entry.offset, self.end[2], self.end[3]];
+        self.end = [entry.seq + 1, entry.offset + len, start[2] + t, start[3] + t * len];
         if wanted {
-            self.push(entry.frame.clone(), Kind::Event(at));
+            self.push(entry.frame.clone(), Kind::Event(start, self.end));
         }
     }
 
@@ -104,41 +92,34 @@ impl Backlog {
         self.frames.len() > config.backlog_events || self.bytes > config.backlog_bytes
     }
 
-    fn first_event(&self) -> Option<Position> {
+    fn first_event(&self) -> Option<Count> {
         self.frames.iter().find_map(|p| match p.kind {
-            Kind::Event(at) => Some(at),
+            Kind::Event(start, _) => Some(start),
             _ => None,
         })
     }
 
-    /// Whether the backlog passed its bound once `newest` was published.
-    pub(super) fn over(&self, newest: &Entry, config: &HubBuilder) -> bool {
+    /// Whether the backlog passed its bound once `newest` was offered.
+    pub(super) fn over(&self, config: &HubBuilder) -> bool {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config);
         }
-        let end = newest.offset.saturating_add(newest.frame.len() as u64);
-        let behind = [
-            (newest.seq + 1).saturating_sub(self.next.seq),
-            end.saturating_sub(self.next.offset),
-            self.topic_end.0.saturating_sub(self.next.topic_seq),
-            self.topic_end.1.saturating_sub(self.next.topic_offset),
-        ];
-        let over = (behind.iter().zip(config.behind_bound())).any(|(b, max)| *b > max);
-        over && self.first_event().is_some()
+        let behind = self.end.iter().zip(self.next).map(|(end, next)| end.saturating_sub(next));
+        behind.zip(config.behind_bound()).any(|(b, max)| b > max) && self.first_event().is_some()
     }
 
     /// Applies the slow-client policy if the backlog is over its bound once
-    /// `newest` was published. [`SlowClient::DropOldest`] drops the oldest
+    /// `newest` was offered. [`SlowClient::DropOldest`] drops the oldest
     /// events after the first `keep` frames (a frame partly written must be
     /// finished) until it fits, and puts one gap signal in their place.
     pub(super) fn enforce(&mut self, keep: usize, newest: &Entry, config: &HubBuilder) -> Bound {
-        if !self.over(newest, config) {
+        if !self.over(config) {
             return Bound::Fits;
         }
         if config.slow_client == SlowClient::Disconnect {
             return match self.first_event() {
                 // It had been sent everything it wanted: measure from here.
-                Some(first) if first.seq == newest.seq => {
+                Some(first) if first[0] == newest.seq => {
                     self.next = first;
                     Bound::Fits
                 }
@@ -151,7 +132,7 @@ impl Backlog {
         while self.over_own(config) && self.frames.len() > first + 1 {
             let p = self.frames.remove(first).expect("more frames than `first`");
             self.bytes -= p.frame.len();
-            events += u64::from(matches!(p.kind, Kind::Event(_)));
+            events += u64::from(matches!(p.kind, Kind::Event(..)));
         }
         if events == 0 {
             return Bound::Fits;
@@ -159,11 +140,9 @@ impl Backlog {
         if !gap_queued {
             let frame = gap_frame("lagged");
             self.bytes += frame.len();
-            let kind = Kind::Gap;
-            self.frames.insert(keep, Pending { frame, kind });
+            self.frames.insert(keep, Pending { frame, kind: Kind::Gap });
         }
-        let gap = !gap_queued;
-        Bound::Dropped { events, gap }
+        Bound::Dropped { events, gap: !gap_queued }
     }
 }
 
@@ -321,7 +300,7 @@ impl Subscriber {
         }
         self.offer(entry, wanted, false);
         let mut delivered = 0;
-        if self.pending.over(entry, config) {
+        if self.pending.over(config) {
             // A batch queues many events before any write: let the socket
             // take what it can first, so that only a client that does not
             // read counts as slow.
@@ -357,7 +336,7 @@ impl Subscriber {
                         }
                         (left, self.offset, done) = (left - front_left, 0, done + 1);
                         let sent = self.pending.pop_front().expect("written bytes are pending");
-                        delivered += u64::from(matches!(sent.kind, Kind::Event(_)));
+                        delivered += u64::from(matches!(sent.kind, Kind::Event(..)));
                     }
                     if done < offered {
                         break; // the socket buffer is full

@@ -24,32 +24,10 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub(super) fn position(&self) -> Position {
-        Position::at(self.seq, self.offset)
-    }
-
     /// Its topics; `None` stands for everyone.
     fn topics(&self) -> impl Iterator<Item = Option<&str>> {
         let everyone = self.topics.is_empty().then_some(None);
         everyone.into_iter().chain(self.topics.iter().map(|t| Some(t.as_str())))
-    }
-}
-
-/// A place in the hub's sequence: an event's number and the bytes published
-/// before it; and for one subscriber, the events and bytes published to its
-/// topics before it, and whether the event is for one of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Position {
-    pub(super) seq: u64,
-    pub(super) offset: u64,
-    pub(super) topic_seq: u64,
-    pub(super) topic_offset: u64,
-    pub(super) on_topic: bool,
-}
-
-impl Position {
-    fn at(seq: u64, offset: u64) -> Position {
-        Position { seq, offset, ..Position::default() }
     }
 }
 
@@ -446,9 +424,9 @@ impl Coordinator {
             wanted.push_front(want);
         }
         // It has seen everything before where its replay starts.
-        let next = (entries.get(start))
-            .map_or(Position::at(self.next_seq, self.next_offset), |e| e.position());
-        sub.backlog(false, |b| b.next = next);
+        let next =
+            entries.get(start).map_or((self.next_seq, self.next_offset), |e| (e.seq, e.offset));
+        sub.backlog(false, |b| b.next = [next.0, next.1, 0, 0]);
         for (k, entry) in entries.iter().enumerate().skip(start) {
             let want =
                 (wanted.get(k - start).copied()).unwrap_or_else(|| sub.wants(entry, &self.config));

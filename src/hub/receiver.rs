@@ -85,7 +85,7 @@ impl LocalQueue {
         let mut state = lock(&self.state);
         loop {
             if let Some(pending) = state.backlog.pop_front() {
-                if matches!(pending.kind, Kind::Event(_)) {
+                if matches!(pending.kind, Kind::Event(..)) {
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 }
                 return Ok(pending.frame);
