@@ -199,21 +199,22 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_
 
 impl Subscriber {
     pub(super) fn new(sink: Sink, subscription: Subscription, config: &HubBuilder) -> Subscriber {
-        let now = Instant::now();
+        let (now, pending) = (Instant::now(), Backlog::default());
         let stall = match &sink {
             Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
             Sink::Local(_) => None,
         };
+        let (offset, backoff, gone) = (0, BACKOFF.0, false);
         Subscriber {
             sink,
             subscription,
-            pending: Backlog::default(),
-            offset: 0,
+            pending,
+            offset,
             last_write: now,
             retry_at: now,
-            backoff: BACKOFF.0,
+            backoff,
             stall,
-            gone: false,
+            gone,
         }
     }
 
@@ -267,8 +268,7 @@ impl Subscriber {
         }
     }
 
-    /// Queues a frame that does not count against the bound (gap signal,
-    /// keep-alive, goodbye).
+    /// Queues a frame that does not count against the bound.
     pub(super) fn push(&mut self, frame: Frame, kind: Kind) {
         self.backlog(true, |b| b.push(frame, kind));
     }
@@ -279,43 +279,49 @@ impl Subscriber {
         self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
     }
 
-    /// Offers a published event and keeps the backlog within its bound (an
-    /// event not `wanted` counts too with [`SlowClient::Disconnect`]).
-    /// Returns the events a flush wrote on the way, and what the bound did.
-    pub(super) fn publish(
-        &mut self,
-        entry: &Entry,
-        wanted: bool,
-        config: &HubBuilder,
-    ) -> (u64, Bound) {
+    /// Offers a published event and keeps the backlog within its bound.
+    /// Returns the events delivered (by a flush on the way), evicted (0 or
+    /// 1) and dropped.
+    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) -> [u64; 3] {
         if matches!(&self.sink, Sink::Local(_)) && self.sink.is_gone() {
             self.gone = true; // a dropped receiver is gone, not slow
-            return (0, Bound::Fits);
+            return [0; 3];
         }
         if wanted && self.pending.frames.is_empty() {
-            // Not stalled before it had something to take; and worth a
-            // write at once.
+            // Not stalled before it had something to take; worth a write now.
             self.last_write = self.last_write.max(entry.at);
             self.retry_at = entry.at;
         }
         self.offer(entry, wanted, false);
-        let mut delivered = 0;
-        if self.pending.over(config) {
-            // A batch queues many events before any write: let the socket
-            // take what it can first, so that only a client that does not
-            // read counts as slow.
-            delivered = self.flush();
-        }
+        // A batch queues many events before any write: the socket takes
+        // what it can first, so that only a client that does not read is slow.
+        let delivered = if self.pending.over(config) { self.flush() } else { 0 };
         if self.gone {
-            return (delivered, Bound::Fits);
+            return [delivered, 0, 0];
         }
         let keep = usize::from(self.offset > 0);
-        (delivered, self.backlog(wanted, |b| b.enforce(keep, entry, config)))
+        match self.backlog(wanted, |b| b.enforce(keep, entry, config)) {
+            Bound::Fits => [delivered, 0, 0],
+            Bound::Evict => [delivered, self.evict(config, false), 0],
+            Bound::Dropped { events, gap } => {
+                self.log(config, HubLogKind::DroppedOldest { events });
+                if gap {
+                    self.log(config, HubLogKind::Gap { reason: "lagged" });
+                }
+                [delivered, 0, events]
+            }
+        }
     }
 
-    /// Writes as much of a socket's backlog as it takes now. Returns the
-    /// number of events written in full.
-    pub(super) fn flush(&mut self) -> u64 {
+    /// Ends the subscription of a slow client; returns the count (1).
+    fn evict(&mut self, config: &HubBuilder, stalled: bool) -> u64 {
+        self.gone = true;
+        self.log(config, HubLogKind::Evicted { stalled });
+        1
+    }
+
+    /// Writes what a socket takes now; returns the events written in full.
+    fn flush(&mut self) -> u64 {
         let Sink::Socket(stream) = &self.sink else {
             return 0;
         };
@@ -346,15 +352,12 @@ impl Subscriber {
                 Err(_) => self.gone = true,
             }
         }
-        // One clock read per flush: a socket that took nothing waits
-        // longer each time, one that took bytes is tried again soon.
+        // A socket that took nothing waits longer each time, one that took
+        // bytes is tried again soon.
         let now = Instant::now();
-        self.backoff = match progress {
-            true => BACKOFF.0,
-            false => (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1),
-        };
+        self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
         if progress {
-            self.last_write = now;
+            (self.backoff, self.last_write) = (BACKOFF.0, now);
         }
         self.retry_at = now + self.backoff;
         delivered
@@ -486,40 +489,24 @@ impl Shard {
     }
 
     fn publish(&mut self, entry: &Entry) {
-        let (mut delivered, mut evicted, mut dropped) = (0, 0, 0);
         // How far behind a subscriber is counts every event published.
         let measure_all = self.config.slow_client == SlowClient::Disconnect;
+        let mut counts = [0; 3];
         for sub in &mut self.subscribers {
             let wanted = sub.wants(entry, &self.config);
-            if !wanted && (sub.gone || !measure_all) {
-                continue;
-            }
-            let (written, bound) = sub.publish(entry, wanted, &self.config);
-            delivered += written;
-            match bound {
-                Bound::Fits => {}
-                Bound::Evict => {
-                    sub.gone = true;
-                    evicted += 1;
-                    sub.log(&self.config, HubLogKind::Evicted { stalled: false });
-                }
-                Bound::Dropped { events, gap } => {
-                    dropped += events;
-                    sub.log(&self.config, HubLogKind::DroppedOldest { events });
-                    if gap {
-                        sub.log(&self.config, HubLogKind::Gap { reason: "lagged" });
-                    }
-                }
+            if wanted || (measure_all && !sub.gone) {
+                let added = sub.publish(entry, wanted, &self.config);
+                counts.iter_mut().zip(added).for_each(|(count, n)| *count += n);
             }
         }
-        self.count(delivered, evicted);
-        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.count(counts);
     }
 
-    fn count(&self, delivered: u64, evicted: u64) {
+    fn count(&self, [delivered, evicted, dropped]: [u64; 3]) {
         let c = &self.counters;
         c.delivered.fetch_add(delivered, Ordering::Relaxed);
         c.evicted.fetch_add(evicted, Ordering::Relaxed);
+        c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// Keep-alives for idle subscribers, and a check for clients that went
@@ -542,23 +529,20 @@ impl Shard {
     /// Writes every backlog that is due, evicts the stalled, then removes
     /// subscribers that are gone.
     fn flush_all(&mut self) {
-        let (mut delivered, mut evicted) = (0, 0);
-        let now = Instant::now();
+        let (mut counts, now) = ([0; 3], Instant::now());
         for sub in &mut self.subscribers {
             if !sub.pending.frames.is_empty() && sub.retry_at <= now {
-                delivered += sub.flush();
+                counts[0] += sub.flush();
                 // Stalled: a backlog waited longer than the stall timeout
                 // without a byte written.
                 let idle = now.saturating_duration_since(sub.last_write);
                 let stalled = sub.stall.is_some_and(|stall| idle > stall);
                 if !sub.gone && !sub.pending.frames.is_empty() && stalled {
-                    sub.gone = true;
-                    evicted += 1;
-                    sub.log(&self.config, HubLogKind::Evicted { stalled: true });
+                    counts[1] += sub.evict(&self.config, true);
                 }
             }
         }
-        self.count(delivered, evicted);
+        self.count(counts);
         self.remove(|sub| sub.gone);
     }
 

@@ -31,7 +31,7 @@ impl Entry {
     }
 }
 
-/// Events and bytes: what counts against a bound.
+/// Events and bytes, as a bound counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tally {
     events: usize,
@@ -103,12 +103,6 @@ impl History {
         }
         self.all.add(entry.frame.len());
         self.entries.push_back(entry);
-    }
-
-    /// The retained entry with number `seq`.
-    fn get(&self, seq: u64) -> Option<&Arc<Entry>> {
-        let index = self.entries.partition_point(|e| e.seq < seq);
-        self.entries.get(index).filter(|e| e.seq == seq)
     }
 
     /// The number of the newest event with the publisher-chosen `id`,
@@ -219,10 +213,9 @@ impl History {
 }
 
 /// The coordinator thread: ids, encoding and the history. It forwards
-/// published entries to every shard and each new subscriber (with its
-/// replay already queued) to the least loaded shard. Each shard's channel is
-/// first in, first out, so a subscriber sees its replay and then exactly the
-/// entries published after it: the hand-over has no gap and no duplicate.
+/// published entries to every shard, and each new subscriber with its replay
+/// queued to the least loaded one: as each shard's channel is first in,
+/// first out, the hand-over from replay to live has no gap or duplicate.
 pub(super) struct Coordinator {
     pub(super) history: History,
     pub(super) next_seq: u64,
@@ -232,8 +225,7 @@ pub(super) struct Coordinator {
     pub(super) counters: Arc<Counters>,
     pub(super) config: Arc<HubBuilder>,
     pub(super) shards: Vec<ShardHandle>,
-    /// Entries published since the last forward; every shard gets them in
-    /// one message.
+    /// Entries published since the last forward, for every shard at once.
     pub(super) outgoing: Vec<Arc<Entry>>,
 }
 
@@ -249,20 +241,13 @@ pub(super) fn drain<C>(
     max: usize,
     mut handle: impl FnMut(C) -> Result<(), SyncSender<()>>,
 ) -> Result<(), Option<SyncSender<()>>> {
-    let mut next = match rx.recv_timeout(wait) {
-        Ok(command) => Some(command),
-        Err(RecvTimeoutError::Timeout) => None,
+    let first = match rx.recv_timeout(wait) {
+        Ok(command) => command,
+        Err(RecvTimeoutError::Timeout) => return Ok(()),
         Err(RecvTimeoutError::Disconnected) => return Err(None),
     };
-    let mut handled = 0;
-    while let Some(command) = next.take() {
-        handle(command).map_err(Some)?;
-        handled += 1;
-        if handled < max.min(BATCH) {
-            next = rx.try_recv().ok();
-        }
-    }
-    Ok(())
+    let queued = rx.try_iter().take(max.min(BATCH) - 1);
+    [first].into_iter().chain(queued).try_for_each(|command| handle(command).map_err(Some))
 }
 
 impl Coordinator {
@@ -288,13 +273,9 @@ impl Coordinator {
         }
     }
 
-    /// Sends what was published since the last call to every shard.
-    ///
-    /// A fan-out thread an inbox's worth of frames behind makes the
-    /// coordinator wait here (and in `subscribe`), then `publish`: events
-    /// on their way are at most about five inboxes' worth (the inbox, this
-    /// batch, a fan-out thread's queue, one batch past it, and the batch it
-    /// fans out). Bounding frames, not batches, lets a fan-out thread that
+    /// Sends what was published since the last call to every shard. A shard
+    /// an inbox's worth of frames behind makes it wait (see
+    /// [`HubBuilder::inbox`]); bounding frames, not batches, lets a shard that
     /// fell behind take everything queued in one round.
     pub(super) fn forward(&mut self) {
         if self.outgoing.is_empty() {
@@ -314,45 +295,28 @@ impl Coordinator {
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
         let seq = self.next_seq;
-        // Saturates rather than wraps: 2^64 events are beyond any hub.
-        self.next_seq = seq.saturating_add(1);
-        // An id of the hub's form is the hub's to give: so that its ids
-        // stay unique and each resumes from one place.
-        let kept = (event.get_id()).filter(|id| !self.is_hub_id(id)).map(str::to_string);
-        let (event, id) = match kept {
-            Some(id) => (event, id),
-            None => {
-                let id = format!("{}-{}", self.epoch, seq);
-                (event.with_valid_id(id.clone()), id)
-            }
+        self.next_seq = seq.saturating_add(1); // 2^64 events are beyond any hub
+                                               // An id of the hub's form is the hub's to give: so that its ids
+                                               // stay unique and each resumes from one place.
+        let event = match event.get_id() {
+            Some(id) if !self.is_hub_id(id) => event,
+            _ => event.with_valid_id(format!("{}-{seq}", self.epoch)),
         };
-        let frame = Frame::from(&event);
-        let offset = self.next_offset;
+        let (id, event_type) = (event.get_id().unwrap_or_default().to_string(), event.get_event());
+        let (frame, offset, at) = (Frame::from(&event), self.next_offset, Instant::now());
         self.next_offset = offset.saturating_add(frame.len() as u64);
-        let entry = Arc::new(Entry {
-            seq,
-            offset,
-            id,
-            topics,
-            event_type: event.get_event().map(str::to_string),
-            frame,
-            at: Instant::now(),
-        });
+        let event_type = event_type.map(str::to_string);
+        let entry = Arc::new(Entry { seq, offset, id, topics, event_type, frame, at });
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.history.push(entry.clone());
         self.prune_history();
         self.outgoing.push(entry);
     }
 
-    /// Applies the history's bounds (see [`History::prune`]) and publishes
-    /// its size; returns whether more is to go once the fan-out threads
-    /// have caught up.
-    ///
-    /// The bounds count up to the newest event every fan-out thread has
-    /// handled: a subscriber is evicted at most half the history behind
-    /// that (see [`HubBuilder::backlog`]), so what it missed is still here
-    /// however far the coordinator runs ahead. Later entries are on their
-    /// way to a fan-out thread, bounded by the inbox.
+    /// Applies the history's bounds up to the newest event every shard has
+    /// handled (a subscriber is evicted at most half the history behind that,
+    /// see [`HubBuilder::backlog`]: what it missed is still here) and
+    /// publishes its size; returns whether more is to go once they catch up.
     pub(super) fn prune_history(&mut self) -> bool {
         let seen = (self.shards.iter())
             .filter(|shard| !shard.ended())
@@ -367,18 +331,18 @@ impl Coordinator {
     }
 
     /// The number of the event a client that last saw `id` saw last, or
-    /// `None` when the id is not one the hub can place. A hub-assigned id
-    /// is placed by its number (the canonical `<epoch>-<n>` of an event
-    /// published, whose retained entry, if any, carries it); a
-    /// publisher-chosen one by the newest event with exactly that id,
-    /// retained or the newest a topic lost.
+    /// `None` when the hub cannot place it. A hub-assigned id is placed by
+    /// its number (if canonical, issued, and not replaced by the publisher's
+    /// id in its retained entry); a publisher's by [`History::seq_of`].
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
         if !self.is_hub_id(id) {
             return self.history.seq_of(id);
         }
         let seq = id[self.epoch.len() + 1..].parse::<u64>().ok()?;
         let canonical = format!("{}-{seq}", self.epoch) == id && (1..self.next_seq).contains(&seq);
-        let issued = self.history.get(seq).is_none_or(|e| e.id == id);
+        let entries = &self.history.entries;
+        let retained = entries.binary_search_by_key(&seq, |e| e.seq).ok();
+        let issued = retained.is_none_or(|i| entries[i].id == id);
         (canonical && issued).then_some(seq)
     }
 
@@ -386,7 +350,6 @@ impl Coordinator {
         self.prune_history();
         let mut sub = Subscriber::new(sink, subscription, &self.config);
         let entries = &self.history.entries;
-        // Replay starts after `seq`.
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
         let resume = (sub.subscription.last_event_id.as_deref()).map(|id| self.resume_seq(id));
         let mut start = match resume {
@@ -413,28 +376,24 @@ impl Coordinator {
                 Sink::Local(_) => entries.len(),
             },
         };
-        // The `recent` events before a new client's time come first: find
-        // where they start, noting which are wanted (a filter runs once).
+        // The `recent` events before a new client's time come first (the
+        // filter runs once per entry).
         let mut wanted = VecDeque::new();
         let mut recent = if resume.is_none() { sub.subscription.recent } else { 0 };
         while recent > 0 && start > 0 && !sub.gone {
             start -= 1;
-            let want = sub.wants(&entries[start], &self.config);
-            recent -= usize::from(want);
-            wanted.push_front(want);
+            wanted.push_front(sub.wants(&entries[start], &self.config));
+            recent -= usize::from(wanted[0]);
         }
         // It has seen everything before where its replay starts.
         let next =
             entries.get(start).map_or((self.next_seq, self.next_offset), |e| (e.seq, e.offset));
         sub.backlog(false, |b| b.next = [next.0, next.1, 0, 0]);
-        for (k, entry) in entries.iter().enumerate().skip(start) {
-            let want =
-                (wanted.get(k - start).copied()).unwrap_or_else(|| sub.wants(entry, &self.config));
+        for (k, entry) in entries.range(start..).enumerate() {
+            let want = wanted.get(k).copied().unwrap_or_else(|| sub.wants(entry, &self.config));
             sub.offer(entry, want, want);
         }
-        // Entries published before this subscription must reach the shards
-        // before it does: they are in its replay (or before its time).
-        self.forward();
+        self.forward(); // what was published before it reaches the shards first
         let shard = (self.shards.iter())
             .min_by_key(|s| s.shared.load.load(Ordering::Relaxed))
             .expect("a hub has at least one shard");
@@ -448,21 +407,14 @@ impl Coordinator {
     /// Forwards what is pending, closes every shard and waits for them.
     pub(super) fn close(&mut self, done: Option<SyncSender<()>>) {
         self.forward();
-        let mut waits = Vec::new();
-        for shard in &self.shards {
+        let closing = |shard: &ShardHandle| {
             let (tx, rx) = mpsc::sync_channel(1);
-            if shard.send(ShardCommand::Close(tx), 0, usize::MAX) {
-                waits.push(rx);
-            }
-        }
-        for rx in waits {
-            let _ = rx.recv();
-        }
-        // The fan-out threads handled everything: the counters settle.
-        self.prune_history();
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
+            shard.send(ShardCommand::Close(tx), 0, usize::MAX).then_some(rx)
+        };
+        let waits: Vec<_> = self.shards.iter().filter_map(closing).collect();
+        waits.iter().for_each(|rx| rx.recv().unwrap_or_default());
+        self.prune_history(); // the shards handled everything: the counters settle
+        let _ = done.map(|done| done.send(()));
     }
 }
 

@@ -4,17 +4,14 @@
 //!
 //! ```text
 //! publish() ──mpsc──▶ coordinator ──mpsc──▶ fan-out threads ──non-blocking writev──▶ sockets
-//!  (any thread)       ids, encoding,         (each owns a share of the subscribers;
-//!                     the history             what a socket does not take waits)
+//!                     ids, the history      (each owns a share of the subscribers)
 //! ```
 //!
-//! The coordinator alone touches the history, and a subscription travels
-//! the same first-in-first-out channels as the events: the hand-over from
-//! replay to live has no gap and no duplicate. A resume after an id from
-//! which none of the client's topics lost an event gets what it missed;
-//! otherwise first the gap signal ([`GAP_EVENT`], then see [`UnknownId`]).
-//! Close the hub before the server: a server's shutdown waits (at most a
-//! second) for the hub to let go of its streams.
+//! A resume after an id from which none of the client's topics lost an
+//! event gets what it missed, with no gap or duplicate before the live
+//! events; otherwise first the gap signal ([`GAP_EVENT`], then see
+//! [`UnknownId`]). Close the hub before the server: a server's shutdown
+//! waits (at most a second) for the hub to let go of its streams.
 
 mod fanout;
 mod history;
@@ -39,11 +36,10 @@ use receiver::LocalQueue;
 
 pub use receiver::Receiver;
 
-/// The event type of the gap signal: the subscriber may have missed events.
-///
-/// Its data is `unknown-id` (the hub cannot place the `Last-Event-ID`, or
-/// lost events after it) or `lagged` (dropped for a slow client). It has no
-/// id. In a browser: `source.addEventListener("stdsse-gap", ...)`.
+/// The event type of the gap signal (it has no id): the subscriber may have
+/// missed events. Its data is `unknown-id` (the hub cannot place the
+/// `Last-Event-ID`, or lost events after it) or `lagged` (dropped for a slow
+/// client). In a browser: `source.addEventListener("stdsse-gap", ...)`.
 pub const GAP_EVENT: &str = "stdsse-gap";
 
 /// What [`HubBuilder::log`] is told.
@@ -163,8 +159,8 @@ impl HubStats {
     }
 }
 
-/// `publish` failed: the hub is closed. The event is given back, as
-/// `std::sync::mpsc::SendError` gives back the value.
+/// `publish` failed: the hub is closed. The event is given back, as by
+/// `std::sync::mpsc::SendError`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishError(pub Event);
 
@@ -211,7 +207,7 @@ pub struct Published<'a> {
     pub frame: &'a Frame,
 }
 
-/// Builder methods: each takes its arguments and sets fields from them.
+/// Builder methods that set fields from their arguments.
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
         $(#[$doc])*
@@ -231,7 +227,7 @@ pub struct Subscription {
     last_event_id: Option<String>,
     recent: usize,
     filter: Option<Hook<Filter>>,
-    /// The client's address, for the log (set by `Hub::subscribe`).
+    /// For the log (set by `Hub::subscribe`).
     peer: Option<SocketAddr>,
 }
 
@@ -256,26 +252,17 @@ impl Subscription {
         /// this subscription would have received, then the live ones, with no gap
         /// or duplicate between them (default 0).
         recent(n: usize) { recent: n }
-    }
-
-    /// Resume after this id (the client's `Last-Event-ID`). An empty id is
-    /// no id, as in the standard (a browser never sends one).
-    #[must_use]
-    pub fn last_event_id(mut self, id: Option<&str>) -> Subscription {
-        self.last_event_id = id.filter(|id| !id.is_empty()).map(str::to_string);
-        self
-    }
-
-    /// Receive only the events `filter` accepts. It runs on the hub's
-    /// threads, once per event and subscriber: keep it quick. If it panics,
-    /// this subscription ends and the others go on.
-    #[must_use]
-    pub fn filter(
-        mut self,
-        filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
-    ) -> Subscription {
-        self.filter = Some(Hook(Arc::new(filter)));
-        self
+        /// Resume after this id (the client's `Last-Event-ID`). An empty id is
+        /// no id, as in the standard (a browser never sends one).
+        last_event_id(id: Option<&str>) {
+            last_event_id: id.filter(|id| !id.is_empty()).map(str::to_string)
+        }
+        /// Receive only the events `filter` accepts. It runs on the hub's
+        /// threads, once per event and subscriber: keep it quick. If it panics,
+        /// this subscription ends and the others go on.
+        filter(filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static) {
+            filter: Some(Hook(Arc::new(filter)))
+        }
     }
 
     /// Whether `entry` is for its topics (or everyone's), before the filter.
@@ -303,10 +290,8 @@ pub struct HubBuilder {
     close_retry: Option<(Duration, Duration)>,
     close_timeout: Duration,
     fanout_threads: usize,
-    log: Option<Hook<Arc<LogFn>>>,
+    log: Option<Hook<Arc<dyn Fn(&HubLog<'_>) + Send + Sync>>>,
 }
-
-type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
 
 /// An application's callback (a filter, the log), shown as `..`.
 #[derive(Clone)]
@@ -385,14 +370,11 @@ impl HubBuilder {
         close_timeout(timeout: Duration) { close_timeout: timeout }
         /// How many fan-out threads write to subscribers (default: one per core, at most 4).
         fanout_threads(threads: usize) { fanout_threads: threads.max(1) }
-    }
-
-    /// Calls `log` for what the hub does to a subscriber (default: none). It
-    /// runs on the hub's threads: keep it quick; a panic in it is caught.
-    #[must_use]
-    pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
-        self.log = Some(Hook(Arc::new(log)));
-        self
+        /// Calls `log` for what the hub does to a subscriber (default: none). It
+        /// runs on the hub's threads: keep it quick; a panic in it is caught.
+        log(log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) {
+            log: Some(Hook(Arc::new(log)))
+        }
     }
 
     fn topic_bound(&self) -> (usize, usize) {
@@ -447,10 +429,10 @@ struct HubInner {
     epoch: String,
 }
 
+/// The last handle is gone: the coordinator sees the channel close and
+/// ends every stream.
 impl Drop for HubInner {
     fn drop(&mut self) {
-        // The last handle is gone: the coordinator sees the channel close
-        // and ends every stream.
         self.closed.store(true, Ordering::SeqCst);
     }
 }
@@ -539,8 +521,7 @@ impl Hub {
         stream: EventStream,
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
-        let peer = Some(stream.peer_addr());
-        let subscription = Subscription { peer, ..subscription };
+        let subscription = Subscription { peer: Some(stream.peer_addr()), ..subscription };
         self.send_subscribe(Sink::Socket(stream.detach()), subscription)
     }
 
@@ -617,13 +598,11 @@ impl Hub {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // The fan-out threads spend at most the close timeout; allow slack,
-        // also for a full inbox ahead of the close.
+        // Slack over the close timeout, also for a full inbox ahead of the
+        // close (rare: polling is enough).
         let deadline = Instant::now() + Duration::from_secs(30);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let mut command = Command::Close(done_tx);
-        // A full inbox is rare (the hub is far behind): polling is enough.
-        // Threads that are gone drop `done_tx`: the wait below ends at once.
         while let Err(TrySendError::Full(back)) = self.inner.tx.try_send(command) {
             if Instant::now() >= deadline {
                 return Err(CloseTimeoutError);
