@@ -49,19 +49,6 @@ pub(super) struct Backlog {
     end: Count,
 }
 
-/// What the backlog bound did when an event was queued.
-pub(super) enum Bound {
-    Fits,
-    /// Over the bound with [`SlowClient::Disconnect`].
-    Evict,
-    /// Over it with [`SlowClient::DropOldest`]: the events dropped, and
-    /// whether a new gap signal took their place.
-    Dropped {
-        events: u64,
-        gap: bool,
-    },
-}
-
 impl Backlog {
     pub(super) fn push(&mut self, frame: Frame, kind: Kind) {
         self.bytes += frame.len();
@@ -99,7 +86,7 @@ impl Backlog {
         })
     }
 
-    /// Whether the backlog passed its bound once `newest` was offered.
+    /// Whether the backlog is over its bound.
     pub(super) fn over(&self, config: &HubBuilder) -> bool {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config);
@@ -108,22 +95,24 @@ impl Backlog {
         behind.zip(config.behind_bound()).any(|(b, max)| b > max) && self.first_event().is_some()
     }
 
-    /// Applies the slow-client policy if the backlog is over its bound once
-    /// `newest` was offered. [`SlowClient::DropOldest`] drops the oldest
+    /// Applies the slow-client policy if the backlog is over its bound.
+    /// [`SlowClient::DropOldest`] drops the oldest
     /// events after the first `keep` frames (a frame partly written must be
     /// finished) until it fits, and puts one gap signal in their place.
-    pub(super) fn enforce(&mut self, keep: usize, newest: &Entry, config: &HubBuilder) -> Bound {
+    /// Returns `None` to evict, else the events dropped and whether a new gap
+    /// signal took their place.
+    pub(super) fn enforce(&mut self, keep: usize, config: &HubBuilder) -> Option<(u64, bool)> {
         if !self.over(config) {
-            return Bound::Fits;
+            return Some((0, false));
         }
         if config.slow_client == SlowClient::Disconnect {
             return match self.first_event() {
                 // It had been sent everything it wanted: measure from here.
-                Some(first) if first[0] == newest.seq => {
+                Some(first) if first[0] + 1 == self.end[0] => {
                     self.next = first;
-                    Bound::Fits
+                    Some((0, false))
                 }
-                _ => Bound::Evict,
+                _ => None,
             };
         }
         let gap_queued = self.frames.get(keep).is_some_and(|p| p.kind == Kind::Gap);
@@ -135,14 +124,14 @@ impl Backlog {
             events += u64::from(matches!(p.kind, Kind::Event(..)));
         }
         if events == 0 {
-            return Bound::Fits;
+            return Some((0, false));
         }
         if !gap_queued {
             let frame = gap_frame("lagged");
             self.bytes += frame.len();
             self.frames.insert(keep, Pending { frame, kind: Kind::Gap });
         }
-        Bound::Dropped { events, gap: !gap_queued }
+        Some((events, !gap_queued))
     }
 }
 
@@ -155,7 +144,7 @@ pub(super) enum Sink {
 }
 
 impl Sink {
-    /// Whether the other end went away (checked without blocking).
+    /// Whether the other end went away.
     fn is_gone(&self) -> bool {
         match self {
             Sink::Socket(stream) => stream.is_gone(),
@@ -184,8 +173,8 @@ pub(super) struct Subscriber {
     /// The last write, or when the backlog last filled from empty: the
     /// clock of keep-alives and of the stall timeout.
     pub(super) last_write: Instant,
-    /// When a socket that did not take everything is tried again, and the
-    /// back-off that set it.
+    /// When a socket that did not take everything is tried again, after
+    /// this back-off.
     pub(super) retry_at: Instant,
     pub(super) backoff: Duration,
     /// The stall timeout (none for a receiver).
@@ -193,35 +182,33 @@ pub(super) struct Subscriber {
     pub(super) gone: bool,
 }
 
-/// The back-off of a socket that takes nothing: from the first retry to
-/// the longest wait between two.
+/// The back-off of a socket that takes nothing: the first and the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(250));
 
 impl Subscriber {
     pub(super) fn new(sink: Sink, subscription: Subscription, config: &HubBuilder) -> Subscriber {
-        let (now, pending) = (Instant::now(), Backlog::default());
         let stall = match &sink {
             Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
             Sink::Local(_) => None,
         };
-        let (offset, backoff, gone) = (0, BACKOFF.0, false);
+        let (now, pending, backoff) = (Instant::now(), Backlog::default(), BACKOFF.0);
+        let (last_write, retry_at) = (now, now);
+        let (offset, gone) = (0, false);
         Subscriber {
             sink,
             subscription,
             pending,
             offset,
-            last_write: now,
-            retry_at: now,
+            last_write,
+            retry_at,
             backoff,
             stall,
             gone,
         }
     }
 
-    /// Whether `entry` is for this subscriber. A filter that panics ends
-    /// its own subscription (the panic hook reports it, as it does a
-    /// handler's): it must not take down the fan-out thread and every
-    /// other subscriber on it.
+    /// Whether `entry` is for this subscriber. A filter that panics ends its
+    /// own subscription, not the fan-out thread and every subscriber on it.
     pub(super) fn wants(&mut self, entry: &Entry, config: &HubBuilder) -> bool {
         let sub = &self.subscription;
         if self.gone || !sub.matches(entry) {
@@ -300,17 +287,16 @@ impl Subscriber {
             return [delivered, 0, 0];
         }
         let keep = usize::from(self.offset > 0);
-        match self.backlog(wanted, |b| b.enforce(keep, entry, config)) {
-            Bound::Fits => [delivered, 0, 0],
-            Bound::Evict => [delivered, self.evict(config, false), 0],
-            Bound::Dropped { events, gap } => {
-                self.log(config, HubLogKind::DroppedOldest { events });
-                if gap {
-                    self.log(config, HubLogKind::Gap { reason: "lagged" });
-                }
-                [delivered, 0, events]
-            }
+        let Some((events, gap)) = self.backlog(wanted, |b| b.enforce(keep, config)) else {
+            return [delivered, self.evict(config, false), 0];
+        };
+        if events > 0 {
+            self.log(config, HubLogKind::DroppedOldest { events });
         }
+        if gap {
+            self.log(config, HubLogKind::Gap { reason: "lagged" });
+        }
+        [delivered, 0, events]
     }
 
     /// Ends the subscription of a slow client; returns the count (1).

@@ -429,14 +429,6 @@ struct HubInner {
     epoch: String,
 }
 
-/// The last handle is gone: the coordinator sees the channel close and
-/// ends every stream.
-impl Drop for HubInner {
-    fn drop(&mut self) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-}
-
 /// A handle to a broadcast hub; clone it freely, publish from any thread.
 ///
 /// ```no_run
@@ -463,10 +455,8 @@ pub struct Hub {
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hub")
-            .field("epoch", &self.inner.epoch)
-            .field("stats", &self.stats())
-            .finish()
+        let inner = &self.inner;
+        f.debug_struct("Hub").field("epoch", &inner.epoch).field("stats", &self.stats()).finish()
     }
 }
 
@@ -502,12 +492,8 @@ impl Hub {
         topics: &[T],
         event: Event,
     ) -> Result<(), PublishError> {
-        if self.is_closed() {
-            return Err(PublishError(event));
-        }
         let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
-        let command = Command::Publish(topics, event);
-        self.inner.tx.send(command).map_err(|e| match e.0 {
+        self.send(Command::Publish(topics, event)).map_err(|command| match command {
             Command::Publish(_, event) => PublishError(event),
             _ => unreachable!("we sent a publish"),
         })
@@ -522,7 +508,8 @@ impl Hub {
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
         let subscription = Subscription { peer: Some(stream.peer_addr()), ..subscription };
-        self.send_subscribe(Sink::Socket(stream.detach()), subscription)
+        let command = Command::Subscribe(Sink::Socket(stream.detach()), subscription);
+        self.send(command).map_err(|_| SubscribeError)
     }
 
     /// Subscribes in this process: the [`Receiver`] gets the frames a stream
@@ -541,16 +528,17 @@ impl Hub {
     /// ```
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
         let queue = LocalQueue::new(&self.inner.counters);
-        self.send_subscribe(Sink::Local(queue.clone()), subscription)?;
+        let command = Command::Subscribe(Sink::Local(queue.clone()), subscription);
+        self.send(command).map_err(|_| SubscribeError)?;
         Ok(Receiver { queue })
     }
 
-    fn send_subscribe(&self, sink: Sink, subscription: Subscription) -> Result<(), SubscribeError> {
+    /// Sends `command` to the coordinator, or gives it back if the hub is closed.
+    fn send(&self, command: Command) -> Result<(), Command> {
         if self.is_closed() {
-            return Err(SubscribeError);
+            return Err(command);
         }
-        let command = Command::Subscribe(sink, subscription);
-        self.inner.tx.send(command).map_err(|_| SubscribeError)
+        self.inner.tx.send(command).map_err(|e| e.0)
     }
 
     /// A handler for [`Server::sse`](crate::Server::sse) that hands every
