@@ -19,8 +19,8 @@ use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
 
-/// A place in a subscriber's view of the hub's sequence: the events and
-/// bytes published before it, in all and to the subscriber's topics.
+/// A place in the hub's sequence: the events and bytes published before it,
+/// in all and to the subscriber's topics.
 pub(super) type Count = [u64; 4];
 
 /// One frame waiting to be written to a subscriber.
@@ -137,9 +137,8 @@ impl Backlog {
 
 /// Where a subscriber's frames go.
 pub(super) enum Sink {
-    /// An event stream, written from the subscriber's own backlog.
     Socket(Detached),
-    /// A [`Receiver`](super::Receiver) in this process; the queue is the backlog.
+    /// A [`Receiver`](super::Receiver): the queue is the backlog.
     Local(Arc<LocalQueue>),
 }
 
@@ -154,8 +153,8 @@ impl Sink {
 }
 
 impl Drop for Sink {
-    /// A receiver's subscription ends however its subscriber goes (removed,
-    /// or a fan-out thread panicked): `recv` must not wait forever.
+    /// A receiver's subscription ends however its subscriber goes (even in a
+    /// panic): `recv` must not wait forever.
     fn drop(&mut self) {
         if let Sink::Local(queue) = self {
             queue.end();
@@ -240,14 +239,13 @@ impl Subscriber {
         }
     }
 
-    /// What a subscription counts against a fan-out thread's queue on its
-    /// way there: itself and its replay (a receiver's is in its queue).
+    /// What a subscription counts against a shard's queue: itself and its
+    /// replay (a receiver's is in its queue).
     pub(super) fn queued(&self) -> usize {
         1 + self.pending.frames.len()
     }
 
-    /// Runs `update` on the backlog: a socket's own, or a receiver's queue
-    /// (waking the receiver if `wake`).
+    /// Runs `update` on the backlog (waking a receiver if `wake`).
     pub(super) fn backlog<R>(&mut self, wake: bool, update: impl FnOnce(&mut Backlog) -> R) -> R {
         match &self.sink {
             Sink::Socket(_) => update(&mut self.pending),
@@ -338,8 +336,6 @@ impl Subscriber {
                 Err(_) => self.gone = true,
             }
         }
-        // A socket that took nothing waits longer each time, one that took
-        // bytes is tried again soon.
         let now = Instant::now();
         self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
         if progress {
@@ -357,8 +353,8 @@ pub(super) struct ShardShared {
     pub(super) load: AtomicU64,
     /// The newest event the fan-out thread has handled (see `prune_history`).
     pub(super) seen: AtomicU64,
-    /// The frames (events of published batches, and replays) it has not
-    /// taken yet, and whether the coordinator waits for that to drop.
+    /// The frames (published or replayed) it has not taken yet, and whether
+    /// the coordinator waits for that to drop.
     queued: Mutex<(usize, bool)>,
     freed: Condvar,
 }
@@ -370,7 +366,7 @@ pub(super) struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Whether the fan-out thread ended (it dropped its side).
+    /// Whether the fan-out thread ended.
     pub(super) fn ended(&self) -> bool {
         Arc::strong_count(&self.shared) == 1
     }
@@ -415,12 +411,8 @@ impl Shard {
     ) -> io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(ShardShared::default());
-        let shard = Shard {
-            subscribers: Vec::new(),
-            counters: counters.clone(),
-            config: config.clone(),
-            shared: shared.clone(),
-        };
+        let (counters, config) = (counters.clone(), config.clone());
+        let shard = Shard { subscribers: Vec::new(), counters, config, shared: shared.clone() };
         thread::Builder::new().name(format!("stdsse-fanout-{n}")).spawn(move || shard.run(rx))?;
         Ok(ShardHandle { tx, shared })
     }
@@ -438,9 +430,7 @@ impl Shard {
         let tick = tick(self.config.keep_alive);
         let mut next_tick = Instant::now() + tick;
         loop {
-            // Sleep until a command arrives; wake sooner to retry backlogs
-            // that a full socket left behind, each after its back-off, and
-            // on the tick.
+            // Wake for a command, a backlog's retry, or the tick.
             let wake = (self.subscribers.iter())
                 .filter(|s| !s.pending.frames.is_empty())
                 .fold(next_tick, |wake, s| wake.min(s.retry_at));
@@ -495,8 +485,8 @@ impl Shard {
         c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
-    /// Keep-alives for idle subscribers, and a check for clients that went
-    /// away; backlogs that emptied give their memory back.
+    /// Keep-alives for idle streams, and a check for clients that went away;
+    /// backlogs that emptied give their memory back.
     fn tick(&mut self) {
         for sub in &mut self.subscribers {
             sub.gone = sub.gone || sub.sink.is_gone();
@@ -512,15 +502,12 @@ impl Shard {
         }
     }
 
-    /// Writes every backlog that is due, evicts the stalled, then removes
-    /// subscribers that are gone.
+    /// Writes every backlog that is due, evicts the stalled, removes the gone.
     fn flush_all(&mut self) {
         let (mut counts, now) = ([0; 3], Instant::now());
         for sub in &mut self.subscribers {
             if !sub.pending.frames.is_empty() && sub.retry_at <= now {
                 counts[0] += sub.flush();
-                // Stalled: a backlog waited longer than the stall timeout
-                // without a byte written.
                 let idle = now.saturating_duration_since(sub.last_write);
                 let stalled = sub.stall.is_some_and(|stall| idle > stall);
                 if !sub.gone && !sub.pending.frames.is_empty() && stalled {
@@ -547,12 +534,11 @@ impl Shard {
         (self.counters.subscribers).fetch_sub(removed, Ordering::Relaxed);
     }
 
-    /// Sends the goodbye (close event, jittered retry), gives the sockets
-    /// until the close timeout to take it, then ends every stream.
+    /// Sends the goodbye, gives the sockets until the close timeout to take
+    /// it, then ends every stream.
     fn close(&mut self, done: Option<SyncSender<()>>) {
         let deadline = Instant::now() + self.config.close_timeout;
-        // One evicted in this round gets no goodbye, as it would not have
-        // a round later.
+        // One evicted in this round gets none, as it would not a round later.
         for sub in self.subscribers.iter_mut().filter(|s| !s.gone) {
             for frame in goodbye(self.config.close_event.as_ref(), self.config.close_retry) {
                 sub.push(frame, Kind::Control);
@@ -566,9 +552,7 @@ impl Shard {
             thread::sleep(Duration::from_millis(2));
         }
         self.remove(|_| true);
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
+        let _ = done.map(|done| done.send(()));
     }
 }
 

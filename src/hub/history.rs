@@ -1,5 +1,5 @@
-//! Ids, the history and replay (the coordinator thread): which events are
-//! retained, what each topic lost, and where a resuming client starts.
+//! The coordinator thread: ids, the history (what is retained, what each
+//! topic lost) and where a resuming client starts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -54,9 +54,8 @@ impl Tally {
     }
 }
 
-/// What the history counts of one topic (or of everyone's events), and the
-/// newest of its events it dropped: a subscriber that saw that one, or a
-/// later one, missed nothing of this topic.
+/// One topic's (or everyone's) counted events, and the newest it dropped: a
+/// subscriber that saw that one, or a later one, missed nothing of it.
 #[derive(Clone, Debug, Default)]
 struct TopicState {
     counted: Tally,
@@ -64,23 +63,19 @@ struct TopicState {
     lost_id: String,
 }
 
-/// The retained events, in publish order, bounded in total and per topic.
-///
-/// An event dropped for any bound is recorded as lost by each of its
-/// topics; a client resuming after event `n` missed nothing iff none of the
-/// topics it subscribes to lost an event after `n`.
+/// The retained events, in publish order, bounded in total and per topic;
+/// a client resuming after event `n` missed nothing iff none of its topics
+/// lost (dropped for any bound) an event after `n`.
 #[derive(Default)]
 pub(super) struct History {
     pub(super) entries: VecDeque<Arc<Entry>>,
     all: Tally,
-    /// Only entries every fan-out thread has handled (up to this number)
-    /// count against the bounds (see `Coordinator::prune_history`).
+    /// Only entries every shard handled count (see `Coordinator::prune_history`).
     counted_through: u64,
     counted: Tally,
     everyone: TopicState,
     topics: HashMap<String, TopicState>,
-    /// What a topic not in `topics` (forgotten, or never seen) is taken to
-    /// have lost.
+    /// What a topic not in `topics` (forgotten, or never seen) lost.
     floor: u64,
     total: (usize, usize),
     per_topic: (usize, usize),
@@ -105,8 +100,7 @@ impl History {
         self.entries.push_back(entry);
     }
 
-    /// The number of the newest event with the publisher-chosen `id`,
-    /// retained or the newest a topic lost.
+    /// The newest event with the publisher's `id`, retained or a topic's lost.
     fn seq_of(&self, id: &str) -> Option<u64> {
         let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
@@ -115,9 +109,8 @@ impl History {
         retained.map(|e| e.seq).into_iter().chain(lost).max()
     }
 
-    /// Whether a topic of `sub` (or everyone's events, unless it is
-    /// topics-only) lost an event after `seq`. A filter cannot be asked
-    /// about events no longer here: every event of its topics counts.
+    /// Whether a topic of `sub` (or everyone's, unless topics-only) lost an
+    /// event after `seq`, whatever its filter would have said.
     fn lost_after(&self, sub: &Subscription, seq: u64) -> bool {
         let lost = |topic: &String| self.topics.get(topic).map_or(self.floor, |t| t.lost_seq);
         (!sub.topics_only && self.everyone.lost_seq > seq)
@@ -154,8 +147,7 @@ impl History {
         (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
     }
 
-    /// Records `entry` as lost by its topics, and takes it off the
-    /// tallies if it was `counted`.
+    /// Records `entry` as lost by its topics, off the tallies if `counted`.
     fn lose(&mut self, entry: &Entry, counted: bool) {
         let len = entry.frame.len();
         if counted {
@@ -179,10 +171,9 @@ impl History {
         }
     }
 
-    /// Counts the entries up to `seen` against the bounds, each topic's
-    /// first (its oldest event goes), then the total and the age (the
-    /// oldest goes); events published to everyone count against the total
-    /// only. Returns whether the history is over its total bound.
+    /// Counts the entries up to `seen` against each topic's bound, then the
+    /// total and the age, dropping the oldest; returns whether the history
+    /// is over its total bound.
     fn prune(&mut self, now: Instant, seen: u64) -> bool {
         loop {
             let index = (self.entries).partition_point(|e| e.seq <= self.counted_through);
@@ -232,9 +223,8 @@ pub(super) struct Coordinator {
 /// The most commands handled before the results are passed on: a batch.
 const BATCH: usize = 4096;
 
-/// Waits up to `wait` for a command, then handles it and those already
-/// queued, at most `max`. `Err` ends the thread: `handle` got a close
-/// (`Some`: whom to tell when done) or the channel closed (`None`).
+/// Waits up to `wait` for a command, then handles it and those queued, at
+/// most `max` in all. `Err` ends the thread: a close (whom to tell) or `None`.
 pub(super) fn drain<C>(
     rx: &mpsc::Receiver<C>,
     wait: Duration,
@@ -254,8 +244,7 @@ impl Coordinator {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut catching_up = false;
         loop {
-            // Entries may age out; and the history is pruned to its bounds
-            // once the fan-out threads have handled what it holds.
+            // Entries age out, and are counted once the shards handled them.
             let wait = Duration::from_millis(if catching_up { 10 } else { 1000 });
             let closed = drain(&rx, wait, self.config.inbox, |command| {
                 match command {
@@ -295,9 +284,9 @@ impl Coordinator {
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
         let seq = self.next_seq;
-        self.next_seq = seq.saturating_add(1); // 2^64 events are beyond any hub
-                                               // An id of the hub's form is the hub's to give: so that its ids
-                                               // stay unique and each resumes from one place.
+        // 2^64 events are beyond any hub. An id of the hub's form is the
+        // hub's to give: its ids stay unique and each resumes from one place.
+        self.next_seq = seq.saturating_add(1);
         let event = match event.get_id() {
             Some(id) if !self.is_hub_id(id) => event,
             _ => event.with_valid_id(format!("{}-{seq}", self.epoch)),

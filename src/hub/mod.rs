@@ -96,8 +96,8 @@ pub enum UnknownId {
     LiveOnly,
 }
 
-/// Declares [`HubStats`], the atomic `Counters` the hub's threads add to,
-/// and each counter's Prometheus name, type and help (also its doc).
+/// Declares [`HubStats`], the `Counters` the hub's threads add to, and each
+/// counter's Prometheus name, type and help (also its doc).
 macro_rules! counters {
     ($($name:ident: $metric:literal, $kind:literal, $help:literal;)*) => {
         /// The hub's counters.
@@ -164,8 +164,7 @@ impl HubStats {
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishError(pub Event);
 
-/// `subscribe` or `receiver` failed: the hub is closed (a stream handed to
-/// `subscribe` was closed too).
+/// `subscribe` or `receiver` failed: the hub is closed (and the stream too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubscribeError;
 
@@ -333,9 +332,8 @@ impl HubBuilder {
         /// resume). Zero events disables replay.
         history(events: usize, bytes: usize) { history_events: events, history_bytes: bytes }
         /// The history's bounds per topic (default: half the total, at least one
-        /// event), so a busy topic cannot push a quiet one's events out. Events
-        /// published to everyone count against the total only; one published to
-        /// several topics counts against each.
+        /// event), so a busy topic cannot push a quiet one's events out. An event
+        /// counts against each of its topics; one to everyone, the total only.
         topic_history(events: usize, bytes: usize) { topic_history: Some((events.max(1), bytes)) }
         /// Also drop history entries older than this (default: no age limit).
         history_max_age(age: Option<Duration>) { history_max_age: age }
@@ -347,14 +345,12 @@ impl HubBuilder {
         /// [`SlowClient::DropOldest`]: its own queued frames and bytes.
         backlog(events: usize, bytes: usize) { backlog_events: events.max(1), backlog_bytes: bytes.max(1) }
         /// A stream whose backlog makes no progress for this long is disconnected
-        /// (default: its write timeout, [`Server::write_timeout`](crate::Server::write_timeout)).
-        /// Until then it is retried with a back-off of 2 ms doubling to 250 ms.
-        /// Receivers are bound by the backlog only.
+        /// (default: [`Server::write_timeout`](crate::Server::write_timeout)); until
+        /// then it is retried with a back-off of 2 ms doubling to 250 ms.
         stall_timeout(timeout: Duration) { stall_timeout: Some(timeout) }
         /// What happens past the backlog bound (default [`SlowClient::Disconnect`]).
         slow_client(policy: SlowClient) { slow_client: policy }
-        /// What follows the gap signal for an unknown `Last-Event-ID` (default
-        /// [`UnknownId::ReplayAll`]).
+        /// What follows an unknown id's gap signal (default [`UnknownId::ReplayAll`]).
         unknown_id(policy: UnknownId) { unknown_id: policy }
         /// A keep-alive comment after this long without a write (default 15 s).
         keep_alive(interval: Option<Duration>) { keep_alive: interval }
@@ -397,7 +393,7 @@ impl HubBuilder {
         ]
     }
 
-    /// Starts the hub's threads: a coordinator and the fan-out threads.
+    /// Starts the hub's threads.
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
         let counters = Arc::new(Counters::default());
@@ -485,8 +481,7 @@ impl Hub {
         self.publish_to::<&str>(&[], event)
     }
 
-    /// Publishes an event to the subscribers of any of `topics` (each gets
-    /// it once, however many of its topics match).
+    /// Publishes an event to the subscribers of any of `topics`, once each.
     pub fn publish_to<T: AsRef<str>>(
         &self,
         topics: &[T],
@@ -499,9 +494,8 @@ impl Hub {
         })
     }
 
-    /// Hands an open event stream to the hub, which writes to it from now on,
-    /// replays from the subscription's last event id, and closes it when it
-    /// goes away.
+    /// Hands an open event stream to the hub, which replays from the last
+    /// event id, writes to it from now on and closes it when it goes away.
     pub fn subscribe(
         &self,
         stream: EventStream,
@@ -565,9 +559,8 @@ impl Hub {
         }
     }
 
-    /// For public topics only: any client reads any topic it names. A
-    /// [`handler`](Hub::handler) whose topics are every value of the query
-    /// parameter `topic_param` (`?topic=a&topic=b`; none: every event).
+    /// For public topics only: a [`handler`](Hub::handler) whose topics are the
+    /// values of the query parameter `topic_param` (`?topic=a&topic=b`).
     pub fn public_handler(
         &self,
         topic_param: &str,
