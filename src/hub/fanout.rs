@@ -95,12 +95,10 @@ impl Backlog {
         behind.zip(config.behind_bound()).any(|(b, max)| b > max) && self.first_event().is_some()
     }
 
-    /// Applies the slow-client policy if the backlog is over its bound.
-    /// [`SlowClient::DropOldest`] drops the oldest
-    /// events after the first `keep` frames (a frame partly written must be
-    /// finished) until it fits, and puts one gap signal in their place.
-    /// Returns `None` to evict, else the events dropped and whether a new gap
-    /// signal took their place.
+    /// Applies the slow-client policy if the backlog is over its bound: `None`
+    /// to evict, or the events dropped (the oldest after the first `keep`
+    /// frames, as a frame partly written must be finished) until it fits, and
+    /// whether a new gap signal took their place.
     pub(super) fn enforce(&mut self, keep: usize, config: &HubBuilder) -> Option<(u64, bool)> {
         if !self.over(config) {
             return Some((0, false));
@@ -123,15 +121,13 @@ impl Backlog {
             self.bytes -= p.frame.len();
             events += u64::from(matches!(p.kind, Kind::Event(..)));
         }
-        if events == 0 {
-            return Some((0, false));
-        }
-        if !gap_queued {
+        let gap = events > 0 && !gap_queued;
+        if gap {
             let frame = gap_frame("lagged");
             self.bytes += frame.len();
             self.frames.insert(keep, Pending { frame, kind: Kind::Gap });
         }
-        Some((events, !gap_queued))
+        Some((events, gap))
     }
 }
 

@@ -413,15 +413,9 @@ mod tests {
 
     fn entry(seq: u64, topics: &[&str]) -> Arc<Entry> {
         let frame = Frame::from(Event::new().data("x"));
-        Arc::new(Entry {
-            seq,
-            offset: (seq - 1) * frame.len() as u64,
-            id: format!("e-{seq}"),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            event_type: None,
-            frame,
-            at: Instant::now(),
-        })
+        let (offset, id) = ((seq - 1) * frame.len() as u64, format!("e-{seq}"));
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        Arc::new(Entry { seq, offset, id, topics, event_type: None, frame, at: Instant::now() })
     }
 
     #[test]

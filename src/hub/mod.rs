@@ -193,7 +193,7 @@ error_text! {
 /// Decides, per subscriber, whether an event is for it (besides topics).
 pub type Filter = Arc<dyn Fn(&Published<'_>) -> bool + Send + Sync>;
 
-/// What a subscriber's [`Filter`] sees of a published event.
+/// What a [`Filter`] sees of a published event.
 #[derive(Debug)]
 pub struct Published<'a> {
     /// The topics it was published to (empty: published to everyone).
@@ -248,8 +248,7 @@ impl Subscription {
         /// Receive none of the events published to everyone ([`Hub::publish`]).
         topics_only() { topics_only: true }
         /// Without a last event id, first receive the newest `n` retained events
-        /// this subscription would have received, then the live ones, with no gap
-        /// or duplicate between them (default 0).
+        /// this subscription would have received (default 0).
         recent(n: usize) { recent: n }
         /// Resume after this id (the client's `Last-Event-ID`). An empty id is
         /// no id, as in the standard (a browser never sends one).
@@ -476,7 +475,7 @@ impl Hub {
 
     /// Publishes an event to every subscriber; waits only while the inbox is
     /// full. It keeps its id unless it has none or one of the hub's form
-    /// (`<epoch>-...`); a resume from a repeated id resumes after its newest.
+    /// (`<epoch>-...`); a repeated id resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.publish_to::<&str>(&[], event)
     }
@@ -572,9 +571,9 @@ impl Hub {
         })
     }
 
-    /// Ends every stream (after the close event and retry hint, if set) and
-    /// stops the hub's threads, waiting at most the close timeout. A racing
-    /// `publish` may be accepted and discarded, as on a closing `mpsc` channel.
+    /// Ends every stream (after the close event and retry hint) and stops the
+    /// hub's threads, waiting at most the close timeout. A racing `publish`
+    /// may be accepted and discarded, as on a closing `mpsc` channel.
     pub fn close(&self) -> Result<(), CloseTimeoutError> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
