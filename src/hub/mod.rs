@@ -288,8 +288,10 @@ pub struct HubBuilder {
     close_retry: Option<(Duration, Duration)>,
     close_timeout: Duration,
     fanout_threads: usize,
-    log: Option<Hook<Arc<dyn Fn(&HubLog<'_>) + Send + Sync>>>,
+    log: Option<Hook<Arc<LogFn>>>,
 }
+
+type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
 
 /// An application's callback (a filter, the log), shown as `..`.
 #[derive(Clone)]
@@ -487,10 +489,10 @@ impl Hub {
         event: Event,
     ) -> Result<(), PublishError> {
         let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
-        self.send(Command::Publish(topics, event)).map_err(|command| match command {
-            Command::Publish(_, event) => PublishError(event),
-            _ => unreachable!("we sent a publish"),
-        })
+        match self.send(Command::Publish(topics, event)) {
+            Some(Command::Publish(_, event)) => Err(PublishError(event)),
+            _ => Ok(()),
+        }
     }
 
     /// Hands an open event stream to the hub, which replays from the last
@@ -502,7 +504,7 @@ impl Hub {
     ) -> Result<(), SubscribeError> {
         let subscription = Subscription { peer: Some(stream.peer_addr()), ..subscription };
         let command = Command::Subscribe(Sink::Socket(stream.detach()), subscription);
-        self.send(command).map_err(|_| SubscribeError)
+        self.send(command).map_or(Ok(()), |_| Err(SubscribeError))
     }
 
     /// Subscribes in this process: the [`Receiver`] gets the frames a stream
@@ -522,16 +524,16 @@ impl Hub {
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
         let queue = LocalQueue::new(&self.inner.counters);
         let command = Command::Subscribe(Sink::Local(queue.clone()), subscription);
-        self.send(command).map_err(|_| SubscribeError)?;
+        self.send(command).map_or(Ok(()), |_| Err(SubscribeError))?;
         Ok(Receiver { queue })
     }
 
-    /// Sends `command` to the coordinator, or gives it back if the hub is closed.
-    fn send(&self, command: Command) -> Result<(), Command> {
+    /// Sends `command` to the coordinator; gives it back if the hub is closed.
+    fn send(&self, command: Command) -> Option<Command> {
         if self.is_closed() {
-            return Err(command);
+            return Some(command);
         }
-        self.inner.tx.send(command).map_err(|e| e.0)
+        self.inner.tx.send(command).err().map(|e| e.0)
     }
 
     /// A handler for [`Server::sse`](crate::Server::sse) that hands every
