@@ -186,19 +186,17 @@ impl Subscriber {
             Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
             Sink::Local(_) => None,
         };
-        let (now, pending, backoff) = (Instant::now(), Backlog::default(), BACKOFF.0);
-        let (last_write, retry_at) = (now, now);
-        let (offset, gone) = (0, false);
+        let now = Instant::now();
         Subscriber {
             sink,
             subscription,
-            pending,
-            offset,
-            last_write,
-            retry_at,
-            backoff,
+            pending: Backlog::default(),
+            offset: 0,
+            last_write: now,
+            retry_at: now,
+            backoff: BACKOFF.0,
             stall,
-            gone,
+            gone: false,
         }
     }
 
@@ -434,9 +432,7 @@ impl Shard {
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
                 ShardCommand::Publish(entries) => {
                     self.release(entries.len());
-                    for entry in entries.iter() {
-                        self.publish(entry);
-                    }
+                    entries.iter().for_each(|entry| self.publish(entry));
                     // Every subscriber has been measured against these.
                     let last = entries.last().map_or(0, |e| e.seq);
                     self.shared.seen.fetch_max(last, Ordering::Relaxed);

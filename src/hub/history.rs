@@ -175,11 +175,9 @@ impl History {
     /// total and the age, dropping the oldest; returns whether the history
     /// is over its total bound.
     fn prune(&mut self, now: Instant, seen: u64) -> bool {
-        loop {
-            let index = (self.entries).partition_point(|e| e.seq <= self.counted_through);
-            let Some(entry) = self.entries.get(index).filter(|e| e.seq <= seen).cloned() else {
-                break;
-            };
+        let uncounted = |h: &History| h.entries.partition_point(|e| e.seq <= h.counted_through);
+        while let Some(entry) = self.entries.get(uncounted(self)).filter(|e| e.seq <= seen).cloned()
+        {
             self.counted_through = entry.seq;
             self.counted.add(entry.frame.len());
             for topic in entry.topics() {
@@ -291,10 +289,10 @@ impl Coordinator {
             Some(id) if !self.is_hub_id(id) => event,
             _ => event.with_valid_id(format!("{}-{seq}", self.epoch)),
         };
-        let (id, event_type) = (event.get_id().unwrap_or_default().to_string(), event.get_event());
+        let id = event.get_id().unwrap_or_default().to_string();
+        let event_type = event.get_event().map(str::to_string);
         let (frame, offset, at) = (Frame::from(&event), self.next_offset, Instant::now());
         self.next_offset = offset.saturating_add(frame.len() as u64);
-        let event_type = event_type.map(str::to_string);
         let entry = Arc::new(Entry { seq, offset, id, topics, event_type, frame, at });
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.history.push(entry.clone());
@@ -356,10 +354,9 @@ impl Coordinator {
                     UnknownId::LiveOnly => entries.len(),
                 }
             }
-            // A new client: events published since its response head went
-            // out are its own, even those that got here before the
-            // subscription did (the client may have posted one the moment
-            // the stream opened). A receiver gets what is published after it.
+            // A new client gets what was published since its response head
+            // went out (it may have posted one the moment the stream opened);
+            // a receiver, what is published after it.
             None => match &sub.sink {
                 Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
@@ -388,7 +385,6 @@ impl Coordinator {
             .expect("a hub has at least one shard");
         shard.shared.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
-        // Its replay counts against the bound, as published events do.
         let frames = sub.queued();
         shard.send(ShardCommand::Subscribe(Box::new(sub)), frames, self.config.inbox);
     }

@@ -592,8 +592,7 @@ impl Hub {
             command = back;
             thread::sleep(Duration::from_millis(1));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match done_rx.recv_timeout(left) {
+        match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(CloseTimeoutError),
         }
