@@ -1,6 +1,5 @@
-//! The fan-out threads: each owns a share of the subscribers and writes
-//! their backlogs with non-blocking vectored writes; the backlog bound and
-//! the slow-client policy.
+//! The fan-out threads (each writes a share of the subscribers' backlogs
+//! with non-blocking vectored writes), the backlog bound and the slow-client policy.
 
 use std::collections::VecDeque;
 use std::io;
@@ -165,11 +164,9 @@ pub(super) struct Subscriber {
     pub(super) pending: Backlog,
     /// Bytes of the first pending frame already written.
     pub(super) offset: usize,
-    /// The last write, or when the backlog last filled from empty: the
-    /// clock of keep-alives and of the stall timeout.
+    /// The last write, or when the backlog filled from empty: the keep-alive and stall clock.
     pub(super) last_write: Instant,
-    /// When a socket that did not take everything is tried again, after
-    /// this back-off.
+    /// When a socket that did not take everything is tried again, after `backoff`.
     pub(super) retry_at: Instant,
     pub(super) backoff: Duration,
     /// The stall timeout (none for a receiver).
