@@ -1,6 +1,5 @@
-//! The fan-out threads: each owns a share of the subscribers and writes
-//! their backlogs with non-blocking vectored writes; the backlog bound and
-//! the slow-client policy.
+//! The fan-out threads (each writes a share of the subscribers' backlogs
+//! with non-blocking vectored writes), the backlog bound and the slow-client policy.
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,13 +10,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::history::{drain, Entry, Position};
+use super::history::{drain, Entry};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
 use super::{Counters, HubBuilder, HubLog, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
+
+/// A place in the hub's sequence: the events and bytes published before it,
+/// in all and to the subscriber's topics.
+pub(super) type Count = [u64; 4];
 
 /// One frame waiting to be written to a subscriber.
 pub(super) struct Pending {
@@ -28,8 +31,8 @@ pub(super) struct Pending {
 /// What a pending frame is: only events count as delivered or dropped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
-    /// A published event, at its place in the hub's sequence.
-    Event(Position),
+    /// A published event, from where to where in the sequence.
+    Event(Count, Count),
     Gap,
     Control,
 }
@@ -39,24 +42,10 @@ pub(super) enum Kind {
 pub(super) struct Backlog {
     pub(super) frames: VecDeque<Pending>,
     pub(super) bytes: usize,
-    /// The first event of the hub's sequence not yet sent in full: the
-    /// client's `Last-Event-ID` is the one before it.
-    pub(super) next: Position,
-    /// The events and bytes published to the subscriber's topics so far.
-    pub(super) topic_end: (u64, u64),
-}
-
-/// What the backlog bound did when an event was queued.
-pub(super) enum Bound {
-    Fits,
-    /// Over the bound with [`SlowClient::Disconnect`].
-    Evict,
-    /// Over the bound with [`SlowClient::DropOldest`]: events dropped, and
-    /// whether a new gap signal took their place.
-    Dropped {
-        events: u64,
-        gap: bool,
-    },
+    /// Where the first event not yet sent in full starts (the client's
+    /// `Last-Event-ID` is the one before it), and where the newest ends.
+    pub(super) next: Count,
+    end: Count,
 }
 
 impl Backlog {
@@ -67,36 +56,21 @@ impl Backlog {
 
     pub(super) fn pop_front(&mut self) -> Option<Pending> {
         let pending = self.frames.pop_front()?;
-        let len = pending.frame.len();
-        self.bytes -= len;
-        if let Kind::Event(at) = pending.kind {
-            let on_topic = u64::from(at.on_topic);
-            self.next = Position {
-                seq: at.seq.saturating_add(1),
-                offset: at.offset.saturating_add(len as u64),
-                topic_seq: at.topic_seq + on_topic,
-                topic_offset: at.topic_offset + on_topic * len as u64,
-                on_topic: false,
-            };
+        self.bytes -= pending.frame.len();
+        if let Kind::Event(_, end) = pending.kind {
+            self.next = end;
         }
         Some(pending)
     }
 
-    /// Notes a published event for this subscriber's topics or everyone
-    /// (`on_topic`: for one of its topics), and queues it if `wanted`.
+    /// Notes a published event (`on_topic`: for one of the subscriber's
+    /// topics), and queues it if `wanted`.
     pub(super) fn offer(&mut self, entry: &Entry, on_topic: bool, wanted: bool) {
-        let at = Position {
-            topic_seq: self.topic_end.0,
-            topic_offset: self.topic_end.1,
-            on_topic,
-            ..entry.position()
-        };
-        if on_topic {
-            self.topic_end.0 += 1;
-            self.topic_end.1 += entry.frame.len() as u64;
-        }
+        let (len, t) = (entry.frame.len() as u64, u64::from(on_topic));
+        let start = [entry.seq, entry.offset, self.end[2], self.end[3]];
+        self.end = [entry.seq + 1, entry.offset + len, start[2] + t, start[3] + t * len];
         if wanted {
-            self.push(entry.frame.clone(), Kind::Event(at));
+            self.push(entry.frame.clone(), Kind::Event(start, self.end));
         }
     }
 
@@ -104,45 +78,38 @@ impl Backlog {
         self.frames.len() > config.backlog_events || self.bytes > config.backlog_bytes
     }
 
-    fn first_event(&self) -> Option<Position> {
+    fn first_event(&self) -> Option<Count> {
         self.frames.iter().find_map(|p| match p.kind {
-            Kind::Event(at) => Some(at),
+            Kind::Event(start, _) => Some(start),
             _ => None,
         })
     }
 
-    /// Whether the backlog passed its bound once `newest` was published.
-    pub(super) fn over(&self, newest: &Entry, config: &HubBuilder) -> bool {
+    /// Whether the backlog is over its bound.
+    pub(super) fn over(&self, config: &HubBuilder) -> bool {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config);
         }
-        let end = newest.offset.saturating_add(newest.frame.len() as u64);
-        let behind = [
-            (newest.seq + 1).saturating_sub(self.next.seq),
-            end.saturating_sub(self.next.offset),
-            self.topic_end.0.saturating_sub(self.next.topic_seq),
-            self.topic_end.1.saturating_sub(self.next.topic_offset),
-        ];
-        let over = (behind.iter().zip(config.behind_bound())).any(|(b, max)| *b > max);
-        over && self.first_event().is_some()
+        let behind = self.end.iter().zip(self.next).map(|(end, next)| end.saturating_sub(next));
+        behind.zip(config.behind_bound()).any(|(b, max)| b > max) && self.first_event().is_some()
     }
 
-    /// Applies the slow-client policy if the backlog is over its bound once
-    /// `newest` was published. [`SlowClient::DropOldest`] drops the oldest
-    /// events after the first `keep` frames (a frame partly written must be
-    /// finished) until it fits, and puts one gap signal in their place.
-    pub(super) fn enforce(&mut self, keep: usize, newest: &Entry, config: &HubBuilder) -> Bound {
-        if !self.over(newest, config) {
-            return Bound::Fits;
+    /// Applies the slow-client policy if the backlog is over its bound: `None`
+    /// to evict, or the events dropped (the oldest after the first `keep`
+    /// frames, as a frame partly written must be finished) until it fits, and
+    /// whether a new gap signal took their place.
+    pub(super) fn enforce(&mut self, keep: usize, config: &HubBuilder) -> Option<(u64, bool)> {
+        if !self.over(config) {
+            return Some((0, false));
         }
         if config.slow_client == SlowClient::Disconnect {
             return match self.first_event() {
                 // It had been sent everything it wanted: measure from here.
-                Some(first) if first.seq == newest.seq => {
+                Some(first) if first[0] + 1 == self.end[0] => {
                     self.next = first;
-                    Bound::Fits
+                    Some((0, false))
                 }
-                _ => Bound::Evict,
+                _ => None,
             };
         }
         let gap_queued = self.frames.get(keep).is_some_and(|p| p.kind == Kind::Gap);
@@ -151,32 +118,27 @@ impl Backlog {
         while self.over_own(config) && self.frames.len() > first + 1 {
             let p = self.frames.remove(first).expect("more frames than `first`");
             self.bytes -= p.frame.len();
-            events += u64::from(matches!(p.kind, Kind::Event(_)));
+            events += u64::from(matches!(p.kind, Kind::Event(..)));
         }
-        if events == 0 {
-            return Bound::Fits;
-        }
-        if !gap_queued {
+        let gap = events > 0 && !gap_queued;
+        if gap {
             let frame = gap_frame("lagged");
             self.bytes += frame.len();
-            let kind = Kind::Gap;
-            self.frames.insert(keep, Pending { frame, kind });
+            self.frames.insert(keep, Pending { frame, kind: Kind::Gap });
         }
-        let gap = !gap_queued;
-        Bound::Dropped { events, gap }
+        Some((events, gap))
     }
 }
 
 /// Where a subscriber's frames go.
 pub(super) enum Sink {
-    /// An event stream, written from the subscriber's own backlog.
     Socket(Detached),
-    /// A [`Receiver`](super::Receiver) in this process; the queue is the backlog.
+    /// A [`Receiver`](super::Receiver): the queue is the backlog.
     Local(Arc<LocalQueue>),
 }
 
 impl Sink {
-    /// Whether the other end went away (checked without blocking).
+    /// Whether the other end went away.
     fn is_gone(&self) -> bool {
         match self {
             Sink::Socket(stream) => stream.is_gone(),
@@ -186,8 +148,8 @@ impl Sink {
 }
 
 impl Drop for Sink {
-    /// A receiver's subscription ends however its subscriber goes (removed,
-    /// or a fan-out thread panicked): `recv` must not wait forever.
+    /// A receiver's subscription ends however its subscriber goes (even in a
+    /// panic): `recv` must not wait forever.
     fn drop(&mut self) {
         if let Sink::Local(queue) = self {
             queue.end();
@@ -202,11 +164,9 @@ pub(super) struct Subscriber {
     pub(super) pending: Backlog,
     /// Bytes of the first pending frame already written.
     pub(super) offset: usize,
-    /// The last write, or when the backlog last filled from empty: the
-    /// clock of keep-alives and of the stall timeout.
+    /// The last write, or when the backlog filled from empty: the keep-alive and stall clock.
     pub(super) last_write: Instant,
-    /// When a socket that did not take everything is tried again, and the
-    /// back-off that set it.
+    /// When a socket that did not take everything is tried again, after `backoff`.
     pub(super) retry_at: Instant,
     pub(super) backoff: Duration,
     /// The stall timeout (none for a receiver).
@@ -214,17 +174,16 @@ pub(super) struct Subscriber {
     pub(super) gone: bool,
 }
 
-/// The back-off of a socket that takes nothing: from the first retry to
-/// the longest wait between two.
+/// The back-off of a socket that takes nothing: the first and the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(250));
 
 impl Subscriber {
     pub(super) fn new(sink: Sink, subscription: Subscription, config: &HubBuilder) -> Subscriber {
-        let now = Instant::now();
         let stall = match &sink {
             Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
             Sink::Local(_) => None,
         };
+        let now = Instant::now();
         Subscriber {
             sink,
             subscription,
@@ -238,10 +197,8 @@ impl Subscriber {
         }
     }
 
-    /// Whether `entry` is for this subscriber. A filter that panics ends
-    /// its own subscription (the panic hook reports it, as it does a
-    /// handler's): it must not take down the fan-out thread and every
-    /// other subscriber on it.
+    /// Whether `entry` is for this subscriber. A filter that panics ends its
+    /// own subscription, not the fan-out thread and every subscriber on it.
     pub(super) fn wants(&mut self, entry: &Entry, config: &HubBuilder) -> bool {
         let sub = &self.subscription;
         if self.gone || !sub.matches(entry) {
@@ -273,14 +230,13 @@ impl Subscriber {
         }
     }
 
-    /// What a subscription counts against a fan-out thread's queue on its
-    /// way there: itself and its replay (a receiver's is in its queue).
+    /// What a subscription counts against a shard's queue: itself and its
+    /// replay (a receiver's is in its queue).
     pub(super) fn queued(&self) -> usize {
         1 + self.pending.frames.len()
     }
 
-    /// Runs `update` on the backlog: a socket's own, or a receiver's queue
-    /// (waking the receiver if `wake`).
+    /// Runs `update` on the backlog (waking a receiver if `wake`).
     pub(super) fn backlog<R>(&mut self, wake: bool, update: impl FnOnce(&mut Backlog) -> R) -> R {
         match &self.sink {
             Sink::Socket(_) => update(&mut self.pending),
@@ -288,8 +244,7 @@ impl Subscriber {
         }
     }
 
-    /// Queues a frame that does not count against the bound (gap signal,
-    /// keep-alive, goodbye).
+    /// Queues a frame that does not count against the bound.
     pub(super) fn push(&mut self, frame: Frame, kind: Kind) {
         self.backlog(true, |b| b.push(frame, kind));
     }
@@ -300,43 +255,48 @@ impl Subscriber {
         self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
     }
 
-    /// Offers a published event and keeps the backlog within its bound (an
-    /// event not `wanted` counts too with [`SlowClient::Disconnect`]).
-    /// Returns the events a flush wrote on the way, and what the bound did.
-    pub(super) fn publish(
-        &mut self,
-        entry: &Entry,
-        wanted: bool,
-        config: &HubBuilder,
-    ) -> (u64, Bound) {
+    /// Offers a published event and keeps the backlog within its bound.
+    /// Returns the events delivered (by a flush on the way), evicted (0 or
+    /// 1) and dropped.
+    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) -> [u64; 3] {
         if matches!(&self.sink, Sink::Local(_)) && self.sink.is_gone() {
             self.gone = true; // a dropped receiver is gone, not slow
-            return (0, Bound::Fits);
+            return [0; 3];
         }
         if wanted && self.pending.frames.is_empty() {
-            // Not stalled before it had something to take; and worth a
-            // write at once.
+            // Not stalled before it had something to take; worth a write now.
             self.last_write = self.last_write.max(entry.at);
             self.retry_at = entry.at;
         }
         self.offer(entry, wanted, false);
-        let mut delivered = 0;
-        if self.pending.over(entry, config) {
-            // A batch queues many events before any write: let the socket
-            // take what it can first, so that only a client that does not
-            // read counts as slow.
-            delivered = self.flush();
-        }
+        // A batch queues many events before any write: the socket takes
+        // what it can first, so that only a client that does not read is slow.
+        let delivered = if self.pending.over(config) { self.flush() } else { 0 };
         if self.gone {
-            return (delivered, Bound::Fits);
+            return [delivered, 0, 0];
         }
         let keep = usize::from(self.offset > 0);
-        (delivered, self.backlog(wanted, |b| b.enforce(keep, entry, config)))
+        let Some((events, gap)) = self.backlog(wanted, |b| b.enforce(keep, config)) else {
+            return [delivered, self.evict(config, false), 0];
+        };
+        if events > 0 {
+            self.log(config, HubLogKind::DroppedOldest { events });
+        }
+        if gap {
+            self.log(config, HubLogKind::Gap { reason: "lagged" });
+        }
+        [delivered, 0, events]
     }
 
-    /// Writes as much of a socket's backlog as it takes now. Returns the
-    /// number of events written in full.
-    pub(super) fn flush(&mut self) -> u64 {
+    /// Ends the subscription of a slow client; returns the count (1).
+    fn evict(&mut self, config: &HubBuilder, stalled: bool) -> u64 {
+        self.gone = true;
+        self.log(config, HubLogKind::Evicted { stalled });
+        1
+    }
+
+    /// Writes what a socket takes now; returns the events written in full.
+    fn flush(&mut self) -> u64 {
         let Sink::Socket(stream) = &self.sink else {
             return 0;
         };
@@ -357,7 +317,7 @@ impl Subscriber {
                         }
                         (left, self.offset, done) = (left - front_left, 0, done + 1);
                         let sent = self.pending.pop_front().expect("written bytes are pending");
-                        delivered += u64::from(matches!(sent.kind, Kind::Event(_)));
+                        delivered += u64::from(matches!(sent.kind, Kind::Event(..)));
                     }
                     if done < offered {
                         break; // the socket buffer is full
@@ -367,15 +327,10 @@ impl Subscriber {
                 Err(_) => self.gone = true,
             }
         }
-        // One clock read per flush: a socket that took nothing waits
-        // longer each time, one that took bytes is tried again soon.
         let now = Instant::now();
-        self.backoff = match progress {
-            true => BACKOFF.0,
-            false => (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1),
-        };
+        self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
         if progress {
-            self.last_write = now;
+            (self.backoff, self.last_write) = (BACKOFF.0, now);
         }
         self.retry_at = now + self.backoff;
         delivered
@@ -389,8 +344,8 @@ pub(super) struct ShardShared {
     pub(super) load: AtomicU64,
     /// The newest event the fan-out thread has handled (see `prune_history`).
     pub(super) seen: AtomicU64,
-    /// The frames (events of published batches, and replays) it has not
-    /// taken yet, and whether the coordinator waits for that to drop.
+    /// The frames (published or replayed) it has not taken yet, and whether
+    /// the coordinator waits for that to drop.
     queued: Mutex<(usize, bool)>,
     freed: Condvar,
 }
@@ -402,7 +357,7 @@ pub(super) struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Whether the fan-out thread ended (it dropped its side).
+    /// Whether the fan-out thread ended.
     pub(super) fn ended(&self) -> bool {
         Arc::strong_count(&self.shared) == 1
     }
@@ -447,12 +402,8 @@ impl Shard {
     ) -> io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(ShardShared::default());
-        let shard = Shard {
-            subscribers: Vec::new(),
-            counters: counters.clone(),
-            config: config.clone(),
-            shared: shared.clone(),
-        };
+        let (counters, config) = (counters.clone(), config.clone());
+        let shard = Shard { subscribers: Vec::new(), counters, config, shared: shared.clone() };
         thread::Builder::new().name(format!("stdsse-fanout-{n}")).spawn(move || shard.run(rx))?;
         Ok(ShardHandle { tx, shared })
     }
@@ -470,9 +421,7 @@ impl Shard {
         let tick = tick(self.config.keep_alive);
         let mut next_tick = Instant::now() + tick;
         loop {
-            // Sleep until a command arrives; wake sooner to retry backlogs
-            // that a full socket left behind, each after its back-off, and
-            // on the tick.
+            // Wake for a command, a backlog's retry, or the tick.
             let wake = (self.subscribers.iter())
                 .filter(|s| !s.pending.frames.is_empty())
                 .fold(next_tick, |wake, s| wake.min(s.retry_at));
@@ -480,9 +429,7 @@ impl Shard {
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
                 ShardCommand::Publish(entries) => {
                     self.release(entries.len());
-                    for entry in entries.iter() {
-                        self.publish(entry);
-                    }
+                    entries.iter().for_each(|entry| self.publish(entry));
                     // Every subscriber has been measured against these.
                     let last = entries.last().map_or(0, |e| e.seq);
                     self.shared.seen.fetch_max(last, Ordering::Relaxed);
@@ -507,44 +454,28 @@ impl Shard {
     }
 
     fn publish(&mut self, entry: &Entry) {
-        let (mut delivered, mut evicted, mut dropped) = (0, 0, 0);
         // How far behind a subscriber is counts every event published.
         let measure_all = self.config.slow_client == SlowClient::Disconnect;
+        let mut counts = [0; 3];
         for sub in &mut self.subscribers {
             let wanted = sub.wants(entry, &self.config);
-            if !wanted && (sub.gone || !measure_all) {
-                continue;
-            }
-            let (written, bound) = sub.publish(entry, wanted, &self.config);
-            delivered += written;
-            match bound {
-                Bound::Fits => {}
-                Bound::Evict => {
-                    sub.gone = true;
-                    evicted += 1;
-                    sub.log(&self.config, HubLogKind::Evicted { stalled: false });
-                }
-                Bound::Dropped { events, gap } => {
-                    dropped += events;
-                    sub.log(&self.config, HubLogKind::DroppedOldest { events });
-                    if gap {
-                        sub.log(&self.config, HubLogKind::Gap { reason: "lagged" });
-                    }
-                }
+            if wanted || (measure_all && !sub.gone) {
+                let added = sub.publish(entry, wanted, &self.config);
+                counts.iter_mut().zip(added).for_each(|(count, n)| *count += n);
             }
         }
-        self.count(delivered, evicted);
-        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.count(counts);
     }
 
-    fn count(&self, delivered: u64, evicted: u64) {
+    fn count(&self, [delivered, evicted, dropped]: [u64; 3]) {
         let c = &self.counters;
         c.delivered.fetch_add(delivered, Ordering::Relaxed);
         c.evicted.fetch_add(evicted, Ordering::Relaxed);
+        c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
-    /// Keep-alives for idle subscribers, and a check for clients that went
-    /// away; backlogs that emptied give their memory back.
+    /// Keep-alives for idle streams, and a check for clients that went away;
+    /// backlogs that emptied give their memory back.
     fn tick(&mut self) {
         for sub in &mut self.subscribers {
             sub.gone = sub.gone || sub.sink.is_gone();
@@ -560,26 +491,20 @@ impl Shard {
         }
     }
 
-    /// Writes every backlog that is due, evicts the stalled, then removes
-    /// subscribers that are gone.
+    /// Writes every backlog that is due, evicts the stalled, removes the gone.
     fn flush_all(&mut self) {
-        let (mut delivered, mut evicted) = (0, 0);
-        let now = Instant::now();
+        let (mut counts, now) = ([0; 3], Instant::now());
         for sub in &mut self.subscribers {
             if !sub.pending.frames.is_empty() && sub.retry_at <= now {
-                delivered += sub.flush();
-                // Stalled: a backlog waited longer than the stall timeout
-                // without a byte written.
+                counts[0] += sub.flush();
                 let idle = now.saturating_duration_since(sub.last_write);
                 let stalled = sub.stall.is_some_and(|stall| idle > stall);
                 if !sub.gone && !sub.pending.frames.is_empty() && stalled {
-                    sub.gone = true;
-                    evicted += 1;
-                    sub.log(&self.config, HubLogKind::Evicted { stalled: true });
+                    counts[1] += sub.evict(&self.config, true);
                 }
             }
         }
-        self.count(delivered, evicted);
+        self.count(counts);
         self.remove(|sub| sub.gone);
     }
 
@@ -598,12 +523,11 @@ impl Shard {
         (self.counters.subscribers).fetch_sub(removed, Ordering::Relaxed);
     }
 
-    /// Sends the goodbye (close event, jittered retry), gives the sockets
-    /// until the close timeout to take it, then ends every stream.
+    /// Sends the goodbye, gives the sockets until the close timeout to take
+    /// it, then ends every stream.
     fn close(&mut self, done: Option<SyncSender<()>>) {
         let deadline = Instant::now() + self.config.close_timeout;
-        // One evicted in this round gets no goodbye, as it would not have
-        // a round later.
+        // One evicted in this round gets none, as it would not a round later.
         for sub in self.subscribers.iter_mut().filter(|s| !s.gone) {
             for frame in goodbye(self.config.close_event.as_ref(), self.config.close_retry) {
                 sub.push(frame, Kind::Control);
@@ -617,9 +541,7 @@ impl Shard {
             thread::sleep(Duration::from_millis(2));
         }
         self.remove(|_| true);
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
+        let _ = done.map(|done| done.send(()));
     }
 }
 

@@ -1,5 +1,5 @@
-//! Ids, the history and replay (the coordinator thread): which events are
-//! retained, what each topic lost, and where a resuming client starts.
+//! The coordinator thread: ids, the history (what is retained, what each
+//! topic lost) and where a resuming client starts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -24,10 +24,6 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub(super) fn position(&self) -> Position {
-        Position::at(self.seq, self.offset)
-    }
-
     /// Its topics; `None` stands for everyone.
     fn topics(&self) -> impl Iterator<Item = Option<&str>> {
         let everyone = self.topics.is_empty().then_some(None);
@@ -35,25 +31,7 @@ impl Entry {
     }
 }
 
-/// A place in the hub's sequence: an event's number and the bytes published
-/// before it; and for one subscriber, the events and bytes published to its
-/// topics before it, and whether the event is for one of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Position {
-    pub(super) seq: u64,
-    pub(super) offset: u64,
-    pub(super) topic_seq: u64,
-    pub(super) topic_offset: u64,
-    pub(super) on_topic: bool,
-}
-
-impl Position {
-    fn at(seq: u64, offset: u64) -> Position {
-        Position { seq, offset, ..Position::default() }
-    }
-}
-
-/// Events and bytes: what counts against a bound.
+/// Events and bytes, as a bound counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tally {
     events: usize,
@@ -76,9 +54,8 @@ impl Tally {
     }
 }
 
-/// What the history counts of one topic (or of everyone's events), and the
-/// newest of its events it dropped: a subscriber that saw that one, or a
-/// later one, missed nothing of this topic.
+/// One topic's (or everyone's) counted events, and the newest it dropped: a
+/// subscriber that saw that one, or a later one, missed nothing of it.
 #[derive(Clone, Debug, Default)]
 struct TopicState {
     counted: Tally,
@@ -86,23 +63,19 @@ struct TopicState {
     lost_id: String,
 }
 
-/// The retained events, in publish order, bounded in total and per topic.
-///
-/// An event dropped for any bound is recorded as lost by each of its
-/// topics; a client resuming after event `n` missed nothing iff none of the
-/// topics it subscribes to lost an event after `n`.
+/// The retained events, in publish order, bounded in total and per topic;
+/// a client resuming after event `n` missed nothing iff none of its topics
+/// lost (dropped for any bound) an event after `n`.
 #[derive(Default)]
 pub(super) struct History {
     pub(super) entries: VecDeque<Arc<Entry>>,
     all: Tally,
-    /// Only entries every fan-out thread has handled (up to this number)
-    /// count against the bounds (see `Coordinator::prune_history`).
+    /// Only entries every shard handled count (see `Coordinator::prune_history`).
     counted_through: u64,
     counted: Tally,
     everyone: TopicState,
     topics: HashMap<String, TopicState>,
-    /// What a topic not in `topics` (forgotten, or never seen) is taken to
-    /// have lost.
+    /// What a topic not in `topics` (forgotten, or never seen) lost.
     floor: u64,
     total: (usize, usize),
     per_topic: (usize, usize),
@@ -127,14 +100,7 @@ impl History {
         self.entries.push_back(entry);
     }
 
-    /// The retained entry with number `seq`.
-    fn get(&self, seq: u64) -> Option<&Arc<Entry>> {
-        let index = self.entries.partition_point(|e| e.seq < seq);
-        self.entries.get(index).filter(|e| e.seq == seq)
-    }
-
-    /// The number of the newest event with the publisher-chosen `id`,
-    /// retained or the newest a topic lost.
+    /// The newest event with the publisher's `id`, retained or a topic's lost.
     fn seq_of(&self, id: &str) -> Option<u64> {
         let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
@@ -143,9 +109,8 @@ impl History {
         retained.map(|e| e.seq).into_iter().chain(lost).max()
     }
 
-    /// Whether a topic of `sub` (or everyone's events, unless it is
-    /// topics-only) lost an event after `seq`. A filter cannot be asked
-    /// about events no longer here: every event of its topics counts.
+    /// Whether a topic of `sub` (or everyone's, unless topics-only) lost an
+    /// event after `seq`, whatever its filter would have said.
     fn lost_after(&self, sub: &Subscription, seq: u64) -> bool {
         let lost = |topic: &String| self.topics.get(topic).map_or(self.floor, |t| t.lost_seq);
         (!sub.topics_only && self.everyone.lost_seq > seq)
@@ -182,8 +147,7 @@ impl History {
         (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
     }
 
-    /// Records `entry` as lost by its topics, and takes it off the
-    /// tallies if it was `counted`.
+    /// Records `entry` as lost by its topics, off the tallies if `counted`.
     fn lose(&mut self, entry: &Entry, counted: bool) {
         let len = entry.frame.len();
         if counted {
@@ -207,16 +171,13 @@ impl History {
         }
     }
 
-    /// Counts the entries up to `seen` against the bounds, each topic's
-    /// first (its oldest event goes), then the total and the age (the
-    /// oldest goes); events published to everyone count against the total
-    /// only. Returns whether the history is over its total bound.
+    /// Counts the entries up to `seen` against each topic's bound, then the
+    /// total and the age, dropping the oldest; returns whether the history
+    /// is over its total bound.
     fn prune(&mut self, now: Instant, seen: u64) -> bool {
-        loop {
-            let index = (self.entries).partition_point(|e| e.seq <= self.counted_through);
-            let Some(entry) = self.entries.get(index).filter(|e| e.seq <= seen).cloned() else {
-                break;
-            };
+        let uncounted = |h: &History| h.entries.partition_point(|e| e.seq <= h.counted_through);
+        while let Some(entry) = self.entries.get(uncounted(self)).filter(|e| e.seq <= seen).cloned()
+        {
             self.counted_through = entry.seq;
             self.counted.add(entry.frame.len());
             for topic in entry.topics() {
@@ -241,10 +202,9 @@ impl History {
 }
 
 /// The coordinator thread: ids, encoding and the history. It forwards
-/// published entries to every shard and each new subscriber (with its
-/// replay already queued) to the least loaded shard. Each shard's channel is
-/// first in, first out, so a subscriber sees its replay and then exactly the
-/// entries published after it: the hand-over has no gap and no duplicate.
+/// published entries to every shard, and each new subscriber with its replay
+/// queued to the least loaded one: as each shard's channel is first in,
+/// first out, the hand-over from replay to live has no gap or duplicate.
 pub(super) struct Coordinator {
     pub(super) history: History,
     pub(super) next_seq: u64,
@@ -254,45 +214,35 @@ pub(super) struct Coordinator {
     pub(super) counters: Arc<Counters>,
     pub(super) config: Arc<HubBuilder>,
     pub(super) shards: Vec<ShardHandle>,
-    /// Entries published since the last forward; every shard gets them in
-    /// one message.
+    /// Entries published since the last forward, for every shard at once.
     pub(super) outgoing: Vec<Arc<Entry>>,
 }
 
 /// The most commands handled before the results are passed on: a batch.
 const BATCH: usize = 4096;
 
-/// Waits up to `wait` for a command, then handles it and those already
-/// queued, at most `max`. `Err` ends the thread: `handle` got a close
-/// (`Some`: whom to tell when done) or the channel closed (`None`).
+/// Waits up to `wait` for a command, then handles it and those queued, at
+/// most `max` in all. `Err` ends the thread: a close (whom to tell) or `None`.
 pub(super) fn drain<C>(
     rx: &mpsc::Receiver<C>,
     wait: Duration,
     max: usize,
     mut handle: impl FnMut(C) -> Result<(), SyncSender<()>>,
 ) -> Result<(), Option<SyncSender<()>>> {
-    let mut next = match rx.recv_timeout(wait) {
-        Ok(command) => Some(command),
-        Err(RecvTimeoutError::Timeout) => None,
+    let first = match rx.recv_timeout(wait) {
+        Ok(command) => command,
+        Err(RecvTimeoutError::Timeout) => return Ok(()),
         Err(RecvTimeoutError::Disconnected) => return Err(None),
     };
-    let mut handled = 0;
-    while let Some(command) = next.take() {
-        handle(command).map_err(Some)?;
-        handled += 1;
-        if handled < max.min(BATCH) {
-            next = rx.try_recv().ok();
-        }
-    }
-    Ok(())
+    let queued = rx.try_iter().take(max.min(BATCH) - 1);
+    [first].into_iter().chain(queued).try_for_each(|command| handle(command).map_err(Some))
 }
 
 impl Coordinator {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
         let mut catching_up = false;
         loop {
-            // Entries may age out; and the history is pruned to its bounds
-            // once the fan-out threads have handled what it holds.
+            // Entries age out, and are counted once the shards handled them.
             let wait = Duration::from_millis(if catching_up { 10 } else { 1000 });
             let closed = drain(&rx, wait, self.config.inbox, |command| {
                 match command {
@@ -310,13 +260,9 @@ impl Coordinator {
         }
     }
 
-    /// Sends what was published since the last call to every shard.
-    ///
-    /// A fan-out thread an inbox's worth of frames behind makes the
-    /// coordinator wait here (and in `subscribe`), then `publish`: events
-    /// on their way are at most about five inboxes' worth (the inbox, this
-    /// batch, a fan-out thread's queue, one batch past it, and the batch it
-    /// fans out). Bounding frames, not batches, lets a fan-out thread that
+    /// Sends what was published since the last call to every shard. A shard
+    /// an inbox's worth of frames behind makes it wait (see
+    /// [`HubBuilder::inbox`]); bounding frames, not batches, lets a shard that
     /// fell behind take everything queued in one round.
     pub(super) fn forward(&mut self) {
         if self.outgoing.is_empty() {
@@ -336,45 +282,28 @@ impl Coordinator {
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
         let seq = self.next_seq;
-        // Saturates rather than wraps: 2^64 events are beyond any hub.
+        // 2^64 events are beyond any hub. An id of the hub's form is the
+        // hub's to give: its ids stay unique and each resumes from one place.
         self.next_seq = seq.saturating_add(1);
-        // An id of the hub's form is the hub's to give: so that its ids
-        // stay unique and each resumes from one place.
-        let kept = (event.get_id()).filter(|id| !self.is_hub_id(id)).map(str::to_string);
-        let (event, id) = match kept {
-            Some(id) => (event, id),
-            None => {
-                let id = format!("{}-{}", self.epoch, seq);
-                (event.with_valid_id(id.clone()), id)
-            }
+        let event = match event.get_id() {
+            Some(id) if !self.is_hub_id(id) => event,
+            _ => event.with_valid_id(format!("{}-{seq}", self.epoch)),
         };
-        let frame = Frame::from(&event);
-        let offset = self.next_offset;
+        let id = event.get_id().unwrap_or_default().to_string();
+        let event_type = event.get_event().map(str::to_string);
+        let (frame, offset, at) = (Frame::from(&event), self.next_offset, Instant::now());
         self.next_offset = offset.saturating_add(frame.len() as u64);
-        let entry = Arc::new(Entry {
-            seq,
-            offset,
-            id,
-            topics,
-            event_type: event.get_event().map(str::to_string),
-            frame,
-            at: Instant::now(),
-        });
+        let entry = Arc::new(Entry { seq, offset, id, topics, event_type, frame, at });
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.history.push(entry.clone());
         self.prune_history();
         self.outgoing.push(entry);
     }
 
-    /// Applies the history's bounds (see [`History::prune`]) and publishes
-    /// its size; returns whether more is to go once the fan-out threads
-    /// have caught up.
-    ///
-    /// The bounds count up to the newest event every fan-out thread has
-    /// handled: a subscriber is evicted at most half the history behind
-    /// that (see [`HubBuilder::backlog`]), so what it missed is still here
-    /// however far the coordinator runs ahead. Later entries are on their
-    /// way to a fan-out thread, bounded by the inbox.
+    /// Applies the history's bounds up to the newest event every shard has
+    /// handled (a subscriber is evicted at most half the history behind that,
+    /// see [`HubBuilder::backlog`]: what it missed is still here) and
+    /// publishes its size; returns whether more is to go once they catch up.
     pub(super) fn prune_history(&mut self) -> bool {
         let seen = (self.shards.iter())
             .filter(|shard| !shard.ended())
@@ -389,18 +318,18 @@ impl Coordinator {
     }
 
     /// The number of the event a client that last saw `id` saw last, or
-    /// `None` when the id is not one the hub can place. A hub-assigned id
-    /// is placed by its number (the canonical `<epoch>-<n>` of an event
-    /// published, whose retained entry, if any, carries it); a
-    /// publisher-chosen one by the newest event with exactly that id,
-    /// retained or the newest a topic lost.
+    /// `None` when the hub cannot place it. A hub-assigned id is placed by
+    /// its number (if canonical, issued, and not replaced by the publisher's
+    /// id in its retained entry); a publisher's by [`History::seq_of`].
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
         if !self.is_hub_id(id) {
             return self.history.seq_of(id);
         }
         let seq = id[self.epoch.len() + 1..].parse::<u64>().ok()?;
         let canonical = format!("{}-{seq}", self.epoch) == id && (1..self.next_seq).contains(&seq);
-        let issued = self.history.get(seq).is_none_or(|e| e.id == id);
+        let entries = &self.history.entries;
+        let retained = entries.binary_search_by_key(&seq, |e| e.seq).ok();
+        let issued = retained.is_none_or(|i| entries[i].id == id);
         (canonical && issued).then_some(seq)
     }
 
@@ -408,7 +337,6 @@ impl Coordinator {
         self.prune_history();
         let mut sub = Subscriber::new(sink, subscription, &self.config);
         let entries = &self.history.entries;
-        // Replay starts after `seq`.
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
         let resume = (sub.subscription.last_event_id.as_deref()).map(|id| self.resume_seq(id));
         let mut start = match resume {
@@ -426,43 +354,37 @@ impl Coordinator {
                     UnknownId::LiveOnly => entries.len(),
                 }
             }
-            // A new client: events published since its response head went
-            // out are its own, even those that got here before the
-            // subscription did (the client may have posted one the moment
-            // the stream opened). A receiver gets what is published after it.
+            // A new client gets what was published since its response head
+            // went out (it may have posted one the moment the stream opened);
+            // a receiver, what is published after it.
             None => match &sub.sink {
                 Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
             },
         };
-        // The `recent` events before a new client's time come first: find
-        // where they start, noting which are wanted (a filter runs once).
+        // The `recent` events before a new client's time come first (the
+        // filter runs once per entry).
         let mut wanted = VecDeque::new();
         let mut recent = if resume.is_none() { sub.subscription.recent } else { 0 };
         while recent > 0 && start > 0 && !sub.gone {
             start -= 1;
-            let want = sub.wants(&entries[start], &self.config);
-            recent -= usize::from(want);
-            wanted.push_front(want);
+            wanted.push_front(sub.wants(&entries[start], &self.config));
+            recent -= usize::from(wanted[0]);
         }
         // It has seen everything before where its replay starts.
-        let next = (entries.get(start))
-            .map_or(Position::at(self.next_seq, self.next_offset), |e| e.position());
-        sub.backlog(false, |b| b.next = next);
-        for (k, entry) in entries.iter().enumerate().skip(start) {
-            let want =
-                (wanted.get(k - start).copied()).unwrap_or_else(|| sub.wants(entry, &self.config));
+        let next =
+            entries.get(start).map_or((self.next_seq, self.next_offset), |e| (e.seq, e.offset));
+        sub.backlog(false, |b| b.next = [next.0, next.1, 0, 0]);
+        for (k, entry) in entries.range(start..).enumerate() {
+            let want = wanted.get(k).copied().unwrap_or_else(|| sub.wants(entry, &self.config));
             sub.offer(entry, want, want);
         }
-        // Entries published before this subscription must reach the shards
-        // before it does: they are in its replay (or before its time).
-        self.forward();
+        self.forward(); // what was published before it reaches the shards first
         let shard = (self.shards.iter())
             .min_by_key(|s| s.shared.load.load(Ordering::Relaxed))
             .expect("a hub has at least one shard");
         shard.shared.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
-        // Its replay counts against the bound, as published events do.
         let frames = sub.queued();
         shard.send(ShardCommand::Subscribe(Box::new(sub)), frames, self.config.inbox);
     }
@@ -470,21 +392,14 @@ impl Coordinator {
     /// Forwards what is pending, closes every shard and waits for them.
     pub(super) fn close(&mut self, done: Option<SyncSender<()>>) {
         self.forward();
-        let mut waits = Vec::new();
-        for shard in &self.shards {
+        let closing = |shard: &ShardHandle| {
             let (tx, rx) = mpsc::sync_channel(1);
-            if shard.send(ShardCommand::Close(tx), 0, usize::MAX) {
-                waits.push(rx);
-            }
-        }
-        for rx in waits {
-            let _ = rx.recv();
-        }
-        // The fan-out threads handled everything: the counters settle.
-        self.prune_history();
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
+            shard.send(ShardCommand::Close(tx), 0, usize::MAX).then_some(rx)
+        };
+        let waits: Vec<_> = self.shards.iter().filter_map(closing).collect();
+        waits.iter().for_each(|rx| rx.recv().unwrap_or_default());
+        self.prune_history(); // the shards handled everything: the counters settle
+        let _ = done.map(|done| done.send(()));
     }
 }
 
@@ -494,15 +409,9 @@ mod tests {
 
     fn entry(seq: u64, topics: &[&str]) -> Arc<Entry> {
         let frame = Frame::from(Event::new().data("x"));
-        Arc::new(Entry {
-            seq,
-            offset: (seq - 1) * frame.len() as u64,
-            id: format!("e-{seq}"),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            event_type: None,
-            frame,
-            at: Instant::now(),
-        })
+        let (offset, id) = ((seq - 1) * frame.len() as u64, format!("e-{seq}"));
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        Arc::new(Entry { seq, offset, id, topics, event_type: None, frame, at: Instant::now() })
     }
 
     #[test]

@@ -4,17 +4,14 @@
 //!
 //! ```text
 //! publish() ──mpsc──▶ coordinator ──mpsc──▶ fan-out threads ──non-blocking writev──▶ sockets
-//!  (any thread)       ids, encoding,         (each owns a share of the subscribers;
-//!                     the history             what a socket does not take waits)
+//!                     ids, the history      (each owns a share of the subscribers)
 //! ```
 //!
-//! The coordinator alone touches the history, and a subscription travels
-//! the same first-in-first-out channels as the events: the hand-over from
-//! replay to live has no gap and no duplicate. A resume after an id from
-//! which none of the client's topics lost an event gets what it missed;
-//! otherwise first the gap signal ([`GAP_EVENT`], then see [`UnknownId`]).
-//! Close the hub before the server: a server's shutdown waits (at most a
-//! second) for the hub to let go of its streams.
+//! A resume after an id from which none of the client's topics lost an
+//! event gets what it missed, with no gap or duplicate before the live
+//! events; otherwise first the gap signal ([`GAP_EVENT`], then see
+//! [`UnknownId`]). Close the hub before the server: a server's shutdown
+//! waits (at most a second) for the hub to let go of its streams.
 
 mod fanout;
 mod history;
@@ -39,11 +36,10 @@ use receiver::LocalQueue;
 
 pub use receiver::Receiver;
 
-/// The event type of the gap signal: the subscriber may have missed events.
-///
-/// Its data is `unknown-id` (the hub cannot place the `Last-Event-ID`, or
-/// lost events after it) or `lagged` (dropped for a slow client). It has no
-/// id. In a browser: `source.addEventListener("stdsse-gap", ...)`.
+/// The event type of the gap signal (it has no id): the subscriber may have
+/// missed events. Its data is `unknown-id` (the hub cannot place the
+/// `Last-Event-ID`, or lost events after it) or `lagged` (dropped for a slow
+/// client). In a browser: `source.addEventListener("stdsse-gap", ...)`.
 pub const GAP_EVENT: &str = "stdsse-gap";
 
 /// What [`HubBuilder::log`] is told.
@@ -100,8 +96,8 @@ pub enum UnknownId {
     LiveOnly,
 }
 
-/// Declares [`HubStats`], the atomic `Counters` the hub's threads add to,
-/// and each counter's Prometheus name, type and help (also its doc).
+/// Declares [`HubStats`], the `Counters` the hub's threads add to, and each
+/// counter's Prometheus name, type and help (also its doc).
 macro_rules! counters {
     ($($name:ident: $metric:literal, $kind:literal, $help:literal;)*) => {
         /// The hub's counters.
@@ -163,13 +159,12 @@ impl HubStats {
     }
 }
 
-/// `publish` failed: the hub is closed. The event is given back, as
-/// `std::sync::mpsc::SendError` gives back the value.
+/// `publish` failed: the hub is closed. The event is given back, as by
+/// `std::sync::mpsc::SendError`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishError(pub Event);
 
-/// `subscribe` or `receiver` failed: the hub is closed (a stream handed to
-/// `subscribe` was closed too).
+/// `subscribe` or `receiver` failed: the hub is closed (and the stream too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubscribeError;
 
@@ -198,7 +193,7 @@ error_text! {
 /// Decides, per subscriber, whether an event is for it (besides topics).
 pub type Filter = Arc<dyn Fn(&Published<'_>) -> bool + Send + Sync>;
 
-/// What a subscriber's [`Filter`] sees of a published event.
+/// What a [`Filter`] sees of a published event.
 #[derive(Debug)]
 pub struct Published<'a> {
     /// The topics it was published to (empty: published to everyone).
@@ -211,7 +206,7 @@ pub struct Published<'a> {
     pub frame: &'a Frame,
 }
 
-/// Builder methods: each takes its arguments and sets fields from them.
+/// Builder methods that set fields from their arguments.
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
         $(#[$doc])*
@@ -231,7 +226,7 @@ pub struct Subscription {
     last_event_id: Option<String>,
     recent: usize,
     filter: Option<Hook<Filter>>,
-    /// The client's address, for the log (set by `Hub::subscribe`).
+    /// For the log (set by `Hub::subscribe`).
     peer: Option<SocketAddr>,
 }
 
@@ -253,29 +248,19 @@ impl Subscription {
         /// Receive none of the events published to everyone ([`Hub::publish`]).
         topics_only() { topics_only: true }
         /// Without a last event id, first receive the newest `n` retained events
-        /// this subscription would have received, then the live ones, with no gap
-        /// or duplicate between them (default 0).
+        /// this subscription would have received (default 0).
         recent(n: usize) { recent: n }
-    }
-
-    /// Resume after this id (the client's `Last-Event-ID`). An empty id is
-    /// no id, as in the standard (a browser never sends one).
-    #[must_use]
-    pub fn last_event_id(mut self, id: Option<&str>) -> Subscription {
-        self.last_event_id = id.filter(|id| !id.is_empty()).map(str::to_string);
-        self
-    }
-
-    /// Receive only the events `filter` accepts. It runs on the hub's
-    /// threads, once per event and subscriber: keep it quick. If it panics,
-    /// this subscription ends and the others go on.
-    #[must_use]
-    pub fn filter(
-        mut self,
-        filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
-    ) -> Subscription {
-        self.filter = Some(Hook(Arc::new(filter)));
-        self
+        /// Resume after this id (the client's `Last-Event-ID`). An empty id is
+        /// no id, as in the standard (a browser never sends one).
+        last_event_id(id: Option<&str>) {
+            last_event_id: id.filter(|id| !id.is_empty()).map(str::to_string)
+        }
+        /// Receive only the events `filter` accepts. It runs on the hub's
+        /// threads, once per event and subscriber: keep it quick. If it panics,
+        /// this subscription ends and the others go on.
+        filter(filter: impl Fn(&Published<'_>) -> bool + Send + Sync + 'static) {
+            filter: Some(Hook(Arc::new(filter)))
+        }
     }
 
     /// Whether `entry` is for its topics (or everyone's), before the filter.
@@ -348,9 +333,8 @@ impl HubBuilder {
         /// resume). Zero events disables replay.
         history(events: usize, bytes: usize) { history_events: events, history_bytes: bytes }
         /// The history's bounds per topic (default: half the total, at least one
-        /// event), so a busy topic cannot push a quiet one's events out. Events
-        /// published to everyone count against the total only; one published to
-        /// several topics counts against each.
+        /// event), so a busy topic cannot push a quiet one's events out. An event
+        /// counts against each of its topics; one to everyone, the total only.
         topic_history(events: usize, bytes: usize) { topic_history: Some((events.max(1), bytes)) }
         /// Also drop history entries older than this (default: no age limit).
         history_max_age(age: Option<Duration>) { history_max_age: age }
@@ -362,14 +346,12 @@ impl HubBuilder {
         /// [`SlowClient::DropOldest`]: its own queued frames and bytes.
         backlog(events: usize, bytes: usize) { backlog_events: events.max(1), backlog_bytes: bytes.max(1) }
         /// A stream whose backlog makes no progress for this long is disconnected
-        /// (default: its write timeout, [`Server::write_timeout`](crate::Server::write_timeout)).
-        /// Until then it is retried with a back-off of 2 ms doubling to 250 ms.
-        /// Receivers are bound by the backlog only.
+        /// (default: [`Server::write_timeout`](crate::Server::write_timeout)); until
+        /// then it is retried with a back-off of 2 ms doubling to 250 ms.
         stall_timeout(timeout: Duration) { stall_timeout: Some(timeout) }
         /// What happens past the backlog bound (default [`SlowClient::Disconnect`]).
         slow_client(policy: SlowClient) { slow_client: policy }
-        /// What follows the gap signal for an unknown `Last-Event-ID` (default
-        /// [`UnknownId::ReplayAll`]).
+        /// What follows an unknown id's gap signal (default [`UnknownId::ReplayAll`]).
         unknown_id(policy: UnknownId) { unknown_id: policy }
         /// A keep-alive comment after this long without a write (default 15 s).
         keep_alive(interval: Option<Duration>) { keep_alive: interval }
@@ -385,14 +367,11 @@ impl HubBuilder {
         close_timeout(timeout: Duration) { close_timeout: timeout }
         /// How many fan-out threads write to subscribers (default: one per core, at most 4).
         fanout_threads(threads: usize) { fanout_threads: threads.max(1) }
-    }
-
-    /// Calls `log` for what the hub does to a subscriber (default: none). It
-    /// runs on the hub's threads: keep it quick; a panic in it is caught.
-    #[must_use]
-    pub fn log(mut self, log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) -> HubBuilder {
-        self.log = Some(Hook(Arc::new(log)));
-        self
+        /// Calls `log` for what the hub does to a subscriber (default: none). It
+        /// runs on the hub's threads: keep it quick; a panic in it is caught.
+        log(log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) {
+            log: Some(Hook(Arc::new(log)))
+        }
     }
 
     fn topic_bound(&self) -> (usize, usize) {
@@ -415,7 +394,7 @@ impl HubBuilder {
         ]
     }
 
-    /// Starts the hub's threads: a coordinator and the fan-out threads.
+    /// Starts the hub's threads.
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
         let counters = Arc::new(Counters::default());
@@ -447,14 +426,6 @@ struct HubInner {
     epoch: String,
 }
 
-impl Drop for HubInner {
-    fn drop(&mut self) {
-        // The last handle is gone: the coordinator sees the channel close
-        // and ends every stream.
-        self.closed.store(true, Ordering::SeqCst);
-    }
-}
-
 /// A handle to a broadcast hub; clone it freely, publish from any thread.
 ///
 /// ```no_run
@@ -481,10 +452,8 @@ pub struct Hub {
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hub")
-            .field("epoch", &self.inner.epoch)
-            .field("stats", &self.stats())
-            .finish()
+        let inner = &self.inner;
+        f.debug_struct("Hub").field("epoch", &inner.epoch).field("stats", &self.stats()).finish()
     }
 }
 
@@ -508,40 +477,34 @@ impl Hub {
 
     /// Publishes an event to every subscriber; waits only while the inbox is
     /// full. It keeps its id unless it has none or one of the hub's form
-    /// (`<epoch>-...`); a resume from a repeated id resumes after its newest.
+    /// (`<epoch>-...`); a repeated id resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.publish_to::<&str>(&[], event)
     }
 
-    /// Publishes an event to the subscribers of any of `topics` (each gets
-    /// it once, however many of its topics match).
+    /// Publishes an event to the subscribers of any of `topics`, once each.
     pub fn publish_to<T: AsRef<str>>(
         &self,
         topics: &[T],
         event: Event,
     ) -> Result<(), PublishError> {
-        if self.is_closed() {
-            return Err(PublishError(event));
-        }
         let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
-        let command = Command::Publish(topics, event);
-        self.inner.tx.send(command).map_err(|e| match e.0 {
-            Command::Publish(_, event) => PublishError(event),
-            _ => unreachable!("we sent a publish"),
-        })
+        match self.send(Command::Publish(topics, event)) {
+            Some(Command::Publish(_, event)) => Err(PublishError(event)),
+            _ => Ok(()),
+        }
     }
 
-    /// Hands an open event stream to the hub, which writes to it from now on,
-    /// replays from the subscription's last event id, and closes it when it
-    /// goes away.
+    /// Hands an open event stream to the hub, which replays from the last
+    /// event id, writes to it from now on and closes it when it goes away.
     pub fn subscribe(
         &self,
         stream: EventStream,
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
-        let peer = Some(stream.peer_addr());
-        let subscription = Subscription { peer, ..subscription };
-        self.send_subscribe(Sink::Socket(stream.detach()), subscription)
+        let subscription = Subscription { peer: Some(stream.peer_addr()), ..subscription };
+        let command = Command::Subscribe(Sink::Socket(stream.detach()), subscription);
+        self.send(command).map_or(Ok(()), |_| Err(SubscribeError))
     }
 
     /// Subscribes in this process: the [`Receiver`] gets the frames a stream
@@ -560,16 +523,17 @@ impl Hub {
     /// ```
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
         let queue = LocalQueue::new(&self.inner.counters);
-        self.send_subscribe(Sink::Local(queue.clone()), subscription)?;
+        let command = Command::Subscribe(Sink::Local(queue.clone()), subscription);
+        self.send(command).map_or(Ok(()), |_| Err(SubscribeError))?;
         Ok(Receiver { queue })
     }
 
-    fn send_subscribe(&self, sink: Sink, subscription: Subscription) -> Result<(), SubscribeError> {
+    /// Sends `command` to the coordinator; gives it back if the hub is closed.
+    fn send(&self, command: Command) -> Option<Command> {
         if self.is_closed() {
-            return Err(SubscribeError);
+            return Some(command);
         }
-        let command = Command::Subscribe(sink, subscription);
-        self.inner.tx.send(command).map_err(|_| SubscribeError)
+        self.inner.tx.send(command).err().map(|e| e.0)
     }
 
     /// A handler for [`Server::sse`](crate::Server::sse) that hands every
@@ -596,9 +560,8 @@ impl Hub {
         }
     }
 
-    /// For public topics only: any client reads any topic it names. A
-    /// [`handler`](Hub::handler) whose topics are every value of the query
-    /// parameter `topic_param` (`?topic=a&topic=b`; none: every event).
+    /// For public topics only: a [`handler`](Hub::handler) whose topics are the
+    /// values of the query parameter `topic_param` (`?topic=a&topic=b`).
     pub fn public_handler(
         &self,
         topic_param: &str,
@@ -610,20 +573,18 @@ impl Hub {
         })
     }
 
-    /// Ends every stream (after the close event and retry hint, if set) and
-    /// stops the hub's threads, waiting at most the close timeout. A racing
-    /// `publish` may be accepted and discarded, as on a closing `mpsc` channel.
+    /// Ends every stream (after the close event and retry hint) and stops the
+    /// hub's threads, waiting at most the close timeout. A racing `publish`
+    /// may be accepted and discarded, as on a closing `mpsc` channel.
     pub fn close(&self) -> Result<(), CloseTimeoutError> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // The fan-out threads spend at most the close timeout; allow slack,
-        // also for a full inbox ahead of the close.
+        // Slack over the close timeout, also for a full inbox ahead of the
+        // close (rare: polling is enough).
         let deadline = Instant::now() + Duration::from_secs(30);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let mut command = Command::Close(done_tx);
-        // A full inbox is rare (the hub is far behind): polling is enough.
-        // Threads that are gone drop `done_tx`: the wait below ends at once.
         while let Err(TrySendError::Full(back)) = self.inner.tx.try_send(command) {
             if Instant::now() >= deadline {
                 return Err(CloseTimeoutError);
@@ -631,8 +592,7 @@ impl Hub {
             command = back;
             thread::sleep(Duration::from_millis(1));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match done_rx.recv_timeout(left) {
+        match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(CloseTimeoutError),
         }

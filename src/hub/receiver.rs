@@ -11,13 +11,10 @@ use super::Counters;
 use crate::event::Frame;
 use crate::util::{lock, wait_until};
 
-/// A subscriber in this process: takes the hub's frames from a queue (see
-/// [`Hub::receiver`](super::Hub::receiver)). Dropping it unsubscribes.
-///
-/// Frames arrive in the order a socket subscriber would be sent them. Once
-/// the subscription ends (the hub closed, or the receiver was evicted as a
-/// slow client), the frames already queued are still received, then `recv`
-/// fails.
+/// A subscriber in this process (see [`Hub::receiver`](super::Hub::receiver));
+/// dropping it unsubscribes. Once the subscription ends (the hub closed, or
+/// it was evicted as slow), the frames queued are still received, then
+/// `recv` fails.
 #[must_use = "dropping a Receiver unsubscribes it"]
 pub struct Receiver {
     pub(super) queue: Arc<LocalQueue>,
@@ -31,8 +28,7 @@ impl Receiver {
 
     /// The next frame, if one is waiting.
     pub fn try_recv(&self) -> Result<Frame, TryRecvError> {
-        let now = Some(Instant::now());
-        (self.queue).take(now, TryRecvError::Disconnected, TryRecvError::Empty)
+        self.queue.take(Some(Instant::now()), TryRecvError::Disconnected, TryRecvError::Empty)
     }
 
     /// Waits at most `timeout` for the next frame.
@@ -69,7 +65,7 @@ struct LocalState {
     backlog: Backlog,
     ended: bool,
     /// Threads waiting (a `Receiver` may be shared): only then is a push
-    /// worth a wake-up, a system call even when nobody waits.
+    /// worth a wake-up (a system call).
     waiting: usize,
 }
 
@@ -85,9 +81,8 @@ impl LocalQueue {
         let mut state = lock(&self.state);
         loop {
             if let Some(pending) = state.backlog.pop_front() {
-                if matches!(pending.kind, Kind::Event(_)) {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                }
+                let event = u64::from(matches!(pending.kind, Kind::Event(..)));
+                self.counters.delivered.fetch_add(event, Ordering::Relaxed);
                 return Ok(pending.frame);
             }
             if state.ended {
@@ -108,8 +103,7 @@ impl LocalQueue {
     /// what the receiver has taken; wakes a waiting receiver if `wake`.
     pub(super) fn update<R>(&self, wake: bool, update: impl FnOnce(&mut Backlog) -> R) -> R {
         let mut state = lock(&self.state);
-        let wake = wake && state.waiting > 0;
-        let outcome = update(&mut state.backlog);
+        let (wake, outcome) = (wake && state.waiting > 0, update(&mut state.backlog));
         drop(state);
         if wake {
             self.ready.notify_one();
