@@ -21,7 +21,8 @@ pub struct Req {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// When the whole request had arrived.
+    /// When the connection was accepted (before the client wrote its request,
+    /// so never later than when the client's head deadline starts).
     pub at: Instant,
 }
 
@@ -67,11 +68,12 @@ impl Scripted {
         thread::spawn(move || {
             for (n, stream) in listener.incoming().enumerate() {
                 let Ok(mut stream) = stream else { continue };
+                let accepted = Instant::now();
                 let script = Arc::clone(&script);
                 let tx = tx.clone();
                 thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(WAIT));
-                    let Some(req) = read_request(&mut stream) else {
+                    let Some(req) = read_request(&mut stream, accepted) else {
                         return;
                     };
                     let _ = tx.send(req.clone());
@@ -99,7 +101,7 @@ impl Scripted {
 }
 
 /// Reads a request head and its `Content-Length` body.
-fn read_request(stream: &mut TcpStream) -> Option<Req> {
+fn read_request(stream: &mut TcpStream, at: Instant) -> Option<Req> {
     use stdsse::http::parse_head;
     let limits = Limits::default();
     let mut buf = Vec::new();
@@ -118,7 +120,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Req> {
                 target: request.target().to_string(),
                 headers: request.headers().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
                 body,
-                at: Instant::now(),
+                at,
             });
         }
         if let Err(e) = parse_head(&buf, &limits) {
