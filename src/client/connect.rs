@@ -87,7 +87,8 @@ impl Shared {
         let failed = |e| Failure::Retry(Disconnect::Connect(e));
         let deadline = Instant::now().checked_add(timeout);
         let slot = Arc::new(Mutex::new(None));
-        let (shared, result, address) = (Arc::clone(self), Arc::clone(&slot), url.address());
+        let (shared, result) = (Arc::clone(self), Arc::clone(&slot));
+        let address = format!("{}:{}", url.host, url.port);
         let spawned = thread::Builder::new().name("stdsse-connect".into()).spawn(move || {
             *lock(&result) = Some(connect_to(&address, deadline));
             let _state = shared.lock(); // the waiter is waiting, or has not looked yet
@@ -237,13 +238,8 @@ fn read_head(
 ) -> Result<(ResponseHead, Vec<u8>), Disconnect> {
     let deadline = Instant::now().checked_add(timeout);
     let (mut buf, mut chunk) = (Vec::new(), [0; 4096]);
-    let mut limits = Limits {
-        max_request_line: MAX_HEAD,
-        max_header_line: MAX_HEAD,
-        max_headers: usize::MAX,
-        max_head: MAX_HEAD,
-        max_body: 0,
-    };
+    let mut limits = Limits { max_headers: usize::MAX, max_head: MAX_HEAD, ..Limits::default() };
+    (limits.max_request_line, limits.max_header_line) = (MAX_HEAD, MAX_HEAD);
     loop {
         match parse_response_head(&buf, &limits) {
             // Interim answers (100 Continue, 103 Early Hints) come before the
@@ -260,8 +256,7 @@ fn read_head(
             Err(Error::HeadTooLarge) => return Err(Disconnect::HeadTooLarge { limit: MAX_HEAD }),
             Err(error) => return Err(Disconnect::Protocol(error)),
         }
-        // Wait for the next byte until the idle timeout or the deadline,
-        // whichever comes first.
+        // Wait until the idle timeout or the deadline, whichever comes first.
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Err(Disconnect::HeadTimeout(timeout));
@@ -272,11 +267,9 @@ fn read_head(
         };
         stream.set_read_timeout(Some(wait)).map_err(Disconnect::Io)?;
         let n = match read_some(stream, &mut chunk, Some(wait), Some("the response head")) {
-            Err(Disconnect::IdleTimeout(_)) if by_deadline => {
-                return Err(Disconnect::HeadTimeout(timeout))
-            }
-            result => result?,
-        };
+            Err(Disconnect::IdleTimeout(_)) if by_deadline => Err(Disconnect::HeadTimeout(timeout)),
+            result => result,
+        }?;
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -286,10 +279,8 @@ pub(super) struct Body {
     connection: Connection,
     /// `None`: until the server closes; `Length`: this many bytes left.
     framing: Framing,
-    /// Chunked (no size limit: an event stream is endless; only 32-bit
-    /// targets stop at 4 GiB per connection, which is then a reconnect).
+    /// Chunked, unbounded: an event stream is endless (4 GiB on 32-bit targets).
     decoder: ChunkedDecoder,
-    buf: Vec<u8>,
     /// Chunked: the data decoded from the last read.
     decoded: Vec<u8>,
     idle: Option<Duration>,
@@ -306,8 +297,8 @@ impl fmt::Debug for Body {
 
 impl Body {
     pub(super) fn new(connection: Connection, framing: Framing, idle: Option<Duration>) -> Body {
-        let (decoder, buf) = (ChunkedDecoder::new(usize::MAX), vec![0; READ_BUF]);
-        Body { connection, framing, decoder, buf, decoded: Vec::new(), idle, end: None }
+        let decoder = ChunkedDecoder::new(usize::MAX);
+        Body { connection, framing, decoder, decoded: Vec::new(), idle, end: None }
     }
 
     /// Waits for bytes from the socket and feeds them to `parser`. `Err`
@@ -317,10 +308,9 @@ impl Body {
             return Err(end);
         }
         let cut = (self.framing != Framing::None).then_some("the body");
-        let n = read_some(&self.connection.stream, &mut self.buf, self.idle, cut)?;
-        let buf = std::mem::take(&mut self.buf);
+        let mut buf = [0; READ_BUF];
+        let n = read_some(&self.connection.stream, &mut buf, self.idle, cut)?;
         self.feed(&buf[..n], parser);
-        self.buf = buf;
         Ok(())
     }
 

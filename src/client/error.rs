@@ -171,7 +171,8 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// An `https://` URL, given or in a `Location`: std has no TLS.
+    /// An `https://` URL, given or in a `Location`: std has no TLS. Run a
+    /// local TLS-terminating proxy and connect to it with `http://`.
     Https {
         /// The URL.
         url: String,
@@ -248,12 +249,9 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
-            Self::Https { url } => write!(
-                f,
-                "{url:?}: https is not supported, the Rust standard library has no TLS; \
-                 run a local TLS-terminating proxy (such as stunnel or nginx) \
-                 and connect to it with http://"
-            ),
+            Self::Https { url } => {
+                write!(f, "{url:?}: std has no TLS; use http:// to a proxy like stunnel or nginx")
+            }
             Self::Method { method } => write!(f, "invalid HTTP method {method:?}: not a token"),
             Self::Header { name, reason } => write!(f, "invalid request header {name:?}: {reason}"),
             Self::Status { status, content_type: t } => {

@@ -1,9 +1,8 @@
 //! The client: a blocking `EventSource` that reconnects and resumes.
 //!
 //! [`Client`] checks the answer as a browser's `EventSource` does, parses
-//! the body with [`Parser`] as it arrives, and is an [`Iterator`] over what
-//! it receives. The wire rules and the reconnect with `Last-Event-ID` are in
-//! the crate docs; what this client adds (WHATWG HTML 9.2.2, 9.2.3):
+//! the body with [`Parser`], and is an [`Iterator`] over what it receives.
+//! Beyond the crate docs' wire rules (WHATWG HTML 9.2.2, 9.2.3):
 //!
 //! * `200` with a `text/event-stream` essence is the stream; another type
 //!   "fails the connection". `204` stops. `301`/`302`/`303`/`307`/`308` are
@@ -13,8 +12,7 @@
 //!   `429` are retried, honouring `Retry-After`.
 //! * Every transient problem reconnects to the **original** URL after the
 //!   reconnection time, `× 2ⁿ` after n failures in a row (capped, with equal
-//!   jitter: "optionally, wait some more"). Only [`ClientError::EventTooLarge`]
-//!   is not final. `https://` is refused: std has no TLS (use a local proxy).
+//!   jitter: "optionally, wait some more").
 //!
 //! ```no_run
 //! use stdsse::client::{Client, Received};
@@ -247,6 +245,7 @@ impl ClientBuilder {
 /// A blocking event-stream client (see the [module docs](self)). The
 /// iterator ends after a final error, a `204`, or [`CloseHandle::close`];
 /// it is fused.
+#[derive(Debug)]
 pub struct Client {
     config: ClientBuilder,
     url: Url,
@@ -257,19 +256,6 @@ pub struct Client {
     phase: Phase,
     /// Failed attempts since the last successful connection.
     failures: u32,
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("url", &self.url.to_string())
-            .field("method", &self.config.method)
-            .field("phase", &self.phase)
-            .field("last_event_id", &self.parser.get_last_event_id())
-            .field("reconnection_time", &self.reconnection_time())
-            .field("failures", &self.failures)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Stops or restarts a [`Client`] from another thread.
@@ -287,10 +273,8 @@ impl CloseHandle {
     }
 
     /// Drops the connection (or the attempt, or the sleep) and connects
-    /// again at once, with `Last-Event-ID`: for when the application knows
-    /// the stream is stale. The backoff starts over; a cut event is dropped;
-    /// it shows as [`Disconnect::Restart`] and `Retrying(0)`. Does nothing
-    /// once the client has stopped.
+    /// again at once, with `Last-Event-ID` and a fresh backoff; a cut event
+    /// is dropped. Shows as [`Disconnect::Restart`]; no-op once stopped.
     pub fn restart(&self) {
         self.shared.interrupt(|state| state.restart |= !state.closed);
     }
@@ -403,10 +387,9 @@ impl Client {
         }
     }
 
-    /// The connection is gone: drop what is pending and plan the retry.
+    /// The connection is gone: drop it and a partial event, queue what was
+    /// parsed, and plan the retry.
     fn lost(&mut self, reason: Disconnect) {
-        // Drop the connection. Lines already fed were parsed; `finish` drops
-        // a partial event.
         self.phase = Phase::Connect;
         self.parser.finish();
         self.drain();
@@ -510,11 +493,8 @@ enum Phase {
 
 /// Why a connection attempt gave no stream.
 enum Failure {
-    /// Transient: retry after the delay.
     Retry(Disconnect),
-    /// Permanent: yield the error and stop.
     Final(ClientError),
-    /// `204 No Content`: stop.
     NoContent,
     /// The client was closed or restarted meanwhile.
     Interrupted,
@@ -549,12 +529,10 @@ fn judge(
                 .body_framing(&hop.method)
                 .map_err(|e| Failure::Retry(Disconnect::Protocol(e)))?;
             let connected = Connected { head, url: hop.url.to_string() };
-            match config.check.as_ref().map(|check| check(&connected)) {
-                Some(Err(refusal)) if refusal.is_retry() => {
-                    Err(Failure::Retry(Disconnect::Refused(refusal)))
-                }
-                Some(Err(refusal)) => Err(Failure::Final(ClientError::Refused(refusal))),
-                _ => Ok(Some((framing, connected))),
+            match config.check.as_ref().map_or(Ok(()), |check| check(&connected)) {
+                Ok(()) => Ok(Some((framing, connected))),
+                Err(r) if r.is_retry() => Err(Failure::Retry(Disconnect::Refused(r))),
+                Err(r) => Err(Failure::Final(ClientError::Refused(r))),
             }
         }
         204 => Err(Failure::NoContent),
@@ -568,10 +546,9 @@ fn judge(
             if location.is_empty() {
                 return Err(Failure::Final(ClientError::MissingLocation { status }));
             }
+            let invalid = ClientError::InvalidLocation { status, location: location.to_owned() };
             let next = match hop.url.join(location) {
-                Err(ClientError::Url { .. }) => {
-                    Err(ClientError::InvalidLocation { status, location: location.to_owned() })
-                }
+                Err(ClientError::Url { .. }) => Err(invalid),
                 joined => joined,
             };
             let next = next.map_err(Failure::Final)?;
@@ -620,12 +597,11 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let digits = |text: &str, len: usize, max: u64| {
         parse_decimal(text).filter(|&n| text.len() == len && n <= max)
     };
+    DAYS.contains(&day_name).then_some(())?;
     let month = MONTHS.iter().position(|&m| m == month)? as i64 + 1;
-    let (day, year) = (digits(day, 2, 31)? as i64, digits(year, 4, 9999)? as i64);
+    let day = digits(day, 2, 31).filter(|&d| d > 0)? as i64;
+    let year = digits(year, 4, 9999)? as i64;
     let time = digits(hour, 2, 23)? * 3600 + digits(minute, 2, 59)? * 60 + digits(second, 2, 60)?;
-    if !DAYS.contains(&day_name) || day == 0 {
-        return None;
-    }
     // Days since 1970-01-01 (H. Hinnant's days_from_civil), years from March.
     let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
     let days =
@@ -642,13 +618,11 @@ fn backoff(base: Duration, failures: u32, ceiling: Duration, random: u64) -> Dur
     if failures == 0 {
         return base;
     }
-    let target = base.saturating_mul(1 << failures.min(31)).min(ceiling.max(base)).as_nanos();
+    let target = base.saturating_mul(1 << failures.min(31)).min(ceiling.max(base));
     let half = target / 2;
-    let total = half + u128::from(random) % (target - half + 1);
-    Duration::new(
-        u64::try_from(total / 1_000_000_000).unwrap_or(u64::MAX),
-        (total % 1_000_000_000) as u32,
-    )
+    // Below `random`, so it fits in a u64.
+    let jitter = u128::from(random) % ((target - half).as_nanos() + 1);
+    half + Duration::from_nanos(jitter as u64)
 }
 
 #[cfg(test)]

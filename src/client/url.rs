@@ -77,13 +77,8 @@ impl Url {
     pub(super) fn authority(&self) -> String {
         match self.port {
             80 => self.host.clone(),
-            _ => self.address(),
+            port => format!("{}:{port}", self.host),
         }
-    }
-
-    /// `host:port`, to resolve.
-    pub(super) fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
     }
 
     /// Resolves a `Location` against this URL (RFC 3986 5.2, for the
@@ -152,19 +147,14 @@ mod tests {
             ("http://h/a/..", "h", 80, "http://h/"),
         ] {
             let u = Url::parse(text).unwrap();
-            assert_eq!(
-                (u.host.as_str(), u.port, u.to_string().as_str()),
-                (host, port, shown),
-                "{text}"
-            );
+            assert_eq!((u.host.as_str(), u.port, &*u.to_string()), (host, port, shown), "{text}");
         }
         assert!(matches!(Url::parse("HTTPS://h/"), Err(ClientError::Https { .. })));
         let bad = "h/path|ftp://h/|http://|http:///p|http://u:p@h/|http://h:0/|http://h:65536/|\
                    http://h:x/|http://h:1:2/|http://[::1/|http://[zz]/|http://[::1]x/|\
                    http://exa mple/|http://bücher.de/";
         for bad in bad.split('|') {
-            let error = Url::parse(bad);
-            assert!(matches!(error, Err(ClientError::Url { .. })), "{bad}");
+            assert!(matches!(Url::parse(bad), Err(ClientError::Url { .. })), "{bad}");
         }
     }
 
@@ -181,8 +171,7 @@ mod tests {
             ("//other/p", "http://other/p"),
             ("http://o:9/", "http://o:9/"),
         ] {
-            let url = base.join(location).unwrap();
-            assert_eq!(url.to_string(), joined, "{location}");
+            assert_eq!(base.join(location).unwrap().to_string(), joined, "{location}");
         }
         assert!(matches!(base.join("https://o/"), Err(ClientError::Https { .. })));
         assert!(matches!(base.join("mailto:x"), Err(ClientError::Url { .. })));
