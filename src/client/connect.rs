@@ -4,8 +4,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
 use std::time::{Duration, Instant};
-use std::{fmt, thread};
 
 use super::{ClientBuilder, Disconnect, Failure, Hop, Url, MIN_TIMEOUT};
 use crate::http::{
@@ -54,9 +54,8 @@ impl Shared {
         lock(&self.state)
     }
 
-    /// Applies `change`, then wakes the client wherever it blocks: the
-    /// connection is shut down (ending a blocked read or write), and a sleep
-    /// or the wait for a connection attempt ends.
+    /// Applies `change` and wakes the client wherever it blocks: shuts the
+    /// connection down and ends a sleep or the wait for a connection attempt.
     pub(super) fn interrupt(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.lock();
         change(&mut state);
@@ -115,6 +114,7 @@ impl Shared {
 
 /// A connection, registered so that `close` can shut it down; dropping it
 /// unregisters it (the socket closes with the last reference).
+#[derive(Debug)]
 pub(super) struct Connection {
     stream: Arc<TcpStream>,
     shared: Arc<Shared>,
@@ -275,34 +275,25 @@ fn read_head(
 }
 
 /// The body of an open event stream, read incrementally.
+#[derive(Debug)]
 pub(super) struct Body {
     connection: Connection,
     /// `None`: until the server closes; `Length`: this many bytes left.
     framing: Framing,
     /// Chunked, unbounded: an event stream is endless (4 GiB on 32-bit targets).
     decoder: ChunkedDecoder,
-    /// Chunked: the data decoded from the last read.
-    decoded: Vec<u8>,
     idle: Option<Duration>,
     /// Set when the body ended or broke: returned by the next read, after
     /// the items already fed have been pulled.
     end: Option<Disconnect>,
 }
 
-impl fmt::Debug for Body {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Body").field("framing", &self.framing).finish_non_exhaustive()
-    }
-}
-
 impl Body {
     pub(super) fn new(connection: Connection, framing: Framing, idle: Option<Duration>) -> Body {
-        let decoder = ChunkedDecoder::new(usize::MAX);
-        Body { connection, framing, decoder, decoded: Vec::new(), idle, end: None }
+        Body { connection, framing, decoder: ChunkedDecoder::new(usize::MAX), idle, end: None }
     }
 
-    /// Waits for bytes from the socket and feeds them to `parser`. `Err`
-    /// when the body has ended.
+    /// Feeds the next bytes from the socket to `parser`; `Err` once the body ended.
     pub(super) fn read_into(&mut self, parser: &mut Parser) -> Result<(), Disconnect> {
         if let Some(end) = self.end.take() {
             return Err(end);
@@ -327,9 +318,9 @@ impl Body {
                 }
             }
             Framing::Chunked => {
-                self.decoded.clear();
-                let result = self.decoder.decode(input, &mut self.decoded);
-                parser.feed(&self.decoded);
+                let mut decoded = Vec::new();
+                let result = self.decoder.decode(input, &mut decoded);
+                parser.feed(&decoded);
                 self.end = match result {
                     Ok(Status::Partial) => None,
                     Ok(Status::Complete(_)) => Some(Disconnect::Ended),

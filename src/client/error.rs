@@ -29,7 +29,6 @@ pub enum Received {
 
 /// The head of a `200` event stream and the URL it came from, after redirects.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct Connected {
     pub(super) head: ResponseHead,
     pub(super) url: String,

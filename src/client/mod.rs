@@ -15,12 +15,16 @@
 //!   jitter: "optionally, wait some more").
 //!
 //! ```no_run
-//! use stdsse::client::{Client, Received};
+//! use stdsse::client::{Client, Received, Refusal};
 //! use std::time::Duration;
 //!
 //! let client = Client::builder("http://127.0.0.1:8080/events")
 //!     .header("Authorization", "Bearer 0123")
 //!     .retry(Duration::from_secs(1))
+//!     .check_response(|answer| match answer.header("x-api-version") {
+//!         Some("2") => Ok(()),
+//!         other => Err(Refusal::fatal(format!("API version {other:?}, not 2"))),
+//!     })
 //!     .build()?;
 //! let stop = client.close_handle(); // stop.close() from any thread ends the loop
 //! for item in client {
@@ -94,15 +98,11 @@ pub struct ClientBuilder {
 type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
-    /// Header values and the body are not shown (they may hold secrets).
+    /// Headers and the body are not shown (they may hold secrets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("ClientBuilder")
             .field("url", &self.url)
             .field("method", &self.method)
-            .field("headers", &names)
-            .field("body_len", &self.body.as_ref().map(Vec::len))
-            .field("last_event_id", &self.last_event_id)
             .finish_non_exhaustive()
     }
 }
@@ -175,9 +175,8 @@ impl ClientBuilder {
         /// The reconnection time until the server sends `retry:`. Default 3 s,
         /// as in browsers; used as given (zero reconnects at once).
         retry: Duration;
-        /// Whether `5xx` and `429` are retried (at least as long as
-        /// `Retry-After` asks, within the retry bounds) rather than final, as
-        /// in browsers. Default `true`: clients must not stop in an overload.
+        /// Whether `5xx` and `429` are retried (honouring `Retry-After`) rather
+        /// than final, as in browsers. Default `true`.
         retry_server_errors: bool;
         /// How many redirects are followed in a row. Protects against loops.
         /// Default 10; 0 follows none.
@@ -200,20 +199,8 @@ impl ClientBuilder {
         self
     }
 
-    /// A check of each event stream's head, after the client's own. Default none.
-    ///
-    /// ```
-    /// use stdsse::client::{Client, Refusal};
-    ///
-    /// let client = Client::builder("http://127.0.0.1:8080/events")
-    ///     .check_response(|answer| match answer.header("x-api-version") {
-    ///         Some("2") => Ok(()),
-    ///         other => Err(Refusal::fatal(format!("API version {other:?}, not 2"))),
-    ///     })
-    ///     .build()?;
-    /// # drop(client);
-    /// # Ok::<(), stdsse::ClientError>(())
-    /// ```
+    /// A check of each event stream's head, after the client's own (as in
+    /// the [module example](self)). Default none.
     #[must_use]
     pub fn check_response(
         mut self,
@@ -265,9 +252,8 @@ pub struct CloseHandle {
 }
 
 impl CloseHandle {
-    /// Closes the client: the connection, a connection attempt or the sleep
-    /// before a reconnect is cut short, and the iterator returns `None` from
-    /// then on, at once even if it blocks in another thread.
+    /// Closes the client: whatever it blocks on is cut short, and the
+    /// iterator returns `None` from then on.
     pub fn close(&self) {
         self.shared.interrupt(|state| state.closed = true);
     }
@@ -404,9 +390,7 @@ impl Client {
         let grown = backoff(self.reconnection_time(), self.failures, ceiling, random);
         let delay = match reason {
             Disconnect::Restart => Duration::ZERO,
-            Disconnect::Status { retry_after: Some(asked), .. } => {
-                grown.max(asked.clamp(floor, ceiling))
-            }
+            Disconnect::Status { retry_after: Some(a), .. } => grown.max(a.clamp(floor, ceiling)),
             _ => grown,
         };
         self.state(Received::Disconnected(reason));
@@ -458,9 +442,8 @@ impl Iterator for Client {
             match &mut self.phase {
                 Phase::Done => return None,
                 Phase::Wait(delay) => {
-                    let delay = *delay;
+                    self.shared.sleep(*delay);
                     self.phase = Phase::Connect;
-                    self.shared.sleep(delay);
                 }
                 Phase::Connect => self.connect(),
                 Phase::Streaming(body) => match body.read_into(&mut self.parser) {

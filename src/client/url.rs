@@ -40,9 +40,7 @@ impl Url {
         let rest = rest.split('#').next().unwrap_or_default();
         let (authority, target) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         if authority.contains('@') {
-            return Err(invalid(
-                "credentials in the URL are not supported; send an Authorization header",
-            ));
+            return Err(invalid("credentials in the URL: send an Authorization header"));
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
             let (address, port) =
