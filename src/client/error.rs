@@ -68,8 +68,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// Refuses for now: the client backs off and reconnects, as after a `5xx`
-    /// ([`Disconnect::Refused`]).
+    /// Refuses for now: the client backs off and reconnects ([`Disconnect::Refused`]).
     pub fn retry(reason: impl Into<String>) -> Refusal {
         Refusal { reason: reason.into(), retry: true }
     }
