@@ -1,7 +1,7 @@
 //! One connection: its requests in order, their bodies, the answers, an
 //! event stream's head, and the staged close.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -64,9 +64,8 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
                 // Counted before the answer, which a client may act on.
                 app.shared.count(|s| &mut s.requests);
                 app.shared.count(|s| &mut s.bad_requests);
-                let response = error_response(status, http::reason_phrase(status));
-                let socket = &session.conn.socket;
-                let bytes = write_response(socket, &response, Version::Http11, false, true);
+                let response = Response::error(status, http::reason_phrase(status));
+                let bytes = response.send(&session.conn.socket, Version::Http11, false, true);
                 session.log(("-", "-"), (status, bytes), LogKind::Request, Some(why));
                 break;
             }
@@ -79,24 +78,6 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
     if Arc::strong_count(&session.conn) == 1 {
         close_staged(&session.conn.socket, app.config.linger_timeout);
     }
-}
-
-/// Writes a response; returns the bytes written (0 if the write failed).
-pub(super) fn write_response(
-    socket: &TcpStream,
-    response: &Response,
-    version: Version,
-    head_only: bool,
-    close: bool,
-) -> u64 {
-    let mut out = Vec::with_capacity(256 + response.get_body().len());
-    response.write_to(&mut out, version, head_only, close);
-    write_bytes(socket, &out)
-}
-
-/// Writes `out` whole; returns its length, or 0 if the write failed.
-fn write_bytes(mut socket: &TcpStream, out: &[u8]) -> u64 {
-    u64::from(socket.write_all(out).is_ok()) * out.len() as u64
 }
 
 /// Closes in stages (RFC 9112 9.6: "half-close by closing only the write
@@ -123,10 +104,6 @@ pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
             Err(_) => break,
         }
     }
-}
-
-fn error_response(status: u16, text: &str) -> Response {
-    Response::text(status, format!("{text}\n"))
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -277,13 +254,8 @@ impl Session {
             }
         };
         if has_body && expect && req.version() == Version::Http11 {
-            write_response(
-                &self.conn.socket,
-                &Response::continue_100(),
-                Version::Http11,
-                false,
-                false,
-            );
+            // RFC 9110 10.1.1: the interim answer to `Expect: 100-continue`.
+            Response::new(100).send(&self.conn.socket, Version::Http11, false, false);
         }
         match self.read_body(framing, consumed) {
             Ok(body) => req.set_body(body),
@@ -296,7 +268,7 @@ impl Session {
             Ok(Err(response)) => self.respond(&req, response, keep, None),
             Err(payload) => {
                 app.shared.count(|s| &mut s.panics);
-                let response = error_response(500, "Internal Server Error");
+                let response = Response::error(500, "Internal Server Error");
                 self.respond(&req, response, false, Some(&panic_message(&*payload)))
             }
         }
@@ -306,7 +278,7 @@ impl Session {
     fn respond(&self, req: &Request, response: Response, keep: bool, error: Option<&str>) -> bool {
         let response = self.app.with_cors(req, response);
         let (socket, head_only) = (&self.conn.socket, req.method() == "HEAD");
-        let bytes = write_response(socket, &response, req.version(), head_only, !keep);
+        let bytes = response.send(socket, req.version(), head_only, !keep);
         let status = response.invalid_reason().map_or(response.status(), |_| 500);
         let error = error.or(response.invalid_reason());
         self.log((req.method(), req.path()), (status, bytes), LogKind::Request, error);
@@ -316,7 +288,7 @@ impl Session {
     /// Answers a request the server refuses itself; the connection ends.
     fn refuse(&self, req: &Request, (status, why): Refusal) -> bool {
         self.app.shared.count(|s| &mut s.bad_requests);
-        self.respond(req, error_response(status, why), false, Some(why))
+        self.respond(req, Response::error(status, why), false, Some(why))
     }
 
     /// Sends the event-stream head and runs the accepted body on this
@@ -324,22 +296,19 @@ impl Session {
     fn serve_stream(&self, req: &Request, accept: Accept) -> bool {
         let (config, chunked, head_only) =
             (&self.app.config, req.version() == Version::Http11, req.method() == "HEAD");
-        let mut out = Vec::with_capacity(256);
-        self.app.with_cors(req, accept.head).write_stream_head(&mut out, chunked);
-        if !head_only {
-            let mut first = Vec::new();
-            if let Some(text) = &config.connected_comment {
-                push_lines(&mut first, b"", text);
-            }
-            if let Some(delay) = config.initial_retry {
-                push_retry(&mut first, delay);
-            }
-            push_body(&mut out, &first, chunked);
+        let (mut first, mut body) = (Vec::new(), Vec::new());
+        if let Some(text) = config.connected_comment.as_ref().filter(|_| !head_only) {
+            push_lines(&mut first, b"", text);
         }
+        if let Some(delay) = config.initial_retry.filter(|_| !head_only) {
+            push_retry(&mut first, delay);
+        }
+        push_body(&mut body, &first, chunked);
         let _ = self.conn.socket.set_nodelay(true);
         // Before the write: a client may react to the head before it returns.
         let head_sent = Instant::now();
-        let bytes = write_bytes(&self.conn.socket, &out);
+        let head = self.app.with_cors(req, accept.head);
+        let bytes = head.write_stream_head(&self.conn.socket, chunked, &body);
         self.log((req.method(), req.path()), (200, bytes), LogKind::Request, None);
         if bytes == 0 || head_only {
             return false;

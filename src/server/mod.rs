@@ -589,8 +589,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
     app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let bytes =
-        conn::write_response(&socket, &Response::at_capacity(), Version::Http11, false, true);
+    let bytes = Response::at_capacity().send(&socket, Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }

@@ -123,18 +123,18 @@ impl App {
                 methods(all.chain(["HEAD", "OPTIONS"]).collect())
             }
             Some(Err(allowed)) => allowed,
-            None => return Err(Response::text(404, "Not Found\n")),
+            None => return Err(Response::error(404, "Not Found")),
         };
         let allow = allowed.join(", ");
         if !options {
-            return Err(Response::text(405, "Method Not Allowed\n").header("Allow", &allow));
+            return Err(Response::error(405, "Method Not Allowed").header("Allow", &allow));
         }
         let response = Response::new(204).header("Allow", &allow);
         // The origin is added by `with_cors` only: browsers reject it doubled.
         match (&self.config.cors, req.header("Origin")) {
             (Some(cors), Some(origin)) if req.header("Access-Control-Request-Method").is_some() => {
                 if !cors.allows(origin) {
-                    return Err(Response::text(403, "origin not allowed\n"));
+                    return Err(Response::error(403, "origin not allowed"));
                 }
                 Err(response
                     .header("Access-Control-Allow-Methods", &allow)
