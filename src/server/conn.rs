@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Accept, App, LogEntry, LogKind, Shared};
 use crate::event::{push_lines, push_retry};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
-use crate::stream::{push_body, EventStream, SendError};
+use crate::stream::{body_bytes, EventStream, SendError};
 use crate::util::lock;
 
 /// One accepted connection, shared by its thread, its stream and the
@@ -91,19 +91,20 @@ pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     let mut sink = [0u8; 4096];
     let mut left = LINGER_BYTES;
     while left > 0 {
-        if !linger.is_zero() {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err() {
-                break;
-            }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !linger.is_zero() && (wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err()) {
+            break;
         }
         match (&*socket).read(&mut sink) {
-            Ok(0) => break,
-            Ok(n) => left = left.saturating_sub(n),
+            Ok(n @ 1..) => left = left.saturating_sub(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            _ => break,
         }
     }
+}
+
+fn refusal(e: http::Error) -> Refusal {
+    (e.status(), e.description())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -150,10 +151,9 @@ impl Session {
                 }
                 if new_line || self.buf.len() >= parsed_len + 1024 {
                     parsed_len = self.buf.len();
-                    match http::parse_head(&self.buf, &config.limits) {
-                        Ok(Status::Complete(head)) => return Ok(Some(head)),
-                        Ok(Status::Partial) => {}
-                        Err(e) => return Err((e.status(), e.description())),
+                    let parsed = http::parse_head(&self.buf, &config.limits).map_err(refusal)?;
+                    if let Status::Complete(head) = parsed {
+                        return Ok(Some(head));
                     }
                 }
             }
@@ -205,17 +205,12 @@ impl Session {
         };
         let mut body = Vec::new();
         loop {
-            match decoder.decode(&self.buf, &mut body) {
-                Ok(Status::Complete(used)) => {
-                    self.buf.drain(..used);
-                    return Ok(body);
-                }
-                Ok(Status::Partial) => {
-                    self.buf.clear();
-                    self.fill_body(deadline)?;
-                }
-                Err(e) => return Err((e.status(), e.description())),
+            if let Status::Complete(used) = decoder.decode(&self.buf, &mut body).map_err(refusal)? {
+                self.buf.drain(..used);
+                return Ok(body);
             }
+            self.buf.clear();
+            self.fill_body(deadline)?;
         }
     }
 
@@ -239,7 +234,7 @@ impl Session {
         let (framing, expect) = match (req.body_framing(&app.config.limits), req.expects_continue())
         {
             (Ok(framing), Ok(expect)) => (framing, expect),
-            (Err(e), _) | (_, Err(e)) => return self.refuse(&req, (e.status(), e.description())),
+            (Err(e), _) | (_, Err(e)) => return self.refuse(&req, refusal(e)),
         };
         let has_body = !matches!(framing, Framing::None | Framing::Length(0));
         let route = match app.route_for(&req) {
@@ -296,19 +291,19 @@ impl Session {
     fn serve_stream(&self, req: &Request, accept: Accept) -> bool {
         let (config, chunked, head_only) =
             (&self.app.config, req.version() == Version::Http11, req.method() == "HEAD");
-        let (mut first, mut body) = (Vec::new(), Vec::new());
+        let mut first = Vec::new();
         if let Some(text) = config.connected_comment.as_ref().filter(|_| !head_only) {
             push_lines(&mut first, b"", text);
         }
         if let Some(delay) = config.initial_retry.filter(|_| !head_only) {
             push_retry(&mut first, delay);
         }
-        push_body(&mut body, &first, chunked);
         let _ = self.conn.socket.set_nodelay(true);
         // Before the write: a client may react to the head before it returns.
         let head_sent = Instant::now();
         let head = self.app.with_cors(req, accept.head);
-        let bytes = head.write_stream_head(&self.conn.socket, chunked, &body);
+        let bytes =
+            head.write_stream_head(&self.conn.socket, chunked, &body_bytes(&first, chunked));
         self.log((req.method(), req.path()), (200, bytes), LogKind::Request, None);
         if bytes == 0 || head_only {
             return false;

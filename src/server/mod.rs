@@ -197,7 +197,7 @@ struct Config {
 }
 
 /// State shared by all the server's threads and handles.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     local_addr: Option<SocketAddr>,
     shutting_down: AtomicBool,
@@ -249,24 +249,17 @@ impl App {
 
     /// For the accept thread: no request, no duration.
     fn log_refusal(&self, remote: Option<SocketAddr>, sent: (u16, u64), kind: LogKind, why: &str) {
-        let ((status, bytes), (method, path), duration) = (sent, ("-", "-"), Duration::ZERO);
-        self.log(LogEntry {
-            remote,
-            method,
-            path,
-            status,
-            bytes,
-            duration,
-            kind,
-            error: Some(why),
-        });
+        let ((status, bytes), duration, error) = (sent, Duration::ZERO, Some(why));
+        self.log(LogEntry { remote, method: "-", path: "-", status, bytes, duration, kind, error });
     }
 }
 
+/// Setters of `Config` fields; `=> f` stores `f(value)`.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident: $ty:ty $(=> $map:expr)?;)*) => {$(
         $(#[$doc])*
         pub fn $name(&mut self, value: $ty) -> &mut Server {
+            $(let value = $map(value);)?
             self.app.config.$name = value;
             self
         }
@@ -381,12 +374,6 @@ impl Server {
         self
     }
 
-    /// Enables CORS (off by default: no cross-origin headers are sent).
-    pub fn cors(&mut self, cors: Cors) -> &mut Server {
-        self.app.config.cors = Some(cors);
-        self
-    }
-
     setters! {
         /// Request head and body size limits (see [`Limits`]).
         limits: Limits;
@@ -416,12 +403,10 @@ impl Server {
         shutdown_timeout: Duration;
         /// An event sent to every open stream at shutdown (default none).
         shutdown_event: Option<Event>;
-    }
-
-    /// A comment sent first on every stream, with the head (default none).
-    pub fn connected_comment(&mut self, text: Option<&str>) -> &mut Server {
-        self.app.config.connected_comment = text.map(str::to_string);
-        self
+        /// A comment sent first on every stream, with the head (default none).
+        connected_comment: Option<&str> => |text: Option<&str>| text.map(str::to_string);
+        /// Enables CORS (off by default: no cross-origin headers are sent).
+        cors: Cors => Some;
     }
 
     /// A `retry:` sent to every stream at shutdown: `base` plus up to
@@ -456,26 +441,14 @@ impl Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr())
-            .field("routes", &self.app.routes.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("local_addr", &self.local_addr()).finish_non_exhaustive()
     }
 }
 
 /// Stops a server and reads its stats, from any thread.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ShutdownHandle {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ShutdownHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShutdownHandle")
-            .field("local_addr", &self.local_addr())
-            .field("shutting_down", &self.is_shutting_down())
-            .finish()
-    }
 }
 
 impl ShutdownHandle {
@@ -551,8 +524,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                         reject(socket, remote, app, "out of descriptors");
                     }
                 } else {
-                    // ENOBUFS, ECONNABORTED...: usually temporary; back off
-                    // instead of spinning or dying.
+                    // ENOBUFS, ECONNABORTED...: usually temporary.
                     thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
