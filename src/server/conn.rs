@@ -159,14 +159,14 @@ impl Session {
             }
             let (before, unparsed) = (self.buf.len(), self.buf.len() > parsed_len);
             let wait = if unparsed { deadline.min(Instant::now() + PARSE_PAUSE) } else { deadline };
-            match self.fill(wait) {
+            let read = self.fill(wait);
+            let timeout = read.as_ref().is_err_and(is_timeout);
+            match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err((400, "closed in the request head")),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
-                Err(e) if is_timeout(&e) && unparsed && Instant::now() < deadline => {
-                    new_line = true
-                }
-                Err(e) if is_timeout(&e) && !self.buf.is_empty() => {
+                Err(_) if timeout && unparsed && Instant::now() < deadline => new_line = true,
+                Err(_) if timeout && !self.buf.is_empty() => {
                     return Err((408, "request head too slow"))
                 }
                 Err(_) => return Ok(None),
@@ -310,7 +310,6 @@ impl Session {
         }
         let id = req.header("Last-Event-ID").map(str::to_string);
         let id = id.or_else(|| req.query_param("lastEventId"));
-        // The stream keeps what its end's log entry needs, not the request.
         let (method, path) = (req.method().to_string(), req.path().to_string());
         let (app, remote, started) = (self.app.clone(), self.conn.remote, self.started);
         let on_end = Box::new(move |bytes, error: Option<&str>| {

@@ -418,14 +418,13 @@ impl Server {
 
     /// Serves until [`ShutdownHandle::shutdown`], then shuts down gracefully.
     pub fn run(self) -> io::Result<()> {
-        let Server { listener, app } = self;
-        let app = Arc::new(app);
-        let shared = app.shared.clone();
+        let app = Arc::new(self.app);
+        let shared = &app.shared;
         let ticker_app = app.clone();
         let spawn = thread::Builder::new().name("stdsse-ticker".into());
         let ticker = spawn.stack_size(64 * 1024).spawn(move || ticker(&ticker_app))?;
-        accept_loop(&listener, &app);
-        drop(listener);
+        accept_loop(&self.listener, &app);
+        drop(self.listener);
         shutdown_connections(&app);
         let deadline = Instant::now() + app.config.shutdown_timeout;
         let mut guard = lock(&shared.closed_lock);
@@ -517,8 +516,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                 shared.count(|s| &mut s.accept_errors);
                 app.log_refusal(None, (0, 0), LogKind::AcceptError, &e.to_string());
                 if out_of_descriptors(&e) && spare.is_some() {
-                    // Free the spare for one accept: the client gets its
-                    // 503 now rather than waiting in the backlog.
+                    // Free the spare for one accept: its client gets a 503 now.
                     drop(spare.take());
                     if let Ok((socket, remote)) = listener.accept() {
                         reject(socket, remote, app, "out of descriptors");
@@ -587,7 +585,6 @@ fn ticker(app: &App) {
     let mut guard = lock(&shared.closed_lock);
     while !shared.shutting_down.load(Ordering::SeqCst) {
         drop(wait_until(&shared.stop, guard, Some(Instant::now() + tick)));
-        // Dropping the ended streams' entries on the way.
         let mut streams = Vec::new();
         lock(&shared.streams).retain(|s| s.upgrade().map(|s| streams.push(s)).is_some());
         for stream in streams {
