@@ -51,9 +51,9 @@ fn framed<'a>(head: &'a mut [u8; 18], data: &'a [u8], chunked: bool) -> [&'a [u8
     [&head[..n], data, CHUNK_END]
 }
 
-/// Appends `data` to a body: as one chunk when it is chunked.
-pub(crate) fn push_body(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    out.extend(framed(&mut [0; 18], data, chunked).concat());
+/// `data` as body bytes: one chunk when the body is chunked.
+pub(crate) fn body_bytes(data: &[u8], chunked: bool) -> Vec<u8> {
+    framed(&mut [0; 18], data, chunked).concat()
 }
 
 /// `Write` for a stream's socket: in a chunked body, one chunk per call
@@ -67,19 +67,9 @@ struct SocketWriter {
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut head = [0u8; 18];
-        let mut slices = framed(&mut head, buf, self.chunked).map(IoSlice::new);
-        let len = slices.iter().map(|p| p.len()).sum::<usize>();
-        let mut left = &mut slices[..];
-        while !left.is_empty() {
-            match ((*self.conn).as_ref()).write_vectored(left) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut left, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.sent = self.sent.saturating_add(len as u64);
+        let bytes = body_bytes(buf, self.chunked);
+        ((*self.conn).as_ref()).write_all(&bytes)?;
+        self.sent = self.sent.saturating_add(bytes.len() as u64);
         Ok(buf.len())
     }
 
@@ -171,8 +161,7 @@ impl StreamShared {
         let mut state = lock(&self.state);
         if !state.closed {
             let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
-            let mut bytes = Vec::new();
-            push_body(&mut bytes, &data, self.chunked);
+            let mut bytes = body_bytes(&data, self.chunked);
             bytes.extend_from_slice(if self.chunked { LAST_CHUNK } else { b"" });
             let mut socket = self.socket();
             let ready = match wait.is_zero() {
@@ -212,8 +201,7 @@ impl StreamShared {
                 .peek(&mut [0])
                 .map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |n| n == 0);
         if !gone && keep_alive.is_some_and(|i| state.last_write.elapsed() >= i) {
-            let mut bytes = Vec::new();
-            push_body(&mut bytes, keep_alive_frame().as_bytes(), self.chunked);
+            let bytes = body_bytes(keep_alive_frame().as_bytes(), self.chunked);
             match (&*socket).write(&bytes) {
                 Ok(n) if n == bytes.len() => {
                     state.last_write = Instant::now();
@@ -357,11 +345,7 @@ impl EventStream {
 
 impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let closed = lock(&self.shared.state).closed;
-        f.debug_struct("EventStream")
-            .field("peer", &self.shared.remote)
-            .field("closed", &closed)
-            .finish()
+        f.debug_struct("EventStream").field("peer", &self.shared.remote).finish_non_exhaustive()
     }
 }
 

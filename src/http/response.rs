@@ -113,23 +113,22 @@ impl Response {
         self.invalid
     }
 
-    /// Appends the response (an invalid one as a `500`); 1xx, 204 and 304
-    /// have no `Content-Length` and no body (RFC 9110 8.6).
-    pub(crate) fn write_to(
-        &self,
-        out: &mut Vec<u8>,
-        version: Version,
-        head_only: bool,
-        close: bool,
-    ) {
+    /// A server's own `text/plain` answer: `text` and a newline.
+    pub(crate) fn error(status: u16, text: &str) -> Response {
+        Response::text(status, format!("{text}\n"))
+    }
+
+    /// Writes the response (an invalid one as a `500`) in one write, without
+    /// the body if `head`; returns the bytes written (0 if it failed). 1xx,
+    /// 204 and 304 have no `Content-Length` and no body (RFC 9110 8.6).
+    pub(crate) fn send(&self, mut w: impl Write, version: Version, head: bool, close: bool) -> u64 {
         if let Some(why) = self.invalid {
-            return Response::text(500, why).write_to(out, version, head_only, close);
+            return Response::text(500, why).send(w, version, head, close);
         }
-        let fields: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-        out.reserve(64 + self.body.len() + fields);
+        let mut out = Vec::with_capacity(256 + self.body.len());
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{version} {} {}\r\n", self.status, reason_phrase(self.status));
-        self.write_headers(out);
+        self.write_headers(&mut out);
         let has_body = !matches!(self.status, 100..=199 | 204 | 304);
         if has_body {
             let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
@@ -140,13 +139,14 @@ impl Response {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if has_body && !head_only {
+        if has_body && !head {
             out.extend_from_slice(&self.body);
         }
+        w.write_all(&out).map_or(0, |()| out.len() as u64)
     }
 
     /// Appends the header lines but the framing ones.
-    pub(crate) fn write_headers(&self, out: &mut Vec<u8>) {
+    fn write_headers(&self, out: &mut Vec<u8>) {
         for (name, value) in &self.headers {
             let owned = ["content-length", "transfer-encoding", "connection"];
             if !owned.iter().any(|n| name.eq_ignore_ascii_case(n)) {
@@ -157,18 +157,13 @@ impl Response {
 
     /// The accept thread's answer past `max_connections`.
     pub(crate) fn at_capacity() -> Response {
-        Response::text(503, "server at capacity\n").header("Retry-After", "1")
+        Response::error(503, "server at capacity").header("Retry-After", "1")
     }
 
-    /// The interim answer to `Expect: 100-continue` (RFC 9110 10.1.1).
-    pub(crate) fn continue_100() -> Response {
-        Response::new(100)
-    }
-
-    /// Appends an event stream's head carrying these headers (see
-    /// [the server's docs](crate::server#event-streams)).
-    pub(crate) fn write_stream_head(&self, out: &mut Vec<u8>, chunked: bool) {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
+    /// Writes an event stream's head with these headers (see [the server's
+    /// docs](crate::server#event-streams)), then `body`, as `send` does.
+    pub(crate) fn write_stream_head(&self, mut w: impl Write, chunked: bool, body: &[u8]) -> u64 {
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n".to_vec();
         for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
             if self.get_header(name).is_none() {
                 let _ = write!(out, "{name}: {default}\r\n");
@@ -178,8 +173,10 @@ impl Response {
         if chunked {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
-        self.write_headers(out);
+        self.write_headers(&mut out);
         out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        w.write_all(&out).map_or(0, |()| out.len() as u64)
     }
 }
 
@@ -308,7 +305,7 @@ mod tests {
             fn $name() {
                 let response: Response = $response;
                 let mut out = b"before|".to_vec();
-                response.write_to(&mut out, Version::$version, $head, $close);
+                response.send(&mut out, Version::$version, $head, $close);
                 assert_eq!(String::from_utf8_lossy(&out), format!("before|{}", $wire));
             }
         )*};

@@ -1,7 +1,7 @@
 //! One connection: its requests in order, their bodies, the answers, an
 //! event stream's head, and the staged close.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Accept, App, LogEntry, LogKind, Shared};
 use crate::event::{push_lines, push_retry};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
-use crate::stream::{push_body, EventStream, SendError};
+use crate::stream::{body_bytes, EventStream, SendError};
 use crate::util::lock;
 
 /// One accepted connection, shared by its thread, its stream and the
@@ -64,9 +64,8 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
                 // Counted before the answer, which a client may act on.
                 app.shared.count(|s| &mut s.requests);
                 app.shared.count(|s| &mut s.bad_requests);
-                let response = error_response(status, http::reason_phrase(status));
-                let socket = &session.conn.socket;
-                let bytes = write_response(socket, &response, Version::Http11, false, true);
+                let response = Response::error(status, http::reason_phrase(status));
+                let bytes = response.send(&session.conn.socket, Version::Http11, false, true);
                 session.log(("-", "-"), (status, bytes), LogKind::Request, Some(why));
                 break;
             }
@@ -81,24 +80,6 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
     }
 }
 
-/// Writes a response; returns the bytes written (0 if the write failed).
-pub(super) fn write_response(
-    socket: &TcpStream,
-    response: &Response,
-    version: Version,
-    head_only: bool,
-    close: bool,
-) -> u64 {
-    let mut out = Vec::with_capacity(256 + response.get_body().len());
-    response.write_to(&mut out, version, head_only, close);
-    write_bytes(socket, &out)
-}
-
-/// Writes `out` whole; returns its length, or 0 if the write failed.
-fn write_bytes(mut socket: &TcpStream, out: &[u8]) -> u64 {
-    u64::from(socket.write_all(out).is_ok()) * out.len() as u64
-}
-
 /// Closes in stages (RFC 9112 9.6: "half-close by closing only the write
 /// side", then "continue to read ... until it receives a corresponding
 /// close"): drops at most [`LINGER_BYTES`] for at most `linger` (zero: what
@@ -110,23 +91,20 @@ pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     let mut sink = [0u8; 4096];
     let mut left = LINGER_BYTES;
     while left > 0 {
-        if !linger.is_zero() {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err() {
-                break;
-            }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !linger.is_zero() && (wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err()) {
+            break;
         }
         match (&*socket).read(&mut sink) {
-            Ok(0) => break,
-            Ok(n) => left = left.saturating_sub(n),
+            Ok(n @ 1..) => left = left.saturating_sub(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            _ => break,
         }
     }
 }
 
-fn error_response(status: u16, text: &str) -> Response {
-    Response::text(status, format!("{text}\n"))
+fn refusal(e: http::Error) -> Refusal {
+    (e.status(), e.description())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -173,23 +151,22 @@ impl Session {
                 }
                 if new_line || self.buf.len() >= parsed_len + 1024 {
                     parsed_len = self.buf.len();
-                    match http::parse_head(&self.buf, &config.limits) {
-                        Ok(Status::Complete(head)) => return Ok(Some(head)),
-                        Ok(Status::Partial) => {}
-                        Err(e) => return Err((e.status(), e.description())),
+                    let parsed = http::parse_head(&self.buf, &config.limits).map_err(refusal)?;
+                    if let Status::Complete(head) = parsed {
+                        return Ok(Some(head));
                     }
                 }
             }
             let (before, unparsed) = (self.buf.len(), self.buf.len() > parsed_len);
             let wait = if unparsed { deadline.min(Instant::now() + PARSE_PAUSE) } else { deadline };
-            match self.fill(wait) {
+            let read = self.fill(wait);
+            let timeout = read.as_ref().is_err_and(is_timeout);
+            match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err((400, "closed in the request head")),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
-                Err(e) if is_timeout(&e) && unparsed && Instant::now() < deadline => {
-                    new_line = true
-                }
-                Err(e) if is_timeout(&e) && !self.buf.is_empty() => {
+                Err(_) if timeout && unparsed && Instant::now() < deadline => new_line = true,
+                Err(_) if timeout && !self.buf.is_empty() => {
                     return Err((408, "request head too slow"))
                 }
                 Err(_) => return Ok(None),
@@ -228,17 +205,12 @@ impl Session {
         };
         let mut body = Vec::new();
         loop {
-            match decoder.decode(&self.buf, &mut body) {
-                Ok(Status::Complete(used)) => {
-                    self.buf.drain(..used);
-                    return Ok(body);
-                }
-                Ok(Status::Partial) => {
-                    self.buf.clear();
-                    self.fill_body(deadline)?;
-                }
-                Err(e) => return Err((e.status(), e.description())),
+            if let Status::Complete(used) = decoder.decode(&self.buf, &mut body).map_err(refusal)? {
+                self.buf.drain(..used);
+                return Ok(body);
             }
+            self.buf.clear();
+            self.fill_body(deadline)?;
         }
     }
 
@@ -262,7 +234,7 @@ impl Session {
         let (framing, expect) = match (req.body_framing(&app.config.limits), req.expects_continue())
         {
             (Ok(framing), Ok(expect)) => (framing, expect),
-            (Err(e), _) | (_, Err(e)) => return self.refuse(&req, (e.status(), e.description())),
+            (Err(e), _) | (_, Err(e)) => return self.refuse(&req, refusal(e)),
         };
         let has_body = !matches!(framing, Framing::None | Framing::Length(0));
         let route = match app.route_for(&req) {
@@ -277,13 +249,8 @@ impl Session {
             }
         };
         if has_body && expect && req.version() == Version::Http11 {
-            write_response(
-                &self.conn.socket,
-                &Response::continue_100(),
-                Version::Http11,
-                false,
-                false,
-            );
+            // RFC 9110 10.1.1: the interim answer to `Expect: 100-continue`.
+            Response::new(100).send(&self.conn.socket, Version::Http11, false, false);
         }
         match self.read_body(framing, consumed) {
             Ok(body) => req.set_body(body),
@@ -296,7 +263,7 @@ impl Session {
             Ok(Err(response)) => self.respond(&req, response, keep, None),
             Err(payload) => {
                 app.shared.count(|s| &mut s.panics);
-                let response = error_response(500, "Internal Server Error");
+                let response = Response::error(500, "Internal Server Error");
                 self.respond(&req, response, false, Some(&panic_message(&*payload)))
             }
         }
@@ -306,7 +273,7 @@ impl Session {
     fn respond(&self, req: &Request, response: Response, keep: bool, error: Option<&str>) -> bool {
         let response = self.app.with_cors(req, response);
         let (socket, head_only) = (&self.conn.socket, req.method() == "HEAD");
-        let bytes = write_response(socket, &response, req.version(), head_only, !keep);
+        let bytes = response.send(socket, req.version(), head_only, !keep);
         let status = response.invalid_reason().map_or(response.status(), |_| 500);
         let error = error.or(response.invalid_reason());
         self.log((req.method(), req.path()), (status, bytes), LogKind::Request, error);
@@ -316,7 +283,7 @@ impl Session {
     /// Answers a request the server refuses itself; the connection ends.
     fn refuse(&self, req: &Request, (status, why): Refusal) -> bool {
         self.app.shared.count(|s| &mut s.bad_requests);
-        self.respond(req, error_response(status, why), false, Some(why))
+        self.respond(req, Response::error(status, why), false, Some(why))
     }
 
     /// Sends the event-stream head and runs the accepted body on this
@@ -324,29 +291,25 @@ impl Session {
     fn serve_stream(&self, req: &Request, accept: Accept) -> bool {
         let (config, chunked, head_only) =
             (&self.app.config, req.version() == Version::Http11, req.method() == "HEAD");
-        let mut out = Vec::with_capacity(256);
-        self.app.with_cors(req, accept.head).write_stream_head(&mut out, chunked);
-        if !head_only {
-            let mut first = Vec::new();
-            if let Some(text) = &config.connected_comment {
-                push_lines(&mut first, b"", text);
-            }
-            if let Some(delay) = config.initial_retry {
-                push_retry(&mut first, delay);
-            }
-            push_body(&mut out, &first, chunked);
+        let mut first = Vec::new();
+        if let Some(text) = config.connected_comment.as_ref().filter(|_| !head_only) {
+            push_lines(&mut first, b"", text);
+        }
+        if let Some(delay) = config.initial_retry.filter(|_| !head_only) {
+            push_retry(&mut first, delay);
         }
         let _ = self.conn.socket.set_nodelay(true);
         // Before the write: a client may react to the head before it returns.
         let head_sent = Instant::now();
-        let bytes = write_bytes(&self.conn.socket, &out);
+        let head = self.app.with_cors(req, accept.head);
+        let bytes =
+            head.write_stream_head(&self.conn.socket, chunked, &body_bytes(&first, chunked));
         self.log((req.method(), req.path()), (200, bytes), LogKind::Request, None);
         if bytes == 0 || head_only {
             return false;
         }
         let id = req.header("Last-Event-ID").map(str::to_string);
         let id = id.or_else(|| req.query_param("lastEventId"));
-        // The stream keeps what its end's log entry needs, not the request.
         let (method, path) = (req.method().to_string(), req.path().to_string());
         let (app, remote, started) = (self.app.clone(), self.conn.remote, self.started);
         let on_end = Box::new(move |bytes, error: Option<&str>| {

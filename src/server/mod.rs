@@ -197,7 +197,7 @@ struct Config {
 }
 
 /// State shared by all the server's threads and handles.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     local_addr: Option<SocketAddr>,
     shutting_down: AtomicBool,
@@ -249,24 +249,17 @@ impl App {
 
     /// For the accept thread: no request, no duration.
     fn log_refusal(&self, remote: Option<SocketAddr>, sent: (u16, u64), kind: LogKind, why: &str) {
-        let ((status, bytes), (method, path), duration) = (sent, ("-", "-"), Duration::ZERO);
-        self.log(LogEntry {
-            remote,
-            method,
-            path,
-            status,
-            bytes,
-            duration,
-            kind,
-            error: Some(why),
-        });
+        let ((status, bytes), duration, error) = (sent, Duration::ZERO, Some(why));
+        self.log(LogEntry { remote, method: "-", path: "-", status, bytes, duration, kind, error });
     }
 }
 
+/// Setters of `Config` fields; `=> f` stores `f(value)`.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident: $ty:ty $(=> $map:expr)?;)*) => {$(
         $(#[$doc])*
         pub fn $name(&mut self, value: $ty) -> &mut Server {
+            $(let value = $map(value);)?
             self.app.config.$name = value;
             self
         }
@@ -381,12 +374,6 @@ impl Server {
         self
     }
 
-    /// Enables CORS (off by default: no cross-origin headers are sent).
-    pub fn cors(&mut self, cors: Cors) -> &mut Server {
-        self.app.config.cors = Some(cors);
-        self
-    }
-
     setters! {
         /// Request head and body size limits (see [`Limits`]).
         limits: Limits;
@@ -416,12 +403,10 @@ impl Server {
         shutdown_timeout: Duration;
         /// An event sent to every open stream at shutdown (default none).
         shutdown_event: Option<Event>;
-    }
-
-    /// A comment sent first on every stream, with the head (default none).
-    pub fn connected_comment(&mut self, text: Option<&str>) -> &mut Server {
-        self.app.config.connected_comment = text.map(str::to_string);
-        self
+        /// A comment sent first on every stream, with the head (default none).
+        connected_comment: Option<&str> => |text: Option<&str>| text.map(str::to_string);
+        /// Enables CORS (off by default: no cross-origin headers are sent).
+        cors: Cors => Some;
     }
 
     /// A `retry:` sent to every stream at shutdown: `base` plus up to
@@ -433,14 +418,13 @@ impl Server {
 
     /// Serves until [`ShutdownHandle::shutdown`], then shuts down gracefully.
     pub fn run(self) -> io::Result<()> {
-        let Server { listener, app } = self;
-        let app = Arc::new(app);
-        let shared = app.shared.clone();
+        let app = Arc::new(self.app);
+        let shared = &app.shared;
         let ticker_app = app.clone();
         let spawn = thread::Builder::new().name("stdsse-ticker".into());
         let ticker = spawn.stack_size(64 * 1024).spawn(move || ticker(&ticker_app))?;
-        accept_loop(&listener, &app);
-        drop(listener);
+        accept_loop(&self.listener, &app);
+        drop(self.listener);
         shutdown_connections(&app);
         let deadline = Instant::now() + app.config.shutdown_timeout;
         let mut guard = lock(&shared.closed_lock);
@@ -456,26 +440,14 @@ impl Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr())
-            .field("routes", &self.app.routes.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("local_addr", &self.local_addr()).finish_non_exhaustive()
     }
 }
 
 /// Stops a server and reads its stats, from any thread.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ShutdownHandle {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ShutdownHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShutdownHandle")
-            .field("local_addr", &self.local_addr())
-            .field("shutting_down", &self.is_shutting_down())
-            .finish()
-    }
 }
 
 impl ShutdownHandle {
@@ -544,15 +516,13 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
                 shared.count(|s| &mut s.accept_errors);
                 app.log_refusal(None, (0, 0), LogKind::AcceptError, &e.to_string());
                 if out_of_descriptors(&e) && spare.is_some() {
-                    // Free the spare for one accept: the client gets its
-                    // 503 now rather than waiting in the backlog.
+                    // Free the spare for one accept: its client gets a 503 now.
                     drop(spare.take());
                     if let Ok((socket, remote)) = listener.accept() {
                         reject(socket, remote, app, "out of descriptors");
                     }
                 } else {
-                    // ENOBUFS, ECONNABORTED...: usually temporary; back off
-                    // instead of spinning or dying.
+                    // ENOBUFS, ECONNABORTED...: usually temporary.
                     thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -589,8 +559,7 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
     app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let bytes =
-        conn::write_response(&socket, &Response::at_capacity(), Version::Http11, false, true);
+    let bytes = Response::at_capacity().send(&socket, Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }
@@ -616,7 +585,6 @@ fn ticker(app: &App) {
     let mut guard = lock(&shared.closed_lock);
     while !shared.shutting_down.load(Ordering::SeqCst) {
         drop(wait_until(&shared.stop, guard, Some(Instant::now() + tick)));
-        // Dropping the ended streams' entries on the way.
         let mut streams = Vec::new();
         lock(&shared.streams).retain(|s| s.upgrade().map(|s| streams.push(s)).is_some());
         for stream in streams {

@@ -123,18 +123,18 @@ impl App {
                 methods(all.chain(["HEAD", "OPTIONS"]).collect())
             }
             Some(Err(allowed)) => allowed,
-            None => return Err(Response::text(404, "Not Found\n")),
+            None => return Err(Response::error(404, "Not Found")),
         };
         let allow = allowed.join(", ");
         if !options {
-            return Err(Response::text(405, "Method Not Allowed\n").header("Allow", &allow));
+            return Err(Response::error(405, "Method Not Allowed").header("Allow", &allow));
         }
         let response = Response::new(204).header("Allow", &allow);
         // The origin is added by `with_cors` only: browsers reject it doubled.
         match (&self.config.cors, req.header("Origin")) {
             (Some(cors), Some(origin)) if req.header("Access-Control-Request-Method").is_some() => {
                 if !cors.allows(origin) {
-                    return Err(Response::text(403, "origin not allowed\n"));
+                    return Err(Response::error(403, "origin not allowed"));
                 }
                 Err(response
                     .header("Access-Control-Allow-Methods", &allow)
@@ -172,23 +172,20 @@ mod tests {
             let handler: Handler = Box::new(|_| Err(Response::new(200)));
             Route { method: method.into(), path: path.into(), prefix, handler }
         });
-        // (method, path, the route found, else the methods allowed, else "none")
         #[rustfmt::skip]
         let cases = [
-            ("GET", "/a", "route 0"),
-            ("POST", "/a", "route 1"),
-            ("HEAD", "/a", "route 0"),
+            ("GET", "/a", "route GET /a"),
+            ("POST", "/a", "route POST /a"),
+            ("HEAD", "/a", "route GET /a"),
             ("PUT", "/a", "allow GET, HEAD, OPTIONS, POST"),
-            ("GET", "/x", "route 2"),
+            ("GET", "/x", "route GET /"),
             ("GET", "/a/x", "allow OPTIONS, PUT"),
-            ("DELETE", "/a/bc", "route 4"),
+            ("DELETE", "/a/bc", "route DELETE /a/b"),
             ("GET", "", "none"),
         ];
         for (method, path, want) in cases {
             let found = match find(&routes, method, path) {
-                Some(Ok(r)) => {
-                    format!("route {}", routes.iter().position(|x| std::ptr::eq(x, r)).unwrap())
-                }
+                Some(Ok(r)) => format!("route {} {}", r.method, r.path),
                 Some(Err(allowed)) => format!("allow {}", allowed.join(", ")),
                 None => "none".into(),
             };
