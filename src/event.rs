@@ -193,30 +193,11 @@ impl fmt::Debug for Frame {
     }
 }
 
-/// The fields checked for characters that would corrupt the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Field {
-    /// `event:`
-    Event,
-    /// `id:`
-    Id,
-}
-
-impl Field {
+str_enum! {
+    /// The fields checked for characters that would corrupt the stream.
+    pub enum Field { Event = "event", Id = "id" }
     /// The field's name on the wire.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Event => "event",
-            Field::Id => "id",
-        }
-    }
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+    fn name;
 }
 
 /// A field value holds CR or LF (in `event` or `id`), which would end the

@@ -277,30 +277,11 @@ impl Default for Limits {
     }
 }
 
-/// The HTTP version of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    /// `HTTP/1.0`
-    Http10,
-    /// `HTTP/1.1`
-    Http11,
-}
-
-impl Version {
+str_enum! {
+    /// The HTTP version of a request.
+    pub enum Version { Http10 = "HTTP/1.0", Http11 = "HTTP/1.1" }
     /// `"HTTP/1.0"` or `"HTTP/1.1"`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        }
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+    fn as_str;
 }
 
 /// How a body is delimited (RFC 9112 6.3).
