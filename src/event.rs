@@ -5,8 +5,7 @@
 //! * Data and comments are split on CRLF, CR and LF into one line each; empty
 //!   data is still one `data:` line, so browsers dispatch it.
 //! * Comments and/or a `retry` alone get no empty line: it would dispatch
-//!   nothing, and some clients (httpx-sse and the SDKs that copied it) would
-//!   take it for an event with empty data.
+//!   nothing, and some clients (httpx-sse) would see an event with empty data.
 //! * `event` and `id` are checked when set (a client ignores an `id` with
 //!   NUL), so encoding cannot fail.
 
@@ -194,33 +193,15 @@ impl fmt::Debug for Frame {
     }
 }
 
-/// The fields checked for characters that would corrupt the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Field {
-    /// `event:`
-    Event,
-    /// `id:`
-    Id,
-}
-
-impl Field {
+str_enum! {
+    /// The fields checked for characters that would corrupt the stream.
+    pub enum Field { Event = "event", Id = "id" }
     /// The field's name on the wire.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Event => "event",
-            Field::Id => "id",
-        }
-    }
+    fn name;
 }
 
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A field value holds CR or LF (in `event` or `id`), or NUL (in `id`).
+/// A field value holds CR or LF (in `event` or `id`), which would end the
+/// field and start another, or NUL (in `id`), which makes clients ignore it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventError {
     field: Field,
@@ -250,16 +231,13 @@ impl EventError {
 
 impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, why) = match self.character {
-            '\r' => ("CR", "it would end the field and start another"),
-            '\n' => ("LF", "it would end the field and start another"),
-            _ => ("NUL", "clients ignore an id that contains it"),
+        let name = match self.character {
+            '\r' => "CR",
+            '\n' => "LF",
+            _ => "NUL",
         };
         let (code, at, field) = (self.character as u32, self.position, self.field);
-        write!(
-            f,
-            "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field: {why}"
-        )
+        write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
     }
 }
 

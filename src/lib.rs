@@ -91,14 +91,6 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! # Modules
-//!
-//! [`event`] (the encoder, [`Frame`]: an event encoded once), [`writer`],
-//! [`parser`], [`http`] (HTTP/1.1 without I/O, both directions), [`server`]
-//! (threads and [`EventStream`]), [`hub`] (broadcast with replay, topics and a
-//! slow-client policy), [`client`] (reconnects like `EventSource`) and
-//! [`redis`] (a RESP client for scaling the hub out).
-//!
 //! # Conventions
 //!
 //! Builders take plain names (`data(x)`), so getters on builder types use
@@ -113,6 +105,37 @@
     clippy::must_use_candidate,
     clippy::return_self_not_must_use
 )]
+
+/// A public enum of unit variants, each standing for one string: `$method`
+/// returns it and `Display` writes it.
+macro_rules! str_enum {
+    (
+        $(#[$doc:meta])* pub enum $name:ident { $($variant:ident = $s:literal),* }
+        $(#[$method_doc:meta])* fn $method:ident;
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $(#[doc = concat!("`", $s, "`")] $variant,)*
+        }
+
+        impl $name {
+            $(#[$method_doc])*
+            #[must_use]
+            pub fn $method(self) -> &'static str {
+                match self {
+                    $($name::$variant => $s,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.$method())
+            }
+        }
+    };
+}
 
 pub mod client;
 pub mod event;

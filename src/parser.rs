@@ -44,8 +44,7 @@ const DEFAULT_LIMIT: usize = 16 * 1024 * 1024;
 /// not pin its size in memory for the rest of the stream.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-/// Room for a field name, its colon and space on top of the event limit, so
-/// that one `data:` line can carry a value as large as a whole event.
+/// What [`Parser::max_line_len`]'s default adds to the event limit.
 const LINE_SLACK: usize = 64;
 
 /// A dispatched event, as a browser's `MessageEvent` would show it.
@@ -105,8 +104,7 @@ impl std::error::Error for ParseError {}
 /// iterate (not fused: `None` means "feed me more").
 ///
 /// Feed a chunk, pull items until `None`, and memory stays bounded whatever
-/// the peer sends: the parser then holds at most one partial line and the
-/// pending event. A buffer emptied after a large event shrinks to 64 KiB.
+/// the peer sends (see [`buffered`](Parser::buffered)).
 ///
 /// A limit error is returned once, as soon as it is known (a long line
 /// before its end arrives). The rest of the event, up to the next empty
@@ -279,10 +277,8 @@ impl Parser {
                     } else {
                         self.fields.line(&line)
                     };
-                    match item {
-                        Some(Err(error)) => return Some(Err(self.drop_event(error))),
-                        Some(item) => return Some(item),
-                        None => {}
+                    if let Some(item) = item {
+                        return Some(item.map_err(|error| self.drop_event(error)));
                     }
                 }
                 Skip::Lines if start == end => self.skip = Skip::No,

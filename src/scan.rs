@@ -5,32 +5,20 @@ use std::io::Write;
 
 /// The offset of the first CR or LF, eight bytes at a time.
 pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
     let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        if let Some(at) = eol_in_word(word) {
-            return Some(offset + at);
+    for (i, chunk) in (&mut chunks).enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let (lf, cr) = (word ^ (ONES * u64::from(b'\n')), word ^ (ONES * u64::from(b'\r')));
+        // A zero byte of `lf` or `cr` is an LF or CR. Borrows can flag a byte
+        // above a real match, never below, so the lowest flagged byte is real.
+        let found = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & (ONES * 0x80);
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
         }
-        offset += 8;
     }
-    let rest = chunks.remainder().iter().position(|&b| b == b'\r' || b == b'\n');
-    rest.map(|at| offset + at)
-}
-
-/// The index of the first CR or LF among eight bytes.
-#[inline(always)]
-fn eol_in_word(bytes: [u8; 8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let word = u64::from_le_bytes(bytes);
-    let lf = word ^ (ONES * u64::from(b'\n'));
-    let cr = word ^ (ONES * u64::from(b'\r'));
-    // A zero byte of `lf` or `cr` is an LF or CR. Borrows can flag a byte
-    // above a real match, never below, so the lowest flagged byte is real.
-    let found = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGHS;
-    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
+    let offset = bytes.len() - chunks.remainder().len();
+    chunks.remainder().iter().position(|&b| b == b'\r' || b == b'\n').map(|at| offset + at)
 }
 
 /// Appends `n` in decimal.

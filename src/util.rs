@@ -30,12 +30,10 @@ pub(crate) fn wait_until<'a, T>(
 /// A random number from the standard library's randomly keyed hasher
 /// (mixed with the clock), for jitter and the hub's epoch.
 pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    use std::hash::BuildHasher;
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    hasher.finish()
+    std::collections::hash_map::RandomState::new().hash_one(now.as_nanos())
 }
 
 /// `base` plus a random part of up to `jitter`.

@@ -35,17 +35,14 @@ impl<W: Write> EventWriter<W> {
 
     /// Encodes and writes one event, then flushes.
     pub fn send(&mut self, event: &Event) -> io::Result<()> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        event.encode_into(&mut buf);
-        let result = self.write_flush(&buf);
-        self.buf = buf;
-        result
+        self.buf.clear();
+        event.encode_into(&mut self.buf);
+        write_flush(&mut self.inner, &mut self.written, &self.buf)
     }
 
     /// Writes an event encoded once, then flushes.
     pub fn send_frame(&mut self, frame: &Frame) -> io::Result<()> {
-        self.write_flush(frame.as_bytes())
+        write_flush(&mut self.inner, &mut self.written, frame.as_bytes())
     }
 
     /// Writes comment lines (`: text`), then flushes.
@@ -55,7 +52,7 @@ impl<W: Write> EventWriter<W> {
 
     /// Writes the keep-alive (`:`), then flushes.
     pub fn keep_alive(&mut self) -> io::Result<()> {
-        self.write_flush(b":\n")
+        write_flush(&mut self.inner, &mut self.written, b":\n")
     }
 
     /// Writes a `retry: <ms>` line, then flushes.
@@ -82,10 +79,10 @@ impl<W: Write> EventWriter<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
+}
 
-    fn write_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.inner.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        self.inner.flush()
-    }
+fn write_flush(inner: &mut impl Write, written: &mut u64, bytes: &[u8]) -> io::Result<()> {
+    inner.write_all(bytes)?;
+    *written += bytes.len() as u64;
+    inner.flush()
 }

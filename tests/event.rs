@@ -90,9 +90,5 @@ fn frame_shares_bytes() {
 #[test]
 fn error_message_names_field_and_character() {
     let err = Event::new().id("a\nb").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid character LF (U+000A) at byte 1 of the `id` field: \
-             it would end the field and start another"
-    );
+    assert_eq!(err.to_string(), "invalid character LF (U+000A) at byte 1 of the `id` field");
 }

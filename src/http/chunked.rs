@@ -1,6 +1,8 @@
 //! Chunked bodies (RFC 9112 7.1): the incremental decoder and the framing
 //! of one chunk.
 
+use std::io::Write;
+
 use super::{Error, Status, TCHAR, VALUE};
 
 /// Most bytes of chunk extensions on one chunk-size line: bounds the work
@@ -48,10 +50,8 @@ enum Chunk {
 /// trailer-section = *( field-line CRLF )
 /// ```
 ///
-/// Feed it bytes split anywhere. Chunk sizes have at most 16 hex digits;
-/// chunk extensions (up to 1 KiB a line) and trailers (up to 8 KiB) are
-/// checked for syntax and discarded. An error is returned again on every
-/// later call.
+/// Feed it bytes split anywhere. Extensions and trailers are checked and
+/// discarded; an error is returned again on every later call.
 ///
 /// ```
 /// use stdsse::http::{ChunkedDecoder, Status};
@@ -182,14 +182,10 @@ impl ChunkedDecoder {
 /// CRLF, written to the start of `out`; returns its length.
 pub(crate) fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
     debug_assert!(len > 0);
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, digit) in out[..digits].iter_mut().enumerate() {
-        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
-        *digit = b"0123456789abcdef"[nibble];
-    }
-    out[digits] = b'\r';
-    out[digits + 1] = b'\n';
-    digits + 2
+    let mut rest = &mut out[..];
+    // At most 16 hex digits and CRLF: the write always fits.
+    let _ = write!(rest, "{len:x}\r\n");
+    18 - rest.len()
 }
 
 /// What ends every chunk's data.

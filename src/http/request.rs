@@ -66,9 +66,6 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
         crlf(view, start)?;
         start += 2;
     }
-    if start == view.len() {
-        return Err(None);
-    }
 
     // request-line = method SP request-target SP HTTP-version CRLF
     let (line, long) = line_bound(view, start, limits.max_request_line);
@@ -250,14 +247,10 @@ impl Request {
     /// Whether the client waits for `100 Continue` (RFC 9110 10.1.1; a server
     /// MUST ignore it in HTTP/1.0); an unknown `Expect` is [`Error::Expectation`].
     pub fn expects_continue(&self) -> Result<bool, Error> {
-        let mut expects = false;
-        for value in self.header_all("expect") {
-            if !value.eq_ignore_ascii_case("100-continue") {
-                return Err(Error::Expectation);
-            }
-            expects = true;
+        if self.header_all("expect").any(|v| !v.eq_ignore_ascii_case("100-continue")) {
+            return Err(Error::Expectation);
         }
-        Ok(expects && self.version == Version::Http11)
+        Ok(self.header("expect").is_some() && self.version == Version::Http11)
     }
 
     /// How the body is delimited (RFC 9112 6.3), checked against `limits`.
