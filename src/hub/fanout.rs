@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::history::{Entry, Position, BATCH};
 use super::receiver::LocalQueue;
-use super::{Counters, HubBuilder, HubLog, HubLogKind, SlowClient, Subscription, GAP_EVENT};
+use super::{Counters, HubBuilder, HubLogKind, SlowClient, Subscription, GAP_EVENT};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
@@ -269,14 +268,7 @@ impl Subscriber {
     }
 
     pub(super) fn log(&self, config: &HubBuilder, kind: HubLogKind<'_>) {
-        if let Some(hook) = &config.log {
-            let log = HubLog {
-                kind,
-                peer: self.subscription.peer,
-            };
-            // A hook that panics must not take the hub's thread down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&log)));
-        }
+        config.emit(kind, self.subscription.peer);
     }
 
     /// What a subscription counts against a fan-out thread's queue on its

@@ -285,6 +285,7 @@ pub(super) struct Coordinator {
     /// Entries published since the last forward; every shard gets them in
     /// one message.
     pub(super) outgoing: Vec<Arc<Entry>>,
+    pub(super) redis: Option<super::redis::Engine>,
 }
 
 /// The most commands handled before the results are passed on: a batch.
@@ -315,6 +316,7 @@ impl Coordinator {
                         self.subscribe(stream, subscription)
                     }
                     Command::Close(done) => return self.close(Some(done)),
+                    Command::Redis(msg) => self.redis(msg),
                 }
                 handled += 1;
                 if handled < BATCH.min(self.config.inbox) {
@@ -369,18 +371,22 @@ impl Coordinator {
                 (event.with_valid_id(id.clone()), id)
             }
         };
-        let frame = Frame::from(&event);
-        let offset = self.next_offset;
-        self.next_offset = offset.saturating_add(frame.len() as u64);
-        let entry = Arc::new(Entry {
+        self.push(Entry {
             seq,
-            offset,
+            offset: self.next_offset,
             id,
             topics,
             event_type: event.get_event().map(str::to_string),
-            frame,
+            frame: Frame::from(&event),
             at: Instant::now(),
         });
+    }
+
+    /// Retains and forwards an entry numbered `next_seq`.
+    pub(super) fn push(&mut self, entry: Entry) {
+        self.next_seq = entry.seq.saturating_add(1);
+        self.next_offset = entry.offset.saturating_add(entry.frame.len() as u64);
+        let entry = Arc::new(entry);
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.history.push(entry.clone());
         self.prune_history();
@@ -420,6 +426,9 @@ impl Coordinator {
     /// publisher-chosen one by the newest event with exactly that id,
     /// retained or the newest a topic lost.
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
+        if let Some(engine) = &self.redis {
+            return self.redis_resume_seq(engine, id);
+        }
         if !self.is_hub_id(id) {
             return self.history.seq_of(id);
         }
@@ -431,6 +440,9 @@ impl Coordinator {
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
+        let Some((sink, subscription)) = self.defer(sink, subscription) else {
+            return; // the Redis reader answers
+        };
         let now = Instant::now();
         let stall = match &sink {
             Sink::Socket(stream) => self.config.stall_timeout.or(stream.write_timeout()),
@@ -447,6 +459,7 @@ impl Coordinator {
             stall,
             gone: false,
         };
+        self.offer_replay(&mut sub);
         let entries = &self.history.entries;
         // Replay starts after `seq` (`None`: no replay, live only).
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
