@@ -30,15 +30,15 @@
 //! every chat on that Redis stream (`--stream NAME`, default `stdsse:chat`):
 //! a message posted to any of them reaches every client of all of them, in
 //! one order, and a client resumes on any of them. While Redis is down a
-//! post gets `503` with `Retry-After: 1`. Without `--redis` the chat runs
-//! in-process.
+//! post gets `503` with `Retry-After: 1`. Its connections' changes go to
+//! stderr as `redis: ...`. Without `--redis` the chat runs in-process.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
-use stdsse::hub::{Hub, PublishError, PublishErrorKind, Subscription};
+use stdsse::hub::{Hub, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use stdsse::{Event, Request, Response, Server};
 
 const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N] \
@@ -91,6 +91,12 @@ fn main() -> std::io::Result<()> {
     }
     if let Some(url) = options.all("redis").pop() {
         hub = hub.redis(&url, &options.get("stream", "stdsse:chat"));
+        // Connected, lost (why) and epoch changes, on stderr.
+        hub = hub.log(|log| {
+            if let HubLogKind::Redis(what) = log.kind {
+                common::eprint_line(&format!("redis: {what:?}"));
+            }
+        });
     }
     let hub = hub
         .keep_alive(Some(keep_alive))
