@@ -25,17 +25,24 @@
 //! `--fanout-threads N` sets the hub's writer threads (default: one per core);
 //! `--keep-alive-ms N` the idle time before a keep-alive comment (default
 //! 15000).
+//!
+//! `--redis redis://[user:password@]host[:port][/db]` shares the rooms with
+//! every chat on that Redis stream (`--stream NAME`, default `stdsse:chat`):
+//! a message posted to any of them reaches every client of all of them, in
+//! one order, and a client resumes on any of them. While Redis is down a
+//! post gets `503` with `Retry-After: 1`. Its connections' changes go to
+//! stderr as `redis: ...`. Without `--redis` the chat runs in-process.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
-use stdsse::hub::{Hub, Subscription};
+use stdsse::hub::{Hub, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use stdsse::{Event, Request, Response, Server};
 
 const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N] \
-                     [--keep-alive-ms 15000]";
+                     [--keep-alive-ms 15000] [--redis URL [--stream stdsse:chat]]";
 
 fn room(req: &Request) -> String {
     req.query_param("room")
@@ -54,13 +61,24 @@ fn post_message(hub: &Hub, req: &Request) -> Response {
     };
     match hub.publish_to(&[room(req)], event) {
         Ok(()) => Response::new(204),
+        Err(PublishError(_, PublishErrorKind::Unavailable)) => {
+            Response::text(503, "the message store is unavailable, try again\n")
+                .header("Retry-After", "1")
+        }
         Err(_) => Response::text(503, "the server is shutting down\n"),
     }
 }
 
 fn main() -> std::io::Result<()> {
     let options = common::Options::parse(
-        &["addr", "max-connections", "fanout-threads", "keep-alive-ms"],
+        &[
+            "addr",
+            "max-connections",
+            "fanout-threads",
+            "keep-alive-ms",
+            "redis",
+            "stream",
+        ],
         USAGE,
     );
     let addr = options.get("addr", "127.0.0.1:8080");
@@ -70,6 +88,15 @@ fn main() -> std::io::Result<()> {
     let mut hub = Hub::builder();
     if let Some(threads) = options.optional("fanout-threads") {
         hub = hub.fanout_threads(threads as usize);
+    }
+    if let Some(url) = options.all("redis").pop() {
+        hub = hub.redis(&url, &options.get("stream", "stdsse:chat"));
+        // Connected, lost (why) and epoch changes, on stderr.
+        hub = hub.log(|log| {
+            if let HubLogKind::Redis(what) = log.kind {
+                common::eprint_line(&format!("redis: {what:?}"));
+            }
+        });
     }
     let hub = hub
         .keep_alive(Some(keep_alive))

@@ -101,6 +101,12 @@ impl Event {
         self
     }
 
+    /// The event without its id.
+    pub(crate) fn without_id(mut self) -> Event {
+        self.id = None;
+        self
+    }
+
     /// Sets an event type the crate knows to be valid.
     pub(crate) fn with_valid_event(mut self, event_type: &str) -> Event {
         debug_assert!(check(Field::Event, event_type.to_string()).is_ok());
@@ -195,6 +201,13 @@ impl Frame {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl Frame {
+    /// Bytes encoded already (the hub's events read back from Redis).
+    pub(crate) fn from_encoded(bytes: Vec<u8>) -> Frame {
+        Frame(bytes.into())
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::history::{drain, Entry, Position};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
-use super::{Counters, HubBuilder, HubLog, HubLogKind, Published, SlowClient, Subscription};
+use super::{Counters, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
@@ -266,11 +266,7 @@ impl Subscriber {
     }
 
     pub(super) fn log(&self, config: &HubBuilder, kind: HubLogKind<'_>) {
-        if let Some(hook) = &config.log {
-            let peer = self.subscription.peer;
-            // A hook that panics must not take the hub's thread down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&HubLog { kind, peer })));
-        }
+        config.emit(kind, self.subscription.peer);
     }
 
     /// What a subscription counts against a fan-out thread's queue on its

@@ -141,7 +141,7 @@ impl History {
 
     /// The number of the newest event with the publisher-chosen `id`,
     /// retained or the newest a topic lost.
-    fn seq_of(&self, id: &str) -> Option<u64> {
+    pub(super) fn seq_of(&self, id: &str) -> Option<u64> {
         let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
             .filter(|t| t.lost_id == id && t.lost_seq > 0)
@@ -268,10 +268,11 @@ pub(super) struct Coordinator {
     /// Entries published since the last forward; every shard gets them in
     /// one message.
     pub(super) outgoing: Vec<Arc<Entry>>,
+    pub(super) redis: Option<super::redis::Engine>,
 }
 
 /// The most commands handled before the results are passed on: a batch.
-const BATCH: usize = 4096;
+pub(super) const BATCH: usize = 4096;
 
 /// Waits up to `wait` for a command, then handles it and those already
 /// queued, at most `max`. `Err` ends the thread: `handle` got a close
@@ -310,6 +311,7 @@ impl Coordinator {
                     Command::Publish(topics, event) => self.publish(topics, event),
                     Command::Subscribe(sink, subscription) => self.subscribe(sink, subscription),
                     Command::Close(done) => return Err(done),
+                    Command::Redis(msg) => self.redis(msg),
                 }
                 Ok(())
             });
@@ -361,18 +363,22 @@ impl Coordinator {
                 (event.with_valid_id(id.clone()), id)
             }
         };
-        let frame = Frame::from(&event);
-        let offset = self.next_offset;
-        self.next_offset = offset.saturating_add(frame.len() as u64);
-        let entry = Arc::new(Entry {
+        self.push(Entry {
             seq,
-            offset,
+            offset: self.next_offset,
             id,
             topics,
             event_type: event.get_event().map(str::to_string),
-            frame,
+            frame: Frame::from(&event),
             at: Instant::now(),
         });
+    }
+
+    /// Retains and forwards an entry numbered `next_seq`.
+    pub(super) fn push(&mut self, entry: Entry) {
+        self.next_seq = entry.seq.saturating_add(1);
+        self.next_offset = entry.offset.saturating_add(entry.frame.len() as u64);
+        let entry = Arc::new(entry);
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.history.push(entry.clone());
         self.prune_history();
@@ -408,6 +414,9 @@ impl Coordinator {
     /// publisher-chosen one by the newest event with exactly that id,
     /// retained or the newest a topic lost.
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
+        if let Some(engine) = &self.redis {
+            return self.redis_resume_seq(engine, id);
+        }
         if !self.is_hub_id(id) {
             return self.history.seq_of(id);
         }
@@ -419,7 +428,11 @@ impl Coordinator {
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
+        let Some((sink, subscription)) = self.defer(sink, subscription) else {
+            return; // the Redis reader answers
+        };
         let mut sub = Subscriber::new(sink, subscription, &self.config);
+        self.offer_replay(&mut sub);
         let entries = &self.history.entries;
         // Replay starts after `seq`.
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);

@@ -19,10 +19,12 @@
 mod fanout;
 mod history;
 mod receiver;
+mod redis;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use history::{Coordinator, Entry, History};
 use receiver::LocalQueue;
 
 pub use receiver::Receiver;
+pub use redis::RedisLog;
 
 /// The event type of the gap signal: the subscriber may have missed events.
 ///
@@ -80,6 +83,9 @@ pub enum HubLogKind<'a> {
         /// The signal's data (see [`GAP_EVENT`]).
         reason: &'static str,
     },
+    /// Not about a subscriber: the hub's Redis connections
+    /// ([`HubBuilder::redis`]).
+    Redis(RedisLog<'a>),
 }
 
 /// What happens to a subscriber whose backlog passes its bound.
@@ -165,10 +171,35 @@ impl HubStats {
     }
 }
 
-/// `publish` failed: the hub is closed. The event is given back, as
+/// `publish` failed, and why. The event is given back, as
 /// `std::sync::mpsc::SendError` gives back the value.
 #[derive(Debug, PartialEq, Eq)]
-pub struct PublishError(pub Event);
+pub struct PublishError(pub Event, pub PublishErrorKind);
+
+/// Why `publish` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishErrorKind {
+    /// The hub is closed.
+    Closed,
+    /// Redis is down ([`HubBuilder::redis`]); try again later (an HTTP
+    /// server would answer `503` with `Retry-After`).
+    Unavailable,
+    /// Over 16 MiB encoded: too large to publish through Redis.
+    TooLarge,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.1 {
+            PublishErrorKind::Closed => "publishing on a closed hub",
+            PublishErrorKind::Unavailable => "Redis is unavailable",
+            PublishErrorKind::TooLarge => "the event is too large for Redis",
+        })
+    }
+}
+
+impl std::error::Error for PublishError {}
 
 /// `subscribe` or `receiver` failed: the hub is closed (a stream handed to
 /// `subscribe` was closed too).
@@ -192,7 +223,6 @@ macro_rules! error_text {
 }
 
 error_text! {
-    PublishError: "publishing on a closed hub";
     SubscribeError: "subscribing to a closed hub";
     CloseTimeoutError: "the hub did not finish closing in time";
 }
@@ -306,6 +336,7 @@ pub struct HubBuilder {
     close_timeout: Duration,
     fanout_threads: usize,
     log: Option<Hook<Arc<LogFn>>>,
+    redis: Option<(String, String)>,
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
@@ -339,6 +370,7 @@ impl Default for HubBuilder {
             close_timeout: Duration::from_secs(2),
             fanout_threads: thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             log: None,
+            redis: None,
         }
     }
 }
@@ -417,16 +449,55 @@ impl HubBuilder {
         ]
     }
 
-    /// Starts the hub's threads: a coordinator and the fan-out threads.
+    /// Shares the hub with every other one on this Redis stream (default:
+    /// none, in-process): `url` is `redis://[user:password@]host[:port][/db]`
+    /// (checked by [`build`](HubBuilder::build)), `stream` the key. Events
+    /// are delivered only as read back from Redis, so every hub delivers
+    /// the same events in the same order; each gets the id
+    /// `<epoch>-<entry id>` (one a publisher set is replaced), which
+    /// resumes on any of them: from the local history, else from Redis,
+    /// which keeps about as many events as the history's count (`MAXLEN
+    /// ~`; per topic only the local history is bounded). A resume across a
+    /// loss (the stream flushed, trimmed past it, or Redis restarted
+    /// without persistence) gets the gap signal. While Redis is down,
+    /// `publish` fails at once ([`PublishErrorKind::Unavailable`]), streams
+    /// stay open, and the hub reconnects (100 ms doubling to 5 s, jittered)
+    /// and goes on from the last entry it delivered; an event whose
+    /// `publish` succeeded is written once Redis is back (twice, rarely, if
+    /// an answer was lost). There is no TLS: see [`crate::redis`].
+    #[must_use]
+    pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
+        self.redis = Some((url.into(), stream.into()));
+        self
+    }
+
+    /// Calls the log hook, if any; a panic in it is caught.
+    fn emit(&self, kind: HubLogKind<'_>, peer: Option<SocketAddr>) {
+        if let Some(hook) = &self.log {
+            let log = HubLog { kind, peer };
+            // A hook that panics must not take the hub's thread down.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&log)));
+        }
+    }
+
+    /// Starts the hub's threads: a coordinator and the fan-out threads
+    /// (and with Redis a reader and a writer). Fails on a bad Redis URL.
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
+        let url = self
+            .redis
+            .as_ref()
+            .map(|(url, _)| crate::redis::RedisUrl::parse(url));
+        let url = url
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
         let shards = (0..config.fanout_threads)
             .map(|n| Shard::spawn(n, &counters, &config))
             .collect::<io::Result<_>>()?;
-        let coordinator = Coordinator {
+        let mut coordinator = Coordinator {
             history: History::new(&config),
             next_seq: 1,
             next_offset: 0,
@@ -435,7 +506,13 @@ impl HubBuilder {
             config,
             shards,
             outgoing: Vec::new(),
+            redis: None,
         };
+        let mut redis = None;
+        if let (Some(url), Some((_, stream))) = (url, coordinator.config.redis.clone()) {
+            let (link, engine) = redis::start(&coordinator.config, url, stream, tx.clone())?;
+            (redis, coordinator.redis) = (Some(link), Some(engine));
+        }
         thread::Builder::new()
             .name("stdsse-hub".into())
             .spawn(move || coordinator.run(rx))?;
@@ -446,6 +523,7 @@ impl HubBuilder {
                 closed,
                 counters,
                 epoch,
+                redis,
             }),
         })
     }
@@ -456,6 +534,7 @@ struct HubInner {
     closed: AtomicBool,
     counters: Arc<Counters>,
     epoch: String,
+    redis: Option<redis::Link>,
 }
 
 impl Drop for HubInner {
@@ -503,6 +582,7 @@ enum Command {
     Publish(Vec<String>, Event),
     Subscribe(Sink, Subscription),
     Close(SyncSender<()>),
+    Redis(redis::Msg),
 }
 
 impl Hub {
@@ -532,12 +612,15 @@ impl Hub {
         event: Event,
     ) -> Result<(), PublishError> {
         if self.is_closed() {
-            return Err(PublishError(event));
+            return Err(PublishError(event, PublishErrorKind::Closed));
         }
         let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        if let Some(link) = &self.inner.redis {
+            return link.publish(topics, event);
+        }
         let command = Command::Publish(topics, event);
         self.inner.tx.send(command).map_err(|e| match e.0 {
-            Command::Publish(_, event) => PublishError(event),
+            Command::Publish(_, event) => PublishError(event, PublishErrorKind::Closed),
             _ => unreachable!("we sent a publish"),
         })
     }
