@@ -45,9 +45,7 @@ const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--f
                      [--keep-alive-ms 15000] [--redis URL [--stream stdsse:chat]]";
 
 fn room(req: &Request) -> String {
-    req.query_param("room")
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "lobby".to_string())
+    req.query_param("room").filter(|r| !r.is_empty()).unwrap_or_else(|| "lobby".to_string())
 }
 
 fn post_message(hub: &Hub, req: &Request) -> Response {
@@ -112,10 +110,7 @@ fn main() -> std::io::Result<()> {
         .get("/", |_req| Response::html(200, PAGE));
     // A public room: anyone may read any room (Last-Event-ID is applied
     // by the hub's handler).
-    server.sse(
-        "/events",
-        hub.handler(|req| Ok(Subscription::new().topic(room(req)))),
-    );
+    server.sse("/events", hub.handler(|req| Ok(Subscription::new().topic(room(req)))));
     let post_hub = hub.clone();
     server.post("/messages", move |req| post_message(&post_hub, req));
     common::stats_route(&mut server, &hub);

@@ -60,9 +60,7 @@ struct Url {
 }
 
 fn parse_url(url: &str) -> Url {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| fail("only http:// URLs"));
+    let rest = url.strip_prefix("http://").unwrap_or_else(|| fail("only http:// URLs"));
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().unwrap_or_else(|_| fail("bad port"))),
@@ -71,11 +69,7 @@ fn parse_url(url: &str) -> Url {
     Url {
         host: host.trim_matches(['[', ']']).to_string(),
         port,
-        path: if path.is_empty() {
-            "/".into()
-        } else {
-            path.into()
-        },
+        path: if path.is_empty() { "/".into() } else { path.into() },
     }
 }
 
@@ -86,11 +80,7 @@ fn fail(message: &str) -> ! {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        events: Url {
-            host: String::new(),
-            port: 0,
-            path: String::new(),
-        },
+        events: Url { host: String::new(), port: 0, path: String::new() },
         publish: None,
         clients: 100,
         messages: 100,
@@ -105,11 +95,7 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(name) = it.next() {
         let value = it.next().unwrap_or_else(|| fail("missing value"));
-        let number = || {
-            value
-                .parse::<u64>()
-                .unwrap_or_else(|_| fail("not a number"))
-        };
+        let number = || value.parse::<u64>().unwrap_or_else(|_| fail("not a number"));
         match name.as_str() {
             "--events" => events = Some(parse_url(&value)),
             "--publish" => args.publish = Some(parse_url(&value)),
@@ -142,10 +128,7 @@ fn connect(url: &Url) -> io::Result<TcpStream> {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
 /// What every client shares with the main thread.
@@ -206,12 +189,7 @@ impl Conn {
         let n = match self.stream.read(buf) {
             Ok(0) => return false,
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return true
             }
             Err(_) => return false,
@@ -233,10 +211,9 @@ impl Conn {
                 continue;
             };
             let mut parts = event.data.split(' ');
-            let (Some(Ok(seq)), Some(Ok(sent))) = (
-                parts.next().map(str::parse::<usize>),
-                parts.next().map(str::parse::<u64>),
-            ) else {
+            let (Some(Ok(seq)), Some(Ok(sent))) =
+                (parts.next().map(str::parse::<usize>), parts.next().map(str::parse::<u64>))
+            else {
                 continue;
             };
             if seq >= self.seen.len() {
@@ -260,21 +237,13 @@ impl Conn {
     /// Adds this connection's losses and latencies to the totals.
     fn finish(self, shared: &Shared) {
         let missing = self.seen.iter().filter(|&&c| c == 0).count() as u64;
-        let duplicated: u64 = self
-            .seen
-            .iter()
-            .map(|&c| u64::from(c.saturating_sub(1)))
-            .sum();
+        let duplicated: u64 = self.seen.iter().map(|&c| u64::from(c.saturating_sub(1))).sum();
         shared.missing.fetch_add(missing, Ordering::SeqCst);
         shared.duplicated.fetch_add(duplicated, Ordering::SeqCst);
         if missing + duplicated > 0 {
             shared.clients_with_loss.fetch_add(1, Ordering::SeqCst);
         }
-        shared
-            .latencies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(self.latencies);
+        shared.latencies.lock().unwrap_or_else(|e| e.into_inner()).extend(self.latencies);
     }
 }
 
@@ -473,10 +442,7 @@ fn main() {
     }
 
     let received = shared.received.load(Ordering::SeqCst);
-    let span_ns = shared
-        .last_receive_ns
-        .load(Ordering::SeqCst)
-        .saturating_sub(publish_start_ns);
+    let span_ns = shared.last_receive_ns.load(Ordering::SeqCst).saturating_sub(publish_start_ns);
     let per_sec = if span_ns > 0 && args.messages > 0 {
         received as f64 / (span_ns as f64 / 1e9)
     } else {
@@ -485,11 +451,8 @@ fn main() {
     let mut latencies =
         std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
     latencies.sort_unstable();
-    let (p50, p99, max) = (
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0),
-    );
+    let (p50, p99, max) =
+        (percentile(&latencies, 0.50), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
     let missing = shared.missing.load(Ordering::SeqCst);
     let duplicated = shared.duplicated.load(Ordering::SeqCst);
 
@@ -498,10 +461,7 @@ fn main() {
         shared.failed.load(Ordering::SeqCst)
     );
     if args.messages > 0 {
-        println!(
-            "published:      {} messages in {publish_time:.2?}",
-            args.messages
-        );
+        println!("published:      {} messages in {publish_time:.2?}", args.messages);
         println!("deliveries:     {received} ({per_sec:.0} per second)");
         println!("latency:        p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
         println!(

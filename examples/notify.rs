@@ -73,9 +73,7 @@ impl App {
     /// The user a bearer token or the session cookie names; else `401`.
     /// Every route asks this one function.
     fn authenticate(&self, req: &Request) -> Result<User, Response> {
-        let bearer = req
-            .header("Authorization")
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let bearer = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer "));
         let user = match bearer {
             Some(token) if same(token, &self.admin_token) => Some(User::Admin),
             Some(token) => self.user_with_token(token),
@@ -111,9 +109,7 @@ impl App {
         }
         sessions.push_back((id.clone(), name));
         let cookie = format!("session={id}; HttpOnly; SameSite=Lax; Path=/");
-        Response::new(204)
-            .header("Set-Cookie", &cookie)
-            .header("Cache-Control", "no-store")
+        Response::new(204).header("Set-Cookie", &cookie).header("Cache-Control", "no-store")
     }
 
     /// `GET /events`: a user's own notifications, nobody else's.
@@ -148,10 +144,7 @@ impl App {
 /// Whether two secrets are equal, in a time that depends on their lengths
 /// only, not on where they differ.
 fn same(a: &str, b: &str) -> bool {
-    let differ = a
-        .bytes()
-        .zip(b.bytes())
-        .fold(0, |acc, (x, y)| acc | (x ^ y));
+    let differ = a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y));
     a.len() == b.len() && differ == 0
 }
 
@@ -165,11 +158,7 @@ fn session_cookie(req: &Request) -> Option<&str> {
 /// hasher, whose keys come from the operating system's random source
 /// (SipHash with a secret key; no dependency needed).
 fn session_id() -> String {
-    let random = || {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    };
+    let random = || std::collections::hash_map::RandomState::new().build_hasher().finish();
     format!("{:016x}{:016x}", random(), random())
 }
 
@@ -200,11 +189,7 @@ fn main() -> std::io::Result<()> {
         .history(events * users.len().max(1), bytes * users.len().max(1))
         .close_retry(Duration::from_millis(500), Duration::from_millis(1500))
         .build()?;
-    let app = Arc::new(App {
-        users,
-        admin_token,
-        sessions: Mutex::new(VecDeque::new()),
-    });
+    let app = Arc::new(App { users, admin_token, sessions: Mutex::new(VecDeque::new()) });
 
     let mut server = Server::bind(options.get("addr", "127.0.0.1:8080"))?;
     server

@@ -178,9 +178,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                     return Err(format!("--header needs `Name: value`, not `{header}`"));
                 };
                 let value = value.trim_start_matches([' ', '\t']);
-                options
-                    .headers
-                    .push((name.trim().to_owned(), value.to_owned()));
+                options.headers.push((name.trim().to_owned(), value.to_owned()));
             }
             "--method" => options.method = Some(value()?),
             "--data" => options.data = Some(value()?),

@@ -312,11 +312,9 @@ fn check(field: Field, value: String) -> Result<String, EventError> {
     let bad = |b: u8| b == b'\r' || b == b'\n' || (b == 0 && field == Field::Id);
     match value.bytes().position(bad) {
         None => Ok(value),
-        Some(position) => Err(EventError {
-            field,
-            character: char::from(value.as_bytes()[position]),
-            position,
-        }),
+        Some(position) => {
+            Err(EventError { field, character: char::from(value.as_bytes()[position]), position })
+        }
     }
 }
 

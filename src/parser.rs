@@ -200,10 +200,7 @@ impl Parser {
             max_line: DEFAULT_LIMIT + LINE_SLACK,
             line_explicit: false,
             ready: VecDeque::new(),
-            fields: Fields {
-                max_event: DEFAULT_LIMIT,
-                ..Fields::default()
-            },
+            fields: Fields { max_event: DEFAULT_LIMIT, ..Fields::default() },
         }
     }
 
@@ -319,9 +316,9 @@ impl Parser {
                 }
                 self.skip_mid_line = false;
             } else if line.len() > self.max_line {
-                return Some(Err(self.drop_event(ParseError::LineTooLong {
-                    limit: self.max_line,
-                })));
+                return Some(
+                    Err(self.drop_event(ParseError::LineTooLong { limit: self.max_line })),
+                );
             } else if let Some(item) = self.fields.line(line) {
                 if let Err(error) = item {
                     return Some(Err(self.drop_event(error)));
@@ -379,9 +376,7 @@ impl Parser {
             self.pos = self.buf.len();
         } else if self.buf.len() - self.pos > self.max_line {
             self.pos = self.buf.len();
-            let error = self.drop_event(ParseError::LineTooLong {
-                limit: self.max_line,
-            });
+            let error = self.drop_event(ParseError::LineTooLong { limit: self.max_line });
             self.skip_mid_line = true;
             return Some(Err(error));
         } else {

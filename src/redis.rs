@@ -34,9 +34,7 @@ impl RedisUrl {
     /// `:password@` as the default user.
     pub fn parse(url: &str) -> Result<RedisUrl, RedisError> {
         let rest = url.strip_prefix("redis://").ok_or(Url("not redis://"))?;
-        let (auth, rest) = rest
-            .rsplit_once('@')
-            .map_or((None, rest), |(a, r)| (Some(a), r));
+        let (auth, rest) = rest.rsplit_once('@').map_or((None, rest), |(a, r)| (Some(a), r));
         let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = match host.rsplit_once(':') {
             Some((h, p)) if !p.contains(']') => (h, p.parse().map_err(|_| Url("bad port"))?),
@@ -49,17 +47,8 @@ impl RedisUrl {
         };
         let db = if db.is_empty() { Ok(0) } else { db.parse() };
         let db = db.map_err(|_| Url("bad db"))?;
-        let host = Some(host)
-            .filter(|h| !h.is_empty())
-            .ok_or(Url("no host"))?
-            .into();
-        Ok(RedisUrl {
-            user,
-            password,
-            host,
-            port,
-            db,
-        })
+        let host = Some(host).filter(|h| !h.is_empty()).ok_or(Url("no host"))?.into();
+        Ok(RedisUrl { user, password, host, port, db })
     }
 }
 
@@ -68,13 +57,8 @@ fn decode(s: &str) -> Result<String, RedisError> {
     let mut parts = s.split('%');
     let mut out = parts.next().unwrap_or_default().as_bytes().to_vec();
     for part in parts {
-        let hex = part
-            .get(..2)
-            .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
-        out.push(
-            hex.and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or(Url("bad %-escape"))?,
-        );
+        let hex = part.get(..2).filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
+        out.push(hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(Url("bad %-escape"))?);
         out.extend_from_slice(&part.as_bytes()[2..]);
     }
     String::from_utf8(out).map_err(|_| Url("userinfo is not UTF-8"))
@@ -168,12 +152,7 @@ pub struct ReplyLimits {
 
 impl Default for ReplyLimits {
     fn default() -> ReplyLimits {
-        ReplyLimits {
-            bulk: 64 << 20,
-            array: 1 << 20,
-            depth: 8,
-            total: 256 << 20,
-        }
+        ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, total: 256 << 20 }
     }
 }
 
@@ -299,9 +278,7 @@ pub struct Conn {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not the buffers: `out` may hold an AUTH command.
-        f.debug_struct("Conn")
-            .field("peer", &self.stream.peer_addr().ok())
-            .finish_non_exhaustive()
+        f.debug_struct("Conn").field("peer", &self.stream.peer_addr().ok()).finish_non_exhaustive()
     }
 }
 
@@ -312,23 +289,14 @@ impl Conn {
     pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Conn, RedisError> {
         let host = url.host.trim_start_matches('[').trim_end_matches(']');
         let mut last = io::Error::from(io::ErrorKind::NotFound);
-        let mut connect = |a| {
-            TcpStream::connect_timeout(&a, timeout)
-                .map_err(|e| last = e)
-                .ok()
-        };
+        let mut connect = |a| TcpStream::connect_timeout(&a, timeout).map_err(|e| last = e).ok();
         let stream = (host, url.port).to_socket_addrs()?.find_map(&mut connect);
         let stream = stream.ok_or(last)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         let (out, buf, limits) = (Vec::new(), Vec::new(), ReplyLimits::default());
-        let mut conn = Conn {
-            stream,
-            out,
-            buf,
-            limits,
-        };
+        let mut conn = Conn { stream, out, buf, limits };
         if let Some(password) = &url.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             args.extend(url.user.as_deref().map(str::as_bytes));
@@ -397,23 +365,12 @@ pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
         let token = (*b >= 0x80).then(|| tokens[usize::from(*b) % 16]);
         spelt.extend_from_slice(token.unwrap_or(std::slice::from_ref(b)));
     }
-    let small = ReplyLimits {
-        bulk: 8,
-        array: 4,
-        depth: 2,
-        total: 64,
-    };
+    let small = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
     let mut outcome = "";
-    for (data, lim) in [input, &spelt]
-        .map(|d| [(d, small), (d, ReplyLimits::default())])
-        .concat()
-    {
+    for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, ReplyLimits::default())]).concat() {
         outcome = match parse_reply(data, &lim) {
             Ok(Status::Complete((reply, len))) => {
-                assert_eq!(
-                    parse_reply(&data[..len], &lim),
-                    Ok(Status::Complete((reply, len)))
-                );
+                assert_eq!(parse_reply(&data[..len], &lim), Ok(Status::Complete((reply, len))));
                 assert_eq!(parse_reply(&data[..len - 1], &lim), Ok(Status::Partial));
                 "complete"
             }

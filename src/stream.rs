@@ -27,9 +27,7 @@ pub(crate) const MAX_FRAMES: usize = 64;
 /// The keep-alive: an empty comment line.
 pub(crate) fn keep_alive_frame() -> Frame {
     static FRAME: OnceLock<Frame> = OnceLock::new();
-    FRAME
-        .get_or_init(|| Frame::from(Event::new().comment("")))
-        .clone()
+    FRAME.get_or_init(|| Frame::from(Event::new().comment(""))).clone()
 }
 
 /// How often streams are checked for keep-alives and clients that left.
@@ -278,11 +276,7 @@ impl EventStream {
         last_event_id: Option<String>,
         on_end: OnEnd,
     ) -> EventStream {
-        let writer = SocketWriter {
-            conn: conn.clone(),
-            chunked,
-            sent: head_bytes,
-        };
+        let writer = SocketWriter { conn: conn.clone(), chunked, sent: head_bytes };
         let state = State {
             writer: EventWriter::new(writer),
             last_write: Instant::now(),
@@ -301,9 +295,7 @@ impl EventStream {
             last_event_id,
             on_end: Some(on_end),
         };
-        EventStream {
-            shared: Arc::new(shared),
-        }
+        EventStream { shared: Arc::new(shared) }
     }
 
     /// The shared part, for the server's registry.
@@ -380,9 +372,7 @@ impl EventStream {
             self.shared.mark_closed();
         }
         drop(_state);
-        Detached {
-            shared: self.shared,
-        }
+        Detached { shared: self.shared }
     }
 }
 

@@ -24,10 +24,7 @@ pub(crate) fn wait_until<'a, T>(
     if left.is_zero() {
         return Err(guard);
     }
-    Ok(cv
-        .wait_timeout(guard, left)
-        .unwrap_or_else(PoisonError::into_inner)
-        .0)
+    Ok(cv.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0)
 }
 
 /// A random number from the standard library's randomly keyed hasher
@@ -35,9 +32,8 @@ pub(crate) fn wait_until<'a, T>(
 pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     hasher.write_u128(now.as_nanos());
     hasher.finish()
 }
@@ -52,8 +48,5 @@ pub(crate) fn jittered((base, jitter): (Duration, Duration)) -> Duration {
 /// TYPE`, then `name value` (`help` holds no backslash or line break).
 pub(crate) fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     use std::fmt::Write as _;
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-    );
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
 }

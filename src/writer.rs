@@ -32,11 +32,7 @@ pub struct EventWriter<W: Write> {
 impl<W: Write> EventWriter<W> {
     /// Wraps a writer.
     pub fn new(inner: W) -> EventWriter<W> {
-        EventWriter {
-            inner,
-            buf: Vec::new(),
-            written: 0,
-        }
+        EventWriter { inner, buf: Vec::new(), written: 0 }
     }
 
     /// Encodes and writes one event, then flushes.

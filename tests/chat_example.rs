@@ -32,13 +32,7 @@ impl Chat {
     }
 
     fn post(&self, room: &str, body: &[u8]) -> Resp {
-        http(
-            self.0.addr,
-            "POST",
-            &format!("/messages?room={room}"),
-            &[],
-            body,
-        )
+        http(self.0.addr, "POST", &format!("/messages?room={room}"), &[], body)
     }
 
     fn sse(&self, target: &str, headers: &[(&str, &str)]) -> Sse {
@@ -50,19 +44,12 @@ impl Chat {
         let stats = self.get("/stats").text();
         let hub = &stats[stats.find("\"hub\":").expect("a hub object")..];
         let count = &hub[hub.find("\"subscribers\":").expect("subscribers") + 14..];
-        let end = count
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(count.len());
+        let end = count.find(|c: char| !c.is_ascii_digit()).unwrap_or(count.len());
         count[..end].parse().expect("a number")
     }
 
     fn wait_subscribers(&self, n: u64) {
-        wait_for(
-            LONG_WAIT,
-            &format!("{n} subscribers"),
-            || self.subscribers(),
-            |&s| s == n,
-        );
+        wait_for(LONG_WAIT, &format!("{n} subscribers"), || self.subscribers(), |&s| s == n);
     }
 }
 
@@ -79,18 +66,9 @@ fn chat_endpoints_over_real_sockets() {
 
     let page = chat.get("/");
     assert_eq!(page.status, 200, "{page:?}");
-    assert!(
-        page.head
-            .to_ascii_lowercase()
-            .contains("content-type: text/html"),
-        "{}",
-        page.head
-    );
+    assert!(page.head.to_ascii_lowercase().contains("content-type: text/html"), "{}", page.head);
     let html = page.text();
-    assert!(
-        html.contains("<html") && html.contains("new EventSource("),
-        "not the chat page"
-    );
+    assert!(html.contains("<html") && html.contains("new EventSource("), "not the chat page");
 
     let mut room_a = chat.sse("/events?room=a", &[]);
     let mut room_b = chat.sse("/events?room=b", &[]);
@@ -126,18 +104,8 @@ fn chat_endpoints_over_real_sockets() {
     for (name, body, status, says) in &refused {
         let reply = chat.post("a", body);
         assert_eq!(reply.status, *status, "{name}: {reply:?}");
-        assert!(
-            reply.text().to_lowercase().contains(says),
-            "{name}: body {:?}",
-            reply.text()
-        );
-        assert!(
-            reply
-                .head
-                .to_ascii_lowercase()
-                .contains("content-type: text/plain"),
-            "{name}"
-        );
+        assert!(reply.text().to_lowercase().contains(says), "{name}: body {:?}", reply.text());
+        assert!(reply.head.to_ascii_lowercase().contains("content-type: text/plain"), "{name}");
     }
     // Exactly 64 KiB is accepted.
     let largest = "y".repeat(64 * 1024);
@@ -172,22 +140,13 @@ fn chat_endpoints_over_real_sockets() {
     let stats = chat.get("/stats");
     assert_eq!(stats.status, 200, "{stats:?}");
     assert!(
-        stats
-            .head
-            .to_ascii_lowercase()
-            .contains("content-type: application/json"),
+        stats.head.to_ascii_lowercase().contains("content-type: application/json"),
         "{}",
         stats.head
     );
     let json = stats.text();
-    assert!(
-        json.starts_with('{') && json.trim_end().ends_with('}'),
-        "{json}"
-    );
-    assert!(
-        json.contains("\"hub\":{") && json.contains("\"server\":{"),
-        "{json}"
-    );
+    assert!(json.starts_with('{') && json.trim_end().ends_with('}'), "{json}");
+    assert!(json.contains("\"hub\":{") && json.contains("\"server\":{"), "{json}");
     assert!(json.contains("\"published\":10,"), "{json}");
     assert!(json.contains("\"open_streams\":5,"), "{json}");
 
@@ -221,17 +180,11 @@ fn sigint_ends_the_streams_and_exits_0() {
     for sse in &mut streams {
         // The goodbye is a retry: hint of 0.5 to 2 s, then the end.
         let items = sse.until_eof();
-        assert!(
-            items.iter().all(|i| matches!(i, Item::Comment(_))),
-            "{items:?}"
-        );
+        assert!(items.iter().all(|i| matches!(i, Item::Comment(_))), "{items:?}");
         let retry = sse.retry().expect("a retry: hint");
         assert!((500..=2000).contains(&retry.as_millis()), "{retry:?}");
         assert!(sse.is_chunked(), "{:?}", sse.head);
-        assert!(
-            sse.last_chunk_seen(),
-            "the body ended without the last chunk"
-        );
+        assert!(sse.last_chunk_seen(), "the body ended without the last chunk");
     }
     let status = chat.0.wait_exit();
     assert_eq!(status.code(), Some(0), "{:?}", chat.0.log_so_far());
@@ -247,11 +200,7 @@ fn sigint_ends_the_streams_and_exits_0() {
 fn largest_message_reaches_the_crate_client_and_retry_lines_are_followed() {
     let mut chat = Chat(Example::start("chat", &["--keep-alive-ms", "50"]));
     let url = format!("http://{}/events", chat.0.addr);
-    let client = stdsse::Client::builder(&url)
-        .comments(true)
-        .states(true)
-        .build()
-        .unwrap();
+    let client = stdsse::Client::builder(&url).comments(true).states(true).build().unwrap();
     let run = Run::new(client);
     assert_eq!(run.next_str(), "connected");
     chat.wait_subscribers(1);
@@ -265,10 +214,7 @@ fn largest_message_reaches_the_crate_client_and_retry_lines_are_followed() {
 
     let text = largest_message();
     assert_eq!(text.len(), MAX_MESSAGE);
-    assert_eq!(
-        chat.post("lobby", format!("{text}x").as_bytes()).status,
-        413
-    );
+    assert_eq!(chat.post("lobby", format!("{text}x").as_bytes()).status, 413);
     assert_eq!(chat.post("lobby", text.as_bytes()).status, 204);
     match next() {
         Some(Ok(Received::Event(event))) => {

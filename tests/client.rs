@@ -24,10 +24,7 @@ fn ms(n: u64) -> Duration {
 
 /// A client for `url` with short delays and state items on.
 fn quick(url: &str) -> stdsse::client::ClientBuilder {
-    Client::builder(url)
-        .retry(ms(20))
-        .idle_timeout(Some(WAIT))
-        .states(true)
+    Client::builder(url).retry(ms(20)).idle_timeout(Some(WAIT)).states(true)
 }
 
 // ---------------------------------------------------------------------------
@@ -42,10 +39,7 @@ fn project_server_stream_then_resume_with_last_event_id() {
         s.sse("/events", move |_req| {
             let seen_tx = seen_tx.clone();
             Ok(Accept::new(move |mut stream| {
-                let _ = seen_tx
-                    .lock()
-                    .unwrap()
-                    .send(stream.last_event_id().map(str::to_string));
+                let _ = seen_tx.lock().unwrap().send(stream.last_event_id().map(str::to_string));
                 if stream.last_event_id().is_none() {
                     stream.send(&Event::new().id("1")?.data("one"))?;
                     stream.send(&Event::new().event("tick")?.id("2")?.data("two\nlines"))?;
@@ -184,25 +178,16 @@ fn the_server_retry_sets_the_delay() {
         }
     });
     // Without the server's retry the client would wait 5 s.
-    let client = quick(&server.url("/"))
-        .retry(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = quick(&server.url("/")).retry(Duration::from_secs(5)).build().unwrap();
     let run = Run::new(client);
-    assert_eq!(
-        run.take(3),
-        ["connected", "event message:x:", "disconnected ended"]
-    );
+    assert_eq!(run.take(3), ["connected", "event message:x:", "disconnected ended"]);
     assert_eq!(run.retrying(), ms(300));
     assert_eq!(run.next_str(), "connected");
     server.request();
     let second = server.request();
     let waited = second.at - closed_at.lock().unwrap().expect("closed");
     assert!(waited >= ms(300), "reconnected after {waited:?}");
-    assert!(
-        waited < Duration::from_secs(3),
-        "reconnected after {waited:?}"
-    );
+    assert!(waited < Duration::from_secs(3), "reconnected after {waited:?}");
 }
 
 #[test]
@@ -220,20 +205,10 @@ fn server_retry_is_clamped_but_the_callers_zero_is_honoured() {
         send(stream, &bytes);
     });
     let run = Run::new(quick(&server.url("/")).build().unwrap());
-    assert_eq!(
-        run.take(3),
-        ["connected", "event message:a:", "disconnected ended"]
-    );
+    assert_eq!(run.take(3), ["connected", "event message:a:", "disconnected ended"]);
     assert_eq!(run.retrying(), ms(100), "retry: 0 is raised to the floor");
-    assert_eq!(
-        run.take(3),
-        ["connected", "event message:b:", "disconnected ended"]
-    );
-    assert_eq!(
-        run.retrying(),
-        Duration::from_secs(60),
-        "a huge retry is capped"
-    );
+    assert_eq!(run.take(3), ["connected", "event message:b:", "disconnected ended"]);
+    assert_eq!(run.retrying(), Duration::from_secs(60), "a huge retry is capped");
     drop(run);
 
     // The caller's zero is used as given; the server's zero is floored to
@@ -250,11 +225,8 @@ fn server_retry_is_clamped_but_the_callers_zero_is_honoured() {
         }
         send(stream, &bytes);
     });
-    let client = quick(&server.url("/"))
-        .retry(Duration::ZERO)
-        .retry_bounds(ms(5), ms(50))
-        .build()
-        .unwrap();
+    let client =
+        quick(&server.url("/")).retry(Duration::ZERO).retry_bounds(ms(5), ms(50)).build().unwrap();
     let run = Run::new(client);
     assert_eq!(
         run.take(9),
@@ -302,9 +274,8 @@ fn an_empty_id_removes_the_last_event_id_header() {
             "connected",
         ]
     );
-    let ids: Vec<Option<String>> = (0..3)
-        .map(|_| server.request().header("last-event-id").map(str::to_string))
-        .collect();
+    let ids: Vec<Option<String>> =
+        (0..3).map(|_| server.request().header("last-event-id").map(str::to_string)).collect();
     assert_eq!(ids, [Some("41".into()), Some("x".into()), None]);
 }
 
@@ -334,10 +305,7 @@ fn backoff_grows_on_failures_in_a_row_and_resets_after_a_success() {
         let target = base * 2u32.pow(failures);
         within(run.retrying(), target / 2, target);
     }
-    assert_eq!(
-        run.take(3),
-        ["connected", "event message:ok:", "disconnected ended"]
-    );
+    assert_eq!(run.take(3), ["connected", "event message:ok:", "disconnected ended"]);
     assert_eq!(run.retrying(), base, "a success resets the backoff");
     assert_eq!(run.next_str(), "disconnected io");
     within(run.retrying(), base, base * 2);
@@ -365,20 +333,12 @@ fn the_idle_timeout_finds_a_silent_connection() {
         send(stream, &bytes);
         hold(stream); // silent, until the client gives up
     });
-    let client = quick(&server.url("/"))
-        .idle_timeout(Some(ms(300)))
-        .build()
-        .unwrap();
+    let client = quick(&server.url("/")).idle_timeout(Some(ms(300))).build().unwrap();
     let run = Run::new(client);
     let started = Instant::now();
     assert_eq!(
         run.take(4),
-        [
-            "connected",
-            "event message:0:",
-            "disconnected idle",
-            "retrying 20ms",
-        ]
+        ["connected", "event message:0:", "disconnected idle", "retrying 20ms",]
     );
     assert!(started.elapsed() >= ms(300));
     // The client reconnects. (On a machine loaded by other work, the short
@@ -409,11 +369,7 @@ fn no_content_ends_the_stream_for_good() {
     assert_eq!(run.take(2), ["disconnected no content", "end"]);
     let run = Run::new(Client::builder(&server.url("/")).build().unwrap());
     assert_eq!(run.next_str(), "end");
-    assert_eq!(
-        server.received().len(),
-        2,
-        "one request per client, no retry"
-    );
+    assert_eq!(server.received().len(), 2, "one request per client, no retry");
 }
 
 #[test]
@@ -422,20 +378,15 @@ fn a_wrong_status_or_content_type_fails_for_good() {
         // (5xx answers are retried by default: see
         // overload_answers_are_retried_honouring_retry_after.)
         ("410 Gone", Some("text/plain"), "410 Gone"),
-        (
-            "404 Not Found",
-            Some("text/html; charset=utf-8"),
-            "404 Not Found",
-        ),
+        ("404 Not Found", Some("text/html; charset=utf-8"), "404 Not Found"),
         ("200 OK", Some("text/html"), "200 OK"),
         ("200 OK", None, "200 OK"),
         ("201 Created", Some("text/event-stream"), "201 Created"),
     ];
     for (status, content_type, shown) in cases {
         let server = Scripted::start(move |_n, _req, stream| {
-            let content_type = content_type
-                .map(|t| format!("Content-Type: {t}\r\n"))
-                .unwrap_or_default();
+            let content_type =
+                content_type.map(|t| format!("Content-Type: {t}\r\n")).unwrap_or_default();
             let head = format!("HTTP/1.1 {status}\r\n{content_type}Content-Length: 4\r\n\r\noops");
             send(stream, head.as_bytes());
         });
@@ -449,13 +400,7 @@ fn a_wrong_status_or_content_type_fails_for_good() {
             (ClientError::ContentType { content_type: got }, "200 OK") => {
                 assert_eq!(got.as_deref(), content_type);
             }
-            (
-                ClientError::Status {
-                    status: code,
-                    content_type: got,
-                },
-                _,
-            ) => {
+            (ClientError::Status { status: code, content_type: got }, _) => {
                 assert_eq!(code.to_string(), status[..3]);
                 assert_eq!(got.as_deref(), content_type);
             }
@@ -463,10 +408,7 @@ fn a_wrong_status_or_content_type_fails_for_good() {
         }
         let message = error.to_string();
         assert!(message.contains(shown), "{message}");
-        assert!(
-            message.contains(content_type.unwrap_or("no Content-Type")),
-            "{message}"
-        );
+        assert!(message.contains(content_type.unwrap_or("no Content-Type")), "{message}");
         assert!(!message.contains('\n'));
         assert_eq!(run.next_str(), "end");
         assert_eq!(server.received().len(), 1, "{status}: no reconnect");
@@ -487,11 +429,7 @@ fn content_type_parameters_and_case_are_accepted() {
             hold(stream);
         });
         let run = Run::new(quick(&server.url("/")).build().unwrap());
-        assert_eq!(
-            run.take(2),
-            ["connected", "event message:é:"],
-            "{content_type}"
-        );
+        assert_eq!(run.take(2), ["connected", "event message:é:"], "{content_type}");
     }
 }
 
@@ -532,10 +470,7 @@ fn endless_interim_responses_end_by_the_head_limit_and_are_retried() {
     });
     let run = Run::new(quick(&server.url("/")).build().unwrap());
     for _ in 0..3 {
-        assert_eq!(
-            said(&run),
-            "disconnected: invalid response: head larger than 65536 bytes"
-        );
+        assert_eq!(said(&run), "disconnected: invalid response: head larger than 65536 bytes");
         run.retrying();
     }
     // Three attempts ended, and the server saw a fourth.
@@ -559,16 +494,10 @@ fn a_dripped_head_fails_by_the_head_deadline_and_is_retried() {
             thread::sleep(ms(30));
         }
     });
-    let client = quick(&server.url("/"))
-        .head_timeout(ms(300))
-        .build()
-        .unwrap();
+    let client = quick(&server.url("/")).head_timeout(ms(300)).build().unwrap();
     let run = Run::new(client);
     let asked = server.request().at;
-    assert_eq!(
-        said(&run),
-        "disconnected: no complete response head in 300 ms"
-    );
+    assert_eq!(said(&run), "disconnected: no complete response head in 300 ms");
     let took = asked.elapsed();
     assert!(took >= ms(290) && took < WAIT, "{took:?}");
     run.retrying();
@@ -616,10 +545,7 @@ fn overload_answers_are_retried_honouring_retry_after() {
         let Some((low, high)) = delay else {
             match run.next() {
                 Some(Err(e @ ClientError::Status { .. })) => {
-                    assert!(
-                        e.is_final() && e.to_string().contains(&status.to_string()),
-                        "{case}"
-                    )
+                    assert!(e.is_final() && e.to_string().contains(&status.to_string()), "{case}")
                 }
                 other => panic!("{case}: {}", describe(&other)),
             }
@@ -634,10 +560,7 @@ fn overload_answers_are_retried_honouring_retry_after() {
             other => panic!("{case}: {}", describe(&other)),
         }
         let waited = run.retrying();
-        assert!(
-            waited >= ms(low) && waited <= ms(high),
-            "{case}: {waited:?}"
-        );
+        assert!(waited >= ms(low) && waited <= ms(high), "{case}: {waited:?}");
         assert_eq!(run.take(2), ["connected", "event message:ok:"], "{case}");
         let (first, second) = (server.request(), server.request());
         assert!(second.at - first.at >= ms(low), "{case}");
@@ -678,28 +601,16 @@ fn restart_reconnects_at_once_from_the_body_the_head_and_the_backoff() {
             }
         };
         if state == "backoff" {
-            assert_eq!(
-                run.take(2),
-                ["disconnected ended", "retrying 60000ms"],
-                "{state}"
-            );
+            assert_eq!(run.take(2), ["disconnected ended", "retrying 60000ms"], "{state}");
         }
         thread::sleep(ms(50)); // let the client block
         restart.restart();
         assert_eq!(said(&run), "disconnected: restart requested", "{state}");
         assert_eq!(run.retrying(), Duration::ZERO, "{state}");
         let again = Instant::now();
-        assert_eq!(
-            run.take(2),
-            ["connected", &format!("event message:b {id}:{id}")],
-            "{state}"
-        );
+        assert_eq!(run.take(2), ["connected", &format!("event message:b {id}:{id}")], "{state}");
         assert!(again.elapsed() < WAIT, "{state}");
-        assert_eq!(
-            server.request().header("last-event-id"),
-            Some(id),
-            "{state}"
-        );
+        assert_eq!(server.request().header("last-event-id"), Some(id), "{state}");
         assert!(!restart.is_closed());
     }
     // Once the client has stopped, a restart does nothing.
@@ -766,25 +677,15 @@ fn redirects_are_followed_and_reconnects_go_to_the_original_url() {
         );
         let requests: Vec<Req> = (0..3).map(|_| server.request()).collect();
         assert_eq!(requests[0].target, "/start/here");
-        assert_eq!(
-            requests[2].target, "/start/here",
-            "reconnect to the original URL"
-        );
-        assert_eq!(
-            (requests[2].method.as_str(), &requests[2].body[..]),
-            ("POST", &b"b"[..])
-        );
+        assert_eq!(requests[2].target, "/start/here", "reconnect to the original URL");
+        assert_eq!((requests[2].method.as_str(), &requests[2].body[..]), ("POST", &b"b"[..]));
         let redirected = &requests[1];
         if (301..=303).contains(&status) {
             assert_eq!(redirected.header("content-length"), None, "{status}");
             assert_eq!(redirected.header("content-type"), None, "{status}");
         } else {
             assert_eq!(redirected.header("content-length"), Some("1"), "{status}");
-            assert_eq!(
-                redirected.header("content-type"),
-                Some("text/plain"),
-                "{status}"
-            );
+            assert_eq!(redirected.header("content-type"), Some("text/plain"), "{status}");
         }
     }
 }
@@ -799,10 +700,7 @@ fn a_redirect_without_location_is_an_error_not_a_loop() {
         let run = Run::new(quick(&server.url("/")).build().unwrap());
         let item = run.next();
         assert!(
-            matches!(
-                item,
-                Some(Err(ClientError::MissingLocation { status: 302 }))
-            ),
+            matches!(item, Some(Err(ClientError::MissingLocation { status: 302 }))),
             "{}",
             describe(&item)
         );
@@ -840,10 +738,7 @@ fn a_redirect_to_https_or_another_scheme_is_an_error() {
         let run = Run::new(quick(&server.url("/")).build().unwrap());
         match run.next() {
             Some(Err(ClientError::Https { url })) if https => assert_eq!(url, location),
-            Some(Err(ClientError::InvalidLocation {
-                status: 301,
-                location: l,
-            })) if !https => {
+            Some(Err(ClientError::InvalidLocation { status: 301, location: l })) if !https => {
                 assert_eq!(l, location)
             }
             other => panic!("{location}: {}", describe(&other)),
@@ -873,18 +768,12 @@ fn a_cross_origin_redirect_drops_credentials() {
         .unwrap();
     let run = Run::new(client);
     assert_eq!(run.take(2), ["connected", "event message:there:"]);
-    assert_eq!(
-        origin.request().header("authorization"),
-        Some("Bearer secret")
-    );
+    assert_eq!(origin.request().header("authorization"), Some("Bearer secret"));
     let redirected = target.request();
     assert_eq!(redirected.header("authorization"), None);
     assert_eq!(redirected.header("cookie"), None);
     assert_eq!(redirected.header("x-kept"), Some("yes"));
-    assert_eq!(
-        redirected.header("host"),
-        Some(target.addr.to_string().as_str())
-    );
+    assert_eq!(redirected.header("host"), Some(target.addr.to_string().as_str()));
 }
 
 // ---------------------------------------------------------------------------
@@ -929,23 +818,14 @@ fn chunked_bodies_split_anywhere_and_events_come_out_at_once() {
     go_tx.send(()).unwrap();
     assert_eq!(
         run.take(4),
-        [
-            "event message:✓ done:7",
-            "disconnected ended",
-            "retrying 20ms",
-            "connected"
-        ]
+        ["event message:✓ done:7", "disconnected ended", "retrying 20ms", "connected"]
     );
 }
 
 #[test]
 fn invalid_chunked_framing_is_a_protocol_error_and_a_reconnect() {
     let server = Scripted::start(|n, _req, stream| {
-        let mut bytes = stream_head(if n == 0 {
-            "Transfer-Encoding: chunked\r\n"
-        } else {
-            ""
-        });
+        let mut bytes = stream_head(if n == 0 { "Transfer-Encoding: chunked\r\n" } else { "" });
         if n == 0 {
             bytes.extend_from_slice(b"9\r\ndata: a\n\n\r\nzz\r\n");
         }
@@ -998,24 +878,13 @@ fn an_empty_content_length_body_ends_at_once() {
     let server = Scripted::start(|n, _req, stream| {
         // Nothing after the head, and the connection stays open: only the
         // length ends the body.
-        send(
-            stream,
-            &stream_head(if n == 0 { "Content-Length: 0\r\n" } else { "" }),
-        );
+        send(stream, &stream_head(if n == 0 { "Content-Length: 0\r\n" } else { "" }));
         hold(stream);
     });
     // The idle timeout (5 s) would say "idle" and take long.
     let run = Run::new(quick(&server.url("/")).build().unwrap());
     let started = Instant::now();
-    assert_eq!(
-        run.take(4),
-        [
-            "connected",
-            "disconnected ended",
-            "retrying 20ms",
-            "connected"
-        ]
-    );
+    assert_eq!(run.take(4), ["connected", "disconnected ended", "retrying 20ms", "connected"]);
     assert!(started.elapsed() < WAIT);
 }
 
@@ -1035,11 +904,7 @@ fn comments_and_oversized_events() {
         send(stream, &bytes);
         hold(stream);
     });
-    let client = quick(&server.url("/"))
-        .comments(true)
-        .max_event_size(100)
-        .build()
-        .unwrap();
+    let client = quick(&server.url("/")).comments(true).max_event_size(100).build().unwrap();
     let run = Run::new(client);
     assert_eq!(
         run.take(5),
@@ -1051,19 +916,10 @@ fn comments_and_oversized_events() {
             "error skipped an event larger than 100 bytes"
         ]
     );
-    assert_eq!(
-        run.next_str(),
-        "event message:after:5",
-        "the stream goes on"
-    );
+    assert_eq!(run.next_str(), "event message:after:5", "the stream goes on");
 
     // Without comments and states: events only.
-    let run = Run::new(
-        Client::builder(&server.url("/"))
-            .max_event_size(100)
-            .build()
-            .unwrap(),
-    );
+    let run = Run::new(Client::builder(&server.url("/")).max_event_size(100).build().unwrap());
     assert_eq!(run.next_str(), "event message:first:5");
     match run.next() {
         Some(Err(e)) => assert!(!e.is_final() && e == ClientError::EventTooLarge { limit: 100 }),
@@ -1119,15 +975,9 @@ fn the_close_handle_ends_the_sleep_before_a_reconnect() {
     let server = Scripted::start(|_n, _req, stream| {
         send(stream, &stream_head(""));
     });
-    let client = quick(&server.url("/"))
-        .retry(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let client = quick(&server.url("/")).retry(Duration::from_secs(60)).build().unwrap();
     let run = Run::new(client);
-    assert_eq!(
-        run.take(3),
-        ["connected", "disconnected ended", "retrying 60000ms"]
-    );
+    assert_eq!(run.take(3), ["connected", "disconnected ended", "retrying 60000ms"]);
     thread::sleep(ms(50));
     let started = Instant::now();
     run.close_handle().close();
@@ -1147,30 +997,18 @@ fn a_closed_client_yields_nothing() {
 
 #[test]
 fn urls_are_checked_when_building() {
-    let error = Client::builder("https://example.com/events")
-        .build()
-        .unwrap_err();
+    let error = Client::builder("https://example.com/events").build().unwrap_err();
     assert!(matches!(error, ClientError::Https { .. }));
     let message = error.to_string();
     for part in ["https", "no TLS", "stunnel", "nginx", "http://"] {
         assert!(message.contains(part), "{message}");
     }
-    for bad in [
-        "example.com/events",
-        "ws://h/",
-        "http://h:99999/",
-        "http://user:pw@h/",
-        "http://[::1/",
-    ] {
-        assert!(
-            matches!(Client::builder(bad).build(), Err(ClientError::Url { .. })),
-            "{bad}"
-        );
+    for bad in
+        ["example.com/events", "ws://h/", "http://h:99999/", "http://user:pw@h/", "http://[::1/"]
+    {
+        assert!(matches!(Client::builder(bad).build(), Err(ClientError::Url { .. })), "{bad}");
     }
-    let error = Client::builder("http://h/")
-        .header("X", "a\r\nInjected: 1")
-        .build()
-        .unwrap_err();
+    let error = Client::builder("http://h/").header("X", "a\r\nInjected: 1").build().unwrap_err();
     assert!(matches!(error, ClientError::Header { .. }), "{error:?}");
 }
 
@@ -1191,10 +1029,7 @@ fn ipv6_literals_work() {
     assert_eq!(run.take(2), ["connected", "event message:six:"]);
     let req = server.request();
     assert_eq!(req.target, "/v6?q");
-    assert_eq!(
-        req.header("host"),
-        Some(format!("[::1]:{}", server.addr.port()).as_str())
-    );
+    assert_eq!(req.header("host"), Some(format!("[::1]:{}", server.addr.port()).as_str()));
 }
 
 // ---------------------------------------------------------------------------
@@ -1245,13 +1080,8 @@ fn connected_shows_the_status_headers_and_url_after_a_redirect() {
     assert_eq!(to.url(), server.url("/final?x=1"));
     assert_eq!(
         to.headers(),
-        [
-            ("Content-Type", "text/event-stream"),
-            ("X-Ready", "no"),
-            ("x-two", "1"),
-            ("X-TWO", "2"),
-        ]
-        .map(|(n, v)| (n.to_string(), v.to_string()))
+        [("Content-Type", "text/event-stream"), ("X-Ready", "no"), ("x-two", "1"), ("X-TWO", "2"),]
+            .map(|(n, v)| (n.to_string(), v.to_string()))
     );
     for (name, value) in [
         ("x-ready", Some("no")),
@@ -1345,10 +1175,7 @@ fn the_tail_example_follows_a_url() {
         });
     });
     let limit = Duration::from_secs(60); // the first run may build the example
-    let out = tail(
-        &[&server.url("/events"), "--max-events", "2", "--comments"],
-        limit,
-    );
+    let out = tail(&[&server.url("/events"), "--max-events", "2", "--comments"], limit);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -1395,10 +1222,7 @@ fn the_tail_example_shows_the_overload_answer_and_the_wait() {
             hold(stream);
         }
     });
-    let out = tail(
-        &[&server.url("/"), "--max-events", "1"],
-        Duration::from_secs(60),
-    );
+    let out = tail(&[&server.url("/"), "--max-events", "1"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -1420,10 +1244,7 @@ fn the_tail_example_shows_the_overload_answer_and_the_wait() {
 #[test]
 fn the_tail_example_shows_the_status_and_url_it_connected_to() {
     let server = redirecting_server();
-    let out = tail(
-        &[&server.url("/start"), "--max-events", "1"],
-        Duration::from_secs(60),
-    );
+    let out = tail(&[&server.url("/start"), "--max-events", "1"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -1494,12 +1315,7 @@ fn the_builder_refuses_the_header_bytes_the_server_refuses() {
     };
     let mut cases: Vec<(String, String)> = (0..0x80u8)
         .map(char::from)
-        .flat_map(|c| {
-            [
-                (format!("X{c}"), "v".into()),
-                ("X".into(), format!("a{c}b")),
-            ]
-        })
+        .flat_map(|c| [(format!("X{c}"), "v".into()), ("X".into(), format!("a{c}b"))])
         .collect();
     cases.extend(
         [("Host", "a b"), ("Host", "h:1"), ("X", "\u{e9}")].map(|(n, v)| (n.into(), v.into())),
@@ -1507,11 +1323,7 @@ fn the_builder_refuses_the_header_bytes_the_server_refuses() {
     for (name, value) in cases {
         let built = Client::builder("http://h/").header(&name, &value).build();
         assert!(built.is_ok() || matches!(built, Err(ClientError::Header { .. })));
-        assert_eq!(
-            built.is_ok(),
-            server_accepts(&name, &value),
-            "{name:?}: {value:?}"
-        );
+        assert_eq!(built.is_ok(), server_accepts(&name, &value), "{name:?}: {value:?}");
     }
 }
 
@@ -1543,13 +1355,7 @@ fn the_builder_checks_headers_method_id_and_url() {
         Client::builder("http://h/").last_event_id("a\nb").build(),
         Err(ClientError::Header { .. })
     ));
-    let error = Client::builder("http://h/")
-        .header("A\r\nB", "x")
-        .build()
-        .unwrap_err();
+    let error = Client::builder("http://h/").header("A\r\nB", "x").build().unwrap_err();
     assert!(!error.to_string().contains('\n'), "{error}");
-    assert!(matches!(
-        Client::builder("nope").build(),
-        Err(ClientError::Url { .. })
-    ));
+    assert!(matches!(Client::builder("nope").build(), Err(ClientError::Url { .. })));
 }

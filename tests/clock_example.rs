@@ -49,10 +49,7 @@ fn clock_example_works_as_documented() {
         let lines = event_lines(client);
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0], "event: time");
-        let id = lines[1]
-            .strip_prefix("id: ")
-            .expect("an id line")
-            .to_string();
+        let id = lines[1].strip_prefix("id: ").expect("an id line").to_string();
         let data = lines[2].strip_prefix("data: ").expect("a data line");
         assert!(is_rfc3339_utc(data), "not RFC 3339 UTC: {data:?}");
         id
@@ -81,18 +78,9 @@ fn clock_example_works_as_documented() {
     let max = u64::MAX;
     for (last_id, next) in [
         ("evt-41", ["evt-42", "evt-43"].map(String::from)),
-        (
-            &format!("evt-{}", max - 1),
-            [max, max].map(|n| format!("evt-{n}")),
-        ),
-        (
-            &format!("evt-{max}"),
-            [max, max].map(|n| format!("evt-{n}")),
-        ),
-        (
-            "evt-18446744073709551616",
-            ["evt-1", "evt-2"].map(String::from),
-        ),
+        (&format!("evt-{}", max - 1), [max, max].map(|n| format!("evt-{n}"))),
+        (&format!("evt-{max}"), [max, max].map(|n| format!("evt-{n}"))),
+        ("evt-18446744073709551616", ["evt-1", "evt-2"].map(String::from)),
         ("evt-x", ["evt-1", "evt-2"].map(String::from)),
         ("42", ["evt-1", "evt-2"].map(String::from)),
     ] {
@@ -111,10 +99,7 @@ fn clock_example_works_as_documented() {
     page.send(b"GET / HTTP/1.1\r\nHost: clock\r\nConnection: close\r\n\r\n");
     let resp = page.response();
     assert_eq!(resp.status, 200);
-    assert!(resp
-        .header("Content-Type")
-        .unwrap_or("")
-        .starts_with("text/html"));
+    assert!(resp.header("Content-Type").unwrap_or("").starts_with("text/html"));
     assert!(resp.body_str().contains("EventSource"));
 
     // Ctrl+C with a stream still open: graceful shutdown, status 0.
@@ -124,11 +109,7 @@ fn clock_example_works_as_documented() {
     // The open stream was ended by the shutdown (events until then, then
     // the last chunk: `read_to_end` checks it).
     let rest = events.read_to_end();
-    assert!(
-        rest.ends_with(b"\n\n") || rest.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert!(rest.ends_with(b"\n\n") || rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
 /// The harness takes the `listening on` line only once its LF arrived: a
@@ -147,11 +128,8 @@ fn listening_line_is_taken_only_when_complete() {
         ("printf 'listening on http://127.0.0.1:8'", Err(())),
         ("printf 'listening on http://127.0'; sleep 0.05", Err(())),
     ] {
-        let mut child = Command::new("sh")
-            .args(["-c", script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run sh");
+        let mut child =
+            Command::new("sh").args(["-c", script]).stdout(Stdio::piped()).spawn().expect("run sh");
         let lines = common::complete_lines(child.stdout.take().unwrap());
         let got = common::listening_addr(&lines);
         let _ = child.wait();

@@ -56,14 +56,9 @@ fn check(input: &[u8], limits: &Limits, want: Want<'_>) {
         }
         (Ok(Status::Partial), More) => {}
         (Err(error), Fail(wanted)) if error == wanted => {}
-        _ => panic!(
-            "{:?}: got {got:?}, want {want:?}",
-            String::from_utf8_lossy(input)
-        ),
+        _ => panic!("{:?}: got {got:?}, want {want:?}", String::from_utf8_lossy(input)),
     }
-    check_prefixes(input, input.len(), got.err(), |part| {
-        parse_head(part, limits)
-    });
+    check_prefixes(input, input.len(), got.err(), |part| parse_head(part, limits));
 }
 
 /// Every prefix of `input[..end]` parses as `Partial` or as `error`: every
@@ -79,10 +74,7 @@ fn check_prefixes<T: std::fmt::Debug>(
         match parse(&input[..len]) {
             Ok(Status::Partial) => {}
             Err(e) if Some(e) == error => {}
-            part => panic!(
-                "prefix {len} of {:?}: {part:?}",
-                String::from_utf8_lossy(input)
-            ),
+            part => panic!("prefix {len} of {:?}: {part:?}", String::from_utf8_lossy(input)),
         }
     }
 }
@@ -292,11 +284,7 @@ fn absolute_form_targets() {
     for &(target, host, want) in table {
         let wire = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
         let got = Request::parse(wire.as_bytes()).map(|r| {
-            (
-                r.path().to_owned(),
-                r.query().map(str::to_owned),
-                r.authority().map(str::to_owned),
-            )
+            (r.path().to_owned(), r.query().map(str::to_owned), r.authority().map(str::to_owned))
         });
         let want = want.map(|(p, q, a)| (p.to_owned(), q.map(str::to_owned), Some(a.to_owned())));
         assert_eq!(got, want, "{target} with Host {host}");
@@ -321,11 +309,7 @@ fn request_line(len: usize) -> Vec<u8> {
 
 /// A head with one field line of exactly `len` bytes.
 fn header_line(len: usize) -> Vec<u8> {
-    format!(
-        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
-        "v".repeat(len - 3)
-    )
-    .into_bytes()
+    format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(len - 3)).into_bytes()
 }
 
 /// A head with `count` field lines (`Host` and `h1: v`...).
@@ -378,13 +362,7 @@ fn repeated_headers_kept_in_order() {
     assert_eq!(r.header("missing"), None);
     assert_eq!(
         r.headers().collect::<Vec<_>>(),
-        [
-            ("Host", "a"),
-            ("Accept", "x"),
-            ("X-Other", "1"),
-            ("accept", "y"),
-            ("ACCEPT", "z")
-        ]
+        [("Host", "a"), ("Accept", "x"), ("X-Other", "1"), ("accept", "y"), ("ACCEPT", "z")]
     );
 }
 
@@ -397,10 +375,7 @@ fn path_and_query() {
     assert_eq!(r.query_param("x").as_deref(), Some("1"));
     assert_eq!(r.query_param("y").as_deref(), Some("é"));
     assert_eq!(r.query_param("z"), None);
-    assert_eq!(
-        r.query_params(),
-        pairs(&[("x", "1"), ("y", "é"), ("x", "2")])
-    );
+    assert_eq!(r.query_params(), pairs(&[("x", "1"), ("y", "é"), ("x", "2")]));
 
     let r = request("GET /p? HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!((r.path(), r.query()), ("/p", Some("")));
@@ -419,13 +394,9 @@ fn path_and_query() {
 fn pipelined_requests() {
     let wire = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3";
     let limits = Limits::default();
-    let Ok(Status::Complete((first, n))) = parse_head(wire, &limits) else {
-        panic!()
-    };
+    let Ok(Status::Complete((first, n))) = parse_head(wire, &limits) else { panic!() };
     assert_eq!((first.path(), n), ("/1", 28));
-    let Ok(Status::Complete((second, m))) = parse_head(&wire[n..], &limits) else {
-        panic!()
-    };
+    let Ok(Status::Complete((second, m))) = parse_head(&wire[n..], &limits) else { panic!() };
     assert_eq!((second.path(), m), ("/2", 28));
     assert_eq!(parse_head(&wire[n + m..], &limits), Ok(Status::Partial));
 }
@@ -435,28 +406,17 @@ fn parse_convenience() {
     let r = request("POST /send HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(r.body(), b"hello");
     assert_eq!(r.remote_addr(), None);
-    assert_eq!(
-        Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap_err(),
-        Error::NewLine
-    );
-    assert_eq!(
-        Request::parse(b"GET / HTTP/3\r\n\r\n").unwrap_err(),
-        Error::MalformedVersion
-    );
+    assert_eq!(Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap_err(), Error::NewLine);
+    assert_eq!(Request::parse(b"GET / HTTP/3\r\n\r\n").unwrap_err(), Error::MalformedVersion);
     let debug = format!("{r:?}");
-    assert!(
-        debug.contains("\"POST\"") && debug.contains("Content-Length"),
-        "{debug}"
-    );
+    assert!(debug.contains("\"POST\"") && debug.contains("Content-Length"), "{debug}");
 }
 
 #[test]
 fn typical_browser_request() {
     let wire = browser_request();
     assert!(wire.len() > 380, "{}", wire.len());
-    let Ok(Status::Complete((r, n))) = parse_head(&wire, &Limits::default()) else {
-        panic!()
-    };
+    let Ok(Status::Complete((r, n))) = parse_head(&wire, &Limits::default()) else { panic!() };
     assert_eq!(n, wire.len());
     assert_eq!(r.headers().count(), 11);
     assert_eq!(r.header("accept"), Some("text/event-stream"));
@@ -464,11 +424,7 @@ fn typical_browser_request() {
     assert!(r.keep_alive());
     assert_eq!(r.body_framing(&Limits::default()), Ok(Framing::None));
     for end in 0..wire.len() {
-        assert_eq!(
-            parse_head(&wire[..end], &Limits::default()),
-            Ok(Status::Partial),
-            "{end}"
-        );
+        assert_eq!(parse_head(&wire[..end], &Limits::default()), Ok(Status::Partial), "{end}");
     }
 }
 
@@ -578,10 +534,7 @@ cases! { check_expects;
 
 /// `name: version, [(name, value)...] => framing;` with max_body = 100.
 fn check_framing(version: &str, fields: &[(&str, &str)], want: Result<Framing, Error>) {
-    let limits = Limits {
-        max_body: 100,
-        ..Limits::default()
-    };
+    let limits = Limits { max_body: 100, ..Limits::default() };
     assert_eq!(with_fields(version, fields).body_framing(&limits), want);
 }
 
@@ -636,11 +589,7 @@ fn feed(input: &[u8], cuts: &[usize], max_body: usize) -> (Result<Option<usize>,
             }
             Ok(Status::Partial) => start = end,
             Err(error) => {
-                assert_eq!(
-                    decoder.decode(b"0\r\n\r\n", &mut body),
-                    Err(error),
-                    "sticky error"
-                );
+                assert_eq!(decoder.decode(b"0\r\n\r\n", &mut body), Err(error), "sticky error");
                 return (Err(error), body);
             }
         }
@@ -722,9 +671,7 @@ cases! { check_chunked;
 // ---------------------------------------------------------------------------
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
+    list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
 }
 
 /// `name: query => [(name, value)...];`
@@ -817,14 +764,9 @@ fn reason_phrases() {
 
 #[test]
 fn response_builders() {
-    let r = Response::text(200, "hi")
-        .header("X-A", "1")
-        .header("x-a", "2");
+    let r = Response::text(200, "hi").header("X-A", "1").header("x-a", "2");
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.get_header("CONTENT-TYPE"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(r.get_header("CONTENT-TYPE"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.get_header("X-A"), Some("1"));
     assert_eq!(r.get_body(), b"hi");
     assert!(r.is_valid());
@@ -832,15 +774,10 @@ fn response_builders() {
         Response::html(200, "<p>").get_header("content-type"),
         Some("text/html; charset=utf-8")
     );
-    assert_eq!(
-        Response::json(201, "{}").get_header("content-type"),
-        Some("application/json")
-    );
+    assert_eq!(Response::json(201, "{}").get_header("content-type"), Some("application/json"));
     assert_eq!(Response::new(204).get_body(), b"");
     assert_eq!(Response::new(200).body(vec![1, 2]).get_body(), [1, 2]);
-    assert!(Response::new(200)
-        .header("X", "tab\tand obs-text é")
-        .is_valid());
+    assert!(Response::new(200).header("X", "tab\tand obs-text é").is_valid());
 }
 
 /// `name: header name, value => is_valid;`
@@ -848,11 +785,7 @@ fn check_response_header(name: &str, value: &str, valid: bool) {
     let r = Response::text(200, "x").header(name, value);
     assert_eq!(r.is_valid(), valid);
     if !valid {
-        assert_eq!(
-            r.get_header(name),
-            None,
-            "an invalid header is never stored"
-        );
+        assert_eq!(r.get_header(name), None, "an invalid header is never stored");
     }
 }
 
@@ -892,23 +825,16 @@ fn check_response_head(input: &[u8], want: Want<'_>) {
         (Ok(Status::Complete((head, consumed))), Answer(status, fields, rest)) => {
             end = *consumed;
             assert_eq!(head.status(), *status);
-            let fields: Vec<_> = fields
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
+            let fields: Vec<_> =
+                fields.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             assert_eq!(head.headers(), fields);
             assert_eq!(&input[end..], rest.as_bytes());
         }
         (Ok(Status::Partial), More) => {}
         (Err(error), Fail(wanted)) if error == wanted => {}
-        _ => panic!(
-            "{:?}: got {got:?}, want {want:?}",
-            String::from_utf8_lossy(input)
-        ),
+        _ => panic!("{:?}: got {got:?}, want {want:?}", String::from_utf8_lossy(input)),
     }
-    check_prefixes(input, end, got.err(), |part| {
-        parse_response_head(part, &Limits::default())
-    });
+    check_prefixes(input, end, got.err(), |part| parse_response_head(part, &Limits::default()));
 }
 
 cases! { check_response_head;
@@ -1096,9 +1022,7 @@ fn fuzz_chunked() {
         let body = *rng.pick(BODIES);
         let input = mutate(&mut rng, body, &[], BODIES);
         let whole = feed(&input, &[], 12);
-        let mut cuts: Vec<usize> = (0..rng.below(4))
-            .map(|_| rng.below(input.len() + 1))
-            .collect();
+        let mut cuts: Vec<usize> = (0..rng.below(4)).map(|_| rng.below(input.len() + 1)).collect();
         cuts.sort_unstable();
         assert_eq!(feed(&input, &cuts, 12), whole, "{input:?} cut at {cuts:?}");
         if let (Ok(Some(n)), body) = &whole {

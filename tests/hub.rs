@@ -57,20 +57,14 @@ fn id(hub: &Hub, n: u64) -> String {
 }
 
 fn wait_subscribers(hub: &Hub, n: u64) {
-    wait_until_within(LONG_WAIT, &format!("{n} subscribers"), || {
-        hub.stats().subscribers == n
-    });
+    wait_until_within(LONG_WAIT, &format!("{n} subscribers"), || hub.stats().subscribers == n);
 }
 
 fn wait_history(hub: &Hub, published: u64) {
-    wait_until_within(
-        LONG_WAIT,
-        &format!("{published} events in the history"),
-        || {
-            let stats = hub.stats();
-            stats.published == published && stats.history_len > 0
-        },
-    );
+    wait_until_within(LONG_WAIT, &format!("{published} events in the history"), || {
+        let stats = hub.stats();
+        stats.published == published && stats.history_len > 0
+    });
 }
 
 fn data(events: &[MessageEvent]) -> Vec<&str> {
@@ -98,11 +92,7 @@ fn publish(hub: &Hub, data: &str) {
 /// hub-assigned id.
 fn expect_next(sse: &mut Sse, hub: &Hub, data: &str, n: u64, label: &str) {
     let event = sse.next_event();
-    assert_eq!(
-        (event.data.as_str(), seq(hub, &event.id)),
-        (data, n),
-        "{label}"
-    );
+    assert_eq!((event.data.as_str(), seq(hub, &event.id)), (data, n), "{label}");
 }
 
 #[test]
@@ -113,28 +103,20 @@ fn every_subscriber_gets_every_event_once_in_publish_order() {
     const TOTAL: usize = PUBLISHERS * PER_PUBLISHER;
     let hub = build(Hub::builder());
     let epoch = hub.epoch();
-    assert!(
-        !epoch.is_empty() && !epoch.contains('-') && epoch.is_ascii(),
-        "epoch {epoch:?}"
-    );
+    assert!(!epoch.is_empty() && !epoch.contains('-') && epoch.is_ascii(), "epoch {epoch:?}");
     assert_ne!(epoch, build(Hub::builder()).epoch(), "two hubs, one epoch");
     let server = serve(&hub);
-    let clients: Vec<Sse> = (0..SUBSCRIBERS)
-        .map(|_| server.sse("/events", &[]))
-        .collect();
+    let clients: Vec<Sse> = (0..SUBSCRIBERS).map(|_| server.sse("/events", &[])).collect();
     wait_subscribers(&hub, SUBSCRIBERS as u64);
 
-    let readers: Vec<_> = clients
-        .into_iter()
-        .map(|mut sse| thread::spawn(move || sse.events(TOTAL)))
-        .collect();
+    let readers: Vec<_> =
+        clients.into_iter().map(|mut sse| thread::spawn(move || sse.events(TOTAL))).collect();
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let hub = hub.clone();
             thread::spawn(move || {
                 for i in 0..PER_PUBLISHER {
-                    hub.publish(Event::new().data(format!("{p}:{i}")))
-                        .expect("publish");
+                    hub.publish(Event::new().data(format!("{p}:{i}"))).expect("publish");
                 }
             })
         })
@@ -149,11 +131,7 @@ fn every_subscriber_gets_every_event_once_in_publish_order() {
             assert_eq!(event.event_type, "message");
             // Ids count up from 1 without holes: strictly increasing, and
             // every event arrives exactly once.
-            assert_eq!(
-                seq(&hub, &event.id),
-                k as u64 + 1,
-                "subscriber {s}: {event:?}"
-            );
+            assert_eq!(seq(&hub, &event.id), k as u64 + 1, "subscriber {s}: {event:?}");
             let (p, i) = event.data.split_once(':').expect("publisher:seq");
             let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
             assert_eq!(i, next[p], "subscriber {s}: publisher {p} out of order");
@@ -165,10 +143,7 @@ fn every_subscriber_gets_every_event_once_in_publish_order() {
         hub.stats().delivered == (TOTAL * SUBSCRIBERS) as u64
     });
     let stats = hub.stats();
-    assert_eq!(
-        (stats.published, stats.evicted, stats.dropped),
-        (TOTAL as u64, 0, 0)
-    );
+    assert_eq!((stats.published, stats.evicted, stats.dropped), (TOTAL as u64, 0, 0));
 }
 
 #[test]
@@ -201,8 +176,7 @@ fn replay_hands_over_to_live_without_gap_or_duplicate() {
             thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    hub.publish(Event::new().data(format!("{p}:{i}")))
-                        .expect("publish");
+                    hub.publish(Event::new().data(format!("{p}:{i}"))).expect("publish");
                     i += 1;
                     thread::sleep(Duration::from_micros(200));
                 }
@@ -242,10 +216,7 @@ fn replay_hands_over_to_live_without_gap_or_duplicate() {
     }
     watch.join().expect("watcher thread");
     let seen = seen.lock().unwrap();
-    assert!(
-        seen.windows(2).all(|w| w[1] == w[0] + 1),
-        "the watcher missed events"
-    );
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "the watcher missed events");
     let stats = hub.stats();
     assert_eq!((stats.replay_hits, stats.replay_misses), (ITERATIONS, 0));
     assert_eq!((stats.evicted, stats.dropped), (0, 0));
@@ -263,19 +234,9 @@ fn last_event_id_from_header_or_query_parameter() {
     // name, target, Last-Event-ID header, expected replay
     let cases: [(&str, String, Option<&str>, &[&str]); 4] = [
         ("header", "/events".into(), Some(&two), &["e3", "e4", "e5"]),
-        (
-            "query",
-            format!("/events?lastEventId={two}"),
-            None,
-            &["e3", "e4", "e5"],
-        ),
+        ("query", format!("/events?lastEventId={two}"), None, &["e3", "e4", "e5"]),
         // The header wins over the query parameter.
-        (
-            "both",
-            format!("/events?lastEventId={two}"),
-            Some(&three),
-            &["e4", "e5"],
-        ),
+        ("both", format!("/events?lastEventId={two}"), Some(&three), &["e4", "e5"]),
         // An empty id is no id: no gap signal, no replay, live only.
         ("empty", "/events?lastEventId=".into(), None, &[]),
     ];
@@ -338,11 +299,7 @@ fn unknown_ids_get_the_gap_signal_then_the_retained_events() {
             if *gap {
                 let event = sse.next_event();
                 assert_eq!(
-                    (
-                        event.event_type.as_str(),
-                        event.data.as_str(),
-                        event.id.as_str()
-                    ),
+                    (event.event_type.as_str(), event.data.as_str(), event.id.as_str()),
                     (GAP_EVENT, "unknown-id", ""),
                     "{policy:?}, {name}"
                 );
@@ -401,17 +358,10 @@ fn history_is_bounded_by_count_bytes_and_age() {
             }
             (retained, bytes) = (count, more);
         }
-        assert!(
-            retained < case.events,
-            "{}: the case prunes nothing",
-            case.name
-        );
+        assert!(retained < case.events, "{}: the case prunes nothing", case.name);
         wait_for(
             LONG_WAIT,
-            &format!(
-                "{}: {retained} events, {bytes} bytes in the history",
-                case.name
-            ),
+            &format!("{}: {retained} events, {bytes} bytes in the history", case.name),
             || hub.stats(),
             |s| {
                 (s.published, s.history_len, s.history_bytes)
@@ -456,10 +406,7 @@ fn history_is_bounded_by_count_bytes_and_age() {
     // One that saw an expired older one may have missed events.
     let mut behind = server.sse("/events", &[("Last-Event-ID", &id(&hub, 2))]);
     let gap = behind.next_event();
-    assert_eq!(
-        (gap.event_type.as_str(), gap.data.as_str()),
-        (GAP_EVENT, "unknown-id")
-    );
+    assert_eq!((gap.event_type.as_str(), gap.data.as_str()), (GAP_EVENT, "unknown-id"));
     wait_subscribers(&hub, 2);
     publish(&hub, "live");
     assert_eq!(up_to_date.next_event().data, "live");
@@ -486,16 +433,7 @@ fn publisher_chosen_ids_are_kept_and_resumable() {
     }
     let received = live.events(5);
     let ids: Vec<&str> = received.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        [
-            id(&hub, 1).as_str(),
-            "x",
-            &id(&hub, 3),
-            "order/42",
-            &id(&hub, 5)
-        ]
-    );
+    assert_eq!(ids, [id(&hub, 1).as_str(), "x", &id(&hub, 3), "order/42", &id(&hub, 5)]);
     assert_eq!(data(&received), ["a", "b", "c", "d", "e"]);
 
     let cases: [(&str, &[&str]); 4] = [
@@ -524,9 +462,7 @@ fn topics_reach_their_subscribers_once_and_filters_drop() {
     let hub = build(Hub::builder());
     let filtered_hub = hub.clone();
     let server = TestServer::start(|server| {
-        server
-            .keep_alive(None)
-            .sse("/events", hub.public_handler("topic"));
+        server.keep_alive(None).sse("/events", hub.public_handler("topic"));
         server.sse("/filtered", move |_req| {
             let filtered_hub = filtered_hub.clone();
             Ok(Accept::new(move |stream| {
@@ -569,9 +505,7 @@ fn topics_reach_their_subscribers_once_and_filters_drop() {
             "a1", "b1", "ab1", "all1", "a-drop", "a-keep", "all-keep", "b-keep", "aa1", "bc-keep",
             "end",
         ],
-        &[
-            "a1", "ab1", "all1", "a-drop", "a-keep", "all-keep", "aa1", "end",
-        ],
+        &["a1", "ab1", "all1", "a-drop", "a-keep", "all-keep", "aa1", "end"],
         &["c1", "all1", "all-keep", "bc-keep", "end"],
         &["all1", "all-keep", "end"],
         &["a-keep", "all-keep", "end"],
@@ -618,15 +552,12 @@ fn publish_flood(hub: &Hub, received: &AtomicUsize) {
                 received.load(Ordering::SeqCst) + LEAD >= i
             });
         }
-        hub.publish(Event::new().data(format!("{i:05}:{filler}")))
-            .expect("publish");
+        hub.publish(Event::new().data(format!("{i:05}:{filler}"))).expect("publish");
     }
 }
 
 fn index_of(event: &MessageEvent) -> usize {
-    event.data[..5]
-        .parse()
-        .unwrap_or_else(|_| panic!("bad data {:?}", &event.data[..20]))
+    event.data[..5].parse().unwrap_or_else(|_| panic!("bad data {:?}", &event.data[..20]))
 }
 
 /// The resident set size of this process, in KiB (Linux only).
@@ -645,9 +576,7 @@ fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
     wait_subscribers(&hub, 2);
     let (received, reader) = counting_reader(normal);
     publish_flood(&hub, &received);
-    wait_until_within(LONG_WAIT, "the slow client's eviction", || {
-        hub.stats().evicted >= 1
-    });
+    wait_until_within(LONG_WAIT, "the slow client's eviction", || hub.stats().evicted >= 1);
     wait_subscribers(&hub, 1);
     // Its connection was closed: what reached its socket buffer, then EOF.
     let partial: Vec<MessageEvent> = slow
@@ -662,9 +591,7 @@ fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
     for (k, event) in partial.iter().enumerate() {
         assert_eq!(index_of(event), k);
     }
-    wait_until_within(LONG_WAIT, "every event handled", || {
-        hub.stats().published == FLOOD as u64
-    });
+    wait_until_within(LONG_WAIT, "every event handled", || hub.stats().published == FLOOD as u64);
     hub.close().expect("close");
     let events = reader.join().expect("reader thread");
     assert_eq!(events.len(), FLOOD, "the normal subscriber missed events");
@@ -674,15 +601,8 @@ fn a_client_that_never_reads_is_evicted_and_memory_stays_bounded() {
     }
 
     let stats = hub.stats();
-    assert_eq!(
-        (stats.evicted, stats.dropped, stats.subscribers),
-        (1, 0, 0),
-        "{stats:?}"
-    );
-    assert!(
-        stats.history_len <= 2000 && stats.history_bytes <= 2 << 20,
-        "{stats:?}"
-    );
+    assert_eq!((stats.evicted, stats.dropped, stats.subscribers), (1, 0, 0), "{stats:?}");
+    assert!(stats.history_len <= 2000 && stats.history_bytes <= 2 << 20, "{stats:?}");
     wait_until_within(LONG_WAIT, "the streams to close", || {
         server.handle.stats().open_streams == 0
     });
@@ -723,11 +643,7 @@ fn drop_oldest_counts_drops_and_signals_the_gap() {
     assert!(!gaps.is_empty(), "no gap signal");
     assert!(gaps.iter().all(|g| g.data == "lagged"), "{gaps:?}");
     // Everything the normal subscriber got, the slow one got or had dropped.
-    assert_eq!(
-        events.len() as u64 + stats.dropped,
-        FLOOD as u64 + 1,
-        "{stats:?}"
-    );
+    assert_eq!(events.len() as u64 + stats.dropped, FLOOD as u64 + 1, "{stats:?}");
     // Each hole in the sequence has a gap signal right before it.
     let mut previous: Option<usize> = None;
     let mut after_gap = false;
@@ -736,20 +652,10 @@ fn drop_oldest_counts_drops_and_signals_the_gap() {
             after_gap = true;
             continue;
         }
-        let index = if event.data == "end" {
-            FLOOD
-        } else {
-            index_of(event)
-        };
+        let index = if event.data == "end" { FLOOD } else { index_of(event) };
         let expected = previous.map_or(0, |p| p + 1);
-        assert!(
-            index >= expected,
-            "out of order: {index} after {previous:?}"
-        );
-        assert!(
-            index == expected || after_gap,
-            "a hole before {index} without a gap signal"
-        );
+        assert!(index >= expected, "out of order: {index} after {previous:?}");
+        assert!(index == expected || after_gap, "a hole before {index} without a gap signal");
         previous = Some(index);
         after_gap = false;
     }
@@ -814,9 +720,7 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     let results = Arc::new(Mutex::new(Vec::new()));
     let (probe_hub, probe_results) = (hub.clone(), results.clone());
     let server = TestServer::start(|server| {
-        server
-            .keep_alive(None)
-            .sse("/events", hub.public_handler("topic"));
+        server.keep_alive(None).sse("/events", hub.public_handler("topic"));
         server.sse("/probe", move |_req| {
             let (probe_hub, probe_results) = (probe_hub.clone(), probe_results.clone());
             Ok(Accept::new(move |stream| {
@@ -844,16 +748,10 @@ fn close_ends_every_stream_and_refuses_later_calls() {
             })
             .collect();
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(
-            (events[0].event_type.as_str(), events[0].data.as_str()),
-            ("bye", "closing")
-        );
+        assert_eq!((events[0].event_type.as_str(), events[0].data.as_str()), ("bye", "closing"));
         let retry = sse.retry().expect("a retry: hint");
         assert!(retry >= base && retry <= base + jitter, "retry {retry:?}");
-        assert!(
-            sse.last_chunk_seen(),
-            "the body ended without the last chunk"
-        );
+        assert!(sse.last_chunk_seen(), "the body ended without the last chunk");
     }
 
     let event = Event::new().id("kept").unwrap().data("too late");
@@ -868,14 +766,8 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     // A new stream cannot subscribe: it ends at once, without events.
     let mut late = server.sse("/probe", &[]);
     let items = late.until_eof();
-    assert!(
-        items.iter().all(|i| matches!(i, Item::Comment(_))),
-        "{items:?}"
-    );
-    assert!(
-        late.last_chunk_seen(),
-        "the body ended without the last chunk"
-    );
+    assert!(items.iter().all(|i| matches!(i, Item::Comment(_))), "{items:?}");
+    assert!(late.last_chunk_seen(), "the body ended without the last chunk");
     assert_eq!(*results.lock().unwrap(), [Err(SubscribeError)]);
     assert_eq!(hub.close(), Ok(()), "closing twice");
     assert_eq!(hub.stats().subscribers, 0);
@@ -924,23 +816,12 @@ fn stats_count_publishes_deliveries_and_replays() {
     }
     wait_counts(11, 39, 1, 1);
     let stats = hub.stats();
-    assert_eq!(
-        (
-            stats.subscribers,
-            stats.history_len,
-            stats.evicted,
-            stats.dropped
-        ),
-        (4, 11, 0, 0)
-    );
+    assert_eq!((stats.subscribers, stats.history_len, stats.evicted, stats.dropped), (4, 11, 0, 0));
     assert!(stats.history_bytes > 0);
     let json = stats.to_json();
-    for (key, value) in [
-        ("published", 11),
-        ("delivered", 39),
-        ("replay_hits", 1),
-        ("replay_misses", 1),
-    ] {
+    for (key, value) in
+        [("published", 11), ("delivered", 39), ("replay_hits", 1), ("replay_misses", 1)]
+    {
         assert!(json.contains(&format!("\"{key}\":{value}")), "{json}");
     }
 }
@@ -964,11 +845,7 @@ fn hub_streams_are_chunked_over_http11_and_raw_over_http10() {
     let mut raw11 = server.client();
     raw11.send(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = raw11.head();
-    assert_eq!(
-        head.header("Transfer-Encoding"),
-        Some("chunked"),
-        "{head:?}"
-    );
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"), "{head:?}");
     let mut raw10 = server.client();
     raw10.send(b"GET /events HTTP/1.0\r\n\r\n");
     let head = raw10.head();
@@ -980,36 +857,18 @@ fn hub_streams_are_chunked_over_http11_and_raw_over_http10() {
     publish(&hub, "one");
     let frame = format!("id: {}\ndata: one\n\n", id(&hub, 1));
     let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
-    assert_eq!(
-        String::from_utf8_lossy(&raw11.read_exact(chunk.len())),
-        chunk
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&raw10.read_exact(frame.len())),
-        frame
-    );
+    assert_eq!(String::from_utf8_lossy(&raw11.read_exact(chunk.len())), chunk);
+    assert_eq!(String::from_utf8_lossy(&raw10.read_exact(frame.len())), frame);
     assert_eq!(sse.next_event().data, "one");
 
     hub.close().expect("close");
     // The goodbye, one chunk per frame, then the last chunk and the close.
     let goodbye = ["event: bye\ndata: closing\n\n", "retry: 1000\n"];
-    let chunked: String = goodbye
-        .iter()
-        .map(|f| format!("{:x}\r\n{f}\r\n", f.len()))
-        .collect();
-    assert_eq!(
-        String::from_utf8_lossy(&raw11.read_to_end()),
-        chunked + "0\r\n\r\n"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&raw10.read_to_end()),
-        goodbye.concat()
-    );
+    let chunked: String = goodbye.iter().map(|f| format!("{:x}\r\n{f}\r\n", f.len())).collect();
+    assert_eq!(String::from_utf8_lossy(&raw11.read_to_end()), chunked + "0\r\n\r\n");
+    assert_eq!(String::from_utf8_lossy(&raw10.read_to_end()), goodbye.concat());
     let items = sse.until_eof();
-    assert!(
-        matches!(&items[..], [Item::Event(e)] if e.event_type == "bye"),
-        "{items:?}"
-    );
+    assert!(matches!(&items[..], [Item::Event(e)] if e.event_type == "bye"), "{items:?}");
     assert!(sse.last_chunk_seen(), "no last chunk after hub.close()");
 }
 
@@ -1114,21 +973,15 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
     publish(&hub, "second");
     wait_history(&hub, 2);
     let live = hub.receiver(Subscription::new()).expect("subscribe");
-    let resumed = hub
-        .receiver(Subscription::new().last_event_id(Some(&id(&hub, 1))))
-        .expect("subscribe");
-    let everything = hub
-        .receiver(Subscription::new().last_event_id(Some("unknown")))
-        .expect("subscribe");
-    let topical = hub
-        .receiver(Subscription::new().topic("a"))
-        .expect("subscribe");
+    let resumed =
+        hub.receiver(Subscription::new().last_event_id(Some(&id(&hub, 1)))).expect("subscribe");
+    let everything =
+        hub.receiver(Subscription::new().last_event_id(Some("unknown"))).expect("subscribe");
+    let topical = hub.receiver(Subscription::new().topic("a")).expect("subscribe");
     wait_subscribers(&hub, 4);
     publish(&hub, "one");
-    hub.publish_to(&["a"], Event::new().data("for a"))
-        .expect("publish");
-    hub.publish_to(&["b"], Event::new().data("for b"))
-        .expect("publish");
+    hub.publish_to(&["a"], Event::new().data("for a")).expect("publish");
+    hub.publish_to(&["b"], Event::new().data("for b")).expect("publish");
     hub.close().expect("close");
     // Queued is not delivered: an event counts when a receiver takes it.
     assert_eq!(hub.stats().delivered, 0);
@@ -1136,10 +989,7 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
     let cases: [(&Receiver, &[&str]); 4] = [
         (&live, &["one", "bye"]),
         (&resumed, &["second", "one", "bye"]),
-        (
-            &everything,
-            &["unknown-id", "first", "second", "one", "bye"],
-        ),
+        (&everything, &["unknown-id", "first", "second", "one", "bye"]),
         (&topical, &["one", "for a", "bye"]),
     ];
     for (receiver, expected) in cases {
@@ -1148,11 +998,7 @@ fn receivers_get_live_events_replays_topics_and_the_close_event() {
         assert!(ended, "the subscription did not end with the hub");
     }
     let stats = hub.stats();
-    assert_eq!(
-        (stats.replay_hits, stats.replay_misses),
-        (1, 1),
-        "{stats:?}"
-    );
+    assert_eq!((stats.replay_hits, stats.replay_misses), (1, 1), "{stats:?}");
     // Events taken by receivers count as delivered (1 + 2 + 3 + 2); the
     // gap signal and the close event are not events.
     assert_eq!(stats.delivered, 8, "{stats:?}");
@@ -1200,8 +1046,7 @@ fn publish_and_settle(hub: &Hub, marker: &Receiver, n: usize) {
     for k in 0..n {
         publish(hub, &k.to_string());
     }
-    hub.publish_to(&["marker"], Event::new().data("marker"))
-        .expect("publish");
+    hub.publish_to(&["marker"], Event::new().data("marker")).expect("publish");
     assert_eq!(take_data(marker, 1), ["marker"]);
 }
 
@@ -1215,10 +1060,7 @@ struct Gate {
 }
 
 impl Gate {
-    fn new() -> (
-        Gate,
-        impl Fn(&Published<'_>) -> bool + Send + Sync + 'static,
-    ) {
+    fn new() -> (Gate, impl Fn(&Published<'_>) -> bool + Send + Sync + 'static) {
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
         let held = Mutex::new(Some((entered_tx, release_rx)));
@@ -1285,9 +1127,7 @@ fn settled(count: &AtomicUsize) -> usize {
 /// Joins a counting thread once all `n` calls returned, failing (instead
 /// of hanging) if they do not within [`LONG_WAIT`].
 fn finish(count: &AtomicUsize, thread: thread::JoinHandle<()>, n: usize) {
-    wait_until_within(LONG_WAIT, "every call to return", || {
-        count.load(Ordering::SeqCst) == n
-    });
+    wait_until_within(LONG_WAIT, "every call to return", || count.load(Ordering::SeqCst) == n);
     thread.join().expect("counting thread");
 }
 
@@ -1295,20 +1135,12 @@ fn finish(count: &AtomicUsize, thread: thread::JoinHandle<()>, n: usize) {
 fn the_backlog_bound_counts_what_a_receiver_has_not_taken() {
     const BACKLOG: usize = 8;
     for policy in [SlowClient::Disconnect, SlowClient::DropOldest] {
-        let hub = build(
-            Hub::builder()
-                .backlog(BACKLOG, 1 << 20)
-                .slow_client(policy)
-                .fanout_threads(1),
-        );
+        let hub =
+            build(Hub::builder().backlog(BACKLOG, 1 << 20).slow_client(policy).fanout_threads(1));
         let slow = hub.receiver(Subscription::new()).expect("subscribe");
         // It takes everything at once; only events for everyone reach it.
         let marker = hub
-            .receiver(
-                Subscription::new()
-                    .filter(|p| !p.topics.is_empty())
-                    .topic("marker"),
-            )
+            .receiver(Subscription::new().filter(|p| !p.topics.is_empty()).topic("marker"))
             .expect("subscribe");
         wait_subscribers(&hub, 2);
 
@@ -1321,11 +1153,7 @@ fn the_backlog_bound_counts_what_a_receiver_has_not_taken() {
         };
         publish_and_settle(&hub, &marker, first);
         let stats = hub.stats();
-        assert_eq!(
-            (stats.evicted, stats.dropped),
-            (0, 0),
-            "{policy:?}: {stats:?}"
-        );
+        assert_eq!((stats.evicted, stats.dropped), (0, 0), "{policy:?}: {stats:?}");
 
         // One more than the bound: the policy acts.
         publish_and_settle(&hub, &marker, 1);
@@ -1378,22 +1206,14 @@ fn publish_blocks_while_the_inbox_is_full() {
     wait_history(&hub, 1);
     // Hold the coordinator in a replay (an unknown id replays everything).
     let (gate, filter) = Gate::new();
-    let subscription = Subscription::new()
-        .last_event_id(Some("unknown"))
-        .filter(filter);
+    let subscription = Subscription::new().last_event_id(Some("unknown")).filter(filter);
     let receiver = hub.receiver(subscription).expect("subscribe");
     gate.wait_entered("the coordinator");
 
     let (published, publisher) = counting_publisher(&hub, INBOX + 1);
-    wait_until_within(LONG_WAIT, "the inbox to fill", || {
-        published.load(Ordering::SeqCst) == INBOX
-    });
+    wait_until_within(LONG_WAIT, "the inbox to fill", || published.load(Ordering::SeqCst) == INBOX);
     thread::sleep(QUIET);
-    assert_eq!(
-        published.load(Ordering::SeqCst),
-        INBOX,
-        "publish did not block"
-    );
+    assert_eq!(published.load(Ordering::SeqCst), INBOX, "publish did not block");
 
     gate.open();
     finish(&published, publisher, INBOX + 1);
@@ -1406,11 +1226,7 @@ fn publish_blocks_while_the_inbox_is_full() {
 #[test]
 fn an_evicted_receiver_gets_no_close_event() {
     // Eviction and close usually land in the same fan-out round here.
-    let hub = build(
-        Hub::builder()
-            .backlog(1, 1 << 20)
-            .close_event(Some(Event::new().data("bye"))),
-    );
+    let hub = build(Hub::builder().backlog(1, 1 << 20).close_event(Some(Event::new().data("bye"))));
     let receiver = hub.receiver(Subscription::new()).expect("subscribe");
     wait_subscribers(&hub, 1);
     for n in 0..3 {
@@ -1433,18 +1249,12 @@ fn a_publish_wakes_every_thread_blocked_on_a_receiver() {
         // woken by the next event.
         let patient = scope.spawn(|| receiver.recv_timeout(LONG_WAIT));
         let hasty = scope.spawn(|| receiver.recv_timeout(Duration::from_millis(20)));
-        assert_eq!(
-            hasty.join().expect("thread").map(|_| ()),
-            Err(RecvTimeoutError::Timeout)
-        );
+        assert_eq!(hasty.join().expect("thread").map(|_| ()), Err(RecvTimeoutError::Timeout));
         let started = std::time::Instant::now();
         publish(&hub, "wake up");
         let frame = patient.join().expect("thread").expect("a frame");
         assert!(frame.as_bytes().ends_with(b"data: wake up\n\n"));
-        assert!(
-            started.elapsed() < LONG_WAIT / 2,
-            "woken by its timeout, not by the event"
-        );
+        assert!(started.elapsed() < LONG_WAIT / 2, "woken by its timeout, not by the event");
     });
 }
 
@@ -1455,9 +1265,7 @@ fn a_stalled_fan_out_thread_makes_publish_wait_with_bounded_queues() {
     let hub = build(Hub::builder().inbox(INBOX).fanout_threads(1));
     // Hold the fan-out thread in the filter of the first event.
     let (gate, filter) = Gate::new();
-    let stalled = hub
-        .receiver(Subscription::new().filter(filter))
-        .expect("subscribe");
+    let stalled = hub.receiver(Subscription::new().filter(filter)).expect("subscribe");
     wait_subscribers(&hub, 1);
 
     let (published, publisher) = counting_publisher(&hub, SENT);
@@ -1500,14 +1308,10 @@ fn a_panicking_filter_ends_only_its_own_subscription() {
 
     // The same filter during a replay, which runs on the coordinator.
     let replayed = hub
-        .receiver(
-            Subscription::new()
-                .last_event_id(Some("unknown"))
-                .filter(|p| {
-                    assert!(!p.frame.as_bytes().ends_with(b"boom\n\n"), "filter fails");
-                    true
-                }),
-        )
+        .receiver(Subscription::new().last_event_id(Some("unknown")).filter(|p| {
+            assert!(!p.frame.as_bytes().ends_with(b"boom\n\n"), "filter fails");
+            true
+        }))
         .expect("subscribe");
     let (events, ended) = receive(&replayed, LONG_WAIT);
     assert_eq!(data(&events), ["unknown-id", "a"]);
@@ -1528,9 +1332,7 @@ fn a_stalled_fan_out_thread_makes_subscribing_wait_with_bounded_queues() {
     }
     wait_history(&hub, HISTORY as u64);
     let (gate, filter) = Gate::new();
-    let stalled = hub
-        .receiver(Subscription::new().filter(filter))
-        .expect("subscribe");
+    let stalled = hub.receiver(Subscription::new().filter(filter)).expect("subscribe");
     wait_subscribers(&hub, 1);
     publish(&hub, "stall");
     gate.wait_entered("the fan-out thread");
@@ -1542,9 +1344,7 @@ fn a_stalled_fan_out_thread_makes_subscribing_wait_with_bounded_queues() {
         counting_thread(TRIES, move |_| {
             let resumed = Subscription::new().last_event_id(Some("unknown"));
             let receiver = hub.receiver(resumed).expect("subscribe");
-            kept.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(receiver);
+            kept.lock().unwrap_or_else(|e| e.into_inner()).push(receiver);
         })
     };
     let accepted = settled(&subscribed);
@@ -1626,22 +1426,12 @@ fn an_evicted_client_resumes_every_missed_event_once() {
         let mut resumed = server.sse(case.slow, &[("Last-Event-ID", last)]);
         let rest = resumed.events(wanted.len() - ids.len());
         let rest_ids: Vec<u64> = rest.iter().map(|e| seq(&hub, &e.id)).collect();
-        assert_eq!(
-            rest_ids,
-            wanted[ids.len()..],
-            "{}: gap or duplicate",
-            case.name
-        );
+        assert_eq!(rest_ids, wanted[ids.len()..], "{}: gap or duplicate", case.name);
         wait_subscribers(&hub, 2);
         publish(&hub, "live");
         expect_next(&mut resumed, &hub, "live", published + 1, case.name);
         let stats = hub.stats();
-        assert_eq!(
-            (stats.replay_hits, stats.replay_misses),
-            (1, 0),
-            "{}",
-            case.name
-        );
+        assert_eq!((stats.replay_hits, stats.replay_misses), (1, 0), "{}", case.name);
     }
 }
 
@@ -1656,8 +1446,7 @@ fn ids_of_the_hubs_form_are_the_hubs_to_give() {
     }
     // A publisher forges the id of the first event, and one just like it.
     for forged in [id(&hub, 1), format!("{}-+2", hub.epoch())] {
-        hub.publish(Event::new().id(forged).unwrap().data("forged"))
-            .expect("publish");
+        hub.publish(Event::new().id(forged).unwrap().data("forged")).expect("publish");
     }
     publish(&hub, "e");
     let received = live.events(6);
@@ -1668,12 +1457,7 @@ fn ids_of_the_hubs_form_are_the_hubs_to_give() {
     for (k, event) in received.iter().enumerate() {
         let mut sse = server.sse("/events", &[("Last-Event-ID", &event.id)]);
         let replayed = sse.events(received.len() - 1 - k);
-        assert_eq!(
-            data(&replayed),
-            data(&received[k + 1..]),
-            "after {}",
-            event.id
-        );
+        assert_eq!(data(&replayed), data(&received[k + 1..]), "after {}", event.id);
         resumed.push(sse);
     }
     wait_subscribers(&hub, 7);
@@ -1727,12 +1511,7 @@ fn fill_sockets(hub: &Hub, reader: &mut Sse, n: u64) {
 
 /// A hub whose bounds never evict: only the stall timeout can.
 fn stall_hub(stall: Duration) -> Hub {
-    build(
-        Hub::builder()
-            .history(100_000, 1 << 30)
-            .backlog(100_000, 1 << 30)
-            .stall_timeout(stall),
-    )
+    build(Hub::builder().history(100_000, 1 << 30).backlog(100_000, 1 << 30).stall_timeout(stall))
 }
 
 #[test]
@@ -1746,9 +1525,7 @@ fn a_stalled_subscriber_is_evicted_after_the_stall_timeout() {
     // depends on the machine's speed; the slow reader below pins that a
     // socket making progress is not evicted.)
     fill_sockets(&hub, &mut reader, 1000);
-    wait_until_within(LONG_WAIT, "the stalled subscriber's eviction", || {
-        hub.stats().evicted == 1
-    });
+    wait_until_within(LONG_WAIT, "the stalled subscriber's eviction", || hub.stats().evicted == 1);
     wait_subscribers(&hub, 1);
     let got = only_events(stalled.until_eof());
     assert!(got.len() < 1000, "it got everything");
@@ -1777,11 +1554,7 @@ fn a_subscriber_that_reads_slowly_is_not_stalled() {
             taken += 1;
         }
     }
-    assert_eq!(
-        hub.stats().evicted,
-        0,
-        "a slow reader was taken for stalled"
-    );
+    assert_eq!(hub.stats().evicted, 0, "a slow reader was taken for stalled");
     // Then it reads everything: no eviction, nothing lost.
     let rest = slow.events((SENT - taken) as usize);
     assert_eq!(seq(&hub, &rest.last().unwrap().id), SENT);
@@ -1839,8 +1612,7 @@ fn stats_in_the_prometheus_text_format() {
     // It never reads: evicted once two events are waiting.
     let idle = hub.receiver(Subscription::new()).expect("subscribe");
     for id in ["a", "b", "c", "d", "e"] {
-        hub.publish(Event::new().data("x").id(id).unwrap())
-            .expect("publish");
+        hub.publish(Event::new().data("x").id(id).unwrap()).expect("publish");
     }
     wait_until_within(LONG_WAIT, "the eviction and the trimmed history", || {
         let stats = hub.stats();

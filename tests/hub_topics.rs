@@ -26,8 +26,7 @@ fn id(hub: &Hub, n: u64) -> String {
 
 fn publish_to(hub: &Hub, topic: &str, data: &str) {
     let topics: &[&str] = if topic.is_empty() { &[] } else { &[topic] };
-    hub.publish_to(topics, Event::new().data(data))
-        .expect("publish");
+    hub.publish_to(topics, Event::new().data(data)).expect("publish");
 }
 
 /// Waits until `published` events are published and the history holds
@@ -114,20 +113,10 @@ fn a_busy_topic_does_not_push_a_quiet_topics_resume_point_out() {
         if let Some(topic) = case.topic {
             subscription = subscription.topic(topic);
         }
-        assert_eq!(
-            replay_then_live(&hub, subscription),
-            case.expected,
-            "{}",
-            case.name
-        );
+        assert_eq!(replay_then_live(&hub, subscription), case.expected, "{}", case.name);
         let stats = hub.stats();
         let expected = if case.gap { (0, 1) } else { (1, 0) };
-        assert_eq!(
-            (stats.replay_hits, stats.replay_misses),
-            expected,
-            "{}",
-            case.name
-        );
+        assert_eq!((stats.replay_hits, stats.replay_misses), expected, "{}", case.name);
     }
 }
 
@@ -136,11 +125,7 @@ fn a_busy_topic_cannot_evict_a_quiet_topics_history() {
     // Total 10 events, 3 per topic: twenty for busy leave its newest 3 and
     // both of quiet's, and everyone's 2 (they count against the total).
     let hub = || {
-        let hub = build(
-            Hub::builder()
-                .history(10, 1 << 20)
-                .topic_history(3, 1 << 20),
-        );
+        let hub = build(Hub::builder().history(10, 1 << 20).topic_history(3, 1 << 20));
         publish_to(&hub, "quiet", "q1");
         publish_to(&hub, "", "all1");
         publish_to(&hub, "quiet", "q2");
@@ -165,9 +150,7 @@ fn a_busy_topic_cannot_evict_a_quiet_topics_history() {
     }
     // The quiet topic's client that saw q2 missed nothing.
     let hub = hub();
-    let quiet = Subscription::new()
-        .topic("quiet")
-        .last_event_id(Some(&id(&hub, 3)));
+    let quiet = Subscription::new().topic("quiet").last_event_id(Some(&id(&hub, 3)));
     assert_eq!(replay_then_live(&hub, quiet), ["all2", "live"]);
 }
 
@@ -177,9 +160,8 @@ fn topics_only_subscriptions_get_none_of_everyones_events() {
     publish_to(&hub, "", "before");
     publish_to(&hub, "a", "a1");
     wait_history(&hub, 2, 2);
-    let receiver = hub
-        .receiver(Subscription::new().topic("a").topics_only().recent(5))
-        .expect("subscribe");
+    let receiver =
+        hub.receiver(Subscription::new().topic("a").topics_only().recent(5)).expect("subscribe");
     for (topic, data) in [("", "all"), ("b", "b1"), ("a", "a2")] {
         publish_to(&hub, topic, data);
     }
@@ -192,12 +174,7 @@ fn topics_only_subscriptions_get_none_of_everyones_events() {
     }
     wait_history(&hub, 4, 2);
     let resumed = hub
-        .receiver(
-            Subscription::new()
-                .topic("a")
-                .topics_only()
-                .last_event_id(Some(&id(&hub, 1))),
-        )
+        .receiver(Subscription::new().topic("a").topics_only().last_event_id(Some(&id(&hub, 1))))
         .expect("subscribe");
     publish_to(&hub, "a", "a2");
     assert_eq!(data_of(&resumed), ["a2"]);
@@ -212,11 +189,7 @@ fn recent_replays_the_newest_wanted_events_then_live() {
     }
     // History: e1 (everyone), t2 (topic t), e3, t4, e5.
     let cases = [
-        Case {
-            name: "none by default",
-            subscription: Subscription::new,
-            expected: &["live"],
-        },
+        Case { name: "none by default", subscription: Subscription::new, expected: &["live"] },
         Case {
             name: "two",
             subscription: || Subscription::new().recent(2),
@@ -263,12 +236,8 @@ fn an_evicted_subscriber_resumes_although_its_topic_drops_events() {
             .backlog(1000, 1 << 30)
             .fanout_threads(1),
     );
-    let slow = hub
-        .receiver(Subscription::new().topic("t"))
-        .expect("subscribe");
-    let pace = hub
-        .receiver(Subscription::new().topic("t"))
-        .expect("subscribe");
+    let slow = hub.receiver(Subscription::new().topic("t")).expect("subscribe");
+    let pace = hub.receiver(Subscription::new().topic("t")).expect("subscribe");
     let mut published = 0;
     while hub.stats().evicted == 0 {
         published += 1;
@@ -282,11 +251,7 @@ fn an_evicted_subscriber_resumes_although_its_topic_drops_events() {
     let last = before.last().expect("some events reached it").id.clone();
     // It comes back at once, and the topic publishes on.
     let resumed = hub
-        .receiver(
-            Subscription::new()
-                .topic("t")
-                .last_event_id(Some(last.as_str())),
-        )
+        .receiver(Subscription::new().topic("t").last_event_id(Some(last.as_str())))
         .expect("subscribe");
     publish_to(&hub, "t", "live");
     let mut got: Vec<String> = before.into_iter().map(|e| e.data).collect();
@@ -365,17 +330,11 @@ fn the_log_hook_hears_evictions_drops_filter_panics_and_gaps() {
         for n in 0..3 {
             publish_to(&hub, "", &n.to_string());
         }
-        wait_until_within(LONG_WAIT, case.name, || {
-            kinds(&logged).len() >= case.expected.len()
-        });
+        wait_until_within(LONG_WAIT, case.name, || kinds(&logged).len() >= case.expected.len());
         std::thread::sleep(QUIET);
         assert_eq!(kinds(&logged), case.expected, "{}", case.name);
         let peers = logged.lock().unwrap_or_else(|e| e.into_inner());
-        assert!(
-            peers.iter().all(|(_, peer)| peer.is_none()),
-            "{}",
-            case.name
-        );
+        assert!(peers.iter().all(|(_, peer)| peer.is_none()), "{}", case.name);
         drop(receiver);
     }
 }

@@ -52,12 +52,8 @@ impl Notify {
 
     /// Sends `user` a notification as the admin; it must be accepted.
     fn send(&self, user: &str, text: &str) {
-        let reply = self.request(
-            "POST",
-            &format!("/notify?user={user}"),
-            &[ADMIN],
-            text.as_bytes(),
-        );
+        let reply =
+            self.request("POST", &format!("/notify?user={user}"), &[ADMIN], text.as_bytes());
         assert_eq!(reply.status, 204, "{reply:?}");
     }
 
@@ -116,20 +112,13 @@ fn a_stream_needs_a_token_or_a_session_and_gets_nothing_else() {
         assert!(kind.starts_with("text/plain"), "{name}: {}", reply.head);
         // No event-stream bytes: the body is the plain-text reason only.
         let body = reply.text();
-        assert!(
-            body.contains("Bearer") && !body.contains("data:"),
-            "{name}: {body}"
-        );
+        assert!(body.contains("Bearer") && !body.contains("data:"), "{name}: {body}");
     }
     // The admin has no stream of its own.
     assert_eq!(notify.get_events(&[ADMIN]).status, 403);
     // A wrong login gets no cookie.
     let wrong = notify.request("POST", "/login", &[], b"token-x");
-    assert_eq!(
-        (wrong.status, wrong.header("Set-Cookie")),
-        (401, None),
-        "{wrong:?}"
-    );
+    assert_eq!((wrong.status, wrong.header("Set-Cookie")), (401, None), "{wrong:?}");
     // Two logins are two different sessions.
     assert_ne!(notify.login("token-a"), cookie);
 
@@ -191,21 +180,9 @@ fn only_the_admin_notifies_and_only_known_users() {
     let too_large = "x".repeat(64 * 1024 + 1);
     let cases: [(&str, &str, Headers, &str, u16); 10] = [
         ("no credentials", "alice", vec![], "hi", 401),
-        (
-            "a wrong token",
-            "alice",
-            vec![("Authorization", "Bearer admin")],
-            "hi",
-            401,
-        ),
+        ("a wrong token", "alice", vec![("Authorization", "Bearer admin")], "hi", 401),
         ("a user's token", "alice", vec![ALICE], "hi", 403),
-        (
-            "a user's session",
-            "bob",
-            vec![("Cookie", &cookie)],
-            "hi",
-            403,
-        ),
+        ("a user's session", "bob", vec![("Cookie", &cookie)], "hi", 403),
         ("an unknown user", "carol", vec![ADMIN], "hi", 404),
         ("no user", "", vec![ADMIN], "hi", 404),
         ("an empty text", "alice", vec![ADMIN], "", 400),
@@ -247,15 +224,9 @@ fn cors_with_credentials_for_the_allowed_origin_only() {
     let stream = notify.events("/events", &[ALICE, origin]);
     assert_eq!(cors_headers(&stream.head), allowed);
     let login = notify.request("POST", "/login", &[origin], b"token-a");
-    assert_eq!(
-        (login.status, cors_headers(&login)),
-        (204, allowed.to_vec())
-    );
+    assert_eq!((login.status, cors_headers(&login)), (204, allowed.to_vec()));
     let refused = notify.get_events(&[origin]);
-    assert_eq!(
-        (refused.status, cors_headers(&refused)),
-        (401, allowed.to_vec())
-    );
+    assert_eq!((refused.status, cors_headers(&refused)), (401, allowed.to_vec()));
 
     // Other origins (another port is another origin) get no CORS header.
     for other in ["http://127.0.0.1:8", "http://evil.example", "null"] {
@@ -270,10 +241,7 @@ fn cors_with_credentials_for_the_allowed_origin_only() {
         let headers = [
             ("Origin", from),
             ("Access-Control-Request-Method", "GET"),
-            (
-                "Access-Control-Request-Headers",
-                "authorization,last-event-id",
-            ),
+            ("Access-Control-Request-Headers", "authorization,last-event-id"),
         ];
         notify.request("OPTIONS", "/events", &headers, b"")
     };
@@ -283,15 +251,9 @@ fn cors_with_credentials_for_the_allowed_origin_only() {
     assert_eq!(yes.header("Access-Control-Allow-Credentials"), Some("true"));
     let allow = yes.header("Access-Control-Allow-Headers").unwrap_or("");
     let allow = allow.to_ascii_lowercase();
-    assert!(
-        allow.contains("authorization") && allow.contains("last-event-id"),
-        "{allow}"
-    );
+    assert!(allow.contains("authorization") && allow.contains("last-event-id"), "{allow}");
     let no = preflight("http://evil.example");
-    assert_eq!(
-        (no.status, cors_headers(&no)),
-        (403, vec!["Vary: Origin".to_string()])
-    );
+    assert_eq!((no.status, cors_headers(&no)), (403, vec!["Vary: Origin".to_string()]));
 }
 
 #[test]

@@ -97,22 +97,14 @@ impl Case {
         };
         check(&[input], true, "whole");
         check(&input.chunks(1).collect::<Vec<_>>(), true, "byte by byte");
-        check(
-            &input.chunks(1).collect::<Vec<_>>(),
-            false,
-            "bytes, pulled at the end",
-        );
+        check(&input.chunks(1).collect::<Vec<_>>(), false, "bytes, pulled at the end");
         for i in 0..=input.len() {
             check(&[&input[..i], &input[i..]], true, "two chunks");
         }
         if input.len() <= 80 {
             for i in 0..=input.len() {
                 for j in i..=input.len() {
-                    check(
-                        &[&input[..i], &input[i..j], &input[j..]],
-                        true,
-                        "three chunks",
-                    );
+                    check(&[&input[..i], &input[i..j], &input[j..]], true, "three chunks");
                 }
             }
         }
@@ -324,20 +316,15 @@ fn cr_at_end_of_chunk_ends_the_line_at_once() {
     // No more input is needed to see the CR-ended empty line.
     assert_eq!(pull_all(&mut parser, &[b"data: x\r\r"]), [msg("x")]);
     // The LF that follows completes the CRLF: it is not another empty line.
-    assert_eq!(
-        pull_all(&mut parser, &[b"\ndata: y\r", b"\n", b"\r"]),
-        [msg("y")]
-    );
+    assert_eq!(pull_all(&mut parser, &[b"\ndata: y\r", b"\n", b"\r"]), [msg("y")]);
     assert_eq!(pull_all(&mut parser, &[b": c\r"]), [comment("c")]);
 }
 
 #[test]
 fn reset_rearms_bom_and_keeps_id_and_retry() {
     let mut parser = Parser::new();
-    let items = pull_all(
-        &mut parser,
-        &[b"\xEF\xBB\xBFid: 3\nretry: 10\ndata: a\n\nid: 4\ndata: b\r"],
-    );
+    let items =
+        pull_all(&mut parser, &[b"\xEF\xBB\xBFid: 3\nretry: 10\ndata: a\n\nid: 4\ndata: b\r"]);
     assert_eq!(items, [ev("message", "a", "3")]);
     parser.reset();
     // The pending event (with its id 4) and the CR are forgotten.
@@ -353,10 +340,7 @@ fn reset_rearms_bom_and_keeps_id_and_retry() {
 #[test]
 fn reset_forgets_pending_cr() {
     let mut parser = Parser::new();
-    assert_eq!(
-        pull_all(&mut parser, &[b"data: a\n\ndata: b\r"]),
-        [msg("a")]
-    );
+    assert_eq!(pull_all(&mut parser, &[b"data: a\n\ndata: b\r"]), [msg("a")]);
     parser.reset();
     // This LF is an empty line of the new stream, not the end of a CRLF.
     assert_eq!(pull_all(&mut parser, &[b"\ndata: c\n\n"]), [msg("c")]);
@@ -392,10 +376,7 @@ fn builder_defaults_and_traits() {
     assert_eq!(parser.get_last_event_id(), "");
     assert_eq!(parser.retry(), None);
     assert_eq!(parser.buffered(), 0);
-    let mut a = Parser::new()
-        .last_event_id("x")
-        .max_line_len(10)
-        .max_event_size(20);
+    let mut a = Parser::new().last_event_id("x").max_line_len(10).max_event_size(20);
     a.feed(b"data: 1\n");
     let mut b = a.clone();
     b.feed(b"\n");
@@ -446,10 +427,7 @@ fn errors_display() {
     let e = ParseError::LineTooLong { limit: 5 };
     assert_eq!(e.to_string(), "event stream line longer than 5 bytes");
     let e: Box<dyn std::error::Error> = Box::new(ParseError::EventTooLarge { limit: 6 });
-    assert_eq!(
-        e.to_string(),
-        "event larger than 6 bytes (data and event type)"
-    );
+    assert_eq!(e.to_string(), "event larger than 6 bytes (data and event type)");
 }
 
 #[test]
@@ -513,11 +491,7 @@ fn random_chunks<'a>(rng: &mut Rng, bytes: &'a [u8], max: usize) -> Vec<&'a [u8]
 /// The comment lines and the lines of data as a client sees them: CRLF and
 /// CR become LF.
 fn lines(text: &str) -> Vec<String> {
-    text.replace("\r\n", "\n")
-        .replace('\r', "\n")
-        .split('\n')
-        .map(String::from)
-        .collect()
+    text.replace("\r\n", "\n").replace('\r', "\n").split('\n').map(String::from).collect()
 }
 
 #[test]
@@ -606,9 +580,7 @@ fn random_bytes_never_panic_and_stay_bounded() {
         }
         let max_chunk = 1 + rng.below(16);
         let chunks = random_chunks(&mut rng, &input, max_chunk);
-        let mut parser = Parser::new()
-            .max_line_len(max_line)
-            .max_event_size(max_event);
+        let mut parser = Parser::new().max_line_len(max_line).max_event_size(max_event);
         let mut items = Vec::new();
         // Decoding can turn one invalid byte into the three of U+FFFD.
         let bound = max_line + max_event + 3;
@@ -624,9 +596,7 @@ fn random_bytes_never_panic_and_stay_bounded() {
         parser.finish();
         items.extend(parser.by_ref());
         // Same result as feeding the input whole.
-        let mut whole = Parser::new()
-            .max_line_len(max_line)
-            .max_event_size(max_event);
+        let mut whole = Parser::new().max_line_len(max_line).max_event_size(max_event);
         whole.feed(&input);
         whole.finish();
         let expected: Vec<_> = whole.by_ref().collect();

@@ -16,12 +16,7 @@ use stdsse::http::Status;
 use stdsse::redis::{parse_reply, Conn, RedisError, RedisUrl, Reply, ReplyLimits};
 use Reply::{Array, Bulk, Integer, Simple};
 
-const SMALL: ReplyLimits = ReplyLimits {
-    bulk: 8,
-    array: 4,
-    depth: 2,
-    total: 64,
-};
+const SMALL: ReplyLimits = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
 
 fn url(s: &str) -> RedisUrl {
     RedisUrl::parse(s).unwrap()
@@ -33,17 +28,11 @@ fn bulk(s: &str) -> Reply {
 
 #[test]
 fn replies_parse_whole_and_every_prefix_is_partial() {
-    let nested = Array(Some(vec![
-        Array(Some(vec![Integer(1), Bulk(None)])),
-        bulk("x"),
-    ]));
+    let nested = Array(Some(vec![Array(Some(vec![Integer(1), Bulk(None)])), bulk("x")]));
     let cases: Vec<(&[u8], Reply)> = vec![
         (b"+OK\r\n", Simple("OK".into())),
         (b"+\r\n", Simple(String::new())),
-        (
-            b"-ERR no such key\r\n",
-            Reply::Error("ERR no such key".into()),
-        ),
+        (b"-ERR no such key\r\n", Reply::Error("ERR no such key".into())),
         (b":-9223372036854775808\r\n", Integer(i64::MIN)),
         (b":9223372036854775807\r\n", Integer(i64::MAX)),
         (b"$0\r\n\r\n", bulk("")),
@@ -59,11 +48,7 @@ fn replies_parse_whole_and_every_prefix_is_partial() {
         let trailing = [input, b"+next\r\n"].concat();
         assert_eq!(parse_reply(&trailing, &SMALL), whole, "{input:?}");
         for cut in 0..input.len() {
-            assert_eq!(
-                parse_reply(&input[..cut], &SMALL),
-                Ok(Status::Partial),
-                "{input:?} {cut}"
-            );
+            assert_eq!(parse_reply(&input[..cut], &SMALL), Ok(Status::Partial), "{input:?} {cut}");
         }
         assert_eq!(stdsse::redis::fuzz_resp_reply(input), "complete");
     }
@@ -95,11 +80,7 @@ fn bad_or_oversized_replies_are_errors() {
         (&[b"*1\r\n", &long[..]].concat(), "reply too large"),
     ];
     for (input, why) in cases {
-        assert_eq!(
-            parse_reply(input, &SMALL),
-            Err(RedisError::Protocol(why)),
-            "{input:?}"
-        );
+        assert_eq!(parse_reply(input, &SMALL), Err(RedisError::Protocol(why)), "{input:?}");
     }
     let deep = b"*1\r\n".repeat(9);
     let too_deep = Err(RedisError::Protocol("arrays nested too deep"));
@@ -113,10 +94,7 @@ fn urls_parse_and_hide_the_password() {
         ("redis://h:7000/", Ok("redis://h:7000/0")),
         ("redis://:p%40ss@h:1/2", Ok("redis://:***@h:1/2")),
         ("redis://u%3A:p:w@@h:1", Ok("redis://u::***@h:1/0")),
-        (
-            "redis://u:@[::1]:7000/15",
-            Ok("redis://u:***@[::1]:7000/15"),
-        ),
+        ("redis://u:@[::1]:7000/15", Ok("redis://u:***@[::1]:7000/15")),
         ("redis://[::1]", Ok("redis://[::1]:6379/0")),
         ("http://h:1", Err("not redis://")),
         ("redis://h:x", Err("bad port")),
@@ -131,19 +109,12 @@ fn urls_parse_and_hide_the_password() {
     ];
     for (input, want) in cases {
         let want = want.map(str::to_string).map_err(RedisError::Url);
-        assert_eq!(
-            RedisUrl::parse(input).map(|u| u.to_string()),
-            want,
-            "{input}"
-        );
+        assert_eq!(RedisUrl::parse(input).map(|u| u.to_string()), want, "{input}");
     }
     let url = url("redis://alice:s3cret@h:1/2");
     assert_eq!(
         (format!("{url}"), format!("{url:?}")),
-        (
-            "redis://alice:***@h:1/2".into(),
-            "redis://alice:***@h:1/2".into()
-        )
+        ("redis://alice:***@h:1/2".into(), "redis://alice:***@h:1/2".into())
     );
 }
 
@@ -178,26 +149,15 @@ fn fake_redis() -> (u16, Heard) {
 #[test]
 fn auth_and_select_send_the_decoded_userinfo() {
     let (port, server) = fake_redis();
-    let conn = Conn::connect(
-        &url(&format!("redis://u%3A:p:w%40@127.0.0.1:{port}/2")),
-        common::WAIT,
-    );
+    let conn =
+        Conn::connect(&url(&format!("redis://u%3A:p:w%40@127.0.0.1:{port}/2")), common::WAIT);
     drop(conn.unwrap());
     let auth = Array(Some(vec![bulk("AUTH"), bulk("u:"), bulk("p:w@")]));
     let select = Array(Some(vec![bulk("SELECT"), bulk("2")]));
     assert_eq!(server.join().unwrap().1, vec![auth, select]);
     let (port, server) = fake_redis();
-    drop(
-        Conn::connect(
-            &url(&format!("redis://:only@127.0.0.1:{port}")),
-            common::WAIT,
-        )
-        .unwrap(),
-    );
-    assert_eq!(
-        server.join().unwrap().1,
-        vec![Array(Some(vec![bulk("AUTH"), bulk("only")]))]
-    );
+    drop(Conn::connect(&url(&format!("redis://:only@127.0.0.1:{port}")), common::WAIT).unwrap());
+    assert_eq!(server.join().unwrap().1, vec![Array(Some(vec![bulk("AUTH"), bulk("only")]))]);
 }
 
 #[test]
@@ -212,12 +172,7 @@ fn commands_are_arrays_of_bulk_strings_whatever_the_data() {
     let (bytes, commands) = server.join().unwrap();
     let want = b"*4\r\n$4\r\nXADD\r\n$1\r\ns\r\n$16\r\n\r\n*1\r\n$4\r\nQUIT\r\n\r\n$0\r\n\r\n";
     assert_eq!(bytes, want);
-    let one = Array(Some(vec![
-        bulk("XADD"),
-        bulk("s"),
-        Bulk(Some(data.to_vec())),
-        bulk(""),
-    ]));
+    let one = Array(Some(vec![bulk("XADD"), bulk("s"), Bulk(Some(data.to_vec())), bulk("")]));
     assert_eq!(commands, vec![one]);
 }
 
@@ -226,10 +181,8 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let started = Instant::now();
-    let silent = Conn::connect(
-        &url(&format!("redis://:pw@127.0.0.1:{port}")),
-        Duration::from_millis(200),
-    );
+    let silent =
+        Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), Duration::from_millis(200));
     assert_eq!(silent.unwrap_err(), RedisError::Timeout);
     assert!(started.elapsed() < common::WAIT);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -241,10 +194,7 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
         let _ = peer.read(&mut [0; 64]);
     });
     let closed = Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), common::WAIT);
-    assert_eq!(
-        closed.unwrap_err(),
-        RedisError::Io(std::io::ErrorKind::UnexpectedEof)
-    );
+    assert_eq!(closed.unwrap_err(), RedisError::Io(std::io::ErrorKind::UnexpectedEof));
     closer.join().unwrap();
 }
 
@@ -269,11 +219,7 @@ fn start_redis() -> Option<Redis> {
         println!("SKIP: redis-server is not on PATH");
         return None;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("stdsse-redis-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let child = Command::new("redis-server")
@@ -305,9 +251,7 @@ fn start_redis() -> Option<Redis> {
         .unwrap();
     let redis = Redis { child, dir, port };
     let ping = url(&format!("redis://:pa%3Ass%40@127.0.0.1:{port}"));
-    common::wait_until("redis-server to answer", || {
-        Conn::connect(&ping, common::WAIT).is_ok()
-    });
+    common::wait_until("redis-server to answer", || Conn::connect(&ping, common::WAIT).is_ok());
     Some(redis)
 }
 
@@ -322,24 +266,15 @@ fn auth_select_streams_and_a_pipeline_against_redis_server() {
         matches!(anonymous.call(&[b"PING"]), Err(RedisError::Server(e)) if e.starts_with("NOAUTH"))
     );
     let wrong = Conn::connect(&at(":guess@", 0), common::WAIT).unwrap_err();
-    assert!(
-        matches!(&wrong, RedisError::Server(e) if e.starts_with("WRONGPASS")),
-        "{wrong:?}"
-    );
+    assert!(matches!(&wrong, RedisError::Server(e) if e.starts_with("WRONGPASS")), "{wrong:?}");
     assert!(!wrong.to_string().contains("guess"));
     let mut default = Conn::connect(&at(":pa%3Ass%40@", 0), common::WAIT).unwrap();
     let mut alice = Conn::connect(&at("alice:wonder%20land@", 3), common::WAIT).unwrap();
     let whoami = |c: &mut Conn| c.call(&[b"ACL", b"WHOAMI"]).unwrap();
-    assert_eq!(
-        (whoami(&mut default), whoami(&mut alice)),
-        (bulk("default"), bulk("alice"))
-    );
+    assert_eq!((whoami(&mut default), whoami(&mut alice)), (bulk("default"), bulk("alice")));
 
     // SELECT: alice is in db 3, default in db 0.
-    assert_eq!(
-        alice.call(&[b"SET", b"k", b"in 3"]).unwrap(),
-        Reply::Simple("OK".into())
-    );
+    assert_eq!(alice.call(&[b"SET", b"k", b"in 3"]).unwrap(), Reply::Simple("OK".into()));
     assert_eq!(default.call(&[b"GET", b"k"]).unwrap(), Reply::Bulk(None));
 
     // Streams: XADD, XRANGE, XREAD BLOCK (an entry, then a timeout's nil).
@@ -351,13 +286,9 @@ fn auth_select_streams_and_a_pipeline_against_redis_server() {
         bulk(std::str::from_utf8(&id).unwrap()),
         Reply::Array(Some(vec![bulk("d"), Reply::Bulk(Some(data.to_vec()))])),
     ]));
-    let range = default
-        .call(&[b"XRANGE", b"s", b"-", b"+", b"COUNT", b"10"])
-        .unwrap();
+    let range = default.call(&[b"XRANGE", b"s", b"-", b"+", b"COUNT", b"10"]).unwrap();
     assert_eq!(range, Reply::Array(Some(vec![entry.clone()])));
-    let read = default
-        .call(&[b"XREAD", b"BLOCK", b"1000", b"STREAMS", b"s", b"0-0"])
-        .unwrap();
+    let read = default.call(&[b"XREAD", b"BLOCK", b"1000", b"STREAMS", b"s", b"0-0"]).unwrap();
     assert_eq!(
         read,
         Reply::Array(Some(vec![Reply::Array(Some(vec![
@@ -365,9 +296,7 @@ fn auth_select_streams_and_a_pipeline_against_redis_server() {
             Reply::Array(Some(vec![entry]))
         ]))]))
     );
-    let none = default
-        .call(&[b"XREAD", b"BLOCK", b"50", b"STREAMS", b"s", &id])
-        .unwrap();
+    let none = default.call(&[b"XREAD", b"BLOCK", b"50", b"STREAMS", b"s", &id]).unwrap();
     assert_eq!(none, Reply::Array(None));
 
     // A pipeline: 1,000 commands, one flush, 1,000 replies in order.

@@ -43,15 +43,11 @@ const SMALL: Limits = Limits {
 fn routes(s: &mut Server) {
     s.get("/", |_| Response::text(200, "hello"))
         .post("/echo", |req| {
-            Response::new(200)
-                .header("X-Method", req.method())
-                .body(req.body().to_vec())
+            Response::new(200).header("X-Method", req.method()).body(req.body().to_vec())
         })
         .get("/panic", |_| panic!("handler panic (the test expects it)"))
         .get("/files/exact", |_| Response::text(200, "exact"))
-        .route_prefix("GET", "/files/", |req| {
-            Response::text(200, format!("prefix {}", req.path()))
-        })
+        .route_prefix("GET", "/files/", |req| Response::text(200, format!("prefix {}", req.path())))
         .route_prefix("GET", "/files/deep/", |req| {
             Response::text(200, format!("deep {}", req.path()))
         })
@@ -168,11 +164,7 @@ fn every_status_from_a_real_request() {
         // The reason phrase is the standard one (the version is the
         // request's, or 1.1 when the request could not be parsed).
         let reason = stdsse::http::reason_phrase(status);
-        assert_eq!(
-            resp.status_line[8..],
-            format!(" {status} {reason}"),
-            "{name}"
-        );
+        assert_eq!(resp.status_line[8..], format!(" {status} {reason}"), "{name}");
         if status >= 400 && !matches!(status, 404 | 405) {
             // A bad request ends the connection, cleanly.
             assert_eq!(resp.header("Connection"), Some("close"), "{name}");
@@ -189,11 +181,7 @@ fn limits_at_and_past_the_boundary() {
     let server = small_server();
     let line = |len: usize| format!("{}\r\nHost: t\r\n\r\n", request_line(len)).into_bytes();
     let field = |len: usize| {
-        format!(
-            "GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
-            "v".repeat(len - 7)
-        )
-        .into_bytes()
+        format!("GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n", "v".repeat(len - 7)).into_bytes()
     };
     let fields = |n: usize| {
         let mut head = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
@@ -239,10 +227,7 @@ fn limits_at_and_past_the_boundary() {
         let resp = client.response();
         assert_eq!(resp.status, status, "{name}: {resp:?}");
         if status == 200 && request.starts_with(b"POST") {
-            assert_eq!(
-                resp.body,
-                vec![if name.contains("chunked") { b'c' } else { b'b' }; 16]
-            );
+            assert_eq!(resp.body, vec![if name.contains("chunked") { b'c' } else { b'b' }; 16]);
         }
         if status != 200 {
             assert_eq!(resp.header("Connection"), Some("close"), "{name}");
@@ -269,10 +254,7 @@ fn wrong_method_lists_allowed_methods() {
 fn head_deadline_stops_a_trickling_client() {
     let server = small_server();
     let mut client = server.client();
-    client
-        .stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+    client.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     client.send(b"GET / HTTP/1.1\r\nX-Slow: ");
     let deadline = Instant::now() + WAIT;
     let mut got = Vec::new();
@@ -296,10 +278,7 @@ fn head_deadline_stops_a_trickling_client() {
     }
     assert!(sent > 1, "the client trickled only {sent} bytes");
     let text = String::from_utf8_lossy(&got);
-    assert!(
-        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
     assert!(text.contains("Connection: close\r\n"), "{text}");
     server.assert_alive();
 }
@@ -337,10 +316,8 @@ fn early_answer_with_an_unread_body_closes_cleanly() {
     let body = vec![b'x'; 200_000];
     for (target, status) in [("/missing", 404), ("/", 405)] {
         let mut client = server.client();
-        let head = format!(
-            "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
+        let head =
+            format!("POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
         client.send(head.as_bytes());
         // The server may answer before it has all of it.
         let _ = client.try_send(&body);
@@ -353,11 +330,8 @@ fn early_answer_with_an_unread_body_closes_cleanly() {
     let mut client = server.client();
     let mut pipelined = get("/panic");
     pipelined.extend_from_slice(
-        format!(
-            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len())
+            .as_bytes(),
     );
     pipelined.extend_from_slice(&body);
     let _ = client.try_send(&pipelined);
@@ -381,13 +355,11 @@ fn handler_panic_is_isolated_and_counted() {
 fn max_connections_answers_503_then_recovers() {
     let server = TestServer::start(|s| {
         routes(s);
-        s.max_connections(2)
-            .keep_alive(Some(Duration::from_millis(100)))
-            .sse("/hold", |_req| {
-                Ok(Accept::new(move |stream| loop {
-                    stream.sleep(Duration::from_secs(30))?;
-                }))
-            });
+        s.max_connections(2).keep_alive(Some(Duration::from_millis(100))).sse("/hold", |_req| {
+            Ok(Accept::new(move |stream| loop {
+                stream.sleep(Duration::from_secs(30))?;
+            }))
+        });
     });
     let mut first = server.client();
     first.send(&get("/hold"));
@@ -395,9 +367,7 @@ fn max_connections_answers_503_then_recovers() {
     let mut second = server.client();
     second.send(&get("/hold"));
     assert_eq!(second.read_until(b"\r\n\r\n"), SSE_HEAD);
-    wait_until("two streams are open", || {
-        server.handle.stats().open_streams == 2
-    });
+    wait_until("two streams are open", || server.handle.stats().open_streams == 2);
     let stats = server.handle.stats();
     assert_eq!((stats.open_connections, stats.rejected), (2, 0));
 
@@ -416,9 +386,7 @@ fn max_connections_answers_503_then_recovers() {
 
     // One stream ends: new connections are served again.
     drop(first);
-    wait_until("the closed stream is noticed", || {
-        server.handle.stats().open_connections == 1
-    });
+    wait_until("the closed stream is noticed", || server.handle.stats().open_connections == 1);
     server.assert_alive();
     assert_eq!(server.handle.stats().rejected, 2);
     drop(second);
@@ -432,10 +400,7 @@ fn keep_log(s: &mut Server) -> Kept {
     let log: Arc<Mutex<Vec<_>>> = Arc::default();
     let kept = log.clone();
     s.log(move |e| {
-        assert!(
-            e.kind == LogKind::AcceptError || e.remote.is_some(),
-            "{e:?}"
-        );
+        assert!(e.kind == LogKind::AcceptError || e.remote.is_some(), "{e:?}");
         let entry = (e.kind, e.status, e.error.map(str::to_string));
         kept.lock().unwrap().push(entry);
     });
@@ -451,13 +416,9 @@ fn refusals_reasons_and_panics_reach_the_log() {
         routes(s);
         log = Some(keep_log(s));
         s.limits(SMALL)
-            .sse("/boom", |_req| {
-                panic!("sse handler panic (the test expects it)")
-            })
+            .sse("/boom", |_req| panic!("sse handler panic (the test expects it)"))
             .sse("/body-boom", |_req| {
-                Ok(Accept::new(|_stream| {
-                    panic!("body panic (the test expects it)")
-                }))
+                Ok(Accept::new(|_stream| panic!("body panic (the test expects it)")))
             });
     });
     let log = log.unwrap();
@@ -478,15 +439,9 @@ fn refusals_reasons_and_panics_reach_the_log() {
         let _ = client.try_send(request);
         let _ = client.read_to_close();
         let name = String::from_utf8_lossy(request);
-        wait_until(&format!("{name}: logged"), || {
-            log.lock().unwrap().iter().any(|e| e.0 == kind)
-        });
+        wait_until(&format!("{name}: logged"), || log.lock().unwrap().iter().any(|e| e.0 == kind));
         let logged = log.lock().unwrap().iter().find(|e| e.0 == kind).cloned();
-        assert_eq!(
-            logged,
-            Some((kind, status, Some(why.to_string()))),
-            "{name}"
-        );
+        assert_eq!(logged, Some((kind, status, Some(why.to_string()))), "{name}");
     }
     let stats = server.handle.stats();
     assert_eq!((stats.bad_requests, stats.panics), (4, 3));
@@ -499,9 +454,7 @@ fn refusals_reasons_and_panics_reach_the_log() {
     });
     let log = log.unwrap();
     let _held = full.client();
-    wait_until("the first connection is open", || {
-        full.handle.stats().open_connections == 1
-    });
+    wait_until("the first connection is open", || full.handle.stats().open_connections == 1);
     assert_eq!(full.client().response().status, 503);
     wait_until("the refusal is logged", || !log.lock().unwrap().is_empty());
     let logged = log.lock().unwrap()[0].clone();
@@ -527,24 +480,23 @@ fn accept_error_child() {
     std::process::exit(0);
 }
 
-/// Out of descriptors, `accept` fails: the error reaches the log, and so
-/// does the `503` sent with the spare descriptor.
+/// Runs the test `name` again in a child process whose soft descriptor limit
+/// is `limit` (`ulimit -n`), with `role` set so that it plays the child's
+/// part; returns it and its stdout, line by line.
 #[cfg(target_os = "linux")]
-#[test]
-fn accept_errors_reach_the_log() {
+fn limited_child(
+    limit: u32,
+    name: &str,
+    role: &str,
+) -> (std::process::Child, mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
-    use std::net::TcpStream;
     use std::process::{Command, Stdio};
-    const CHILD: &str = "STDSSE_TEST_ACCEPT_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        return accept_error_child();
-    }
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "accept_errors_reach_the_log", "--nocapture"])
-        .env(CHILD, "1")
+        .args(["--exact", name, "--nocapture"])
+        .env(role, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -556,15 +508,28 @@ fn accept_errors_reach_the_log() {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+/// Out of descriptors, `accept` fails: the error reaches the log, and so
+/// does the `503` sent with the spare descriptor.
+#[cfg(target_os = "linux")]
+#[test]
+fn accept_errors_reach_the_log() {
+    use std::net::TcpStream;
+    const CHILD: &str = "STDSSE_TEST_ACCEPT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return accept_error_child();
+    }
+    let (mut child, rx) = limited_child(64, "accept_errors_reach_the_log", CHILD);
     let addr = loop {
         let line = rx.recv_timeout(WAIT).expect("the child's address");
         if let Some(addr) = line.strip_prefix("ADDR ") {
             break addr.parse().unwrap();
         }
     };
-    let flood: Vec<TcpStream> = (0..100)
-        .filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok())
-        .collect();
+    let flood: Vec<TcpStream> =
+        (0..100).filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok()).collect();
     let (mut accept_error, mut rejected) = (false, false);
     while !(accept_error && rejected) {
         let line = rx.recv_timeout(WAIT).expect("more log lines");
@@ -629,9 +594,7 @@ fn closing_with_unread_bytes_loses_nothing() {
         let resp = client.response();
         assert_eq!((resp.status, resp.body.len()), (200, len), "{name}");
         assert!(resp.body.iter().all(|&b| b == b'x'), "{name}");
-        let rest = client
-            .read_to_close()
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let rest = client.read_to_close().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(rest.is_empty(), "{name}: {rest:?}");
     }
 }
@@ -651,11 +614,7 @@ fn content_length_zero_keeps_the_connection() {
             format!("POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes(),
         );
         let resp = client.response();
-        assert_eq!(
-            (resp.status, resp.header("Connection")),
-            (status, None),
-            "{target}"
-        );
+        assert_eq!((resp.status, resp.header("Connection")), (status, None), "{target}");
     }
     client.send(&get("/"));
     assert_eq!(client.response().status, 200);
@@ -683,16 +642,8 @@ fn descriptor_limit_child() {
 /// The soft limit on open files of this process (Linux).
 fn own_descriptor_limit() -> u64 {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    line[14..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or(u64::MAX)
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line[14..].split_whitespace().next().unwrap().parse().unwrap_or(u64::MAX)
 }
 
 /// A server under the common 1,024-descriptor soft limit, flooded past it:
@@ -703,9 +654,8 @@ fn own_descriptor_limit() -> u64 {
 #[cfg(target_os = "linux")]
 #[test]
 fn descriptor_limit_flood_is_answered() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
-    use std::process::{Command, Stdio};
     const CHILD: &str = "STDSSE_TEST_FD_CHILD";
     const FLOOD: usize = 1100;
     if std::env::var_os(CHILD).is_some() {
@@ -715,30 +665,13 @@ fn descriptor_limit_flood_is_answered() {
         eprintln!("skipped: this process may open too few files for the flood (ulimit -n)");
         return;
     }
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "descriptor_limit_flood_is_answered",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the child server");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if let Some(addrs) = line.strip_prefix("ADDRS ") {
-                let _ = tx.send(addrs.to_string());
-            }
+    let (mut child, rx) = limited_child(1024, "descriptor_limit_flood_is_answered", CHILD);
+    let addrs = loop {
+        let line = rx.recv_timeout(WAIT).expect("the child's addresses");
+        if let Some(addrs) = line.strip_prefix("ADDRS ") {
+            break addrs.to_string();
         }
-    });
-    let addrs = rx.recv_timeout(WAIT).expect("the child's addresses");
+    };
     let addrs: Vec<SocketAddr> = addrs.split(' ').map(|a| a.parse().unwrap()).collect();
     // One request with bounded waits; the status, or 0 for no answer.
     let probe = |addr: SocketAddr, within: Duration| -> u16 {
@@ -756,30 +689,19 @@ fn descriptor_limit_flood_is_answered() {
         }
         status
     };
-    for (name, &addr) in ["default max_connections", "max_connections above the limit"]
-        .iter()
-        .zip(&addrs)
+    for (name, &addr) in
+        ["default max_connections", "max_connections above the limit"].iter().zip(&addrs)
     {
-        let flood: Vec<TcpStream> = (0..FLOOD)
-            .filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok())
-            .collect();
-        assert_eq!(
-            probe(addr, Duration::from_secs(2)),
-            503,
-            "{name}: past the flood"
-        );
+        let flood: Vec<TcpStream> =
+            (0..FLOOD).filter_map(|_| TcpStream::connect_timeout(&addr, WAIT).ok()).collect();
+        assert_eq!(probe(addr, Duration::from_secs(2)), 503, "{name}: past the flood");
         drop(flood);
         let stopped = Instant::now();
         let mut status = 0;
         while status != 200 && stopped.elapsed() < Duration::from_secs(1) {
             status = probe(addr, Duration::from_secs(1));
         }
-        assert_eq!(
-            status,
-            200,
-            "{name}: after the flood ({:?})",
-            stopped.elapsed()
-        );
+        assert_eq!(status, 200, "{name}: after the flood ({:?})", stopped.elapsed());
     }
     drop(child.stdin.take());
     let _ = child.kill();
@@ -848,9 +770,7 @@ fn idle_persistent_connection_is_closed() {
     assert_eq!(client.response().status, 200);
     // No 408 for a connection idle between requests: just a close.
     client.assert_closed();
-    wait_until("the connection is gone", || {
-        server.handle.stats().open_connections == 0
-    });
+    wait_until("the connection is gone", || server.handle.stats().open_connections == 0);
 }
 
 #[test]
@@ -876,11 +796,8 @@ fn bodies_reach_the_handler_intact() {
     let mut client = server.client();
     let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     client.send(
-        format!(
-            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len())
+            .as_bytes(),
     );
     for part in body.chunks(7_000) {
         client.send(part);
@@ -915,20 +832,14 @@ fn expect_100_continue_gets_an_interim_response() {
         b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
     );
     // The body is sent only after the interim answer.
-    assert_eq!(
-        client.read_until(b"\r\n\r\n"),
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-    );
+    assert_eq!(client.read_until(b"\r\n\r\n"), b"HTTP/1.1 100 Continue\r\n\r\n");
     client.send(b"hello");
     let resp = client.response();
     assert_eq!((resp.status, resp.body_str()), (200, "hello"));
 
     // Chunked as well.
     client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n");
-    assert_eq!(
-        client.read_until(b"\r\n\r\n"),
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-    );
+    assert_eq!(client.read_until(b"\r\n\r\n"), b"HTTP/1.1 100 Continue\r\n\r\n");
     client.send(b"3\r\nabc\r\n0\r\n\r\n");
     assert_eq!(client.response().body_str(), "abc");
 
@@ -952,10 +863,7 @@ fn head_on_a_get_route_has_no_body() {
     let head = client.head();
     assert_eq!(head.status, 200);
     assert_eq!(head.header("Content-Length"), Some("5"));
-    assert_eq!(
-        head.header("Content-Type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(head.header("Content-Type"), Some("text/plain; charset=utf-8"));
     // The next bytes are the next response: no body was sent.
     let next = client.response();
     assert_eq!((next.status, next.body_str()), (200, "exact"));
@@ -972,10 +880,7 @@ fn options_is_answered_with_allow() {
     assert_eq!(resp.header("Allow"), Some("GET, HEAD, OPTIONS"));
     let resp = server.request(b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(resp.status, 204);
-    assert_eq!(
-        resp.header("Allow"),
-        Some("DELETE, GET, HEAD, OPTIONS, POST, PUT")
-    );
+    assert_eq!(resp.header("Allow"), Some("DELETE, GET, HEAD, OPTIONS, POST, PUT"));
     let resp = server.request(b"OPTIONS /missing HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(resp.status, 404);
 }
@@ -1040,17 +945,9 @@ fn handlers_refuse_with_any_response() {
         let method = if target == "/private" { "POST" } else { "GET" };
         client.send(format!("{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
         let resp = client.response();
-        assert_eq!(
-            (resp.status, resp.body_str()),
-            (401, "who are you?"),
-            "{target}"
-        );
+        assert_eq!((resp.status, resp.body_str()), (401, "who are you?"), "{target}");
         assert_eq!(resp.header("WWW-Authenticate"), Some("Bearer"), "{target}");
-        assert_eq!(
-            resp.header("Connection"),
-            None,
-            "{target}: the connection stays"
-        );
+        assert_eq!(resp.header("Connection"), None, "{target}: the connection stays");
         client.send(&get("/"));
         assert_eq!(client.response().status, 200, "{target}");
     }
@@ -1105,26 +1002,14 @@ fn invalid_accept_headers_answer_500() {
         log.lock().unwrap().clear();
         let mut client = server.client();
         client.send(&get(&format!("/h?{query}")));
-        let resp = if status == 200 {
-            client.stream_head()
-        } else {
-            client.response()
-        };
+        let resp = if status == 200 { client.stream_head() } else { client.response() };
         assert_eq!(resp.status, status, "{query}");
         if status == 500 {
             assert_eq!(resp.body_str(), why.unwrap(), "{query}");
             assert!(resp.header("Set-Cookie").is_none());
         }
-        wait_until("the log entry", || {
-            log.lock().unwrap().iter().any(|e| e.0 == LogKind::Request)
-        });
-        let logged = log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|e| e.0 == LogKind::Request)
-            .cloned()
-            .unwrap();
+        wait_until("the log entry", || log.lock().unwrap().iter().any(|e| e.0 == LogKind::Request));
+        let logged = log.lock().unwrap().iter().find(|e| e.0 == LogKind::Request).cloned().unwrap();
         let why = why.map(str::to_string);
         assert_eq!(logged, (LogKind::Request, status, why), "{query}");
     }
@@ -1134,21 +1019,17 @@ fn invalid_accept_headers_answer_500() {
 fn cors_headers_and_preflight() {
     let server = TestServer::start(|s| {
         routes(s);
-        s.cors(Cors::origins(["https://ok.example"]))
-            .sse("/events", |_req| {
-                Ok(Accept::new(move |mut stream| {
-                    stream.send(&Event::new().data("x"))?;
-                    Ok(())
-                }))
-            });
+        s.cors(Cors::origins(["https://ok.example"])).sse("/events", |_req| {
+            Ok(Accept::new(move |mut stream| {
+                stream.send(&Event::new().data("x"))?;
+                Ok(())
+            }))
+        });
     });
     // Allowed origin: echoed once, with Vary.
     let resp = server.request(b"GET / HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\r\n");
     assert_eq!(resp.status, 200);
-    assert_eq!(
-        resp.header_all("Access-Control-Allow-Origin"),
-        ["https://ok.example"]
-    );
+    assert_eq!(resp.header_all("Access-Control-Allow-Origin"), ["https://ok.example"]);
     assert_eq!(resp.header_all("Vary"), ["Origin"]);
 
     // Other origin: no permission, still Vary.
@@ -1163,18 +1044,12 @@ fn cors_headers_and_preflight() {
           Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\n\r\n",
     );
     assert_eq!(resp.status, 204);
-    assert_eq!(
-        resp.header_all("Access-Control-Allow-Origin"),
-        ["https://ok.example"]
-    );
+    assert_eq!(resp.header_all("Access-Control-Allow-Origin"), ["https://ok.example"]);
     assert_eq!(resp.header_all("Vary"), ["Origin"]);
     let methods = resp.header("Access-Control-Allow-Methods").unwrap();
     assert!(methods.split(", ").any(|m| m == "GET"), "{methods}");
     let headers = resp.header("Access-Control-Allow-Headers").unwrap();
-    assert!(
-        headers.split(", ").any(|h| h == "Last-Event-ID"),
-        "{headers}"
-    );
+    assert!(headers.split(", ").any(|h| h == "Last-Event-ID"), "{headers}");
     assert_eq!(resp.header("Access-Control-Max-Age"), Some("600"));
 
     // Preflight from another origin.
@@ -1190,10 +1065,7 @@ fn cors_headers_and_preflight() {
     client.send(b"GET /events HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\r\n");
     let head = client.stream_head();
     assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
-    assert_eq!(
-        head.header_all("Access-Control-Allow-Origin"),
-        ["https://ok.example"]
-    );
+    assert_eq!(head.header_all("Access-Control-Allow-Origin"), ["https://ok.example"]);
     assert_eq!(client.read_to_end(), b"data: x\n\n");
 }
 
@@ -1242,11 +1114,7 @@ fn cors_credentials_table() {
     for &(name, server, request, origin, status, expected) in table {
         let mut client = server.client();
         client.send(request.replace("ORIGIN", origin).as_bytes());
-        let resp = if request == STREAM {
-            client.stream_head()
-        } else {
-            client.response()
-        };
+        let resp = if request == STREAM { client.stream_head() } else { client.response() };
         assert_eq!(resp.status, status, "{name}");
         let cors: Vec<_> = resp
             .headers
@@ -1257,11 +1125,7 @@ fn cors_credentials_table() {
             assert!(cors.is_empty(), "{name}: {cors:?}");
             continue;
         };
-        assert_eq!(
-            resp.header_all("Access-Control-Allow-Origin"),
-            [allow_origin],
-            "{name}"
-        );
+        assert_eq!(resp.header_all("Access-Control-Allow-Origin"), [allow_origin], "{name}");
         let got: Vec<&str> = resp.header_all("Access-Control-Allow-Credentials");
         assert_eq!(got, credentials.into_iter().collect::<Vec<_>>(), "{name}");
         assert_eq!(resp.header_all("Vary"), ["Origin"], "{name}");
@@ -1292,10 +1156,7 @@ fn no_cors_headers_without_cors() {
         b"OPTIONS / HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n\
           Access-Control-Request-Method: GET\r\n\r\n",
     );
-    assert_eq!(
-        (resp.status, resp.header("Allow")),
-        (204, Some("GET, HEAD, OPTIONS"))
-    );
+    assert_eq!((resp.status, resp.header("Allow")), (204, Some("GET, HEAD, OPTIONS")));
     assert_eq!(resp.header("Access-Control-Allow-Origin"), None);
 }
 
@@ -1334,25 +1195,18 @@ fn access_log_once_per_request_and_stream_end() {
                     Ok(())
                 }))
             })
-            .sse("/fails", |_req| {
-                Ok(Accept::new(move |_stream| Err("handler gave up".into())))
-            });
+            .sse("/fails", |_req| Ok(Accept::new(move |_stream| Err("handler gave up".into()))));
         }
     });
     let entries = |n: usize| {
-        wait_until(&format!("{n} log entries"), || {
-            log.lock().unwrap().len() >= n
-        });
+        wait_until(&format!("{n} log entries"), || log.lock().unwrap().len() >= n);
         std::mem::take(&mut *log.lock().unwrap())
     };
 
     let resp = server.request(b"GET /files/x?q=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     let e = entries(1);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!(
-        (e[0].method.as_str(), e[0].path.as_str(), e[0].status),
-        ("GET", "/files/x", 200)
-    );
+    assert_eq!((e[0].method.as_str(), e[0].path.as_str(), e[0].status), ("GET", "/files/x", 200));
     assert_eq!(e[0].kind, LogKind::Request);
     assert!(e[0].bytes > resp.body.len() as u64, "{e:?}");
 
@@ -1361,20 +1215,10 @@ fn access_log_once_per_request_and_stream_end() {
     let all = client.read_to_end();
     let e = entries(2);
     assert_eq!(e.len(), 2, "{e:?}");
-    assert_eq!(
-        (e[0].path.as_str(), e[0].status, e[0].kind),
-        ("/events", 200, LogKind::Request)
-    );
+    assert_eq!((e[0].path.as_str(), e[0].status, e[0].kind), ("/events", 200, LogKind::Request));
     assert_eq!(e[0].bytes, SSE_HEAD.len() as u64);
-    assert_eq!(
-        (e[1].path.as_str(), e[1].status, e[1].kind),
-        ("/events", 200, LogKind::StreamEnd)
-    );
-    assert_eq!(
-        e[1].bytes,
-        all.len() as u64,
-        "the stream entry counts every byte"
-    );
+    assert_eq!((e[1].path.as_str(), e[1].status, e[1].kind), ("/events", 200, LogKind::StreamEnd));
+    assert_eq!(e[1].bytes, all.len() as u64, "the stream entry counts every byte");
     assert_eq!(e[1].error, None);
 
     server.client().send(&get("/fails"));
@@ -1385,10 +1229,7 @@ fn access_log_once_per_request_and_stream_end() {
     let resp = server.request(b"GET / HTTP/1.1\r\n\r\n");
     assert_eq!(resp.status, 400);
     let e = entries(1);
-    assert_eq!(
-        (e[0].method.as_str(), e[0].path.as_str(), e[0].status),
-        ("-", "-", 400)
-    );
+    assert_eq!((e[0].method.as_str(), e[0].path.as_str(), e[0].status), ("-", "-", 400));
     assert!(e[0].bytes > 0);
     thread::sleep(Duration::from_millis(20));
     assert!(log.lock().unwrap().is_empty(), "one entry per request");
@@ -1404,14 +1245,9 @@ fn stats_follow_requests_and_connections() {
     client.send(&get("/missing"));
     client.response();
     let stats = server.handle.stats();
-    assert_eq!(
-        (stats.requests, stats.open_connections, stats.open_streams),
-        (2, 1, 0)
-    );
+    assert_eq!((stats.requests, stats.open_connections, stats.open_streams), (2, 1, 0));
     drop(client);
-    wait_until("the connection closed", || {
-        server.handle.stats().open_connections == 0
-    });
+    wait_until("the connection closed", || server.handle.stats().open_connections == 0);
     server.request(b"GET / HTTP/1.1\r\n\r\n"); // 400 counts as a request
     let stats = server.handle.stats();
     assert_eq!((stats.requests, stats.rejected, stats.panics), (3, 0, 0));
@@ -1422,12 +1258,7 @@ fn stats_follow_requests_and_connections() {
 fn stats_to_prometheus_exact_text() {
     let mut stats = stdsse::server::Stats::default();
     (stats.open_connections, stats.open_streams, stats.requests) = (3, 2, 10);
-    (
-        stats.rejected,
-        stats.panics,
-        stats.bad_requests,
-        stats.accept_errors,
-    ) = (1, 0, 4, 5);
+    (stats.rejected, stats.panics, stats.bad_requests, stats.accept_errors) = (1, 0, 4, 5);
     let expected = "\
 # HELP stdsse_server_connections_open Connections open now.
 # TYPE stdsse_server_connections_open gauge
@@ -1497,10 +1328,8 @@ fn stream_head_first_bytes_and_last_event_id() {
                 }))
             });
     });
-    let mut client = open_stream(
-        &server,
-        b"GET /events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: evt-41\r\n\r\n",
-    );
+    let mut client =
+        open_stream(&server, b"GET /events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: evt-41\r\n\r\n");
     // The comment and the retry hint are lines of the first event's block
     // (an empty line after them would dispatch nothing).
     assert_eq!(
@@ -1545,10 +1374,7 @@ fn events_arrive_while_the_stream_is_open() {
     let mut client = open_stream(&server, &get("/events"));
     for n in 0..3 {
         rx.recv_timeout(WAIT).expect("the handler sent");
-        assert_eq!(
-            client.read_until(b"\n\n"),
-            format!("data: tick {n}\n\n").as_bytes()
-        );
+        assert_eq!(client.read_until(b"\n\n"), format!("data: tick {n}\n\n").as_bytes());
         go_tx.send(()).unwrap();
     }
     client.assert_closed();
@@ -1557,19 +1383,18 @@ fn events_arrive_while_the_stream_is_open() {
 #[test]
 fn keep_alive_comment_when_idle_and_delayed_by_events() {
     let server = TestServer::start(|s| {
-        s.keep_alive(Some(Duration::from_millis(250)))
-            .sse("/events", |_req| {
-                Ok(Accept::new(move |mut stream| {
-                    // Events every 25 ms for half a second: no keep-alive is due.
-                    for n in 0..20 {
-                        stream.send(&Event::new().data(n.to_string()))?;
-                        stream.sleep(Duration::from_millis(25))?;
-                    }
-                    // Then idle.
-                    stream.sleep(Duration::from_secs(30))?;
-                    Ok(())
-                }))
-            });
+        s.keep_alive(Some(Duration::from_millis(250))).sse("/events", |_req| {
+            Ok(Accept::new(move |mut stream| {
+                // Events every 25 ms for half a second: no keep-alive is due.
+                for n in 0..20 {
+                    stream.send(&Event::new().data(n.to_string()))?;
+                    stream.sleep(Duration::from_millis(25))?;
+                }
+                // Then idle.
+                stream.sleep(Duration::from_secs(30))?;
+                Ok(())
+            }))
+        });
     });
     let mut client = open_stream(&server, &get("/events"));
     let events = client.read_until(b"data: 19\n\n");
@@ -1595,18 +1420,13 @@ fn disconnect_is_noticed_while_the_handler_sleeps() {
             let tx = tx.clone();
             Ok(Accept::new(move |stream| {
                 let slept = stream.sleep(Duration::from_secs(60));
-                tx.lock()
-                    .unwrap()
-                    .send((slept, stream.is_closed()))
-                    .unwrap();
+                tx.lock().unwrap().send((slept, stream.is_closed())).unwrap();
                 Ok(())
             }))
         });
     });
     let client = open_stream(&server, &get("/sleep"));
-    wait_until("the stream is open", || {
-        server.handle.stats().open_streams == 1
-    });
+    wait_until("the stream is open", || server.handle.stats().open_streams == 1);
     drop(client);
     let (slept, closed) = rx.recv_timeout(WAIT).expect("sleep returned");
     assert!(slept.is_err(), "sleep returned Ok after the client left");
@@ -1637,9 +1457,7 @@ fn is_closed_notices_a_disconnect_without_sending() {
     let client = open_stream(&server, &get("/poll"));
     drop(client);
     assert_eq!(rx.recv_timeout(WAIT * 2).expect("is_closed became true"), 0);
-    wait_until("the stream is gone", || {
-        server.handle.stats().open_streams == 0
-    });
+    wait_until("the stream is gone", || server.handle.stats().open_streams == 0);
 }
 
 #[test]
@@ -1647,34 +1465,28 @@ fn a_client_that_never_reads_cannot_pin_the_handler() {
     let (tx, rx) = reporter::<(usize, Option<std::io::ErrorKind>)>();
     let server = TestServer::start(move |s| {
         routes(s);
-        s.write_timeout(Duration::from_millis(200))
-            .sse("/flood", move |_req| {
-                let tx = tx.clone();
-                Ok(Accept::new(move |mut stream| {
-                    let big = Event::new().data("x".repeat(64 * 1024));
-                    for n in 0..100_000 {
-                        if let Err(e) = stream.send(&big) {
-                            tx.lock().unwrap().send((n, e.io_kind())).unwrap();
-                            return Err(e.into());
-                        }
+        s.write_timeout(Duration::from_millis(200)).sse("/flood", move |_req| {
+            let tx = tx.clone();
+            Ok(Accept::new(move |mut stream| {
+                let big = Event::new().data("x".repeat(64 * 1024));
+                for n in 0..100_000 {
+                    if let Err(e) = stream.send(&big) {
+                        tx.lock().unwrap().send((n, e.io_kind())).unwrap();
+                        return Err(e.into());
                     }
-                    Ok(())
-                }))
-            });
+                }
+                Ok(())
+            }))
+        });
     });
     let client = open_stream(&server, &get("/flood"));
     let (sent, kind) = rx.recv_timeout(WAIT * 2).expect("the send timed out");
     assert!(sent > 0);
     assert!(
-        matches!(
-            kind,
-            Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
-        ),
+        matches!(kind, Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
         "{kind:?}"
     );
-    wait_until("the stream is gone", || {
-        server.handle.stats().open_streams == 0
-    });
+    wait_until("the stream is gone", || server.handle.stats().open_streams == 0);
     drop(client);
     server.assert_alive();
 }
@@ -1695,15 +1507,9 @@ fn stream_handler_panic_after_the_head() {
     // without the last chunk: the client sees a broken body, not an end.
     let body = client.read_to_close().expect("closed, not reset");
     assert_eq!(String::from_utf8_lossy(&body), "data: before\n\n");
-    assert_eq!(
-        client.last_chunk_seen(),
-        Some(false),
-        "a panic must not end the body cleanly"
-    );
+    assert_eq!(client.last_chunk_seen(), Some(false), "a panic must not end the body cleanly");
     wait_until("the panic is counted", || server.handle.stats().panics == 1);
-    wait_until("the stream is gone", || {
-        server.handle.stats().open_streams == 0
-    });
+    wait_until("the stream is gone", || server.handle.stats().open_streams == 0);
     server.assert_alive();
 }
 
@@ -1726,17 +1532,11 @@ fn post_stream_reads_the_body_first() {
 
     let mut client = server.client();
     client.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
-    assert_eq!(
-        client.read_until(b"\r\n\r\n"),
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-    );
+    assert_eq!(client.read_until(b"\r\n\r\n"), b"HTTP/1.1 100 Continue\r\n\r\n");
     client.send(b"4\r\nline\r\n6\r\n\nbreak\r\n0\r\n\r\n");
     assert_eq!(client.read_until(b"\r\n\r\n"), SSE_HEAD);
     client.decode_chunked();
-    assert_eq!(
-        client.read_to_end(),
-        b"event: got\ndata: line\ndata: break\n\n"
-    );
+    assert_eq!(client.read_to_end(), b"event: got\ndata: line\ndata: break\n\n");
 }
 
 #[test]
@@ -1754,10 +1554,7 @@ fn stream_moved_to_another_thread_stays_open() {
                         return;
                     }
                     for n in 0..3 {
-                        if stream
-                            .send(&Event::new().data(format!("from thread {n}")))
-                            .is_err()
-                        {
+                        if stream.send(&Event::new().data(format!("from thread {n}"))).is_err() {
                             return;
                         }
                     }
@@ -1769,15 +1566,11 @@ fn stream_moved_to_another_thread_stays_open() {
         });
     });
     let mut client = open_stream(&server, &get("/moved"));
-    returned_rx
-        .recv_timeout(WAIT)
-        .expect("the handler returned");
+    returned_rx.recv_timeout(WAIT).expect("the handler returned");
     let stats = server.handle.stats();
     assert_eq!((stats.open_streams, stats.open_connections), (1, 1));
     go_tx.send(()).unwrap();
-    let expected: String = (0..3)
-        .map(|n| format!("data: from thread {n}\n\n"))
-        .collect();
+    let expected: String = (0..3).map(|n| format!("data: from thread {n}\n\n")).collect();
     assert_eq!(String::from_utf8_lossy(&client.read_to_end()), expected);
     wait_until("the stream is gone", || {
         let stats = server.handle.stats();
@@ -1839,10 +1632,7 @@ fn http11_stream_is_chunked_one_chunk_per_event() {
     let mut client = open_raw_stream(&server, &get("/framed"));
     // The first bytes are one chunk, and so is each event.
     let first = chunk(": connected\nretry: 2500\n");
-    assert_eq!(
-        String::from_utf8_lossy(&client.read_exact(first.len())),
-        first
-    );
+    assert_eq!(String::from_utf8_lossy(&client.read_exact(first.len())), first);
     after_keep_alives(&mut client, "2\r\n:\n\r\n", &chunk("id: 1\ndata: A\n\n"));
     // An idle stream: each keep-alive comment is a chunk of its own.
     for _ in 0..2 {
@@ -1871,10 +1661,7 @@ fn http10_stream_is_close_delimited() {
         "no Transfer-Encoding for HTTP/1.0"
     );
     let first = ": connected\nretry: 2500\n";
-    assert_eq!(
-        String::from_utf8_lossy(&client.read_exact(first.len())),
-        first
-    );
+    assert_eq!(String::from_utf8_lossy(&client.read_exact(first.len())), first);
     after_keep_alives(&mut client, ":\n", "id: 1\ndata: A\n\n");
     for _ in 0..2 {
         assert_eq!(client.read_exact(2), b":\n");
@@ -1883,9 +1670,7 @@ fn http10_stream_is_close_delimited() {
     let body = String::from_utf8(client.read_to_end()).unwrap();
     let b_event = format!("event: b\ndata: {}\n\n", FRAMED_B.replace('\n', "\ndata: "));
     // Keep-alives may come until B; after it, nothing but the close.
-    let keep_alives = body
-        .strip_suffix(&b_event)
-        .unwrap_or_else(|| panic!("{body:?}"));
+    let keep_alives = body.strip_suffix(&b_event).unwrap_or_else(|| panic!("{body:?}"));
     assert_eq!(keep_alives.replace(":\n", ""), "", "{body:?}");
 }
 
@@ -1913,11 +1698,7 @@ fn handler_end_and_errors_end_the_chunked_body() {
         ("/fails", "9\r\ndata: x\n\n\r\n0\r\n\r\n"),
     ] {
         let mut client = open_raw_stream(&server, &get(path));
-        assert_eq!(
-            String::from_utf8_lossy(&client.read_to_end()),
-            body,
-            "{path}"
-        );
+        assert_eq!(String::from_utf8_lossy(&client.read_to_end()), body, "{path}");
     }
 }
 
@@ -1935,9 +1716,7 @@ fn graceful_shutdown_ends_streams_and_idle_connections() {
         move |s| {
             routes(s);
             s.shutdown_timeout(Duration::from_secs(3))
-                .shutdown_event(Some(
-                    Event::new().event("bye").unwrap().data("server stopping"),
-                ))
+                .shutdown_event(Some(Event::new().event("bye").unwrap().data("server stopping")))
                 .shutdown_retry(Duration::from_millis(1000), Duration::from_millis(500))
                 .sse("/sleep", move |_req| {
                     let (started_streams, ended_cleanly) =
@@ -1952,30 +1731,19 @@ fn graceful_shutdown_ends_streams_and_idle_connections() {
                 });
         }
     });
-    let mut streams: Vec<Client> = (0..2)
-        .map(|_| open_stream(&server, &get("/sleep")))
-        .collect();
+    let mut streams: Vec<Client> = (0..2).map(|_| open_stream(&server, &get("/sleep"))).collect();
     let mut idle = server.client();
     idle.send(&get("/"));
     assert_eq!(idle.response().status, 200);
-    wait_until("both handlers run", || {
-        started_streams.load(Ordering::SeqCst) == 2
-    });
+    wait_until("both handlers run", || started_streams.load(Ordering::SeqCst) == 2);
     assert_eq!(server.handle.stats().open_connections, 3);
 
     let handle = server.handle.clone();
     server.stop(); // bounded: fails if run() does not return
     let stats = handle.stats();
-    assert_eq!(
-        (stats.open_connections, stats.open_streams),
-        (0, 0),
-        "{stats:?}"
-    );
+    assert_eq!((stats.open_connections, stats.open_streams), (0, 0), "{stats:?}");
     assert!(handle.is_shutting_down());
-    assert!(
-        ended_cleanly.load(Ordering::SeqCst),
-        "a sleep was not interrupted"
-    );
+    assert!(ended_cleanly.load(Ordering::SeqCst), "a sleep was not interrupted");
 
     let mut retries = Vec::new();
     for client in &mut streams {
@@ -1985,10 +1753,7 @@ fn graceful_shutdown_ends_streams_and_idle_connections() {
             .and_then(|r| r.strip_suffix('\n'))
             .unwrap_or_else(|| panic!("unexpected goodbye: {rest:?}"));
         let retry: u64 = retry.parse().unwrap();
-        assert!(
-            (1000..=1500).contains(&retry),
-            "retry {retry} outside 1000..=1500"
-        );
+        assert!((1000..=1500).contains(&retry), "retry {retry} outside 1000..=1500");
         retries.push(retry);
     }
     idle.assert_closed();
@@ -2013,15 +1778,10 @@ fn graceful_shutdown_sends_the_goodbye_in_chunks_then_the_last_chunk() {
     let mut http10 = server.client();
     http10.send(b"GET /sleep HTTP/1.0\r\n\r\n");
     assert_eq!(http10.read_until(b"\r\n\r\n"), SSE_HEAD_10);
-    wait_until("both streams are open", || {
-        server.handle.stats().open_streams == 2
-    });
+    wait_until("both streams are open", || server.handle.stats().open_streams == 2);
     server.stop();
     let goodbye = "event: bye\ndata: stopping\n\nretry: 1000\n";
-    assert_eq!(
-        String::from_utf8_lossy(&http11.read_to_end()),
-        chunk(goodbye) + "0\r\n\r\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&http11.read_to_end()), chunk(goodbye) + "0\r\n\r\n");
     assert_eq!(String::from_utf8_lossy(&http10.read_to_end()), goodbye);
 }
 
@@ -2070,13 +1830,7 @@ const JUNK: &[&[u8]] = &[
 fn random_bytes(rng: &mut Rng) -> Vec<u8> {
     let len = rng.below(300);
     (0..len)
-        .map(|_| {
-            if rng.chance(30) {
-                *rng.pick(SPECIAL)
-            } else {
-                rng.next_u64() as u8
-            }
-        })
+        .map(|_| if rng.chance(30) { *rng.pick(SPECIAL) } else { rng.next_u64() as u8 })
         .collect()
 }
 
@@ -2085,18 +1839,12 @@ fn random_bytes(rng: &mut Rng) -> Vec<u8> {
 /// is a clean close.
 fn check_answer(sent: &[u8], got: &[u8]) {
     let show = || {
-        format!(
-            "sent {:?}\ngot {:?}",
-            String::from_utf8_lossy(sent),
-            String::from_utf8_lossy(got)
-        )
+        format!("sent {:?}\ngot {:?}", String::from_utf8_lossy(sent), String::from_utf8_lossy(got))
     };
     if got.is_empty() {
         return;
     }
-    let Some(end) = find(got, b"\r\n") else {
-        panic!("no status line\n{}", show())
-    };
+    let Some(end) = find(got, b"\r\n") else { panic!("no status line\n{}", show()) };
     let line = std::str::from_utf8(&got[..end]).unwrap_or("");
     let status = parse_status_line(line).unwrap_or_else(|| panic!("bad status line\n{}", show()));
     assert!(
@@ -2108,11 +1856,7 @@ fn check_answer(sent: &[u8], got: &[u8]) {
         show()
     );
     if let Some(head_end) = find(got, b"\r\n\r\n") {
-        assert!(
-            common::parse_head(&got[..head_end + 4]).is_some(),
-            "malformed head\n{}",
-            show()
-        );
+        assert!(common::parse_head(&got[..head_end + 4]).is_some(), "malformed head\n{}", show());
     }
 }
 
@@ -2169,9 +1913,7 @@ fn fuzz_the_whole_server() {
         worker.join().expect("a fuzz worker failed");
     }
     server.assert_alive();
-    wait_until("every fuzz connection is closed", || {
-        server.handle.stats().open_connections == 0
-    });
+    wait_until("every fuzz connection is closed", || server.handle.stats().open_connections == 0);
     assert_eq!(server.handle.stats().rejected, 0);
 }
 

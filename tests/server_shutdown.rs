@@ -16,10 +16,8 @@ fn threads_end_with_the_server_and_rejections_spawn_none() {
     /// Threads in this process now.
     fn threads() -> usize {
         let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .expect("a Threads: line");
+        let line =
+            status.lines().find_map(|l| l.strip_prefix("Threads:")).expect("a Threads: line");
         line.trim().parse().expect("a thread count")
     }
     fn wait_threads(what: &str, n: usize) {
@@ -49,9 +47,7 @@ fn threads_end_with_the_server_and_rejections_spawn_none() {
         let mut client = server.client();
         client.send(&get("/hold"));
         client.read_until(b"data: held\n\n");
-        wait_until(&format!("{n} streams open"), || {
-            server.handle.stats().open_streams == n
-        });
+        wait_until(&format!("{n} streams open"), || server.handle.stats().open_streams == n);
         client
     };
     let first = open(1);
@@ -63,19 +59,13 @@ fn threads_end_with_the_server_and_rejections_spawn_none() {
         let resp = server.request(&get("/"));
         assert_eq!(resp.status, 503);
         assert_eq!(resp.header("Retry-After"), Some("1"));
-        assert_eq!(
-            threads(),
-            baseline + 4,
-            "a thread for a rejected connection"
-        );
+        assert_eq!(threads(), baseline + 4, "a thread for a rejected connection");
     }
     assert_eq!(server.handle.stats().rejected, 3);
 
     // A stream ends: its thread ends, and new connections are served.
     drop(first);
-    wait_until("the stream is closed", || {
-        server.handle.stats().open_connections == 1
-    });
+    wait_until("the stream is closed", || server.handle.stats().open_connections == 1);
     wait_threads("one stream", baseline + 3);
     server.assert_alive();
     // (That connection counts until its thread has closed it.)
@@ -90,11 +80,7 @@ fn threads_end_with_the_server_and_rejections_spawn_none() {
     let handle = server.handle.clone();
     server.stop();
     let stats = handle.stats();
-    assert_eq!(
-        (stats.open_connections, stats.open_streams),
-        (0, 0),
-        "{stats:?}"
-    );
+    assert_eq!((stats.open_connections, stats.open_streams), (0, 0), "{stats:?}");
     wait_threads("after shutdown", baseline);
     drop((second, idle));
 }

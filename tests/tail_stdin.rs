@@ -27,10 +27,7 @@ fn tail_prints_json_lines_and_reports_usage() {
     input.extend_from_slice(b"\ndata: ");
     input.extend_from_slice(&[b'x'; 70_000]);
     input.extend_from_slice(b"\n\ndata: after\n\ndata: not ended\n");
-    let out = tail(
-        &["--last-event-id", "start", "--max-event-size", "65536", "-"],
-        &input,
-    );
+    let out = tail(&["--last-event-id", "start", "--max-event-size", "65536", "-"], &input);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -52,12 +49,8 @@ fn tail_prints_json_lines_and_reports_usage() {
         "tail: skipped an event: event stream line longer than 65600 bytes\n"
     );
 
-    for args in [
-        &["--bogus", "-"][..],
-        &["--last-event-id"],
-        &[],
-        &["--max-event-size", "1k", "-"],
-    ] {
+    for args in [&["--bogus", "-"][..], &["--last-event-id"], &[], &["--max-event-size", "1k", "-"]]
+    {
         let out = tail(args, b"");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(out.stdout.is_empty());

@@ -49,10 +49,7 @@ fn one_write_and_one_flush_per_event() {
 
 #[test]
 fn errors_are_returned() {
-    let mut w = EventWriter::new(Recorder {
-        fail: true,
-        ..Recorder::default()
-    });
+    let mut w = EventWriter::new(Recorder { fail: true, ..Recorder::default() });
     let err = w.send(&Event::new().data("x")).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     assert_eq!(w.bytes_written(), 0);

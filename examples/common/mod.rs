@@ -34,10 +34,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// The server's limits with bodies bounded by [`MAX_MESSAGE`].
 pub fn message_limits() -> Limits {
-    Limits {
-        max_body: MAX_MESSAGE,
-        ..Limits::default()
-    }
+    Limits { max_body: MAX_MESSAGE, ..Limits::default() }
 }
 
 /// A posted message's text: the body, which must be non-empty UTF-8 (else
@@ -135,10 +132,8 @@ impl Options {
         let mut args = Vec::new();
         let mut it = std::env::args().skip(1);
         while let Some(name) = it.next() {
-            let known_name = name
-                .strip_prefix("--")
-                .filter(|n| known.contains(n))
-                .map(str::to_string);
+            let known_name =
+                name.strip_prefix("--").filter(|n| known.contains(n)).map(str::to_string);
             match (known_name, it.next()) {
                 (Some(name), Some(value)) => args.push((name, value)),
                 _ => {
@@ -182,9 +177,8 @@ impl Options {
 /// `2025-01-18T04:30:00.123Z`, from the system clock (no time zone data
 /// needed for UTC).
 pub fn now_rfc3339() -> String {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -21,12 +21,8 @@ const MAX_HEAD: usize = 64 * 1024;
 /// fetch, step 14), and the fields that describe a body a redirect dropped
 /// (step 13).
 const CREDENTIALS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "host"];
-const BODY_FIELDS: [&str; 4] = [
-    "content-type",
-    "content-encoding",
-    "content-language",
-    "content-location",
-];
+const BODY_FIELDS: [&str; 4] =
+    ["content-type", "content-encoding", "content-language", "content-location"];
 /// The read buffer of a connection.
 const READ_BUF: usize = 16 * 1024;
 
@@ -108,16 +104,14 @@ impl Shared {
         let deadline = Instant::now().checked_add(timeout);
         let attempt = abandon(&mut self.lock());
         let (shared, address) = (Arc::clone(self), url.address());
-        let spawned = thread::Builder::new()
-            .name("stdsse-connect".into())
-            .spawn(move || {
-                let result = connect_to(&address, deadline);
-                let mut state = shared.lock();
-                if state.attempt == attempt && !state.closed {
-                    state.connected = Some(result);
-                    shared.wake.notify_all();
-                }
-            });
+        let spawned = thread::Builder::new().name("stdsse-connect".into()).spawn(move || {
+            let result = connect_to(&address, deadline);
+            let mut state = shared.lock();
+            if state.attempt == attempt && !state.closed {
+                state.connected = Some(result);
+                shared.wake.notify_all();
+            }
+        });
         spawned.map_err(failed)?;
         let mut state = self.lock();
         loop {
@@ -167,12 +161,8 @@ fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream>
             Err(e) => last = Some(e),
         }
     }
-    let none = || {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no address found for {address}"),
-        )
-    };
+    let none =
+        || io::Error::new(io::ErrorKind::NotFound, format!("no address found for {address}"));
     Err(last.unwrap_or_else(none))
 }
 
@@ -304,9 +294,7 @@ fn read_head(
         }
         // Wait for the next byte until the idle timeout or the deadline,
         // whichever comes first.
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Err(Disconnect::HeadTimeout(timeout));
         }
@@ -314,9 +302,7 @@ fn read_head(
             Some(idle) if idle < left => (idle, false),
             _ => (left.max(MIN_TIMEOUT), true),
         };
-        stream
-            .set_read_timeout(Some(wait))
-            .map_err(Disconnect::Io)?;
+        stream.set_read_timeout(Some(wait)).map_err(Disconnect::Io)?;
         let n = match read_some(stream, &mut chunk, Some(wait), Some("the response head")) {
             Err(Disconnect::IdleTimeout(_)) if by_deadline => {
                 return Err(Disconnect::HeadTimeout(timeout))

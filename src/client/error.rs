@@ -76,18 +76,12 @@ impl Refusal {
     /// Refuses for now: the client backs off and reconnects, as after a `5xx`
     /// ([`Disconnect::Refused`]).
     pub fn retry(reason: impl Into<String>) -> Refusal {
-        Refusal {
-            reason: reason.into(),
-            retry: true,
-        }
+        Refusal { reason: reason.into(), retry: true }
     }
 
     /// Refuses for good: the client stops ([`ClientError::Refused`]).
     pub fn fatal(reason: impl Into<String>) -> Refusal {
-        Refusal {
-            reason: reason.into(),
-            retry: false,
-        }
+        Refusal { reason: reason.into(), retry: false }
     }
 
     /// The caller's reason.
@@ -161,10 +155,7 @@ impl fmt::Display for Disconnect {
             Disconnect::HeadTimeout(d) => {
                 write!(f, "no complete response head in {} ms", d.as_millis())
             }
-            Disconnect::Status {
-                status,
-                retry_after,
-            } => {
+            Disconnect::Status { status, retry_after } => {
                 write!(f, "the server answered {status} {}", reason_phrase(*status))?;
                 match retry_after {
                     Some(d) => write!(f, " (Retry-After: {} s)", d.as_secs()),
@@ -255,9 +246,7 @@ impl ClientError {
 
 /// `Content-Type "..."` or `no Content-Type`.
 fn show_type(content_type: &Option<String>) -> String {
-    content_type
-        .as_ref()
-        .map_or("no Content-Type".into(), |t| format!("Content-Type {t:?}"))
+    content_type.as_ref().map_or("no Content-Type".into(), |t| format!("Content-Type {t:?}"))
 }
 
 impl fmt::Display for ClientError {
@@ -279,10 +268,7 @@ impl fmt::Display for ClientError {
             ClientError::Header { name, reason } => {
                 write!(f, "invalid request header {name:?}: {reason}")
             }
-            ClientError::Status {
-                status,
-                content_type,
-            } => {
+            ClientError::Status { status, content_type } => {
                 answered(f, *status)?;
                 write!(f, " ({}), not an event stream", show_type(content_type))
             }

@@ -121,10 +121,7 @@ impl ClientBuilder {
     pub fn header(mut self, name: &str, value: &str) -> ClientBuilder {
         match check_header(name, value) {
             Ok(()) => self.headers.push((name.to_owned(), value.to_owned())),
-            Err(reason) => self.fail(ClientError::Header {
-                name: name.to_owned(),
-                reason,
-            }),
+            Err(reason) => self.fail(ClientError::Header { name: name.to_owned(), reason }),
         }
         self
     }
@@ -133,9 +130,7 @@ impl ClientBuilder {
     #[must_use]
     pub fn method(mut self, method: &str) -> ClientBuilder {
         if !http::is_token(method) {
-            self.fail(ClientError::Method {
-                method: method.to_owned(),
-            });
+            self.fail(ClientError::Method { method: method.to_owned() });
         }
         self.method = method.to_owned();
         self
@@ -315,8 +310,7 @@ impl CloseHandle {
     /// it shows as [`Disconnect::Restart`] and `Retrying(0)`. Does nothing
     /// once the client has stopped.
     pub fn restart(&self) {
-        self.shared
-            .interrupt(|state| state.restart |= !state.closed);
+        self.shared.interrupt(|state| state.restart |= !state.closed);
     }
 
     /// Whether [`close`](CloseHandle::close) was called.
@@ -356,9 +350,7 @@ impl Client {
     /// A handle that stops this client from any thread.
     #[must_use]
     pub fn close_handle(&self) -> CloseHandle {
-        CloseHandle {
-            shared: Arc::clone(&self.shared),
-        }
+        CloseHandle { shared: Arc::clone(&self.shared) }
     }
 
     /// What the next request sends as `Last-Event-ID` (nothing when empty);
@@ -460,10 +452,9 @@ impl Client {
         let grown = backoff(self.reconnection_time(), self.failures, ceiling, random);
         let delay = match reason {
             Disconnect::Restart => Duration::ZERO,
-            Disconnect::Status {
-                retry_after: Some(asked),
-                ..
-            } => grown.max(asked.clamp(floor, ceiling)),
+            Disconnect::Status { retry_after: Some(asked), .. } => {
+                grown.max(asked.clamp(floor, ceiling))
+            }
             _ => grown,
         };
         self.state(Received::Disconnected(reason));
@@ -484,9 +475,7 @@ impl Client {
             Ok(Item::Event(event)) => Some(Ok(Received::Event(event))),
             Ok(Item::Comment(text)) => self.config.comments.then_some(Ok(Received::Comment(text))),
             Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
-                Some(Err(ClientError::EventTooLarge {
-                    limit: self.config.max_event_size,
-                }))
+                Some(Err(ClientError::EventTooLarge { limit: self.config.max_event_size }))
             }
         }
     }
@@ -604,10 +593,7 @@ fn judge(
             let framing = head
                 .body_framing(&hop.method)
                 .map_err(|e| Failure::Retry(Disconnect::Protocol(e)))?;
-            let connected = Connected {
-                head,
-                url: url.to_string(),
-            };
+            let connected = Connected { head, url: url.to_string() };
             match config.check.as_ref().map(|check| check(&connected)) {
                 Some(Err(refusal)) if refusal.is_retry() => {
                     Err(Failure::Retry(Disconnect::Refused(refusal)))
@@ -629,10 +615,9 @@ fn judge(
             }
             let next = url.join(location).map_err(|e| {
                 Failure::Final(match e {
-                    ClientError::Url { .. } => ClientError::InvalidLocation {
-                        status,
-                        location: location.to_owned(),
-                    },
+                    ClientError::Url { .. } => {
+                        ClientError::InvalidLocation { status, location: location.to_owned() }
+                    }
                     https => https,
                 })
             })?;
@@ -647,27 +632,18 @@ fn judge(
             Ok(Step::Redirect(next))
         }
         429 | 500..=599 if config.retry_server_errors => {
-            let retry_after = head
-                .header("retry-after")
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            Err(Failure::Retry(Disconnect::Status {
-                status,
-                retry_after,
-            }))
+            let retry_after =
+                head.header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()));
+            Err(Failure::Retry(Disconnect::Status { status, retry_after }))
         }
-        _ => Err(Failure::Final(ClientError::Status {
-            status,
-            content_type,
-        })),
+        _ => Err(Failure::Final(ClientError::Status { status, content_type })),
     }
 }
 
 /// Whether the essence of a `Content-Type` is `text/event-stream`.
 fn is_event_stream(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default();
-    essence
-        .trim_matches([' ', '\t'])
-        .eq_ignore_ascii_case("text/event-stream")
+    essence.trim_matches([' ', '\t']).eq_ignore_ascii_case("text/event-stream")
 }
 
 /// Why a custom header cannot be sent, if it cannot.
@@ -694,9 +670,8 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     const DAYS: [&str; 7] = ["Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,", "Sun,"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let parts: Vec<&str> = value.split([' ', ':']).collect();
     let [day_name, day, month, year, hour, minute, second, "GMT"] = parts[..] else {
         return None;
@@ -711,20 +686,15 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return None;
     }
     // Days since 1970-01-01 (H. Hinnant's days_from_civil), years from March.
-    let (y, m) = if month <= 2 {
-        (year as i64 - 1, month + 9)
-    } else {
-        (year as i64, month - 3)
-    };
+    let (y, m) = if month <= 2 { (year as i64 - 1, month + 9) } else { (year as i64, month - 3) };
     let era = y.div_euclid(400);
     let year_of_era = y - era * 400;
     let day_of_year = ((153 * m + 2) / 5 + day - 1) as i64;
     let days = era * 146_097 + year_of_era * 365 + year_of_era / 4 - year_of_era / 100
         + day_of_year
         - 719_468;
-    let at = u64::try_from(days * 86_400).map_or(UNIX_EPOCH, |secs| {
-        UNIX_EPOCH + Duration::from_secs(secs + time)
-    });
+    let at = u64::try_from(days * 86_400)
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs + time));
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -735,10 +705,7 @@ fn backoff(base: Duration, failures: u32, ceiling: Duration, random: u64) -> Dur
     if failures == 0 {
         return base;
     }
-    let target = base
-        .saturating_mul(1 << failures.min(31))
-        .min(ceiling.max(base))
-        .as_nanos();
+    let target = base.saturating_mul(1 << failures.min(31)).min(ceiling.max(base)).as_nanos();
     let half = target / 2;
     let total = half + u128::from(random) % (target - half + 1);
     Duration::new(
@@ -753,17 +720,8 @@ mod tests {
 
     #[test]
     fn content_types() {
-        let ok = [
-            "TEXT/Event-Stream",
-            "text/event-stream;",
-            " text/event-stream ;charset=x",
-        ];
-        let bad = [
-            "text/plain",
-            "text/event-streams",
-            "",
-            "text/event-stream,text/html",
-        ];
+        let ok = ["TEXT/Event-Stream", "text/event-stream;", " text/event-stream ;charset=x"];
+        let bad = ["text/plain", "text/event-streams", "", "text/event-stream,text/html"];
         assert!(ok.into_iter().all(is_event_stream));
         assert!(!bad.into_iter().any(is_event_stream));
     }
@@ -773,12 +731,7 @@ mod tests {
         let (base, ceiling) = (Duration::from_millis(100), Duration::from_secs(1));
         assert_eq!(backoff(base, 0, ceiling, 12345), base);
         for random in [0, 1, 7_777_777, u64::MAX / 3, u64::MAX] {
-            for (n, low, high) in [
-                (1, 100, 200),
-                (3, 400, 800),
-                (4, 500, 1000),
-                (40, 500, 1000),
-            ] {
+            for (n, low, high) in [(1, 100, 200), (3, 400, 800), (4, 500, 1000), (40, 500, 1000)] {
                 let d = backoff(base, n, ceiling, random).as_millis();
                 assert!(d >= low && d <= high, "{n}: {d}");
             }

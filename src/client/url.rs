@@ -28,18 +28,12 @@ impl Url {
     /// optional port, path, query; a fragment is dropped. The error is
     /// [`ClientError::Https`] or [`ClientError::Url`].
     pub(super) fn parse(text: &str) -> Result<Url, ClientError> {
-        let invalid = |reason| ClientError::Url {
-            url: text.to_owned(),
-            reason,
-        };
+        let invalid = |reason| ClientError::Url { url: text.to_owned(), reason };
         let trimmed = text.trim_matches(|c: char| c <= ' ');
-        let (scheme, rest) = trimmed
-            .split_once("://")
-            .ok_or(invalid("not an absolute http:// URL"))?;
+        let (scheme, rest) =
+            trimmed.split_once("://").ok_or(invalid("not an absolute http:// URL"))?;
         if scheme.eq_ignore_ascii_case("https") {
-            return Err(ClientError::Https {
-                url: text.to_owned(),
-            });
+            return Err(ClientError::Https { url: text.to_owned() });
         }
         if !scheme.eq_ignore_ascii_case("http") {
             return Err(invalid("only http:// URLs are supported"));
@@ -52,12 +46,9 @@ impl Url {
             ));
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (address, after) = bracketed
-                .split_once(']')
-                .ok_or(invalid("unclosed [ in the host"))?;
-            let address: Ipv6Addr = address
-                .parse()
-                .map_err(|_| invalid("invalid IPv6 address"))?;
+            let (address, after) =
+                bracketed.split_once(']').ok_or(invalid("unclosed [ in the host"))?;
+            let address: Ipv6Addr = address.parse().map_err(|_| invalid("invalid IPv6 address"))?;
             let port = match after {
                 "" => None,
                 _ => Some(after.strip_prefix(':').ok_or(invalid("invalid port"))?),
@@ -188,11 +179,7 @@ mod tests {
             ),
             ("HTTP://127.0.0.1", ("127.0.0.1", 80, "/"), "127.0.0.1"),
             ("http://[::1]:9000?q", ("[::1]", 9000, "/?q"), "[::1]:9000"),
-            (
-                "http://[0:0::1]/x y/../z/./a b\"<>",
-                ("[::1]", 80, "/z/a%20b%22%3C%3E"),
-                "[::1]",
-            ),
+            ("http://[0:0::1]/x y/../z/./a b\"<>", ("[::1]", 80, "/z/a%20b%22%3C%3E"), "[::1]"),
             ("http://h:/p", ("h", 80, "/p"), "h"),
             (" http://h/a/./b/../c/ ", ("h", 80, "/a/c/"), "h"),
             ("http://h/a/..", ("h", 80, "/"), "h"),
@@ -202,10 +189,7 @@ mod tests {
             assert_eq!(got, (host, port, target), "{text}");
             assert_eq!(u.to_string(), format!("http://{authority}{target}"));
         }
-        assert!(matches!(
-            Url::parse("HTTPS://h/"),
-            Err(ClientError::Https { .. })
-        ));
+        assert!(matches!(Url::parse("HTTPS://h/"), Err(ClientError::Https { .. })));
         let bad = "h/path|ftp://h/|http://|http:///p|http://u:p@h/|http://h:0/|http://h:65536/|\
                    http://h:x/|http://h:1:2/|http://[::1/|http://[zz]/|http://[::1]x/|\
                    http://exa mple/|http://bücher.de/";
@@ -231,13 +215,7 @@ mod tests {
             let url = base.join(location).unwrap();
             assert_eq!(url.to_string(), joined, "{location}");
         }
-        assert!(matches!(
-            base.join("https://o/"),
-            Err(ClientError::Https { .. })
-        ));
-        assert!(matches!(
-            base.join("mailto:x"),
-            Err(ClientError::Url { .. })
-        ));
+        assert!(matches!(base.join("https://o/"), Err(ClientError::Https { .. })));
+        assert!(matches!(base.join("mailto:x"), Err(ClientError::Url { .. })));
     }
 }

@@ -258,12 +258,9 @@ mod tests {
     #[test]
     fn chunk_heads() {
         let mut out = [0u8; 18];
-        for (len, want) in [
-            (1, "1\r\n"),
-            (15, "f\r\n"),
-            (16, "10\r\n"),
-            (usize::MAX, "ffffffffffffffff\r\n"),
-        ] {
+        for (len, want) in
+            [(1, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (usize::MAX, "ffffffffffffffff\r\n")]
+        {
             let n = chunk_head(len, &mut out);
             assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), want);
         }
@@ -273,16 +270,10 @@ mod tests {
     fn extreme_limits() {
         let mut body = Vec::new();
         let mut decoder = ChunkedDecoder::new(usize::MAX);
-        assert_eq!(
-            decoder.decode(b"ffffffffffffffff\r\nab", &mut body),
-            Ok(Status::Partial)
-        );
+        assert_eq!(decoder.decode(b"ffffffffffffffff\r\nab", &mut body), Ok(Status::Partial));
         assert_eq!(body, b"ab");
         let mut decoder = ChunkedDecoder::new(0);
-        assert_eq!(
-            decoder.decode(b"0\r\n\r\n", &mut body),
-            Ok(Status::Complete(5))
-        );
+        assert_eq!(decoder.decode(b"0\r\n\r\n", &mut body), Ok(Status::Complete(5)));
         let mut decoder = ChunkedDecoder::new(0);
         assert_eq!(decoder.decode(b"1", &mut body), Err(Error::BodyTooLarge));
     }

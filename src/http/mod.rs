@@ -358,9 +358,7 @@ fn find<'a, 'n, I>(fields: I, name: &'n str) -> impl Iterator<Item = &'a str> + 
 where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
-    fields
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+    fields.filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
 /// One field line: byte ranges of its name and (trimmed) value.

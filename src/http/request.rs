@@ -145,10 +145,7 @@ fn parse_view(view: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, 
         target: (at(target_start), at(target_end)),
         path_start: at(authority.map_or(target_start, |(_, end)| end)),
         authority: authority.map(|(from, to)| (at(from), at(to))),
-        query: target
-            .iter()
-            .position(|&b| b == b'?')
-            .map(|q| at(target_start + q)),
+        query: target.iter().position(|&b| b == b'?').map(|q| at(target_start + q)),
         version,
         fields,
         body: Vec::new(),
@@ -207,9 +204,7 @@ impl Request {
     /// 3.2.2: the server "MUST ignore the received Host header field" then).
     #[must_use]
     pub fn authority(&self) -> Option<&str> {
-        self.authority
-            .map(|span| self.span(span))
-            .or_else(|| self.header("host"))
+        self.authority.map(|span| self.span(span)).or_else(|| self.header("host"))
     }
 
     /// The raw text after the first `?`, or `None` without one.
@@ -254,9 +249,7 @@ impl Request {
 
     /// Every field as `(name, value)`, names as received, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields
-            .iter()
-            .map(move |f| (self.span(f.name), self.span(f.value)))
+        self.fields.iter().map(move |f| (self.span(f.name), self.span(f.value)))
     }
 
     /// Whether the connection persists (RFC 9112 9.3): HTTP/1.1 unless
@@ -338,9 +331,7 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 /// value, each part decoded with [`percent_decode`].
 #[must_use]
 pub fn decode_query(query: &str) -> Vec<(String, String)> {
-    query_pairs(query)
-        .map(|(name, value)| (percent_decode(name), percent_decode(value)))
-        .collect()
+    query_pairs(query).map(|(name, value)| (percent_decode(name), percent_decode(value))).collect()
 }
 
 /// Decodes one query component: `+` is a space, `%XX` that byte, a `%`
@@ -378,10 +369,7 @@ mod tests {
         request.set_body(b"data".to_vec());
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         request.set_remote_addr(addr);
-        assert_eq!(
-            (request.body(), request.remote_addr()),
-            (&b"data"[..], Some(addr))
-        );
+        assert_eq!((request.body(), request.remote_addr()), (&b"data"[..], Some(addr)));
     }
 
     #[test]
@@ -395,18 +383,13 @@ mod tests {
         };
         let max = limits(usize::MAX);
         let head = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n";
-        let Ok(Status::Complete((request, _))) = parse_head(head, &max) else {
-            panic!()
-        };
+        let Ok(Status::Complete((request, _))) = parse_head(head, &max) else { panic!() };
         assert_eq!(request.body_framing(&max), Ok(Framing::Length(u64::MAX)));
         assert_eq!(parse_head(b"GET / HTTP/1.1", &max), Ok(Status::Partial));
         let zero = limits(0);
         assert_eq!(parse_head(b"", &zero), Ok(Status::Partial));
         assert_eq!(parse_head(b"G", &zero), Err(Error::HeadTooLarge));
-        let zero = Limits {
-            max_head: 100,
-            ..zero
-        };
+        let zero = Limits { max_head: 100, ..zero };
         assert_eq!(parse_head(b"G", &zero), Err(Error::RequestLineTooLong));
     }
 }

@@ -35,12 +35,7 @@ impl Response {
     #[must_use]
     pub fn new(status: u16) -> Response {
         let invalid = (!(100..=999).contains(&status)).then_some("invalid response status");
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-            invalid,
-        }
+        Response { status, headers: Vec::new(), body: Vec::new(), invalid }
     }
 
     /// A `text/plain; charset=utf-8` response.
@@ -59,9 +54,7 @@ impl Response {
     }
 
     fn typed(status: u16, content_type: &str, body: String) -> Response {
-        Response::new(status)
-            .header("Content-Type", content_type)
-            .body(body)
+        Response::new(status).header("Content-Type", content_type).body(body)
     }
 
     /// Appends a header. A name that is not a token or a value that is not a
@@ -132,11 +125,7 @@ impl Response {
         if let Some(why) = self.invalid {
             return Response::text(500, why).write_to(out, version, head_only, close);
         }
-        let fields: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
+        let fields: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
         out.reserve(64 + self.body.len() + fields);
         out.extend_from_slice(version.as_str().as_bytes());
         out.push(b' ');
@@ -219,13 +208,8 @@ pub fn parse_response_head(
         let text = |(from, to): (u32, u32)| {
             String::from_utf8_lossy(&view[from as usize..to as usize]).into_owned()
         };
-        let status = line[9..12]
-            .iter()
-            .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
-        let headers = fields
-            .into_iter()
-            .map(|f| (text(f.name), text(f.value)))
-            .collect();
+        let status = line[9..12].iter().fold(0, |n, d| n * 10 + u16::from(d - b'0'));
+        let headers = fields.into_iter().map(|f| (text(f.name), text(f.value))).collect();
         Ok(Some((ResponseHead { status, headers }, end)))
     })
 }
@@ -281,10 +265,7 @@ impl ResponseHead {
         if method == "HEAD" {
             return Ok(Framing::Length(0));
         }
-        declared_framing(
-            self.header_all("transfer-encoding"),
-            self.header_all("content-length"),
-        )
+        declared_framing(self.header_all("transfer-encoding"), self.header_all("content-length"))
     }
 }
 

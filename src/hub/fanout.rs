@@ -327,10 +327,7 @@ impl Subscriber {
             return (delivered, Bound::Fits);
         }
         let keep = usize::from(self.offset > 0);
-        (
-            delivered,
-            self.backlog(wanted, |b| b.enforce(keep, entry, config)),
-        )
+        (delivered, self.backlog(wanted, |b| b.enforce(keep, entry, config)))
     }
 
     /// Writes as much of a socket's backlog as it takes now. Returns the
@@ -452,9 +449,7 @@ impl Shard {
             config: config.clone(),
             shared: shared.clone(),
         };
-        thread::Builder::new()
-            .name(format!("stdsse-fanout-{n}"))
-            .spawn(move || shard.run(rx))?;
+        thread::Builder::new().name(format!("stdsse-fanout-{n}")).spawn(move || shard.run(rx))?;
         Ok(ShardHandle { tx, shared })
     }
 

@@ -31,9 +31,7 @@ impl Entry {
     /// Its topics; `None` stands for everyone.
     fn topics(&self) -> impl Iterator<Item = Option<&str>> {
         let everyone = self.topics.is_empty().then_some(None);
-        everyone
-            .into_iter()
-            .chain(self.topics.iter().map(|t| Some(t.as_str())))
+        everyone.into_iter().chain(self.topics.iter().map(|t| Some(t.as_str())))
     }
 }
 
@@ -51,11 +49,7 @@ pub(super) struct Position {
 
 impl Position {
     fn at(seq: u64, offset: u64) -> Position {
-        Position {
-            seq,
-            offset,
-            ..Position::default()
-        }
+        Position { seq, offset, ..Position::default() }
     }
 }
 
@@ -164,10 +158,7 @@ impl History {
         };
         if !self.topics.contains_key(topic) {
             self.forget_idle_topics();
-            let state = TopicState {
-                lost_seq: self.floor,
-                ..TopicState::default()
-            };
+            let state = TopicState { lost_seq: self.floor, ..TopicState::default() };
             self.topics.insert(topic.to_string(), state);
         }
         self.topics.get_mut(topic).expect("inserted")
@@ -180,10 +171,8 @@ impl History {
         if self.topics.len() < 2 * self.total.0.max(32) {
             return;
         }
-        let mut idle: Vec<u64> = (self.topics.values())
-            .filter(|t| t.counted.events == 0)
-            .map(|t| t.lost_seq)
-            .collect();
+        let mut idle: Vec<u64> =
+            (self.topics.values()).filter(|t| t.counted.events == 0).map(|t| t.lost_seq).collect();
         if idle.is_empty() {
             return;
         }
@@ -353,9 +342,7 @@ impl Coordinator {
         self.next_seq = seq.saturating_add(1);
         // An id of the hub's form is the hub's to give: so that its ids
         // stay unique and each resumes from one place.
-        let kept = (event.get_id())
-            .filter(|id| !self.is_hub_id(id))
-            .map(str::to_string);
+        let kept = (event.get_id()).filter(|id| !self.is_hub_id(id)).map(str::to_string);
         let (event, id) = match kept {
             Some(id) => (event, id),
             None => {
@@ -464,11 +451,7 @@ impl Coordinator {
         // The `recent` events before a new client's time come first: find
         // where they start, noting which are wanted (a filter runs once).
         let mut wanted = VecDeque::new();
-        let mut recent = if resume.is_none() {
-            sub.subscription.recent
-        } else {
-            0
-        };
+        let mut recent = if resume.is_none() { sub.subscription.recent } else { 0 };
         while recent > 0 && start > 0 && !sub.gone {
             start -= 1;
             let want = sub.wants(&entries[start], &self.config);
@@ -477,9 +460,7 @@ impl Coordinator {
         }
         // It has seen everything before where its replay starts.
         let next = (entries.get(start))
-            .map_or(Position::at(self.next_seq, self.next_offset), |e| {
-                e.position()
-            });
+            .map_or(Position::at(self.next_seq, self.next_offset), |e| e.position());
         sub.backlog(false, |b| b.next = next);
         for (k, entry) in entries.iter().enumerate().skip(start) {
             let want =
@@ -496,11 +477,7 @@ impl Coordinator {
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         // Its replay counts against the bound, as published events do.
         let frames = sub.queued();
-        shard.send(
-            ShardCommand::Subscribe(Box::new(sub)),
-            frames,
-            self.config.inbox,
-        );
+        shard.send(ShardCommand::Subscribe(Box::new(sub)), frames, self.config.inbox);
     }
 
     /// Forwards what is pending, closes every shard and waits for them.
@@ -544,14 +521,9 @@ mod tests {
     #[test]
     fn topic_watermarks_decide_whether_a_resume_has_a_gap() {
         // Total 4, 2 per topic; a: 1, 2; b: 3..=8; everyone: 9.
-        let config = super::super::Hub::builder()
-            .history(4, 1 << 20)
-            .topic_history(2, 1 << 20);
+        let config = super::super::Hub::builder().history(4, 1 << 20).topic_history(2, 1 << 20);
         let mut history = History::new(&config);
-        for (n, topic) in ["a", "a", "b", "b", "b", "b", "b", "b", ""]
-            .iter()
-            .enumerate()
-        {
+        for (n, topic) in ["a", "a", "b", "b", "b", "b", "b", "b", ""].iter().enumerate() {
             let topics: &[&str] = if topic.is_empty() { &[] } else { &[topic] };
             history.push(entry(n as u64 + 1, topics));
         }

@@ -154,9 +154,7 @@ impl HubStats {
     /// The counters as a JSON object.
     #[must_use]
     pub fn to_json(&self) -> String {
-        let fields = self
-            .metrics()
-            .map(|(name, .., value)| format!("\"{name}\":{value}"));
+        let fields = self.metrics().map(|(name, .., value)| format!("\"{name}\":{value}"));
         format!("{{{}}}", fields.join(","))
     }
 
@@ -634,10 +632,7 @@ impl Hub {
         subscription: Subscription,
     ) -> Result<(), SubscribeError> {
         let peer = Some(stream.peer_addr());
-        let subscription = Subscription {
-            peer,
-            ..subscription
-        };
+        let subscription = Subscription { peer, ..subscription };
         self.send_subscribe(Sink::Socket(stream.detach()), subscription)
     }
 

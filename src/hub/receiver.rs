@@ -38,11 +38,7 @@ impl Receiver {
     /// Waits at most `timeout` for the next frame.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
         let deadline = Instant::now().checked_add(timeout);
-        (self.queue).take(
-            deadline,
-            RecvTimeoutError::Disconnected,
-            RecvTimeoutError::Timeout,
-        )
+        (self.queue).take(deadline, RecvTimeoutError::Disconnected, RecvTimeoutError::Timeout)
     }
 
     /// The frames as they arrive, until the subscription ends.
@@ -55,10 +51,7 @@ impl fmt::Debug for Receiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = lock(&self.queue.state);
         let queued = state.backlog.frames.len();
-        f.debug_struct("Receiver")
-            .field("queued", &queued)
-            .field("ended", &state.ended)
-            .finish()
+        f.debug_struct("Receiver").field("queued", &queued).field("ended", &state.ended).finish()
     }
 }
 
@@ -83,11 +76,7 @@ struct LocalState {
 impl LocalQueue {
     pub(super) fn new(counters: &Arc<Counters>) -> Arc<LocalQueue> {
         let (state, ready, counters) = (Mutex::default(), Condvar::new(), counters.clone());
-        Arc::new(LocalQueue {
-            state,
-            ready,
-            counters,
-        })
+        Arc::new(LocalQueue { state, ready, counters })
     }
 
     /// The next frame; `ended` once the queue is empty and ended,

@@ -61,12 +61,8 @@ impl Reader<'_> {
     /// per packet cannot make the server re-parse 64 KiB per byte.
     fn read_head(&mut self, app: &App, first: bool) -> Result<Option<(Request, usize)>, Refusal> {
         let config = &app.config;
-        let mut deadline = Instant::now()
-            + if first {
-                config.head_timeout
-            } else {
-                config.idle_timeout
-            };
+        let mut deadline =
+            Instant::now() + if first { config.head_timeout } else { config.idle_timeout };
         let (mut head_started, mut parsed_len, mut new_line) = (false, 0, true);
         loop {
             if !self.buf.is_empty() {
@@ -157,10 +153,7 @@ impl Reader<'_> {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 /// Serves one connection, then closes it in stages, unless a stream handed
@@ -168,9 +161,7 @@ fn is_timeout(e: &io::Error) -> bool {
 pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
     let buf = Vec::new();
     let mut reader = Reader { conn: &conn, buf };
-    let _ = conn
-        .socket
-        .set_write_timeout(Some(app.config.write_timeout));
+    let _ = conn.socket.set_write_timeout(Some(app.config.write_timeout));
     let mut first = true;
     while !app.shared.shutting_down.load(Ordering::SeqCst) {
         let started = Instant::now();
@@ -270,12 +261,7 @@ fn handle_request(
     app.shared.count(|s| &mut s.requests);
     let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
     let framing = (req.body_framing(&app.config.limits), req.expects_continue());
-    let mut x = Exchange {
-        app: app.clone(),
-        conn: conn.clone(),
-        req,
-        started,
-    };
+    let mut x = Exchange { app: app.clone(), conn: conn.clone(), req, started };
     // A body that cannot be delimited or an unmet expectation ends it.
     let (framing, expect) = match framing {
         (Ok(framing), Ok(expect)) => (framing, expect),
@@ -391,14 +377,7 @@ impl Exchange {
         let on_end = Box::new(move |bytes, error: Option<&str>| {
             lock(&end_app.shared.stats).open_streams -= 1;
             let (name, elapsed) = ((&*method, &*path), started.elapsed());
-            end_app.log_entry(
-                Some(remote),
-                name,
-                (200, bytes),
-                elapsed,
-                LogKind::StreamEnd,
-                error,
-            );
+            end_app.log_entry(Some(remote), name, (200, bytes), elapsed, LogKind::StreamEnd, error);
         });
         let head = (head_sent, out.len() as u64);
         let stream = EventStream::new(shared_conn, remote, chunked, head, id, on_end);

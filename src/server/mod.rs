@@ -62,12 +62,8 @@ pub struct Accept {
 }
 
 /// Headers the server writes for a stream (its type and framing).
-const STREAM_OWNED: &[&str] = &[
-    "Content-Type",
-    "Content-Length",
-    "Transfer-Encoding",
-    "Connection",
-];
+const STREAM_OWNED: &[&str] =
+    &["Content-Type", "Content-Length", "Transfer-Encoding", "Connection"];
 
 impl Accept {
     /// Accepts: `body` runs on the connection's thread once the head is sent.
@@ -75,10 +71,7 @@ impl Accept {
     where
         F: FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
     {
-        Accept {
-            head: Response::new(200),
-            body: Box::new(body),
-        }
+        Accept { head: Response::new(200), body: Box::new(body) }
     }
 
     /// Adds a header (`Cache-Control`, `X-Accel-Buffering` replace the
@@ -270,16 +263,7 @@ impl App {
         error: Option<&str>,
     ) {
         if let Some(log) = &self.log {
-            let entry = LogEntry {
-                remote,
-                method,
-                path,
-                status,
-                bytes,
-                duration,
-                kind,
-                error,
-            };
+            let entry = LogEntry { remote, method, path, status, bytes, duration, kind, error };
             log(&entry);
         }
     }
@@ -299,10 +283,7 @@ impl Server {
     /// Binds now, so the address (port 0 picks one) is known before `run`.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
-        let shared = Shared {
-            local_addr: Some(listener.local_addr()?),
-            ..Shared::default()
-        };
+        let shared = Shared { local_addr: Some(listener.local_addr()?), ..Shared::default() };
         let config = Config {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(10),
@@ -320,12 +301,7 @@ impl Server {
             shutdown_retry: None,
             cors: None,
         };
-        let app = App {
-            config,
-            routes: Vec::new(),
-            log: None,
-            shared: Arc::new(shared),
-        };
+        let app = App { config, routes: Vec::new(), log: None, shared: Arc::new(shared) };
         Ok(Server { listener, app })
     }
 
@@ -338,9 +314,7 @@ impl Server {
     /// A handle to stop the server and read its stats.
     #[must_use]
     pub fn handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            shared: self.app.shared.clone(),
-        }
+        ShutdownHandle { shared: self.app.shared.clone() }
     }
 
     /// The server's counters now.
@@ -402,12 +376,7 @@ impl Server {
 
     fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
         let (method, path) = (method.to_string(), path.to_string());
-        let route = Route {
-            method,
-            path,
-            prefix,
-            handler,
-        };
+        let route = Route { method, path, prefix, handler };
         self.app.routes.push(route);
         self
     }
@@ -478,9 +447,7 @@ impl Server {
         let shared = app.shared.clone();
         let ticker_app = app.clone();
         let spawn = thread::Builder::new().name("stdsse-ticker".into());
-        let ticker = spawn
-            .stack_size(64 * 1024)
-            .spawn(move || ticker(&ticker_app))?;
+        let ticker = spawn.stack_size(64 * 1024).spawn(move || ticker(&ticker_app))?;
         accept_loop(&listener, &app);
         drop(listener);
         shutdown_connections(&app);
@@ -564,12 +531,8 @@ const SPARE: &str = if cfg!(windows) { "NUL" } else { "/dev/null" };
 /// See [`Server::max_connections`].
 fn default_max_connections() -> usize {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let line = limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"));
-    let limit = line
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(1024);
+    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"));
+    let limit = line.and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(1024);
     u64::saturating_sub(limit, 64).clamp(1, 1024) as usize
 }
 
@@ -618,17 +581,11 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         }
         lock(&shared.stats).open_connections += 1;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn {
-            socket,
-            id,
-            remote,
-            server: shared.clone(),
-        });
+        let conn = Arc::new(Conn { socket, id, remote, server: shared.clone() });
         lock(&shared.connections).insert(id, Arc::downgrade(&conn));
         let app2 = app.clone();
-        let spawn = thread::Builder::new()
-            .name("stdsse-conn".into())
-            .stack_size(app.config.stack_size);
+        let spawn =
+            thread::Builder::new().name("stdsse-conn".into()).stack_size(app.config.stack_size);
         if let Err(e) = spawn.spawn(move || conn::serve(&app2, conn)) {
             // The connection was dropped with the closure: it closes.
             shared.count(|s| &mut s.rejected);
@@ -653,10 +610,7 @@ fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
 /// Ends every stream and wakes every connection thread blocked reading.
 fn shutdown_connections(app: &App) {
     let streams: Vec<_> = lock(&app.shared.streams).drain(..).collect();
-    let (event, retry) = (
-        app.config.shutdown_event.as_ref(),
-        app.config.shutdown_retry,
-    );
+    let (event, retry) = (app.config.shutdown_event.as_ref(), app.config.shutdown_retry);
     for stream in streams.iter().filter_map(Weak::upgrade) {
         stream.close_with(&goodbye(event, retry), Duration::from_millis(100));
     }

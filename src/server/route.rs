@@ -56,10 +56,7 @@ impl Cors {
 
     /// Allows exactly these origins (for example `https://example.com`).
     pub fn origins<I: IntoIterator<Item = S>, S: Into<String>>(origins: I) -> Cors {
-        Cors {
-            origins: Some(origins.into_iter().map(Into::into).collect()),
-            ..Cors::any()
-        }
+        Cors { origins: Some(origins.into_iter().map(Into::into).collect()), ..Cors::any() }
     }
 
     /// The request headers a page may send, as one comma-separated list
@@ -88,9 +85,7 @@ impl Cors {
     }
 
     fn allows(&self, origin: &str) -> bool {
-        self.origins
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|o| o == origin))
+        self.origins.as_ref().is_none_or(|list| list.iter().any(|o| o == origin))
     }
 }
 
@@ -112,11 +107,8 @@ pub(super) fn find<'a>(routes: &'a [Route], method: &str, path: &str) -> Lookup<
     let Some(best) = routes.iter().filter(matches).map(key).min() else {
         return Lookup::Missing;
     };
-    let candidates: Vec<&Route> = routes
-        .iter()
-        .filter(matches)
-        .filter(|r| key(r) == best)
-        .collect();
+    let candidates: Vec<&Route> =
+        routes.iter().filter(matches).filter(|r| key(r) == best).collect();
     let wanted = |m: &str| candidates.iter().find(|r| r.method == m).copied();
     if let Some(route) = wanted(method).or_else(|| wanted("GET").filter(|_| method == "HEAD")) {
         return Lookup::Route(route);

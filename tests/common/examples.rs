@@ -30,17 +30,13 @@ pub fn example_binary(name: &str) -> PathBuf {
     build
         .args(["build", "--quiet", "--offline", "--example", name])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir
-        .file_name()
-        .is_some_and(|profile| profile == "release")
-    {
+    if profile_dir.file_name().is_some_and(|profile| profile == "release") {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build");
     assert!(status.success(), "cargo build --example {name}: {status}");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let binary =
+        profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(binary.is_file(), "no {name} binary at {}", binary.display());
     built.push((name.to_string(), binary.clone()));
     binary
@@ -163,9 +159,8 @@ pub fn complete_lines(reader: impl Read + Send + 'static) -> Receiver<String> {
 /// be `listening on http://HOST:PORT`, whole: a line is only taken once its
 /// LF has arrived.
 pub fn listening_addr(lines: &Receiver<String>) -> Result<SocketAddr, String> {
-    let first = lines
-        .recv_timeout(LONG_WAIT)
-        .map_err(|e| format!("no complete first stderr line: {e}"))?;
+    let first =
+        lines.recv_timeout(LONG_WAIT).map_err(|e| format!("no complete first stderr line: {e}"))?;
     first
         .strip_prefix("listening on http://")
         .and_then(|addr| addr.parse().ok())

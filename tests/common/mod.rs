@@ -64,10 +64,7 @@ pub fn wait_for<T: Debug>(
         if ok(&value) {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting: {what} (last: {value:?})"
-        );
+        assert!(Instant::now() < deadline, "timed out waiting: {what} (last: {value:?})");
         thread::sleep(Duration::from_millis(1));
     }
 }
@@ -83,10 +80,7 @@ pub fn wait_until(what: &str, condition: impl FnMut() -> bool) {
 }
 
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

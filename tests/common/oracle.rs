@@ -6,11 +6,7 @@ use super::*;
 
 /// The values of the headers named `name` (case-insensitive), in order.
 pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .collect()
+    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
 }
 
 /// A response as read from the wire.
@@ -74,9 +70,7 @@ pub fn parse_head(head: &[u8]) -> Option<Resp> {
 
 /// The status of `HTTP/1.x NNN Reason phrase`, or `None`.
 pub fn parse_status_line(line: &str) -> Option<u16> {
-    let rest = line
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| line.strip_prefix("HTTP/1.0 "))?;
+    let rest = line.strip_prefix("HTTP/1.1 ").or_else(|| line.strip_prefix("HTTP/1.0 "))?;
     let (code, reason) = rest.split_once(' ')?;
     if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) || reason.is_empty() {
         return None;

@@ -28,11 +28,7 @@ impl Default for Dechunker {
 
 impl Dechunker {
     pub fn new() -> Dechunker {
-        Dechunker {
-            decoder: ChunkedDecoder::new(usize::MAX),
-            ended: false,
-            raw: Vec::new(),
-        }
+        Dechunker { decoder: ChunkedDecoder::new(usize::MAX), ended: false, raw: Vec::new() }
     }
 
     /// Decodes `raw` (split anywhere) and appends the body bytes to `body`.
@@ -57,10 +53,9 @@ impl Dechunker {
                     String::from_utf8_lossy(&self.raw)
                 );
             }
-            Err(e) => panic!(
-                "invalid chunked body ({e:?}): {:?}",
-                String::from_utf8_lossy(&self.raw)
-            ),
+            Err(e) => {
+                panic!("invalid chunked body ({e:?}): {:?}", String::from_utf8_lossy(&self.raw))
+            }
         }
     }
 
@@ -86,8 +81,7 @@ pub fn dechunk(raw: &[u8]) -> Vec<u8> {
 
 /// Whether a response head says its body is chunked.
 pub fn is_chunked(resp: &Resp) -> bool {
-    resp.header("Transfer-Encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    resp.header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
 }
 
 /// A raw TCP client with a receive buffer (bytes past one response stay
@@ -108,11 +102,7 @@ impl Client {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-            chunked: None,
-        }
+        Client { stream, buf: Vec::new(), chunked: None }
     }
 
     /// From now on, the bytes are a chunked body: decode them (those
@@ -136,11 +126,7 @@ impl Client {
     pub fn stream_head(&mut self) -> Resp {
         let head = self.head();
         assert_eq!(head.status, 200, "{head:?}");
-        assert_eq!(
-            head.header("Content-Type"),
-            Some("text/event-stream"),
-            "{head:?}"
-        );
+        assert_eq!(head.header("Content-Type"), Some("text/event-stream"), "{head:?}");
         if is_chunked(&head) {
             self.decode_chunked();
         }
@@ -214,10 +200,7 @@ impl Client {
     pub fn head(&mut self) -> Resp {
         let head = self.read_until(b"\r\n\r\n");
         parse_head(&head).unwrap_or_else(|| {
-            panic!(
-                "malformed response head: {:?}",
-                String::from_utf8_lossy(&head)
-            )
+            panic!("malformed response head: {:?}", String::from_utf8_lossy(&head))
         })
     }
 
@@ -366,15 +349,8 @@ pub fn http(
         .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&all)))
         + 4;
     let mut resp = parse_head(&all[..end]).unwrap_or_else(|| {
-        panic!(
-            "malformed response head: {:?}",
-            String::from_utf8_lossy(&all[..end])
-        )
+        panic!("malformed response head: {:?}", String::from_utf8_lossy(&all[..end]))
     });
-    resp.body = if is_chunked(&resp) {
-        dechunk(&all[end..])
-    } else {
-        all[end..].to_vec()
-    };
+    resp.body = if is_chunked(&resp) { dechunk(&all[end..]) } else { all[end..].to_vec() };
     resp
 }

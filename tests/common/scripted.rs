@@ -89,9 +89,7 @@ impl Scripted {
 
     /// The next request, waiting up to [`WAIT`].
     pub fn request(&self) -> Req {
-        self.requests
-            .recv_timeout(WAIT)
-            .expect("the client sent no request in time")
+        self.requests.recv_timeout(WAIT).expect("the client sent no request in time")
     }
 
     /// The requests that have arrived so far.
@@ -118,10 +116,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Req> {
             return Some(Req {
                 method: request.method().to_string(),
                 target: request.target().to_string(),
-                headers: request
-                    .headers()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
+                headers: request.headers().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
                 body,
                 at: Instant::now(),
             });

@@ -26,9 +26,8 @@ impl TestServer {
     /// thread stack size: it is how the stack the server needs was measured.
     pub fn start(configure: impl FnOnce(&mut Server)) -> TestServer {
         let mut server = Server::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        if let Some(size) = std::env::var("STDSSE_TEST_STACK_SIZE")
-            .ok()
-            .and_then(|s| s.parse().ok())
+        if let Some(size) =
+            std::env::var("STDSSE_TEST_STACK_SIZE").ok().and_then(|s| s.parse().ok())
         {
             server.stack_size(size);
         }
@@ -39,12 +38,7 @@ impl TestServer {
             .name("test-server".into())
             .spawn(move || server.run())
             .expect("spawn the server thread");
-        TestServer {
-            addr,
-            handle,
-            join: Some(join),
-            before_stop: None,
-        }
+        TestServer { addr, handle, join: Some(join), before_stop: None }
     }
 
     /// Runs `f` first when the server is stopped or dropped (for example to
@@ -96,19 +90,14 @@ impl TestServer {
         let deadline = Instant::now() + LONG_WAIT;
         while !join.is_finished() {
             if Instant::now() > deadline {
-                assert!(
-                    thread::panicking(),
-                    "Server::run did not return after shutdown"
-                );
+                assert!(thread::panicking(), "Server::run did not return after shutdown");
                 return;
             }
             thread::sleep(Duration::from_millis(2));
         }
         let result = join.join();
         if !thread::panicking() {
-            result
-                .expect("the server thread panicked")
-                .expect("Server::run failed");
+            result.expect("the server thread panicked").expect("Server::run failed");
         }
     }
 }

@@ -14,9 +14,7 @@ use super::*;
 pub fn send_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> TcpStream {
     let headers = [&[("Accept", "text/event-stream")], headers].concat();
     let mut stream = connect(addr);
-    stream
-        .write_all(&request_bytes("GET", target, &headers, b""))
-        .expect("send the request");
+    stream.write_all(&request_bytes("GET", target, &headers, b"")).expect("send the request");
     stream
 }
 
@@ -61,16 +59,9 @@ impl Sse {
             );
         };
         let head = parse_head(&buf[..end]).unwrap_or_else(|| {
-            panic!(
-                "{target}: malformed head {:?}",
-                String::from_utf8_lossy(&buf[..end])
-            )
+            panic!("{target}: malformed head {:?}", String::from_utf8_lossy(&buf[..end]))
         });
-        assert!(
-            head.status_line.starts_with("HTTP/1.1 200 "),
-            "{target}: {}",
-            head.head
-        );
+        assert!(head.status_line.starts_with("HTTP/1.1 200 "), "{target}: {}", head.head);
         assert_eq!(
             head.header("Content-Type").map(str::to_ascii_lowercase),
             Some("text/event-stream".to_string()),

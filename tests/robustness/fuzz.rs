@@ -105,11 +105,7 @@ impl Tally {
     }
 
     fn summary(&self) -> String {
-        let parts: Vec<String> = self
-            .outcomes
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
+        let parts: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         parts.join(", ")
     }
 }
@@ -212,11 +208,7 @@ fn make_head(rng: &mut Rng) -> (Vec<u8>, &'static str) {
 }
 
 fn check_head(input: &[u8], rng: &mut Rng, tally: &mut Tally) {
-    let limits = if rng.chance(25) {
-        SMALL
-    } else {
-        Limits::default()
-    };
+    let limits = if rng.chance(25) { SMALL } else { Limits::default() };
     match parse_head(input, &limits) {
         Ok(Status::Partial) => {
             assert!(input.len() <= limits.max_head, "Partial past max_head");
@@ -340,10 +332,7 @@ fn check_chunked_with(input: &[u8], max_body: usize, rng: &mut Rng, tally: &mut 
     match once.0 {
         Ok(Status::Complete(_)) => {
             tally.count("complete");
-            assert_eq!(
-                split.decode(b"5\r\n", &mut scratch),
-                Ok(Status::Complete(0))
-            );
+            assert_eq!(split.decode(b"5\r\n", &mut scratch), Ok(Status::Complete(0)));
         }
         Err(e) => {
             tally.count(format!("error {}", e.status()));
@@ -397,10 +386,7 @@ const STREAM_TOKENS: &[&[u8]] = &[
 fn make_stream(rng: &mut Rng) -> (Vec<u8>, &'static str) {
     if rng.chance(20) {
         let len = rng.below(300);
-        (
-            (0..len).map(|_| rng.next_u64() as u8).collect(),
-            "random bytes",
-        )
+        ((0..len).map(|_| rng.next_u64() as u8).collect(), "random bytes")
     } else {
         (random_input(rng, STREAM_TOKENS, 80), "random stream")
     }
@@ -412,10 +398,7 @@ fn pull(parser: &mut Parser, items: &mut Vec<String>, tally: &mut Tally) {
         match &item {
             Ok(Item::Event(event)) => {
                 assert!(!event.id.contains(['\0', '\r', '\n']), "bad id {event:?}");
-                assert!(
-                    !event.event_type.contains(['\r', '\n']),
-                    "bad type {event:?}"
-                );
+                assert!(!event.event_type.contains(['\r', '\n']), "bad type {event:?}");
                 assert!(!event.event_type.is_empty(), "empty type {event:?}");
                 assert!(!event.data.contains('\r'), "CR in data {event:?}");
                 tally.count("events");
@@ -431,16 +414,9 @@ fn pull(parser: &mut Parser, items: &mut Vec<String>, tally: &mut Tally) {
 }
 
 fn check_stream(input: &[u8], rng: &mut Rng, tally: &mut Tally) {
-    let (max_line, max_event) = if rng.chance(50) {
-        (rng.below(64), rng.below(128))
-    } else {
-        (64 * 1024, 64 * 1024)
-    };
-    let new = || {
-        Parser::new()
-            .max_line_len(max_line)
-            .max_event_size(max_event)
-    };
+    let (max_line, max_event) =
+        if rng.chance(50) { (rng.below(64), rng.below(128)) } else { (64 * 1024, 64 * 1024) };
+    let new = || Parser::new().max_line_len(max_line).max_event_size(max_event);
     let bound = max_line + max_event + 3;
 
     let mut whole = new();
@@ -456,11 +432,7 @@ fn check_stream(input: &[u8], rng: &mut Rng, tally: &mut Tally) {
     for piece in pieces(rng, input) {
         split.feed(piece);
         pull(&mut split, &mut items, tally);
-        assert!(
-            split.buffered() <= bound,
-            "buffered {} past {bound}",
-            split.buffered()
-        );
+        assert!(split.buffered() <= bound, "buffered {} past {bound}", split.buffered());
     }
     split.finish();
     pull(&mut split, &mut items, tally);
@@ -485,13 +457,7 @@ fn main() {
         (
             "chunked bodies (ChunkedDecoder)",
             thread::spawn(move || {
-                run_loop(
-                    "chunked",
-                    inputs,
-                    seed ^ 0xC4C4,
-                    make_chunked,
-                    check_chunked,
-                )
+                run_loop("chunked", inputs, seed ^ 0xC4C4, make_chunked, check_chunked)
             }),
         ),
         (
@@ -509,10 +475,7 @@ fn main() {
                     seed ^ 0x4E5B,
                     |rng| {
                         let len = rng.below(300);
-                        (
-                            (0..len).map(|_| rng.next_u64() as u8).collect(),
-                            "random bytes",
-                        )
+                        ((0..len).map(|_| rng.next_u64() as u8).collect(), "random bytes")
                     },
                     |input, _, tally| tally.count(stdsse::redis::fuzz_resp_reply(input)),
                 )
@@ -541,10 +504,7 @@ fn main() {
             }
         }
     }
-    println!(
-        "fuzz: seed {seed}, {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("fuzz: seed {seed}, {:.1} s", started.elapsed().as_secs_f64());
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);

@@ -61,10 +61,7 @@ fn publish(hub: &Hub, req: &Request) -> Response {
         return Response::text(400, "count and size must be numbers\n");
     };
     if count > MAX_COUNT || size > MAX_SIZE {
-        return Response::text(
-            400,
-            format!("at most {MAX_COUNT} events of {MAX_SIZE} bytes\n"),
-        );
+        return Response::text(400, format!("at most {MAX_COUNT} events of {MAX_SIZE} bytes\n"));
     }
     let template = "x".repeat(size as usize);
     for n in 0..count {
@@ -105,13 +102,7 @@ fn inject(hub: &Hub, req: &Request) -> Response {
 
 fn main() -> std::io::Result<()> {
     let options = common::Options::parse(
-        &[
-            "addr",
-            "max-connections",
-            "head-timeout-ms",
-            "keep-alive-ms",
-            "access-log",
-        ],
+        &["addr", "max-connections", "head-timeout-ms", "keep-alive-ms", "access-log"],
         USAGE,
     );
     let addr = options.get("addr", "127.0.0.1:0");
@@ -132,9 +123,7 @@ fn main() -> std::io::Result<()> {
                 .header("Content-Type", "application/octet-stream")
                 .body(req.body().to_vec())
         })
-        .get("/panic", |_req| {
-            panic!("the /panic route panics on purpose (robustness suite)")
-        })
+        .get("/panic", |_req| panic!("the /panic route panics on purpose (robustness suite)"))
         .sse("/panic-stream", |_req| {
             Ok(Accept::new(|mut stream| {
                 stream.comment("about to panic")?;
