@@ -69,14 +69,7 @@ fn post_message(hub: &Hub, req: &Request) -> Response {
 
 fn main() -> std::io::Result<()> {
     let options = common::Options::parse(
-        &[
-            "addr",
-            "max-connections",
-            "fanout-threads",
-            "keep-alive-ms",
-            "redis",
-            "stream",
-        ],
+        &["addr", "max-connections", "fanout-threads", "keep-alive-ms", "redis", "stream"],
         USAGE,
     );
     let addr = options.get("addr", "127.0.0.1:8080");

@@ -32,20 +32,11 @@ impl Redis {
             println!("SKIP: redis-server is not on PATH");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir =
             std::env::temp_dir().join(format!("stdsse-hub-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Redis {
-            child: None,
-            dir,
-            port,
-            persist,
-        };
+        let mut redis = Redis { child: None, dir, port, persist };
         redis.restart();
         Some(redis)
     }
@@ -146,10 +137,8 @@ fn two_hubs_deliver_the_same_events_in_one_order() {
         return;
     };
     let ((a, _), (b, _)) = (hub(&redis, 1000, 1000), hub(&redis, 1000, 1000));
-    let (ra, rb) = (
-        a.receiver(Subscription::new()).unwrap(),
-        b.receiver(Subscription::new()).unwrap(),
-    );
+    let (ra, rb) =
+        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
     let publishers: Vec<_> = [("a", a.clone()), ("b", b.clone())]
         .into_iter()
         .map(|(name, hub)| {
@@ -168,23 +157,10 @@ fn two_hubs_deliver_the_same_events_in_one_order() {
     seen.dedup();
     assert_eq!(seen.len(), 100, "every event once");
     // Each publisher's events in its order; ids `<epoch>-<ms>-<seq>`.
-    let a_order: Vec<_> = data(&on_a)
-        .into_iter()
-        .filter(|d| d.starts_with('a'))
-        .collect();
-    assert_eq!(
-        a_order,
-        (0..50).map(|n| format!("a{n}")).collect::<Vec<_>>()
-    );
-    assert!(
-        on_a.iter().all(|e| e.1.split('-').count() == 3),
-        "{:?}",
-        on_a[0]
-    );
-    assert!(
-        ra.try_recv().is_err() && rb.try_recv().is_err(),
-        "nothing more"
-    );
+    let a_order: Vec<_> = data(&on_a).into_iter().filter(|d| d.starts_with('a')).collect();
+    assert_eq!(a_order, (0..50).map(|n| format!("a{n}")).collect::<Vec<_>>());
+    assert!(on_a.iter().all(|e| e.1.split('-').count() == 3), "{:?}", on_a[0]);
+    assert!(ra.try_recv().is_err() && rb.try_recv().is_err(), "nothing more");
 }
 
 #[test]
@@ -210,18 +186,12 @@ fn an_id_from_one_hub_resumes_on_another_from_its_history_or_from_redis() {
     ];
     let mut receivers = Vec::new();
     for (name, sub, after, want) in cases {
-        let r = b
-            .receiver(sub.last_event_id(Some(&a_all[after].1)))
-            .unwrap();
+        let r = b.receiver(sub.last_event_id(Some(&a_all[after].1))).unwrap();
         let got = take(&r, want.len());
         assert_eq!(data(&got), want, "{name}");
         assert_eq!(
             got,
-            a_all
-                .iter()
-                .filter(|e| want.contains(&e.2.as_str()))
-                .cloned()
-                .collect::<Vec<_>>(),
+            a_all.iter().filter(|e| want.contains(&e.2.as_str())).cloned().collect::<Vec<_>>(),
             "{name}: the same ids"
         );
         receivers.push((name, r));
@@ -230,24 +200,13 @@ fn an_id_from_one_hub_resumes_on_another_from_its_history_or_from_redis() {
     a.publish_to(&["odd"], say("e10".into())).unwrap();
     for (name, r) in &receivers {
         assert_eq!(next(r).2, "e10", "{name}");
-        assert!(
-            r.recv_timeout(Duration::from_millis(50)).is_err(),
-            "{name}: no duplicate"
-        );
+        assert!(r.recv_timeout(Duration::from_millis(50)).is_err(), "{name}: no duplicate");
     } // Trimmed past the id: the gap signal, not events that only look
       // like they follow.
-    redis
-        .conn()
-        .call(&[b"XTRIM", b"test:stream", b"MAXLEN", b"3"])
-        .unwrap();
-    let sub = Subscription::new()
-        .topic("odd")
-        .last_event_id(Some(&a_all[2].1));
+    redis.conn().call(&[b"XTRIM", b"test:stream", b"MAXLEN", b"3"]).unwrap();
+    let sub = Subscription::new().topic("odd").last_event_id(Some(&a_all[2].1));
     let gap = next(&b.receiver(sub).unwrap());
-    assert_eq!(
-        (gap.0.as_str(), gap.2.as_str()),
-        ("stdsse-gap", "unknown-id")
-    );
+    assert_eq!((gap.0.as_str(), gap.2.as_str()), ("stdsse-gap", "unknown-id"));
 }
 
 #[test]
@@ -256,10 +215,8 @@ fn a_resume_across_a_flushed_stream_gets_the_gap_signal() {
         return;
     };
     let ((a, heard), (b, _)) = (hub(&redis, 100, 100), hub(&redis, 100, 1));
-    let (ra, rb) = (
-        a.receiver(Subscription::new()).unwrap(),
-        b.receiver(Subscription::new()).unwrap(),
-    );
+    let (ra, rb) =
+        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
     for n in 0..3 {
         a.publish(say(format!("old{n}"))).unwrap();
     }
@@ -273,11 +230,7 @@ fn a_resume_across_a_flushed_stream_gets_the_gap_signal() {
     for (r, n) in [(&ra, 1), (&rb, 4)] {
         let new = take(r, n).pop().unwrap();
         assert_eq!(new.2, "new");
-        assert_ne!(
-            epoch(&new.1),
-            epoch(&old[0].1),
-            "a new epoch after the flush"
-        );
+        assert_ne!(epoch(&new.1), epoch(&old[0].1), "a new epoch after the flush");
     }
     // On both hubs: the gap, never "old" events that only look like they
     // follow.
@@ -285,16 +238,10 @@ fn a_resume_across_a_flushed_stream_gets_the_gap_signal() {
         let sub = Subscription::new().last_event_id(Some(&old[1].1));
         let r = hub.receiver(sub).unwrap();
         let gap = next(&r);
-        assert_eq!(
-            (gap.0.as_str(), gap.2.as_str()),
-            ("stdsse-gap", "unknown-id")
-        );
+        assert_eq!((gap.0.as_str(), gap.2.as_str()), ("stdsse-gap", "unknown-id"));
     }
     let heard = heard.lock().unwrap();
-    assert!(
-        heard.iter().any(|h| h.starts_with("EpochChanged")),
-        "{heard:?}"
-    );
+    assert!(heard.iter().any(|h| h.starts_with("EpochChanged")), "{heard:?}");
 }
 
 #[test]
@@ -303,10 +250,8 @@ fn redis_down_fails_publish_at_once_and_a_restart_misses_nothing() {
         return;
     };
     let ((a, heard), (b, _)) = (hub(&redis, 1000, 1000), hub(&redis, 1000, 1000));
-    let (ra, rb) = (
-        a.receiver(Subscription::new()).unwrap(),
-        b.receiver(Subscription::new()).unwrap(),
-    );
+    let (ra, rb) =
+        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
     a.publish(say("before".into())).unwrap();
     let before = next(&ra);
     assert_eq!(next(&rb), before);
@@ -325,21 +270,10 @@ fn redis_down_fails_publish_at_once_and_a_restart_misses_nothing() {
             Ok(()) => panic!("publish still accepted"),
         }
     };
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_eq!(
-        refused,
-        PublishError(say("while down".into()), PublishErrorKind::Unavailable)
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert_eq!(refused, PublishError(say("while down".into()), PublishErrorKind::Unavailable));
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        ra.try_recv().unwrap_err(),
-        TryRecvError::Empty,
-        "still open"
-    );
+    assert_eq!(ra.try_recv().unwrap_err(), TryRecvError::Empty, "still open");
     redis.restart();
     // B publishes as soon as it can; A's reader goes on from its last
     // entry: both get B's event and what A accepted before it knew Redis
@@ -357,17 +291,10 @@ fn redis_down_fails_publish_at_once_and_a_restart_misses_nothing() {
     want.insert(0, "after"); // sorted
     assert_eq!(got, want, "what was accepted, once");
     for r in [&ra, &rb] {
-        assert!(
-            r.recv_timeout(Duration::from_millis(200)).is_err(),
-            "no duplicate"
-        );
+        assert!(r.recv_timeout(Duration::from_millis(200)).is_err(), "no duplicate");
     }
     let heard = heard.lock().unwrap().clone();
-    let lost = heard
-        .iter()
-        .position(|h| h.starts_with("Lost { writer: false"));
-    let back = heard
-        .iter()
-        .rposition(|h| h.starts_with("Connected { writer: false"));
+    let lost = heard.iter().position(|h| h.starts_with("Lost { writer: false"));
+    let back = heard.iter().rposition(|h| h.starts_with("Connected { writer: false"));
     assert!(lost.is_some() && back > lost, "{heard:?}");
 }

@@ -482,13 +482,8 @@ impl HubBuilder {
     /// (and with Redis a reader and a writer). Fails on a bad Redis URL.
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
-        let url = self
-            .redis
-            .as_ref()
-            .map(|(url, _)| crate::redis::RedisUrl::parse(url));
-        let url = url
-            .transpose()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let url = self.redis.as_ref().map(|(url, _)| crate::redis::RedisUrl::parse(url));
+        let url = url.transpose().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
@@ -511,19 +506,9 @@ impl HubBuilder {
             let (link, engine) = redis::start(&coordinator.config, url, stream, tx.clone())?;
             (redis, coordinator.redis) = (Some(link), Some(engine));
         }
-        thread::Builder::new()
-            .name("stdsse-hub".into())
-            .spawn(move || coordinator.run(rx))?;
+        thread::Builder::new().name("stdsse-hub".into()).spawn(move || coordinator.run(rx))?;
         let closed = AtomicBool::new(false);
-        Ok(Hub {
-            inner: Arc::new(HubInner {
-                tx,
-                closed,
-                counters,
-                epoch,
-                redis,
-            }),
-        })
+        Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch, redis }) })
     }
 }
 

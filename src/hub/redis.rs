@@ -124,11 +124,7 @@ pub(super) fn start(
     thread::Builder::new()
         .name("stdsse-redis-write".into())
         .spawn(move || supervise(&mut writer, &url, &c, &u))?;
-    let link = Link {
-        tx: publish_tx,
-        up,
-        _alive: alive,
-    };
+    let link = Link { tx: publish_tx, up, _alive: alive };
     let staged = None;
     Ok((link, Engine { requests, staged }))
 }
@@ -174,10 +170,7 @@ fn supervise<S: Session>(session: &mut S, url: &RedisUrl, config: &HubBuilder, u
         let Err(error) = result else { return };
         up.store(false, Ordering::SeqCst);
         if !std::mem::replace(&mut logged, true) {
-            let lost = RedisLog::Lost {
-                writer,
-                error: &error,
-            };
+            let lost = RedisLog::Lost { writer, error: &error };
             config.emit(HubLogKind::Redis(lost), None);
         }
         if !session.down() {
@@ -208,27 +201,11 @@ impl Session for Writer {
                     return Ok(());
                 };
                 self.batch.push_back(first);
-                self.batch
-                    .extend(self.rx.try_iter().take(super::history::BATCH));
+                self.batch.extend(self.rx.try_iter().take(super::history::BATCH));
             }
             for (topics, frame) in &self.batch {
-                let (s, n, t) = (
-                    self.stream.as_bytes(),
-                    self.maxlen.as_bytes(),
-                    topics.join("\n"),
-                );
-                conn.send(&[
-                    b"XADD",
-                    s,
-                    b"MAXLEN",
-                    b"~",
-                    n,
-                    b"*",
-                    b"d",
-                    frame,
-                    b"t",
-                    t.as_bytes(),
-                ]);
+                let (s, n, t) = (self.stream.as_bytes(), self.maxlen.as_bytes(), topics.join("\n"));
+                conn.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
             }
             conn.flush()?;
             for _ in 0..self.batch.len() {
@@ -332,9 +309,7 @@ impl Reader {
             .unwrap_or("-");
         let (s, n) = (self.stream.as_bytes(), self.replay_count.as_bytes());
         let got = conn.call(&[b"XRANGE", s, rid.as_bytes(), b"+", b"COUNT", n])?;
-        let got: Vec<_> = (items(got).into_iter())
-            .map(|e| entry(&self.epoch, e))
-            .collect();
+        let got: Vec<_> = (items(got).into_iter()).map(|e| entry(&self.epoch, e)).collect();
         let whole = got.first().is_some_and(|e| e.0 == rid)
             && got.last().is_some_and(|e| key(&e.0) >= key(&self.last));
         if !whole {
@@ -384,12 +359,7 @@ fn key(rid: &str) -> Option<(u64, u64)> {
 fn entry(epoch: &str, reply: Reply) -> (String, Raw) {
     let mut parts = items(reply).into_iter();
     let rid = String::from_utf8_lossy(&parts.next().map(bytes).unwrap_or_default()).into_owned();
-    let mut fields = parts
-        .next()
-        .map(items)
-        .unwrap_or_default()
-        .into_iter()
-        .map(bytes);
+    let mut fields = parts.next().map(items).unwrap_or_default().into_iter().map(bytes);
     let (mut d, mut t) = (Vec::new(), Vec::new());
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         match &name[..] {
@@ -406,11 +376,7 @@ fn entry(epoch: &str, reply: Reply) -> (String, Raw) {
     }
     let topics = String::from_utf8_lossy(&t);
     let topics = topics.split('\n').filter(|t| !t.is_empty());
-    let raw = (
-        id,
-        topics.map(str::to_string).collect(),
-        Frame::from_encoded(frame),
-    );
+    let raw = (id, topics.map(str::to_string).collect(), Frame::from_encoded(frame));
     (rid, raw)
 }
 
@@ -462,21 +428,14 @@ impl Coordinator {
     /// Where a resume starts on Redis: after its retained event of this
     /// epoch, or, with a replay from Redis, after everything delivered.
     pub(super) fn redis_resume_seq(&self, engine: &Engine, id: &str) -> Option<u64> {
-        let local = self
-            .is_hub_id(id)
-            .then(|| self.history.seq_of(id))
-            .flatten();
+        let local = self.is_hub_id(id).then(|| self.history.seq_of(id)).flatten();
         let replayed = matches!(engine.staged, Some(Some(_)));
         local.or(replayed.then(|| self.next_seq - 1))
     }
 
     /// Queues the replay from Redis (it comes before any retained event).
     pub(super) fn offer_replay(&self, sub: &mut Subscriber) {
-        let Some(Engine {
-            staged: Some(Some(replay)),
-            ..
-        }) = &self.redis
-        else {
+        let Some(Engine { staged: Some(Some(replay)), .. }) = &self.redis else {
             return;
         };
         for raw in replay {
