@@ -76,6 +76,9 @@ fn main() -> std::io::Result<()> {
     let max_connections = options.number("max-connections", 12_000) as usize;
     let keep_alive = Duration::from_millis(options.number("keep-alive-ms", 15_000).max(1));
 
+    // The listening line first, before anything the hub logs.
+    let mut server = Server::bind(&addr)?;
+    common::print_listening(&server);
     let mut hub = Hub::builder();
     if let Some(threads) = options.optional("fanout-threads") {
         hub = hub.fanout_threads(threads as usize);
@@ -93,7 +96,6 @@ fn main() -> std::io::Result<()> {
         .keep_alive(Some(keep_alive))
         .close_retry(Duration::from_millis(500), Duration::from_millis(1500))
         .build()?;
-    let mut server = Server::bind(&addr)?;
     server
         .max_connections(max_connections)
         .limits(common::message_limits())
@@ -108,7 +110,13 @@ fn main() -> std::io::Result<()> {
     server.post("/messages", move |req| post_message(&post_hub, req));
     common::stats_route(&mut server, &hub);
     common::metrics_route(&mut server, &hub);
-    common::serve_until_ctrl_c(server, hub)
+    // `common::serve_until_ctrl_c` without its listening line.
+    let handle = server.handle();
+    common::on_ctrl_c(move || {
+        let _ = hub.close();
+        handle.shutdown();
+    });
+    server.run()
 }
 
 const PAGE: &str = r##"<!doctype html>

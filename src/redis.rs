@@ -320,13 +320,16 @@ impl Conn {
         Ok(written?)
     }
 
-    /// Reads the next reply; an error reply is [`Reply::Error`], so a
-    /// pipeline stays in step.
+    /// Reads the next reply; an error reply is [`RedisError::Server`] (read
+    /// whole: a pipeline stays in step).
     pub fn recv(&mut self) -> Result<Reply, RedisError> {
         loop {
             if let Status::Complete((reply, len)) = parse_reply(&self.buf, &self.limits)? {
                 self.buf.drain(..len);
-                return Ok(reply);
+                return match reply {
+                    Reply::Error(text) => Err(RedisError::Server(text)),
+                    reply => Ok(reply),
+                };
             }
             let old = self.buf.len();
             self.buf.resize(old + (64 << 10), 0);
@@ -338,15 +341,11 @@ impl Conn {
         }
     }
 
-    /// Sends one command and reads its reply; an error reply is
-    /// [`RedisError::Server`].
+    /// Sends one command and reads its reply.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Reply, RedisError> {
         self.send(args);
         self.flush()?;
-        match self.recv()? {
-            Reply::Error(text) => Err(RedisError::Server(text)),
-            reply => Ok(reply),
-        }
+        self.recv()
     }
 }
 

@@ -89,12 +89,17 @@ type Heard = Arc<Mutex<Vec<String>>>;
 
 /// A hub on `redis` with `history` events, `per_topic` of each topic.
 fn hub(redis: &Redis, history: usize, per_topic: usize) -> (Hub, Heard) {
+    hub_at(&redis.url(), history, per_topic)
+}
+
+/// The same on the Redis at `url`.
+fn hub_at(url: &str, history: usize, per_topic: usize) -> (Hub, Heard) {
     let heard = Heard::default();
     let log = heard.clone();
     let hub = Hub::builder()
         .history(history, 1 << 20)
         .topic_history(per_topic, 1 << 20)
-        .redis(&redis.url(), "test:stream")
+        .redis(url, "test:stream")
         .log(move |l| {
             if let HubLogKind::Redis(what) = l.kind {
                 log.lock().unwrap().push(format!("{what:?}"));
@@ -129,6 +134,24 @@ fn data(events: &[(String, String, String)]) -> Vec<&str> {
 
 fn say(text: String) -> Event {
     Event::new().data(text)
+}
+
+/// The events up to and with the first whose data is `last`.
+fn until(rx: &Receiver, last: &str) -> Vec<(String, String, String)> {
+    let mut got = vec![next(rx)];
+    while got[got.len() - 1].2 != last {
+        got.push(next(rx));
+    }
+    got
+}
+
+fn is_gap(event: &(String, String, String)) -> bool {
+    (event.0.as_str(), event.2.as_str()) == ("stdsse-gap", "unknown-id")
+}
+
+/// Waits until the log hook heard a line that starts with `what`.
+fn wait_heard(heard: &Heard, what: &str) {
+    common::wait_until(what, || heard.lock().unwrap().iter().any(|h| h.starts_with(what)));
 }
 
 #[test]
@@ -210,41 +233,6 @@ fn an_id_from_one_hub_resumes_on_another_from_its_history_or_from_redis() {
 }
 
 #[test]
-fn a_resume_across_a_flushed_stream_gets_the_gap_signal() {
-    let Some(redis) = Redis::start(false) else {
-        return;
-    };
-    let ((a, heard), (b, _)) = (hub(&redis, 100, 100), hub(&redis, 100, 1));
-    let (ra, rb) =
-        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
-    for n in 0..3 {
-        a.publish(say(format!("old{n}"))).unwrap();
-    }
-    let old = take(&ra, 3);
-    redis.conn().call(&[b"FLUSHALL"]).unwrap();
-    // The hubs notice the new epoch within a round trip (1 s): an event
-    // published after the flush comes with it, on both.
-    a.publish(say("new".into())).unwrap();
-    let epoch = |id: &str| id.split('-').next().unwrap().to_string();
-    // (B's receiver has the old ones still to take.)
-    for (r, n) in [(&ra, 1), (&rb, 4)] {
-        let new = take(r, n).pop().unwrap();
-        assert_eq!(new.2, "new");
-        assert_ne!(epoch(&new.1), epoch(&old[0].1), "a new epoch after the flush");
-    }
-    // On both hubs: the gap, never "old" events that only look like they
-    // follow.
-    for hub in [&a, &b] {
-        let sub = Subscription::new().last_event_id(Some(&old[1].1));
-        let r = hub.receiver(sub).unwrap();
-        let gap = next(&r);
-        assert_eq!((gap.0.as_str(), gap.2.as_str()), ("stdsse-gap", "unknown-id"));
-    }
-    let heard = heard.lock().unwrap();
-    assert!(heard.iter().any(|h| h.starts_with("EpochChanged")), "{heard:?}");
-}
-
-#[test]
 fn redis_down_fails_publish_at_once_and_a_restart_misses_nothing() {
     let Some(mut redis) = Redis::start(true) else {
         return;
@@ -297,4 +285,155 @@ fn redis_down_fails_publish_at_once_and_a_restart_misses_nothing() {
     let lost = heard.iter().position(|h| h.starts_with("Lost { writer: false"));
     let back = heard.iter().rposition(|h| h.starts_with("Connected { writer: false"));
     assert!(lost.is_some() && back > lost, "{heard:?}");
+}
+
+#[test]
+fn after_a_flush_a_resume_gets_the_gap_and_nothing_from_before() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let ((a, heard), (b, _)) = (hub(&redis, 100, 100), hub(&redis, 100, 1));
+    let (ra, rb) =
+        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
+    for n in 0..3 {
+        a.publish(say(format!("old{n}"))).unwrap();
+    }
+    let old = take(&ra, 3);
+    assert_eq!(take(&rb, 3), old);
+    redis.conn().call(&[b"FLUSHALL"]).unwrap();
+    a.publish(say("new".into())).unwrap();
+    // The hubs notice the new epoch within a round trip (1 s): the event
+    // published after the flush comes with it, on both.
+    let new = until(&ra, "new").pop().unwrap();
+    assert_eq!(until(&rb, "new").pop().unwrap(), new);
+    let epoch = |id: &str| id.split('-').next().unwrap().to_string();
+    assert_ne!(epoch(&new.1), epoch(&old[0].1), "a new epoch after the flush");
+    wait_heard(&heard, "EpochChanged");
+    // The old ids are unknown now: the gap signal, then only what came
+    // after the loss (the history's replay of an unknown id), never the
+    // old events again under their old ids.
+    for hub in [&a, &b] {
+        let r = hub.receiver(Subscription::new().last_event_id(Some(&old[1].1))).unwrap();
+        assert!(is_gap(&next(&r)));
+        assert_eq!(next(&r), new, "only the new epoch's event");
+        assert!(r.recv_timeout(Duration::from_millis(100)).is_err(), "nothing more");
+    }
+}
+
+#[test]
+fn the_subscribers_live_across_a_flush_get_the_gap_before_the_new_events() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let ((a, _), (b, heard)) = (hub(&redis, 100, 100), hub(&redis, 100, 100));
+    let (ra, rb) =
+        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
+    for n in 0..3 {
+        a.publish(say(format!("old{n}"))).unwrap();
+    }
+    let old = take(&ra, 3);
+    assert_eq!(take(&rb, 3), old);
+    redis.conn().call(&[b"FLUSHALL"]).unwrap();
+    // At once, before B's reader can have seen the flush (its `XREAD`
+    // blocks up to a second): B may serve it from its history.
+    let resumed = b.receiver(Subscription::new().last_event_id(Some(&old[0].1))).unwrap();
+    a.publish(say("new".into())).unwrap();
+    for (name, r) in [("live on A", &ra), ("live on B", &rb), ("resumed on B", &resumed)] {
+        let got = until(r, "new");
+        let before = &got[..got.len().saturating_sub(2)];
+        assert!(got.iter().rev().nth(1).is_some_and(is_gap), "{name}: a gap first: {got:?}");
+        assert!(before.iter().all(|e| e.2.starts_with("old")), "{name}: {got:?}");
+    }
+    wait_heard(&heard, "EpochChanged");
+}
+
+/// A port that answers every connection with bytes that are not RESP.
+fn garbage_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut peer in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = peer.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn a_port_that_answers_garbage_is_unavailable_and_the_password_stays_hidden() {
+    let url = format!("redis://:sekret@127.0.0.1:{}", garbage_port());
+    let (hub, heard) = hub_at(&url, 10, 10);
+    // Never up: every connection fails its first round trip.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        let refused = hub.publish(say("x".into())).unwrap_err();
+        assert_eq!(refused.1, PublishErrorKind::Unavailable);
+        thread::sleep(Duration::from_millis(20));
+    }
+    wait_heard(&heard, "Lost { writer: true");
+    wait_heard(&heard, "Lost { writer: false");
+    let heard = heard.lock().unwrap();
+    assert!(!heard.iter().any(|h| h.contains("sekret") || h.starts_with("Connected")), "{heard:?}");
+    let builder = Hub::builder().redis(&url, "s");
+    assert!(!format!("{builder:?}").contains("sekret"), "{builder:?}");
+}
+
+#[test]
+fn once_redis_is_back_publish_stays_available() {
+    let Some(mut redis) = Redis::start(true) else {
+        return;
+    };
+    let (a, heard) = hub(&redis, 1000, 1000);
+    let ra = a.receiver(Subscription::new()).unwrap();
+    a.publish(say("before".into())).unwrap();
+    assert_eq!(next(&ra).2, "before");
+    redis.stop();
+    wait_heard(&heard, "Lost { writer: false");
+    redis.restart();
+    let deadline = Instant::now() + common::LONG_WAIT;
+    while a.publish(say("after".into())).is_err() {
+        assert!(Instant::now() < deadline, "never available again");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Available means the writer's own connection was verified: no
+    // refusal once a publish was accepted.
+    for n in 0..40 {
+        a.publish(say(format!("more{n}"))).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(data(&take(&ra, 41))[..2], ["after", "more0"]);
+}
+
+#[test]
+fn a_hub_behind_redis_resumes_a_newer_id_without_skipping_entries() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, _) = hub(&redis, 1000, 1000);
+    let ra = a.receiver(Subscription::new()).unwrap();
+    for n in 0..100 {
+        a.publish(say(format!("e{n}"))).unwrap();
+    }
+    let all = take(&ra, 100);
+    // B starts now: its reader needs several rounds to read all 100, and a
+    // client resumes on it at once after the 90th.
+    let (b, _) = hub(&redis, 1000, 1000);
+    let resumed = b.receiver(Subscription::new().last_event_id(Some(&all[89].1))).unwrap();
+    assert_eq!(take(&resumed, 10), all[90..]);
+    common::wait_until("B to deliver all 100", || b.stats().published == 100);
+    assert!(resumed.recv_timeout(Duration::from_millis(100)).is_err(), "no duplicate");
+}
+
+#[test]
+fn the_chat_on_redis_prints_the_listening_line_first() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    for _ in 0..3 {
+        // `Example::start` fails unless the first line is the listening one.
+        let chat = common::Example::start("chat", &["--redis", &redis.url()]);
+        let line = chat.log.recv_timeout(common::WAIT).expect("a Redis log line");
+        assert!(line.starts_with("redis: Connected"), "{line}");
+    }
 }

@@ -423,6 +423,8 @@ impl ShardHandle {
 pub(super) enum ShardCommand {
     Publish(Arc<[Arc<Entry>]>),
     Subscribe(Box<Subscriber>),
+    /// The gap signal for every subscriber (the Redis stream was lost).
+    Gap(&'static str),
     Close(SyncSender<()>),
 }
 
@@ -487,6 +489,13 @@ impl Shard {
                 ShardCommand::Subscribe(sub) => {
                     self.release(sub.queued());
                     self.subscribers.push(*sub);
+                    Ok(())
+                }
+                ShardCommand::Gap(reason) => {
+                    for sub in &mut self.subscribers {
+                        sub.push(gap_frame(reason), Kind::Gap);
+                        sub.log(&self.config, HubLogKind::Gap { reason });
+                    }
                     Ok(())
                 }
                 ShardCommand::Close(done) => Err(done),

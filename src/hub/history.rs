@@ -7,11 +7,12 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink, Subscriber};
+use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink};
 use super::{Command, Counters, HubBuilder, HubLogKind, Subscription, UnknownId};
 use crate::event::{Event, Frame};
 
 /// One published event as the history keeps it.
+#[derive(Clone)]
 pub(super) struct Entry {
     pub(super) seq: u64,
     /// The encoded bytes published before it: a span of bytes is a subtraction.
@@ -401,11 +402,8 @@ impl Coordinator {
     /// publisher-chosen one by the newest event with exactly that id,
     /// retained or the newest a topic lost.
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
-        if let Some(engine) = &self.redis {
-            return self.redis_resume_seq(engine, id);
-        }
-        if !self.is_hub_id(id) {
-            return self.history.seq_of(id);
+        if !self.is_hub_id(id) || self.redis.is_some() {
+            return self.replayed().or_else(|| self.history.seq_of(id));
         }
         let seq = id[self.epoch.len() + 1..].parse::<u64>().ok()?;
         let canonical = format!("{}-{seq}", self.epoch) == id && (1..self.next_seq).contains(&seq);
@@ -415,11 +413,9 @@ impl Coordinator {
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
-        let Some((sink, subscription)) = self.defer(sink, subscription) else {
+        let Some(mut sub) = self.subscriber(sink, subscription) else {
             return; // the Redis reader answers
         };
-        let mut sub = Subscriber::new(sink, subscription, &self.config);
-        self.offer_replay(&mut sub);
         let entries = &self.history.entries;
         // Replay starts after `seq`.
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);

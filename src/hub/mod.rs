@@ -334,7 +334,7 @@ pub struct HubBuilder {
     close_timeout: Duration,
     fanout_threads: usize,
     log: Option<Hook<Arc<LogFn>>>,
-    redis: Option<(String, String)>,
+    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String)>,
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
@@ -465,7 +465,7 @@ impl HubBuilder {
     /// an answer was lost). There is no TLS: see [`crate::redis`].
     #[must_use]
     pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
-        self.redis = Some((url.into(), stream.into()));
+        self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));
         self
     }
 
@@ -482,30 +482,24 @@ impl HubBuilder {
     /// (and with Redis a reader and a writer). Fails on a bad Redis URL.
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
-        let url = self.redis.as_ref().map(|(url, _)| crate::redis::RedisUrl::parse(url));
-        let url = url.transpose().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
+        let (redis, engine) = redis::start(&config, &tx)?.unzip();
         let shards = (0..config.fanout_threads)
             .map(|n| Shard::spawn(n, &counters, &config))
             .collect::<io::Result<_>>()?;
-        let mut coordinator = Coordinator {
+        let coordinator = Coordinator {
             history: History::new(&config),
             next_seq: 1,
             next_offset: 0,
-            epoch: epoch.clone(),
+            epoch: if engine.is_some() { String::new() } else { epoch.clone() },
             counters: counters.clone(),
             config,
             shards,
             outgoing: Vec::new(),
-            redis: None,
+            redis: engine,
         };
-        let mut redis = None;
-        if let (Some(url), Some((_, stream))) = (url, coordinator.config.redis.clone()) {
-            let (link, engine) = redis::start(&coordinator.config, url, stream, tx.clone())?;
-            (redis, coordinator.redis) = (Some(link), Some(engine));
-        }
         thread::Builder::new().name("stdsse-hub".into()).spawn(move || coordinator.run(rx))?;
         let closed = AtomicBool::new(false);
         Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch, redis }) })

@@ -1,27 +1,51 @@
-//! The hub on Redis Streams ([`HubBuilder::redis`]): a writer thread
-//! pipelines `XADD`s; a reader thread reads the stream back (`XREAD`) and
-//! hands it to the coordinator, so every instance delivers the same events
-//! in Redis's order, through the same history and fan-out as in-process.
-//! A resume that the local history cannot place is answered by the reader
-//! from `XRANGE`, in its order of reading, so the hand-over to the live
-//! events has no gap and no duplicate.
+//! The hub on Redis Streams ([`HubBuilder::redis`]): the design, in one
+//! place.
 //!
-//! Ids are `<epoch>-<entry id>`: the stream's epoch is a random value at
-//! `<stream>:epoch`, set if absent (`SET NX`) and read on every round trip.
-//! A new epoch means the stream was lost (flushed, or Redis restarted
-//! without persistence): a resume from an older id gets the gap signal.
+//! - **Publishing.** `publish` queues the event (without its id) in a
+//!   channel bounded like the inbox; the writer thread takes batches and
+//!   pipelines `XADD <stream> MAXLEN ~ <history events> * d <frame> t
+//!   <topics>`. A batch is kept until Redis acknowledged it, across
+//!   reconnects. Redis is *up* only while the writer's own connection is
+//!   verified (a `PING` on connect, every acknowledged round trip, and a
+//!   `PING` after 1 s without work); only the writer marks it up, either
+//!   thread marks it down on losing its connection. While it is down
+//!   `publish` fails at once.
+//! - **Delivering.** Events are delivered only as the reader thread reads
+//!   them back (`XREAD BLOCK 1000 COUNT 15` from the last entry it
+//!   delivered), through the coordinator's history and fan-out as
+//!   in-process: every instance delivers the same events in Redis's order.
+//!   Their ids are `<epoch>-<entry id>`.
+//! - **The epoch.** Each round also sends `SET <stream>:epoch <random> NX`
+//!   and `GET`. A new value means the stream was lost (flushed, or Redis
+//!   restarted without persistence): the local history is cleared (its ids
+//!   are unknown from then on: a resume gets the gap signal), every live
+//!   subscriber gets the gap signal before any event of the new epoch
+//!   (also one that resumed, before the reader noticed, from the history),
+//!   and the stream is read from its start.
+//! - **Resuming.** An id of the epoch not in the local history (or any id
+//!   before the epoch is known) goes to the reader, which reads `XRANGE`
+//!   from it (or from the last entry delivered, if older) through at most
+//!   the history's count. If that holds the id's entry and reaches the last
+//!   delivered, the entries not delivered yet are delivered first and the
+//!   rest after the id is the subscriber's replay, so it ends where the
+//!   live events start; otherwise (trimmed, Redis down, the reader's queue
+//!   full) the gap signal.
+//! - **Redis down.** Each thread reconnects after a jittered back-off (100
+//!   ms doubling to 5 s); the reader goes on from the last entry it
+//!   delivered. Connected, lost (and why) and epoch changes go to the log
+//!   hook ([`HubLogKind::Redis`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::fanout::{Sink, Subscriber};
-use super::history::{Coordinator, Entry};
-use super::{Command, HubBuilder, HubLogKind, PublishError, PublishErrorKind};
-use super::{Event, Subscription};
+use super::fanout::{ShardCommand, Sink, Subscriber};
+use super::history::{Coordinator, Entry, History, BATCH};
+use super::{Command, Event, HubBuilder, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use crate::event::Frame;
 use crate::redis::{Conn, RedisError, RedisUrl, Reply};
 use crate::util::{jittered, random_u64};
@@ -35,7 +59,7 @@ pub enum RedisLog<'a> {
         /// The writer's, not the reader's.
         writer: bool,
     },
-    /// It was lost, or could not be made; retried with a back-off.
+    /// It was lost, or could not be made; retried after a back-off.
     Lost {
         /// The writer's, not the reader's.
         writer: bool,
@@ -49,287 +73,340 @@ pub enum RedisLog<'a> {
     },
 }
 
-/// How long connecting, and each answer, may take; the reader's `XREAD`
-/// blocks 1 s within its own limit of 3 s.
+/// How long connecting, and each answer, may take (the reader's blocking
+/// `XREAD` a second more).
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// The reconnect back-off: the first wait and the longest (then jittered).
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// The writer checks an idle connection this often.
+const IDLE: Duration = Duration::from_secs(1);
 /// The largest event published through Redis, as encoded (16 MiB, the
 /// parsers' default event bound), so that `COUNT` entries fit in a reply.
 const MAX_FRAME: usize = 16 << 20;
 /// Entries per `XREAD`: 15 of the largest fit the reply bound (256 MiB).
-const COUNT: &str = "15";
+const COUNT: &[u8] = b"15";
 
-/// An event read from Redis: its id, its topics and its frame.
-pub(super) type Raw = (String, Vec<String>, Frame);
+/// An event on its way to Redis: its topics and its frame without an id.
+type Post = (Vec<String>, Vec<u8>);
 
 /// What the reader tells the coordinator.
 pub(super) enum Msg {
     Epoch(String),
-    Entries(Vec<Raw>),
+    Entries(Vec<Entry>),
     /// A resume the local history could not place, with the events after
-    /// its id through the newest delivered (`None`: they are not all there).
-    Resume(Sink, Subscription, Option<Vec<Raw>>),
+    /// its id through the newest delivered (`None`: the gap signal).
+    Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The publishing side, held by the hub's handles.
+/// The publishing side, held by the hub's handles; the threads end once it
+/// is dropped.
 pub(super) struct Link {
-    tx: SyncSender<(Vec<String>, Vec<u8>)>,
+    posts: SyncSender<Post>,
     up: Arc<AtomicBool>,
-    /// The threads end once this is dropped.
-    _alive: Arc<()>,
 }
 
 /// The coordinator's side.
 pub(super) struct Engine {
     requests: SyncSender<(Sink, Subscription)>,
+    up: Weak<AtomicBool>,
     /// While the reader's answer to a resume subscribes: its replay.
-    staged: Option<Option<Vec<Raw>>>,
+    answer: Option<Option<Vec<Entry>>>,
 }
 
-/// Starts the reader and the writer.
+/// Starts the reader and the writer, if the hub is on Redis; the writer
+/// connects once first, so that `publish` works at once if Redis is up.
 pub(super) fn start(
     config: &Arc<HubBuilder>,
-    url: RedisUrl,
-    stream: String,
-    tx: SyncSender<Command>,
-) -> std::io::Result<(Link, Engine)> {
-    let (up, alive) = (Arc::new(AtomicBool::new(true)), Arc::new(()));
-    let (publish_tx, publish_rx) = mpsc::sync_channel(config.inbox);
-    let (requests, requests_rx) = mpsc::sync_channel(config.inbox);
-    let mut reader = Reader {
-        tx,
+    tx: &SyncSender<Command>,
+) -> io::Result<Option<(Link, Engine)>> {
+    let Some((url, stream)) = config.redis.clone() else { return Ok(None) };
+    let url = url.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let up = Arc::new(AtomicBool::new(false));
+    let side = |writer| Side {
+        writer,
+        url: url.clone(),
         config: config.clone(),
+        up: Arc::downgrade(&up),
+        backoff: None,
+    };
+    let (posts, posts_rx) = mpsc::sync_channel(config.inbox);
+    let (requests, requests_rx) = mpsc::sync_channel(config.inbox);
+    let reader = Reader {
+        side: side(false),
+        tx: tx.clone(),
         requests: requests_rx,
         key: format!("{stream}:epoch"),
         stream: stream.clone(),
         epoch: String::new(),
         last: "0-0".into(),
-        replay_count: (config.history_events + 1).to_string(),
-        alive: Arc::downgrade(&alive),
+        count: (config.history_events + 1).to_string(),
     };
-    let mut writer = Writer {
-        rx: publish_rx,
-        batch: VecDeque::new(),
-        stream,
-        maxlen: config.history_events.max(1).to_string(),
-        alive: Arc::downgrade(&alive),
-    };
-    let (c, u) = (config.clone(), up.clone());
-    let url2 = url.clone();
-    thread::Builder::new()
-        .name("stdsse-redis-read".into())
-        .spawn(move || supervise(&mut reader, &url2, &c, &u))?;
-    let (c, u) = (config.clone(), up.clone());
-    thread::Builder::new()
-        .name("stdsse-redis-write".into())
-        .spawn(move || supervise(&mut writer, &url, &c, &u))?;
-    let link = Link { tx: publish_tx, up, _alive: alive };
-    let staged = None;
-    Ok((link, Engine { requests, staged }))
+    let mut writer = side(true);
+    let conn = writer.connect();
+    let maxlen = config.history_events.max(1).to_string();
+    let write = move || write(writer, conn, &posts_rx, &stream, &maxlen);
+    thread::Builder::new().name("stdsse-redis-read".into()).spawn(move || reader.run())?;
+    thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
+    let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
+    Ok(Some((Link { posts, up }, engine)))
 }
 
 impl Link {
     /// Queues an event for the writer (waiting while the queue is full);
-    /// fails at once while Redis is known to be down.
+    /// fails at once while Redis is down.
     pub(super) fn publish(&self, topics: Vec<String>, event: Event) -> Result<(), PublishError> {
-        if !self.up.load(Ordering::SeqCst) {
+        if !self.up.load(SeqCst) {
             return Err(PublishError(event, PublishErrorKind::Unavailable));
         }
         let frame = event.clone().without_id().encode();
         if frame.len() > MAX_FRAME {
             return Err(PublishError(event, PublishErrorKind::TooLarge));
         }
-        let sent = self.tx.send((topics, frame));
-        sent.map_err(|_| PublishError(event, PublishErrorKind::Closed))
+        self.posts.send((topics, frame)).map_err(|_| PublishError(event, PublishErrorKind::Closed))
     }
 }
 
-/// A thread's work on one connection, and what it does between them.
-trait Session {
-    const WRITER: bool;
-    /// Works until the connection fails, or `Ok` when the hub is gone.
-    fn run(&mut self, conn: &mut Conn) -> Result<(), RedisError>;
-    /// Between connections: whether to go on.
-    fn down(&mut self) -> bool;
+/// One thread's connection: how it (re)connects, and what it logs.
+struct Side {
+    writer: bool,
+    url: RedisUrl,
+    config: Arc<HubBuilder>,
+    /// Whether Redis is up; gone once the hub is.
+    up: Weak<AtomicBool>,
+    /// The wait before the next attempt; `None` while connected.
+    backoff: Option<Duration>,
 }
 
-/// Connects and runs `session` until the hub is gone, reconnecting after a
-/// jittered back-off (100 ms doubling to 5 s); each change goes to the log.
-fn supervise<S: Session>(session: &mut S, url: &RedisUrl, config: &HubBuilder, up: &AtomicBool) {
-    let (mut backoff, mut logged) = (BACKOFF.0, false);
-    let writer = S::WRITER;
-    let timeout = TIMEOUT + Duration::from_secs(if writer { 0 } else { 1 });
+impl Side {
+    fn log(&self, what: RedisLog<'_>) {
+        self.config.emit(HubLogKind::Redis(what), None);
+    }
+
+    fn set_up(&self, up: bool) {
+        if let Some(flag) = self.up.upgrade() {
+            flag.store(up, SeqCst);
+        }
+    }
+
+    /// A connection that answered a `PING`, after the back-off if the last
+    /// attempt failed.
+    fn connect(&mut self) -> Option<Conn> {
+        if let Some(wait) = self.backoff {
+            thread::sleep(jittered((wait / 2, wait)));
+        }
+        let timeout = TIMEOUT + Duration::from_secs(u64::from(!self.writer));
+        let conn =
+            Conn::connect(&self.url, timeout).and_then(|mut c| c.call(&[b"PING"]).map(|_| c));
+        match conn {
+            Ok(conn) => {
+                self.backoff = None;
+                if self.writer {
+                    self.set_up(true);
+                }
+                self.log(RedisLog::Connected { writer: self.writer });
+                Some(conn)
+            }
+            Err(error) => {
+                self.lost(&error);
+                None
+            }
+        }
+    }
+
+    /// Marks Redis down and logs why, once an outage; longer back-off.
+    fn lost(&mut self, error: &RedisError) {
+        if self.backoff.is_none() {
+            self.set_up(false);
+            self.log(RedisLog::Lost { writer: self.writer, error });
+        }
+        self.backoff = Some(self.backoff.map_or(BACKOFF.0, |b| (b * 2).min(BACKOFF.1)));
+    }
+}
+
+/// The writer thread: until the hub is gone, sends each batch, or a `PING`
+/// when idle, in one round trip.
+fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, s: &str, n: &str) {
+    let mut batch = VecDeque::new();
     loop {
-        let result = Conn::connect(url, timeout).and_then(|mut conn| {
-            up.store(true, Ordering::SeqCst);
-            config.emit(HubLogKind::Redis(RedisLog::Connected { writer }), None);
-            (backoff, logged) = (BACKOFF.0, false);
-            session.run(&mut conn)
-        });
-        let Err(error) = result else { return };
-        up.store(false, Ordering::SeqCst);
-        if !std::mem::replace(&mut logged, true) {
-            let lost = RedisLog::Lost { writer, error: &error };
-            config.emit(HubLogKind::Redis(lost), None);
-        }
-        if !session.down() {
-            return;
-        }
-        thread::sleep(jittered((backoff / 2, backoff)));
-        backoff = (backoff * 2).min(BACKOFF.1);
-    }
-}
-
-struct Writer {
-    rx: Receiver<(Vec<String>, Vec<u8>)>,
-    /// Taken from the queue, not yet acknowledged by Redis: kept across a
-    /// reconnect, so an event whose `publish` succeeded is not lost.
-    batch: VecDeque<(Vec<String>, Vec<u8>)>,
-    stream: String,
-    maxlen: String,
-    alive: Weak<()>,
-}
-
-impl Session for Writer {
-    const WRITER: bool = true;
-
-    fn run(&mut self, conn: &mut Conn) -> Result<(), RedisError> {
-        loop {
-            if self.batch.is_empty() {
-                let Ok(first) = self.rx.recv() else {
-                    return Ok(());
-                };
-                self.batch.push_back(first);
-                self.batch.extend(self.rx.try_iter().take(super::history::BATCH));
+        let Some(c) = conn.as_mut() else {
+            if side.up.strong_count() == 0 {
+                return;
             }
-            for (topics, frame) in &self.batch {
-                let (s, n, t) = (self.stream.as_bytes(), self.maxlen.as_bytes(), topics.join("\n"));
-                conn.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
-            }
-            conn.flush()?;
-            for _ in 0..self.batch.len() {
-                recv(conn)?;
-                self.batch.pop_front();
+            conn = side.connect();
+            continue;
+        };
+        if batch.is_empty() {
+            match posts.recv_timeout(IDLE) {
+                Ok(post) => batch.extend(std::iter::once(post).chain(posts.try_iter().take(BATCH))),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-    }
-
-    fn down(&mut self) -> bool {
-        self.alive.strong_count() > 0
+        for (topics, frame) in &batch {
+            let (s, n, t) = (s.as_bytes(), n.as_bytes(), topics.join("\n"));
+            c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
+        }
+        if batch.is_empty() {
+            c.send(&[b"PING"]);
+        }
+        let n = batch.len().max(1);
+        let acked = c
+            .flush()
+            .and_then(|()| (0..n).try_for_each(|_| c.recv().map(|_| drop(batch.pop_front()))));
+        match acked {
+            Ok(()) => side.set_up(true),
+            Err(error) => {
+                conn = None;
+                side.lost(&error);
+            }
+        }
     }
 }
 
 struct Reader {
+    side: Side,
     tx: SyncSender<Command>,
-    config: Arc<HubBuilder>,
     requests: Receiver<(Sink, Subscription)>,
     stream: String,
     key: String,
     epoch: String,
     /// The newest entry id delivered.
     last: String,
-    replay_count: String,
-    alive: Weak<()>,
-}
-
-impl Session for Reader {
-    const WRITER: bool = false;
-
-    fn run(&mut self, conn: &mut Conn) -> Result<(), RedisError> {
-        while self.alive.strong_count() > 0 {
-            let (s, last) = (self.stream.as_bytes(), self.last.as_bytes());
-            conn.send(&[
-                b"XREAD",
-                b"COUNT",
-                COUNT.as_bytes(),
-                b"BLOCK",
-                b"1000",
-                b"STREAMS",
-                s,
-                last,
-            ]);
-            let candidate = format!("{:016x}", random_u64());
-            conn.send(&[b"SET", self.key.as_bytes(), candidate.as_bytes(), b"NX"]);
-            conn.send(&[b"GET", self.key.as_bytes()]);
-            conn.flush()?;
-            let (read, _, epoch) = (recv(conn)?, recv(conn)?, recv(conn)?);
-            let epoch = String::from_utf8_lossy(&bytes(epoch)).into_owned();
-            let sent = if epoch != self.epoch {
-                // Read the new stream from its start; drop what was read.
-                if !self.epoch.is_empty() {
-                    let log = RedisLog::EpochChanged { epoch: &epoch };
-                    self.config.emit(HubLogKind::Redis(log), None);
-                }
-                (self.epoch, self.last) = (epoch.clone(), "0-0".into());
-                self.send(Msg::Epoch(epoch))
-            } else {
-                let read = items(read).into_iter().next().map(items);
-                let entries = read.and_then(|s| s.into_iter().nth(1)).map(items);
-                let entries = entries.unwrap_or_default().into_iter();
-                let entries: Vec<_> = entries.map(|e| entry(&self.epoch, e)).collect();
-                self.last = entries.last().map_or(self.last.clone(), |e| e.0.clone());
-                self.send(Msg::Entries(entries.into_iter().map(|e| e.1).collect()))
-            };
-            if !sent {
-                return Ok(());
-            }
-            while let Ok((sink, sub)) = self.requests.try_recv() {
-                self.resume(conn, sink, sub)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// No replay while Redis is down: those waiting get the gap signal.
-    fn down(&mut self) -> bool {
-        let mut alive = self.alive.strong_count() > 0;
-        while let Ok((sink, sub)) = self.requests.try_recv() {
-            alive &= self.send(Msg::Resume(sink, sub, None));
-        }
-        alive
-    }
+    /// The most entries of a replay (`XRANGE ... COUNT`).
+    count: String,
 }
 
 impl Reader {
+    /// The reader thread: rounds of `XREAD`, the epoch and the resumes
+    /// waiting, until the hub is gone.
+    fn run(mut self) {
+        let mut conn = None;
+        while self.side.up.strong_count() > 0 {
+            let Some(c) = conn.as_mut() else {
+                // No replay while Redis is down: the gap signal.
+                for (sink, sub) in self.requests.try_iter() {
+                    self.send(Msg::Resume(sink, sub, None));
+                }
+                conn = self.side.connect();
+                continue;
+            };
+            match self.round(c) {
+                Ok(true) => {}
+                Ok(false) => return, // the hub closed
+                Err(error) => {
+                    conn = None;
+                    self.side.lost(&error);
+                }
+            }
+        }
+    }
+
     /// Whether the coordinator took `msg` (else the hub is closed).
     fn send(&self, msg: Msg) -> bool {
         self.tx.send(Command::Redis(msg)).is_ok()
     }
 
-    /// Answers a resume with the entries from its id through the newest
-    /// read, if Redis still holds them all (its id first: nothing before
-    /// was trimmed); those newer than the last delivered are delivered
-    /// first, so the replay ends where the live events start.
-    fn resume(&mut self, conn: &mut Conn, sink: Sink, sub: Subscription) -> Result<(), RedisError> {
+    fn round(&mut self, c: &mut Conn) -> Result<bool, RedisError> {
+        let (s, key, last) = (self.stream.as_bytes(), self.key.as_bytes(), self.last.as_bytes());
+        c.send(&[b"XREAD", b"COUNT", COUNT, b"BLOCK", b"1000", b"STREAMS", s, last]);
+        c.send(&[b"SET", key, format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
+        c.send(&[b"GET", key]);
+        c.flush()?;
+        let (read, _, epoch) = (c.recv()?, c.recv()?, text(c.recv()?));
+        if epoch.is_empty() {
+            return Ok(true); // flushed between `SET` and `GET`: set next round
+        }
+        let open = if epoch != self.epoch {
+            if !self.epoch.is_empty() {
+                self.side.log(RedisLog::EpochChanged { epoch: &epoch });
+            }
+            (self.epoch, self.last) = (epoch.clone(), "0-0".into());
+            self.send(Msg::Epoch(epoch)) // what was read is of the old one
+        } else {
+            // `[[stream, [entry, ...]]]`
+            let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
+            let read = self.entries(read.map_or(Vec::new(), items));
+            self.deliver(read)
+        };
+        if !open {
+            return Ok(false);
+        }
+        while let Ok((sink, sub)) = self.requests.try_recv() {
+            self.resume(c, sink, sub)?;
+        }
+        Ok(true)
+    }
+
+    /// Delivers the entries after the last delivered.
+    fn deliver(&mut self, read: Vec<(String, Entry)>) -> bool {
+        let read: Vec<_> = read.into_iter().filter(|e| key(&e.0) > key(&self.last)).collect();
+        self.last = read.last().map_or(self.last.clone(), |e| e.0.clone());
+        self.send(Msg::Entries(read.into_iter().map(|e| e.1).collect()))
+    }
+
+    /// Answers a resume (see the module docs).
+    fn resume(&mut self, c: &mut Conn, sink: Sink, sub: Subscription) -> Result<(), RedisError> {
         let id = sub.last_event_id.as_deref().unwrap_or_default();
-        let rid = (id.strip_prefix(self.epoch.as_str()))
-            .and_then(|r| r.strip_prefix('-'))
-            .filter(|r| key(r).is_some())
-            .unwrap_or("-");
-        let (s, n) = (self.stream.as_bytes(), self.replay_count.as_bytes());
-        let got = conn.call(&[b"XRANGE", s, rid.as_bytes(), b"+", b"COUNT", n])?;
-        let got: Vec<_> = (items(got).into_iter()).map(|e| entry(&self.epoch, e)).collect();
-        let whole = got.first().is_some_and(|e| e.0 == rid)
-            && got.last().is_some_and(|e| key(&e.0) >= key(&self.last));
-        if !whole {
+        let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
+        let Some(rid) = rid.filter(|r| key(r).is_some()).map(str::to_string) else {
             self.send(Msg::Resume(sink, sub, None));
             return Ok(());
+        };
+        let start = if key(&rid) < key(&self.last) { &rid } else { &self.last };
+        let (s, n) = (self.stream.as_bytes(), self.count.as_bytes());
+        let got = match c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n]) {
+            Ok(got) => self.entries(items(got)),
+            Err(e) => {
+                self.send(Msg::Resume(sink, sub, None));
+                return Err(e);
+            }
+        };
+        let whole = got.iter().any(|e| e.0 == rid)
+            && got.last().is_some_and(|e| key(&e.0) >= key(&self.last));
+        let replay = got.iter().filter(|e| key(&e.0) > key(&rid)).map(|e| e.1.clone()).collect();
+        if whole && self.deliver(got) {
+            self.send(Msg::Resume(sink, sub, Some(replay)));
+        } else {
+            self.send(Msg::Resume(sink, sub, None));
         }
-        let newer = got.iter().filter(|e| key(&e.0) > key(&self.last));
-        let newer: Vec<_> = newer.map(|e| e.1.clone()).collect();
-        self.last = got.last().map_or(self.last.clone(), |e| e.0.clone());
-        let replay = got.into_iter().skip(1).map(|e| e.1).collect();
-        let _ = self.send(Msg::Entries(newer)) && self.send(Msg::Resume(sink, sub, Some(replay)));
         Ok(())
     }
-}
 
-/// The next reply; an error reply is an error.
-fn recv(conn: &mut Conn) -> Result<Reply, RedisError> {
-    match conn.recv()? {
-        Reply::Error(text) => Err(RedisError::Server(text)),
-        reply => Ok(reply),
+    /// Stream entries, `[[id, [field, value, ...]], ...]`, as the hub's
+    /// (numbered once delivered): `d` is the frame without an id, which
+    /// gets `id: <epoch>-<entry id>` first, `t` the topics (one a line).
+    fn entries(&self, replies: Vec<Reply>) -> Vec<(String, Entry)> {
+        let entry = |reply| {
+            let mut parts = items(reply).into_iter();
+            let rid = parts.next().map_or(String::new(), text);
+            let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
+            let (mut d, mut t) = (Vec::new(), Vec::new());
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                match &name[..] {
+                    b"d" => d = value,
+                    b"t" => t = value,
+                    _ => {}
+                }
+            }
+            // Comments come first, then `event:` if it has a type.
+            let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
+            let event_type = first.and_then(|l| l.strip_prefix(b"event: "));
+            let event_type = event_type.map(|t| String::from_utf8_lossy(t).into_owned());
+            let id = format!("{}-{rid}", self.epoch);
+            let mut frame = [format!("id: {id}\n").as_bytes(), &d].concat();
+            if !frame.ends_with(b"\n\n") {
+                frame.push(b'\n');
+            }
+            let topics = String::from_utf8_lossy(&t)
+                .split('\n')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            let frame = Frame::from_encoded(frame);
+            let at = Instant::now();
+            (rid, Entry { seq: 0, offset: 0, id, topics, event_type, frame, at })
+        };
+        replies.into_iter().map(entry).collect()
     }
 }
 
@@ -347,118 +424,88 @@ fn bytes(reply: Reply) -> Vec<u8> {
     }
 }
 
+fn text(reply: Reply) -> String {
+    String::from_utf8_lossy(&bytes(reply)).into_owned()
+}
+
 /// An entry id `<ms>-<seq>` as numbers, to compare.
 fn key(rid: &str) -> Option<(u64, u64)> {
     let (ms, seq) = rid.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// A stream entry, `[id, [field, value, ...]]`: its entry id, and the
-/// event with the id `<epoch>-<entry id>` put before `d` (the frame
-/// without an id) and `t` its topics (one a line).
-fn entry(epoch: &str, reply: Reply) -> (String, Raw) {
-    let mut parts = items(reply).into_iter();
-    let rid = String::from_utf8_lossy(&parts.next().map(bytes).unwrap_or_default()).into_owned();
-    let mut fields = parts.next().map(items).unwrap_or_default().into_iter().map(bytes);
-    let (mut d, mut t) = (Vec::new(), Vec::new());
-    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-        match &name[..] {
-            b"d" => d = value,
-            b"t" => t = value,
-            _ => {}
-        }
-    }
-    let id = format!("{epoch}-{rid}");
-    let mut frame = format!("id: {id}\n").into_bytes();
-    frame.extend(d);
-    if !frame.ends_with(b"\n\n") {
-        frame.push(b'\n');
-    }
-    let topics = String::from_utf8_lossy(&t);
-    let topics = topics.split('\n').filter(|t| !t.is_empty());
-    let raw = (id, topics.map(str::to_string).collect(), Frame::from_encoded(frame));
-    (rid, raw)
-}
-
 impl Coordinator {
     /// What the reader said.
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
-            Msg::Epoch(epoch) => self.epoch = epoch,
-            Msg::Entries(raws) => {
-                for raw in &raws {
-                    self.push(self.entry(raw, self.next_seq, self.next_offset));
+            Msg::Epoch(epoch) => {
+                if !std::mem::replace(&mut self.epoch, epoch).is_empty() {
+                    // Lost: the history's ids are unknown from now on, and
+                    // the live get the gap signal before the new events.
+                    self.history = History::new(&self.config);
+                    self.forward();
+                    for shard in &self.shards {
+                        shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
+                    }
+                }
+            }
+            Msg::Entries(entries) => {
+                for entry in entries {
+                    self.push(Entry { seq: self.next_seq, offset: self.next_offset, ..entry });
                 }
             }
             Msg::Resume(sink, sub, replay) => {
-                self.prune_history();
-                let id = sub.last_event_id.as_deref().unwrap_or_default();
-                let local = self.history.seq_of(id).is_some();
-                self.set_staged(Some(replay.filter(|_| !local)));
+                // The replay comes just before what was delivered last.
+                let (seq, end) = (self.next_seq - 1, self.next_offset);
+                let at =
+                    |e: Entry| Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
+                let replay = replay.map(|r| r.into_iter().map(at).collect());
+                self.set_answer(Some(replay));
                 self.subscribe(sink, sub);
-                self.set_staged(None);
+                self.set_answer(None);
             }
         }
     }
 
-    fn set_staged(&mut self, staged: Option<Option<Vec<Raw>>>) {
+    fn set_answer(&mut self, answer: Option<Option<Vec<Entry>>>) {
         if let Some(engine) = &mut self.redis {
-            engine.staged = staged;
+            engine.answer = answer;
         }
     }
 
-    /// Hands a resume of this epoch that the local history cannot place to
-    /// the reader; gives the subscription back otherwise (or if the reader
-    /// is too far behind: then it gets the gap signal).
-    pub(super) fn defer(&mut self, sink: Sink, sub: Subscription) -> Option<(Sink, Subscription)> {
-        let Some(engine) = &self.redis else {
-            return Some((sink, sub));
+    /// Where a resume answered with a replay from Redis starts: after
+    /// everything delivered.
+    pub(super) fn replayed(&self) -> Option<u64> {
+        let answer = self.redis.as_ref().and_then(|e| e.answer.as_ref());
+        answer.is_some_and(Option::is_some).then(|| self.next_seq - 1)
+    }
+
+    /// A new subscriber, with the replay from Redis queued if the reader
+    /// answered one; `None` if its resume went to the reader.
+    pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
+        let unplaced = |id: &str| {
+            (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none()
         };
-        let id = sub.last_event_id.as_deref();
-        let unplaced = id.is_some_and(|id| self.is_hub_id(id) && self.history.seq_of(id).is_none());
-        if engine.staged.is_some() || !unplaced {
-            return Some((sink, sub));
-        }
-        match engine.requests.try_send((sink, sub)) {
-            Ok(()) => None,
-            Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => Some(back),
-        }
-    }
-
-    /// Where a resume starts on Redis: after its retained event of this
-    /// epoch, or, with a replay from Redis, after everything delivered.
-    pub(super) fn redis_resume_seq(&self, engine: &Engine, id: &str) -> Option<u64> {
-        let local = self.is_hub_id(id).then(|| self.history.seq_of(id)).flatten();
-        let replayed = matches!(engine.staged, Some(Some(_)));
-        local.or(replayed.then(|| self.next_seq - 1))
-    }
-
-    /// Queues the replay from Redis (it comes before any retained event).
-    pub(super) fn offer_replay(&self, sub: &mut Subscriber) {
-        let Some(Engine { staged: Some(Some(replay)), .. }) = &self.redis else {
-            return;
+        let deferred = match &self.redis {
+            Some(Engine { requests, up, answer: None })
+                if up.upgrade().is_some_and(|up| up.load(SeqCst))
+                    && sub.last_event_id.as_deref().is_some_and(unplaced) =>
+            {
+                requests.try_send((sink, sub))
+            }
+            _ => Err(TrySendError::Full((sink, sub))),
         };
-        for raw in replay {
-            let offset = self.next_offset.saturating_sub(raw.2.len() as u64);
-            let entry = self.entry(raw, self.next_seq - 1, offset);
-            let want = sub.wants(&entry, &self.config);
-            sub.offer(&entry, want, want);
+        let (sink, sub) = match deferred {
+            Ok(()) => return None,
+            Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
+        };
+        let mut new = Subscriber::new(sink, sub, &self.config);
+        if let Some(Engine { answer: Some(Some(replay)), .. }) = &self.redis {
+            for entry in replay {
+                let want = new.wants(entry, &self.config);
+                new.offer(entry, want, want);
+            }
         }
-    }
-
-    fn entry(&self, (id, topics, frame): &Raw, seq: u64, offset: u64) -> Entry {
-        // The frame is `id:`, comments, then `event:` if it has a type.
-        let lines = frame.as_bytes().split(|&b| b == b'\n').skip(1);
-        let first = lines.into_iter().find(|l| !l.starts_with(b":"));
-        let event_type = first.and_then(|l| l.strip_prefix(b"event: "));
-        Entry {
-            seq,
-            offset,
-            id: id.clone(),
-            topics: topics.clone(),
-            event_type: event_type.map(|t| String::from_utf8_lossy(t).into_owned()),
-            frame: frame.clone(),
-            at: std::time::Instant::now(),
-        }
+        Some(new)
     }
 }
