@@ -1,39 +1,33 @@
-//! The hub on Redis Streams ([`HubBuilder::redis`]): the design, in one
-//! place.
+//! The hub on Redis Streams ([`HubBuilder::redis`]), whose design is
+//! told here once.
 //!
-//! - **Publishing.** `publish` queues the event (without its id) in a
-//!   channel bounded like the inbox; the writer thread takes batches and
-//!   pipelines `XADD <stream> MAXLEN ~ <history events> * d <frame> t
-//!   <topics>`. A batch is kept until Redis acknowledged it, across
-//!   reconnects. Redis is *up* only while the writer's own connection is
-//!   verified (a `PING` on connect, every acknowledged round trip, and a
-//!   `PING` after 1 s without work); only the writer marks it up, either
-//!   thread marks it down on losing its connection. While it is down
-//!   `publish` fails at once.
-//! - **Delivering.** Events are delivered only as the reader thread reads
-//!   them back (`XREAD BLOCK 1000 COUNT 15` from the last entry it
-//!   delivered), through the coordinator's history and fan-out as
-//!   in-process: every instance delivers the same events in Redis's order.
-//!   Their ids are `<epoch>-<entry id>`.
-//! - **The epoch.** Each round also sends `SET <stream>:epoch <random> NX`
-//!   and `GET`. A new value means the stream was lost (flushed, or Redis
-//!   restarted without persistence): the local history is cleared (its ids
-//!   are unknown from then on: a resume gets the gap signal), every live
-//!   subscriber gets the gap signal before any event of the new epoch
-//!   (also one that resumed, before the reader noticed, from the history),
+//! - Publishing: `publish` queues the frame without its id (bounded like
+//!   the inbox); the writer thread pipelines each batch as `XADD <stream>
+//!   MAXLEN ~ <history events> * d <frame> t <topics>` and keeps it until
+//!   Redis acknowledged it, across reconnects. Redis is up only while the
+//!   writer's own connection answers (a `PING` on connect and after 1 s
+//!   idle, each acknowledged batch): only the writer marks it up, either
+//!   thread down on losing its connection; `publish` fails while it is down.
+//! - Delivering: only what the reader thread reads back (`XREAD BLOCK 1000
+//!   COUNT 15` after the last entry it delivered) goes through the history
+//!   and the fan-out, as in-process: every hub delivers Redis's order, ids
+//!   `<epoch>-<entry id>`.
+//! - The epoch: each round also sends `SET <stream>:epoch <random> NX`,
+//!   `GET`. A new value means the stream was lost (flushed, or Redis
+//!   restarted empty): the history is cleared (its ids become unknown: the
+//!   gap signal), every live subscriber gets the gap signal before any new
+//!   event (also one the history served just before the reader noticed),
 //!   and the stream is read from its start.
-//! - **Resuming.** An id of the epoch not in the local history (or any id
-//!   before the epoch is known) goes to the reader, which reads `XRANGE`
-//!   from it (or from the last entry delivered, if older) through at most
-//!   the history's count. If that holds the id's entry and reaches the last
-//!   delivered, the entries not delivered yet are delivered first and the
-//!   rest after the id is the subscriber's replay, so it ends where the
-//!   live events start; otherwise (trimmed, Redis down, the reader's queue
-//!   full) the gap signal.
-//! - **Redis down.** Each thread reconnects after a jittered back-off (100
-//!   ms doubling to 5 s); the reader goes on from the last entry it
-//!   delivered. Connected, lost (and why) and epoch changes go to the log
-//!   hook ([`HubLogKind::Redis`]).
+//! - Resuming: an id of the epoch the history lacks (any id before the
+//!   epoch is known) goes to the reader: `XRANGE` from it (or from the last
+//!   delivered, if older), at most the history's count. If that holds its
+//!   entry and reaches the last delivered, the entries not delivered yet
+//!   are delivered first and those after the id are its replay, which ends
+//!   where the live events start; otherwise (trimmed, Redis down, the
+//!   reader's queue full) the gap signal.
+//! - Redis down: each thread reconnects after a jittered back-off (100 ms
+//!   doubling to 5 s); the reader goes on after the last entry it
+//!   delivered. Each change goes to the log hook ([`HubLogKind::Redis`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -73,18 +67,15 @@ pub enum RedisLog<'a> {
     },
 }
 
-/// How long connecting, and each answer, may take (the reader's blocking
-/// `XREAD` a second more).
+/// How long connecting, and each answer, may take (the reader's, blocked
+/// in `XREAD`, a second more); the writer sends a `PING` when idle `IDLE`.
 const TIMEOUT: Duration = Duration::from_secs(2);
+const IDLE: Duration = Duration::from_secs(1);
 /// The reconnect back-off: the first wait and the longest (then jittered).
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// The writer checks an idle connection this often.
-const IDLE: Duration = Duration::from_secs(1);
 /// The largest event published through Redis, as encoded (16 MiB, the
-/// parsers' default event bound), so that `COUNT` entries fit in a reply.
+/// parsers' default event bound): 15 (`COUNT`) fit a reply (256 MiB).
 const MAX_FRAME: usize = 16 << 20;
-/// Entries per `XREAD`: 15 of the largest fit the reply bound (256 MiB).
-const COUNT: &[u8] = b"15";
 
 /// An event on its way to Redis: its topics and its frame without an id.
 type Post = (Vec<String>, Vec<u8>);
@@ -93,13 +84,11 @@ type Post = (Vec<String>, Vec<u8>);
 pub(super) enum Msg {
     Epoch(String),
     Entries(Vec<Entry>),
-    /// A resume the local history could not place, with the events after
-    /// its id through the newest delivered (`None`: the gap signal).
+    /// A resume the history could not place, and its replay (`None`: gap).
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The publishing side, held by the hub's handles; the threads end once it
-/// is dropped.
+/// The hub handles' side; the threads end once it is dropped.
 pub(super) struct Link {
     posts: SyncSender<Post>,
     up: Arc<AtomicBool>,
@@ -113,8 +102,8 @@ pub(super) struct Engine {
     answer: Option<Option<Vec<Entry>>>,
 }
 
-/// Starts the reader and the writer, if the hub is on Redis; the writer
-/// connects once first, so that `publish` works at once if Redis is up.
+/// Starts the reader and the writer if the hub is on Redis; the writer
+/// connects first, so that `publish` works at once if Redis is up.
 pub(super) fn start(
     config: &Arc<HubBuilder>,
     tx: &SyncSender<Command>,
@@ -122,29 +111,17 @@ pub(super) fn start(
     let Some((url, stream)) = config.redis.clone() else { return Ok(None) };
     let url = url.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let up = Arc::new(AtomicBool::new(false));
-    let side = |writer| Side {
-        writer,
-        url: url.clone(),
-        config: config.clone(),
-        up: Arc::downgrade(&up),
-        backoff: None,
+    let side = |writer| {
+        let (url, config, up) = (url.clone(), config.clone(), Arc::downgrade(&up));
+        Side { writer, url, config, up, backoff: None }
     };
     let (posts, posts_rx) = mpsc::sync_channel(config.inbox);
-    let (requests, requests_rx) = mpsc::sync_channel(config.inbox);
-    let reader = Reader {
-        side: side(false),
-        tx: tx.clone(),
-        requests: requests_rx,
-        key: format!("{stream}:epoch"),
-        stream: stream.clone(),
-        epoch: String::new(),
-        last: "0-0".into(),
-        count: (config.history_events + 1).to_string(),
-    };
+    let (requests, rx) = mpsc::sync_channel(config.inbox);
+    let (tx, last, stream2) = (tx.clone(), "0-0".into(), stream.clone());
+    let reader = Reader { side: side(false), tx, rx, stream, epoch: String::new(), last };
     let mut writer = side(true);
     let conn = writer.connect();
-    let maxlen = config.history_events.max(1).to_string();
-    let write = move || write(writer, conn, &posts_rx, &stream, &maxlen);
+    let write = move || write(writer, conn, &posts_rx, &stream2);
     thread::Builder::new().name("stdsse-redis-read".into()).spawn(move || reader.run())?;
     thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
     let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
@@ -155,14 +132,16 @@ impl Link {
     /// Queues an event for the writer (waiting while the queue is full);
     /// fails at once while Redis is down.
     pub(super) fn publish(&self, topics: Vec<String>, event: Event) -> Result<(), PublishError> {
-        if !self.up.load(SeqCst) {
-            return Err(PublishError(event, PublishErrorKind::Unavailable));
-        }
         let frame = event.clone().without_id().encode();
-        if frame.len() > MAX_FRAME {
-            return Err(PublishError(event, PublishErrorKind::TooLarge));
-        }
-        self.posts.send((topics, frame)).map_err(|_| PublishError(event, PublishErrorKind::Closed))
+        let kind = match () {
+            () if !self.up.load(SeqCst) => PublishErrorKind::Unavailable,
+            () if frame.len() > MAX_FRAME => PublishErrorKind::TooLarge,
+            () => match self.posts.send((topics, frame)) {
+                Ok(()) => return Ok(()),
+                Err(_) => PublishErrorKind::Closed,
+            },
+        };
+        Err(PublishError(event, kind))
     }
 }
 
@@ -206,26 +185,25 @@ impl Side {
                 self.log(RedisLog::Connected { writer: self.writer });
                 Some(conn)
             }
-            Err(error) => {
-                self.lost(&error);
-                None
-            }
+            Err(error) => self.lost(&error),
         }
     }
 
-    /// Marks Redis down and logs why, once an outage; longer back-off.
-    fn lost(&mut self, error: &RedisError) {
+    /// Marks Redis down and logs why, once an outage; a longer back-off.
+    fn lost<T>(&mut self, error: &RedisError) -> Option<T> {
         if self.backoff.is_none() {
             self.set_up(false);
             self.log(RedisLog::Lost { writer: self.writer, error });
         }
         self.backoff = Some(self.backoff.map_or(BACKOFF.0, |b| (b * 2).min(BACKOFF.1)));
+        None
     }
 }
 
-/// The writer thread: until the hub is gone, sends each batch, or a `PING`
-/// when idle, in one round trip.
-fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, s: &str, n: &str) {
+/// The writer thread: until the hub is gone, one round trip for each batch
+/// (or a `PING` when idle).
+fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, stream: &str) {
+    let (s, n) = (stream.as_bytes(), side.config.history_events.max(1).to_string());
     let mut batch = VecDeque::new();
     loop {
         let Some(c) = conn.as_mut() else {
@@ -235,15 +213,14 @@ fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, s: &str
             conn = side.connect();
             continue;
         };
-        if batch.is_empty() {
-            match posts.recv_timeout(IDLE) {
-                Ok(post) => batch.extend(std::iter::once(post).chain(posts.try_iter().take(BATCH))),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
+        match posts.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
+            Ok(post) => batch.extend(std::iter::once(post).chain(posts.try_iter().take(BATCH))),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return,
+            Err(RecvTimeoutError::Disconnected) => {}
         }
         for (topics, frame) in &batch {
-            let (s, n, t) = (s.as_bytes(), n.as_bytes(), topics.join("\n"));
+            let (n, t) = (n.as_bytes(), topics.join("\n"));
             c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
         }
         if batch.is_empty() {
@@ -255,10 +232,7 @@ fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, s: &str
             .and_then(|()| (0..n).try_for_each(|_| c.recv().map(|_| drop(batch.pop_front()))));
         match acked {
             Ok(()) => side.set_up(true),
-            Err(error) => {
-                conn = None;
-                side.lost(&error);
-            }
+            Err(error) => conn = side.lost(&error),
         }
     }
 }
@@ -266,14 +240,11 @@ fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, s: &str
 struct Reader {
     side: Side,
     tx: SyncSender<Command>,
-    requests: Receiver<(Sink, Subscription)>,
+    rx: Receiver<(Sink, Subscription)>,
     stream: String,
-    key: String,
     epoch: String,
     /// The newest entry id delivered.
     last: String,
-    /// The most entries of a replay (`XRANGE ... COUNT`).
-    count: String,
 }
 
 impl Reader {
@@ -284,7 +255,9 @@ impl Reader {
         while self.side.up.strong_count() > 0 {
             let Some(c) = conn.as_mut() else {
                 // No replay while Redis is down: the gap signal.
-                for (sink, sub) in self.requests.try_iter() {
+                while let Some((sink, sub)) =
+                    self.side.backoff.and_then(|_| self.rx.try_recv().ok())
+                {
                     self.send(Msg::Resume(sink, sub, None));
                 }
                 conn = self.side.connect();
@@ -293,10 +266,7 @@ impl Reader {
             match self.round(c) {
                 Ok(true) => {}
                 Ok(false) => return, // the hub closed
-                Err(error) => {
-                    conn = None;
-                    self.side.lost(&error);
-                }
+                Err(error) => conn = self.side.lost(&error),
             }
         }
     }
@@ -307,16 +277,24 @@ impl Reader {
     }
 
     fn round(&mut self, c: &mut Conn) -> Result<bool, RedisError> {
-        let (s, key, last) = (self.stream.as_bytes(), self.key.as_bytes(), self.last.as_bytes());
-        c.send(&[b"XREAD", b"COUNT", COUNT, b"BLOCK", b"1000", b"STREAMS", s, last]);
-        c.send(&[b"SET", key, format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
-        c.send(&[b"GET", key]);
+        let (s, key) = (self.stream.as_bytes(), format!("{}:epoch", self.stream));
+        c.send(&[
+            b"XREAD",
+            b"COUNT",
+            b"15",
+            b"BLOCK",
+            b"1000",
+            b"STREAMS",
+            s,
+            self.last.as_bytes(),
+        ]);
+        c.send(&[b"SET", key.as_bytes(), format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
+        c.send(&[b"GET", key.as_bytes()]);
         c.flush()?;
         let (read, _, epoch) = (c.recv()?, c.recv()?, text(c.recv()?));
-        if epoch.is_empty() {
-            return Ok(true); // flushed between `SET` and `GET`: set next round
-        }
-        let open = if epoch != self.epoch {
+        let open = if epoch.is_empty() {
+            true // flushed between `SET` and `GET`: set next round
+        } else if epoch != self.epoch {
             if !self.epoch.is_empty() {
                 self.side.log(RedisLog::EpochChanged { epoch: &epoch });
             }
@@ -328,13 +306,10 @@ impl Reader {
             let read = self.entries(read.map_or(Vec::new(), items));
             self.deliver(read)
         };
-        if !open {
-            return Ok(false);
-        }
-        while let Ok((sink, sub)) = self.requests.try_recv() {
+        while let Some((sink, sub)) = open.then(|| self.rx.try_recv().ok()).flatten() {
             self.resume(c, sink, sub)?;
         }
-        Ok(true)
+        Ok(open)
     }
 
     /// Delivers the entries after the last delivered.
@@ -353,28 +328,24 @@ impl Reader {
             return Ok(());
         };
         let start = if key(&rid) < key(&self.last) { &rid } else { &self.last };
-        let (s, n) = (self.stream.as_bytes(), self.count.as_bytes());
-        let got = match c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n]) {
-            Ok(got) => self.entries(items(got)),
-            Err(e) => {
-                self.send(Msg::Resume(sink, sub, None));
-                return Err(e);
-            }
-        };
+        let (s, n) = (self.stream.as_bytes(), (self.side.config.history_events + 1).to_string());
+        let (got, error) =
+            match c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]) {
+                Ok(got) => (self.entries(items(got)), Ok(())),
+                Err(error) => (Vec::new(), Err(error)),
+            };
         let whole = got.iter().any(|e| e.0 == rid)
             && got.last().is_some_and(|e| key(&e.0) >= key(&self.last));
         let replay = got.iter().filter(|e| key(&e.0) > key(&rid)).map(|e| e.1.clone()).collect();
-        if whole && self.deliver(got) {
-            self.send(Msg::Resume(sink, sub, Some(replay)));
-        } else {
-            self.send(Msg::Resume(sink, sub, None));
-        }
-        Ok(())
+        let replay = (whole && self.deliver(got)).then_some(replay);
+        self.send(Msg::Resume(sink, sub, replay));
+        error
     }
 
     /// Stream entries, `[[id, [field, value, ...]], ...]`, as the hub's
-    /// (numbered once delivered): `d` is the frame without an id, which
-    /// gets `id: <epoch>-<entry id>` first, `t` the topics (one a line).
+    /// (numbered once delivered): `d` is the frame without an id (comments,
+    /// then `event:` if it has a type), which gets `id: <epoch>-<entry id>`
+    /// first; `t` holds the topics, one a line.
     fn entries(&self, replies: Vec<Reply>) -> Vec<(String, Entry)> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
@@ -382,13 +353,14 @@ impl Reader {
             let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
             let (mut d, mut t) = (Vec::new(), Vec::new());
             while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                match &name[..] {
-                    b"d" => d = value,
-                    b"t" => t = value,
-                    _ => {}
-                }
+                *(if name == b"d" {
+                    &mut d
+                } else if name == b"t" {
+                    &mut t
+                } else {
+                    continue;
+                }) = value;
             }
-            // Comments come first, then `event:` if it has a type.
             let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
             let event_type = first.and_then(|l| l.strip_prefix(b"event: "));
             let event_type = event_type.map(|t| String::from_utf8_lossy(t).into_owned());
@@ -402,8 +374,7 @@ impl Reader {
                 .filter(|t| !t.is_empty())
                 .map(str::to_string)
                 .collect();
-            let frame = Frame::from_encoded(frame);
-            let at = Instant::now();
+            let (frame, at) = (Frame::from_encoded(frame), Instant::now());
             (rid, Entry { seq: 0, offset: 0, id, topics, event_type, frame, at })
         };
         replies.into_iter().map(entry).collect()
@@ -411,16 +382,18 @@ impl Reader {
 }
 
 fn items(reply: Reply) -> Vec<Reply> {
-    match reply {
-        Reply::Array(Some(items)) => items,
-        _ => Vec::new(),
+    if let Reply::Array(Some(items)) = reply {
+        items
+    } else {
+        Vec::new()
     }
 }
 
 fn bytes(reply: Reply) -> Vec<u8> {
-    match reply {
-        Reply::Bulk(Some(bytes)) => bytes,
-        _ => Vec::new(),
+    if let Reply::Bulk(Some(bytes)) = reply {
+        bytes
+    } else {
+        Vec::new()
     }
 }
 
@@ -438,15 +411,16 @@ impl Coordinator {
     /// What the reader said.
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
+            // Lost: the history's ids are unknown from now on, and the live
+            // get the gap signal before the new events.
             Msg::Epoch(epoch) => {
-                if !std::mem::replace(&mut self.epoch, epoch).is_empty() {
-                    // Lost: the history's ids are unknown from now on, and
-                    // the live get the gap signal before the new events.
-                    self.history = History::new(&self.config);
-                    self.forward();
-                    for shard in &self.shards {
-                        shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
-                    }
+                if std::mem::replace(&mut self.epoch, epoch).is_empty() {
+                    return;
+                }
+                self.history = History::new(&self.config);
+                self.forward();
+                for shard in &self.shards {
+                    shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
                 }
             }
             Msg::Entries(entries) => {
@@ -460,16 +434,14 @@ impl Coordinator {
                 let at =
                     |e: Entry| Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
                 let replay = replay.map(|r| r.into_iter().map(at).collect());
-                self.set_answer(Some(replay));
+                if let Some(engine) = &mut self.redis {
+                    engine.answer = Some(replay);
+                }
                 self.subscribe(sink, sub);
-                self.set_answer(None);
+                if let Some(engine) = &mut self.redis {
+                    engine.answer = None;
+                }
             }
-        }
-    }
-
-    fn set_answer(&mut self, answer: Option<Option<Vec<Entry>>>) {
-        if let Some(engine) = &mut self.redis {
-            engine.answer = answer;
         }
     }
 
@@ -481,7 +453,8 @@ impl Coordinator {
     }
 
     /// A new subscriber, with the replay from Redis queued if the reader
-    /// answered one; `None` if its resume went to the reader.
+    /// answered one; `None` if its resume went to the reader (see the module
+    /// docs; only while Redis is up).
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
         let unplaced = |id: &str| {
             (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none()
@@ -500,11 +473,9 @@ impl Coordinator {
             Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
         };
         let mut new = Subscriber::new(sink, sub, &self.config);
-        if let Some(Engine { answer: Some(Some(replay)), .. }) = &self.redis {
-            for entry in replay {
-                let want = new.wants(entry, &self.config);
-                new.offer(entry, want, want);
-            }
+        for entry in self.redis.iter().flat_map(|e| e.answer.iter().flatten().flatten()) {
+            let want = new.wants(entry, &self.config);
+            new.offer(entry, want, want);
         }
         Some(new)
     }
