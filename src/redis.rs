@@ -1,14 +1,10 @@
 //! A small Redis client (RESP2) for the hub's scale-out: connect with
-//! timeouts, `AUTH`, `SELECT`, commands and pipelining.
-//!
-//! Commands always go out as arrays of bulk strings ("Clients send commands
-//! to a Redis server as an array of bulk strings", RESP spec), never inline,
-//! so no byte of data can start another command. Replies are parsed without
-//! I/O and bounded (bulk length, array length, nesting, total size). The password is never logged: the URL's
-//! `Debug` and `Display` show it as `***`.
-//!
-//! There is no TLS (the standard library has none): run Redis on a private
-//! network, or reach it through a TLS tunnel (stunnel, spiped, a service mesh).
+//! timeouts, `AUTH`, `SELECT`, pipelining. Commands are arrays of bulk
+//! strings ("Clients send commands to a Redis server as an array of bulk
+//! strings", RESP spec), never inline, so no data can start a command.
+//! Replies are parsed without I/O, bounded. The URL's `Debug` and `Display`
+//! show the password as `***`. No TLS (std has none): run Redis on a
+//! private network, or reach it through a TLS tunnel (stunnel, spiped).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -197,14 +193,10 @@ fn parse_at(
     }
     let line = &line[..eol];
     let text = || String::from_utf8_lossy(if build { line } else { b"" }).into_owned();
-    let len = |max: usize| match int(line).ok_or(Protocol("bad length"))? {
-        -1 => Ok(None),
-        n if n < 0 => Err(Protocol("bad length")),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= max)
-            .map(Some)
-            .ok_or(Protocol("length over the limit")),
+    // `-1` is `None` (nil); a length over `max` is an error.
+    let len = |max: usize| match int(line).filter(|&n| n >= -1).map(|n| usize::try_from(n).ok()) {
+        None => Err(Protocol("bad length")),
+        Some(n) => n.filter(|&n| n > max).map_or(Ok(n), |_| Err(Protocol("length over the limit"))),
     };
     let reply = match kind {
         b'+' => Reply::Simple(text()),
@@ -267,19 +259,13 @@ fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// [`flush`](Conn::flush), as many [`recv`](Conn::recv)s. After an error
 /// the connection may be out of step: drop it.
 #[doc(hidden)]
+#[allow(missing_debug_implementations)] // its buffers may hold an AUTH
 pub struct Conn {
     stream: TcpStream,
     out: Vec<u8>,
     buf: Vec<u8>,
     /// The bounds of every reply.
     pub limits: ReplyLimits,
-}
-
-impl fmt::Debug for Conn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not the buffers: `out` may hold an AUTH command.
-        f.debug_struct("Conn").field("peer", &self.stream.peer_addr().ok()).finish_non_exhaustive()
-    }
 }
 
 impl Conn {

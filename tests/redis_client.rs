@@ -183,7 +183,7 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
     let started = Instant::now();
     let silent =
         Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), Duration::from_millis(200));
-    assert_eq!(silent.unwrap_err(), RedisError::Timeout);
+    assert_eq!(silent.err().unwrap(), RedisError::Timeout);
     assert!(started.elapsed() < common::WAIT);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -194,7 +194,7 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
         let _ = peer.read(&mut [0; 64]);
     });
     let closed = Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), common::WAIT);
-    assert_eq!(closed.unwrap_err(), RedisError::Io(std::io::ErrorKind::UnexpectedEof));
+    assert_eq!(closed.err().unwrap(), RedisError::Io(std::io::ErrorKind::UnexpectedEof));
     closer.join().unwrap();
 }
 
@@ -265,7 +265,7 @@ fn auth_select_streams_and_a_pipeline_against_redis_server() {
     assert!(
         matches!(anonymous.call(&[b"PING"]), Err(RedisError::Server(e)) if e.starts_with("NOAUTH"))
     );
-    let wrong = Conn::connect(&at(":guess@", 0), common::WAIT).unwrap_err();
+    let wrong = Conn::connect(&at(":guess@", 0), common::WAIT).err().unwrap();
     assert!(matches!(&wrong, RedisError::Server(e) if e.starts_with("WRONGPASS")), "{wrong:?}");
     assert!(!wrong.to_string().contains("guess"));
     let mut default = Conn::connect(&at(":pa%3Ass%40@", 0), common::WAIT).unwrap();

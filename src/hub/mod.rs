@@ -180,20 +180,16 @@ pub struct PublishError(pub Event, pub PublishErrorKind);
 pub enum PublishErrorKind {
     /// The hub is closed.
     Closed,
-    /// Redis is down ([`HubBuilder::redis`]); try again later (an HTTP
-    /// server would answer `503` with `Retry-After`).
+    /// Redis is down ([`HubBuilder::redis`]): try later (HTTP: `503`).
     Unavailable,
-    /// Over 16 MiB encoded: too large to publish through Redis.
+    /// Over 16 MiB encoded, too large for Redis.
     TooLarge,
 }
 
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.1 {
-            PublishErrorKind::Closed => "publishing on a closed hub",
-            PublishErrorKind::Unavailable => "Redis is unavailable",
-            PublishErrorKind::TooLarge => "the event is too large for Redis",
-        })
+        let why = ["publishing on a closed hub", "Redis is unavailable", "too large for Redis"];
+        f.write_str(why[self.1 as usize])
     }
 }
 
@@ -448,21 +444,19 @@ impl HubBuilder {
     }
 
     /// Shares the hub with every other one on this Redis stream (default:
-    /// none, in-process): `url` is `redis://[user:password@]host[:port][/db]`
-    /// (checked by [`build`](HubBuilder::build)), `stream` the key. Events
-    /// are delivered only as read back from Redis, so every hub delivers
-    /// the same events in the same order; each gets the id
-    /// `<epoch>-<entry id>` (one a publisher set is replaced), which
-    /// resumes on any of them: from the local history, else from Redis,
-    /// which keeps about as many events as the history's count (`MAXLEN
-    /// ~`; per topic only the local history is bounded). A resume across a
-    /// loss (the stream flushed, trimmed past it, or Redis restarted
-    /// without persistence) gets the gap signal. While Redis is down,
-    /// `publish` fails at once ([`PublishErrorKind::Unavailable`]), streams
-    /// stay open, and the hub reconnects (100 ms doubling to 5 s, jittered)
-    /// and goes on from the last entry it delivered; an event whose
-    /// `publish` succeeded is written once Redis is back (twice, rarely, if
-    /// an answer was lost). There is no TLS: see [`crate::redis`].
+    /// none, in-process; design in `src/hub/redis.rs`): `url` is
+    /// `redis://[user:password@]host[:port][/db]` (checked by
+    /// [`build`](HubBuilder::build), which connects once), `stream` the key.
+    /// Every hub delivers the same events in one order, with ids
+    /// `<epoch>-<entry id>` (replacing a publisher's) that resume on any,
+    /// from the history or else from Redis (which keeps about the history's
+    /// count, `MAXLEN ~`; per topic only the history is bounded). A resume
+    /// across a loss (flushed, trimmed, Redis restarted empty) gets the gap
+    /// signal, and so does every subscriber live when the hub notices it.
+    /// While Redis is down `publish` fails at once
+    /// ([`PublishErrorKind::Unavailable`]), streams stay open, and the hub
+    /// reconnects; an accepted event is written once Redis is back (twice,
+    /// rarely, if an answer was lost). No TLS: see [`crate::redis`].
     #[must_use]
     pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
         self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));

@@ -1,33 +1,29 @@
-//! The hub on Redis Streams ([`HubBuilder::redis`]), whose design is
-//! told here once.
+//! The hub on Redis Streams ([`HubBuilder::redis`]); its design, told once:
 //!
 //! - Publishing: `publish` queues the frame without its id (bounded like
-//!   the inbox); the writer thread pipelines each batch as `XADD <stream>
-//!   MAXLEN ~ <history events> * d <frame> t <topics>` and keeps it until
-//!   Redis acknowledged it, across reconnects. Redis is up only while the
-//!   writer's own connection answers (a `PING` on connect and after 1 s
-//!   idle, each acknowledged batch): only the writer marks it up, either
-//!   thread down on losing its connection; `publish` fails while it is down.
+//!   the inbox); the writer thread pipelines batches of `XADD <stream>
+//!   MAXLEN ~ <history events> * d <frame> t <topics>`, each kept until
+//!   acknowledged, across reconnects. Redis is up only while the writer's
+//!   connection answers (`PING` on connect and after 1 s idle, each batch):
+//!   only the writer marks it up, either thread down on a lost connection.
 //! - Delivering: only what the reader thread reads back (`XREAD BLOCK 1000
-//!   COUNT 15` after the last entry it delivered) goes through the history
-//!   and the fan-out, as in-process: every hub delivers Redis's order, ids
+//!   COUNT 15` after the last entry delivered) goes through the history and
+//!   fan-out as in-process, so every hub has Redis's order; ids are
 //!   `<epoch>-<entry id>`.
-//! - The epoch: each round also sends `SET <stream>:epoch <random> NX`,
-//!   `GET`. A new value means the stream was lost (flushed, or Redis
-//!   restarted empty): the history is cleared (its ids become unknown: the
-//!   gap signal), every live subscriber gets the gap signal before any new
-//!   event (also one the history served just before the reader noticed),
-//!   and the stream is read from its start.
+//! - The epoch: each round also sends `SET <stream>:epoch <random> NX` and
+//!   `GET`. A new value means the stream was lost: the history is cleared
+//!   (its ids are unknown: the gap signal), every live subscriber gets the
+//!   gap signal before any new event (also one just served from the old
+//!   history), and the stream is read from its start.
 //! - Resuming: an id of the epoch the history lacks (any id before the
-//!   epoch is known) goes to the reader: `XRANGE` from it (or from the last
+//!   epoch is known) goes to the reader: `XRANGE` from it (or the last
 //!   delivered, if older), at most the history's count. If that holds its
-//!   entry and reaches the last delivered, the entries not delivered yet
-//!   are delivered first and those after the id are its replay, which ends
-//!   where the live events start; otherwise (trimmed, Redis down, the
-//!   reader's queue full) the gap signal.
+//!   entry and reaches the last delivered, what is newer is delivered first
+//!   and the rest after the id is its replay, up to the live events; else
+//!   (trimmed, Redis down, the reader's queue full) the gap signal.
 //! - Redis down: each thread reconnects after a jittered back-off (100 ms
-//!   doubling to 5 s); the reader goes on after the last entry it
-//!   delivered. Each change goes to the log hook ([`HubLogKind::Redis`]).
+//!   doubling to 5 s); the reader goes on after its last entry. Each change
+//!   goes to the log hook ([`HubLogKind::Redis`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -44,27 +40,19 @@ use crate::event::Frame;
 use crate::redis::{Conn, RedisError, RedisUrl, Reply};
 use crate::util::{jittered, random_u64};
 
-/// What [`HubLogKind::Redis`] reports.
+/// What [`HubLogKind::Redis`] reports; `writer`: of the writer's
+/// connection, not the reader's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(missing_docs)]
 pub enum RedisLog<'a> {
-    /// The reader's or the writer's connection is up (again).
-    Connected {
-        /// The writer's, not the reader's.
-        writer: bool,
-    },
-    /// It was lost, or could not be made; retried after a back-off.
-    Lost {
-        /// The writer's, not the reader's.
-        writer: bool,
-        /// Why (never holding the password).
-        error: &'a RedisError,
-    },
+    /// The connection is up (again), verified by a round trip.
+    Connected { writer: bool },
+    /// It was lost, or could not be made, and why (never the password);
+    /// retried after a back-off.
+    Lost { writer: bool, error: &'a RedisError },
     /// The stream's epoch changed: what it held before is lost.
-    EpochChanged {
-        /// The new epoch.
-        epoch: &'a str,
-    },
+    EpochChanged { epoch: &'a str },
 }
 
 /// How long connecting, and each answer, may take (the reader's, blocked
@@ -117,12 +105,15 @@ pub(super) fn start(
     };
     let (posts, posts_rx) = mpsc::sync_channel(config.inbox);
     let (requests, rx) = mpsc::sync_channel(config.inbox);
-    let (tx, last, stream2) = (tx.clone(), "0-0".into(), stream.clone());
-    let reader = Reader { side: side(false), tx, rx, stream, epoch: String::new(), last };
-    let mut writer = side(true);
-    let conn = writer.connect();
-    let write = move || write(writer, conn, &posts_rx, &stream2);
-    thread::Builder::new().name("stdsse-redis-read".into()).spawn(move || reader.run())?;
+    let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
+    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
+    let (mut writer, maxlen) = (side(true), config.history_events.max(1).to_string());
+    let (conn, reader_side) = (writer.connect(), side(false));
+    let mut batch = VecDeque::new();
+    let write =
+        move || writer.run(conn, |side, c| write(side, c, &posts_rx, &mut batch, &stream, &maxlen));
+    let read = move || reader_side.run(None, |side, c| reader.round(side, c));
+    thread::Builder::new().name("stdsse-redis-read".into()).spawn(read)?;
     thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
     let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
     Ok(Some((Link { posts, up }, engine)))
@@ -167,6 +158,25 @@ impl Side {
         }
     }
 
+    /// Runs rounds on a connection (`None` while there is none), connecting
+    /// again after an error, until a round says `false`, or the hub is gone
+    /// while there is no connection.
+    fn run(
+        mut self,
+        mut conn: Option<Conn>,
+        mut round: impl FnMut(&Side, Option<&mut Conn>) -> Result<bool, RedisError>,
+    ) {
+        loop {
+            match round(&self, conn.as_mut()) {
+                Ok(false) => return,
+                Ok(true) if conn.is_some() => {}
+                Ok(true) if self.up.strong_count() == 0 => return,
+                Ok(true) => conn = self.connect(),
+                Err(error) => conn = self.lost(&error),
+            }
+        }
+    }
+
     /// A connection that answered a `PING`, after the back-off if the last
     /// attempt failed.
     fn connect(&mut self) -> Option<Conn> {
@@ -176,21 +186,19 @@ impl Side {
         let timeout = TIMEOUT + Duration::from_secs(u64::from(!self.writer));
         let conn =
             Conn::connect(&self.url, timeout).and_then(|mut c| c.call(&[b"PING"]).map(|_| c));
-        match conn {
-            Ok(conn) => {
-                self.backoff = None;
-                if self.writer {
-                    self.set_up(true);
-                }
-                self.log(RedisLog::Connected { writer: self.writer });
-                Some(conn)
+        let Err(error) = conn else {
+            self.backoff = None;
+            if self.writer {
+                self.set_up(true);
             }
-            Err(error) => self.lost(&error),
-        }
+            self.log(RedisLog::Connected { writer: self.writer });
+            return conn.ok();
+        };
+        self.lost(&error)
     }
 
     /// Marks Redis down and logs why, once an outage; a longer back-off.
-    fn lost<T>(&mut self, error: &RedisError) -> Option<T> {
+    fn lost(&mut self, error: &RedisError) -> Option<Conn> {
         if self.backoff.is_none() {
             self.set_up(false);
             self.log(RedisLog::Lost { writer: self.writer, error });
@@ -200,45 +208,40 @@ impl Side {
     }
 }
 
-/// The writer thread: until the hub is gone, one round trip for each batch
-/// (or a `PING` when idle).
-fn write(mut side: Side, mut conn: Option<Conn>, posts: &Receiver<Post>, stream: &str) {
-    let (s, n) = (stream.as_bytes(), side.config.history_events.max(1).to_string());
-    let mut batch = VecDeque::new();
-    loop {
-        let Some(c) = conn.as_mut() else {
-            if side.up.strong_count() == 0 {
-                return;
-            }
-            conn = side.connect();
-            continue;
-        };
-        match posts.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
-            Ok(post) => batch.extend(std::iter::once(post).chain(posts.try_iter().take(BATCH))),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return,
-            Err(RecvTimeoutError::Disconnected) => {}
-        }
-        for (topics, frame) in &batch {
-            let (n, t) = (n.as_bytes(), topics.join("\n"));
-            c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
-        }
-        if batch.is_empty() {
-            c.send(&[b"PING"]);
-        }
-        let n = batch.len().max(1);
-        let acked = c
-            .flush()
-            .and_then(|()| (0..n).try_for_each(|_| c.recv().map(|_| drop(batch.pop_front()))));
-        match acked {
-            Ok(()) => side.set_up(true),
-            Err(error) => conn = side.lost(&error),
-        }
+/// A writer's round: the batch, or a `PING` when idle, in one round trip;
+/// `false` once the hub is gone and the queue drained.
+fn write(
+    side: &Side,
+    c: Option<&mut Conn>,
+    posts: &Receiver<Post>,
+    batch: &mut VecDeque<Post>,
+    stream: &str,
+    maxlen: &str,
+) -> Result<bool, RedisError> {
+    let Some(c) = c else { return Ok(true) };
+    match posts.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
+        Ok(post) => batch.extend(std::iter::once(post).chain(posts.try_iter().take(BATCH))),
+        Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
+        Err(_) => {}
     }
+    let (s, n) = (stream.as_bytes(), maxlen.as_bytes());
+    for (topics, frame) in batch.iter() {
+        let t = topics.join("\n");
+        c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
+    }
+    if batch.is_empty() {
+        c.send(&[b"PING"]);
+    }
+    c.flush()?;
+    for _ in 0..batch.len().max(1) {
+        c.recv()?;
+        batch.pop_front();
+    }
+    side.set_up(true);
+    Ok(true)
 }
 
 struct Reader {
-    side: Side,
     tx: SyncSender<Command>,
     rx: Receiver<(Sink, Subscription)>,
     stream: String,
@@ -248,46 +251,23 @@ struct Reader {
 }
 
 impl Reader {
-    /// The reader thread: rounds of `XREAD`, the epoch and the resumes
-    /// waiting, until the hub is gone.
-    fn run(mut self) {
-        let mut conn = None;
-        while self.side.up.strong_count() > 0 {
-            let Some(c) = conn.as_mut() else {
-                // No replay while Redis is down: the gap signal.
-                while let Some((sink, sub)) =
-                    self.side.backoff.and_then(|_| self.rx.try_recv().ok())
-                {
-                    self.send(Msg::Resume(sink, sub, None));
-                }
-                conn = self.side.connect();
-                continue;
-            };
-            match self.round(c) {
-                Ok(true) => {}
-                Ok(false) => return, // the hub closed
-                Err(error) => conn = self.side.lost(&error),
-            }
-        }
-    }
-
     /// Whether the coordinator took `msg` (else the hub is closed).
     fn send(&self, msg: Msg) -> bool {
         self.tx.send(Command::Redis(msg)).is_ok()
     }
 
-    fn round(&mut self, c: &mut Conn) -> Result<bool, RedisError> {
-        let (s, key) = (self.stream.as_bytes(), format!("{}:epoch", self.stream));
-        c.send(&[
-            b"XREAD",
-            b"COUNT",
-            b"15",
-            b"BLOCK",
-            b"1000",
-            b"STREAMS",
-            s,
-            self.last.as_bytes(),
-        ]);
+    /// A reader's round: `XREAD`, the epoch, then the resumes waiting;
+    /// `false` once the hub is gone.
+    fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Result<bool, RedisError> {
+        let Some(c) = c else {
+            // No replay while Redis is down: the gap signal.
+            while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
+                self.send(Msg::Resume(sink, sub, None));
+            }
+            return Ok(true);
+        };
+        let (s, key, last) = (self.stream.as_bytes(), format!("{}:epoch", self.stream), &self.last);
+        c.send(&[b"XREAD", b"COUNT", b"15", b"BLOCK", b"1000", b"STREAMS", s, last.as_bytes()]);
         c.send(&[b"SET", key.as_bytes(), format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
         c.send(&[b"GET", key.as_bytes()]);
         c.flush()?;
@@ -296,7 +276,7 @@ impl Reader {
             true // flushed between `SET` and `GET`: set next round
         } else if epoch != self.epoch {
             if !self.epoch.is_empty() {
-                self.side.log(RedisLog::EpochChanged { epoch: &epoch });
+                side.log(RedisLog::EpochChanged { epoch: &epoch });
             }
             (self.epoch, self.last) = (epoch.clone(), "0-0".into());
             self.send(Msg::Epoch(epoch)) // what was read is of the old one
@@ -307,104 +287,93 @@ impl Reader {
             self.deliver(read)
         };
         while let Some((sink, sub)) = open.then(|| self.rx.try_recv().ok()).flatten() {
-            self.resume(c, sink, sub)?;
+            self.resume(side, c, sink, sub)?;
         }
-        Ok(open)
+        Ok(open && side.up.strong_count() > 0)
     }
 
     /// Delivers the entries after the last delivered.
-    fn deliver(&mut self, read: Vec<(String, Entry)>) -> bool {
-        let read: Vec<_> = read.into_iter().filter(|e| key(&e.0) > key(&self.last)).collect();
-        self.last = read.last().map_or(self.last.clone(), |e| e.0.clone());
-        self.send(Msg::Entries(read.into_iter().map(|e| e.1).collect()))
+    fn deliver(&mut self, read: Vec<Entry>) -> bool {
+        let read: Vec<_> = read.into_iter().filter(|e| key(&e.id) > key(&self.last)).collect();
+        if let Some(newest) = read.last() {
+            self.last = newest.id[self.epoch.len() + 1..].to_string();
+        }
+        self.send(Msg::Entries(read))
     }
 
     /// Answers a resume (see the module docs).
-    fn resume(&mut self, c: &mut Conn, sink: Sink, sub: Subscription) -> Result<(), RedisError> {
-        let id = sub.last_event_id.as_deref().unwrap_or_default();
+    fn resume(
+        &mut self,
+        side: &Side,
+        c: &mut Conn,
+        sink: Sink,
+        sub: Subscription,
+    ) -> Result<(), RedisError> {
+        let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
-        let Some(rid) = rid.filter(|r| key(r).is_some()).map(str::to_string) else {
+        let Some(rid) = rid.filter(|r| key(r).is_some()) else {
             self.send(Msg::Resume(sink, sub, None));
             return Ok(());
         };
-        let start = if key(&rid) < key(&self.last) { &rid } else { &self.last };
-        let (s, n) = (self.stream.as_bytes(), (self.side.config.history_events + 1).to_string());
-        let (got, error) =
-            match c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]) {
-                Ok(got) => (self.entries(items(got)), Ok(())),
-                Err(error) => (Vec::new(), Err(error)),
-            };
-        let whole = got.iter().any(|e| e.0 == rid)
-            && got.last().is_some_and(|e| key(&e.0) >= key(&self.last));
-        let replay = got.iter().filter(|e| key(&e.0) > key(&rid)).map(|e| e.1.clone()).collect();
+        let start = if key(rid) < key(&self.last) { rid } else { &self.last };
+        let (s, n) = (self.stream.as_bytes(), (side.config.history_events + 1).to_string());
+        let mut error = Ok(());
+        let got = c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
+        let got =
+            got.map_err(|e| error = Err(e)).map_or(Vec::new(), |got| self.entries(items(got)));
+        let whole = got.iter().any(|e| e.id == id)
+            && got.last().is_some_and(|e| key(&e.id) >= key(&self.last));
+        let replay = got.iter().filter(|e| key(&e.id) > key(rid)).cloned().collect();
         let replay = (whole && self.deliver(got)).then_some(replay);
         self.send(Msg::Resume(sink, sub, replay));
         error
     }
 
-    /// Stream entries, `[[id, [field, value, ...]], ...]`, as the hub's
-    /// (numbered once delivered): `d` is the frame without an id (comments,
-    /// then `event:` if it has a type), which gets `id: <epoch>-<entry id>`
-    /// first; `t` holds the topics, one a line.
-    fn entries(&self, replies: Vec<Reply>) -> Vec<(String, Entry)> {
+    /// Stream entries, `[[id, [d, frame, t, topics]], ...]`, as the hub's
+    /// (numbered once delivered): the frame without an id (comments, then
+    /// `event:` if it has a type) gets `id: <epoch>-<entry id>` first; the
+    /// topics are one a line.
+    fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
-            let rid = parts.next().map_or(String::new(), text);
+            let id = format!("{}-{}", self.epoch, parts.next().map_or(String::new(), text));
             let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
-            let (mut d, mut t) = (Vec::new(), Vec::new());
-            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                *(if name == b"d" {
-                    &mut d
-                } else if name == b"t" {
-                    &mut t
-                } else {
-                    continue;
-                }) = value;
-            }
+            let (d, t) = (fields.nth(1).unwrap_or_default(), fields.nth(1).unwrap_or_default());
             let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
             let event_type = first.and_then(|l| l.strip_prefix(b"event: "));
             let event_type = event_type.map(|t| String::from_utf8_lossy(t).into_owned());
-            let id = format!("{}-{rid}", self.epoch);
             let mut frame = [format!("id: {id}\n").as_bytes(), &d].concat();
             if !frame.ends_with(b"\n\n") {
                 frame.push(b'\n');
             }
-            let topics = String::from_utf8_lossy(&t)
-                .split('\n')
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect();
+            let topics = String::from_utf8_lossy(&t);
+            let topics = topics.split('\n').filter(|t| !t.is_empty()).map(str::to_string).collect();
             let (frame, at) = (Frame::from_encoded(frame), Instant::now());
-            (rid, Entry { seq: 0, offset: 0, id, topics, event_type, frame, at })
+            Entry { seq: 0, offset: 0, id, topics, event_type, frame, at }
         };
         replies.into_iter().map(entry).collect()
     }
 }
 
 fn items(reply: Reply) -> Vec<Reply> {
-    if let Reply::Array(Some(items)) = reply {
-        items
-    } else {
-        Vec::new()
-    }
+    let Reply::Array(Some(items)) = reply else { return Vec::new() };
+    items
 }
 
 fn bytes(reply: Reply) -> Vec<u8> {
-    if let Reply::Bulk(Some(bytes)) = reply {
-        bytes
-    } else {
-        Vec::new()
-    }
+    let Reply::Bulk(Some(bytes)) = reply else { return Vec::new() };
+    bytes
 }
 
 fn text(reply: Reply) -> String {
     String::from_utf8_lossy(&bytes(reply)).into_owned()
 }
 
-/// An entry id `<ms>-<seq>` as numbers, to compare.
-fn key(rid: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = rid.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
+/// The entry id `<ms>-<seq>` at the end of `id`, as numbers to compare.
+fn key(id: &str) -> Option<(u64, u64)> {
+    let mut parts = id.rsplit('-');
+    let seq = parts.next()?.parse().ok()?;
+    Some((parts.next()?.parse().ok()?, seq))
 }
 
 impl Coordinator {
@@ -434,14 +403,16 @@ impl Coordinator {
                 let at =
                     |e: Entry| Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
                 let replay = replay.map(|r| r.into_iter().map(at).collect());
-                if let Some(engine) = &mut self.redis {
-                    engine.answer = Some(replay);
-                }
+                self.answer(Some(replay));
                 self.subscribe(sink, sub);
-                if let Some(engine) = &mut self.redis {
-                    engine.answer = None;
-                }
+                self.answer(None);
             }
+        }
+    }
+
+    fn answer(&mut self, answer: Option<Option<Vec<Entry>>>) {
+        if let Some(engine) = &mut self.redis {
+            engine.answer = answer;
         }
     }
 
@@ -453,24 +424,24 @@ impl Coordinator {
     }
 
     /// A new subscriber, with the replay from Redis queued if the reader
-    /// answered one; `None` if its resume went to the reader (see the module
-    /// docs; only while Redis is up).
+    /// answered one; `None` if its resume went to the reader (only while
+    /// Redis is up).
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
-        let unplaced = |id: &str| {
-            (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none()
-        };
-        let deferred = match &self.redis {
+        let id = sub.last_event_id.as_deref();
+        let unplaced =
+            |id| (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none();
+        let (sink, sub) = match &self.redis {
             Some(Engine { requests, up, answer: None })
-                if up.upgrade().is_some_and(|up| up.load(SeqCst))
-                    && sub.last_event_id.as_deref().is_some_and(unplaced) =>
+                if up.upgrade().is_some_and(|up| up.load(SeqCst)) && id.is_some_and(unplaced) =>
             {
-                requests.try_send((sink, sub))
+                let Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) =
+                    requests.try_send((sink, sub))
+                else {
+                    return None;
+                };
+                back
             }
-            _ => Err(TrySendError::Full((sink, sub))),
-        };
-        let (sink, sub) = match deferred {
-            Ok(()) => return None,
-            Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
+            _ => (sink, sub),
         };
         let mut new = Subscriber::new(sink, sub, &self.config);
         for entry in self.redis.iter().flat_map(|e| e.answer.iter().flatten().flatten()) {
