@@ -403,7 +403,7 @@ impl Coordinator {
     /// retained or the newest a topic lost.
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
         if !self.is_hub_id(id) || self.redis.is_some() {
-            return self.replayed().or_else(|| self.history.seq_of(id));
+            return self.history.seq_of(id);
         }
         let seq = id[self.epoch.len() + 1..].parse::<u64>().ok()?;
         let canonical = format!("{}-{seq}", self.epoch) == id && (1..self.next_seq).contains(&seq);

@@ -87,7 +87,7 @@ pub(super) struct Engine {
     requests: SyncSender<(Sink, Subscription)>,
     up: Weak<AtomicBool>,
     /// While the reader's answer to a resume subscribes: its replay.
-    answer: Option<Option<Vec<Entry>>>,
+    answer: Option<Vec<Entry>>,
 }
 
 /// Starts the reader and the writer if the hub is on Redis; the writer
@@ -397,34 +397,26 @@ impl Coordinator {
                     self.push(Entry { seq: self.next_seq, offset: self.next_offset, ..entry });
                 }
             }
-            Msg::Resume(sink, sub, replay) => {
-                // The replay comes just before what was delivered last.
-                let (seq, end) = (self.next_seq - 1, self.next_offset);
+            // With its replay (which ends with the newest delivered) it
+            // resumes after the newest, else as the history can.
+            Msg::Resume(sink, mut sub, replay) => {
+                let (seq, end, newest) =
+                    (self.next_seq - 1, self.next_offset, self.history.entries.back());
+                if replay.is_some() {
+                    sub.last_event_id = newest.map(|e| e.id.clone());
+                }
                 let at =
                     |e: Entry| Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
-                let replay = replay.map(|r| r.into_iter().map(at).collect());
-                self.answer(Some(replay));
+                if let Some(engine) = &mut self.redis {
+                    engine.answer = Some(replay.into_iter().flatten().map(at).collect());
+                }
                 self.subscribe(sink, sub);
-                self.answer(None);
             }
         }
     }
 
-    fn answer(&mut self, answer: Option<Option<Vec<Entry>>>) {
-        if let Some(engine) = &mut self.redis {
-            engine.answer = answer;
-        }
-    }
-
-    /// Where a resume answered with a replay from Redis starts: after
-    /// everything delivered.
-    pub(super) fn replayed(&self) -> Option<u64> {
-        let answer = self.redis.as_ref().and_then(|e| e.answer.as_ref());
-        answer.is_some_and(Option::is_some).then(|| self.next_seq - 1)
-    }
-
-    /// A new subscriber, with the replay from Redis queued if the reader
-    /// answered one; `None` if its resume went to the reader (only while
+    /// A new subscriber, with the reader's replay queued if it answered
+    /// its resume; `None` if its resume goes to the reader (only while
     /// Redis is up).
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
         let id = sub.last_event_id.as_deref();
@@ -444,9 +436,9 @@ impl Coordinator {
             _ => (sink, sub),
         };
         let mut new = Subscriber::new(sink, sub, &self.config);
-        for entry in self.redis.iter().flat_map(|e| e.answer.iter().flatten().flatten()) {
-            let want = new.wants(entry, &self.config);
-            new.offer(entry, want, want);
+        for entry in self.redis.as_mut().and_then(|e| e.answer.take()).unwrap_or_default() {
+            let want = new.wants(&entry, &self.config);
+            new.offer(&entry, want, want);
         }
         Some(new)
     }
