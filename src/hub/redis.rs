@@ -1,20 +1,18 @@
 //! The hub on Redis Streams ([`HubBuilder::redis`]); its design, told once:
 //!
 //! - Publishing: `publish` queues the frame without its id (bounded like
-//!   the inbox); the writer thread pipelines batches of `XADD <stream>
-//!   MAXLEN ~ <history events> * d <frame> t <topics>`, each kept until
-//!   acknowledged, across reconnects. Redis is up only while the writer's
-//!   connection answers (`PING` on connect and after 1 s idle, each batch):
-//!   only the writer marks it up, either thread down on a lost connection.
-//! - Delivering: only what the reader thread reads back (`XREAD BLOCK 1000
-//!   COUNT 15` after the last entry delivered) goes through the history and
-//!   fan-out as in-process, so every hub has Redis's order; ids are
-//!   `<epoch>-<entry id>`.
+//!   the inbox); the writer pipelines batches of `XADD <stream> MAXLEN ~
+//!   <history events> * d <frame> t <topics>`, each kept until acknowledged.
+//!   Redis is up only while the writer's connection answers (`PING` on
+//!   connect and after 1 s idle, each batch): only the writer marks it up,
+//!   either thread down on losing its connection.
+//! - Delivering: only what the reader reads back (`XREAD BLOCK 1000 COUNT
+//!   15` after the last entry delivered) goes through the history and the
+//!   fan-out, so every hub has Redis's order; ids are `<epoch>-<entry id>`.
 //! - The epoch: each round also sends `SET <stream>:epoch <random> NX` and
-//!   `GET`. A new value means the stream was lost: the history is cleared
-//!   (its ids are unknown: the gap signal), every live subscriber gets the
-//!   gap signal before any new event (also one just served from the old
-//!   history), and the stream is read from its start.
+//!   `GET`. A new one means the stream was lost: the history is cleared (its
+//!   ids get the gap signal), every live subscriber gets the gap signal
+//!   before any new event, and the stream is read from its start.
 //! - Resuming: an id of the epoch the history lacks (any id before the
 //!   epoch is known) goes to the reader: `XRANGE` from it (or the last
 //!   delivered, if older), at most the history's count. If that holds its
@@ -22,8 +20,8 @@
 //!   and the rest after the id is its replay, up to the live events; else
 //!   (trimmed, Redis down, the reader's queue full) the gap signal.
 //! - Redis down: each thread reconnects after a jittered back-off (100 ms
-//!   doubling to 5 s); the reader goes on after its last entry. Each change
-//!   goes to the log hook ([`HubLogKind::Redis`]).
+//!   doubling to 5 s), the reader after its last entry; each change goes to
+//!   the log hook ([`HubLogKind::Redis`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -67,26 +65,26 @@ const MAX_FRAME: usize = 16 << 20;
 
 /// An event on its way to Redis: its topics and its frame without an id.
 type Post = (Vec<String>, Vec<u8>);
+type Res<T = ()> = Result<T, RedisError>;
 
-/// What the reader tells the coordinator.
+/// What the reader tells the coordinator: a new epoch, entries, or the
+/// answer to a resume (its replay, or `None`: the gap signal).
 pub(super) enum Msg {
     Epoch(String),
     Entries(Vec<Entry>),
-    /// A resume the history could not place, and its replay (`None`: gap).
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The hub handles' side; the threads end once it is dropped.
+/// The hub handles' side (the threads end once it is dropped), and the
+/// coordinator's (`answer`: the replay of the resume it subscribes).
 pub(super) struct Link {
     posts: SyncSender<Post>,
     up: Arc<AtomicBool>,
 }
 
-/// The coordinator's side.
 pub(super) struct Engine {
     requests: SyncSender<(Sink, Subscription)>,
     up: Weak<AtomicBool>,
-    /// While the reader's answer to a resume subscribes: its replay.
     answer: Option<Vec<Entry>>,
 }
 
@@ -107,11 +105,33 @@ pub(super) fn start(
     let (requests, rx) = mpsc::sync_channel(config.inbox);
     let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
     let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
-    let (mut writer, maxlen) = (side(true), config.history_events.max(1).to_string());
-    let (conn, reader_side) = (writer.connect(), side(false));
-    let mut batch = VecDeque::new();
-    let write =
-        move || writer.run(conn, |side, c| write(side, c, &posts_rx, &mut batch, &stream, &maxlen));
+    let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
+    let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
+    // A writer's round: the batch, or a `PING` when idle, in one round
+    // trip; `false` once the hub is gone and the queue drained.
+    let write = move |side: &Side, c: Option<&mut Conn>| -> Res<bool> {
+        let Some(c) = c else { return Ok(true) };
+        match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
+            Ok(post) => batch.extend(std::iter::once(post).chain(posts_rx.try_iter().take(BATCH))),
+            Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
+            Err(_) => {}
+        }
+        for (topics, frame) in &batch {
+            let (s, n, t) = (stream.as_bytes(), n.as_bytes(), topics.join("\n"));
+            c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
+        }
+        if batch.is_empty() {
+            c.send(&[b"PING"]);
+        }
+        c.flush()?;
+        for _ in 0..batch.len().max(1) {
+            c.recv()?;
+            batch.pop_front();
+        }
+        side.set_up(true);
+        Ok(true)
+    };
+    let (reader_side, write) = (side(false), move || writer.run(conn, write));
     let read = move || reader_side.run(None, |side, c| reader.round(side, c));
     thread::Builder::new().name("stdsse-redis-read".into()).spawn(read)?;
     thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
@@ -124,26 +144,25 @@ impl Link {
     /// fails at once while Redis is down.
     pub(super) fn publish(&self, topics: Vec<String>, event: Event) -> Result<(), PublishError> {
         let frame = event.clone().without_id().encode();
-        let kind = match () {
-            () if !self.up.load(SeqCst) => PublishErrorKind::Unavailable,
-            () if frame.len() > MAX_FRAME => PublishErrorKind::TooLarge,
-            () => match self.posts.send((topics, frame)) {
-                Ok(()) => return Ok(()),
-                Err(_) => PublishErrorKind::Closed,
-            },
+        let kind = if !self.up.load(SeqCst) {
+            PublishErrorKind::Unavailable
+        } else if frame.len() > MAX_FRAME {
+            PublishErrorKind::TooLarge
+        } else {
+            let closed = |_| PublishError(event, PublishErrorKind::Closed);
+            return self.posts.send((topics, frame)).map_err(closed);
         };
         Err(PublishError(event, kind))
     }
 }
 
-/// One thread's connection: how it (re)connects, and what it logs.
+/// One thread's connection: `up` is gone once the hub is; `backoff` is the
+/// wait before the next attempt (`None` while connected).
 struct Side {
     writer: bool,
     url: RedisUrl,
     config: Arc<HubBuilder>,
-    /// Whether Redis is up; gone once the hub is.
     up: Weak<AtomicBool>,
-    /// The wait before the next attempt; `None` while connected.
     backoff: Option<Duration>,
 }
 
@@ -164,7 +183,7 @@ impl Side {
     fn run(
         mut self,
         mut conn: Option<Conn>,
-        mut round: impl FnMut(&Side, Option<&mut Conn>) -> Result<bool, RedisError>,
+        mut round: impl FnMut(&Side, Option<&mut Conn>) -> Res<bool>,
     ) {
         loop {
             match round(&self, conn.as_mut()) {
@@ -208,45 +227,12 @@ impl Side {
     }
 }
 
-/// A writer's round: the batch, or a `PING` when idle, in one round trip;
-/// `false` once the hub is gone and the queue drained.
-fn write(
-    side: &Side,
-    c: Option<&mut Conn>,
-    posts: &Receiver<Post>,
-    batch: &mut VecDeque<Post>,
-    stream: &str,
-    maxlen: &str,
-) -> Result<bool, RedisError> {
-    let Some(c) = c else { return Ok(true) };
-    match posts.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
-        Ok(post) => batch.extend(std::iter::once(post).chain(posts.try_iter().take(BATCH))),
-        Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
-        Err(_) => {}
-    }
-    let (s, n) = (stream.as_bytes(), maxlen.as_bytes());
-    for (topics, frame) in batch.iter() {
-        let t = topics.join("\n");
-        c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
-    }
-    if batch.is_empty() {
-        c.send(&[b"PING"]);
-    }
-    c.flush()?;
-    for _ in 0..batch.len().max(1) {
-        c.recv()?;
-        batch.pop_front();
-    }
-    side.set_up(true);
-    Ok(true)
-}
-
+/// The reader's state: `last` is the newest entry id delivered.
 struct Reader {
     tx: SyncSender<Command>,
     rx: Receiver<(Sink, Subscription)>,
     stream: String,
     epoch: String,
-    /// The newest entry id delivered.
     last: String,
 }
 
@@ -258,7 +244,7 @@ impl Reader {
 
     /// A reader's round: `XREAD`, the epoch, then the resumes waiting;
     /// `false` once the hub is gone.
-    fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Result<bool, RedisError> {
+    fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res<bool> {
         let Some(c) = c else {
             // No replay while Redis is down: the gap signal.
             while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
@@ -302,13 +288,7 @@ impl Reader {
     }
 
     /// Answers a resume (see the module docs).
-    fn resume(
-        &mut self,
-        side: &Side,
-        c: &mut Conn,
-        sink: Sink,
-        sub: Subscription,
-    ) -> Result<(), RedisError> {
+    fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, sub: Subscription) -> Res {
         let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
         let Some(rid) = rid.filter(|r| key(r).is_some()) else {
