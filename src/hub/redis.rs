@@ -67,11 +67,10 @@ const MAX_FRAME: usize = 16 << 20;
 type Post = (Vec<String>, Vec<u8>);
 type Res<T = ()> = Result<T, RedisError>;
 
-/// What the reader tells the coordinator: a new epoch, entries, or the
-/// answer to a resume (its replay, or `None`: the gap signal).
+/// What the reader tells the coordinator: the epoch and the entries it
+/// read, or the answer to a resume (its replay, or `None`: the gap signal).
 pub(super) enum Msg {
-    Epoch(String),
-    Entries(Vec<Entry>),
+    Entries(String, Vec<Entry>),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
@@ -101,14 +100,14 @@ pub(super) fn start(
         let (url, config, up) = (url.clone(), config.clone(), Arc::downgrade(&up));
         Side { writer, url, config, up, backoff: None }
     };
-    let (posts, posts_rx) = mpsc::sync_channel(config.inbox);
-    let (requests, rx) = mpsc::sync_channel(config.inbox);
+    let ((posts, posts_rx), (requests, rx)) =
+        (mpsc::sync_channel(config.inbox), mpsc::sync_channel(config.inbox));
     let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
     let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
     let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
     let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
-    // A writer's round: the batch, or a `PING` when idle, in one round
-    // trip; `false` once the hub is gone and the queue drained.
+    // A writer's round: the batch (if any) and a `PING` in one round trip;
+    // `false` once the hub is gone and the queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res<bool> {
         let Some(c) = c else { return Ok(true) };
         match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
@@ -120,11 +119,9 @@ pub(super) fn start(
             let (s, n, t) = (stream.as_bytes(), n.as_bytes(), topics.join("\n"));
             c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
         }
-        if batch.is_empty() {
-            c.send(&[b"PING"]);
-        }
+        c.send(&[b"PING"]);
         c.flush()?;
-        for _ in 0..batch.len().max(1) {
+        for _ in 0..=batch.len() {
             c.recv()?;
             batch.pop_front();
         }
@@ -203,17 +200,17 @@ impl Side {
             thread::sleep(jittered((wait / 2, wait)));
         }
         let timeout = TIMEOUT + Duration::from_secs(u64::from(!self.writer));
-        let conn =
-            Conn::connect(&self.url, timeout).and_then(|mut c| c.call(&[b"PING"]).map(|_| c));
-        let Err(error) = conn else {
-            self.backoff = None;
-            if self.writer {
-                self.set_up(true);
+        match Conn::connect(&self.url, timeout).and_then(|mut c| c.call(&[b"PING"]).map(|_| c)) {
+            Err(error) => self.lost(&error),
+            Ok(conn) => {
+                self.backoff = None;
+                if self.writer {
+                    self.set_up(true);
+                }
+                self.log(RedisLog::Connected { writer: self.writer });
+                Some(conn)
             }
-            self.log(RedisLog::Connected { writer: self.writer });
-            return conn.ok();
-        };
-        self.lost(&error)
+        }
     }
 
     /// Marks Redis down and logs why, once an outage; a longer back-off.
@@ -257,21 +254,21 @@ impl Reader {
         c.send(&[b"SET", key.as_bytes(), format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
         c.send(&[b"GET", key.as_bytes()]);
         c.flush()?;
-        let (read, _, epoch) = (c.recv()?, c.recv()?, text(c.recv()?));
-        let open = if epoch.is_empty() {
-            true // flushed between `SET` and `GET`: set next round
-        } else if epoch != self.epoch {
+        let (mut read, _, epoch) = (c.recv()?, c.recv()?, bytes(c.recv()?));
+        let epoch = String::from_utf8_lossy(&epoch);
+        // What was read is of the old stream (empty: flushed after `SET`).
+        if epoch.is_empty() || epoch != self.epoch {
+            read = Reply::Array(None);
+        }
+        if !epoch.is_empty() && epoch != self.epoch {
             if !self.epoch.is_empty() {
                 side.log(RedisLog::EpochChanged { epoch: &epoch });
             }
-            (self.epoch, self.last) = (epoch.clone(), "0-0".into());
-            self.send(Msg::Epoch(epoch)) // what was read is of the old one
-        } else {
-            // `[[stream, [entry, ...]]]`
-            let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
-            let read = self.entries(read.map_or(Vec::new(), items));
-            self.deliver(read)
-        };
+            (self.epoch, self.last) = (epoch.into(), "0-0".into());
+        }
+        // `[[stream, [entry, ...]]]`
+        let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
+        let open = self.deliver(self.entries(read.map_or(Vec::new(), items)));
         while let Some((sink, sub)) = open.then(|| self.rx.try_recv().ok()).flatten() {
             self.resume(side, c, sink, sub)?;
         }
@@ -284,11 +281,12 @@ impl Reader {
         if let Some(newest) = read.last() {
             self.last = newest.id[self.epoch.len() + 1..].to_string();
         }
-        self.send(Msg::Entries(read))
+        self.send(Msg::Entries(self.epoch.clone(), read))
     }
 
-    /// Answers a resume (see the module docs).
-    fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, sub: Subscription) -> Res {
+    /// Answers a resume (see the module docs); with a replay it resumes
+    /// after the newest delivered, which the history then holds.
+    fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res {
         let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
         let Some(rid) = rid.filter(|r| key(r).is_some()) else {
@@ -303,8 +301,11 @@ impl Reader {
             got.map_err(|e| error = Err(e)).map_or(Vec::new(), |got| self.entries(items(got)));
         let whole = got.iter().any(|e| e.id == id)
             && got.last().is_some_and(|e| key(&e.id) >= key(&self.last));
-        let replay = got.iter().filter(|e| key(&e.id) > key(rid)).cloned().collect();
+        let replay: Vec<_> = got.iter().filter(|e| key(&e.id) > key(rid)).cloned().collect();
         let replay = (whole && self.deliver(got)).then_some(replay);
+        if replay.is_some() {
+            sub.last_event_id = Some(format!("{}-{}", self.epoch, self.last));
+        }
         self.send(Msg::Resume(sink, sub, replay));
         error
     }
@@ -316,20 +317,18 @@ impl Reader {
     fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
-            let id = format!("{}-{}", self.epoch, parts.next().map_or(String::new(), text));
+            let rid = String::from_utf8_lossy(&parts.next().map_or(Vec::new(), bytes)).into_owned();
             let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
             let (d, t) = (fields.nth(1).unwrap_or_default(), fields.nth(1).unwrap_or_default());
             let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
             let event_type = first.and_then(|l| l.strip_prefix(b"event: "));
             let event_type = event_type.map(|t| String::from_utf8_lossy(t).into_owned());
-            let mut frame = [format!("id: {id}\n").as_bytes(), &d].concat();
-            if !frame.ends_with(b"\n\n") {
-                frame.push(b'\n');
-            }
+            let id = format!("{}-{rid}", self.epoch);
+            let end: &[u8] = if d.ends_with(b"\n\n") { b"" } else { b"\n" };
+            let frame = Frame::from_encoded([format!("id: {id}\n").as_bytes(), &d, end].concat());
             let topics = String::from_utf8_lossy(&t);
             let topics = topics.split('\n').filter(|t| !t.is_empty()).map(str::to_string).collect();
-            let (frame, at) = (Frame::from_encoded(frame), Instant::now());
-            Entry { seq: 0, offset: 0, id, topics, event_type, frame, at }
+            Entry { seq: 0, offset: 0, id, topics, event_type, frame, at: Instant::now() }
         };
         replies.into_iter().map(entry).collect()
     }
@@ -345,10 +344,6 @@ fn bytes(reply: Reply) -> Vec<u8> {
     bytes
 }
 
-fn text(reply: Reply) -> String {
-    String::from_utf8_lossy(&bytes(reply)).into_owned()
-}
-
 /// The entry id `<ms>-<seq>` at the end of `id`, as numbers to compare.
 fn key(id: &str) -> Option<(u64, u64)> {
     let mut parts = id.rsplit('-');
@@ -360,31 +355,23 @@ impl Coordinator {
     /// What the reader said.
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
-            // Lost: the history's ids are unknown from now on, and the live
-            // get the gap signal before the new events.
-            Msg::Epoch(epoch) => {
-                if std::mem::replace(&mut self.epoch, epoch).is_empty() {
-                    return;
+            Msg::Entries(epoch, entries) => {
+                // Lost: the history's ids are unknown from now on, and the
+                // live get the gap signal before the new events.
+                if epoch != self.epoch && !std::mem::replace(&mut self.epoch, epoch).is_empty() {
+                    self.history = History::new(&self.config);
+                    self.forward();
+                    for shard in &self.shards {
+                        shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
+                    }
                 }
-                self.history = History::new(&self.config);
-                self.forward();
-                for shard in &self.shards {
-                    shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
-                }
-            }
-            Msg::Entries(entries) => {
                 for entry in entries {
                     self.push(Entry { seq: self.next_seq, offset: self.next_offset, ..entry });
                 }
             }
-            // With its replay (which ends with the newest delivered) it
-            // resumes after the newest, else as the history can.
-            Msg::Resume(sink, mut sub, replay) => {
-                let (seq, end, newest) =
-                    (self.next_seq - 1, self.next_offset, self.history.entries.back());
-                if replay.is_some() {
-                    sub.last_event_id = newest.map(|e| e.id.clone());
-                }
+            Msg::Resume(sink, sub, replay) => {
+                // The replay comes just before what was delivered last.
+                let (seq, end) = (self.next_seq - 1, self.next_offset);
                 let at =
                     |e: Entry| Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
                 if let Some(engine) = &mut self.redis {
@@ -406,12 +393,10 @@ impl Coordinator {
             Some(Engine { requests, up, answer: None })
                 if up.upgrade().is_some_and(|up| up.load(SeqCst)) && id.is_some_and(unplaced) =>
             {
-                let Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) =
-                    requests.try_send((sink, sub))
-                else {
-                    return None;
-                };
-                back
+                match requests.try_send((sink, sub)) {
+                    Ok(()) => return None,
+                    Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
+                }
             }
             _ => (sink, sub),
         };
