@@ -101,10 +101,9 @@ impl Event {
         self
     }
 
-    /// The event without its id.
-    pub(crate) fn without_id(mut self) -> Event {
-        self.id = None;
-        self
+    /// The event without its id (the hub on Redis).
+    pub(crate) fn without_id(self) -> Event {
+        Event { id: None, ..self }
     }
 
     /// Sets an event type the crate knows to be valid.
@@ -202,9 +201,7 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
 
-impl Frame {
     /// Bytes encoded already (the hub's events read back from Redis).
     pub(crate) fn from_encoded(bytes: Vec<u8>) -> Frame {
         Frame(bytes.into())

@@ -72,7 +72,7 @@ impl fmt::Display for RedisUrl {
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        write!(f, "{self}")
     }
 }
 
@@ -130,19 +130,17 @@ pub enum Reply {
 }
 
 /// The bounds of one reply, so a broken or hostile server cannot make the
-/// client allocate without limit or recurse without end.
+/// client allocate without limit or recurse without end. Defaults: `bulk`
+/// 64 MiB (a 16 MiB event's frame with its `data: ` prefixes), `array`
+/// 1,048,576 elements, `depth` 8 nested arrays (`XREAD` needs 5), `total`
+/// 256 MiB a reply (the read buffer; `XREAD`'s `COUNT` is sized to fit).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
 pub struct ReplyLimits {
-    /// The longest bulk string (default 64 MiB: a 16 MiB event's encoded
-    /// frame with room for its `data: ` prefixes).
     pub bulk: usize,
-    /// The most elements of one array (default 1,048,576).
     pub array: usize,
-    /// The most nested arrays (default 8; `XREAD` needs 5).
     pub depth: usize,
-    /// The most bytes of one whole reply, so the read buffer is bounded
-    /// (default 256 MiB: size `COUNT` so a batch of big events fits).
     pub total: usize,
 }
 
@@ -175,9 +173,7 @@ fn parse_at(
     // Whether a reply ending at `end` has arrived; an error past the bound.
     let has = |end: usize| (end <= lim.total).then_some(end <= buf.len());
     let has = |end| has(end).ok_or(Protocol("reply too large"));
-    let Some(&kind) = buf.get(at) else {
-        return Ok(None);
-    };
+    let Some(&kind) = buf.get(at) else { return Ok(None) };
     let line = &buf[at + 1..];
     let Some(eol) = find_eol(line) else {
         has(buf.len() + 2)?;
@@ -242,19 +238,6 @@ fn int(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.parse().ok()
 }
 
-/// Appends a command as an array of bulk strings: `*N\r\n$len\r\narg\r\n...`.
-fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    push_decimal(out, args.len() as u128);
-    for arg in args {
-        out.extend_from_slice(b"\r\n$");
-        push_decimal(out, arg.len() as u128);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 /// A connection to Redis. Pipelining: several [`send`](Conn::send)s, one
 /// [`flush`](Conn::flush), as many [`recv`](Conn::recv)s. After an error
 /// the connection may be out of step: drop it.
@@ -294,9 +277,18 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Queues one command (nothing is written until [`flush`](Conn::flush)).
+    /// Queues one command as an array of bulk strings,
+    /// `*N\r\n$len\r\narg\r\n...` (written by [`flush`](Conn::flush)).
     pub fn send(&mut self, args: &[&[u8]]) {
-        encode(&mut self.out, args);
+        self.out.push(b'*');
+        push_decimal(&mut self.out, args.len() as u128);
+        for arg in args {
+            self.out.extend_from_slice(b"\r\n$");
+            push_decimal(&mut self.out, arg.len() as u128);
+            self.out.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(arg);
+        }
+        self.out.extend_from_slice(b"\r\n");
     }
 
     /// Writes every queued command.

@@ -83,8 +83,7 @@ pub enum HubLogKind<'a> {
         /// The signal's data (see [`GAP_EVENT`]).
         reason: &'static str,
     },
-    /// Not about a subscriber: the hub's Redis connections
-    /// ([`HubBuilder::redis`]).
+    /// Not about a subscriber: the Redis connections ([`HubBuilder::redis`]).
     Redis(RedisLog<'a>),
 }
 
@@ -444,31 +443,26 @@ impl HubBuilder {
     }
 
     /// Shares the hub with every other one on this Redis stream (default:
-    /// none, in-process; design in `src/hub/redis.rs`): `url` is
-    /// `redis://[user:password@]host[:port][/db]` (checked by
-    /// [`build`](HubBuilder::build), which connects once), `stream` the key.
-    /// Every hub delivers the same events in one order, with ids
-    /// `<epoch>-<entry id>` (replacing a publisher's) that resume on any,
-    /// from the history or else from Redis (which keeps about the history's
-    /// count, `MAXLEN ~`; per topic only the history is bounded). A resume
-    /// across a loss (flushed, trimmed, Redis restarted empty) gets the gap
-    /// signal, and so does every subscriber live when the hub notices it.
-    /// While Redis is down `publish` fails at once
-    /// ([`PublishErrorKind::Unavailable`]), streams stay open, and the hub
-    /// reconnects; an accepted event is written once Redis is back (twice,
-    /// rarely, if an answer was lost). No TLS: see [`crate::redis`].
+    /// none): `url` is `redis://[user:password@]host[:port][/db]` (checked,
+    /// and connected to once, by [`build`](HubBuilder::build)). All deliver
+    /// the same events in one order, ids `<epoch>-<entry id>` (replacing a
+    /// publisher's) resume on any (from Redis if older than the history;
+    /// Redis keeps about the history's count), a resume across a loss and
+    /// the subscribers live across it get the gap signal, and while Redis
+    /// is down `publish` fails at once ([`PublishErrorKind::Unavailable`])
+    /// and streams stay open. Design: `src/hub/redis.rs`; no TLS: see
+    /// [`crate::redis`].
     #[must_use]
     pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
         self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));
         self
     }
 
-    /// Calls the log hook, if any; a panic in it is caught.
+    /// Calls the log hook, if any; one that panics must not take the hub's
+    /// thread down.
     fn emit(&self, kind: HubLogKind<'_>, peer: Option<SocketAddr>) {
         if let Some(hook) = &self.log {
-            let log = HubLog { kind, peer };
-            // A hook that panics must not take the hub's thread down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&log)));
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&HubLog { kind, peer })));
         }
     }
 
