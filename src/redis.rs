@@ -144,11 +144,9 @@ pub struct ReplyLimits {
     pub total: usize,
 }
 
-impl Default for ReplyLimits {
-    fn default() -> ReplyLimits {
-        ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, total: 256 << 20 }
-    }
-}
+#[doc(hidden)]
+pub const LIMITS: ReplyLimits =
+    ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, total: 256 << 20 };
 
 /// Parses one reply at the start of `buf`: the reply and its length, or
 /// `Partial` (never for more than `limits.total` bytes). Two passes: the
@@ -247,8 +245,6 @@ pub struct Conn {
     stream: TcpStream,
     out: Vec<u8>,
     buf: Vec<u8>,
-    /// The bounds of every reply.
-    pub limits: ReplyLimits,
 }
 
 impl Conn {
@@ -264,8 +260,7 @@ impl Conn {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        let (out, buf, limits) = (Vec::new(), Vec::new(), ReplyLimits::default());
-        let mut conn = Conn { stream, out, buf, limits };
+        let mut conn = Conn { stream, out: Vec::new(), buf: Vec::new() };
         if let Some(password) = &url.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             args.extend(url.user.as_deref().map(str::as_bytes));
@@ -302,7 +297,7 @@ impl Conn {
     /// whole: a pipeline stays in step).
     pub fn recv(&mut self) -> Result<Reply, RedisError> {
         loop {
-            if let Status::Complete((reply, len)) = parse_reply(&self.buf, &self.limits)? {
+            if let Status::Complete((reply, len)) = parse_reply(&self.buf, &LIMITS)? {
                 self.buf.drain(..len);
                 return match reply {
                     Reply::Error(text) => Err(RedisError::Server(text)),
@@ -344,7 +339,7 @@ pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
     }
     let small = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
     let mut outcome = "";
-    for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, ReplyLimits::default())]).concat() {
+    for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, LIMITS)]).concat() {
         outcome = match parse_reply(data, &lim) {
             Ok(Status::Complete((reply, len))) => {
                 assert_eq!(parse_reply(&data[..len], &lim), Ok(Status::Complete((reply, len))));

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::thread::{self, JoinHandle};
 
 use stdsse::http::Status;
-use stdsse::redis::{parse_reply, Conn, RedisError, RedisUrl, Reply, ReplyLimits};
+use stdsse::redis::{parse_reply, Conn, RedisError, RedisUrl, Reply, ReplyLimits, LIMITS};
 use Reply::{Array, Bulk, Integer, Simple};
 
 const SMALL: ReplyLimits = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
@@ -84,7 +84,7 @@ fn bad_or_oversized_replies_are_errors() {
     }
     let deep = b"*1\r\n".repeat(9);
     let too_deep = Err(RedisError::Protocol("arrays nested too deep"));
-    assert_eq!(parse_reply(&deep, &ReplyLimits::default()), too_deep);
+    assert_eq!(parse_reply(&deep, &LIMITS), too_deep);
 }
 
 #[test]
@@ -133,9 +133,7 @@ fn fake_redis() -> (u16, Heard) {
         let mut chunk = [0; 4096];
         while let Ok(n @ 1..) = peer.read(&mut chunk) {
             bytes.extend_from_slice(&chunk[..n]);
-            while let Ok(Status::Complete((command, len))) =
-                parse_reply(&bytes[at..], &ReplyLimits::default())
-            {
+            while let Ok(Status::Complete((command, len))) = parse_reply(&bytes[at..], &LIMITS) {
                 commands.push(command);
                 at += len;
                 peer.write_all(b"+OK\r\n").unwrap();

@@ -444,14 +444,11 @@ impl HubBuilder {
 
     /// Shares the hub with every other one on this Redis stream (default:
     /// none): `url` is `redis://[user:password@]host[:port][/db]` (checked,
-    /// and connected to once, by [`build`](HubBuilder::build)). All deliver
-    /// the same events in one order, ids `<epoch>-<entry id>` (replacing a
-    /// publisher's) resume on any (from Redis if older than the history;
-    /// Redis keeps about the history's count), a resume across a loss and
-    /// the subscribers live across it get the gap signal, and while Redis
-    /// is down `publish` fails at once ([`PublishErrorKind::Unavailable`])
-    /// and streams stay open. Design: `src/hub/redis.rs`; no TLS: see
-    /// [`crate::redis`].
+    /// and connected to, by [`build`](HubBuilder::build)). All deliver the
+    /// same events in one order; ids resume on any (from Redis if older than
+    /// the history), a loss gets the gap signal, and while Redis is down
+    /// `publish` fails ([`PublishErrorKind::Unavailable`]) and streams stay
+    /// open. Design: `src/hub/redis.rs`; no TLS: see [`crate::redis`].
     #[must_use]
     pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
         self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));

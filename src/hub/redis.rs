@@ -1,27 +1,25 @@
-//! The hub on Redis Streams ([`HubBuilder::redis`]); its design, told once:
+//! The hub on Redis Streams ([`HubBuilder::redis`]); its design, told once.
 //!
-//! - Publishing: `publish` queues the frame without its id (bounded like
-//!   the inbox); the writer pipelines batches of `XADD <stream> MAXLEN ~
-//!   <history events> * d <frame> t <topics>`, each kept until acknowledged.
-//!   Redis is up only while the writer's connection answers (`PING` on
-//!   connect and after 1 s idle, each batch): only the writer marks it up,
-//!   either thread down on losing its connection.
-//! - Delivering: only what the reader reads back (`XREAD BLOCK 1000 COUNT
-//!   15` after the last entry delivered) goes through the history and the
-//!   fan-out, so every hub has Redis's order; ids are `<epoch>-<entry id>`.
-//! - The epoch: each round also sends `SET <stream>:epoch <random> NX` and
-//!   `GET`. A new one means the stream was lost: the history is cleared (its
-//!   ids get the gap signal), every live subscriber gets the gap signal
-//!   before any new event, and the stream is read from its start.
-//! - Resuming: an id of the epoch the history lacks (any id before the
-//!   epoch is known) goes to the reader: `XRANGE` from it (or the last
-//!   delivered, if older), at most the history's count. If that holds its
-//!   entry and reaches the last delivered, what is newer is delivered first
-//!   and the rest after the id is its replay, up to the live events; else
-//!   (trimmed, Redis down, the reader's queue full) the gap signal.
-//! - Redis down: each thread reconnects after a jittered back-off (100 ms
-//!   doubling to 5 s), the reader after its last entry; each change goes to
-//!   the log hook ([`HubLogKind::Redis`]).
+//! Publishing: `publish` queues the frame without its id (bounded like the
+//! inbox); the writer pipelines each batch, `XADD <stream> MAXLEN ~ <history
+//! events> * d <frame> t <topics>` then `PING`, kept until acknowledged.
+//! Redis is up only while the writer's connection answers (also a `PING`
+//! on connect and after 1 s idle); either thread marks it down. Delivering:
+//! only what the reader reads back (`XREAD BLOCK 1000 COUNT 15` after the
+//! last entry delivered) goes through the history and the fan-out, so every
+//! hub has one order; ids are `<epoch>-<entry id>`. The epoch: each round
+//! also sends `SET <stream>:epoch <random> NX` and `GET`; a new one means
+//! the stream was lost: the history is cleared (its ids get the gap signal),
+//! every live subscriber gets the gap signal before any new event, and the
+//! stream is read from its start. Resuming: an id of the epoch the history
+//! lacks (any id before the epoch is known) goes to the reader: `XRANGE`
+//! from it (or the last delivered, if older), at most the history's count.
+//! If that holds its entry and reaches the last delivered, what is newer is
+//! delivered first and the rest after the id is its replay, up to the live
+//! events; else (trimmed, Redis down, the reader's queue full) the gap
+//! signal. Redis down: each thread reconnects after a jittered back-off
+//! (100 ms doubling to 5 s), the reader after its last entry. Each change
+//! goes to the log hook ([`HubLogKind::Redis`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -46,8 +44,7 @@ use crate::util::{jittered, random_u64};
 pub enum RedisLog<'a> {
     /// The connection is up (again), verified by a round trip.
     Connected { writer: bool },
-    /// It was lost, or could not be made, and why (never the password);
-    /// retried after a back-off.
+    /// Lost, or not made (why: never the password); retried after a back-off.
     Lost { writer: bool, error: &'a RedisError },
     /// The stream's epoch changed: what it held before is lost.
     EpochChanged { epoch: &'a str },
