@@ -64,8 +64,8 @@ const MAX_FRAME: usize = 16 << 20;
 type Post = (Vec<String>, Vec<u8>);
 type Res<T = ()> = Result<T, RedisError>;
 
-/// What the reader tells the coordinator: the epoch and the entries it
-/// read, or the answer to a resume (its replay, or `None`: the gap signal).
+/// From the reader: the epoch and the entries read, or the answer to a
+/// resume (its replay, or `None`: the gap signal).
 pub(super) enum Msg {
     Entries(String, Vec<Entry>),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
@@ -84,8 +84,8 @@ pub(super) struct Engine {
     answer: Option<Vec<Entry>>,
 }
 
-/// Starts the reader and the writer if the hub is on Redis; the writer
-/// connects first, so that `publish` works at once if Redis is up.
+/// Starts the threads if the hub is on Redis; the writer connects first,
+/// so that `publish` works at once if Redis is up.
 pub(super) fn start(
     config: &Arc<HubBuilder>,
     tx: &SyncSender<Command>,
@@ -103,8 +103,8 @@ pub(super) fn start(
     let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
     let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
     let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
-    // A writer's round: the batch (if any) and a `PING` in one round trip;
-    // `false` once the hub is gone and the queue drained.
+    // A round: the batch (if any) and a `PING`; `false` once the hub is gone
+    // and the queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res<bool> {
         let Some(c) = c else { return Ok(true) };
         match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
@@ -165,14 +165,13 @@ impl Side {
         self.config.emit(HubLogKind::Redis(what), None);
     }
 
-    fn set_up(&self, up: bool) {
-        if let Some(flag) = self.up.upgrade() {
-            flag.store(up, SeqCst);
-        }
+    /// Sets whether Redis is up; `true`: whether the hub is.
+    fn set_up(&self, up: bool) -> bool {
+        self.up.upgrade().map(|flag| flag.store(up, SeqCst)).is_some()
     }
 
-    /// Runs rounds on a connection (`None` while there is none), connecting
-    /// again after an error, until a round says `false`, or the hub is gone
+    /// Runs rounds on the connection (`None` while there is none; after an
+    /// error, it connects again) until one says `false`, or the hub is gone
     /// while there is no connection.
     fn run(
         mut self,
@@ -201,9 +200,7 @@ impl Side {
             Err(error) => self.lost(&error),
             Ok(conn) => {
                 self.backoff = None;
-                if self.writer {
-                    self.set_up(true);
-                }
+                let _ = self.writer && self.set_up(true);
                 self.log(RedisLog::Connected { writer: self.writer });
                 Some(conn)
             }
@@ -212,8 +209,7 @@ impl Side {
 
     /// Marks Redis down and logs why, once an outage; a longer back-off.
     fn lost(&mut self, error: &RedisError) -> Option<Conn> {
-        if self.backoff.is_none() {
-            self.set_up(false);
+        if self.backoff.is_none() && self.set_up(false) {
             self.log(RedisLog::Lost { writer: self.writer, error });
         }
         self.backoff = Some(self.backoff.map_or(BACKOFF.0, |b| (b * 2).min(BACKOFF.1)));
@@ -236,11 +232,10 @@ impl Reader {
         self.tx.send(Command::Redis(msg)).is_ok()
     }
 
-    /// A reader's round: `XREAD`, the epoch, then the resumes waiting;
-    /// `false` once the hub is gone.
+    /// A round: `XREAD`, the epoch, the resumes waiting (while down: the
+    /// gap signal); `false` once the hub is gone.
     fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res<bool> {
         let Some(c) = c else {
-            // No replay while Redis is down: the gap signal.
             while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
                 self.send(Msg::Resume(sink, sub, None));
             }
@@ -253,7 +248,7 @@ impl Reader {
         c.flush()?;
         let (mut read, _, epoch) = (c.recv()?, c.recv()?, bytes(c.recv()?));
         let epoch = String::from_utf8_lossy(&epoch);
-        // What was read is of the old stream (empty: flushed after `SET`).
+        // What was read is of the old stream (none: flushed after `SET`).
         if epoch.is_empty() || epoch != self.epoch {
             read = Reply::Array(None);
         }
@@ -379,9 +374,8 @@ impl Coordinator {
         }
     }
 
-    /// A new subscriber, with the reader's replay queued if it answered
-    /// its resume; `None` if its resume goes to the reader (only while
-    /// Redis is up).
+    /// A new subscriber, with the reader's replay if it answered its resume;
+    /// `None` if its resume goes to the reader (only while Redis is up).
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
         let id = sub.last_event_id.as_deref();
         let unplaced =
