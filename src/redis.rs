@@ -14,6 +14,8 @@ use std::time::Duration;
 use crate::http::Status;
 use crate::scan::{find_eol, push_decimal};
 
+type Parsed = Result<Option<(Reply, usize)>, RedisError>;
+
 /// Where Redis is: `redis://[user:password@]host[:port][/db]` (port 6379 and
 /// db 0 by default; the userinfo percent-decoded, as in RFC 3986).
 #[derive(Clone, PartialEq, Eq)]
@@ -161,13 +163,7 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Status<(Reply, us
 
 /// The reply at `buf[at..]` inside `depth` arrays and where it ends;
 /// `None` while incomplete. Builds the value only if `build`.
-fn parse_at(
-    buf: &[u8],
-    at: usize,
-    depth: usize,
-    lim: &ReplyLimits,
-    build: bool,
-) -> Result<Option<(Reply, usize)>, RedisError> {
+fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool) -> Parsed {
     // Whether a reply ending at `end` has arrived; an error past the bound.
     let has = |end: usize| (end <= lim.total).then_some(end <= buf.len());
     let has = |end| has(end).ok_or(Protocol("reply too large"));

@@ -578,7 +578,7 @@ impl Hub {
         }
         let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
         if let Some(link) = &self.inner.redis {
-            return link.publish(topics, event);
+            return redis::publish(link, topics, event);
         }
         let command = Command::Publish(topics, event);
         self.inner.tx.send(command).map_err(|e| match e.0 {

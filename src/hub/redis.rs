@@ -71,12 +71,10 @@ pub(super) enum Msg {
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The hub handles' side (the threads end once it is dropped), and the
-/// coordinator's (`answer`: the replay of the resume it subscribes).
-pub(super) struct Link {
-    posts: SyncSender<Post>,
-    up: Arc<AtomicBool>,
-}
+/// The hub handles' side: the writer's queue and whether Redis is up (the
+/// threads end once it is dropped); the coordinator's (`answer`: the
+/// replay of the resume it subscribes).
+pub(super) type Link = (SyncSender<Post>, Arc<AtomicBool>);
 
 pub(super) struct Engine {
     requests: SyncSender<(Sink, Subscription)>,
@@ -130,24 +128,21 @@ pub(super) fn start(
     thread::Builder::new().name("stdsse-redis-read".into()).spawn(read)?;
     thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
     let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
-    Ok(Some((Link { posts, up }, engine)))
+    Ok(Some(((posts, up), engine)))
 }
 
-impl Link {
-    /// Queues an event for the writer (waiting while the queue is full);
-    /// fails at once while Redis is down.
-    pub(super) fn publish(&self, topics: Vec<String>, event: Event) -> Result<(), PublishError> {
-        let frame = event.clone().without_id().encode();
-        let kind = if !self.up.load(SeqCst) {
-            PublishErrorKind::Unavailable
-        } else if frame.len() > MAX_FRAME {
-            PublishErrorKind::TooLarge
-        } else {
-            let closed = |_| PublishError(event, PublishErrorKind::Closed);
-            return self.posts.send((topics, frame)).map_err(closed);
-        };
-        Err(PublishError(event, kind))
-    }
+/// Queues an event for the writer (waiting while the queue is full); fails
+/// at once while Redis is down.
+pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), PublishError> {
+    let frame = e.clone().without_id().encode();
+    let kind = if !link.1.load(SeqCst) {
+        PublishErrorKind::Unavailable
+    } else if frame.len() > MAX_FRAME {
+        PublishErrorKind::TooLarge
+    } else {
+        return link.0.send((topics, frame)).map_err(|_| PublishError(e, PublishErrorKind::Closed));
+    };
+    Err(PublishError(e, kind))
 }
 
 /// One thread's connection: `up` is gone once the hub is; `backoff` is the
