@@ -328,11 +328,8 @@ impl Conn {
 pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
     let tokens = b"\r\n * $ : + - -1 *1\r\n *2\r\n $1\r\nx\r\n $-1\r\n :-42\r\n +OK\r\n 99999999999999999999 % _";
     let tokens: Vec<&[u8]> = tokens.split(|&b| b == b' ').collect();
-    let mut spelt = Vec::new();
-    for b in input {
-        let token = (*b >= 0x80).then(|| tokens[usize::from(*b) % 16]);
-        spelt.extend_from_slice(token.unwrap_or(std::slice::from_ref(b)));
-    }
+    let token = |b: &u8| if *b < 0x80 { vec![*b] } else { tokens[usize::from(*b) % 16].to_vec() };
+    let spelt: Vec<u8> = input.iter().flat_map(token).collect();
     let small = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
     let mut outcome = "";
     for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, LIMITS)]).concat() {

@@ -63,17 +63,16 @@ const MAX_FRAME: usize = 16 << 20;
 /// An event on its way to Redis: its topics and its frame without an id.
 type Post = (Vec<String>, Vec<u8>);
 type Res<T = ()> = Result<T, RedisError>;
+type Started = io::Result<Option<(Link, Engine)>>;
 
-/// From the reader: the epoch and the entries read, or the answer to a
-/// resume (its replay, or `None`: the gap signal).
+/// From the reader: the epoch and entries read, or a resume's replay.
 pub(super) enum Msg {
     Entries(String, Vec<Entry>),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The hub handles' side: the writer's queue and whether Redis is up (the
-/// threads end once it is dropped); the coordinator's (`answer`: the
-/// replay of the resume it subscribes).
+/// The handles' side (the threads end once it is dropped): the writer's
+/// queue, whether Redis is up. The coordinator's: `answer`, see `redis`.
 pub(super) type Link = (SyncSender<Post>, Arc<AtomicBool>);
 
 pub(super) struct Engine {
@@ -82,12 +81,9 @@ pub(super) struct Engine {
     answer: Option<Vec<Entry>>,
 }
 
-/// Starts the threads if the hub is on Redis; the writer connects first,
-/// so that `publish` works at once if Redis is up.
-pub(super) fn start(
-    config: &Arc<HubBuilder>,
-    tx: &SyncSender<Command>,
-) -> io::Result<Option<(Link, Engine)>> {
+/// Starts the threads if on Redis; the writer connects first, so that
+/// `publish` works at once if Redis is up.
+pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Started {
     let Some((url, stream)) = config.redis.clone() else { return Ok(None) };
     let url = url.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let up = Arc::new(AtomicBool::new(false));
@@ -101,8 +97,7 @@ pub(super) fn start(
     let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
     let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
     let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
-    // A round: the batch (if any) and a `PING`; `false` once the hub is gone
-    // and the queue drained.
+    // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res<bool> {
         let Some(c) = c else { return Ok(true) };
         match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
@@ -131,8 +126,7 @@ pub(super) fn start(
     Ok(Some(((posts, up), engine)))
 }
 
-/// Queues an event for the writer (waiting while the queue is full); fails
-/// at once while Redis is down.
+/// Queues an event for the writer (waits while the queue is full).
 pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), PublishError> {
     let frame = e.clone().without_id().encode();
     let kind = if !link.1.load(SeqCst) {
@@ -160,14 +154,13 @@ impl Side {
         self.config.emit(HubLogKind::Redis(what), None);
     }
 
-    /// Sets whether Redis is up; `true`: whether the hub is.
+    /// Sets whether Redis is up; `false`: the hub is gone.
     fn set_up(&self, up: bool) -> bool {
         self.up.upgrade().map(|flag| flag.store(up, SeqCst)).is_some()
     }
 
-    /// Runs rounds on the connection (`None` while there is none; after an
-    /// error, it connects again) until one says `false`, or the hub is gone
-    /// while there is no connection.
+    /// Rounds on the connection (`None`: none, connect) until one says
+    /// `false`, or the hub is gone while not connected.
     fn run(
         mut self,
         mut conn: Option<Conn>,
@@ -184,8 +177,7 @@ impl Side {
         }
     }
 
-    /// A connection that answered a `PING`, after the back-off if the last
-    /// attempt failed.
+    /// A connection that answered a `PING` (after the back-off, if any).
     fn connect(&mut self) -> Option<Conn> {
         if let Some(wait) = self.backoff {
             thread::sleep(jittered((wait / 2, wait)));
@@ -227,8 +219,7 @@ impl Reader {
         self.tx.send(Command::Redis(msg)).is_ok()
     }
 
-    /// A round: `XREAD`, the epoch, the resumes waiting (while down: the
-    /// gap signal); `false` once the hub is gone.
+    /// `XREAD`, the epoch, the resumes waiting (down: the gap signal).
     fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res<bool> {
         let Some(c) = c else {
             while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
@@ -271,8 +262,7 @@ impl Reader {
         self.send(Msg::Entries(self.epoch.clone(), read))
     }
 
-    /// Answers a resume (see the module docs); with a replay it resumes
-    /// after the newest delivered, which the history then holds.
+    /// Answers a resume; with a replay, after the newest delivered.
     fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res {
         let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
@@ -297,10 +287,9 @@ impl Reader {
         error
     }
 
-    /// Stream entries, `[[id, [d, frame, t, topics]], ...]`, as the hub's
-    /// (numbered once delivered): the frame without an id (comments, then
-    /// `event:` if it has a type) gets `id: <epoch>-<entry id>` first; the
-    /// topics are one a line.
+    /// Entries `[[id, [d, frame, t, topics]], ...]` as the hub's (numbered
+    /// once delivered): `id: <epoch>-<entry id>`, then the frame (comments,
+    /// then `event:` if any); topics one a line.
     fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
@@ -343,8 +332,7 @@ impl Coordinator {
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
             Msg::Entries(epoch, entries) => {
-                // Lost: the history's ids are unknown from now on, and the
-                // live get the gap signal before the new events.
+                // Lost: its ids are unknown, the live get the gap signal.
                 if epoch != self.epoch && !std::mem::replace(&mut self.epoch, epoch).is_empty() {
                     self.history = History::new(&self.config);
                     self.forward();
@@ -369,8 +357,8 @@ impl Coordinator {
         }
     }
 
-    /// A new subscriber, with the reader's replay if it answered its resume;
-    /// `None` if its resume goes to the reader (only while Redis is up).
+    /// A new subscriber, with the reader's replay if it answered; `None` if
+    /// its resume goes to the reader (only while Redis is up).
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
         let id = sub.last_event_id.as_deref();
         let unplaced =
