@@ -1,25 +1,22 @@
-//! The hub on Redis Streams ([`HubBuilder::redis`]); its design, told once.
-//!
-//! Publishing: `publish` queues the frame without its id (bounded like the
-//! inbox); the writer pipelines each batch, `XADD <stream> MAXLEN ~ <history
-//! events> * d <frame> t <topics>` then `PING`, kept until acknowledged.
-//! Redis is up only while the writer's connection answers (also a `PING`
-//! on connect and after 1 s idle); either thread marks it down. Delivering:
-//! only what the reader reads back (`XREAD BLOCK 1000 COUNT 15` after the
-//! last entry delivered) goes through the history and the fan-out, so every
-//! hub has one order; ids are `<epoch>-<entry id>`. The epoch: each round
-//! also sends `SET <stream>:epoch <random> NX` and `GET`; a new one means
-//! the stream was lost: the history is cleared (its ids get the gap signal),
-//! every live subscriber gets the gap signal before any new event, and the
-//! stream is read from its start. Resuming: an id of the epoch the history
-//! lacks (any id before the epoch is known) goes to the reader: `XRANGE`
-//! from it (or the last delivered, if older), at most the history's count.
-//! If that holds its entry and reaches the last delivered, what is newer is
-//! delivered first and the rest after the id is its replay, up to the live
-//! events; else (trimmed, Redis down, the reader's queue full) the gap
-//! signal. Redis down: each thread reconnects after a jittered back-off
-//! (100 ms doubling to 5 s), the reader after its last entry. Each change
-//! goes to the log hook ([`HubLogKind::Redis`]).
+//! The hub on Redis Streams ([`HubBuilder::redis`]), its design told once.
+//! `publish` queues the frame without its id (bounded like the inbox); the
+//! writer pipelines each batch, `XADD <stream> MAXLEN ~ <history events> *
+//! d <frame> t <topics>` then `PING`, kept until acknowledged. Redis is up
+//! only while the writer's connection answers (a `PING` also on connect and
+//! after 1 s idle); either thread marks it down. Only what the reader reads
+//! back (`XREAD BLOCK 1000 COUNT 15` after the last entry delivered) goes
+//! through the history and fan-out: one order on every hub, ids `<epoch>-
+//! <entry id>`. Each round also sends `SET <stream>:epoch <random> NX` and
+//! `GET`: a new epoch means the stream was lost, so the history is cleared
+//! (its ids get the gap signal), every live subscriber gets the gap signal
+//! before any new event, and the stream is read from its start. A resume
+//! the history lacks (of the epoch, or before it is known) goes to the
+//! reader: `XRANGE` from its id (or the last delivered, if older), at most
+//! the history's count; if that holds the id and reaches the last
+//! delivered, what is newer is delivered first and the rest after the id
+//! is its replay, up to the live events; else (trimmed, Redis down, the
+//! queue full) the gap signal. Each thread reconnects after a jittered
+//! back-off (100 ms doubling to 5 s); each change goes to the log hook.
 
 use std::collections::VecDeque;
 use std::io;
@@ -214,7 +211,7 @@ struct Reader {
 }
 
 impl Reader {
-    /// Whether the coordinator took `msg` (else the hub is closed).
+    /// Whether the coordinator took `msg` (not: the hub is closed).
     fn send(&self, msg: Msg) -> bool {
         self.tx.send(Command::Redis(msg)).is_ok()
     }
@@ -234,15 +231,12 @@ impl Reader {
         c.flush()?;
         let (mut read, _, epoch) = (c.recv()?, c.recv()?, bytes(c.recv()?));
         let epoch = String::from_utf8_lossy(&epoch);
-        // What was read is of the old stream (none: flushed after `SET`).
-        if epoch.is_empty() || epoch != self.epoch {
-            read = Reply::Array(None);
-        }
-        if !epoch.is_empty() && epoch != self.epoch {
+        if epoch != self.epoch {
             if !self.epoch.is_empty() {
                 side.log(RedisLog::EpochChanged { epoch: &epoch });
             }
-            (self.epoch, self.last) = (epoch.into(), "0-0".into());
+            // What was read is of the old stream.
+            (self.epoch, self.last, read) = (epoch.into(), "0-0".into(), Reply::Array(None));
         }
         // `[[stream, [entry, ...]]]`
         let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
@@ -253,7 +247,6 @@ impl Reader {
         Ok(open && side.up.strong_count() > 0)
     }
 
-    /// Delivers the entries after the last delivered.
     fn deliver(&mut self, read: Vec<Entry>) -> bool {
         let read: Vec<_> = read.into_iter().filter(|e| key(&e.id) > key(&self.last)).collect();
         if let Some(newest) = read.last() {
@@ -322,13 +315,11 @@ fn bytes(reply: Reply) -> Vec<u8> {
 
 /// The entry id `<ms>-<seq>` at the end of `id`, as numbers to compare.
 fn key(id: &str) -> Option<(u64, u64)> {
-    let mut parts = id.rsplit('-');
-    let seq = parts.next()?.parse().ok()?;
-    Some((parts.next()?.parse().ok()?, seq))
+    let (rest, seq) = id.rsplit_once('-')?;
+    Some((rest.rsplit('-').next()?.parse().ok()?, seq.parse().ok()?))
 }
 
 impl Coordinator {
-    /// What the reader said.
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
             Msg::Entries(epoch, entries) => {
