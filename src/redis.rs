@@ -1,10 +1,9 @@
-//! A small Redis client (RESP2) for the hub's scale-out: connect with
-//! timeouts, `AUTH`, `SELECT`, pipelining. Commands are arrays of bulk
-//! strings ("Clients send commands to a Redis server as an array of bulk
-//! strings", RESP spec), never inline, so no data can start a command.
-//! Replies are parsed without I/O, bounded. The URL's `Debug` and `Display`
-//! show the password as `***`. No TLS (std has none): run Redis on a
-//! private network, or reach it through a TLS tunnel (stunnel, spiped).
+//! A small Redis client (RESP2) for the hub: timeouts, `AUTH`, `SELECT`,
+//! pipelining. Commands are arrays of bulk strings ("Clients send commands
+//! to a Redis server as an array of bulk strings", RESP), so no data can
+//! start one; replies are parsed without I/O, bounded. URLs show the
+//! password as `***`. No TLS (std has none): run Redis on a private network
+//! or behind a TLS tunnel (stunnel, spiped).
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -423,8 +423,7 @@ impl ShardHandle {
 pub(super) enum ShardCommand {
     Publish(Arc<[Arc<Entry>]>),
     Subscribe(Box<Subscriber>),
-    /// The gap signal for every subscriber (the Redis stream was lost).
-    Gap(&'static str),
+    Gap(&'static str), // for every subscriber: the Redis stream was lost
     Close(SyncSender<()>),
 }
 

@@ -442,13 +442,12 @@ impl HubBuilder {
         ]
     }
 
-    /// Shares the hub with every other one on this Redis stream (default:
-    /// none): `url` is `redis://[user:password@]host[:port][/db]` (checked,
-    /// and connected to, by [`build`](HubBuilder::build)). All deliver the
-    /// same events in one order; ids resume on any (from Redis if older than
-    /// the history), a loss gets the gap signal, and while Redis is down
-    /// `publish` fails ([`PublishErrorKind::Unavailable`]) and streams stay
-    /// open. Design: `src/hub/redis.rs`; no TLS: see [`crate::redis`].
+    /// Shares the hub with every other on this Redis stream (default: none):
+    /// `url` is `redis://[user:password@]host[:port][/db]` (checked, and
+    /// connected to, by [`build`](HubBuilder::build)). All deliver the same
+    /// events in one order, ids resume on any, a loss gets the gap signal;
+    /// while Redis is down `publish` fails ([`PublishErrorKind::Unavailable`])
+    /// and streams stay open. Design: `src/hub/redis.rs`; TLS: [`crate::redis`].
     #[must_use]
     pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
         self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));
@@ -463,8 +462,7 @@ impl HubBuilder {
         }
     }
 
-    /// Starts the hub's threads: a coordinator and the fan-out threads
-    /// (and with Redis a reader and a writer). Fails on a bad Redis URL.
+    /// Starts the hub's threads (fails on a bad Redis URL).
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
         let counters = Arc::new(Counters::default());

@@ -336,12 +336,8 @@ impl Coordinator {
                 }
             }
             Msg::Resume(sink, sub, replay) => {
-                // The replay comes just before what was delivered last.
-                let (seq, end) = (self.next_seq - 1, self.next_offset);
-                let at =
-                    |e: Entry| Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
                 if let Some(engine) = &mut self.redis {
-                    engine.answer = Some(replay.into_iter().flatten().map(at).collect());
+                    engine.answer = Some(replay.unwrap_or_default());
                 }
                 self.subscribe(sink, sub);
             }
@@ -354,19 +350,21 @@ impl Coordinator {
         let id = sub.last_event_id.as_deref();
         let unplaced =
             |id| (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none();
-        let (sink, sub) = match &self.redis {
-            Some(Engine { requests, up, answer: None })
-                if up.upgrade().is_some_and(|up| up.load(SeqCst)) && id.is_some_and(unplaced) =>
-            {
-                match requests.try_send((sink, sub)) {
+        let defer =
+            |e: &&Engine| e.answer.is_none() && e.up.upgrade().is_some_and(|up| up.load(SeqCst));
+        let (sink, sub) =
+            match self.redis.as_ref().filter(defer).filter(|_| id.is_some_and(unplaced)) {
+                Some(engine) => match engine.requests.try_send((sink, sub)) {
                     Ok(()) => return None,
                     Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
-                }
-            }
-            _ => (sink, sub),
-        };
-        let mut new = Subscriber::new(sink, sub, &self.config);
-        for entry in self.redis.as_mut().and_then(|e| e.answer.take()).unwrap_or_default() {
+                },
+                None => (sink, sub),
+            };
+        let (mut new, seq, end) =
+            (Subscriber::new(sink, sub, &self.config), self.next_seq - 1, self.next_offset);
+        // The replay comes just before what was delivered last.
+        for e in self.redis.as_mut().and_then(|e| e.answer.take()).unwrap_or_default() {
+            let entry = Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
             let want = new.wants(&entry, &self.config);
             new.offer(&entry, want, want);
         }
