@@ -59,7 +59,7 @@ const MAX_FRAME: usize = 16 << 20;
 
 /// An event on its way to Redis: its topics and its frame without an id.
 type Post = (Vec<String>, Vec<u8>);
-type Res<T = ()> = Result<T, RedisError>;
+type Res<T = bool> = Result<T, RedisError>;
 type Started = io::Result<Option<(Link, Engine)>>;
 
 /// From the reader: the epoch and entries read, or a resume's replay.
@@ -95,7 +95,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
     let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
     // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
-    let write = move |side: &Side, c: Option<&mut Conn>| -> Res<bool> {
+    let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
         match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
             Ok(post) => batch.extend(std::iter::once(post).chain(posts_rx.try_iter().take(BATCH))),
@@ -158,18 +158,14 @@ impl Side {
 
     /// Rounds on the connection (`None`: none, connect) until one says
     /// `false`, or the hub is gone while not connected.
-    fn run(
-        mut self,
-        mut conn: Option<Conn>,
-        mut round: impl FnMut(&Side, Option<&mut Conn>) -> Res<bool>,
-    ) {
+    fn run(mut self, mut c: Option<Conn>, mut f: impl FnMut(&Self, Option<&mut Conn>) -> Res) {
         loop {
-            match round(&self, conn.as_mut()) {
+            match f(&self, c.as_mut()) {
                 Ok(false) => return,
-                Ok(true) if conn.is_some() => {}
+                Ok(true) if c.is_some() => {}
                 Ok(true) if self.up.strong_count() == 0 => return,
-                Ok(true) => conn = self.connect(),
-                Err(error) => conn = self.lost(&error),
+                Ok(true) => c = self.connect(),
+                Err(error) => c = self.lost(&error),
             }
         }
     }
@@ -217,7 +213,7 @@ impl Reader {
     }
 
     /// `XREAD`, the epoch, the resumes waiting (down: the gap signal).
-    fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res<bool> {
+    fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res {
         let Some(c) = c else {
             while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
                 self.send(Msg::Resume(sink, sub, None));
@@ -256,7 +252,7 @@ impl Reader {
     }
 
     /// Answers a resume; with a replay, after the newest delivered.
-    fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res {
+    fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res<()> {
         let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
         let Some(rid) = rid.filter(|r| key(r).is_some()) else {
@@ -267,8 +263,7 @@ impl Reader {
         let (s, n) = (self.stream.as_bytes(), (side.config.history_events + 1).to_string());
         let mut error = Ok(());
         let got = c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
-        let got =
-            got.map_err(|e| error = Err(e)).map_or(Vec::new(), |got| self.entries(items(got)));
+        let got = got.map_err(|e| error = Err(e)).map_or(Vec::new(), |g| self.entries(items(g)));
         let whole = got.iter().any(|e| e.id == id)
             && got.last().is_some_and(|e| key(&e.id) >= key(&self.last));
         let replay: Vec<_> = got.iter().filter(|e| key(&e.id) > key(rid)).cloned().collect();
