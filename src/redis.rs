@@ -42,8 +42,7 @@ impl RedisUrl {
             Some(None) => return Err(Url("userinfo is not user:password")),
             Some(Some((u, p))) => (Some(decode(u)?).filter(|u| !u.is_empty()), Some(decode(p)?)),
         };
-        let db = if db.is_empty() { Ok(0) } else { db.parse() };
-        let db = db.map_err(|_| Url("bad db"))?;
+        let db = if db.is_empty() { 0 } else { db.parse().map_err(|_| Url("bad db"))? };
         let host = Some(host).filter(|h| !h.is_empty()).ok_or(Url("no host"))?.into();
         Ok(RedisUrl { user, password, host, port, db })
     }
@@ -63,11 +62,9 @@ fn decode(s: &str) -> Result<String, RedisError> {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
-        if self.password.is_some() {
-            write!(f, "{}:***@", self.user.as_deref().unwrap_or(""))?;
-        }
-        write!(f, "{}:{}/{}", self.host, self.port, self.db)
+        let auth =
+            self.password.as_ref().map(|_| format!("{}:***@", self.user.as_deref().unwrap_or("")));
+        write!(f, "redis://{}{}:{}/{}", auth.unwrap_or_default(), self.host, self.port, self.db)
     }
 }
 
@@ -257,9 +254,8 @@ impl Conn {
         stream.set_nodelay(true)?;
         let mut conn = Conn { stream, out: Vec::new(), buf: Vec::new() };
         if let Some(password) = &url.password {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            args.extend(url.user.as_deref().map(str::as_bytes));
-            conn.call(&[&args[..], &[password.as_bytes()]].concat())?;
+            let user = url.user.as_deref().map(str::as_bytes);
+            conn.call(&[&[b"AUTH".as_slice()], user.as_slice(), &[password.as_bytes()]].concat())?;
         }
         if url.db != 0 {
             conn.call(&[b"SELECT", url.db.to_string().as_bytes()])?;

@@ -454,8 +454,7 @@ impl HubBuilder {
         self
     }
 
-    /// Calls the log hook, if any; one that panics must not take the hub's
-    /// thread down.
+    /// Calls the log hook, if any (one that panics must not take a thread down).
     fn emit(&self, kind: HubLogKind<'_>, peer: Option<SocketAddr>) {
         if let Some(hook) = &self.log {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&HubLog { kind, peer })));

@@ -108,10 +108,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
         }
         c.send(&[b"PING"]);
         c.flush()?;
-        for _ in 0..=batch.len() {
-            c.recv()?;
-            batch.pop_front();
-        }
+        (0..=batch.len()).try_for_each(|_| c.recv().map(|_| drop(batch.pop_front())))?;
         side.set_up(true);
         Ok(true)
     };
