@@ -27,8 +27,7 @@ pub struct RedisUrl {
 }
 
 impl RedisUrl {
-    /// Parses a `redis://` URL; `user:password@` authenticates as an ACL user,
-    /// `:password@` as the default user.
+    /// Parses one; `user:password@` is an ACL user, `:password@` the default.
     pub fn parse(url: &str) -> Result<RedisUrl, RedisError> {
         let rest = url.strip_prefix("redis://").ok_or(Url("not redis://"))?;
         let (auth, rest) = rest.rsplit_once('@').map_or((None, rest), |(a, r)| (Some(a), r));
@@ -114,8 +113,7 @@ impl From<io::Error> for RedisError {
     }
 }
 
-/// A RESP2 reply. A RESP3 type byte is a protocol error.
-/// `+OK`, `-ERR ...`, `:42`, `$3 abc` (`$-1`: `None`), `*2 ...` (`*-1`: `None`).
+/// A RESP2 reply (`$-1`, `*-1`: `None`); a RESP3 type is a protocol error.
 #[doc(hidden)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -157,8 +155,7 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Status<(Reply, us
     Ok(parse_at(buf, 0, 0, limits, true)?.map_or(Status::Partial, Status::Complete))
 }
 
-/// The reply at `buf[at..]` inside `depth` arrays and where it ends;
-/// `None` while incomplete. Builds the value only if `build`.
+/// The reply at `buf[at..]` in `depth` arrays, built if `build`, and its end.
 fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool) -> Parsed {
     // Whether a reply ending at `end` has arrived; an error past the bound.
     let has = |end: usize| (end <= lim.total).then_some(end <= buf.len());
@@ -240,9 +237,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects within `timeout` (each address tried in turn), bounds every
-    /// read and write by it, then sends `AUTH [user] password` and `SELECT db`
-    /// as the URL asks.
+    /// Connects within `timeout` (each address in turn), which bounds every
+    /// read and write, then sends `AUTH [user] password`, `SELECT db` if set.
     pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Conn, RedisError> {
         let host = url.host.trim_start_matches('[').trim_end_matches(']');
         let mut last = io::Error::from(io::ErrorKind::NotFound);
@@ -284,8 +280,7 @@ impl Conn {
         Ok(written?)
     }
 
-    /// Reads the next reply; an error reply is [`RedisError::Server`] (read
-    /// whole: a pipeline stays in step).
+    /// Reads the next reply (an error reply: [`RedisError::Server`]).
     pub fn recv(&mut self) -> Result<Reply, RedisError> {
         loop {
             if let Status::Complete((reply, len)) = parse_reply(&self.buf, &LIMITS)? {
@@ -313,11 +308,11 @@ impl Conn {
     }
 }
 
-/// One fuzz input (`examples/fuzz.rs`): parses `input`, and the RESP text its
-/// bytes spell (`0x80..`: tokens), with the default and with small limits,
-/// and panics if an invariant breaks: a complete reply parses the same on its
-/// own and is `Partial` one byte short; `Partial` stays within the total
-/// bound; an error stays the same whatever follows. Returns the outcome.
+/// One fuzz input (`tests/robustness/fuzz.rs`): parses `input` and the RESP
+/// its bytes spell (`0x80..`: tokens), with default and small limits, and
+/// panics if a complete reply is not the same alone or not `Partial` a
+/// byte short, `Partial` passes the bound, or an error changes with what
+/// follows. Returns the outcome.
 #[doc(hidden)]
 #[must_use]
 pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {

@@ -33,8 +33,7 @@ use crate::event::Frame;
 use crate::redis::{Conn, RedisError, RedisUrl, Reply};
 use crate::util::{jittered, random_u64};
 
-/// What [`HubLogKind::Redis`] reports; `writer`: of the writer's
-/// connection, not the reader's.
+/// What [`HubLogKind::Redis`] reports (`writer`: the writer's connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 #[allow(missing_docs)]
@@ -68,8 +67,8 @@ pub(super) enum Msg {
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The handles' side (the threads end once it is dropped): the writer's
-/// queue, whether Redis is up. The coordinator's: `answer`, see `redis`.
+/// The handles' side (the writer's queue, whether Redis is up; the threads
+/// end once it is dropped), and the coordinator's.
 pub(super) type Link = (SyncSender<Post>, Arc<AtomicBool>);
 
 pub(super) struct Engine {
@@ -78,8 +77,7 @@ pub(super) struct Engine {
     answer: Option<Vec<Entry>>,
 }
 
-/// Starts the threads if on Redis; the writer connects first, so that
-/// `publish` works at once if Redis is up.
+/// Starts the threads if on Redis; the writer connects first (`publish` works).
 pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Started {
     let Some((url, stream)) = config.redis.clone() else { return Ok(None) };
     let url = url.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -133,8 +131,7 @@ pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), 
     Err(PublishError(e, kind))
 }
 
-/// One thread's connection: `up` is gone once the hub is; `backoff` is the
-/// wait before the next attempt (`None` while connected).
+/// One thread's connection; `up` is gone with the hub, `backoff` `None` if connected.
 struct Side {
     writer: bool,
     url: RedisUrl,
@@ -153,8 +150,7 @@ impl Side {
         self.up.upgrade().map(|flag| flag.store(up, SeqCst)).is_some()
     }
 
-    /// Rounds on the connection (`None`: none, connect) until one says
-    /// `false`, or the hub is gone while not connected.
+    /// Rounds, reconnecting (`None`: not connected), until `false` or the hub is gone.
     fn run(mut self, mut c: Option<Conn>, mut f: impl FnMut(&Self, Option<&mut Conn>) -> Res) {
         loop {
             match f(&self, c.as_mut()) {
@@ -272,9 +268,8 @@ impl Reader {
         error
     }
 
-    /// Entries `[[id, [d, frame, t, topics]], ...]` as the hub's (numbered
-    /// once delivered): `id: <epoch>-<entry id>`, then the frame (comments,
-    /// then `event:` if any); topics one a line.
+    /// Entries `[[id, [d, frame, t, topics]]]` as the hub's (numbered once
+    /// delivered): `id: <epoch>-<id>`, the frame (comments, then `event:`).
     fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
@@ -336,8 +331,7 @@ impl Coordinator {
         }
     }
 
-    /// A new subscriber, with the reader's replay if it answered; `None` if
-    /// its resume goes to the reader (only while Redis is up).
+    /// A subscriber, with the reader's replay if it answered; `None`: deferred to it.
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
         let id = sub.last_event_id.as_deref();
         let unplaced =
