@@ -445,7 +445,8 @@ impl HubBuilder {
     /// Shares the hub with every other on this Redis stream (default: none):
     /// `url` is `redis://[user:password@]host[:port][/db]` (checked, and
     /// connected to, by [`build`](HubBuilder::build)). All deliver the same
-    /// events in one order, ids resume on any, a loss gets the gap signal;
+    /// events in one order and ids resume on any; a resume across a loss, and
+    /// every subscriber live when the hub notices one, get the gap signal;
     /// while Redis is down `publish` fails ([`PublishErrorKind::Unavailable`])
     /// and streams stay open. Design: `src/hub/redis.rs`; TLS: [`crate::redis`].
     #[must_use]
