@@ -25,17 +25,24 @@
 //! `--fanout-threads N` sets the hub's writer threads (default: one per core);
 //! `--keep-alive-ms N` the idle time before a keep-alive comment (default
 //! 15000).
+//!
+//! `--redis redis://[user:password@]host[:port][/db]` shares the rooms with
+//! every chat on that Redis stream (`--stream NAME`, default `stdsse:chat`):
+//! a message posted to any of them reaches every client of all of them, in
+//! one order, and a client resumes on any of them. While Redis is down a
+//! post gets `503` with `Retry-After: 1`. Its connections' changes go to
+//! stderr as `redis: ...`. Without `--redis` the chat runs in-process.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
-use stdsse::hub::{Hub, Subscription};
+use stdsse::hub::{Hub, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use stdsse::{Event, Request, Response, Server};
 
 const USAGE: &str = "chat [--addr 127.0.0.1:8080] [--max-connections 12000] [--fanout-threads N] \
-                     [--keep-alive-ms 15000]";
+                     [--keep-alive-ms 15000] [--redis URL [--stream stdsse:chat]]";
 
 fn room(req: &Request) -> String {
     req.query_param("room").filter(|r| !r.is_empty()).unwrap_or_else(|| "lobby".to_string())
@@ -52,28 +59,43 @@ fn post_message(hub: &Hub, req: &Request) -> Response {
     };
     match hub.publish_to(&[room(req)], event) {
         Ok(()) => Response::new(204),
+        Err(PublishError(_, PublishErrorKind::Unavailable)) => {
+            Response::text(503, "the message store is unavailable, try again\n")
+                .header("Retry-After", "1")
+        }
         Err(_) => Response::text(503, "the server is shutting down\n"),
     }
 }
 
 fn main() -> std::io::Result<()> {
     let options = common::Options::parse(
-        &["addr", "max-connections", "fanout-threads", "keep-alive-ms"],
+        &["addr", "max-connections", "fanout-threads", "keep-alive-ms", "redis", "stream"],
         USAGE,
     );
     let addr = options.get("addr", "127.0.0.1:8080");
     let max_connections = options.number("max-connections", 12_000) as usize;
     let keep_alive = Duration::from_millis(options.number("keep-alive-ms", 15_000).max(1));
 
+    // The listening line first, before anything the hub logs.
+    let mut server = Server::bind(&addr)?;
+    common::print_listening(&server);
     let mut hub = Hub::builder();
     if let Some(threads) = options.optional("fanout-threads") {
         hub = hub.fanout_threads(threads as usize);
+    }
+    if let Some(url) = options.all("redis").pop() {
+        hub = hub.redis(&url, &options.get("stream", "stdsse:chat"));
+        // Connected, lost (why) and epoch changes, on stderr.
+        hub = hub.log(|log| {
+            if let HubLogKind::Redis(what) = log.kind {
+                common::eprint_line(&format!("redis: {what:?}"));
+            }
+        });
     }
     let hub = hub
         .keep_alive(Some(keep_alive))
         .close_retry(Duration::from_millis(500), Duration::from_millis(1500))
         .build()?;
-    let mut server = Server::bind(&addr)?;
     server
         .max_connections(max_connections)
         .limits(common::message_limits())
@@ -88,7 +110,13 @@ fn main() -> std::io::Result<()> {
     server.post("/messages", move |req| post_message(&post_hub, req));
     common::stats_route(&mut server, &hub);
     common::metrics_route(&mut server, &hub);
-    common::serve_until_ctrl_c(server, hub)
+    // `common::serve_until_ctrl_c` without its listening line.
+    let handle = server.handle();
+    common::on_ctrl_c(move || {
+        let _ = hub.close();
+        handle.shutdown();
+    });
+    server.run()
 }
 
 const PAGE: &str = r##"<!doctype html>

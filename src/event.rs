@@ -90,6 +90,11 @@ impl Event {
         self
     }
 
+    /// The event without its id (the hub on Redis).
+    pub(crate) fn without_id(self) -> Event {
+        Event { id: None, ..self }
+    }
+
     /// Sets an event type the crate knows to be valid.
     pub(crate) fn with_valid_event(mut self, event_type: &str) -> Event {
         debug_assert!(check(Field::Event, event_type.to_string()).is_ok());
@@ -172,6 +177,11 @@ impl Frame {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Bytes encoded already (the hub's events read back from Redis).
+    pub(crate) fn from_encoded(bytes: Vec<u8>) -> Frame {
+        Frame(bytes.into())
     }
 }
 

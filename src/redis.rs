@@ -1,14 +1,9 @@
-//! A small Redis client (RESP2) for the hub's scale-out: connect with
-//! timeouts, `AUTH`, `SELECT`, commands and pipelining.
-//!
-//! Commands always go out as arrays of bulk strings ("Clients send commands
-//! to a Redis server as an array of bulk strings", RESP spec), never inline,
-//! so no byte of data can start another command. Replies are parsed without
-//! I/O and bounded (bulk length, array length, nesting, total size). The password is never logged: the URL's
-//! `Debug` and `Display` show it as `***`.
-//!
-//! There is no TLS (the standard library has none): run Redis on a private
-//! network, or reach it through a TLS tunnel (stunnel, spiped, a service mesh).
+//! A small Redis client (RESP2) for the hub: timeouts, `AUTH`, `SELECT`,
+//! pipelining. Commands are arrays of bulk strings ("Clients send commands
+//! to a Redis server as an array of bulk strings", RESP), so no data can
+//! start one; replies are parsed without I/O, bounded. URLs show the
+//! password as `***`. No TLS (std has none): run Redis on a private network
+//! or behind a TLS tunnel (stunnel, spiped).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -17,6 +12,8 @@ use std::time::Duration;
 
 use crate::http::Status;
 use crate::scan::{find_eol, push_decimal};
+
+type Parsed = Result<Option<(Reply, usize)>, RedisError>;
 
 /// Where Redis is: `redis://[user:password@]host[:port][/db]` (port 6379 and
 /// db 0 by default; the userinfo percent-decoded, as in RFC 3986).
@@ -30,8 +27,7 @@ pub struct RedisUrl {
 }
 
 impl RedisUrl {
-    /// Parses a `redis://` URL; `user:password@` authenticates as an ACL user,
-    /// `:password@` as the default user.
+    /// Parses one; `user:password@` is an ACL user, `:password@` the default.
     pub fn parse(url: &str) -> Result<RedisUrl, RedisError> {
         let rest = url.strip_prefix("redis://").ok_or(Url("not redis://"))?;
         let (auth, rest) = rest.rsplit_once('@').map_or((None, rest), |(a, r)| (Some(a), r));
@@ -45,8 +41,7 @@ impl RedisUrl {
             Some(None) => return Err(Url("userinfo is not user:password")),
             Some(Some((u, p))) => (Some(decode(u)?).filter(|u| !u.is_empty()), Some(decode(p)?)),
         };
-        let db = if db.is_empty() { Ok(0) } else { db.parse() };
-        let db = db.map_err(|_| Url("bad db"))?;
+        let db = if db.is_empty() { 0 } else { db.parse().map_err(|_| Url("bad db"))? };
         let host = Some(host).filter(|h| !h.is_empty()).ok_or(Url("no host"))?.into();
         Ok(RedisUrl { user, password, host, port, db })
     }
@@ -66,17 +61,15 @@ fn decode(s: &str) -> Result<String, RedisError> {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
-        if self.password.is_some() {
-            write!(f, "{}:***@", self.user.as_deref().unwrap_or(""))?;
-        }
-        write!(f, "{}:{}/{}", self.host, self.port, self.db)
+        let auth =
+            self.password.as_ref().map(|_| format!("{}:***@", self.user.as_deref().unwrap_or("")));
+        write!(f, "redis://{}{}:{}/{}", auth.unwrap_or_default(), self.host, self.port, self.db)
     }
 }
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        write!(f, "{self}")
     }
 }
 
@@ -120,8 +113,7 @@ impl From<io::Error> for RedisError {
     }
 }
 
-/// A RESP2 reply. A RESP3 type byte is a protocol error.
-/// `+OK`, `-ERR ...`, `:42`, `$3 abc` (`$-1`: `None`), `*2 ...` (`*-1`: `None`).
+/// A RESP2 reply (`$-1`, `*-1`: `None`); a RESP3 type is a protocol error.
 #[doc(hidden)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -134,27 +126,23 @@ pub enum Reply {
 }
 
 /// The bounds of one reply, so a broken or hostile server cannot make the
-/// client allocate without limit or recurse without end.
+/// client allocate without limit or recurse without end. Defaults: `bulk`
+/// 64 MiB (a 16 MiB event's frame with its `data: ` prefixes), `array`
+/// 1,048,576 elements, `depth` 8 nested arrays (`XREAD` needs 5), `total`
+/// 256 MiB a reply (the read buffer; `XREAD`'s `COUNT` is sized to fit).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
 pub struct ReplyLimits {
-    /// The longest bulk string (default 64 MiB: a 16 MiB event's encoded
-    /// frame with room for its `data: ` prefixes).
     pub bulk: usize,
-    /// The most elements of one array (default 1,048,576).
     pub array: usize,
-    /// The most nested arrays (default 8; `XREAD` needs 5).
     pub depth: usize,
-    /// The most bytes of one whole reply, so the read buffer is bounded
-    /// (default 256 MiB: size `COUNT` so a batch of big events fits).
     pub total: usize,
 }
 
-impl Default for ReplyLimits {
-    fn default() -> ReplyLimits {
-        ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, total: 256 << 20 }
-    }
-}
+#[doc(hidden)]
+pub const LIMITS: ReplyLimits =
+    ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, total: 256 << 20 };
 
 /// Parses one reply at the start of `buf`: the reply and its length, or
 /// `Partial` (never for more than `limits.total` bytes). Two passes: the
@@ -167,21 +155,12 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Status<(Reply, us
     Ok(parse_at(buf, 0, 0, limits, true)?.map_or(Status::Partial, Status::Complete))
 }
 
-/// The reply at `buf[at..]` inside `depth` arrays and where it ends;
-/// `None` while incomplete. Builds the value only if `build`.
-fn parse_at(
-    buf: &[u8],
-    at: usize,
-    depth: usize,
-    lim: &ReplyLimits,
-    build: bool,
-) -> Result<Option<(Reply, usize)>, RedisError> {
+/// The reply at `buf[at..]` in `depth` arrays, built if `build`, and its end.
+fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool) -> Parsed {
     // Whether a reply ending at `end` has arrived; an error past the bound.
     let has = |end: usize| (end <= lim.total).then_some(end <= buf.len());
     let has = |end| has(end).ok_or(Protocol("reply too large"));
-    let Some(&kind) = buf.get(at) else {
-        return Ok(None);
-    };
+    let Some(&kind) = buf.get(at) else { return Ok(None) };
     let line = &buf[at + 1..];
     let Some(eol) = find_eol(line) else {
         has(buf.len() + 2)?;
@@ -197,14 +176,10 @@ fn parse_at(
     }
     let line = &line[..eol];
     let text = || String::from_utf8_lossy(if build { line } else { b"" }).into_owned();
-    let len = |max: usize| match int(line).ok_or(Protocol("bad length"))? {
-        -1 => Ok(None),
-        n if n < 0 => Err(Protocol("bad length")),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= max)
-            .map(Some)
-            .ok_or(Protocol("length over the limit")),
+    // `-1` is `None` (nil); a length over `max` is an error.
+    let len = |max: usize| match int(line).filter(|&n| n >= -1).map(|n| usize::try_from(n).ok()) {
+        None => Err(Protocol("bad length")),
+        Some(n) => n.filter(|&n| n > max).map_or(Ok(n), |_| Err(Protocol("length over the limit"))),
     };
     let reply = match kind {
         b'+' => Reply::Simple(text()),
@@ -250,42 +225,20 @@ fn int(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.parse().ok()
 }
 
-/// Appends a command as an array of bulk strings: `*N\r\n$len\r\narg\r\n...`.
-fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    push_decimal(out, args.len() as u128);
-    for arg in args {
-        out.extend_from_slice(b"\r\n$");
-        push_decimal(out, arg.len() as u128);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 /// A connection to Redis. Pipelining: several [`send`](Conn::send)s, one
 /// [`flush`](Conn::flush), as many [`recv`](Conn::recv)s. After an error
 /// the connection may be out of step: drop it.
 #[doc(hidden)]
+#[allow(missing_debug_implementations)] // its buffers may hold an AUTH
 pub struct Conn {
     stream: TcpStream,
     out: Vec<u8>,
     buf: Vec<u8>,
-    /// The bounds of every reply.
-    pub limits: ReplyLimits,
-}
-
-impl fmt::Debug for Conn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not the buffers: `out` may hold an AUTH command.
-        f.debug_struct("Conn").field("peer", &self.stream.peer_addr().ok()).finish_non_exhaustive()
-    }
 }
 
 impl Conn {
-    /// Connects within `timeout` (each address tried in turn), bounds every
-    /// read and write by it, then sends `AUTH [user] password` and `SELECT db`
-    /// as the URL asks.
+    /// Connects within `timeout` (each address in turn), which bounds every
+    /// read and write, then sends `AUTH [user] password`, `SELECT db` if set.
     pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Conn, RedisError> {
         let host = url.host.trim_start_matches('[').trim_end_matches(']');
         let mut last = io::Error::from(io::ErrorKind::NotFound);
@@ -295,12 +248,10 @@ impl Conn {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        let (out, buf, limits) = (Vec::new(), Vec::new(), ReplyLimits::default());
-        let mut conn = Conn { stream, out, buf, limits };
+        let mut conn = Conn { stream, out: Vec::new(), buf: Vec::new() };
         if let Some(password) = &url.password {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            args.extend(url.user.as_deref().map(str::as_bytes));
-            conn.call(&[&args[..], &[password.as_bytes()]].concat())?;
+            let user = url.user.as_deref().map(str::as_bytes);
+            conn.call(&[&[b"AUTH".as_slice()], user.as_slice(), &[password.as_bytes()]].concat())?;
         }
         if url.db != 0 {
             conn.call(&[b"SELECT", url.db.to_string().as_bytes()])?;
@@ -308,9 +259,18 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Queues one command (nothing is written until [`flush`](Conn::flush)).
+    /// Queues one command as an array of bulk strings,
+    /// `*N\r\n$len\r\narg\r\n...` (written by [`flush`](Conn::flush)).
     pub fn send(&mut self, args: &[&[u8]]) {
-        encode(&mut self.out, args);
+        self.out.push(b'*');
+        push_decimal(&mut self.out, args.len() as u128);
+        for arg in args {
+            self.out.extend_from_slice(b"\r\n$");
+            push_decimal(&mut self.out, arg.len() as u128);
+            self.out.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(arg);
+        }
+        self.out.extend_from_slice(b"\r\n");
     }
 
     /// Writes every queued command.
@@ -320,13 +280,15 @@ impl Conn {
         Ok(written?)
     }
 
-    /// Reads the next reply; an error reply is [`Reply::Error`], so a
-    /// pipeline stays in step.
+    /// Reads the next reply (an error reply: [`RedisError::Server`]).
     pub fn recv(&mut self) -> Result<Reply, RedisError> {
         loop {
-            if let Status::Complete((reply, len)) = parse_reply(&self.buf, &self.limits)? {
+            if let Status::Complete((reply, len)) = parse_reply(&self.buf, &LIMITS)? {
                 self.buf.drain(..len);
-                return Ok(reply);
+                return match reply {
+                    Reply::Error(text) => Err(RedisError::Server(text)),
+                    reply => Ok(reply),
+                };
             }
             let old = self.buf.len();
             self.buf.resize(old + (64 << 10), 0);
@@ -338,36 +300,29 @@ impl Conn {
         }
     }
 
-    /// Sends one command and reads its reply; an error reply is
-    /// [`RedisError::Server`].
+    /// Sends one command and reads its reply.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Reply, RedisError> {
         self.send(args);
         self.flush()?;
-        match self.recv()? {
-            Reply::Error(text) => Err(RedisError::Server(text)),
-            reply => Ok(reply),
-        }
+        self.recv()
     }
 }
 
-/// One fuzz input (`examples/fuzz.rs`): parses `input`, and the RESP text its
-/// bytes spell (`0x80..`: tokens), with the default and with small limits,
-/// and panics if an invariant breaks: a complete reply parses the same on its
-/// own and is `Partial` one byte short; `Partial` stays within the total
-/// bound; an error stays the same whatever follows. Returns the outcome.
+/// One fuzz input (`tests/robustness/fuzz.rs`): parses `input` and the RESP
+/// its bytes spell (`0x80..`: tokens), with default and small limits, and
+/// panics if a complete reply is not the same alone or not `Partial` a
+/// byte short, `Partial` passes the bound, or an error changes with what
+/// follows. Returns the outcome.
 #[doc(hidden)]
 #[must_use]
 pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
     let tokens = b"\r\n * $ : + - -1 *1\r\n *2\r\n $1\r\nx\r\n $-1\r\n :-42\r\n +OK\r\n 99999999999999999999 % _";
     let tokens: Vec<&[u8]> = tokens.split(|&b| b == b' ').collect();
-    let mut spelt = Vec::new();
-    for b in input {
-        let token = (*b >= 0x80).then(|| tokens[usize::from(*b) % 16]);
-        spelt.extend_from_slice(token.unwrap_or(std::slice::from_ref(b)));
-    }
+    let token = |b: &u8| if *b < 0x80 { vec![*b] } else { tokens[usize::from(*b) % 16].to_vec() };
+    let spelt: Vec<u8> = input.iter().flat_map(token).collect();
     let small = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
     let mut outcome = "";
-    for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, ReplyLimits::default())]).concat() {
+    for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, LIMITS)]).concat() {
         outcome = match parse_reply(data, &lim) {
             Ok(Status::Complete((reply, len))) => {
                 assert_eq!(parse_reply(&data[..len], &lim), Ok(Status::Complete((reply, len))));

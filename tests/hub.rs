@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{wait_for, wait_until_within, NoItem, Sse, TestServer, LONG_WAIT};
 use stdsse::hub::{
-    Hub, HubBuilder, PublishError, Published, Receiver, SlowClient, SubscribeError, Subscription,
-    UnknownId, GAP_EVENT,
+    Hub, HubBuilder, PublishError, PublishErrorKind, Published, Receiver, SlowClient,
+    SubscribeError, Subscription, UnknownId, GAP_EVENT,
 };
 use stdsse::parser::{Item, MessageEvent, Parser};
 use stdsse::{Accept, Event};
@@ -755,8 +755,14 @@ fn close_ends_every_stream_and_refuses_later_calls() {
     }
 
     let event = Event::new().id("kept").unwrap().data("too late");
-    assert_eq!(hub.publish(event.clone()), Err(PublishError(event.clone())));
-    assert_eq!(hub.publish_to(&["a"], event.clone()), Err(PublishError(event)));
+    assert_eq!(
+        hub.publish(event.clone()),
+        Err(PublishError(event.clone(), PublishErrorKind::Closed))
+    );
+    assert_eq!(
+        hub.publish_to(&["a"], event.clone()),
+        Err(PublishError(event, PublishErrorKind::Closed))
+    );
     // A new stream cannot subscribe: it ends at once, without events.
     let mut late = server.sse("/probe", &[]);
     let items = late.until_eof();

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::thread::{self, JoinHandle};
 
 use stdsse::http::Status;
-use stdsse::redis::{parse_reply, Conn, RedisError, RedisUrl, Reply, ReplyLimits};
+use stdsse::redis::{parse_reply, Conn, RedisError, RedisUrl, Reply, ReplyLimits, LIMITS};
 use Reply::{Array, Bulk, Integer, Simple};
 
 const SMALL: ReplyLimits = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
@@ -84,7 +84,7 @@ fn bad_or_oversized_replies_are_errors() {
     }
     let deep = b"*1\r\n".repeat(9);
     let too_deep = Err(RedisError::Protocol("arrays nested too deep"));
-    assert_eq!(parse_reply(&deep, &ReplyLimits::default()), too_deep);
+    assert_eq!(parse_reply(&deep, &LIMITS), too_deep);
 }
 
 #[test]
@@ -133,9 +133,7 @@ fn fake_redis() -> (u16, Heard) {
         let mut chunk = [0; 4096];
         while let Ok(n @ 1..) = peer.read(&mut chunk) {
             bytes.extend_from_slice(&chunk[..n]);
-            while let Ok(Status::Complete((command, len))) =
-                parse_reply(&bytes[at..], &ReplyLimits::default())
-            {
+            while let Ok(Status::Complete((command, len))) = parse_reply(&bytes[at..], &LIMITS) {
                 commands.push(command);
                 at += len;
                 peer.write_all(b"+OK\r\n").unwrap();
@@ -183,7 +181,7 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
     let started = Instant::now();
     let silent =
         Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), Duration::from_millis(200));
-    assert_eq!(silent.unwrap_err(), RedisError::Timeout);
+    assert_eq!(silent.err().unwrap(), RedisError::Timeout);
     assert!(started.elapsed() < common::WAIT);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -194,7 +192,7 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
         let _ = peer.read(&mut [0; 64]);
     });
     let closed = Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), common::WAIT);
-    assert_eq!(closed.unwrap_err(), RedisError::Io(std::io::ErrorKind::UnexpectedEof));
+    assert_eq!(closed.err().unwrap(), RedisError::Io(std::io::ErrorKind::UnexpectedEof));
     closer.join().unwrap();
 }
 
@@ -265,7 +263,7 @@ fn auth_select_streams_and_a_pipeline_against_redis_server() {
     assert!(
         matches!(anonymous.call(&[b"PING"]), Err(RedisError::Server(e)) if e.starts_with("NOAUTH"))
     );
-    let wrong = Conn::connect(&at(":guess@", 0), common::WAIT).unwrap_err();
+    let wrong = Conn::connect(&at(":guess@", 0), common::WAIT).err().unwrap();
     assert!(matches!(&wrong, RedisError::Server(e) if e.starts_with("WRONGPASS")), "{wrong:?}");
     assert!(!wrong.to_string().contains("guess"));
     let mut default = Conn::connect(&at(":pa%3Ass%40@", 0), common::WAIT).unwrap();

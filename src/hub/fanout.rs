@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::history::{drain, Entry};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
-use super::{Counters, HubBuilder, HubLog, HubLogKind, Published, SlowClient, Subscription};
+use super::{Counters, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
 use crate::util::{lock, wait_until};
@@ -223,11 +223,7 @@ impl Subscriber {
     }
 
     pub(super) fn log(&self, config: &HubBuilder, kind: HubLogKind<'_>) {
-        if let Some(hook) = &config.log {
-            let peer = self.subscription.peer;
-            // A hook that panics must not take the hub's thread down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&HubLog { kind, peer })));
-        }
+        config.emit(kind, self.subscription.peer);
     }
 
     /// What a subscription counts against a shard's queue: itself and its
@@ -382,6 +378,7 @@ impl ShardHandle {
 pub(super) enum ShardCommand {
     Publish(Arc<[Arc<Entry>]>),
     Subscribe(Box<Subscriber>),
+    Gap(&'static str), // for every subscriber: the Redis stream was lost
     Close(SyncSender<()>),
 }
 
@@ -438,6 +435,13 @@ impl Shard {
                 ShardCommand::Subscribe(sub) => {
                     self.release(sub.queued());
                     self.subscribers.push(*sub);
+                    Ok(())
+                }
+                ShardCommand::Gap(reason) => {
+                    for sub in &mut self.subscribers {
+                        sub.push(gap_frame(reason), Kind::Gap);
+                        sub.log(&self.config, HubLogKind::Gap { reason });
+                    }
                     Ok(())
                 }
                 ShardCommand::Close(done) => Err(done),

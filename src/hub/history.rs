@@ -7,11 +7,12 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink, Subscriber};
+use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink};
 use super::{Command, Counters, HubBuilder, HubLogKind, Subscription, UnknownId};
 use crate::event::{Event, Frame};
 
 /// One published event as the history keeps it.
+#[derive(Clone)]
 pub(super) struct Entry {
     pub(super) seq: u64,
     /// The encoded bytes published before it: a span of bytes is a subtraction.
@@ -101,7 +102,7 @@ impl History {
     }
 
     /// The newest event with the publisher's `id`, retained or a topic's lost.
-    fn seq_of(&self, id: &str) -> Option<u64> {
+    pub(super) fn seq_of(&self, id: &str) -> Option<u64> {
         let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
             .filter(|t| t.lost_id == id && t.lost_seq > 0)
@@ -216,10 +217,11 @@ pub(super) struct Coordinator {
     pub(super) shards: Vec<ShardHandle>,
     /// Entries published since the last forward, for every shard at once.
     pub(super) outgoing: Vec<Arc<Entry>>,
+    pub(super) redis: Option<super::redis::Engine>,
 }
 
 /// The most commands handled before the results are passed on: a batch.
-const BATCH: usize = 4096;
+pub(super) const BATCH: usize = 4096;
 
 /// Waits up to `wait` for a command, then handles it and those queued, at
 /// most `max` in all. `Err` ends the thread: a close (whom to tell) or `None`.
@@ -249,6 +251,7 @@ impl Coordinator {
                     Command::Publish(topics, event) => self.publish(topics, event),
                     Command::Subscribe(sink, subscription) => self.subscribe(sink, subscription),
                     Command::Close(done) => return Err(done),
+                    Command::Redis(msg) => self.redis(msg),
                 }
                 Ok(())
             });
@@ -281,19 +284,29 @@ impl Coordinator {
     }
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
+        // 2^64 events are beyond any hub (`push` saturates). An id of the hub's
+        // form is the hub's to give: its ids stay unique and each resumes from one place.
         let seq = self.next_seq;
-        // 2^64 events are beyond any hub. An id of the hub's form is the
-        // hub's to give: its ids stay unique and each resumes from one place.
-        self.next_seq = seq.saturating_add(1);
         let event = match event.get_id() {
             Some(id) if !self.is_hub_id(id) => event,
             _ => event.with_valid_id(format!("{}-{seq}", self.epoch)),
         };
-        let id = event.get_id().unwrap_or_default().to_string();
-        let event_type = event.get_event().map(str::to_string);
-        let (frame, offset, at) = (Frame::from(&event), self.next_offset, Instant::now());
-        self.next_offset = offset.saturating_add(frame.len() as u64);
-        let entry = Arc::new(Entry { seq, offset, id, topics, event_type, frame, at });
+        self.push(Entry {
+            seq,
+            offset: self.next_offset,
+            id: event.get_id().unwrap_or_default().to_string(),
+            topics,
+            event_type: event.get_event().map(str::to_string),
+            frame: Frame::from(&event),
+            at: Instant::now(),
+        });
+    }
+
+    /// Retains and forwards an entry numbered `next_seq` (the Redis reader's too).
+    pub(super) fn push(&mut self, entry: Entry) {
+        self.next_seq = entry.seq.saturating_add(1);
+        self.next_offset = entry.offset.saturating_add(entry.frame.len() as u64);
+        let entry = Arc::new(entry);
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.history.push(entry.clone());
         self.prune_history();
@@ -322,7 +335,7 @@ impl Coordinator {
     /// its number (if canonical, issued, and not replaced by the publisher's
     /// id in its retained entry); a publisher's by [`History::seq_of`].
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
-        if !self.is_hub_id(id) {
+        if !self.is_hub_id(id) || self.redis.is_some() {
             return self.history.seq_of(id);
         }
         let seq = id[self.epoch.len() + 1..].parse::<u64>().ok()?;
@@ -335,7 +348,9 @@ impl Coordinator {
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
-        let mut sub = Subscriber::new(sink, subscription, &self.config);
+        let Some(mut sub) = self.subscriber(sink, subscription) else {
+            return; // the Redis reader answers
+        };
         let entries = &self.history.entries;
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
         let resume = (sub.subscription.last_event_id.as_deref()).map(|id| self.resume_seq(id));

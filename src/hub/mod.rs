@@ -16,10 +16,12 @@
 mod fanout;
 mod history;
 mod receiver;
+mod redis;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use history::{Coordinator, Entry, History};
 use receiver::LocalQueue;
 
 pub use receiver::Receiver;
+pub use redis::RedisLog;
 
 /// The event type of the gap signal (it has no id): the subscriber may have
 /// missed events. Its data is `unknown-id` (the hub cannot place the
@@ -76,6 +79,8 @@ pub enum HubLogKind<'a> {
         /// The signal's data (see [`GAP_EVENT`]).
         reason: &'static str,
     },
+    /// Not about a subscriber: the Redis connections ([`HubBuilder::redis`]).
+    Redis(RedisLog<'a>),
 }
 
 /// What happens to a subscriber whose backlog passes its bound.
@@ -159,10 +164,31 @@ impl HubStats {
     }
 }
 
-/// `publish` failed: the hub is closed. The event is given back, as by
+/// `publish` failed, and why. The event is given back, as by
 /// `std::sync::mpsc::SendError`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct PublishError(pub Event);
+pub struct PublishError(pub Event, pub PublishErrorKind);
+
+/// Why `publish` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishErrorKind {
+    /// The hub is closed.
+    Closed,
+    /// Redis is down ([`HubBuilder::redis`]): try later (HTTP: `503`).
+    Unavailable,
+    /// Over 16 MiB encoded, too large for Redis.
+    TooLarge,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = ["publishing on a closed hub", "Redis is unavailable", "too large for Redis"];
+        f.write_str(why[self.1 as usize])
+    }
+}
+
+impl std::error::Error for PublishError {}
 
 /// `subscribe` or `receiver` failed: the hub is closed (and the stream too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,7 +211,6 @@ macro_rules! error_text {
 }
 
 error_text! {
-    PublishError: "publishing on a closed hub";
     SubscribeError: "subscribing to a closed hub";
     CloseTimeoutError: "the hub did not finish closing in time";
 }
@@ -289,6 +314,7 @@ pub struct HubBuilder {
     close_timeout: Duration,
     fanout_threads: usize,
     log: Option<Hook<Arc<LogFn>>>,
+    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String)>,
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
@@ -322,6 +348,7 @@ impl Default for HubBuilder {
             close_timeout: Duration::from_secs(2),
             fanout_threads: thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             log: None,
+            redis: None,
         }
     }
 }
@@ -394,12 +421,33 @@ impl HubBuilder {
         ]
     }
 
-    /// Starts the hub's threads.
+    /// Shares the hub with every other on this Redis stream (default: none):
+    /// `url` is `redis://[user:password@]host[:port][/db]` (checked, and
+    /// connected to, by [`build`](HubBuilder::build)). All deliver the same
+    /// events in one order and ids resume on any; a resume across a loss, and
+    /// every subscriber live when the hub notices one, get the gap signal;
+    /// while Redis is down `publish` fails ([`PublishErrorKind::Unavailable`])
+    /// and streams stay open. Design: `src/hub/redis.rs`; TLS: [`crate::redis`].
+    #[must_use]
+    pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
+        self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));
+        self
+    }
+
+    /// Calls the log hook, if any (one that panics must not take a thread down).
+    fn emit(&self, kind: HubLogKind<'_>, peer: Option<SocketAddr>) {
+        if let Some(hook) = &self.log {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(&HubLog { kind, peer })));
+        }
+    }
+
+    /// Starts the hub's threads (fails on a bad Redis URL).
     pub fn build(self) -> io::Result<Hub> {
         let (tx, rx) = mpsc::sync_channel(self.inbox);
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
+        let (redis, engine) = redis::start(&config, &tx)?.unzip();
         let shards = (0..config.fanout_threads)
             .map(|n| Shard::spawn(n, &counters, &config))
             .collect::<io::Result<_>>()?;
@@ -407,15 +455,16 @@ impl HubBuilder {
             history: History::new(&config),
             next_seq: 1,
             next_offset: 0,
-            epoch: epoch.clone(),
+            epoch: if engine.is_some() { String::new() } else { epoch.clone() },
             counters: counters.clone(),
             config,
             shards,
             outgoing: Vec::new(),
+            redis: engine,
         };
         thread::Builder::new().name("stdsse-hub".into()).spawn(move || coordinator.run(rx))?;
         let closed = AtomicBool::new(false);
-        Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch }) })
+        Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch, redis }) })
     }
 }
 
@@ -424,6 +473,7 @@ struct HubInner {
     closed: AtomicBool,
     counters: Arc<Counters>,
     epoch: String,
+    redis: Option<redis::Link>,
 }
 
 /// A handle to a broadcast hub; clone it freely, publish from any thread.
@@ -461,6 +511,7 @@ enum Command {
     Publish(Vec<String>, Event),
     Subscribe(Sink, Subscription),
     Close(SyncSender<()>),
+    Redis(redis::Msg),
 }
 
 impl Hub {
@@ -489,8 +540,11 @@ impl Hub {
         event: Event,
     ) -> Result<(), PublishError> {
         let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        if let (Some(link), false) = (&self.inner.redis, self.is_closed()) {
+            return redis::publish(link, topics, event);
+        }
         match self.send(Command::Publish(topics, event)) {
-            Some(Command::Publish(_, event)) => Err(PublishError(event)),
+            Some(Command::Publish(_, event)) => Err(PublishError(event, PublishErrorKind::Closed)),
             _ => Ok(()),
         }
     }

@@ -1,0 +1,359 @@
+//! The hub on Redis Streams ([`HubBuilder::redis`]), its design told once.
+//! `publish` queues the frame without its id (bounded like the inbox); the
+//! writer pipelines each batch, `XADD <stream> MAXLEN ~ <history events> *
+//! d <frame> t <topics>` then `PING`, kept until acknowledged. Redis is up
+//! only while the writer's connection answers (a `PING` also on connect and
+//! after 1 s idle); either thread marks it down. Only what the reader reads
+//! back (`XREAD BLOCK 1000 COUNT 15` after the last entry delivered) goes
+//! through the history and fan-out: one order on every hub, ids `<epoch>-
+//! <entry id>`. Each round also sends `SET <stream>:epoch <random> NX` and
+//! `GET`: a new epoch means the stream was lost, so the history is cleared
+//! (its ids get the gap signal), every live subscriber gets the gap signal
+//! before any new event, and the stream is read from its start. A resume
+//! the history lacks (of the epoch, or before it is known) goes to the
+//! reader: `XRANGE` from its id (or the last delivered, if older), at most
+//! the history's count; if that holds the id and reaches the last
+//! delivered, what is newer is delivered first and the rest after the id
+//! is its replay, up to the live events; else (trimmed, Redis down, the
+//! queue full) the gap signal. Each thread reconnects after a jittered
+//! back-off (100 ms doubling to 5 s); each change goes to the log hook.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::fanout::{ShardCommand, Sink, Subscriber};
+use super::history::{Coordinator, Entry, History, BATCH};
+use super::{Command, Event, HubBuilder, HubLogKind, PublishError, PublishErrorKind, Subscription};
+use crate::event::Frame;
+use crate::redis::{Conn, RedisError, RedisUrl, Reply};
+use crate::util::{jittered, random_u64};
+
+/// What [`HubLogKind::Redis`] reports (`writer`: the writer's connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum RedisLog<'a> {
+    /// The connection is up (again), verified by a round trip.
+    Connected { writer: bool },
+    /// Lost, or not made (why: never the password); retried after a back-off.
+    Lost { writer: bool, error: &'a RedisError },
+    /// The stream's epoch changed: what it held before is lost.
+    EpochChanged { epoch: &'a str },
+}
+
+/// How long connecting, and each answer, may take (the reader's, blocked
+/// in `XREAD`, a second more); the writer sends a `PING` when idle `IDLE`.
+const TIMEOUT: Duration = Duration::from_secs(2);
+const IDLE: Duration = Duration::from_secs(1);
+/// The reconnect back-off: the first wait and the longest (then jittered).
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// The largest event published through Redis, as encoded (16 MiB, the
+/// parsers' default event bound): 15 (`COUNT`) fit a reply (256 MiB).
+const MAX_FRAME: usize = 16 << 20;
+
+/// An event on its way to Redis: its topics and its frame without an id.
+type Post = (Vec<String>, Vec<u8>);
+type Res<T = bool> = Result<T, RedisError>;
+type Started = io::Result<Option<(Link, Engine)>>;
+
+/// From the reader: the epoch and entries read, or a resume's replay.
+pub(super) enum Msg {
+    Entries(String, Vec<Entry>),
+    Resume(Sink, Subscription, Option<Vec<Entry>>),
+}
+
+/// The handles' side (the writer's queue, whether Redis is up; the threads
+/// end once it is dropped), and the coordinator's.
+pub(super) type Link = (SyncSender<Post>, Arc<AtomicBool>);
+
+pub(super) struct Engine {
+    requests: SyncSender<(Sink, Subscription)>,
+    up: Weak<AtomicBool>,
+    answer: Option<Vec<Entry>>,
+}
+
+/// Starts the threads if on Redis; the writer connects first (`publish` works).
+pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Started {
+    let Some((url, stream)) = config.redis.clone() else { return Ok(None) };
+    let url = url.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let up = Arc::new(AtomicBool::new(false));
+    let side = |writer| {
+        let (url, config, up) = (url.clone(), config.clone(), Arc::downgrade(&up));
+        Side { writer, url, config, up, backoff: None }
+    };
+    let ((posts, posts_rx), (requests, rx)) =
+        (mpsc::sync_channel(config.inbox), mpsc::sync_channel(config.inbox));
+    let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
+    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
+    let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
+    let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
+    // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
+    let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
+        let Some(c) = c else { return Ok(true) };
+        match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
+            Ok(post) => batch.extend(std::iter::once(post).chain(posts_rx.try_iter().take(BATCH))),
+            Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
+            Err(_) => {}
+        }
+        for (topics, frame) in &batch {
+            let (s, n, t) = (stream.as_bytes(), n.as_bytes(), topics.join("\n"));
+            c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
+        }
+        c.send(&[b"PING"]);
+        c.flush()?;
+        (0..=batch.len()).try_for_each(|_| c.recv().map(|_| drop(batch.pop_front())))?;
+        side.set_up(true);
+        Ok(true)
+    };
+    let (reader_side, write) = (side(false), move || writer.run(conn, write));
+    let read = move || reader_side.run(None, |side, c| reader.round(side, c));
+    thread::Builder::new().name("stdsse-redis-read".into()).spawn(read)?;
+    thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
+    let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
+    Ok(Some(((posts, up), engine)))
+}
+
+/// Queues an event for the writer (waits while the queue is full).
+pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), PublishError> {
+    let frame = e.clone().without_id().encode();
+    let kind = if !link.1.load(SeqCst) {
+        PublishErrorKind::Unavailable
+    } else if frame.len() > MAX_FRAME {
+        PublishErrorKind::TooLarge
+    } else {
+        return link.0.send((topics, frame)).map_err(|_| PublishError(e, PublishErrorKind::Closed));
+    };
+    Err(PublishError(e, kind))
+}
+
+/// One thread's connection; `up` is gone with the hub, `backoff` `None` if connected.
+struct Side {
+    writer: bool,
+    url: RedisUrl,
+    config: Arc<HubBuilder>,
+    up: Weak<AtomicBool>,
+    backoff: Option<Duration>,
+}
+
+impl Side {
+    fn log(&self, what: RedisLog<'_>) {
+        self.config.emit(HubLogKind::Redis(what), None);
+    }
+
+    /// Sets whether Redis is up; `false`: the hub is gone.
+    fn set_up(&self, up: bool) -> bool {
+        self.up.upgrade().map(|flag| flag.store(up, SeqCst)).is_some()
+    }
+
+    /// Rounds, reconnecting (`None`: not connected), until `false` or the hub is gone.
+    fn run(mut self, mut c: Option<Conn>, mut f: impl FnMut(&Self, Option<&mut Conn>) -> Res) {
+        loop {
+            match f(&self, c.as_mut()) {
+                Ok(false) => return,
+                Ok(true) if c.is_some() => {}
+                Ok(true) if self.up.strong_count() == 0 => return,
+                Ok(true) => c = self.connect(),
+                Err(error) => c = self.lost(&error),
+            }
+        }
+    }
+
+    /// A connection that answered a `PING` (after the back-off, if any).
+    fn connect(&mut self) -> Option<Conn> {
+        if let Some(wait) = self.backoff {
+            thread::sleep(jittered((wait / 2, wait)));
+        }
+        let timeout = TIMEOUT + Duration::from_secs(u64::from(!self.writer));
+        match Conn::connect(&self.url, timeout).and_then(|mut c| c.call(&[b"PING"]).map(|_| c)) {
+            Err(error) => self.lost(&error),
+            Ok(conn) => {
+                self.backoff = None;
+                let _ = self.writer && self.set_up(true);
+                self.log(RedisLog::Connected { writer: self.writer });
+                Some(conn)
+            }
+        }
+    }
+
+    /// Marks Redis down and logs why, once an outage; a longer back-off.
+    fn lost(&mut self, error: &RedisError) -> Option<Conn> {
+        if self.backoff.is_none() && self.set_up(false) {
+            self.log(RedisLog::Lost { writer: self.writer, error });
+        }
+        self.backoff = Some(self.backoff.map_or(BACKOFF.0, |b| (b * 2).min(BACKOFF.1)));
+        None
+    }
+}
+
+/// The reader's state: `last` is the newest entry id delivered.
+struct Reader {
+    tx: SyncSender<Command>,
+    rx: Receiver<(Sink, Subscription)>,
+    stream: String,
+    epoch: String,
+    last: String,
+}
+
+impl Reader {
+    /// Whether the coordinator took `msg` (not: the hub is closed).
+    fn send(&self, msg: Msg) -> bool {
+        self.tx.send(Command::Redis(msg)).is_ok()
+    }
+
+    /// `XREAD`, the epoch, the resumes waiting (down: the gap signal).
+    fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res {
+        let Some(c) = c else {
+            while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
+                self.send(Msg::Resume(sink, sub, None));
+            }
+            return Ok(true);
+        };
+        let (s, key, last) = (self.stream.as_bytes(), format!("{}:epoch", self.stream), &self.last);
+        c.send(&[b"XREAD", b"COUNT", b"15", b"BLOCK", b"1000", b"STREAMS", s, last.as_bytes()]);
+        c.send(&[b"SET", key.as_bytes(), format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
+        c.send(&[b"GET", key.as_bytes()]);
+        c.flush()?;
+        let (mut read, _, epoch) = (c.recv()?, c.recv()?, bytes(c.recv()?));
+        let epoch = String::from_utf8_lossy(&epoch);
+        if epoch != self.epoch {
+            if !self.epoch.is_empty() {
+                side.log(RedisLog::EpochChanged { epoch: &epoch });
+            }
+            // What was read is of the old stream.
+            (self.epoch, self.last, read) = (epoch.into(), "0-0".into(), Reply::Array(None));
+        }
+        // `[[stream, [entry, ...]]]`
+        let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
+        let open = self.deliver(self.entries(read.map_or(Vec::new(), items)));
+        while let Some((sink, sub)) = open.then(|| self.rx.try_recv().ok()).flatten() {
+            self.resume(side, c, sink, sub)?;
+        }
+        Ok(open && side.up.strong_count() > 0)
+    }
+
+    fn deliver(&mut self, read: Vec<Entry>) -> bool {
+        let read: Vec<_> = read.into_iter().filter(|e| key(&e.id) > key(&self.last)).collect();
+        if let Some(newest) = read.last() {
+            self.last = newest.id[self.epoch.len() + 1..].to_string();
+        }
+        self.send(Msg::Entries(self.epoch.clone(), read))
+    }
+
+    /// Answers a resume; with a replay, after the newest delivered.
+    fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res<()> {
+        let id = sub.last_event_id.clone().unwrap_or_default();
+        let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
+        let Some(rid) = rid.filter(|r| key(r).is_some()) else {
+            self.send(Msg::Resume(sink, sub, None));
+            return Ok(());
+        };
+        let start = if key(rid) < key(&self.last) { rid } else { &self.last };
+        let (s, n) = (self.stream.as_bytes(), (side.config.history_events + 1).to_string());
+        let mut error = Ok(());
+        let got = c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
+        let got = got.map_err(|e| error = Err(e)).map_or(Vec::new(), |g| self.entries(items(g)));
+        let whole = got.iter().any(|e| e.id == id)
+            && got.last().is_some_and(|e| key(&e.id) >= key(&self.last));
+        let replay: Vec<_> = got.iter().filter(|e| key(&e.id) > key(rid)).cloned().collect();
+        let replay = (whole && self.deliver(got)).then_some(replay);
+        if replay.is_some() {
+            sub.last_event_id = Some(format!("{}-{}", self.epoch, self.last));
+        }
+        self.send(Msg::Resume(sink, sub, replay));
+        error
+    }
+
+    /// Entries `[[id, [d, frame, t, topics]]]` as the hub's (numbered once
+    /// delivered): `id: <epoch>-<id>`, the frame (comments, then `event:`).
+    fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
+        let entry = |reply| {
+            let mut parts = items(reply).into_iter();
+            let rid = String::from_utf8_lossy(&parts.next().map_or(Vec::new(), bytes)).into_owned();
+            let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
+            let (d, t) = (fields.nth(1).unwrap_or_default(), fields.nth(1).unwrap_or_default());
+            let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
+            let event_type = first.and_then(|l| l.strip_prefix(b"event: "));
+            let event_type = event_type.map(|t| String::from_utf8_lossy(t).into_owned());
+            let id = format!("{}-{rid}", self.epoch);
+            let end: &[u8] = if d.ends_with(b"\n\n") { b"" } else { b"\n" };
+            let frame = Frame::from_encoded([format!("id: {id}\n").as_bytes(), &d, end].concat());
+            let topics = String::from_utf8_lossy(&t);
+            let topics = topics.split('\n').filter(|t| !t.is_empty()).map(str::to_string).collect();
+            Entry { seq: 0, offset: 0, id, topics, event_type, frame, at: Instant::now() }
+        };
+        replies.into_iter().map(entry).collect()
+    }
+}
+
+fn items(reply: Reply) -> Vec<Reply> {
+    let Reply::Array(Some(items)) = reply else { return Vec::new() };
+    items
+}
+
+fn bytes(reply: Reply) -> Vec<u8> {
+    let Reply::Bulk(Some(bytes)) = reply else { return Vec::new() };
+    bytes
+}
+
+/// The entry id `<ms>-<seq>` at the end of `id`, as numbers to compare.
+fn key(id: &str) -> Option<(u64, u64)> {
+    let (rest, seq) = id.rsplit_once('-')?;
+    Some((rest.rsplit('-').next()?.parse().ok()?, seq.parse().ok()?))
+}
+
+impl Coordinator {
+    pub(super) fn redis(&mut self, msg: Msg) {
+        match msg {
+            Msg::Entries(epoch, entries) => {
+                // Lost: its ids are unknown, the live get the gap signal.
+                if epoch != self.epoch && !std::mem::replace(&mut self.epoch, epoch).is_empty() {
+                    self.history = History::new(&self.config);
+                    self.forward();
+                    for shard in &self.shards {
+                        shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
+                    }
+                }
+                for entry in entries {
+                    self.push(Entry { seq: self.next_seq, offset: self.next_offset, ..entry });
+                }
+            }
+            Msg::Resume(sink, sub, replay) => {
+                if let Some(engine) = &mut self.redis {
+                    engine.answer = Some(replay.unwrap_or_default());
+                }
+                self.subscribe(sink, sub);
+            }
+        }
+    }
+
+    /// A subscriber, with the reader's replay if it answered; `None`: deferred to it.
+    pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
+        let id = sub.last_event_id.as_deref();
+        let unplaced =
+            |id| (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none();
+        let defer =
+            |e: &&Engine| e.answer.is_none() && e.up.upgrade().is_some_and(|up| up.load(SeqCst));
+        let (sink, sub) =
+            match self.redis.as_ref().filter(defer).filter(|_| id.is_some_and(unplaced)) {
+                Some(engine) => match engine.requests.try_send((sink, sub)) {
+                    Ok(()) => return None,
+                    Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
+                },
+                None => (sink, sub),
+            };
+        let (mut new, seq, end) =
+            (Subscriber::new(sink, sub, &self.config), self.next_seq - 1, self.next_offset);
+        // The replay comes just before what was delivered last.
+        for e in self.redis.as_mut().and_then(|e| e.answer.take()).unwrap_or_default() {
+            let entry = Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
+            let want = new.wants(&entry, &self.config);
+            new.offer(&entry, want, want);
+        }
+        Some(new)
+    }
+}
