@@ -3,6 +3,7 @@
 // once each, all in one order with the same global ids.
 import {
   Poster,
+  assertEqual,
   check,
   checkIncreasing,
   checkSameStream,
@@ -11,6 +12,7 @@ import {
   freePort,
   startChat,
   startRedis,
+  stopExample,
   tempDir,
   waitAll,
   waitSubscribers,
@@ -68,6 +70,15 @@ for (const [count, each] of [[2, 30], [3, 20]]) {
     return `${accepted.length} messages, ${interleaved} switches between instances in the one order, ids ${order[0].id} .. ${order.at(-1).id}`;
   });
 }
+
+// The chat's documented first line, whatever its Redis threads log: ten
+// instances started at once, so a Redis log line has every chance to win.
+await check("chat --redis: `listening on` is the first line on stderr (10 instances started at once)", 20000, async () => {
+  const started = await Promise.all([...Array(10).keys()].map((i) => startChat(redis, stream, `first-line-${i}`)));
+  await Promise.all(started.map((chat) => stopExample(chat)));
+  const wrong = started.filter((chat) => !chat.firstLine.startsWith("listening on "));
+  assertEqual(wrong.map((chat) => chat.firstLine), [], "first lines that are not `listening on`");
+});
 
 for (const c of clients) c.close();
 finish();
