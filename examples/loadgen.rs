@@ -8,7 +8,12 @@
 //!
 //! Opens `--clients` event streams, then posts `--messages` messages to the
 //! publish URL over one persistent connection, `--rate` per second (0: as
-//! fast as the server answers). Every message body is `<seq> <send time in
+//! fast as the server answers; `--pipeline D` keeps up to D requests in
+//! flight, HTTP/1.1 pipelining). `--events` and `--publish` may be given
+//! several times, for several servers sharing one stream: the clients are
+//! spread over the event URLs round-robin, and message `seq` goes to
+//! publish URL `seq % N`, each over its own connection, on one schedule.
+//! Every message body is `<seq> <send time in
 //! ns since the Unix epoch>`, so each client can tell the publish-to-receive
 //! latency and which messages it missed or got twice. It reports
 //! connections established and failed, deliveries per second, latency
@@ -36,15 +41,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stdsse::http::{ChunkedDecoder, Status};
 use stdsse::parser::{Item, Parser};
 
-const USAGE: &str = "loadgen --events URL [--publish URL] [--clients N] [--messages M] [--rate R] \
-[--pid PID] [--hold-secs S] [--connect-parallel K] [--timeout-secs T] [--per-thread K]";
+const USAGE: &str = "loadgen --events URL... [--publish URL...] [--clients N] [--messages M] [--rate R] \
+[--pipeline D] [--pid PID] [--hold-secs S] [--connect-parallel K] [--timeout-secs T] [--per-thread K]";
 
 struct Args {
-    events: Url,
-    publish: Option<Url>,
+    events: Vec<Url>,
+    publish: Vec<Url>,
     clients: usize,
     messages: usize,
     rate: u64,
+    pipeline: usize,
     pid: Option<u32>,
     hold: Duration,
     connect_parallel: usize,
@@ -80,28 +86,29 @@ fn fail(message: &str) -> ! {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        events: Url { host: String::new(), port: 0, path: String::new() },
-        publish: None,
+        events: Vec::new(),
+        publish: Vec::new(),
         clients: 100,
         messages: 100,
         rate: 0,
+        pipeline: 1,
         pid: None,
         hold: Duration::ZERO,
         connect_parallel: 64,
         timeout: Duration::from_secs(30),
         per_thread: 1,
     };
-    let mut events = None;
     let mut it = std::env::args().skip(1);
     while let Some(name) = it.next() {
         let value = it.next().unwrap_or_else(|| fail("missing value"));
         let number = || value.parse::<u64>().unwrap_or_else(|_| fail("not a number"));
         match name.as_str() {
-            "--events" => events = Some(parse_url(&value)),
-            "--publish" => args.publish = Some(parse_url(&value)),
+            "--events" => args.events.push(parse_url(&value)),
+            "--publish" => args.publish.push(parse_url(&value)),
             "--clients" => args.clients = number() as usize,
             "--messages" => args.messages = number() as usize,
             "--rate" => args.rate = number(),
+            "--pipeline" => args.pipeline = number().max(1) as usize,
             "--pid" => args.pid = Some(number() as u32),
             "--hold-secs" => args.hold = Duration::from_secs(number()),
             "--connect-parallel" => args.connect_parallel = number().max(1) as usize,
@@ -110,8 +117,10 @@ fn parse_args() -> Args {
             _ => fail(&format!("unknown option {name}")),
         }
     }
-    args.events = events.unwrap_or_else(|| fail("--events is required"));
-    if args.messages > 0 && args.publish.is_none() {
+    if args.events.is_empty() {
+        fail("--events is required");
+    }
+    if args.messages > 0 && args.publish.is_empty() {
         fail("--messages needs --publish");
     }
     args
@@ -298,16 +307,23 @@ fn open_stream(url: &Url) -> io::Result<(TcpStream, bool)> {
     Ok((stream, chunked))
 }
 
-/// Posts the messages over one persistent connection.
-fn publish(url: &Url, messages: usize, rate: u64) -> io::Result<(Instant, Instant)> {
+/// Posts every `step`-th message from `first` over one persistent
+/// connection, each due at `start + seq / rate` (rate 0: at once), with up to
+/// `--pipeline` requests waiting for their answer. Returns when the last
+/// answer came.
+fn publish(
+    url: &Url,
+    first: usize,
+    step: usize,
+    args: &Args,
+    start: Instant,
+) -> io::Result<Instant> {
     let mut stream = connect(url)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let start = Instant::now();
-    let mut response = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    for seq in 0..messages {
-        if rate > 0 {
-            let due = start + Duration::from_secs_f64(seq as f64 / rate as f64);
+    let mut answers = Answers { buf: Vec::with_capacity(4096), waiting: 0 };
+    for seq in (first..args.messages).step_by(step) {
+        if args.rate > 0 {
+            let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }
@@ -322,23 +338,43 @@ fn publish(url: &Url, messages: usize, rate: u64) -> io::Result<(Instant, Instan
             body.len(),
             body
         )?;
-        // The answer is a 204 (no body): read up to the end of its head.
-        response.clear();
-        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf)?;
+        answers.waiting += 1;
+        answers.read_until(&mut stream, args.pipeline - 1)?;
+    }
+    answers.read_until(&mut stream, 0)?;
+    Ok(Instant::now())
+}
+
+/// The answers to the requests in flight on a publishing connection.
+struct Answers {
+    buf: Vec<u8>,
+    waiting: usize,
+}
+
+impl Answers {
+    /// Reads answers until at most `left` are awaited; each must be a 2xx.
+    /// They are 204s (no body): each ends with its head.
+    fn read_until(&mut self, stream: &mut TcpStream, left: usize) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                if !self.buf.starts_with(b"HTTP/1.1 2") {
+                    let head = String::from_utf8_lossy(&self.buf[..end.min(40)]).into_owned();
+                    return Err(io::Error::other(format!("publish answered {head}")));
+                }
+                self.buf.drain(..end + 4);
+                self.waiting -= 1;
+            }
+            if self.waiting <= left {
+                return Ok(());
+            }
+            let n = stream.read(&mut chunk)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            response.extend_from_slice(&buf[..n]);
-        }
-        if !response.starts_with(b"HTTP/1.1 2") {
-            return Err(io::Error::other(format!(
-                "publish answered {}",
-                String::from_utf8_lossy(&response[..response.len().min(40)])
-            )));
+            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
-    Ok((start, Instant::now()))
 }
 
 /// (RSS in KiB, threads) of a process, from /proc (Linux).
@@ -391,7 +427,7 @@ fn main() {
         {
             thread::sleep(Duration::from_millis(1));
         }
-        let url = args.events.clone();
+        let url = args.events[i / args.per_thread % args.events.len()].clone();
         let client_shared = shared.clone();
         let count = args.per_thread.min(args.clients - i);
         let spawned = thread::Builder::new()
@@ -424,11 +460,25 @@ fn main() {
 
     let mut publish_time = Duration::ZERO;
     let mut publish_start_ns = 0;
-    if let (Some(url), true) = (&args.publish, args.messages > 0) {
+    if args.messages > 0 {
         publish_start_ns = now_ns();
-        match publish(url, args.messages, args.rate) {
-            Ok((start, end)) => publish_time = end - start,
-            Err(e) => eprintln!("loadgen: publishing failed: {e}"),
+        let start = Instant::now();
+        let step = args.publish.len();
+        let ends = thread::scope(|s| {
+            let args = &args;
+            let publishers: Vec<_> = (args.publish.iter().enumerate())
+                .map(|(first, url)| s.spawn(move || publish(url, first, step, args, start)))
+                .collect();
+            publishers
+                .into_iter()
+                .map(|p| p.join().expect("publisher panicked"))
+                .collect::<Vec<_>>()
+        });
+        for end in ends {
+            match end {
+                Ok(end) => publish_time = publish_time.max(end - start),
+                Err(e) => eprintln!("loadgen: publishing failed: {e}"),
+            }
         }
         let deadline = Instant::now() + args.timeout;
         while shared.complete.load(Ordering::SeqCst) < connected && Instant::now() < deadline {
@@ -453,6 +503,7 @@ fn main() {
     latencies.sort_unstable();
     let (p50, p99, max) =
         (percentile(&latencies, 0.50), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
+    let published_per_sec = args.messages as f64 / publish_time.as_secs_f64().max(1e-9);
     let missing = shared.missing.load(Ordering::SeqCst);
     let duplicated = shared.duplicated.load(Ordering::SeqCst);
 
@@ -461,7 +512,10 @@ fn main() {
         shared.failed.load(Ordering::SeqCst)
     );
     if args.messages > 0 {
-        println!("published:      {} messages in {publish_time:.2?}", args.messages);
+        println!(
+            "published:      {} messages in {publish_time:.2?} ({published_per_sec:.0} per second)",
+            args.messages
+        );
         println!("deliveries:     {received} ({per_sec:.0} per second)");
         println!("latency:        p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
         println!(
@@ -495,7 +549,7 @@ fn main() {
     println!(
         "{{\"clients\":{connected},\"failed\":{},\"messages\":{},\"deliveries\":{received},\"per_sec\":{per_sec:.0},\
 \"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"missing\":{missing},\"duplicated\":{duplicated},\
-\"rss_kib_per_client\":{:.2},\"server_threads\":{},\"per_thread\":{}}}",
+\"rss_kib_per_client\":{:.2},\"server_threads\":{},\"per_thread\":{},\"published_per_sec\":{published_per_sec:.0}}}",
         shared.failed.load(Ordering::SeqCst),
         args.messages,
         per_client(before, if args.hold.is_zero() { with_clients } else { held }),

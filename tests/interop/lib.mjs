@@ -39,15 +39,17 @@ let logSeq = 0;
 /**
  * Starts an example (`chat`, `clock`) on `addr` (default 127.0.0.1:0) and
  * resolves once it printed `listening on http://HOST:PORT` and the newline
- * that ends it (the line may arrive in pieces). The example's
- * stderr (its access log) is kept in `.log` and copied to target/interop/logs.
+ * that ends it (the line may arrive in pieces). That line must be the first
+ * (the examples' documented contract) unless `anyLine`; `.firstLine` keeps
+ * the first either way. The example's stderr (its access log) is kept in
+ * `.log` and copied to target/interop/logs.
  */
-export async function startExample(name, { addr = "127.0.0.1:0", args = [], tag = name } = {}) {
+export async function startExample(name, { addr = "127.0.0.1:0", args = [], tag = name, anyLine = false } = {}) {
   // Restarting on the same port: the old process has exited, but give the
   // bind a few tries in case the kernel is slow to release it.
   for (let attempt = 0; ; attempt++) {
     try {
-      return await startOnce(name, addr, args, tag);
+      return await startOnce(name, addr, args, tag, anyLine);
     } catch (e) {
       if (attempt >= 20 || !/in use/i.test(String(e.message))) throw e;
       await sleep(100);
@@ -55,7 +57,7 @@ export async function startExample(name, { addr = "127.0.0.1:0", args = [], tag 
   }
 }
 
-function startOnce(name, addr, args, tag) {
+function startOnce(name, addr, args, tag, anyLine) {
   const file = join(OUT_DIR, "logs", `${tag}-${++logSeq}.log`);
   const logFile = createWriteStream(file);
   const proc = spawn(join(BIN_DIR, name), ["--addr", addr, ...args], {
@@ -79,8 +81,10 @@ function startOnce(name, addr, args, tag) {
       proc.stderr.on("data", (chunk) => {
         example.log += chunk;
         logFile.write(chunk);
-        const m = example.log.match(/^listening on http:\/\/([^\s]+):(\d+)\n/);
+        const m = example.log.match(/(?:^|\n)listening on http:\/\/([^\s]+):(\d+)\n/);
         if (m && !example.url) {
+          example.firstLine = example.log.slice(0, example.log.indexOf("\n"));
+          if (m.index !== 0 && !anyLine) reject(new Error(`${name} printed ${JSON.stringify(example.firstLine)} before "listening on"`));
           example.host = m[1];
           example.port = Number(m[2]);
           example.url = `http://${m[1]}:${m[2]}`;

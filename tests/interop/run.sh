@@ -26,53 +26,13 @@ export INTEROP_OUT=$OUT
 export INTEROP_PYTHON=$VENV/bin/python
 export PYTHONDONTWRITEBYTECODE=1
 
-suite_start=$(date +%s)
-phase_start=$suite_start
-phase() {
-    local now
-    now=$(date +%s)
-    printf '    (%ss)\n\n==> %s\n' "$((now - phase_start))" "$*"
-    phase_start=$now
-}
-setup_problems=()
+source "$HERE/suite.sh"
 
 echo "==> install: Debian packages"
-need=()
-command -v chromium >/dev/null || need+=(chromium)
-command -v nginx >/dev/null || need+=(nginx)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-    echo "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -q && apt-get install -y -q "${need[@]}"; } >"$OUT/logs/apt.log" 2>&1; then
-        tail -n 20 "$OUT/logs/apt.log"
-        setup_problems+=("apt-get install ${need[*]} failed (see target/interop/logs/apt.log)")
-    fi
-    grep -E '^(Need to get|Fetched)' "$OUT/logs/apt.log"
-else
-    echo "chromium, nginx, curl: present"
-fi
+install_debian chromium nginx curl
 
 phase "install: npm packages (tests/interop/package.json)"
-npm_current() {
-    node -e '
-        const dir = process.argv[1];
-        const want = require(dir + "/package.json").dependencies;
-        for (const [name, version] of Object.entries(want)) {
-            const have = require(`${dir}/node_modules/${name}/package.json`).version;
-            if (have !== version) process.exit(1);
-        }' "$HERE" 2>/dev/null
-}
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    setup_problems+=("node and npm are not installed")
-elif npm_current; then
-    echo "present"
-elif ! (cd "$HERE" && npm install --no-audit --no-fund --loglevel=error) >"$OUT/logs/npm.log" 2>&1 || ! npm_current; then
-    tail -n 20 "$OUT/logs/npm.log"
-    setup_problems+=("npm install failed (see target/interop/logs/npm.log)")
-else
-    echo "installed"
-fi
+install_npm
 
 phase "install: Python packages (tests/interop/requirements.txt into target/interop/venv)"
 if [[ -x $VENV/bin/python ]] && cmp -s "$HERE/requirements.txt" "$VENV/requirements.installed"; then
@@ -110,36 +70,7 @@ EOF
     echo "rustc:           $(rustc --version)"
 } | tee "$OUT/versions.txt"
 
-passed=0
-failed=0
-
-for problem in "${setup_problems[@]}"; do
-    echo "FAIL setup: $problem"
-    failed=$((failed + 1))
-done
-
-# run_checks LABEL COMMAND...: runs one check script (bounded), shows its
-# output and counts its PASS/FAIL lines; a script that dies without saying
-# why counts as one failure.
-run_checks() {
-    local label=$1 log=$OUT/logs/$1.out status p f
-    shift
-    phase "$label"
-    timeout -k 10 "$SCRIPT_LIMIT" "$@" 2>&1 | tee "$log"
-    status=${PIPESTATUS[0]}
-    p=$(grep -c '^PASS ' "$log")
-    f=$(grep -c '^FAIL ' "$log")
-    if [[ $status != 0 && $f == 0 ]]; then
-        [[ $status == 124 ]] && echo "FAIL $label: timed out after ${SCRIPT_LIMIT}s" ||
-            echo "FAIL $label: exited with status $status without reporting a failure"
-        f=1
-    elif [[ $status == 0 && $p == 0 ]]; then
-        echo "FAIL $label: ran no check"
-        f=1
-    fi
-    passed=$((passed + p))
-    failed=$((failed + f))
-}
+report_setup_problems
 
 run_checks curl bash "$HERE/curl.sh"
 run_checks tail bash "$HERE/tail.sh"
