@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::Status;
 use crate::scan::{find_eol, push_decimal};
@@ -128,8 +128,10 @@ pub enum Reply {
 /// The bounds of one reply, so a broken or hostile server cannot make the
 /// client allocate without limit or recurse without end. Defaults: `bulk`
 /// 64 MiB (a 16 MiB event's frame with its `data: ` prefixes), `array`
-/// 1,048,576 elements, `depth` 8 nested arrays (`XREAD` needs 5), `total`
-/// 256 MiB a reply (the read buffer; `XREAD`'s `COUNT` is sized to fit).
+/// 1,048,576 elements, `depth` 8 nested arrays (`XREAD` needs 5), `line`
+/// 64 KiB (a simple, error, integer or length line: a line that never ends
+/// is not rescanned up to `total`), `total` 256 MiB a reply (the read
+/// buffer; `XREAD`'s `COUNT` is sized to fit).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 #[allow(missing_docs)]
@@ -137,12 +139,13 @@ pub struct ReplyLimits {
     pub bulk: usize,
     pub array: usize,
     pub depth: usize,
+    pub line: usize,
     pub total: usize,
 }
 
 #[doc(hidden)]
 pub const LIMITS: ReplyLimits =
-    ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, total: 256 << 20 };
+    ReplyLimits { bulk: 64 << 20, array: 1 << 20, depth: 8, line: 64 << 10, total: 256 << 20 };
 
 /// Parses one reply at the start of `buf`: the reply and its length, or
 /// `Partial` (never for more than `limits.total` bytes). Two passes: the
@@ -162,7 +165,10 @@ fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool)
     let has = |end| has(end).ok_or(Protocol("reply too large"));
     let Some(&kind) = buf.get(at) else { return Ok(None) };
     let line = &buf[at + 1..];
-    let Some(eol) = find_eol(line) else {
+    let Some(eol) = find_eol(&line[..line.len().min(lim.line + 1)]) else {
+        if line.len() > lim.line {
+            return Err(Protocol("line too long"));
+        }
         has(buf.len() + 2)?;
         return Ok(None);
     };
@@ -227,11 +233,13 @@ fn int(line: &[u8]) -> Option<i64> {
 
 /// A connection to Redis. Pipelining: several [`send`](Conn::send)s, one
 /// [`flush`](Conn::flush), as many [`recv`](Conn::recv)s. After an error
-/// the connection may be out of step: drop it.
+/// the connection may be out of step: drop it. The timeout bounds each
+/// reply as a whole, so a reply that trickles in without end fails too.
 #[doc(hidden)]
 #[allow(missing_debug_implementations)] // its buffers may hold an AUTH
 pub struct Conn {
     stream: TcpStream,
+    timeout: Duration,
     out: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -248,7 +256,7 @@ impl Conn {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        let mut conn = Conn { stream, out: Vec::new(), buf: Vec::new() };
+        let mut conn = Conn { stream, timeout, out: Vec::new(), buf: Vec::new() };
         if let Some(password) = &url.password {
             let user = url.user.as_deref().map(str::as_bytes);
             conn.call(&[&[b"AUTH".as_slice()], user.as_slice(), &[password.as_bytes()]].concat())?;
@@ -282,6 +290,7 @@ impl Conn {
 
     /// Reads the next reply (an error reply: [`RedisError::Server`]).
     pub fn recv(&mut self) -> Result<Reply, RedisError> {
+        let deadline = Instant::now() + self.timeout;
         loop {
             if let Status::Complete((reply, len)) = parse_reply(&self.buf, &LIMITS)? {
                 self.buf.drain(..len);
@@ -296,6 +305,8 @@ impl Conn {
             self.buf.truncate(old + read.as_ref().map_or(0, |n| *n));
             if read? == 0 {
                 return Err(RedisError::Io(io::ErrorKind::UnexpectedEof));
+            } else if Instant::now() > deadline {
+                return Err(RedisError::Timeout);
             }
         }
     }
@@ -320,7 +331,7 @@ pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
     let tokens: Vec<&[u8]> = tokens.split(|&b| b == b' ').collect();
     let token = |b: &u8| if *b < 0x80 { vec![*b] } else { tokens[usize::from(*b) % 16].to_vec() };
     let spelt: Vec<u8> = input.iter().flat_map(token).collect();
-    let small = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
+    let small = ReplyLimits { bulk: 8, array: 4, depth: 2, line: 40, total: 64 };
     let mut outcome = "";
     for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, LIMITS)]).concat() {
         outcome = match parse_reply(data, &lim) {

@@ -16,7 +16,7 @@ use stdsse::http::Status;
 use stdsse::redis::{parse_reply, Conn, RedisError, RedisUrl, Reply, ReplyLimits, LIMITS};
 use Reply::{Array, Bulk, Integer, Simple};
 
-const SMALL: ReplyLimits = ReplyLimits { bulk: 8, array: 4, depth: 2, total: 64 };
+const SMALL: ReplyLimits = ReplyLimits { bulk: 8, array: 4, depth: 2, line: 40, total: 64 };
 
 fn url(s: &str) -> RedisUrl {
     RedisUrl::parse(s).unwrap()
@@ -58,7 +58,7 @@ fn replies_parse_whole_and_every_prefix_is_partial() {
 fn bad_or_oversized_replies_are_errors() {
     let long = [b"+".as_slice(), &[b'x'; 70]].concat();
     let cr_at_the_bound = [b"+".as_slice(), &[b'x'; 62], b"\rx"].concat();
-    let cases: [(&[u8], &str); 19] = [
+    let cases: [(&[u8], &str); 22] = [
         (b"$-2\r\n", "bad length"),
         (b"*-2\r\n", "bad length"),
         (b"$99999999999999999999\r\n", "bad length"),
@@ -75,13 +75,22 @@ fn bad_or_oversized_replies_are_errors() {
         (b"%1\r\n", "unknown reply type (RESP3?)"),
         (b"_\r\n", "unknown reply type (RESP3?)"),
         (b">1\r\n", "unknown reply type (RESP3?)"),
-        (&long, "reply too large"),
-        (&cr_at_the_bound, "reply too large"),
-        (&[b"*1\r\n", &long[..]].concat(), "reply too large"),
+        (&long, "line too long"),
+        (&cr_at_the_bound, "line too long"),
+        (&[b"*1\r\n", &long[..]].concat(), "line too long"),
+        (
+            &[b"*4\r\n".as_slice(), &[b"+".as_slice(), &[b'x'; 30], b"\r\n"].concat().repeat(3)]
+                .concat(),
+            "reply too large",
+        ),
+        (&[b"+".as_slice(), &[b'x'; 41]].concat(), "line too long"),
+        (&[b"*1\r\n-".as_slice(), &[b'x'; 41]].concat(), "line too long"),
     ];
     for (input, why) in cases {
         assert_eq!(parse_reply(input, &SMALL), Err(RedisError::Protocol(why)), "{input:?}");
     }
+    let at_the_line_bound = [b"+".as_slice(), &[b'x'; 40], b"\r\n"].concat();
+    assert!(matches!(parse_reply(&at_the_line_bound, &SMALL), Ok(Status::Complete(_))));
     let deep = b"*1\r\n".repeat(9);
     let too_deep = Err(RedisError::Protocol("arrays nested too deep"));
     assert_eq!(parse_reply(&deep, &LIMITS), too_deep);
@@ -194,6 +203,28 @@ fn a_silent_server_times_out_and_a_closing_one_is_an_error() {
     let closed = Conn::connect(&url(&format!("redis://:pw@127.0.0.1:{port}")), common::WAIT);
     assert_eq!(closed.err().unwrap(), RedisError::Io(std::io::ErrorKind::UnexpectedEof));
     closer.join().unwrap();
+}
+
+#[test]
+fn a_reply_that_trickles_in_without_end_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dripper = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let _ = peer.write_all(b"*1000000\r\n");
+        // One element every 10 ms: each read is well within the timeout.
+        while peer.write_all(b":1\r\n").is_ok() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut conn =
+        Conn::connect(&url(&format!("redis://127.0.0.1:{port}")), Duration::from_millis(300))
+            .unwrap();
+    let started = Instant::now();
+    assert_eq!(conn.call(&[b"PING"]).err().unwrap(), RedisError::Timeout);
+    assert!(started.elapsed() < common::WAIT);
+    drop(conn);
+    dripper.join().unwrap();
 }
 
 /// A `redis-server` on a free port, killed (and its directory removed) on drop.
