@@ -91,6 +91,32 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Past one machine: instances sharing one stream through Redis
+//!
+//! Run the same program on two machines (or twice, on two ports) against one
+//! Redis: a post to either reaches every subscriber of both, in one order,
+//! and a client that reconnects to the other resumes with no gap
+//! ([`HubBuilder::redis`](hub::HubBuilder::redis); `chat --redis URL` does it).
+//!
+//! ```no_run
+//! use stdsse::hub::{Hub, PublishError, PublishErrorKind, Subscription};
+//! use stdsse::{Event, Response, Server};
+//!
+//! let hub = Hub::builder().redis("redis://:secret@10.0.0.5:6379/0", "app:news").build()?;
+//! let mut server = Server::bind("0.0.0.0:8080")?;
+//! server.sse("/events", hub.handler(|_req| Ok(Subscription::new())));
+//! let publisher = hub.clone();
+//! server.post("/news", move |req| match publisher.publish(Event::new().data(String::from_utf8_lossy(req.body()))) {
+//!     Ok(()) => Response::new(204),
+//!     Err(PublishError(_, PublishErrorKind::Unavailable)) => {
+//!         Response::text(503, "Redis is down\n").header("Retry-After", "1")
+//!     }
+//!     Err(_) => Response::new(503),
+//! });
+//! server.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! # Conventions
 //!
 //! Builders take plain names (`data(x)`), so getters on builder types use
@@ -106,36 +132,8 @@
     clippy::return_self_not_must_use
 )]
 
-/// A public enum of unit variants, each standing for one string: `$method`
-/// returns it and `Display` writes it.
-macro_rules! str_enum {
-    (
-        $(#[$doc:meta])* pub enum $name:ident { $($variant:ident = $s:literal),* }
-        $(#[$method_doc:meta])* fn $method:ident;
-    ) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $(#[doc = concat!("`", $s, "`")] $variant,)*
-        }
-
-        impl $name {
-            $(#[$method_doc])*
-            #[must_use]
-            pub fn $method(self) -> &'static str {
-                match self {
-                    $($name::$variant => $s,)*
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.$method())
-            }
-        }
-    };
-}
+#[macro_use]
+mod util;
 
 pub mod client;
 pub mod event;
@@ -146,7 +144,6 @@ pub mod redis;
 mod scan;
 pub mod server;
 mod stream;
-mod util;
 pub mod writer;
 
 pub use client::{Client, ClientError, Received};

@@ -1,5 +1,36 @@
 //! Helpers the server, the stream and the hub share.
 
+/// A public enum of unit variants, each standing for one string: `$method`
+/// returns it and `Display` writes it.
+macro_rules! str_enum {
+    (
+        $(#[$doc:meta])* pub enum $name:ident { $($variant:ident = $s:literal),* }
+        $(#[$method_doc:meta])* fn $method:ident;
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $(#[doc = concat!("`", $s, "`")] $variant,)*
+        }
+
+        impl $name {
+            $(#[$method_doc])*
+            #[must_use]
+            pub fn $method(self) -> &'static str {
+                match self {
+                    $($name::$variant => $s,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.$method())
+            }
+        }
+    };
+}
+
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
