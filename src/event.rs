@@ -6,8 +6,6 @@
 //!   data is still one `data:` line, so browsers dispatch it.
 //! * Comments and/or a `retry` alone get no empty line: it would dispatch
 //!   nothing, and some clients (httpx-sse) would see an event with empty data.
-//! * `event` and `id` are checked when set (a client ignores an `id` with
-//!   NUL), so encoding cannot fail.
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,9 +9,7 @@
 //! * A CR that ends a fed chunk ends its line at once; an LF that starts the
 //!   next chunk completes that CRLF, not an empty line.
 //! * Comments are reported ([`Item::Comment`]); a `retry` too large for a
-//!   `u64` saturates.
-//! * The standard sets no limit; [`Parser::max_event_size`] and
-//!   [`Parser::max_line_len`] bound the memory held.
+//!   `u64` saturates; [`Parser::max_event_size`] bounds the memory held.
 //!
 //! ```
 //! use stdsse::parser::{Item, Parser};
@@ -124,8 +122,7 @@ pub struct Parser {
     fields: Fields,
 }
 
-/// Where the parser is in an event dropped after a limit error: its lines
-/// are skipped up to the empty line that ends it.
+/// Skipping the lines of an event dropped after a limit error, to its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Skip {
     No,
@@ -198,9 +195,8 @@ impl Parser {
     }
 
     /// The longest line, in bytes after UTF-8 decoding, line ending not
-    /// counted; bounds the unended line held (as received: decoding never
-    /// makes it shorter). Default: the event limit plus 64 (room for a field
-    /// name, so one `data:` line can carry a whole event).
+    /// counted: bounds the unended line held. Default: the event limit plus
+    /// 64, so one `data:` line can carry a whole event.
     #[must_use]
     pub fn max_line_len(mut self, bytes: usize) -> Parser {
         self.fields.max_line = Some(bytes);
@@ -226,8 +222,7 @@ impl Parser {
         self.ready.pop_front().or_else(|| self.parse_next())
     }
 
-    /// Parses up to the next item: the standard's "lines must be processed,
-    /// in the order they are received".
+    /// Parses up to the next item.
     fn parse_next(&mut self) -> Option<Result<Item, ParseError>> {
         loop {
             if self.pos >= self.buf.len() {
@@ -373,27 +368,22 @@ impl Fields {
             Some(colon) => (&line[..colon], strip_space(&line[colon + 1..])),
         };
         match name {
-            "data" => return self.data(value),
-            "event" => {
-                self.event_type.replace_range(.., value);
-                return self.check_size();
+            "data" => {
+                if std::mem::replace(&mut self.has_data, true) {
+                    self.data.push('\n'); // The LF appended to the previous value.
+                }
+                self.data.push_str(value);
             }
+            "event" => self.event_type.replace_range(.., value),
             "id" if !value.contains('\0') => self.id.replace_range(.., value),
             "retry" if is_digits(value) => {
                 self.retry = Some(Duration::from_millis(value.parse().unwrap_or(u64::MAX)));
             }
             _ => {}
         }
-        None
-    }
-
-    /// A `data` field: the LF the standard appends goes before the next value.
-    fn data(&mut self, value: &str) -> Option<Result<Item, ParseError>> {
-        if std::mem::replace(&mut self.has_data, true) {
-            self.data.push('\n');
-        }
-        self.data.push_str(value);
-        self.check_size()
+        let limit = self.max_event;
+        (self.data.len() + self.event_type.len() > limit)
+            .then_some(Err(ParseError::EventTooLarge { limit }))
     }
 
     /// The standard's "dispatch the event" steps, at an empty line.
@@ -409,12 +399,6 @@ impl Fields {
         });
         self.drop_event();
         event.map(Item::Event)
-    }
-
-    fn check_size(&self) -> Option<Result<Item, ParseError>> {
-        let limit = self.max_event;
-        (self.data.len() + self.event_type.len() > limit)
-            .then_some(Err(ParseError::EventTooLarge { limit }))
     }
 
     /// Forgets the pending event: data, type and an uncommitted `id`.
