@@ -88,12 +88,11 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
         }
     }
     let target = &line[target_start..target_end];
-    if target[0] == b'*' && (target != b"*" || &line[start..method_end] != b"OPTIONS") {
-        return Err(Some(Error::Target));
-    }
-    // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
     let authority = match target[0] {
-        b'/' | b'*' => None,
+        b'/' => None,
+        b'*' if target == b"*" && &line[start..method_end] == b"OPTIONS" => None,
+        b'*' => return Err(Some(Error::Target)),
+        // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
         _ => {
             let (scheme, rest) = target.split_at(7.min(target.len()));
             let len = rest.iter().take_while(|&&b| b != b'/' && b != b'?').count();
@@ -115,9 +114,7 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
         other if other.contains(&b' ') => return Err(Some(Error::Target)),
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
+        [b'H', b'T', b'T', b'P', b'/', x, b'.', y] if x.is_ascii_digit() && y.is_ascii_digit() => {
             return Err(Some(Error::Version))
         }
         _ => return Err(Some(Error::MalformedVersion)),
@@ -155,13 +152,11 @@ impl Request {
     /// Parses a whole head with the default [`Limits`], the bytes after it as
     /// the body (for tests and tools; an incomplete head is [`Error::NewLine`]).
     pub fn parse(buf: &[u8]) -> Result<Request, Error> {
-        match parse_head(buf, &Limits::default())? {
-            Status::Complete((mut request, consumed)) => {
-                request.body = buf[consumed..].to_vec();
-                Ok(request)
-            }
-            Status::Partial => Err(Error::NewLine),
-        }
+        let Status::Complete((mut request, consumed)) = parse_head(buf, &Limits::default())? else {
+            return Err(Error::NewLine);
+        };
+        request.body = buf[consumed..].to_vec();
+        Ok(request)
     }
 
     fn span(&self, (start, end): (u32, u32)) -> &str {
