@@ -95,8 +95,7 @@ fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
     !(nonempty && s.is_empty()) && s.iter().all(|&b| table[b as usize])
 }
 
-/// Whether `name: value` is a field line a recipient accepts (for `Host`, a
-/// valid host): what [`Response`] and the client send is checked with it.
+/// Whether `name: value` is a field line a recipient accepts (`Host`: valid).
 pub(crate) fn valid_field(name: &str, value: &str) -> bool {
     let host = name.eq_ignore_ascii_case("host");
     is_token(name) && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
