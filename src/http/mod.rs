@@ -141,8 +141,7 @@ pub enum Status<T> {
     Partial,
 }
 
-/// Why a message was refused; [`Error::status`] is the status a server
-/// answers with.
+/// Why a message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The method is not a token followed by one SP.
