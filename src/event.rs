@@ -6,14 +6,23 @@
 //!   data is still one `data:` line, so browsers dispatch it.
 //! * Comments and/or a `retry` alone get no empty line: it would dispatch
 //!   nothing, and some clients (httpx-sse) would see an event with empty data.
-//! * `event` and `id` are checked when set (a client ignores an `id` with
-//!   NUL), so encoding cannot fail.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::scan::{find_eol, push_decimal};
+
+/// `get_` getters (the builders have the plain names) of `Option<String>` fields.
+macro_rules! getters {
+    ($($get:ident: $field:ident),*) => {$(
+        #[doc = concat!("The `", stringify!($field), "` field, if set.")]
+        #[must_use]
+        pub fn $get(&self) -> Option<&str> {
+            self.$field.as_deref()
+        }
+    )*};
+}
 
 /// One server-sent event, written in a fixed order: comments, `event`, `id`,
 /// `retry`, `data`.
@@ -102,23 +111,7 @@ impl Event {
         self
     }
 
-    /// The data, if set.
-    #[must_use]
-    pub fn get_data(&self) -> Option<&str> {
-        self.data.as_deref()
-    }
-
-    /// The event type, if set.
-    #[must_use]
-    pub fn get_event(&self) -> Option<&str> {
-        self.event.as_deref()
-    }
-
-    /// The id, if set.
-    #[must_use]
-    pub fn get_id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
+    getters!(get_data: data, get_event: event, get_id: id);
 
     /// Encodes the event into a new buffer.
     #[must_use]

@@ -9,9 +9,7 @@
 //! * A CR that ends a fed chunk ends its line at once; an LF that starts the
 //!   next chunk completes that CRLF, not an empty line.
 //! * Comments are reported ([`Item::Comment`]); a `retry` too large for a
-//!   `u64` saturates.
-//! * The standard sets no limit; [`Parser::max_event_size`] and
-//!   [`Parser::max_line_len`] bound the memory held.
+//!   `u64` saturates; [`Parser::max_event_size`] bounds the memory held.
 //!
 //! ```
 //! use stdsse::parser::{Item, Parser};
@@ -64,8 +62,7 @@ pub enum Item {
     /// An event was dispatched (an empty line ended an event with data).
     Event(MessageEvent),
     /// A comment line: the text after the colon, one leading space removed
-    /// (the inverse of [`Event::comment`](crate::Event::comment)). Browsers
-    /// ignore comments; a client sees keep-alives.
+    /// (the inverse of [`Event::comment`](crate::Event::comment)).
     Comment(String),
 }
 
@@ -103,13 +100,10 @@ impl std::error::Error for ParseError {}
 /// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item), or
 /// iterate (not fused: `None` means "feed me more").
 ///
-/// Feed a chunk, pull items until `None`, and memory stays bounded whatever
-/// the peer sends (see [`buffered`](Parser::buffered)).
-///
 /// A limit error is returned once, as soon as it is known (a long line
 /// before its end arrives). The rest of the event, up to the next empty
-/// line, is skipped unread, and its earlier fields are dropped (an `id` is
-/// not committed) but for a `retry`, which the standard applies at once.
+/// line, is skipped unread, and its earlier fields are dropped but for a
+/// `retry`, which the standard applies at once.
 #[derive(Clone)]
 pub struct Parser {
     // The input as fed, decoded a line at a time (CR and LF are never part
@@ -123,16 +117,12 @@ pub struct Parser {
     /// The last line ended with CR: an LF next belongs to it.
     after_cr: bool,
     skip: Skip,
-    max_line: usize,
-    /// Whether `max_line_len` was set (else it follows the event limit).
-    line_explicit: bool,
     /// Items parsed by `finish` that were not pulled yet.
     ready: VecDeque<Result<Item, ParseError>>,
     fields: Fields,
 }
 
-/// Where the parser is in an event dropped after a limit error: its lines
-/// are skipped up to the empty line that ends it.
+/// Skipping the lines of an event dropped after a limit error, to its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Skip {
     No,
@@ -156,6 +146,8 @@ struct Fields {
     last_id: String,
     retry: Option<Duration>,
     max_event: usize,
+    /// `None`: the event limit plus [`LINE_SLACK`].
+    max_line: Option<usize>,
 }
 
 impl Default for Parser {
@@ -170,7 +162,7 @@ impl fmt::Debug for Parser {
             .field("last_event_id", &self.fields.last_id)
             .field("retry", &self.fields.retry)
             .field("buffered", &self.buffered())
-            .field("max_line_len", &self.max_line)
+            .field("max_line_len", &self.fields.max_line())
             .field("max_event_size", &self.fields.max_event)
             .finish_non_exhaustive()
     }
@@ -188,8 +180,6 @@ impl Parser {
             at_start: true,
             after_cr: false,
             skip: Skip::No,
-            max_line: DEFAULT_LIMIT + LINE_SLACK,
-            line_explicit: false,
             ready: VecDeque::new(),
             fields: Fields { max_event: DEFAULT_LIMIT, ..Fields::default() },
         }
@@ -205,13 +195,11 @@ impl Parser {
     }
 
     /// The longest line, in bytes after UTF-8 decoding, line ending not
-    /// counted; bounds the unended line held (as received: decoding never
-    /// makes it shorter). Default: the event limit plus 64 (room for a field
-    /// name, so one `data:` line can carry a whole event).
+    /// counted: bounds the unended line held. Default: the event limit plus
+    /// 64, so one `data:` line can carry a whole event.
     #[must_use]
     pub fn max_line_len(mut self, bytes: usize) -> Parser {
-        self.max_line = bytes;
-        self.line_explicit = true;
+        self.fields.max_line = Some(bytes);
         self
     }
 
@@ -221,9 +209,6 @@ impl Parser {
     #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> Parser {
         self.fields.max_event = bytes;
-        if !self.line_explicit {
-            self.max_line = bytes.saturating_add(LINE_SLACK);
-        }
         self
     }
 
@@ -237,8 +222,7 @@ impl Parser {
         self.ready.pop_front().or_else(|| self.parse_next())
     }
 
-    /// Parses up to the next item: the standard's "lines must be processed,
-    /// in the order they are received".
+    /// Parses up to the next item.
     fn parse_next(&mut self) -> Option<Result<Item, ParseError>> {
         loop {
             if self.pos >= self.buf.len() {
@@ -270,14 +254,8 @@ impl Parser {
             self.after_cr = bytes[end] == b'\r';
             match self.skip {
                 Skip::No => {
-                    let (line, limit) =
-                        (String::from_utf8_lossy(&bytes[start..end]), self.max_line);
-                    let item = if line.len() > limit {
-                        Some(Err(ParseError::LineTooLong { limit }))
-                    } else {
-                        self.fields.line(&line)
-                    };
-                    if let Some(item) = item {
+                    let line = String::from_utf8_lossy(&bytes[start..end]);
+                    if let Some(item) = self.fields.line(&line) {
                         return Some(item.map_err(|error| self.drop_event(error)));
                     }
                 }
@@ -332,7 +310,7 @@ impl Parser {
     /// No line ending in the rest: keep the partial line, or drop it when
     /// skipping or too long.
     fn partial_line(&mut self) -> Option<Result<Item, ParseError>> {
-        let limit = self.max_line;
+        let limit = self.fields.max_line();
         let too_long = self.skip == Skip::No && self.buf.len() - self.pos > limit;
         let error = too_long.then(|| Err(self.drop_event(ParseError::LineTooLong { limit })));
         if self.skip == Skip::No {
@@ -371,12 +349,18 @@ impl Iterator for Parser {
 }
 
 impl Fields {
-    /// Interprets one line (without its end): "If the line is empty",
-    /// dispatch; if it "starts with a colon", it is a comment; if it
-    /// "contains a colon", the field name is before the first one and the
-    /// value after it, less one leading space; "otherwise" the whole line is
-    /// the name and the value is empty.
+    /// The line limit in force.
+    fn max_line(&self) -> usize {
+        self.max_line.unwrap_or(self.max_event.saturating_add(LINE_SLACK))
+    }
+
+    /// Interprets one line (without its end), as the
+    /// [crate docs](crate#the-wire-format-in-one-page) teach.
     fn line(&mut self, line: &str) -> Option<Result<Item, ParseError>> {
+        let limit = self.max_line();
+        if line.len() > limit {
+            return Some(Err(ParseError::LineTooLong { limit }));
+        }
         let (name, value) = match line.bytes().position(|b| b == b':') {
             None if line.is_empty() => return self.dispatch().map(Ok),
             None => (line, ""),
@@ -384,38 +368,27 @@ impl Fields {
             Some(colon) => (&line[..colon], strip_space(&line[colon + 1..])),
         };
         match name {
-            "data" => return self.data(value),
-            "event" => {
-                self.event_type.replace_range(.., value);
-                return self.check_size();
+            "data" => {
+                if std::mem::replace(&mut self.has_data, true) {
+                    self.data.push('\n'); // The LF appended to the previous value.
+                }
+                self.data.push_str(value);
             }
-            // "If the field value does not contain U+0000 NULL".
+            "event" => self.event_type.replace_range(.., value),
             "id" if !value.contains('\0') => self.id.replace_range(.., value),
-            // "If the field value consists of only ASCII digits".
             "retry" if is_digits(value) => {
                 self.retry = Some(Duration::from_millis(value.parse().unwrap_or(u64::MAX)));
             }
             _ => {}
         }
-        None
-    }
-
-    /// "Append the field value to the data buffer, then append a single
-    /// U+000A LINE FEED" (here: the LF goes before the next value).
-    fn data(&mut self, value: &str) -> Option<Result<Item, ParseError>> {
-        if std::mem::replace(&mut self.has_data, true) {
-            self.data.push('\n');
-        }
-        self.data.push_str(value);
-        self.check_size()
+        let limit = self.max_event;
+        (self.data.len() + self.event_type.len() > limit)
+            .then_some(Err(ParseError::EventTooLarge { limit }))
     }
 
     /// The standard's "dispatch the event" steps, at an empty line.
     fn dispatch(&mut self) -> Option<Item> {
-        // 1. "Set the last event ID string ... to the last event ID buffer".
         self.last_id.clone_from(&self.id);
-        // 2. "If the data buffer is an empty string", reset and return.
-        // 3. (Remove the data buffer's last LF) is built in: `data` lacks it.
         // Copied out, not moved: exact-size strings, and the buffers keep
         // their capacity (up to KEEP_CAPACITY).
         let event_type = if self.event_type.is_empty() { "message" } else { &self.event_type };
@@ -426,12 +399,6 @@ impl Fields {
         });
         self.drop_event();
         event.map(Item::Event)
-    }
-
-    fn check_size(&self) -> Option<Result<Item, ParseError>> {
-        let limit = self.max_event;
-        (self.data.len() + self.event_type.len() > limit)
-            .then_some(Err(ParseError::EventTooLarge { limit }))
     }
 
     /// Forgets the pending event: data, type and an uncommitted `id`.

@@ -15,23 +15,11 @@
 //! ```
 //!
 //! Strict wherever laxness lets two implementations disagree about a message
-//! (request smuggling) or lets a peer make us buffer without end:
-//!
-//! * Line ends are CRLF only (2.2 *allows* bare LF; refusing is safe); empty
-//!   lines before a request line are skipped (2.2).
-//! * obs-fold is [`Error::NewLine`] (5.2); whitespace before a field's colon
-//!   is [`Error::HeaderName`] (5.1 MUST).
-//! * The target is origin-form (visible ASCII but `"<>#`), `http`
-//!   absolute-form (3.2.2 MUST accept; its authority wins over `Host`) or
-//!   `OPTIONS *`.
-//! * An HTTP/1.1 request has exactly one valid `Host`, an HTTP/1.0 request at
-//!   most one (3.2 MUST answer 400).
-//! * A request head must be UTF-8; in a response head other bytes become U+FFFD.
-//!
-//! Repeated fields are kept in order; a lookup by name returns the **first**,
-//! ignoring case (RFC 9110 5.1). Every [`Limits`] bound is enforced as soon
-//! as the bytes that break it are in. The head parsers keep no state: call
-//! them again with the whole, longer buffer.
+//! (request smuggling): CRLF only (2.2 allows bare LF), no obs-fold (5.2) or
+//! whitespace before a colon (5.1), one valid `Host` (3.2), a UTF-8 request
+//! head. Every [`Limits`] bound is enforced as soon as the bytes that break
+//! it are in. The parsers keep no state: call them again with the whole,
+//! longer buffer.
 
 use std::fmt;
 
@@ -107,8 +95,7 @@ fn all_in(s: &[u8], table: &[bool; 256], nonempty: bool) -> bool {
     !(nonempty && s.is_empty()) && s.iter().all(|&b| table[b as usize])
 }
 
-/// Whether `name: value` is a field line a recipient accepts (for `Host`, a
-/// valid host): what [`Response`] and the client send is checked with it.
+/// Whether `name: value` is a field line a recipient accepts (`Host`: valid).
 pub(crate) fn valid_field(name: &str, value: &str) -> bool {
     let host = name.eq_ignore_ascii_case("host");
     is_token(name) && all_in(value.as_bytes(), if host { &HOST } else { &VALUE }, false)
@@ -154,8 +141,7 @@ pub enum Status<T> {
     Partial,
 }
 
-/// Why a message was refused; [`Error::status`] is the status a server
-/// answers with.
+/// Why a message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The method is not a token followed by one SP.
@@ -194,8 +180,7 @@ pub enum Error {
     BodyTooLarge,
     /// An `Expect` value other than `100-continue`.
     Expectation,
-    /// A status line not `HTTP/1.` DIGIT SP 3DIGIT, code >= 100 (502, as a
-    /// gateway would answer).
+    /// A status line not `HTTP/1.` DIGIT SP 3DIGIT, code >= 100 (answered 502).
     StatusLine,
 }
 

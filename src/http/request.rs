@@ -18,8 +18,6 @@ pub struct Request {
     head: String,
     method: (u32, u32),
     target: (u32, u32),
-    /// After an absolute-form authority, if any.
-    path_start: u32,
     authority: Option<(u32, u32)>,
     /// The `?` in the target.
     query: Option<u32>,
@@ -90,12 +88,11 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
         }
     }
     let target = &line[target_start..target_end];
-    if target[0] == b'*' && (target != b"*" || &line[start..method_end] != b"OPTIONS") {
-        return Err(Some(Error::Target));
-    }
-    // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
     let authority = match target[0] {
-        b'/' | b'*' => None,
+        b'/' => None,
+        b'*' if target == b"*" && &line[start..method_end] == b"OPTIONS" => None,
+        b'*' => return Err(Some(Error::Target)),
+        // absolute-form: "http://" authority, then the path (RFC 9112 3.2.2).
         _ => {
             let (scheme, rest) = target.split_at(7.min(target.len()));
             let len = rest.iter().take_while(|&&b| b != b'/' && b != b'?').count();
@@ -117,9 +114,7 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
         other if other.contains(&b' ') => return Err(Some(Error::Target)),
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
+        [b'H', b'T', b'T', b'P', b'/', x, b'.', y] if x.is_ascii_digit() && y.is_ascii_digit() => {
             return Err(Some(Error::Version))
         }
         _ => return Err(Some(Error::MalformedVersion)),
@@ -135,7 +130,6 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
         head: head.to_owned(),
         method: (0, at(method_end)),
         target: (at(target_start), at(target_end)),
-        path_start: at(authority.map_or(target_start, |(_, end)| end)),
         authority: authority.map(|(from, to)| (at(from), at(to))),
         query: target.iter().position(|&b| b == b'?').map(|q| at(target_start + q)),
         version,
@@ -158,13 +152,11 @@ impl Request {
     /// Parses a whole head with the default [`Limits`], the bytes after it as
     /// the body (for tests and tools; an incomplete head is [`Error::NewLine`]).
     pub fn parse(buf: &[u8]) -> Result<Request, Error> {
-        match parse_head(buf, &Limits::default())? {
-            Status::Complete((mut request, consumed)) => {
-                request.body = buf[consumed..].to_vec();
-                Ok(request)
-            }
-            Status::Partial => Err(Error::NewLine),
-        }
+        let Status::Complete((mut request, consumed)) = parse_head(buf, &Limits::default())? else {
+            return Err(Error::NewLine);
+        };
+        request.body = buf[consumed..].to_vec();
+        Ok(request)
     }
 
     fn span(&self, (start, end): (u32, u32)) -> &str {
@@ -186,7 +178,8 @@ impl Request {
     /// The path, not decoded; an empty path is `/` (RFC 9110 4.2.3).
     #[must_use]
     pub fn path(&self) -> &str {
-        match self.span((self.path_start, self.query.unwrap_or(self.target.1))) {
+        let start = self.authority.map_or(self.target.0, |(_, end)| end);
+        match self.span((start, self.query.unwrap_or(self.target.1))) {
             "" => "/",
             path => path,
         }
@@ -208,9 +201,7 @@ impl Request {
     /// The decoded value of the first query parameter named `name`.
     #[must_use]
     pub fn query_param(&self, name: &str) -> Option<String> {
-        query_pairs(self.query()?)
-            .find(|(n, _)| percent_decode(n) == name)
-            .map(|(_, v)| percent_decode(v))
+        self.query_params().into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// All query parameters, decoded, in order.
@@ -294,20 +285,14 @@ impl Request {
     }
 }
 
-/// The raw `(name, value)` pairs of a query.
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
-}
-
 /// Decodes a query string as `application/x-www-form-urlencoded` (WHATWG
 /// URL): split on `&`, empty pieces skipped, the first `=` splits name from
 /// value, each part decoded with [`percent_decode`].
 #[must_use]
 pub fn decode_query(query: &str) -> Vec<(String, String)> {
-    query_pairs(query).map(|(name, value)| (percent_decode(name), percent_decode(value))).collect()
+    let pairs = query.split('&').filter(|piece| !piece.is_empty());
+    let pairs = pairs.map(|piece| piece.split_once('=').unwrap_or((piece, "")));
+    pairs.map(|(name, value)| (percent_decode(name), percent_decode(value))).collect()
 }
 
 /// Decodes one query component: `+` is a space, `%XX` that byte, a `%`
@@ -315,9 +300,6 @@ pub fn decode_query(query: &str) -> Vec<(String, String)> {
 #[must_use]
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
-        return s.to_owned();
-    }
     let hex = |i: usize| bytes.get(i).and_then(|&b| char::from(b).to_digit(16));
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
