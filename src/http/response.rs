@@ -155,11 +155,6 @@ impl Response {
         }
     }
 
-    /// The accept thread's answer past `max_connections`.
-    pub(crate) fn at_capacity() -> Response {
-        Response::error(503, "server at capacity").header("Retry-After", "1")
-    }
-
     /// Writes an event stream's head with these headers (see [the server's
     /// docs](crate::server#event-streams)), then `first` framed, as `send`
     /// does.
