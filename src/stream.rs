@@ -248,7 +248,6 @@ impl EventStream {
         EventStream { shared: Arc::new(shared) }
     }
 
-    /// The shared part, for the server's registry.
     pub(crate) fn shared(&self) -> &Arc<StreamShared> {
         &self.shared
     }

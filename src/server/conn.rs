@@ -241,11 +241,8 @@ impl Session {
             Ok(route) => route,
             // OPTIONS, 404 and 405 leave a body unread: the connection then ends.
             Err(response) => {
-                let keep = keep && !has_body;
-                if keep {
-                    self.buf.drain(..consumed);
-                }
-                return self.respond(&req, response, keep, None);
+                self.buf.drain(..consumed);
+                return self.respond(&req, response, keep && !has_body, None);
             }
         };
         if has_body && expect && req.version() == Version::Http11 {

@@ -33,7 +33,7 @@ use crate::http::{Limits, Request, Response, Version};
 use crate::stream::{goodbye, tick, StreamShared};
 use crate::util::{lock, push_metric, wait_until};
 use conn::Conn;
-use route::{Handler, Route};
+use route::{Boxed, Route};
 
 pub use crate::stream::{EventStream, SendError};
 pub use route::Cors;
@@ -41,6 +41,15 @@ pub use route::Cors;
 /// What an event-stream body may return: an error ends the stream as
 /// `Ok(())` does, and is logged.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A plain route's handler: any `Fn(&Request) -> Response + Send + Sync + 'static`.
+pub trait Handler: Fn(&Request) -> Response + Send + Sync + 'static {}
+impl<F: Fn(&Request) -> Response + Send + Sync + 'static> Handler for F {}
+
+/// An event-stream route's handler: any `Fn(&Request) -> Result<Accept,
+/// Response> + Send + Sync + 'static`.
+pub trait SseHandler: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static {}
+impl<F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static> SseHandler for F {}
 
 type BodyFn = dyn FnOnce(EventStream) -> Result<(), HandlerError> + Send;
 type LogFn = dyn Fn(&LogEntry<'_>) + Send + Sync;
@@ -58,10 +67,9 @@ const STREAM_OWNED: &[&str] =
 
 impl Accept {
     /// Accepts: `body` runs on the connection's thread once the head is sent.
-    pub fn new<F>(body: F) -> Accept
-    where
-        F: FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
-    {
+    pub fn new(
+        body: impl FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
+    ) -> Accept {
         Accept { head: Response::new(200), body: Box::new(body) }
     }
 
@@ -185,10 +193,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn local_addr(&self) -> SocketAddr {
-        self.local_addr.expect("set by bind")
-    }
-
     /// Adds one to a counter, stopping at its maximum rather than wrapping.
     fn count(&self, counter: fn(&mut Stats) -> &mut u64) {
         let mut stats = lock(&self.stats);
@@ -312,7 +316,7 @@ impl Server {
     /// The address the server listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.app.shared.local_addr()
+        self.handle().local_addr()
     }
 
     /// A handle to stop the server and read its stats.
@@ -328,65 +332,49 @@ impl Server {
     }
 
     /// Routes `method` requests for exactly `path`; `GET` also answers `HEAD`.
-    pub fn route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn route(&mut self, method: &str, path: &str, handler: impl Handler) -> &mut Server {
         self.add(method, path, false, Box::new(move |req| Err(handler(req))))
     }
 
     /// Like [`route`](Server::route) for every path starting with `prefix`;
     /// exact routes win, then the longest prefix.
-    pub fn route_prefix<F>(&mut self, method: &str, prefix: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn route_prefix(
+        &mut self,
+        method: &str,
+        prefix: &str,
+        handler: impl Handler,
+    ) -> &mut Server {
         self.add(method, prefix, true, Box::new(move |req| Err(handler(req))))
     }
 
     /// Shorthand for `route("GET", path, handler)`.
-    pub fn get<F>(&mut self, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn get(&mut self, path: &str, handler: impl Handler) -> &mut Server {
         self.route("GET", path, handler)
     }
 
     /// Shorthand for `route("POST", path, handler)`.
-    pub fn post<F>(&mut self, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn post(&mut self, path: &str, handler: impl Handler) -> &mut Server {
         self.route("POST", path, handler)
     }
 
     /// Serves an event stream on `GET path` (`HEAD`: the head only); the
     /// handler runs once the body is read: `Err` is sent, `Ok` streams.
-    pub fn sse<F>(&mut self, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
-    {
+    pub fn sse(&mut self, path: &str, handler: impl SseHandler) -> &mut Server {
         self.sse_route("GET", path, handler)
     }
 
     /// Like [`sse`](Server::sse) for another method.
-    pub fn sse_route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
-    {
+    pub fn sse_route(&mut self, method: &str, path: &str, handler: impl SseHandler) -> &mut Server {
         self.add(method, path, false, Box::new(handler))
     }
 
-    fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
+    fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Boxed) -> &mut Server {
         self.app.routes.push(Route { method: method.into(), path: path.into(), prefix, handler });
         self
     }
 
     /// The log hook; it runs on the connection's thread: keep it quick.
-    pub fn log<F>(&mut self, log: F) -> &mut Server
-    where
-        F: Fn(&LogEntry<'_>) + Send + Sync + 'static,
-    {
+    pub fn log(&mut self, log: impl Fn(&LogEntry<'_>) + Send + Sync + 'static) -> &mut Server {
         self.app.log = Some(Box::new(log));
         self
     }
@@ -465,7 +453,7 @@ impl ShutdownHandle {
     /// The address the server listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr()
+        self.shared.local_addr.expect("set by bind")
     }
 }
 
