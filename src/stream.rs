@@ -1,8 +1,8 @@
 //! The SSE body on a socket, shared by the server and the hub: an
 //! [`EventStream`] written on its connection's thread, or [`Detached`] and
-//! written by a hub's fan-out thread; the chunk framing (one chunk per
-//! frame, see [the server's docs](crate::server#event-streams)), the
-//! keep-alive and the check for a client that went away.
+//! written by a hub's fan-out thread (one chunk per frame, see [the
+//! server's docs](crate::server#event-streams)); the keep-alive and the
+//! check for a client that went away.
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
-use crate::http::{chunk_head, CHUNK_END, LAST_CHUNK};
+use crate::http::{body_bytes, framed, framed_len, LAST_CHUNK};
 use crate::util::{jittered, lock, wait_until};
 use crate::writer::EventWriter;
 
@@ -40,20 +40,6 @@ pub(crate) fn tick(keep_alive: Option<Duration>) -> Duration {
 pub(crate) fn goodbye(event: Option<&Event>, retry: Option<(Duration, Duration)>) -> Vec<Frame> {
     let retry = retry.map(|r| Event::new().retry(jittered(r)));
     event.cloned().into_iter().chain(retry).map(Frame::from).collect()
-}
-
-/// `data` as it goes on the wire: in a chunked body, one chunk.
-fn framed<'a>(head: &'a mut [u8; 18], data: &'a [u8], chunked: bool) -> [&'a [u8]; 3] {
-    if !chunked || data.is_empty() {
-        return [&[], data, &[]];
-    }
-    let n = chunk_head(data.len(), head);
-    [&head[..n], data, CHUNK_END]
-}
-
-/// `data` as body bytes: one chunk when the body is chunked.
-pub(crate) fn body_bytes(data: &[u8], chunked: bool) -> Vec<u8> {
-    framed(&mut [0; 18], data, chunked).concat()
 }
 
 /// `Write` for a stream's socket: in a chunked body, one chunk per call
@@ -124,7 +110,7 @@ impl StreamShared {
         if !state.closed {
             match write(&mut state.writer) {
                 Ok(()) => state.last_write = Instant::now(),
-                Err(e) => self.close_on(&mut state, e.kind()),
+                Err(e) => self.mark_closed(&mut state, Some(e.kind())),
             }
         }
         if state.closed {
@@ -133,21 +119,17 @@ impl StreamShared {
         Ok(())
     }
 
-    /// Marks the stream closed, shuts the write side and wakes sleepers.
-    fn mark_closed(&self, state: &mut State) {
-        state.closed = true;
+    /// Marks the stream closed (by `error`, if one), shuts the write side
+    /// and wakes sleepers.
+    fn mark_closed(&self, state: &mut State, error: Option<io::ErrorKind>) {
+        (state.closed, state.error) = (true, error.or(state.error));
         let _ = self.socket().shutdown(Shutdown::Write);
         self.wake.notify_all();
     }
 
-    fn close_on(&self, state: &mut State, error: io::ErrorKind) {
-        state.error = Some(error);
-        self.mark_closed(state);
-    }
-
     /// Closes at once: the client sees a broken body, not an end.
     pub(crate) fn fail(&self) {
-        self.mark_closed(&mut lock(&self.state));
+        self.mark_closed(&mut lock(&self.state), None);
     }
 
     pub(crate) fn set_ended_by(&self, why: Option<String>) {
@@ -172,7 +154,7 @@ impl StreamShared {
                 state.count(bytes.len());
             }
         }
-        self.mark_closed(&mut state);
+        self.mark_closed(&mut state, None);
     }
 
     /// The ticker's visit, skipped while a write holds the lock (the
@@ -215,7 +197,7 @@ impl StreamShared {
         }
         let _ = socket.set_nonblocking(state.detached);
         if gone {
-            self.mark_closed(state);
+            self.mark_closed(state, None);
         }
         gone
     }
@@ -266,7 +248,6 @@ impl EventStream {
         EventStream { shared: Arc::new(shared) }
     }
 
-    /// The shared part, for the server's registry.
     pub(crate) fn shared(&self) -> &Arc<StreamShared> {
         &self.shared
     }
@@ -336,7 +317,7 @@ impl EventStream {
         let mut state = lock(&self.shared.state);
         state.detached = true;
         if self.shared.socket().set_nonblocking(true).is_err() {
-            self.shared.mark_closed(&mut state);
+            self.shared.mark_closed(&mut state, None);
         }
         drop(state);
         Detached { shared: self.shared }
@@ -399,17 +380,14 @@ impl Detached {
         match &written {
             Ok(n) => state.count(*n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.shared.close_on(&mut state, e.kind()),
+            Err(e) => self.shared.mark_closed(&mut state, Some(e.kind())),
         }
         written
     }
 
     /// The bytes a frame of `len` bytes takes on the wire.
     pub(crate) fn wire_len(&self, len: usize) -> usize {
-        match self.shared.chunked {
-            true => chunk_head(len, &mut [0; 18]) + len + CHUNK_END.len(),
-            false => len,
-        }
+        framed_len(len, self.shared.chunked)
     }
 
     /// Whether the client left (checked now) or the stream was closed.

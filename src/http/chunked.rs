@@ -1,5 +1,5 @@
 //! Chunked bodies (RFC 9112 7.1): the incremental decoder and the framing
-//! of one chunk.
+//! of a body in chunks.
 
 use std::io::Write;
 
@@ -180,7 +180,7 @@ impl ChunkedDecoder {
 
 /// The line that starts a chunk of `len` (not 0) bytes, the size in hex and
 /// CRLF, written to the start of `out`; returns its length.
-pub(crate) fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
+fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
     debug_assert!(len > 0);
     let mut rest = &mut out[..];
     // At most 16 hex digits and CRLF: the write always fits.
@@ -189,10 +189,29 @@ pub(crate) fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
 }
 
 /// What ends every chunk's data.
-pub(crate) const CHUNK_END: &[u8] = b"\r\n";
+const CHUNK_END: &[u8] = b"\r\n";
 
 /// The last chunk and an empty trailer section.
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// `data` as body bytes: in a chunked body, one chunk (none if empty).
+pub(crate) fn framed<'a>(head: &'a mut [u8; 18], data: &'a [u8], chunked: bool) -> [&'a [u8]; 3] {
+    if !chunked || data.is_empty() {
+        return [&[], data, &[]];
+    }
+    let n = chunk_head(data.len(), head);
+    [&head[..n], data, CHUNK_END]
+}
+
+/// [`framed`] in one buffer.
+pub(crate) fn body_bytes(data: &[u8], chunked: bool) -> Vec<u8> {
+    framed(&mut [0; 18], data, chunked).concat()
+}
+
+/// The length of [`framed`] `len` (not 0) bytes.
+pub(crate) fn framed_len(len: usize, chunked: bool) -> usize {
+    len + if chunked { chunk_head(len, &mut [0; 18]) + CHUNK_END.len() } else { 0 }
+}
 
 #[cfg(test)]
 mod tests {

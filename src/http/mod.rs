@@ -48,7 +48,7 @@ mod request;
 mod response;
 
 pub use chunked::ChunkedDecoder;
-pub(crate) use chunked::{chunk_head, CHUNK_END, LAST_CHUNK};
+pub(crate) use chunked::{body_bytes, framed, framed_len, LAST_CHUNK};
 pub use request::{decode_query, parse_head, percent_decode, Request};
 pub use response::{parse_response_head, reason_phrase, Response, ResponseHead};
 

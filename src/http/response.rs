@@ -2,8 +2,8 @@
 //! the client uses.
 
 use super::{
-    crlf, declared_framing, find, line_bound, parse_fields, scan_value, valid_field, within_head,
-    Error, Framing, Limits, Status, Version,
+    body_bytes, crlf, declared_framing, find, line_bound, parse_fields, scan_value, valid_field,
+    within_head, Error, Framing, Limits, Status, Version,
 };
 use std::io::Write;
 
@@ -155,14 +155,10 @@ impl Response {
         }
     }
 
-    /// The accept thread's answer past `max_connections`.
-    pub(crate) fn at_capacity() -> Response {
-        Response::error(503, "server at capacity").header("Retry-After", "1")
-    }
-
     /// Writes an event stream's head with these headers (see [the server's
-    /// docs](crate::server#event-streams)), then `body`, as `send` does.
-    pub(crate) fn write_stream_head(&self, mut w: impl Write, chunked: bool, body: &[u8]) -> u64 {
+    /// docs](crate::server#event-streams)), then `first` framed, as `send`
+    /// does.
+    pub(crate) fn write_stream_head(&self, mut w: impl Write, chunked: bool, first: &[u8]) -> u64 {
         let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n".to_vec();
         for (name, default) in [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] {
             if self.get_header(name).is_none() {
@@ -175,7 +171,7 @@ impl Response {
         }
         self.write_headers(&mut out);
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
+        out.extend(body_bytes(first, chunked));
         w.write_all(&out).map_or(0, |()| out.len() as u64)
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Accept, App, LogEntry, LogKind, Shared};
 use crate::event::{push_lines, push_retry};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
-use crate::stream::{body_bytes, EventStream, SendError};
+use crate::stream::{EventStream, SendError};
 use crate::util::lock;
 
 /// One accepted connection, shared by its thread, its stream and the
@@ -241,11 +241,8 @@ impl Session {
             Ok(route) => route,
             // OPTIONS, 404 and 405 leave a body unread: the connection then ends.
             Err(response) => {
-                let keep = keep && !has_body;
-                if keep {
-                    self.buf.drain(..consumed);
-                }
-                return self.respond(&req, response, keep, None);
+                self.buf.drain(..consumed);
+                return self.respond(&req, response, keep && !has_body, None);
             }
         };
         if has_body && expect && req.version() == Version::Http11 {
@@ -302,8 +299,7 @@ impl Session {
         // Before the write: a client may react to the head before it returns.
         let head_sent = Instant::now();
         let head = self.app.with_cors(req, accept.head);
-        let bytes =
-            head.write_stream_head(&self.conn.socket, chunked, &body_bytes(&first, chunked));
+        let bytes = head.write_stream_head(&self.conn.socket, chunked, &first);
         self.log((req.method(), req.path()), (200, bytes), LogKind::Request, None);
         if bytes == 0 || head_only {
             return false;

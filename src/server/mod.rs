@@ -4,16 +4,7 @@
 //! One thread accepts; past [`Server::max_connections`], or out of
 //! descriptors (it keeps a spare one to accept with), it answers `503`
 //! itself. A ticker thread sends keep-alives and notices clients that left.
-//!
-//! | setting | default | protects against |
-//! |---|---|---|
-//! | [`head_timeout`](Server::head_timeout) | 10 s | a client trickling a request head byte by byte (slowloris): it is a total deadline, not a per-read timeout; past it, `408` |
-//! | [`idle_timeout`](Server::idle_timeout) | 30 s | idle persistent connections holding threads |
-//! | [`body_timeout`](Server::body_timeout) | 30 s | a slow request body (total deadline) |
-//! | [`write_timeout`](Server::write_timeout) | 10 s | a client that stops reading: a blocked write fails after this and the connection closes |
-//! | [`max_connections`](Server::max_connections) | 1024, less under a low descriptor limit | thread and descriptor exhaustion |
-//! | [`linger_timeout`](Server::linger_timeout) | 2 s | a client that neither reads nor closes holding a closing connection (and its reading is bounded to 1 MiB) |
-//! | [`limits`](Server::limits) | see [`Limits`] | huge heads and bodies (414, 431, 413) |
+//! Every wait and size is bounded by a setting of [`Server`].
 //!
 //! A connection closes in stages (RFC 9112 9.6), so that unread bytes do
 //! not turn the close into a reset that destroys the response.
@@ -31,7 +22,7 @@ mod route;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread;
@@ -42,7 +33,7 @@ use crate::http::{Limits, Request, Response, Version};
 use crate::stream::{goodbye, tick, StreamShared};
 use crate::util::{lock, push_metric, wait_until};
 use conn::Conn;
-use route::{Handler, Route};
+use route::{Boxed, Route};
 
 pub use crate::stream::{EventStream, SendError};
 pub use route::Cors;
@@ -50,6 +41,15 @@ pub use route::Cors;
 /// What an event-stream body may return: an error ends the stream as
 /// `Ok(())` does, and is logged.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A plain route's handler: any `Fn(&Request) -> Response + Send + Sync + 'static`.
+pub trait Handler: Fn(&Request) -> Response + Send + Sync + 'static {}
+impl<F: Fn(&Request) -> Response + Send + Sync + 'static> Handler for F {}
+
+/// An event-stream route's handler: any `Fn(&Request) -> Result<Accept,
+/// Response> + Send + Sync + 'static`.
+pub trait SseHandler: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static {}
+impl<F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static> SseHandler for F {}
 
 type BodyFn = dyn FnOnce(EventStream) -> Result<(), HandlerError> + Send;
 type LogFn = dyn Fn(&LogEntry<'_>) + Send + Sync;
@@ -67,10 +67,9 @@ const STREAM_OWNED: &[&str] =
 
 impl Accept {
     /// Accepts: `body` runs on the connection's thread once the head is sent.
-    pub fn new<F>(body: F) -> Accept
-    where
-        F: FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
-    {
+    pub fn new(
+        body: impl FnOnce(EventStream) -> Result<(), HandlerError> + Send + 'static,
+    ) -> Accept {
         Accept { head: Response::new(200), body: Box::new(body) }
     }
 
@@ -178,24 +177,6 @@ impl Stats {
     }
 }
 
-struct Config {
-    limits: Limits,
-    head_timeout: Duration,
-    idle_timeout: Duration,
-    body_timeout: Duration,
-    write_timeout: Duration,
-    max_connections: usize,
-    linger_timeout: Duration,
-    stack_size: usize,
-    keep_alive: Option<Duration>,
-    connected_comment: Option<String>,
-    initial_retry: Option<Duration>,
-    shutdown_timeout: Duration,
-    shutdown_event: Option<Event>,
-    shutdown_retry: Option<(Duration, Duration)>,
-    cors: Option<Cors>,
-}
-
 /// State shared by all the server's threads and handles.
 #[derive(Debug, Default)]
 struct Shared {
@@ -212,10 +193,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn local_addr(&self) -> SocketAddr {
-        self.local_addr.expect("set by bind")
-    }
-
     /// Adds one to a counter, stopping at its maximum rather than wrapping.
     fn count(&self, counter: fn(&mut Stats) -> &mut u64) {
         let mut stats = lock(&self.stats);
@@ -254,16 +231,76 @@ impl App {
     }
 }
 
-/// Setters of `Config` fields; `=> f` stores `f(value)`.
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty $(=> $map:expr)?;)*) => {$(
+/// Declares `Config` and its defaults, and for each field a `Server` setter:
+/// `(T => f)` takes a `T` and stores `f(value)`; `()`: no setter.
+macro_rules! config {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $default:expr $(, $set:tt)?;)*) => {
+        struct Config {
+            $($name: $ty,)*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $($name: $default,)* }
+            }
+        }
+
+        impl Server {
+            $(config!(@set $(#[$doc])* $name: $ty $(, $set)?);)*
+        }
+    };
+    (@set $(#[$doc:meta])* $name:ident: $ty:ty) => {
+        config!(@set $(#[$doc])* $name: $ty, ($ty => std::convert::identity));
+    };
+    (@set $(#[$doc:meta])* $name:ident: $ty:ty, ()) => {};
+    (@set $(#[$doc:meta])* $name:ident: $ty:ty, ($param:ty => $map:expr)) => {
         $(#[$doc])*
-        pub fn $name(&mut self, value: $ty) -> &mut Server {
-            $(let value = $map(value);)?
-            self.app.config.$name = value;
+        pub fn $name(&mut self, value: $param) -> &mut Server {
+            self.app.config.$name = $map(value);
             self
         }
-    )*};
+    };
+}
+
+config! {
+    /// Request head and body size limits (see [`Limits`]; past one, `413`, `414` or `431`).
+    limits: Limits = Limits::default();
+    /// Total time for a request head from the connection's start or the
+    /// request's first byte (default 10 s), against slowloris; then `408`.
+    head_timeout: Duration = Duration::from_secs(10);
+    /// How long a persistent connection may hold a thread waiting for its
+    /// next request (default 30 s).
+    idle_timeout: Duration = Duration::from_secs(30);
+    /// Total time for a request body (default 30 s; past it, `408`).
+    body_timeout: Duration = Duration::from_secs(30);
+    /// How long one write may block on a client that does not read (default
+    /// 10 s); then the connection closes.
+    write_timeout: Duration = Duration::from_secs(10);
+    /// The most connections open at once, against thread and descriptor
+    /// exhaustion; default: the soft limit on open files
+    /// (`/proc/self/limits`, else 1024) minus 64, at most 1024.
+    max_connections: usize = default_max_connections();
+    /// How long a staged close waits for a client that neither reads nor
+    /// closes (default 2 s; it reads at most 1 MiB).
+    linger_timeout: Duration = Duration::from_secs(2);
+    /// Connection threads' stack size (default 128 KiB; raise it for
+    /// handlers that recurse deeply or keep large arrays on the stack).
+    stack_size: usize = 128 * 1024;
+    /// After this long without a write, a stream gets a `:` comment
+    /// (default 15 s, the standard's advice; `None`: never).
+    keep_alive: Option<Duration> = Some(Duration::from_secs(15));
+    /// A `retry:` sent first on every stream (default none).
+    initial_retry: Option<Duration> = None;
+    /// How long shutdown waits for connection threads (default 5 s).
+    shutdown_timeout: Duration = Duration::from_secs(5);
+    /// An event sent to every open stream at shutdown (default none).
+    shutdown_event: Option<Event> = None;
+    /// A comment sent first on every stream, with the head (default none).
+    connected_comment: Option<String> = None,
+        (Option<&str> => |text: Option<&str>| text.map(str::to_string));
+    /// Enables CORS (off by default: no cross-origin headers are sent).
+    cors: Option<Cors> = None, (Cors => Some);
+    shutdown_retry: Option<(Duration, Duration)> = None, ();
 }
 
 impl Server {
@@ -271,31 +308,15 @@ impl Server {
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         let shared = Shared { local_addr: Some(listener.local_addr()?), ..Shared::default() };
-        let config = Config {
-            limits: Limits::default(),
-            head_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(10),
-            max_connections: default_max_connections(),
-            linger_timeout: Duration::from_secs(2),
-            stack_size: 128 * 1024,
-            keep_alive: Some(Duration::from_secs(15)),
-            connected_comment: None,
-            initial_retry: None,
-            shutdown_timeout: Duration::from_secs(5),
-            shutdown_event: None,
-            shutdown_retry: None,
-            cors: None,
-        };
-        let app = App { config, routes: Vec::new(), log: None, shared: Arc::new(shared) };
+        let (config, shared) = (Config::default(), Arc::new(shared));
+        let app = App { config, routes: Vec::new(), log: None, shared };
         Ok(Server { listener, app })
     }
 
     /// The address the server listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.app.shared.local_addr()
+        self.handle().local_addr()
     }
 
     /// A handle to stop the server and read its stats.
@@ -311,102 +332,51 @@ impl Server {
     }
 
     /// Routes `method` requests for exactly `path`; `GET` also answers `HEAD`.
-    pub fn route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn route(&mut self, method: &str, path: &str, handler: impl Handler) -> &mut Server {
         self.add(method, path, false, Box::new(move |req| Err(handler(req))))
     }
 
     /// Like [`route`](Server::route) for every path starting with `prefix`;
     /// exact routes win, then the longest prefix.
-    pub fn route_prefix<F>(&mut self, method: &str, prefix: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn route_prefix(
+        &mut self,
+        method: &str,
+        prefix: &str,
+        handler: impl Handler,
+    ) -> &mut Server {
         self.add(method, prefix, true, Box::new(move |req| Err(handler(req))))
     }
 
     /// Shorthand for `route("GET", path, handler)`.
-    pub fn get<F>(&mut self, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn get(&mut self, path: &str, handler: impl Handler) -> &mut Server {
         self.route("GET", path, handler)
     }
 
     /// Shorthand for `route("POST", path, handler)`.
-    pub fn post<F>(&mut self, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Response + Send + Sync + 'static,
-    {
+    pub fn post(&mut self, path: &str, handler: impl Handler) -> &mut Server {
         self.route("POST", path, handler)
     }
 
     /// Serves an event stream on `GET path` (`HEAD`: the head only); the
     /// handler runs once the body is read: `Err` is sent, `Ok` streams.
-    pub fn sse<F>(&mut self, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
-    {
+    pub fn sse(&mut self, path: &str, handler: impl SseHandler) -> &mut Server {
         self.sse_route("GET", path, handler)
     }
 
     /// Like [`sse`](Server::sse) for another method.
-    pub fn sse_route<F>(&mut self, method: &str, path: &str, handler: F) -> &mut Server
-    where
-        F: Fn(&Request) -> Result<Accept, Response> + Send + Sync + 'static,
-    {
+    pub fn sse_route(&mut self, method: &str, path: &str, handler: impl SseHandler) -> &mut Server {
         self.add(method, path, false, Box::new(handler))
     }
 
-    fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Handler) -> &mut Server {
+    fn add(&mut self, method: &str, path: &str, prefix: bool, handler: Boxed) -> &mut Server {
         self.app.routes.push(Route { method: method.into(), path: path.into(), prefix, handler });
         self
     }
 
     /// The log hook; it runs on the connection's thread: keep it quick.
-    pub fn log<F>(&mut self, log: F) -> &mut Server
-    where
-        F: Fn(&LogEntry<'_>) + Send + Sync + 'static,
-    {
+    pub fn log(&mut self, log: impl Fn(&LogEntry<'_>) + Send + Sync + 'static) -> &mut Server {
         self.app.log = Some(Box::new(log));
         self
-    }
-
-    setters! {
-        /// Request head and body size limits (see [`Limits`]).
-        limits: Limits;
-        /// Total time for a request head, from the connection's start or the
-        /// request's first byte.
-        head_timeout: Duration;
-        /// How long a persistent connection may wait for its next request.
-        idle_timeout: Duration;
-        /// Total time for a request body.
-        body_timeout: Duration;
-        /// How long one write may block on a client that does not read.
-        write_timeout: Duration;
-        /// The most connections open at once; default: the soft limit on
-        /// open files (`/proc/self/limits`, else 1024) minus 64, at most 1024.
-        max_connections: usize;
-        /// How long a staged close waits for the client.
-        linger_timeout: Duration;
-        /// Connection threads' stack size (default 128 KiB; raise it for
-        /// handlers that recurse deeply or keep large arrays on the stack).
-        stack_size: usize;
-        /// After this long without a write, a stream gets a `:` comment
-        /// (default 15 s, the standard's advice; `None`: never).
-        keep_alive: Option<Duration>;
-        /// A `retry:` sent first on every stream (default none).
-        initial_retry: Option<Duration>;
-        /// How long shutdown waits for connection threads (default 5 s).
-        shutdown_timeout: Duration;
-        /// An event sent to every open stream at shutdown (default none).
-        shutdown_event: Option<Event>;
-        /// A comment sent first on every stream, with the head (default none).
-        connected_comment: Option<&str> => |text: Option<&str>| text.map(str::to_string);
-        /// Enables CORS (off by default: no cross-origin headers are sent).
-        cors: Cors => Some;
     }
 
     /// A `retry:` sent to every stream at shutdown: `base` plus up to
@@ -462,10 +432,8 @@ impl ShutdownHandle {
         // The accept thread is blocked in accept(): connect once to wake it.
         let mut addr = self.local_addr();
         if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+            let v4 = addr.is_ipv4();
+            addr.set_ip(if v4 { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
         }
         let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
     }
@@ -485,7 +453,7 @@ impl ShutdownHandle {
     /// The address the server listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr()
+        self.shared.local_addr.expect("set by bind")
     }
 }
 
@@ -559,7 +527,8 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
 fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
     app.shared.count(|s| &mut s.rejected);
     let _ = socket.set_nonblocking(true);
-    let bytes = Response::at_capacity().send(&socket, Version::Http11, false, true);
+    let response = Response::error(503, "server at capacity").header("Retry-After", "1");
+    let bytes = response.send(&socket, Version::Http11, false, true);
     conn::close_staged(&socket, Duration::ZERO);
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }

@@ -6,13 +6,13 @@ use super::{Accept, App};
 use crate::http::{Request, Response};
 
 /// A handler; a plain one answers `Err(response)`.
-pub(super) type Handler = Box<dyn Fn(&Request) -> Result<Accept, Response> + Send + Sync>;
+pub(super) type Boxed = Box<dyn Fn(&Request) -> Result<Accept, Response> + Send + Sync>;
 
 pub(super) struct Route {
     pub(super) method: String,
     pub(super) path: String,
     pub(super) prefix: bool,
-    pub(super) handler: Handler,
+    pub(super) handler: Boxed,
 }
 
 /// Cross-origin resource sharing: which pages on other origins may use the
@@ -169,7 +169,7 @@ mod tests {
         #[rustfmt::skip]
         let table = [("GET", "/a", false), ("POST", "/a", false), ("GET", "/", true), ("PUT", "/a/", true), ("DELETE", "/a/b", true)];
         let routes = table.map(|(method, path, prefix)| {
-            let handler: Handler = Box::new(|_| Err(Response::new(200)));
+            let handler: Boxed = Box::new(|_| Err(Response::new(200)));
             Route { method: method.into(), path: path.into(), prefix, handler }
         });
         #[rustfmt::skip]
