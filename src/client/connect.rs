@@ -65,14 +65,16 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    /// Sleeps up to `delay`, less if the client is closed or restarted.
-    pub(super) fn sleep(&self, delay: Duration) {
+    /// Sleeps up to `delay`, less if the client is closed or restarted;
+    /// whether it was not.
+    pub(super) fn sleep(&self, delay: Duration) -> bool {
         let deadline = Instant::now().checked_add(delay);
         let mut state = self.lock();
         while !state.interrupted() {
-            let Ok(woken) = wait_until(&self.wake, state, deadline) else { return };
+            let Ok(woken) = wait_until(&self.wake, state, deadline) else { return true };
             state = woken;
         }
+        false
     }
 
     /// Resolves and connects on a helper thread, so that `timeout` bounds a
@@ -97,7 +99,7 @@ impl Shared {
         let mut state = self.lock();
         loop {
             if state.interrupted() {
-                return Err(Failure::Interrupted);
+                return Err(Failure::Retry(Disconnect::Restart)); // dropped: `next` acts on it
             }
             if let Some(result) = lock(&slot).take() {
                 let stream = Arc::new(result.map_err(failed)?);
