@@ -297,9 +297,7 @@ impl Body {
                 let take = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
                 parser.feed(&input[..take]);
                 *left -= take as u64;
-                if *left == 0 {
-                    self.end = Some(Disconnect::Ended);
-                }
+                self.end = (*left == 0).then_some(Disconnect::Ended);
             }
             Framing::Chunked => {
                 let mut decoded = Vec::new();

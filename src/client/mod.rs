@@ -348,7 +348,7 @@ impl Client {
             }
             Err(Failure::Retry(reason)) => {
                 self.failures = self.failures.saturating_add(1);
-                self.schedule(reason);
+                self.lost(reason);
             }
         }
     }
@@ -370,17 +370,13 @@ impl Client {
         Err(Failure::Final(ClientError::TooManyRedirects { limit: config.max_redirects }))
     }
 
-    /// The connection is gone: drop it and a partial event, queue what was
-    /// parsed, and plan the retry.
+    /// The connection or the attempt is gone: drops a partial event, queues
+    /// what was parsed and the state items, and waits next: the backoff, or
+    /// longer if a `Retry-After` (within the retry bounds) asks; nothing
+    /// after a restart.
     fn lost(&mut self, reason: Disconnect) {
         self.parser.finish();
         self.drain();
-        self.schedule(reason);
-    }
-
-    /// Queues the state items and waits next: the backoff, or longer if a
-    /// `Retry-After` (within the retry bounds) asks; nothing after a restart.
-    fn schedule(&mut self, reason: Disconnect) {
         let (floor, ceiling) = (self.config.retry_floor, self.config.retry_ceiling);
         let random = crate::util::random_u64();
         let grown = backoff(self.reconnection_time(), self.failures, ceiling, random);
@@ -394,14 +390,12 @@ impl Client {
         self.phase = Phase::Wait(delay);
     }
 
-    /// Queues a state item if states are on.
     fn state(&mut self, item: Received) {
         if self.config.states {
             self.queue.push_back(Ok(item));
         }
     }
 
-    /// Queues what the parser has (comments only if asked for).
     fn drain(&mut self) {
         while let Some(item) = self.parser.next_item() {
             self.queue.push_back(match item {
@@ -447,12 +441,6 @@ impl Iterator for Client {
 }
 
 impl FusedIterator for Client {}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.shared.interrupt(|_| {});
-    }
-}
 
 #[derive(Debug)]
 enum Phase {
