@@ -41,7 +41,6 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Closed, or a restart is pending.
     pub(super) fn interrupted(&self) -> bool {
         self.closed || self.restart
     }
@@ -279,9 +278,7 @@ impl Body {
 
     /// Feeds the next bytes from the socket to `parser`; `Err` once the body ended.
     pub(super) fn read_into(&mut self, parser: &mut Parser) -> Result<(), Disconnect> {
-        if let Some(end) = self.end.take() {
-            return Err(end);
-        }
+        self.end.take().map_or(Ok(()), Err)?;
         let cut = (self.framing != Framing::None).then_some("the body");
         let mut buf = [0; 16 * 1024];
         let n = read_some(&self.connection.stream, &mut buf, self.idle, cut)?;

@@ -322,8 +322,7 @@ impl Client {
         self.parser.retry().map_or(self.config.retry, |server| server.clamp(floor, ceiling))
     }
 
-    /// Sleeps `delay`, connects (following redirects) and sets up what
-    /// comes next.
+    /// Sleeps `delay`, then connects and sets up what comes next.
     fn connect(&mut self, delay: Duration) {
         let result = self.shared.sleep(delay).then(|| self.open());
         let Some(result) = result.filter(|_| !self.shared.lock().interrupted()) else {
@@ -353,8 +352,8 @@ impl Client {
         }
     }
 
-    /// One connection attempt, redirects included: the body, the body bytes
-    /// read with the head, and the head.
+    /// One connection attempt, redirects included; the bytes read with the
+    /// head come with the body.
     fn open(&self) -> Result<(Body, Vec<u8>, Connected), Failure> {
         let config = &self.config;
         let (url, method) = (self.url.clone(), config.method.clone());
@@ -523,7 +522,6 @@ fn judge(
     }
 }
 
-/// Whether the essence of a `Content-Type` is `text/event-stream`.
 fn is_event_stream(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default();
     essence.trim_matches([' ', '\t']).eq_ignore_ascii_case("text/event-stream")
@@ -531,8 +529,7 @@ fn is_event_stream(content_type: &str) -> bool {
 
 /// A `Retry-After` value (RFC 9110 10.2.3: "HTTP-date / delay-seconds") as
 /// a delay from `now`: `1*DIGIT` seconds, or the IMF-fixdate that senders
-/// must use (5.6.7), such as `Sun, 06 Nov 1994 08:49:37 GMT` (a date past is
-/// no delay). `None` when invalid.
+/// must use (5.6.7); a date past is no delay. `None` when invalid.
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim_matches([' ', '\t']);
     if let Some(seconds) = parse_decimal(value) {
