@@ -221,9 +221,7 @@ fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<
     if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
         out += &format!("Content-Length: {}\r\n", body.map_or(0, <[u8]>::len));
     }
-    let mut out = (out + "\r\n").into_bytes();
-    out.extend_from_slice(body.unwrap_or_default());
-    out
+    [(out + "\r\n").as_bytes(), body.unwrap_or_default()].concat()
 }
 
 /// A read or write error as a reason to reconnect.

@@ -97,12 +97,9 @@ pub struct ClientBuilder {
 type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
-    /// Headers and the body are not shown (they may hold secrets).
+    /// Only the URL: headers and the body may hold secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
-            .field("method", &self.method)
-            .finish_non_exhaustive()
+        f.debug_struct("ClientBuilder").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -475,8 +472,7 @@ fn judge(
     hop: &mut Hop,
 ) -> Result<Option<(Framing, Connected)>, Failure> {
     let content_type = head.header("content-type").map(str::to_owned);
-    let status = head.status();
-    match status {
+    match head.status() {
         200 if !content_type.as_deref().is_some_and(is_event_stream) => {
             Err(Failure::Final(ClientError::ContentType { content_type }))
         }
@@ -492,7 +488,7 @@ fn judge(
             }
         }
         204 => Err(Failure::NoContent),
-        301 | 302 | 303 | 307 | 308 => {
+        status @ (301 | 302 | 303 | 307 | 308) => {
             let location = head.header("location").unwrap_or("").trim();
             let next = match hop.url.join(location) {
                 _ if location.is_empty() => Err(ClientError::MissingLocation { status }),
@@ -513,12 +509,12 @@ fn judge(
             hop.url = next;
             Ok(None)
         }
-        429 | 500..=599 if config.retry_server_errors => {
+        status @ (429 | 500..=599) if config.retry_server_errors => {
             let retry_after =
                 head.header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()));
             Err(Failure::Retry(Disconnect::Status { status, retry_after }))
         }
-        _ => Err(Failure::Final(ClientError::Status { status, content_type })),
+        status => Err(Failure::Final(ClientError::Status { status, content_type })),
     }
 }
 
