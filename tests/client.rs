@@ -470,7 +470,7 @@ fn endless_interim_responses_end_by_the_head_limit_and_are_retried() {
     });
     let run = Run::new(quick(&server.url("/")).build().unwrap());
     for _ in 0..3 {
-        assert_eq!(said(&run), "disconnected: invalid response: head larger than 65536 bytes");
+        assert_eq!(said(&run), "disconnected: response head larger than 65536 bytes");
         run.retrying();
     }
     // Three attempts ended, and the server saw a fourth.

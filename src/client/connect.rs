@@ -1,7 +1,7 @@
 //! One connection: the connect thread, the request, the response head and
 //! the body as it arrives.
 
-use std::io::{self, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -22,8 +22,6 @@ const MAX_HEAD: usize = 64 * 1024;
 const CREDENTIALS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "host"];
 const BODY_FIELDS: [&str; 4] =
     ["content-type", "content-encoding", "content-language", "content-location"];
-/// The read buffer of a connection.
-const READ_BUF: usize = 16 * 1024;
 
 /// What the client and its close handles share.
 #[derive(Debug, Default)]
@@ -43,7 +41,6 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Closed, or a restart is pending.
     pub(super) fn interrupted(&self) -> bool {
         self.closed || self.restart
     }
@@ -65,14 +62,16 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    /// Sleeps up to `delay`, less if the client is closed or restarted.
-    pub(super) fn sleep(&self, delay: Duration) {
+    /// Sleeps up to `delay`, less if the client is closed or restarted;
+    /// whether it was not.
+    pub(super) fn sleep(&self, delay: Duration) -> bool {
         let deadline = Instant::now().checked_add(delay);
         let mut state = self.lock();
         while !state.interrupted() {
-            let Ok(woken) = wait_until(&self.wake, state, deadline) else { return };
+            let Ok(woken) = wait_until(&self.wake, state, deadline) else { return true };
             state = woken;
         }
+        false
     }
 
     /// Resolves and connects on a helper thread, so that `timeout` bounds a
@@ -97,7 +96,7 @@ impl Shared {
         let mut state = self.lock();
         loop {
             if state.interrupted() {
-                return Err(Failure::Interrupted);
+                return Err(Failure::Retry(Disconnect::Restart)); // dropped: `next` acts on it
             }
             if let Some(result) = lock(&slot).take() {
                 let stream = Arc::new(result.map_err(failed)?);
@@ -106,7 +105,7 @@ impl Shared {
             }
             state = wait_until(&self.wake, state, deadline).map_err(|_| {
                 let why = format!("connect timed out after {} ms", timeout.as_millis());
-                failed(io::Error::new(io::ErrorKind::TimedOut, why))
+                failed(io::Error::new(ErrorKind::TimedOut, why))
             })?;
         }
     }
@@ -128,7 +127,7 @@ impl Drop for Connection {
 
 /// Resolves `address` and tries each of its addresses until `deadline`.
 fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream> {
-    let mut last = None;
+    let mut last = io::Error::new(ErrorKind::NotFound, format!("no address found for {address}"));
     for addr in address.to_socket_addrs()? {
         let stream = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(Duration::ZERO) => break,
@@ -137,29 +136,61 @@ fn connect_to(address: &str, deadline: Option<Instant>) -> io::Result<TcpStream>
         };
         match stream {
             Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
+            Err(e) => last = e,
         }
     }
-    let none =
-        || io::Error::new(io::ErrorKind::NotFound, format!("no address found for {address}"));
-    Err(last.unwrap_or_else(none))
+    Err(last)
 }
 
-/// Sends the request and reads the final response head. Returns the head
-/// and the body bytes read with it.
+/// Sends the request and reads up to the end of the final (non-1xx)
+/// response head, within the head timeout and [`MAX_HEAD`] bytes for all
+/// heads together. Returns the head and the body bytes read with it.
 pub(super) fn exchange(
     config: &ClientBuilder,
     connection: &Connection,
     hop: &Hop,
     last_event_id: &str,
 ) -> Result<(ResponseHead, Vec<u8>), Disconnect> {
-    let (idle, mut stream) = (config.idle_timeout, &*connection.stream);
+    let (idle, timeout, mut stream) =
+        (config.idle_timeout, config.head_timeout, &*connection.stream);
     stream.set_write_timeout(idle).map_err(Disconnect::Io)?;
     let request = request_bytes(config, hop, last_event_id);
     stream.write_all(&request).map_err(|e| io_failure(e, idle))?;
-    let head = read_head(stream, idle, config.head_timeout)?;
-    stream.set_read_timeout(idle).map_err(Disconnect::Io)?;
-    Ok(head)
+    let deadline = Instant::now().checked_add(timeout);
+    let (mut buf, mut chunk) = (Vec::new(), [0; 4096]);
+    let mut limits = Limits { max_headers: usize::MAX, max_head: MAX_HEAD, ..Limits::default() };
+    (limits.max_request_line, limits.max_header_line) = (MAX_HEAD, MAX_HEAD);
+    loop {
+        match parse_response_head(&buf, &limits) {
+            // Interim answers (100 Continue, 103 Early Hints) come before the
+            // real one; 101 Switching Protocols is final (and unwanted).
+            Ok(Status::Complete((head, end))) => {
+                buf.drain(..end);
+                if !(100..200).contains(&head.status()) || head.status() == 101 {
+                    stream.set_read_timeout(idle).map_err(Disconnect::Io)?;
+                    return Ok((head, buf));
+                }
+                limits.max_head -= end;
+                continue;
+            }
+            Ok(Status::Partial) => {}
+            Err(Error::HeadTooLarge) => return Err(Disconnect::HeadTooLarge { limit: MAX_HEAD }),
+            Err(error) => return Err(Disconnect::Protocol(error)),
+        }
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Err(Disconnect::HeadTimeout(timeout));
+        }
+        // Wait until the idle timeout or the deadline, whichever comes first
+        // (the deadline's timeout loops to the check above).
+        let wait = idle.map_or(left, |idle| idle.min(left)).max(MIN_TIMEOUT);
+        stream.set_read_timeout(Some(wait)).map_err(Disconnect::Io)?;
+        match read_some(stream, &mut chunk, Some(wait), Some("the response head")) {
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(Disconnect::IdleTimeout(_)) if idle.is_none_or(|idle| idle >= left) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The request head and body.
@@ -190,17 +221,13 @@ fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<
     if body.is_some() || !matches!(hop.method.as_str(), "GET" | "HEAD") {
         out += &format!("Content-Length: {}\r\n", body.map_or(0, <[u8]>::len));
     }
-    let mut out = (out + "\r\n").into_bytes();
-    out.extend_from_slice(body.unwrap_or_default());
-    out
+    [(out + "\r\n").as_bytes(), body.unwrap_or_default()].concat()
 }
 
 /// A read or write error as a reason to reconnect.
 fn io_failure(error: io::Error, idle: Option<Duration>) -> Disconnect {
     match (error.kind(), idle) {
-        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(idle)) => {
-            Disconnect::IdleTimeout(idle)
-        }
+        (ErrorKind::WouldBlock | ErrorKind::TimedOut, Some(idle)) => Disconnect::IdleTimeout(idle),
         _ => Disconnect::Io(error),
     }
 }
@@ -218,59 +245,13 @@ fn read_some(
             Ok(0) => {
                 return Err(what.map_or(Disconnect::Ended, |what| {
                     let why = format!("the server closed the connection before the end of {what}");
-                    Disconnect::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why))
+                    Disconnect::Io(io::Error::new(ErrorKind::UnexpectedEof, why))
                 }))
             }
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(io_failure(e, idle)),
         }
-    }
-}
-
-/// Reads up to the end of the final (non-1xx) response head, within
-/// `timeout` and [`MAX_HEAD`] bytes for all heads together (leaves the
-/// socket's read timeout changed). Returns it and the bytes read after it.
-fn read_head(
-    stream: &TcpStream,
-    idle: Option<Duration>,
-    timeout: Duration,
-) -> Result<(ResponseHead, Vec<u8>), Disconnect> {
-    let deadline = Instant::now().checked_add(timeout);
-    let (mut buf, mut chunk) = (Vec::new(), [0; 4096]);
-    let mut limits = Limits { max_headers: usize::MAX, max_head: MAX_HEAD, ..Limits::default() };
-    (limits.max_request_line, limits.max_header_line) = (MAX_HEAD, MAX_HEAD);
-    loop {
-        match parse_response_head(&buf, &limits) {
-            // Interim answers (100 Continue, 103 Early Hints) come before the
-            // real one; 101 Switching Protocols is final (and unwanted).
-            Ok(Status::Complete((head, end))) => {
-                buf.drain(..end);
-                if !(100..200).contains(&head.status()) || head.status() == 101 {
-                    return Ok((head, buf));
-                }
-                limits.max_head -= end;
-                continue;
-            }
-            Ok(Status::Partial) => {}
-            Err(Error::HeadTooLarge) => return Err(Disconnect::HeadTooLarge { limit: MAX_HEAD }),
-            Err(error) => return Err(Disconnect::Protocol(error)),
-        }
-        // Wait until the idle timeout or the deadline, whichever comes first.
-        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
-        if left.is_zero() {
-            return Err(Disconnect::HeadTimeout(timeout));
-        }
-        let (wait, by_deadline) = match idle {
-            Some(idle) if idle < left => (idle, false),
-            _ => (left.max(MIN_TIMEOUT), true),
-        };
-        stream.set_read_timeout(Some(wait)).map_err(Disconnect::Io)?;
-        let n = match read_some(stream, &mut chunk, Some(wait), Some("the response head")) {
-            Err(Disconnect::IdleTimeout(_)) if by_deadline => Err(Disconnect::HeadTimeout(timeout)),
-            result => result,
-        }?;
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -295,11 +276,9 @@ impl Body {
 
     /// Feeds the next bytes from the socket to `parser`; `Err` once the body ended.
     pub(super) fn read_into(&mut self, parser: &mut Parser) -> Result<(), Disconnect> {
-        if let Some(end) = self.end.take() {
-            return Err(end);
-        }
+        self.end.take().map_or(Ok(()), Err)?;
         let cut = (self.framing != Framing::None).then_some("the body");
-        let mut buf = [0; READ_BUF];
+        let mut buf = [0; 16 * 1024];
         let n = read_some(&self.connection.stream, &mut buf, self.idle, cut)?;
         self.feed(&buf[..n], parser);
         Ok(())
@@ -313,9 +292,7 @@ impl Body {
                 let take = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
                 parser.feed(&input[..take]);
                 *left -= take as u64;
-                if *left == 0 {
-                    self.end = Some(Disconnect::Ended);
-                }
+                self.end = (*left == 0).then_some(Disconnect::Ended);
             }
             Framing::Chunked => {
                 let mut decoded = Vec::new();

@@ -142,9 +142,7 @@ impl fmt::Display for Disconnect {
             Self::Io(e) => write!(f, "connection lost: {e}"),
             Self::IdleTimeout(d) => write!(f, "nothing received for {} ms", d.as_millis()),
             Self::Protocol(why) => write!(f, "invalid response: {}", why.description()),
-            Self::HeadTooLarge { limit } => {
-                write!(f, "invalid response: head larger than {limit} bytes")
-            }
+            Self::HeadTooLarge { limit } => write!(f, "response head larger than {limit} bytes"),
             Self::HeadTimeout(d) => write!(f, "no complete response head in {} ms", d.as_millis()),
             Self::Status { status, retry_after: None } => f.write_str(&answered(*status)),
             Self::Status { status, retry_after: Some(d) } => {
@@ -247,9 +245,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
-            Self::Https { url } => {
-                write!(f, "{url:?}: std has no TLS; use http:// to a proxy like stunnel or nginx")
-            }
+            Self::Https { url } => write!(f, "{url:?}: no TLS; use http:// via stunnel or nginx"),
             Self::Method { method } => write!(f, "invalid HTTP method {method:?}: not a token"),
             Self::Header { name, reason } => write!(f, "invalid request header {name:?}: {reason}"),
             Self::Status { status, content_type: t } => {

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, Framing, ResponseHead};
-use crate::parser::{Item, ParseError, Parser};
+use crate::parser::{Item, Parser};
 use crate::scan::parse_decimal;
 use connect::{exchange, Body, Shared};
 pub use error::{ClientError, Connected, Disconnect, Received, Refusal};
@@ -94,16 +94,12 @@ pub struct ClientBuilder {
     error: Option<ClientError>,
 }
 
-/// A [response check](ClientBuilder::check_response).
 type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
-    /// Headers and the body are not shown (they may hold secrets).
+    /// Only the URL: headers and the body may hold secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
-            .field("method", &self.method)
-            .finish_non_exhaustive()
+        f.debug_struct("ClientBuilder").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -115,16 +111,14 @@ impl ClientBuilder {
     /// `Last-Event-ID`, which the client sets.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> ClientBuilder {
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        let reason = if !http::valid_field(name, value) {
-            "not a field line a server accepts"
-        } else if is("content-length") || is("transfer-encoding") {
-            "set by the client from the body"
-        } else if is("last-event-id") {
-            "set by the client: use last_event_id()"
-        } else {
-            self.headers.push((name.to_owned(), value.to_owned()));
-            return self;
+        let reason = match name.to_ascii_lowercase().as_str() {
+            _ if !http::valid_field(name, value) => "not a field line a server accepts",
+            "content-length" | "transfer-encoding" => "set by the client from the body",
+            "last-event-id" => "set by the client: use last_event_id()",
+            _ => {
+                self.headers.push((name.to_owned(), value.to_owned()));
+                return self;
+            }
         };
         self.error.get_or_insert(ClientError::Header { name: name.to_owned(), reason });
         self
@@ -214,9 +208,7 @@ impl ClientBuilder {
     /// nothing is sent before the first [`Iterator::next`].
     pub fn build(mut self) -> Result<Client, ClientError> {
         let url = Url::parse(&self.url)?;
-        if let Some(error) = self.error {
-            return Err(error);
-        }
+        self.error.take().map_or(Ok(()), Err)?;
         self.connect_timeout = self.connect_timeout.max(MIN_TIMEOUT);
         self.head_timeout = self.head_timeout.max(MIN_TIMEOUT);
         self.idle_timeout = self.idle_timeout.map(|t| t.max(MIN_TIMEOUT));
@@ -225,7 +217,15 @@ impl ClientBuilder {
             .last_event_id(self.last_event_id.clone())
             .max_event_size(self.max_event_size);
         let (shared, queue) = (Arc::default(), VecDeque::new());
-        Ok(Client { url, config: self, shared, parser, queue, phase: Phase::Connect, failures: 0 })
+        Ok(Client {
+            url,
+            config: self,
+            shared,
+            parser,
+            queue,
+            phase: Phase::Wait(Duration::ZERO),
+            failures: 0,
+        })
     }
 }
 
@@ -315,18 +315,16 @@ impl Client {
     /// [`retry`](ClientBuilder::retry); the backoff comes on top.
     #[must_use]
     pub fn reconnection_time(&self) -> Duration {
-        match self.parser.retry() {
-            Some(server) => server.clamp(self.config.retry_floor, self.config.retry_ceiling),
-            None => self.config.retry,
-        }
+        let (floor, ceiling) = (self.config.retry_floor, self.config.retry_ceiling);
+        self.parser.retry().map_or(self.config.retry, |server| server.clamp(floor, ceiling))
     }
 
-    /// Connects (following redirects) and sets up what comes next.
-    fn connect(&mut self) {
-        let result = self.open();
-        if self.shared.lock().interrupted() {
+    /// Sleeps `delay`, then connects and sets up what comes next.
+    fn connect(&mut self, delay: Duration) {
+        let result = self.shared.sleep(delay).then(|| self.open());
+        let Some(result) = result.filter(|_| !self.shared.lock().interrupted()) else {
             return; // whatever the attempt gave: `next` closes or restarts
-        }
+        };
         match result {
             Ok((mut body, rest, connected)) => {
                 self.failures = 0;
@@ -346,24 +344,18 @@ impl Client {
             }
             Err(Failure::Retry(reason)) => {
                 self.failures = self.failures.saturating_add(1);
-                self.schedule(reason);
+                self.lost(reason);
             }
-            Err(Failure::Interrupted) => {} // `next` sees it
         }
     }
 
-    /// One connection attempt, redirects included: the body, the body bytes
-    /// read with the head, and the head.
+    /// One connection attempt, redirects included; the bytes read with the
+    /// head come with the body.
     fn open(&self) -> Result<(Body, Vec<u8>, Connected), Failure> {
         let config = &self.config;
-        let mut hop = Hop {
-            url: self.url.clone(),
-            method: config.method.clone(),
-            send_body: true,
-            cross_origin: false,
-            redirects: 0,
-        };
-        loop {
+        let (url, method) = (self.url.clone(), config.method.clone());
+        let mut hop = Hop { url, method, send_body: true, cross_origin: false };
+        for _ in 0..=config.max_redirects {
             let connection = self.shared.connect(&hop.url, config.connect_timeout)?;
             let (head, rest) = exchange(config, &connection, &hop, self.parser.get_last_event_id())
                 .map_err(Failure::Retry)?;
@@ -371,20 +363,16 @@ impl Client {
                 return Ok((Body::new(connection, framing, config.idle_timeout), rest, connected));
             }
         }
+        Err(Failure::Final(ClientError::TooManyRedirects { limit: config.max_redirects }))
     }
 
-    /// The connection is gone: drop it and a partial event, queue what was
-    /// parsed, and plan the retry.
+    /// The connection or the attempt is gone: drops a partial event, queues
+    /// what was parsed and the state items, and waits next: the backoff, or
+    /// longer if a `Retry-After` (within the retry bounds) asks; nothing
+    /// after a restart.
     fn lost(&mut self, reason: Disconnect) {
-        self.phase = Phase::Connect;
         self.parser.finish();
         self.drain();
-        self.schedule(reason);
-    }
-
-    /// Queues the state items and waits next: the backoff, or longer if a
-    /// `Retry-After` (within the retry bounds) asks; nothing after a restart.
-    fn schedule(&mut self, reason: Disconnect) {
         let (floor, ceiling) = (self.config.retry_floor, self.config.retry_ceiling);
         let random = crate::util::random_u64();
         let grown = backoff(self.reconnection_time(), self.failures, ceiling, random);
@@ -398,23 +386,19 @@ impl Client {
         self.phase = Phase::Wait(delay);
     }
 
-    /// Queues a state item if states are on.
     fn state(&mut self, item: Received) {
         if self.config.states {
             self.queue.push_back(Ok(item));
         }
     }
 
-    /// Queues what the parser has (comments only if asked for).
     fn drain(&mut self) {
         while let Some(item) = self.parser.next_item() {
             self.queue.push_back(match item {
                 Ok(Item::Event(event)) => Ok(Received::Event(event)),
                 Ok(Item::Comment(text)) if self.config.comments => Ok(Received::Comment(text)),
                 Ok(Item::Comment(_)) => continue,
-                Err(ParseError::EventTooLarge { .. } | ParseError::LineTooLong { .. }) => {
-                    Err(ClientError::EventTooLarge { limit: self.config.max_event_size })
-                }
+                Err(_) => Err(ClientError::EventTooLarge { limit: self.config.max_event_size }),
             });
         }
     }
@@ -441,11 +425,7 @@ impl Iterator for Client {
             }
             match &mut self.phase {
                 Phase::Done => return None,
-                Phase::Wait(delay) => {
-                    self.shared.sleep(*delay);
-                    self.phase = Phase::Connect;
-                }
-                Phase::Connect => self.connect(),
+                &mut Phase::Wait(delay) => self.connect(delay),
                 Phase::Streaming(body) => match body.read_into(&mut self.parser) {
                     Ok(()) => self.drain(),
                     Err(reason) if !self.shared.lock().interrupted() => self.lost(reason),
@@ -458,18 +438,11 @@ impl Iterator for Client {
 
 impl FusedIterator for Client {}
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.shared.interrupt(|_| {});
-    }
-}
-
 #[derive(Debug)]
 enum Phase {
-    Connect,
-    Streaming(Body),
     /// Sleep this long, then connect.
     Wait(Duration),
+    Streaming(Body),
     /// Stopped for good.
     Done,
 }
@@ -479,8 +452,6 @@ enum Failure {
     Retry(Disconnect),
     Final(ClientError),
     NoContent,
-    /// The client was closed or restarted meanwhile.
-    Interrupted,
 }
 
 /// The request as it stands after the redirects so far.
@@ -491,19 +462,17 @@ struct Hop {
     send_body: bool,
     /// True once a redirect went to another host or port.
     cross_origin: bool,
-    redirects: u32,
 }
 
 /// Judges a final response head to `hop`: the stream, or `None` when `hop`
-/// now follows a redirect.
+/// now follows a redirect (the caller counts them).
 fn judge(
     config: &ClientBuilder,
     head: ResponseHead,
     hop: &mut Hop,
 ) -> Result<Option<(Framing, Connected)>, Failure> {
     let content_type = head.header("content-type").map(str::to_owned);
-    let status = head.status();
-    match status {
+    match head.status() {
         200 if !content_type.as_deref().is_some_and(is_event_stream) => {
             Err(Failure::Final(ClientError::ContentType { content_type }))
         }
@@ -519,19 +488,13 @@ fn judge(
             }
         }
         204 => Err(Failure::NoContent),
-        301 | 302 | 303 | 307 | 308 => {
-            if hop.redirects == config.max_redirects {
-                let limit = config.max_redirects;
-                return Err(Failure::Final(ClientError::TooManyRedirects { limit }));
-            }
-            hop.redirects += 1;
+        status @ (301 | 302 | 303 | 307 | 308) => {
             let location = head.header("location").unwrap_or("").trim();
-            if location.is_empty() {
-                return Err(Failure::Final(ClientError::MissingLocation { status }));
-            }
-            let invalid = ClientError::InvalidLocation { status, location: location.to_owned() };
             let next = match hop.url.join(location) {
-                Err(ClientError::Url { .. }) => Err(invalid),
+                _ if location.is_empty() => Err(ClientError::MissingLocation { status }),
+                Err(ClientError::Url { .. }) => {
+                    Err(ClientError::InvalidLocation { status, location: location.to_owned() })
+                }
                 joined => joined,
             };
             let next = next.map_err(Failure::Final)?;
@@ -546,16 +509,15 @@ fn judge(
             hop.url = next;
             Ok(None)
         }
-        429 | 500..=599 if config.retry_server_errors => {
+        status @ (429 | 500..=599) if config.retry_server_errors => {
             let retry_after =
                 head.header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()));
             Err(Failure::Retry(Disconnect::Status { status, retry_after }))
         }
-        _ => Err(Failure::Final(ClientError::Status { status, content_type })),
+        status => Err(Failure::Final(ClientError::Status { status, content_type })),
     }
 }
 
-/// Whether the essence of a `Content-Type` is `text/event-stream`.
 fn is_event_stream(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default();
     essence.trim_matches([' ', '\t']).eq_ignore_ascii_case("text/event-stream")
@@ -563,8 +525,7 @@ fn is_event_stream(content_type: &str) -> bool {
 
 /// A `Retry-After` value (RFC 9110 10.2.3: "HTTP-date / delay-seconds") as
 /// a delay from `now`: `1*DIGIT` seconds, or the IMF-fixdate that senders
-/// must use (5.6.7), such as `Sun, 06 Nov 1994 08:49:37 GMT` (a date past is
-/// no delay). `None` when invalid.
+/// must use (5.6.7); a date past is no delay. `None` when invalid.
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim_matches([' ', '\t']);
     if let Some(seconds) = parse_decimal(value) {

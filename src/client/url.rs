@@ -31,11 +31,10 @@ impl Url {
         let trimmed = text.trim_matches(|c: char| c <= ' ');
         let (scheme, rest) =
             trimmed.split_once("://").ok_or(invalid("not an absolute http:// URL"))?;
-        if scheme.eq_ignore_ascii_case("https") {
-            return Err(ClientError::Https { url: text.to_owned() });
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(invalid("only http:// URLs are supported"));
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" => {}
+            "https" => return Err(ClientError::Https { url: text.to_owned() }),
+            _ => return Err(invalid("only http:// URLs are supported")),
         }
         let rest = rest.split('#').next().unwrap_or_default();
         let (authority, target) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
@@ -59,14 +58,10 @@ impl Url {
         };
         // `port` is empty or `:` DIGITs.
         let port = match port {
-            "" | ":" => 80,
-            _ => port
-                .strip_prefix(':')
-                .and_then(parse_decimal)
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|&p| p != 0)
-                .ok_or(invalid("invalid port"))?,
+            "" | ":" => Some(80),
+            _ => port.strip_prefix(':').and_then(parse_decimal).and_then(|p| u16::try_from(p).ok()),
         };
+        let port = port.filter(|&p| p != 0).ok_or(invalid("invalid port"))?;
         let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
         Ok(Url { host, port, target: percent_encode(&(remove_dot_segments(path) + query)) })
     }
@@ -103,18 +98,17 @@ impl Url {
 
 /// RFC 3986 5.2.4 on an absolute path (`""` is `/`).
 fn remove_dot_segments(path: &str) -> String {
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let mut out = Vec::with_capacity(segments.len());
-    for (i, &segment) in segments.iter().enumerate() {
+    let mut out = Vec::new();
+    for segment in path.split('/').skip(1) {
         match segment {
             ".." => drop(out.pop()),
             "." => {}
             _ => out.push(segment),
         }
-        // A dot segment at the end leaves a directory: `/a/..` is `/`.
-        if matches!(segment, "." | "..") && i + 1 == segments.len() {
-            out.push("");
-        }
+    }
+    // A dot segment at the end leaves a directory: `/a/..` is `/`.
+    if path.ends_with("/.") || path.ends_with("/..") {
+        out.push("");
     }
     format!("/{}", out.join("/"))
 }
@@ -143,6 +137,7 @@ mod tests {
             ("http://h:/p", "h", 80, "http://h/p"),
             (" http://h/a/./b/../c/ ", "h", 80, "http://h/a/c/"),
             ("http://h/a/..", "h", 80, "http://h/"),
+            ("http://h/a/.", "h", 80, "http://h/a/"),
         ] {
             let u = Url::parse(text).unwrap();
             assert_eq!((u.host.as_str(), u.port, &*u.to_string()), (host, port, shown), "{text}");
