@@ -122,9 +122,8 @@ impl Backlog {
         }
         let gap = events > 0 && !gap_queued;
         if gap {
-            let frame = gap_frame("lagged");
-            self.bytes += frame.len();
-            self.frames.insert(keep, Pending { frame, kind: Kind::Gap });
+            self.push(gap_frame("lagged"), Kind::Gap);
+            self.frames.make_contiguous()[keep..].rotate_right(1);
         }
         Some((events, gap))
     }
@@ -298,24 +297,22 @@ impl Subscriber {
         };
         let (mut delivered, mut progress) = (0, false);
         while !self.pending.frames.is_empty() && !self.gone {
-            let frames = self.pending.frames.iter().take(MAX_FRAMES);
-            let offered = frames.len();
-            match stream.write_frames(frames.map(|p| &p.frame), self.offset) {
+            let frames = self.pending.frames.iter().take(MAX_FRAMES).map(|p| &p.frame);
+            let offered =
+                frames.clone().map(|f| stream.wire_len(f.len())).sum::<usize>() - self.offset;
+            match stream.write_frames(frames, self.offset) {
                 Ok(written) => {
-                    progress |= written > 0;
-                    let (mut left, mut done) = (written, 0);
-                    while left > 0 {
-                        let front_left =
-                            stream.wire_len(self.pending.frames[0].frame.len()) - self.offset;
-                        if left < front_left {
-                            self.offset += left;
+                    (progress, self.offset) = (progress || written > 0, self.offset + written);
+                    let wire_len = |p: &Pending| stream.wire_len(p.frame.len());
+                    while let Some(len) = self.pending.frames.front().map(wire_len) {
+                        if len > self.offset {
                             break;
                         }
-                        (left, self.offset, done) = (left - front_left, 0, done + 1);
-                        let sent = self.pending.pop_front().expect("written bytes are pending");
+                        self.offset -= len;
+                        let sent = self.pending.pop_front().expect("a front frame");
                         delivered += u64::from(matches!(sent.kind, Kind::Event(..)));
                     }
-                    if done < offered {
+                    if written < offered {
                         break; // the socket buffer is full
                     }
                 }
