@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::history::{drain, Entry};
+use super::history::{drain, Coordinator, Entry};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
 use super::{Counters, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
@@ -171,15 +171,16 @@ pub(super) struct Subscriber {
     /// The stall timeout (none for a receiver).
     pub(super) stall: Option<Duration>,
     pub(super) gone: bool,
+    counters: Arc<Counters>,
 }
 
 /// The back-off of a socket that takes nothing: the first and the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(250));
 
 impl Subscriber {
-    pub(super) fn new(sink: Sink, subscription: Subscription, config: &HubBuilder) -> Subscriber {
+    pub(super) fn new(sink: Sink, subscription: Subscription, hub: &Coordinator) -> Subscriber {
         let stall = match &sink {
-            Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
+            Sink::Socket(stream) => hub.config.stall_timeout.or(stream.write_timeout()),
             Sink::Local(_) => None,
         };
         let now = Instant::now();
@@ -193,6 +194,7 @@ impl Subscriber {
             backoff: BACKOFF.0,
             stall,
             gone: false,
+            counters: hub.counters.clone(),
         }
     }
 
@@ -251,12 +253,10 @@ impl Subscriber {
     }
 
     /// Offers a published event and keeps the backlog within its bound.
-    /// Returns the events delivered (by a flush on the way), evicted (0 or
-    /// 1) and dropped.
-    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) -> [u64; 3] {
+    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) {
         if matches!(&self.sink, Sink::Local(_)) && self.sink.is_gone() {
             self.gone = true; // a dropped receiver is gone, not slow
-            return [0; 3];
+            return;
         }
         if wanted && self.pending.frames.is_empty() {
             // Not stalled before it had something to take; worth a write now.
@@ -266,34 +266,36 @@ impl Subscriber {
         self.offer(entry, wanted, false);
         // A batch queues many events before any write: the socket takes
         // what it can first, so that only a client that does not read is slow.
-        let delivered = if self.pending.over(config) { self.flush() } else { 0 };
+        if self.pending.over(config) {
+            self.flush();
+        }
         if self.gone {
-            return [delivered, 0, 0];
+            return;
         }
         let keep = usize::from(self.offset > 0);
         let Some((events, gap)) = self.backlog(wanted, |b| b.enforce(keep, config)) else {
-            return [delivered, self.evict(config, false), 0];
+            return self.evict(config, false);
         };
         if events > 0 {
+            self.counters.dropped.fetch_add(events, Ordering::Relaxed);
             self.log(config, HubLogKind::DroppedOldest { events });
         }
         if gap {
             self.log(config, HubLogKind::Gap { reason: "lagged" });
         }
-        [delivered, 0, events]
     }
 
-    /// Ends the subscription of a slow client; returns the count (1).
-    fn evict(&mut self, config: &HubBuilder, stalled: bool) -> u64 {
+    /// Ends the subscription of a slow client.
+    fn evict(&mut self, config: &HubBuilder, stalled: bool) {
         self.gone = true;
+        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
         self.log(config, HubLogKind::Evicted { stalled });
-        1
     }
 
-    /// Writes what a socket takes now; returns the events written in full.
-    fn flush(&mut self) -> u64 {
+    /// Writes what a socket takes now.
+    fn flush(&mut self) {
         let Sink::Socket(stream) = &self.sink else {
-            return 0;
+            return;
         };
         let (mut delivered, mut progress) = (0, false);
         while !self.pending.frames.is_empty() && !self.gone {
@@ -326,7 +328,7 @@ impl Subscriber {
             (self.backoff, self.last_write) = (BACKOFF.0, now);
         }
         self.retry_at = now + self.backoff;
-        delivered
+        self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
     }
 }
 
@@ -457,22 +459,12 @@ impl Shard {
     fn publish(&mut self, entry: &Entry) {
         // How far behind a subscriber is counts every event published.
         let measure_all = self.config.slow_client == SlowClient::Disconnect;
-        let mut counts = [0; 3];
         for sub in &mut self.subscribers {
             let wanted = sub.wants(entry, &self.config);
             if wanted || (measure_all && !sub.gone) {
-                let added = sub.publish(entry, wanted, &self.config);
-                counts.iter_mut().zip(added).for_each(|(count, n)| *count += n);
+                sub.publish(entry, wanted, &self.config);
             }
         }
-        self.count(counts);
-    }
-
-    fn count(&self, [delivered, evicted, dropped]: [u64; 3]) {
-        let c = &self.counters;
-        c.delivered.fetch_add(delivered, Ordering::Relaxed);
-        c.evicted.fetch_add(evicted, Ordering::Relaxed);
-        c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// Keep-alives for idle streams, and a check for clients that went away;
@@ -494,18 +486,17 @@ impl Shard {
 
     /// Writes every backlog that is due, evicts the stalled, removes the gone.
     fn flush_all(&mut self) {
-        let (mut counts, now) = ([0; 3], Instant::now());
+        let now = Instant::now();
         for sub in &mut self.subscribers {
             if !sub.pending.frames.is_empty() && sub.retry_at <= now {
-                counts[0] += sub.flush();
+                sub.flush();
                 let idle = now.saturating_duration_since(sub.last_write);
                 let stalled = sub.stall.is_some_and(|stall| idle > stall);
                 if !sub.gone && !sub.pending.frames.is_empty() && stalled {
-                    counts[1] += sub.evict(&self.config, true);
+                    sub.evict(&self.config, true);
                 }
             }
         }
-        self.count(counts);
         self.remove(|sub| sub.gone);
     }
 
