@@ -22,7 +22,6 @@ use crate::util::{lock, wait_until};
 /// in all and to the subscriber's topics.
 pub(super) type Count = [u64; 4];
 
-/// One frame waiting to be written to a subscriber.
 pub(super) struct Pending {
     pub(super) frame: Frame,
     pub(super) kind: Kind,
@@ -37,7 +36,6 @@ pub(super) enum Kind {
     Control,
 }
 
-/// Frames waiting for a subscriber, and their size.
 #[derive(Default)]
 pub(super) struct Backlog {
     pub(super) frames: VecDeque<Pending>,
@@ -85,7 +83,6 @@ impl Backlog {
         })
     }
 
-    /// Whether the backlog is over its bound.
     pub(super) fn over(&self, config: &HubBuilder) -> bool {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config);
@@ -137,7 +134,6 @@ pub(super) enum Sink {
 }
 
 impl Sink {
-    /// Whether the other end went away.
     fn is_gone(&self) -> bool {
         match self {
             Sink::Socket(stream) => stream.is_gone(),
@@ -352,7 +348,6 @@ pub(super) struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Whether the fan-out thread ended.
     pub(super) fn ended(&self) -> bool {
         Arc::strong_count(&self.shared) == 1
     }
@@ -384,22 +379,16 @@ pub(super) enum ShardCommand {
 /// A fan-out thread: writes to its share of the subscribers.
 pub(super) struct Shard {
     subscribers: Vec<Subscriber>,
-    counters: Arc<Counters>,
     config: Arc<HubBuilder>,
     shared: Arc<ShardShared>,
 }
 
 impl Shard {
-    /// Starts fan-out thread `n`.
-    pub(super) fn spawn(
-        n: usize,
-        counters: &Arc<Counters>,
-        config: &Arc<HubBuilder>,
-    ) -> io::Result<ShardHandle> {
+    pub(super) fn spawn(n: usize, config: &Arc<HubBuilder>) -> io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(ShardShared::default());
-        let (counters, config) = (counters.clone(), config.clone());
-        let shard = Shard { subscribers: Vec::new(), counters, config, shared: shared.clone() };
+        let shard =
+            Shard { subscribers: Vec::new(), config: config.clone(), shared: shared.clone() };
         thread::Builder::new().name(format!("stdsse-fanout-{n}")).spawn(move || shard.run(rx))?;
         Ok(ShardHandle { tx, shared })
     }
@@ -502,17 +491,17 @@ impl Shard {
 
     /// Ends the streams of the subscribers `which` selects and removes them.
     fn remove(&mut self, which: impl Fn(&Subscriber) -> bool) {
-        let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
-            let go = which(sub);
-            if let (true, Sink::Socket(stream)) = (go, &sub.sink) {
+            if !which(sub) {
+                return true;
+            }
+            if let Sink::Socket(stream) = &sub.sink {
                 stream.close(sub.offset == 0); // nothing written in part
             }
-            !go // a receiver's ends as its sink drops
+            self.shared.load.fetch_sub(1, Ordering::Relaxed);
+            sub.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+            false // a receiver's ends as its sink drops
         });
-        let removed = (before - self.subscribers.len()) as u64;
-        self.shared.load.fetch_sub(removed, Ordering::Relaxed);
-        (self.counters.subscribers).fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Sends the goodbye, gives the sockets until the close timeout to take

@@ -263,10 +263,8 @@ impl Coordinator {
         }
     }
 
-    /// Sends what was published since the last call to every shard. A shard
-    /// an inbox's worth of frames behind makes it wait (see
-    /// [`HubBuilder::inbox`]); bounding frames, not batches, lets a shard that
-    /// fell behind take everything queued in one round.
+    /// Sends what was published since the last call to every shard; waits
+    /// while one is an inbox's worth of frames behind ([`HubBuilder::inbox`]).
     pub(super) fn forward(&mut self) {
         if self.outgoing.is_empty() {
             return;
@@ -314,9 +312,8 @@ impl Coordinator {
     }
 
     /// Applies the history's bounds up to the newest event every shard has
-    /// handled (a subscriber is evicted at most half the history behind that,
-    /// see [`HubBuilder::backlog`]: what it missed is still here) and
-    /// publishes its size; returns whether more is to go once they catch up.
+    /// handled (see [`HubBuilder::backlog`]) and publishes its size; returns
+    /// whether more is to go once they catch up.
     pub(super) fn prune_history(&mut self) -> bool {
         let seen = (self.shards.iter())
             .filter(|shard| !shard.ended())
@@ -330,10 +327,9 @@ impl Coordinator {
         more
     }
 
-    /// The number of the event a client that last saw `id` saw last, or
-    /// `None` when the hub cannot place it. A hub-assigned id is placed by
-    /// its number (if canonical, issued, and not replaced by the publisher's
-    /// id in its retained entry); a publisher's by [`History::seq_of`].
+    /// The number of the event with `id`, if the hub can place it: a hub's id
+    /// by its number (if canonical, issued, and not replaced by the
+    /// publisher's in its retained entry), a publisher's by [`History::seq_of`].
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
         if !self.is_hub_id(id) || self.redis.is_some() {
             return self.history.seq_of(id);

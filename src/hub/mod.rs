@@ -100,8 +100,8 @@ pub enum UnknownId {
     LiveOnly,
 }
 
-/// Declares [`HubStats`], the `Counters` the hub's threads add to, and each
-/// counter's Prometheus name, type and help (also its doc).
+/// Declares [`HubStats`] (with each counter's Prometheus name, type and help,
+/// also its doc) and the `Counters` the hub's threads add to.
 macro_rules! counters {
     ($($name:ident: $metric:literal, $kind:literal, $help:literal;)*) => {
         /// The hub's counters.
@@ -123,9 +123,19 @@ macro_rules! counters {
         }
 
         impl HubStats {
-            /// Each counter: its JSON name, Prometheus name, type, help and value.
-            fn metrics(&self) -> [(&str, &str, &str, &str, u64); 9] {
-                [$((stringify!($name), $metric, $kind, $help, self.$name),)*]
+            /// The counters as a JSON object.
+            #[must_use]
+            pub fn to_json(&self) -> String {
+                let fields = [$(format!("\"{}\":{}", stringify!($name), self.$name)),*];
+                format!("{{{}}}", fields.join(","))
+            }
+
+            /// The counters in the Prometheus text format 0.0.4, named `stdsse_hub_...`.
+            #[must_use]
+            pub fn to_prometheus(&self) -> String {
+                let mut out = String::new();
+                $(push_metric(&mut out, concat!("stdsse_hub_", $metric), $kind, $help, self.$name);)*
+                out
             }
         }
     };
@@ -142,25 +152,6 @@ counters! {
     replay_misses: "replay_misses_total", "counter", "Resumes with the gap signal.";
     history_len: "history_events", "gauge", "Events in the history.";
     history_bytes: "history_bytes", "gauge", "Bytes of the history.";
-}
-
-impl HubStats {
-    /// The counters as a JSON object.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        let fields = self.metrics().map(|(name, .., value)| format!("\"{name}\":{value}"));
-        format!("{{{}}}", fields.join(","))
-    }
-
-    /// The counters in the Prometheus text format 0.0.4, named `stdsse_hub_...`.
-    #[must_use]
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        for (_, name, kind, help, value) in self.metrics() {
-            push_metric(&mut out, &format!("stdsse_hub_{name}"), kind, help, value);
-        }
-        out
-    }
 }
 
 /// `publish` failed, and why. The event is given back, as by
@@ -425,7 +416,7 @@ impl HubBuilder {
         let config = Arc::new(self);
         let (redis, engine) = redis::start(&config, &tx)?.unzip();
         let shards = (0..config.fanout_threads)
-            .map(|n| Shard::spawn(n, &counters, &config))
+            .map(|n| Shard::spawn(n, &config))
             .collect::<io::Result<_>>()?;
         let coordinator = Coordinator {
             history: History::new(&config),
