@@ -248,10 +248,13 @@ impl Subscriber {
         self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
     }
 
-    /// Offers a published event and keeps the backlog within its bound.
-    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) {
-        if matches!(&self.sink, Sink::Local(_)) && self.sink.is_gone() {
-            self.gone = true; // a dropped receiver is gone, not slow
+    /// Offers a published event and keeps the backlog within its bound (how
+    /// far behind it is counts every event with [`SlowClient::Disconnect`]).
+    fn publish(&mut self, entry: &Entry, config: &HubBuilder) {
+        let wanted = self.wants(entry, config);
+        // A dropped receiver is gone, not slow.
+        self.gone |= matches!(self.sink, Sink::Local(_)) && self.sink.is_gone();
+        if self.gone || (!wanted && config.slow_client == SlowClient::DropOldest) {
             return;
         }
         if wanted && self.pending.frames.is_empty() {
@@ -414,7 +417,11 @@ impl Shard {
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
                 ShardCommand::Publish(entries) => {
                     self.release(entries.len());
-                    entries.iter().for_each(|entry| self.publish(entry));
+                    for entry in entries.iter() {
+                        self.subscribers
+                            .iter_mut()
+                            .for_each(|sub| sub.publish(entry, &self.config));
+                    }
                     // Every subscriber has been measured against these.
                     let last = entries.last().map_or(0, |e| e.seq);
                     self.shared.seen.fetch_max(last, Ordering::Relaxed);
@@ -442,17 +449,6 @@ impl Shard {
                 self.tick();
             }
             self.flush_all();
-        }
-    }
-
-    fn publish(&mut self, entry: &Entry) {
-        // How far behind a subscriber is counts every event published.
-        let measure_all = self.config.slow_client == SlowClient::Disconnect;
-        for sub in &mut self.subscribers {
-            let wanted = sub.wants(entry, &self.config);
-            if wanted || (measure_all && !sub.gone) {
-                sub.publish(entry, wanted, &self.config);
-            }
         }
     }
 

@@ -418,10 +418,11 @@ impl Coordinator {
 mod tests {
     use super::*;
 
-    fn entry(seq: u64, topics: &[&str]) -> Arc<Entry> {
+    /// Event `seq` for `topic` (`""`: for everyone).
+    fn entry(seq: u64, topic: &str) -> Arc<Entry> {
         let frame = Frame::from(Event::new().data("x"));
         let (offset, id) = ((seq - 1) * frame.len() as u64, format!("e-{seq}"));
-        let topics = topics.iter().map(|t| t.to_string()).collect();
+        let topics = Some(topic.to_string()).filter(|t| !t.is_empty()).into_iter().collect();
         Arc::new(Entry { seq, offset, id, topics, event_type: None, frame, at: Instant::now() })
     }
 
@@ -431,8 +432,7 @@ mod tests {
         let config = super::super::Hub::builder().history(4, 1 << 20).topic_history(2, 1 << 20);
         let mut history = History::new(&config);
         for (n, topic) in ["a", "a", "b", "b", "b", "b", "b", "b", ""].iter().enumerate() {
-            let topics: &[&str] = if topic.is_empty() { &[] } else { &[topic] };
-            history.push(entry(n as u64 + 1, topics));
+            history.push(entry(n as u64 + 1, topic));
         }
         // Nothing handled by the fan-out threads yet: nothing dropped.
         assert!(history.prune(Instant::now(), 0));
@@ -462,7 +462,7 @@ mod tests {
         let config = super::super::Hub::builder().history(1, 1 << 20);
         let mut history = History::new(&config);
         for seq in 1..=100 {
-            history.push(entry(seq, &[&format!("t{seq}")]));
+            history.push(entry(seq, &format!("t{seq}")));
             history.prune(Instant::now(), u64::MAX);
         }
         assert!(history.topics.len() <= 64, "{}", history.topics.len());

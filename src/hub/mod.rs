@@ -611,10 +611,8 @@ impl Hub {
             command = back;
             thread::sleep(Duration::from_millis(1));
         }
-        match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
-            Err(RecvTimeoutError::Timeout) => Err(CloseTimeoutError),
-        }
+        let done = done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        (done != Err(RecvTimeoutError::Timeout)).then_some(()).ok_or(CloseTimeoutError)
     }
 
     /// Whether [`close`](Hub::close) was called.
