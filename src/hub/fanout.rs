@@ -164,7 +164,6 @@ pub(super) struct Subscriber {
     /// When a socket that did not take everything is tried again, after `backoff`.
     pub(super) retry_at: Instant,
     pub(super) backoff: Duration,
-    /// The stall timeout (none for a receiver).
     pub(super) stall: Option<Duration>,
     pub(super) gone: bool,
     counters: Arc<Counters>,

@@ -415,17 +415,15 @@ impl HubBuilder {
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
         let (redis, engine) = redis::start(&config, &tx)?.unzip();
-        let shards = (0..config.fanout_threads)
-            .map(|n| Shard::spawn(n, &config))
-            .collect::<io::Result<_>>()?;
+        let shards = (0..config.fanout_threads).map(|n| Shard::spawn(n, &config));
         let coordinator = Coordinator {
+            shards: shards.collect::<io::Result<_>>()?,
             history: History::new(&config),
             next_seq: 1,
             next_offset: 0,
             epoch: if engine.is_some() { String::new() } else { epoch.clone() },
             counters: counters.clone(),
             config,
-            shards,
             outgoing: Vec::new(),
             redis: engine,
         };
