@@ -94,11 +94,11 @@ impl History {
     }
 
     fn push(&mut self, entry: Arc<Entry>) {
-        if self.total.0 == 0 {
-            return self.lose(&entry, false); // no replay: lost at once
-        }
         self.all.add(entry.frame.len());
         self.entries.push_back(entry);
+        if self.total.0 == 0 {
+            self.drop_at(self.entries.len() - 1); // no replay: lost at once
+        }
     }
 
     /// The newest event with the publisher's `id`, retained or a topic's lost.
@@ -148,9 +148,11 @@ impl History {
         (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
     }
 
-    /// Records `entry` as lost by its topics, off the tallies if `counted`.
-    fn lose(&mut self, entry: &Entry, counted: bool) {
-        let len = entry.frame.len();
+    /// Drops entry `index` as lost by its topics (off the tallies it counts in).
+    fn drop_at(&mut self, index: usize) {
+        let entry = self.entries.remove(index).expect("an entry at `index`");
+        let (len, counted) = (entry.frame.len(), entry.seq <= self.counted_through);
+        self.all.sub(len);
         if counted {
             self.counted.sub(len);
         }
@@ -162,13 +164,6 @@ impl History {
             if entry.seq > state.lost_seq {
                 (state.lost_seq, state.lost_id) = (entry.seq, entry.id.clone());
             }
-        }
-    }
-
-    fn drop_at(&mut self, index: usize) {
-        if let Some(entry) = self.entries.remove(index) {
-            self.all.sub(entry.frame.len());
-            self.lose(&entry, entry.seq <= self.counted_through);
         }
     }
 
