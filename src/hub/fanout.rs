@@ -262,8 +262,7 @@ impl Subscriber {
             self.retry_at = entry.at;
         }
         self.offer(entry, wanted, false);
-        // A batch queues many events before any write: the socket takes
-        // what it can first, so that only a client that does not read is slow.
+        // A batch queues many before any write: only a client that does not read is slow.
         if self.pending.over(config) {
             self.flush();
         }

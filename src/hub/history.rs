@@ -277,8 +277,7 @@ impl Coordinator {
     }
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
-        // 2^64 events are beyond any hub (`push` saturates). An id of the hub's
-        // form is the hub's to give: its ids stay unique and each resumes from one place.
+        // An id of the hub's form is the hub's to give, so that each resumes from one place.
         let seq = self.next_seq;
         let event = match event.get_id() {
             Some(id) if !self.is_hub_id(id) => event,
@@ -360,16 +359,14 @@ impl Coordinator {
                     UnknownId::LiveOnly => entries.len(),
                 }
             }
-            // A new client gets what was published since its response head
-            // went out (it may have posted one the moment the stream opened);
-            // a receiver, what is published after it.
+            // A new client gets what was published since its head went out (it
+            // may have posted one as the stream opened); a receiver, what follows.
             None => match &sub.sink {
                 Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
             },
         };
-        // The `recent` events before a new client's time come first (the
-        // filter runs once per entry).
+        // First the `recent` events before it (the filter runs once per entry).
         let mut wanted = VecDeque::new();
         let mut recent = if resume.is_none() { sub.subscription.recent } else { 0 };
         while recent > 0 && start > 0 && !sub.gone {

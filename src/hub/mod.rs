@@ -515,13 +515,9 @@ impl Hub {
 
     /// Hands an open event stream to the hub, which replays from the last
     /// event id, writes to it from now on and closes it when it goes away.
-    pub fn subscribe(
-        &self,
-        stream: EventStream,
-        subscription: Subscription,
-    ) -> Result<(), SubscribeError> {
-        let subscription = Subscription { peer: Some(stream.peer_addr()), ..subscription };
-        let command = Command::Subscribe(Sink::Socket(stream.detach()), subscription);
+    pub fn subscribe(&self, stream: EventStream, sub: Subscription) -> Result<(), SubscribeError> {
+        let sub = Subscription { peer: Some(stream.peer_addr()), ..sub };
+        let command = Command::Subscribe(Sink::Socket(stream.detach()), sub);
         self.send(command).map_or(Ok(()), |_| Err(SubscribeError))
     }
 
@@ -542,8 +538,7 @@ impl Hub {
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
         let queue = LocalQueue::new(&self.inner.counters);
         let command = Command::Subscribe(Sink::Local(queue.clone()), subscription);
-        self.send(command).map_or(Ok(()), |_| Err(SubscribeError))?;
-        Ok(Receiver { queue })
+        self.send(command).map_or(Ok(Receiver { queue }), |_| Err(SubscribeError))
     }
 
     /// Sends `command` to the coordinator; gives it back if the hub is closed.
