@@ -200,9 +200,7 @@ impl Subscriber {
         if self.gone || !sub.matches(entry) {
             return false;
         }
-        let Some(super::Hook(filter)) = &sub.filter else {
-            return true;
-        };
+        let Some(super::Hook(filter)) = &sub.filter else { return true };
         let published = Published {
             topics: &entry.topics,
             event_type: entry.event_type.as_deref(),
@@ -291,9 +289,7 @@ impl Subscriber {
 
     /// Writes what a socket takes now.
     fn flush(&mut self) {
-        let Sink::Socket(stream) = &self.sink else {
-            return;
-        };
+        let Sink::Socket(stream) = &self.sink else { return };
         let (mut delivered, mut progress) = (0, false);
         while !self.pending.frames.is_empty() && !self.gone {
             let frames = self.pending.frames.iter().take(MAX_FRAMES).map(|p| &p.frame);

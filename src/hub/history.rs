@@ -119,9 +119,7 @@ impl History {
     }
 
     fn topic(&mut self, topic: Option<&str>) -> &mut TopicState {
-        let Some(topic) = topic else {
-            return &mut self.everyone;
-        };
+        let Some(topic) = topic else { return &mut self.everyone };
         if !self.topics.contains_key(topic) {
             self.forget_idle_topics();
             let state = TopicState { lost_seq: self.floor, ..TopicState::default() };
