@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::history::{drain, Entry};
+use super::history::{drain, Coordinator, Entry};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
 use super::{Counters, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
@@ -22,7 +22,6 @@ use crate::util::{lock, wait_until};
 /// in all and to the subscriber's topics.
 pub(super) type Count = [u64; 4];
 
-/// One frame waiting to be written to a subscriber.
 pub(super) struct Pending {
     pub(super) frame: Frame,
     pub(super) kind: Kind,
@@ -37,7 +36,6 @@ pub(super) enum Kind {
     Control,
 }
 
-/// Frames waiting for a subscriber, and their size.
 #[derive(Default)]
 pub(super) struct Backlog {
     pub(super) frames: VecDeque<Pending>,
@@ -85,7 +83,6 @@ impl Backlog {
         })
     }
 
-    /// Whether the backlog is over its bound.
     pub(super) fn over(&self, config: &HubBuilder) -> bool {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config);
@@ -122,9 +119,8 @@ impl Backlog {
         }
         let gap = events > 0 && !gap_queued;
         if gap {
-            let frame = gap_frame("lagged");
-            self.bytes += frame.len();
-            self.frames.insert(keep, Pending { frame, kind: Kind::Gap });
+            self.push(gap_frame("lagged"), Kind::Gap);
+            self.frames.make_contiguous()[keep..].rotate_right(1);
         }
         Some((events, gap))
     }
@@ -138,7 +134,6 @@ pub(super) enum Sink {
 }
 
 impl Sink {
-    /// Whether the other end went away.
     fn is_gone(&self) -> bool {
         match self {
             Sink::Socket(stream) => stream.is_gone(),
@@ -169,18 +164,18 @@ pub(super) struct Subscriber {
     /// When a socket that did not take everything is tried again, after `backoff`.
     pub(super) retry_at: Instant,
     pub(super) backoff: Duration,
-    /// The stall timeout (none for a receiver).
     pub(super) stall: Option<Duration>,
     pub(super) gone: bool,
+    counters: Arc<Counters>,
 }
 
 /// The back-off of a socket that takes nothing: the first and the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(250));
 
 impl Subscriber {
-    pub(super) fn new(sink: Sink, subscription: Subscription, config: &HubBuilder) -> Subscriber {
+    pub(super) fn new(sink: Sink, subscription: Subscription, hub: &Coordinator) -> Subscriber {
         let stall = match &sink {
-            Sink::Socket(stream) => config.stall_timeout.or(stream.write_timeout()),
+            Sink::Socket(stream) => hub.config.stall_timeout.or(stream.write_timeout()),
             Sink::Local(_) => None,
         };
         let now = Instant::now();
@@ -194,6 +189,7 @@ impl Subscriber {
             backoff: BACKOFF.0,
             stall,
             gone: false,
+            counters: hub.counters.clone(),
         }
     }
 
@@ -204,9 +200,7 @@ impl Subscriber {
         if self.gone || !sub.matches(entry) {
             return false;
         }
-        let Some(super::Hook(filter)) = &sub.filter else {
-            return true;
-        };
+        let Some(super::Hook(filter)) = &sub.filter else { return true };
         let published = Published {
             topics: &entry.topics,
             event_type: entry.event_type.as_deref(),
@@ -251,13 +245,14 @@ impl Subscriber {
         self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
     }
 
-    /// Offers a published event and keeps the backlog within its bound.
-    /// Returns the events delivered (by a flush on the way), evicted (0 or
-    /// 1) and dropped.
-    fn publish(&mut self, entry: &Entry, wanted: bool, config: &HubBuilder) -> [u64; 3] {
-        if matches!(&self.sink, Sink::Local(_)) && self.sink.is_gone() {
-            self.gone = true; // a dropped receiver is gone, not slow
-            return [0; 3];
+    /// Offers a published event and keeps the backlog within its bound (how
+    /// far behind it is counts every event with [`SlowClient::Disconnect`]).
+    fn publish(&mut self, entry: &Entry, config: &HubBuilder) {
+        let wanted = self.wants(entry, config);
+        // A dropped receiver is gone, not slow.
+        self.gone |= matches!(self.sink, Sink::Local(_)) && self.sink.is_gone();
+        if self.gone || (!wanted && config.slow_client == SlowClient::DropOldest) {
+            return;
         }
         if wanted && self.pending.frames.is_empty() {
             // Not stalled before it had something to take; worth a write now.
@@ -265,57 +260,54 @@ impl Subscriber {
             self.retry_at = entry.at;
         }
         self.offer(entry, wanted, false);
-        // A batch queues many events before any write: the socket takes
-        // what it can first, so that only a client that does not read is slow.
-        let delivered = if self.pending.over(config) { self.flush() } else { 0 };
+        // A batch queues many before any write: only a client that does not read is slow.
+        if self.pending.over(config) {
+            self.flush();
+        }
         if self.gone {
-            return [delivered, 0, 0];
+            return;
         }
         let keep = usize::from(self.offset > 0);
         let Some((events, gap)) = self.backlog(wanted, |b| b.enforce(keep, config)) else {
-            return [delivered, self.evict(config, false), 0];
+            return self.evict(config, false);
         };
         if events > 0 {
+            self.counters.dropped.fetch_add(events, Ordering::Relaxed);
             self.log(config, HubLogKind::DroppedOldest { events });
         }
         if gap {
             self.log(config, HubLogKind::Gap { reason: "lagged" });
         }
-        [delivered, 0, events]
     }
 
-    /// Ends the subscription of a slow client; returns the count (1).
-    fn evict(&mut self, config: &HubBuilder, stalled: bool) -> u64 {
+    /// Ends the subscription of a slow client.
+    fn evict(&mut self, config: &HubBuilder, stalled: bool) {
         self.gone = true;
+        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
         self.log(config, HubLogKind::Evicted { stalled });
-        1
     }
 
-    /// Writes what a socket takes now; returns the events written in full.
-    fn flush(&mut self) -> u64 {
-        let Sink::Socket(stream) = &self.sink else {
-            return 0;
-        };
+    /// Writes what a socket takes now.
+    fn flush(&mut self) {
+        let Sink::Socket(stream) = &self.sink else { return };
         let (mut delivered, mut progress) = (0, false);
         while !self.pending.frames.is_empty() && !self.gone {
-            let frames = self.pending.frames.iter().take(MAX_FRAMES);
-            let offered = frames.len();
-            match stream.write_frames(frames.map(|p| &p.frame), self.offset) {
+            let frames = self.pending.frames.iter().take(MAX_FRAMES).map(|p| &p.frame);
+            let offered =
+                frames.clone().map(|f| stream.wire_len(f.len())).sum::<usize>() - self.offset;
+            match stream.write_frames(frames, self.offset) {
                 Ok(written) => {
-                    progress |= written > 0;
-                    let (mut left, mut done) = (written, 0);
-                    while left > 0 {
-                        let front_left =
-                            stream.wire_len(self.pending.frames[0].frame.len()) - self.offset;
-                        if left < front_left {
-                            self.offset += left;
+                    (progress, self.offset) = (progress || written > 0, self.offset + written);
+                    let wire_len = |p: &Pending| stream.wire_len(p.frame.len());
+                    while let Some(len) = self.pending.frames.front().map(wire_len) {
+                        if len > self.offset {
                             break;
                         }
-                        (left, self.offset, done) = (left - front_left, 0, done + 1);
-                        let sent = self.pending.pop_front().expect("written bytes are pending");
+                        self.offset -= len;
+                        let sent = self.pending.pop_front().expect("a front frame");
                         delivered += u64::from(matches!(sent.kind, Kind::Event(..)));
                     }
-                    if done < offered {
+                    if written < offered {
                         break; // the socket buffer is full
                     }
                 }
@@ -329,7 +321,7 @@ impl Subscriber {
             (self.backoff, self.last_write) = (BACKOFF.0, now);
         }
         self.retry_at = now + self.backoff;
-        delivered
+        self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
     }
 }
 
@@ -353,7 +345,6 @@ pub(super) struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Whether the fan-out thread ended.
     pub(super) fn ended(&self) -> bool {
         Arc::strong_count(&self.shared) == 1
     }
@@ -385,22 +376,16 @@ pub(super) enum ShardCommand {
 /// A fan-out thread: writes to its share of the subscribers.
 pub(super) struct Shard {
     subscribers: Vec<Subscriber>,
-    counters: Arc<Counters>,
     config: Arc<HubBuilder>,
     shared: Arc<ShardShared>,
 }
 
 impl Shard {
-    /// Starts fan-out thread `n`.
-    pub(super) fn spawn(
-        n: usize,
-        counters: &Arc<Counters>,
-        config: &Arc<HubBuilder>,
-    ) -> io::Result<ShardHandle> {
+    pub(super) fn spawn(n: usize, config: &Arc<HubBuilder>) -> io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(ShardShared::default());
-        let (counters, config) = (counters.clone(), config.clone());
-        let shard = Shard { subscribers: Vec::new(), counters, config, shared: shared.clone() };
+        let shard =
+            Shard { subscribers: Vec::new(), config: config.clone(), shared: shared.clone() };
         thread::Builder::new().name(format!("stdsse-fanout-{n}")).spawn(move || shard.run(rx))?;
         Ok(ShardHandle { tx, shared })
     }
@@ -426,7 +411,11 @@ impl Shard {
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
                 ShardCommand::Publish(entries) => {
                     self.release(entries.len());
-                    entries.iter().for_each(|entry| self.publish(entry));
+                    for entry in entries.iter() {
+                        self.subscribers
+                            .iter_mut()
+                            .for_each(|sub| sub.publish(entry, &self.config));
+                    }
                     // Every subscriber has been measured against these.
                     let last = entries.last().map_or(0, |e| e.seq);
                     self.shared.seen.fetch_max(last, Ordering::Relaxed);
@@ -457,27 +446,6 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, entry: &Entry) {
-        // How far behind a subscriber is counts every event published.
-        let measure_all = self.config.slow_client == SlowClient::Disconnect;
-        let mut counts = [0; 3];
-        for sub in &mut self.subscribers {
-            let wanted = sub.wants(entry, &self.config);
-            if wanted || (measure_all && !sub.gone) {
-                let added = sub.publish(entry, wanted, &self.config);
-                counts.iter_mut().zip(added).for_each(|(count, n)| *count += n);
-            }
-        }
-        self.count(counts);
-    }
-
-    fn count(&self, [delivered, evicted, dropped]: [u64; 3]) {
-        let c = &self.counters;
-        c.delivered.fetch_add(delivered, Ordering::Relaxed);
-        c.evicted.fetch_add(evicted, Ordering::Relaxed);
-        c.dropped.fetch_add(dropped, Ordering::Relaxed);
-    }
-
     /// Keep-alives for idle streams, and a check for clients that went away;
     /// backlogs that emptied give their memory back.
     fn tick(&mut self) {
@@ -497,34 +465,33 @@ impl Shard {
 
     /// Writes every backlog that is due, evicts the stalled, removes the gone.
     fn flush_all(&mut self) {
-        let (mut counts, now) = ([0; 3], Instant::now());
+        let now = Instant::now();
         for sub in &mut self.subscribers {
             if !sub.pending.frames.is_empty() && sub.retry_at <= now {
-                counts[0] += sub.flush();
+                sub.flush();
                 let idle = now.saturating_duration_since(sub.last_write);
                 let stalled = sub.stall.is_some_and(|stall| idle > stall);
                 if !sub.gone && !sub.pending.frames.is_empty() && stalled {
-                    counts[1] += sub.evict(&self.config, true);
+                    sub.evict(&self.config, true);
                 }
             }
         }
-        self.count(counts);
         self.remove(|sub| sub.gone);
     }
 
     /// Ends the streams of the subscribers `which` selects and removes them.
     fn remove(&mut self, which: impl Fn(&Subscriber) -> bool) {
-        let before = self.subscribers.len();
         self.subscribers.retain(|sub| {
-            let go = which(sub);
-            if let (true, Sink::Socket(stream)) = (go, &sub.sink) {
+            if !which(sub) {
+                return true;
+            }
+            if let Sink::Socket(stream) = &sub.sink {
                 stream.close(sub.offset == 0); // nothing written in part
             }
-            !go // a receiver's ends as its sink drops
+            self.shared.load.fetch_sub(1, Ordering::Relaxed);
+            sub.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+            false // a receiver's ends as its sink drops
         });
-        let removed = (before - self.subscribers.len()) as u64;
-        self.shared.load.fetch_sub(removed, Ordering::Relaxed);
-        (self.counters.subscribers).fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Sends the goodbye, gives the sockets until the close timeout to take

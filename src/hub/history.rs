@@ -94,11 +94,11 @@ impl History {
     }
 
     fn push(&mut self, entry: Arc<Entry>) {
-        if self.total.0 == 0 {
-            return self.lose(&entry, false); // no replay: lost at once
-        }
         self.all.add(entry.frame.len());
         self.entries.push_back(entry);
+        if self.total.0 == 0 {
+            self.drop_at(self.entries.len() - 1); // no replay: lost at once
+        }
     }
 
     /// The newest event with the publisher's `id`, retained or a topic's lost.
@@ -119,9 +119,7 @@ impl History {
     }
 
     fn topic(&mut self, topic: Option<&str>) -> &mut TopicState {
-        let Some(topic) = topic else {
-            return &mut self.everyone;
-        };
+        let Some(topic) = topic else { return &mut self.everyone };
         if !self.topics.contains_key(topic) {
             self.forget_idle_topics();
             let state = TopicState { lost_seq: self.floor, ..TopicState::default() };
@@ -148,9 +146,11 @@ impl History {
         (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
     }
 
-    /// Records `entry` as lost by its topics, off the tallies if `counted`.
-    fn lose(&mut self, entry: &Entry, counted: bool) {
-        let len = entry.frame.len();
+    /// Drops entry `index` as lost by its topics (off the tallies it counts in).
+    fn drop_at(&mut self, index: usize) {
+        let entry = self.entries.remove(index).expect("an entry at `index`");
+        let (len, counted) = (entry.frame.len(), entry.seq <= self.counted_through);
+        self.all.sub(len);
         if counted {
             self.counted.sub(len);
         }
@@ -162,13 +162,6 @@ impl History {
             if entry.seq > state.lost_seq {
                 (state.lost_seq, state.lost_id) = (entry.seq, entry.id.clone());
             }
-        }
-    }
-
-    fn drop_at(&mut self, index: usize) {
-        if let Some(entry) = self.entries.remove(index) {
-            self.all.sub(entry.frame.len());
-            self.lose(&entry, entry.seq <= self.counted_through);
         }
     }
 
@@ -263,10 +256,8 @@ impl Coordinator {
         }
     }
 
-    /// Sends what was published since the last call to every shard. A shard
-    /// an inbox's worth of frames behind makes it wait (see
-    /// [`HubBuilder::inbox`]); bounding frames, not batches, lets a shard that
-    /// fell behind take everything queued in one round.
+    /// Sends what was published since the last call to every shard; waits
+    /// while one is an inbox's worth of frames behind ([`HubBuilder::inbox`]).
     pub(super) fn forward(&mut self) {
         if self.outgoing.is_empty() {
             return;
@@ -284,8 +275,7 @@ impl Coordinator {
     }
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
-        // 2^64 events are beyond any hub (`push` saturates). An id of the hub's
-        // form is the hub's to give: its ids stay unique and each resumes from one place.
+        // An id of the hub's form is the hub's to give, so that each resumes from one place.
         let seq = self.next_seq;
         let event = match event.get_id() {
             Some(id) if !self.is_hub_id(id) => event,
@@ -314,9 +304,8 @@ impl Coordinator {
     }
 
     /// Applies the history's bounds up to the newest event every shard has
-    /// handled (a subscriber is evicted at most half the history behind that,
-    /// see [`HubBuilder::backlog`]: what it missed is still here) and
-    /// publishes its size; returns whether more is to go once they catch up.
+    /// handled (see [`HubBuilder::backlog`]) and publishes its size; returns
+    /// whether more is to go once they catch up.
     pub(super) fn prune_history(&mut self) -> bool {
         let seen = (self.shards.iter())
             .filter(|shard| !shard.ended())
@@ -330,10 +319,9 @@ impl Coordinator {
         more
     }
 
-    /// The number of the event a client that last saw `id` saw last, or
-    /// `None` when the hub cannot place it. A hub-assigned id is placed by
-    /// its number (if canonical, issued, and not replaced by the publisher's
-    /// id in its retained entry); a publisher's by [`History::seq_of`].
+    /// The number of the event with `id`, if the hub can place it: a hub's id
+    /// by its number (if canonical, issued, and not replaced by the
+    /// publisher's in its retained entry), a publisher's by [`History::seq_of`].
     pub(super) fn resume_seq(&self, id: &str) -> Option<u64> {
         if !self.is_hub_id(id) || self.redis.is_some() {
             return self.history.seq_of(id);
@@ -369,16 +357,14 @@ impl Coordinator {
                     UnknownId::LiveOnly => entries.len(),
                 }
             }
-            // A new client gets what was published since its response head
-            // went out (it may have posted one the moment the stream opened);
-            // a receiver, what is published after it.
+            // A new client gets what was published since its head went out (it
+            // may have posted one as the stream opened); a receiver, what follows.
             None => match &sub.sink {
                 Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
             },
         };
-        // The `recent` events before a new client's time come first (the
-        // filter runs once per entry).
+        // First the `recent` events before it (the filter runs once per entry).
         let mut wanted = VecDeque::new();
         let mut recent = if resume.is_none() { sub.subscription.recent } else { 0 };
         while recent > 0 && start > 0 && !sub.gone {
@@ -422,10 +408,11 @@ impl Coordinator {
 mod tests {
     use super::*;
 
-    fn entry(seq: u64, topics: &[&str]) -> Arc<Entry> {
+    /// Event `seq` for `topic` (`""`: for everyone).
+    fn entry(seq: u64, topic: &str) -> Arc<Entry> {
         let frame = Frame::from(Event::new().data("x"));
         let (offset, id) = ((seq - 1) * frame.len() as u64, format!("e-{seq}"));
-        let topics = topics.iter().map(|t| t.to_string()).collect();
+        let topics = Some(topic.to_string()).filter(|t| !t.is_empty()).into_iter().collect();
         Arc::new(Entry { seq, offset, id, topics, event_type: None, frame, at: Instant::now() })
     }
 
@@ -435,8 +422,7 @@ mod tests {
         let config = super::super::Hub::builder().history(4, 1 << 20).topic_history(2, 1 << 20);
         let mut history = History::new(&config);
         for (n, topic) in ["a", "a", "b", "b", "b", "b", "b", "b", ""].iter().enumerate() {
-            let topics: &[&str] = if topic.is_empty() { &[] } else { &[topic] };
-            history.push(entry(n as u64 + 1, topics));
+            history.push(entry(n as u64 + 1, topic));
         }
         // Nothing handled by the fan-out threads yet: nothing dropped.
         assert!(history.prune(Instant::now(), 0));
@@ -466,7 +452,7 @@ mod tests {
         let config = super::super::Hub::builder().history(1, 1 << 20);
         let mut history = History::new(&config);
         for seq in 1..=100 {
-            history.push(entry(seq, &[&format!("t{seq}")]));
+            history.push(entry(seq, &format!("t{seq}")));
             history.prune(Instant::now(), u64::MAX);
         }
         assert!(history.topics.len() <= 64, "{}", history.topics.len());

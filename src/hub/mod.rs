@@ -7,11 +7,10 @@
 //!                     ids, the history      (each owns a share of the subscribers)
 //! ```
 //!
-//! A resume after an id from which none of the client's topics lost an
-//! event gets what it missed, with no gap or duplicate before the live
-//! events; otherwise first the gap signal ([`GAP_EVENT`], then see
-//! [`UnknownId`]). Close the hub before the server: a server's shutdown
-//! waits (at most a second) for the hub to let go of its streams.
+//! A resume after an id none of the client's topics lost an event after
+//! gets what it missed, without gap or duplicate; otherwise first the gap
+//! signal ([`GAP_EVENT`], then see [`UnknownId`]). Close the hub before the
+//! server: a server's shutdown waits (at most a second) for its streams.
 
 mod fanout;
 mod history;
@@ -101,8 +100,8 @@ pub enum UnknownId {
     LiveOnly,
 }
 
-/// Declares [`HubStats`], the `Counters` the hub's threads add to, and each
-/// counter's Prometheus name, type and help (also its doc).
+/// Declares [`HubStats`] (with each counter's Prometheus name, type and help,
+/// also its doc) and the `Counters` the hub's threads add to.
 macro_rules! counters {
     ($($name:ident: $metric:literal, $kind:literal, $help:literal;)*) => {
         /// The hub's counters.
@@ -124,9 +123,19 @@ macro_rules! counters {
         }
 
         impl HubStats {
-            /// Each counter: its JSON name, Prometheus name, type, help and value.
-            fn metrics(&self) -> [(&str, &str, &str, &str, u64); 9] {
-                [$((stringify!($name), $metric, $kind, $help, self.$name),)*]
+            /// The counters as a JSON object.
+            #[must_use]
+            pub fn to_json(&self) -> String {
+                let fields = [$(format!("\"{}\":{}", stringify!($name), self.$name)),*];
+                format!("{{{}}}", fields.join(","))
+            }
+
+            /// The counters in the Prometheus text format 0.0.4, named `stdsse_hub_...`.
+            #[must_use]
+            pub fn to_prometheus(&self) -> String {
+                let mut out = String::new();
+                $(push_metric(&mut out, concat!("stdsse_hub_", $metric), $kind, $help, self.$name);)*
+                out
             }
         }
     };
@@ -143,25 +152,6 @@ counters! {
     replay_misses: "replay_misses_total", "counter", "Resumes with the gap signal.";
     history_len: "history_events", "gauge", "Events in the history.";
     history_bytes: "history_bytes", "gauge", "Bytes of the history.";
-}
-
-impl HubStats {
-    /// The counters as a JSON object.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        let fields = self.metrics().map(|(name, .., value)| format!("\"{name}\":{value}"));
-        format!("{{{}}}", fields.join(","))
-    }
-
-    /// The counters in the Prometheus text format 0.0.4, named `stdsse_hub_...`.
-    #[must_use]
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        for (_, name, kind, help, value) in self.metrics() {
-            push_metric(&mut out, &format!("stdsse_hub_{name}"), kind, help, value);
-        }
-        out
-    }
 }
 
 /// `publish` failed, and why. The event is given back, as by
@@ -181,15 +171,6 @@ pub enum PublishErrorKind {
     TooLarge,
 }
 
-impl fmt::Display for PublishError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = ["publishing on a closed hub", "Redis is unavailable", "too large for Redis"];
-        f.write_str(why[self.1 as usize])
-    }
-}
-
-impl std::error::Error for PublishError {}
-
 /// `subscribe` or `receiver` failed: the hub is closed (and the stream too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubscribeError;
@@ -199,9 +180,10 @@ pub struct SubscribeError;
 pub struct CloseTimeoutError;
 
 macro_rules! error_text {
-    ($($name:ident: $text:literal;)*) => {$(
+    ($($name:ident($e:pat): $text:expr;)*) => {$(
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $e = self;
                 f.write_str($text)
             }
         }
@@ -211,8 +193,13 @@ macro_rules! error_text {
 }
 
 error_text! {
-    SubscribeError: "subscribing to a closed hub";
-    CloseTimeoutError: "the hub did not finish closing in time";
+    PublishError(PublishError(_, kind)): match kind {
+        PublishErrorKind::Closed => "publishing on a closed hub",
+        PublishErrorKind::Unavailable => "Redis is unavailable",
+        PublishErrorKind::TooLarge => "too large for Redis",
+    };
+    SubscribeError(_): "subscribing to a closed hub";
+    CloseTimeoutError(_): "the hub did not finish closing in time";
 }
 
 /// Decides, per subscriber, whether an event is for it (besides topics).
@@ -295,26 +282,41 @@ impl Subscription {
     }
 }
 
-/// Builds a [`Hub`]; every setting has a default.
-#[derive(Clone, Debug)]
-pub struct HubBuilder {
-    history_events: usize,
-    history_bytes: usize,
-    history_max_age: Option<Duration>,
-    topic_history: Option<(usize, usize)>,
-    backlog_events: usize,
-    backlog_bytes: usize,
-    stall_timeout: Option<Duration>,
-    slow_client: SlowClient,
-    unknown_id: UnknownId,
-    keep_alive: Option<Duration>,
-    inbox: usize,
-    close_event: Option<Event>,
-    close_retry: Option<(Duration, Duration)>,
-    close_timeout: Duration,
-    fanout_threads: usize,
-    log: Option<Hook<Arc<LogFn>>>,
-    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String)>,
+/// Declares [`HubBuilder`]'s fields with their defaults.
+macro_rules! builder {
+    ($($field:ident: $ty:ty = $default:expr,)*) => {
+        /// Builds a [`Hub`]; every setting has a default.
+        #[derive(Clone, Debug)]
+        pub struct HubBuilder {
+            $($field: $ty,)*
+        }
+
+        impl Default for HubBuilder {
+            fn default() -> HubBuilder {
+                HubBuilder { $($field: $default,)* }
+            }
+        }
+    };
+}
+
+builder! {
+    history_events: usize = 2000,
+    history_bytes: usize = 2 << 20,
+    history_max_age: Option<Duration> = None,
+    topic_history: Option<(usize, usize)> = None,
+    backlog_events: usize = 1000,
+    backlog_bytes: usize = 1 << 20,
+    stall_timeout: Option<Duration> = None,
+    slow_client: SlowClient = SlowClient::Disconnect,
+    unknown_id: UnknownId = UnknownId::ReplayAll,
+    keep_alive: Option<Duration> = Some(Duration::from_secs(15)),
+    inbox: usize = 1024,
+    close_event: Option<Event> = None,
+    close_retry: Option<(Duration, Duration)> = None,
+    close_timeout: Duration = Duration::from_secs(2),
+    fanout_threads: usize = thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+    log: Option<Hook<Arc<LogFn>>> = None,
+    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String)> = None,
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
@@ -329,35 +331,10 @@ impl<F> fmt::Debug for Hook<F> {
     }
 }
 
-impl Default for HubBuilder {
-    fn default() -> HubBuilder {
-        HubBuilder {
-            history_events: 2000,
-            history_bytes: 2 << 20,
-            history_max_age: None,
-            topic_history: None,
-            backlog_events: 1000,
-            backlog_bytes: 1 << 20,
-            stall_timeout: None,
-            slow_client: SlowClient::Disconnect,
-            unknown_id: UnknownId::ReplayAll,
-            keep_alive: Some(Duration::from_secs(15)),
-            inbox: 1024,
-            close_event: None,
-            close_retry: None,
-            close_timeout: Duration::from_secs(2),
-            fanout_threads: thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-            log: None,
-            redis: None,
-        }
-    }
-}
-
 impl HubBuilder {
     setters! {
-        /// The history's bounds: at most this many events and encoded bytes
-        /// (default 2000, 2 MiB: twice the backlog bound, so an evicted client can
-        /// resume). Zero events disables replay.
+        /// The history's bounds in events and encoded bytes (default 2000, 2 MiB):
+        /// the memory kept for resumes. Zero events disables replay.
         history(events: usize, bytes: usize) { history_events: events, history_bytes: bytes }
         /// The history's bounds per topic (default: half the total, at least one
         /// event), so a busy topic cannot push a quiet one's events out. An event
@@ -365,16 +342,14 @@ impl HubBuilder {
         topic_history(events: usize, bytes: usize) { topic_history: Some((events.max(1), bytes)) }
         /// Also drop history entries older than this (default: no age limit).
         history_max_age(age: Option<Duration>) { history_max_age: age }
-        /// Bounds how far a subscriber may fall behind (default 1000 events,
-        /// 1 MiB). With [`SlowClient::Disconnect`]: events of the hub's (and of its
-        /// topics') sequence since the first it was not sent in full, wanted or
-        /// not, capped at half the history's (and a topic's) bounds, so an
-        /// evicted client's resume point is still retained. With
-        /// [`SlowClient::DropOldest`]: its own queued frames and bytes.
+        /// How far a subscriber may fall behind (default 1000 events, 1 MiB): the
+        /// memory a slow client holds. [`SlowClient::Disconnect`] counts the hub's
+        /// (and its topics') events since the first not sent in full, capped at
+        /// half the history's bounds so that its resume point is retained;
+        /// [`SlowClient::DropOldest`], its own queued frames and bytes.
         backlog(events: usize, bytes: usize) { backlog_events: events.max(1), backlog_bytes: bytes.max(1) }
         /// A stream whose backlog makes no progress for this long is disconnected
-        /// (default: [`Server::write_timeout`](crate::Server::write_timeout)); until
-        /// then it is retried with a back-off of 2 ms doubling to 250 ms.
+        /// (default: [`Server::write_timeout`](crate::Server::write_timeout)).
         stall_timeout(timeout: Duration) { stall_timeout: Some(timeout) }
         /// What happens past the backlog bound (default [`SlowClient::Disconnect`]).
         slow_client(policy: SlowClient) { slow_client: policy }
@@ -382,9 +357,8 @@ impl HubBuilder {
         unknown_id(policy: UnknownId) { unknown_id: policy }
         /// A keep-alive comment after this long without a write (default 15 s).
         keep_alive(interval: Option<Duration>) { keep_alive: interval }
-        /// How many publishes and subscriptions may wait for the hub before those
-        /// calls wait (default 1,024); it bounds the events on their way (at most
-        /// about five times this many) when publishers outrun the fan-out.
+        /// How many publishes and subscriptions may queue before those calls wait
+        /// (default 1,024): it bounds the events on their way to the fan-out.
         inbox(commands: usize) { inbox: commands.max(1) }
         /// An event every subscriber receives when the hub closes.
         close_event(event: Option<Event>) { close_event: event }
@@ -399,6 +373,16 @@ impl HubBuilder {
         log(log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) {
             log: Some(Hook(Arc::new(log)))
         }
+        /// Shares the hub with every other on this Redis stream (default: none):
+        /// `url` is `redis://[user:password@]host[:port][/db]`, checked and
+        /// connected to by [`build`](HubBuilder::build). All deliver the same events
+        /// in one order and ids resume on any; a resume across a loss, and every
+        /// live subscriber when the hub notices one, get the gap signal; while
+        /// Redis is down `publish` fails ([`PublishErrorKind::Unavailable`]). No
+        /// TLS: see [`crate::redis`].
+        redis(url: &str, stream: &str) {
+            redis: Some((crate::redis::RedisUrl::parse(url), stream.into()))
+        }
     }
 
     fn topic_bound(&self) -> (usize, usize) {
@@ -408,30 +392,13 @@ impl HubBuilder {
 
     /// The [`backlog`](HubBuilder::backlog) bound with [`SlowClient::Disconnect`].
     fn behind_bound(&self) -> [u64; 4] {
+        let (events, bytes, topic) = (self.backlog_events, self.backlog_bytes, self.topic_bound());
         let cap = |backlog: usize, history: usize| match self.history_events {
             0 => backlog as u64,
             _ => backlog.min((history / 2).max(1)) as u64,
         };
-        let (topic_events, topic_bytes) = self.topic_bound();
-        [
-            cap(self.backlog_events, self.history_events),
-            cap(self.backlog_bytes, self.history_bytes),
-            cap(self.backlog_events, topic_events),
-            cap(self.backlog_bytes, topic_bytes),
-        ]
-    }
-
-    /// Shares the hub with every other on this Redis stream (default: none):
-    /// `url` is `redis://[user:password@]host[:port][/db]` (checked, and
-    /// connected to, by [`build`](HubBuilder::build)). All deliver the same
-    /// events in one order and ids resume on any; a resume across a loss, and
-    /// every subscriber live when the hub notices one, get the gap signal;
-    /// while Redis is down `publish` fails ([`PublishErrorKind::Unavailable`])
-    /// and streams stay open. Design: `src/hub/redis.rs`; TLS: [`crate::redis`].
-    #[must_use]
-    pub fn redis(mut self, url: &str, stream: &str) -> HubBuilder {
-        self.redis = Some((crate::redis::RedisUrl::parse(url), stream.into()));
-        self
+        let (h_events, h_bytes) = (self.history_events, self.history_bytes);
+        [cap(events, h_events), cap(bytes, h_bytes), cap(events, topic.0), cap(bytes, topic.1)]
     }
 
     /// Calls the log hook, if any (one that panics must not take a thread down).
@@ -448,17 +415,15 @@ impl HubBuilder {
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
         let (redis, engine) = redis::start(&config, &tx)?.unzip();
-        let shards = (0..config.fanout_threads)
-            .map(|n| Shard::spawn(n, &counters, &config))
-            .collect::<io::Result<_>>()?;
+        let shards = (0..config.fanout_threads).map(|n| Shard::spawn(n, &config));
         let coordinator = Coordinator {
+            shards: shards.collect::<io::Result<_>>()?,
             history: History::new(&config),
             next_seq: 1,
             next_offset: 0,
             epoch: if engine.is_some() { String::new() } else { epoch.clone() },
             counters: counters.clone(),
             config,
-            shards,
             outgoing: Vec::new(),
             redis: engine,
         };
@@ -502,8 +467,7 @@ pub struct Hub {
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &self.inner;
-        f.debug_struct("Hub").field("epoch", &inner.epoch).field("stats", &self.stats()).finish()
+        f.debug_struct("Hub").field("epoch", &self.epoch()).field("stats", &self.stats()).finish()
     }
 }
 
@@ -551,13 +515,9 @@ impl Hub {
 
     /// Hands an open event stream to the hub, which replays from the last
     /// event id, writes to it from now on and closes it when it goes away.
-    pub fn subscribe(
-        &self,
-        stream: EventStream,
-        subscription: Subscription,
-    ) -> Result<(), SubscribeError> {
-        let subscription = Subscription { peer: Some(stream.peer_addr()), ..subscription };
-        let command = Command::Subscribe(Sink::Socket(stream.detach()), subscription);
+    pub fn subscribe(&self, stream: EventStream, sub: Subscription) -> Result<(), SubscribeError> {
+        let sub = Subscription { peer: Some(stream.peer_addr()), ..sub };
+        let command = Command::Subscribe(Sink::Socket(stream.detach()), sub);
         self.send(command).map_or(Ok(()), |_| Err(SubscribeError))
     }
 
@@ -578,8 +538,7 @@ impl Hub {
     pub fn receiver(&self, subscription: Subscription) -> Result<Receiver, SubscribeError> {
         let queue = LocalQueue::new(&self.inner.counters);
         let command = Command::Subscribe(Sink::Local(queue.clone()), subscription);
-        self.send(command).map_or(Ok(()), |_| Err(SubscribeError))?;
-        Ok(Receiver { queue })
+        self.send(command).map_or(Ok(Receiver { queue }), |_| Err(SubscribeError))
     }
 
     /// Sends `command` to the coordinator; gives it back if the hub is closed.
@@ -634,8 +593,7 @@ impl Hub {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // Slack over the close timeout, also for a full inbox ahead of the
-        // close (rare: polling is enough).
+        // Slack over the close timeout, also for a full inbox (rare: polled).
         let deadline = Instant::now() + Duration::from_secs(30);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let mut command = Command::Close(done_tx);
@@ -646,10 +604,8 @@ impl Hub {
             command = back;
             thread::sleep(Duration::from_millis(1));
         }
-        match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
-            Err(RecvTimeoutError::Timeout) => Err(CloseTimeoutError),
-        }
+        let done = done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        (done != Err(RecvTimeoutError::Timeout)).then_some(()).ok_or(CloseTimeoutError)
     }
 
     /// Whether [`close`](Hub::close) was called.

@@ -88,14 +88,12 @@ impl LocalQueue {
             if state.ended {
                 return Err(ended);
             }
-            state.waiting += 1;
-            let waited = wait_until(&self.ready, state, deadline);
-            let late = waited.is_err();
-            state = waited.unwrap_or_else(|s| s);
-            state.waiting -= 1;
-            if late {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(timed_out);
             }
+            state.waiting += 1;
+            state = wait_until(&self.ready, state, deadline).unwrap_or_else(|s| s);
+            state.waiting -= 1;
         }
     }
 

@@ -347,7 +347,7 @@ impl Coordinator {
                 None => (sink, sub),
             };
         let (mut new, seq, end) =
-            (Subscriber::new(sink, sub, &self.config), self.next_seq - 1, self.next_offset);
+            (Subscriber::new(sink, sub, self), self.next_seq - 1, self.next_offset);
         // The replay comes just before what was delivered last.
         for e in self.redis.as_mut().and_then(|e| e.answer.take()).unwrap_or_default() {
             let entry = Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
