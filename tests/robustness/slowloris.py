@@ -98,7 +98,7 @@ def main():
             peak_threads = 0
             peak_open = 0
             measure_until = connect_start + HEAD_TIMEOUT - 0.6
-            while time.monotonic() < measure_until:
+            while not latencies or time.monotonic() < measure_until:
                 peak_threads = max(peak_threads, tb.threads())
                 t = time.monotonic()
                 try:
