@@ -61,10 +61,6 @@ pub struct Accept {
     body: Box<BodyFn>,
 }
 
-/// Headers the server writes for a stream.
-const STREAM_OWNED: &[&str] =
-    &["Content-Type", "Content-Length", "Transfer-Encoding", "Connection"];
-
 impl Accept {
     /// Accepts: `body` runs on the connection's thread once the head is sent.
     pub fn new(
@@ -78,7 +74,7 @@ impl Accept {
     /// server owns, makes the answer a `500`.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Accept {
-        self.head = self.head.checked_header(name, value, STREAM_OWNED);
+        self.head = self.head.checked_header(name, value, true);
         self
     }
 }
