@@ -219,19 +219,15 @@ impl EventError {
     }
 }
 
-impl fmt::Display for EventError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.character {
-            '\r' => "CR",
-            '\n' => "LF",
-            _ => "NUL",
-        };
-        let (code, at, field) = (self.character as u32, self.position, self.field);
-        write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
-    }
-}
-
-impl std::error::Error for EventError {}
+error_display!(EventError(e, f) => {
+    let name = match e.character {
+        '\r' => "CR",
+        '\n' => "LF",
+        _ => "NUL",
+    };
+    let (code, at, field) = (e.character as u32, e.position, e.field);
+    write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
+});
 
 /// `InvalidInput`, so that `?` works in a function returning `io::Result`.
 impl From<EventError> for std::io::Error {

@@ -31,6 +31,21 @@ macro_rules! str_enum {
     };
 }
 
+/// `Display` (`$body`, with `self` matched by `$this`, writing to `$f`) and
+/// `Error` for each error type.
+macro_rules! error_display {
+    ($($name:ident($this:pat, $f:ident) => $body:expr);* $(;)?) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, $f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let $this = self;
+                $body
+            }
+        }
+
+        impl std::error::Error for $name {}
+    )*};
+}
+
 /// A public snapshot of counters: each field (documented by its help, then
 /// `$doc`) renders as JSON and as a metric in the Prometheus text format
 /// 0.0.4 (`# HELP`, `# TYPE`, `name value`; no help holds `\` or a line break).

@@ -157,27 +157,14 @@ pub struct SubscribeError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseTimeoutError;
 
-macro_rules! error_text {
-    ($($name:ident($e:pat): $text:expr;)*) => {$(
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let $e = self;
-                f.write_str($text)
-            }
-        }
-
-        impl std::error::Error for $name {}
-    )*};
-}
-
-error_text! {
-    PublishError(PublishError(_, kind)): match kind {
+error_display! {
+    PublishError(PublishError(_, kind), f) => f.write_str(match kind {
         PublishErrorKind::Closed => "publishing on a closed hub",
         PublishErrorKind::Unavailable => "Redis is unavailable",
         PublishErrorKind::TooLarge => "too large for Redis",
-    };
-    SubscribeError(_): "subscribing to a closed hub";
-    CloseTimeoutError(_): "the hub did not finish closing in time";
+    });
+    SubscribeError(_, f) => f.write_str("subscribing to a closed hub");
+    CloseTimeoutError(_, f) => f.write_str("the hub did not finish closing in time");
 }
 
 /// Decides, per subscriber, whether an event is for it (besides topics).
