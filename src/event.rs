@@ -45,11 +45,12 @@ macro_rules! getters {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    comments: Vec<String>,
-    event: Option<String>,
-    id: Option<String>,
-    retry: Option<Duration>,
-    data: Option<String>,
+    // The crate sets `event` and `id` directly only to values `check` passes.
+    pub(crate) comments: Vec<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) retry: Option<Duration>,
+    pub(crate) data: Option<String>,
 }
 
 impl Event {
@@ -92,23 +93,9 @@ impl Event {
         self
     }
 
-    /// Sets an id the crate knows to be valid.
-    pub(crate) fn with_valid_id(mut self, id: String) -> Event {
-        debug_assert!(check(Field::Id, id.clone()).is_ok());
-        self.id = Some(id);
-        self
-    }
-
     /// The event without its id (the hub on Redis).
     pub(crate) fn without_id(self) -> Event {
         Event { id: None, ..self }
-    }
-
-    /// Sets an event type the crate knows to be valid.
-    pub(crate) fn with_valid_event(mut self, event_type: &str) -> Event {
-        debug_assert!(check(Field::Event, event_type.to_string()).is_ok());
-        self.event = Some(event_type.to_string());
-        self
     }
 
     getters!(get_data: data, get_event: event, get_id: id);
@@ -232,19 +219,15 @@ impl EventError {
     }
 }
 
-impl fmt::Display for EventError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.character {
-            '\r' => "CR",
-            '\n' => "LF",
-            _ => "NUL",
-        };
-        let (code, at, field) = (self.character as u32, self.position, self.field);
-        write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
-    }
-}
-
-impl std::error::Error for EventError {}
+error_display!(EventError(e, f) => {
+    let name = match e.character {
+        '\r' => "CR",
+        '\n' => "LF",
+        _ => "NUL",
+    };
+    let (code, at, field) = (e.character as u32, e.position, e.field);
+    write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
+});
 
 /// `InvalidInput`, so that `?` works in a function returning `io::Result`.
 impl From<EventError> for std::io::Error {

@@ -81,20 +81,12 @@ pub enum ParseError {
     },
 }
 
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::LineTooLong { limit } => {
-                write!(f, "event stream line longer than {limit} bytes")
-            }
-            ParseError::EventTooLarge { limit } => {
-                write!(f, "event larger than {limit} bytes (data and event type)")
-            }
-        }
+error_display!(ParseError(e, f) => match e {
+    ParseError::LineTooLong { limit } => write!(f, "event stream line longer than {limit} bytes"),
+    ParseError::EventTooLarge { limit } => {
+        write!(f, "event larger than {limit} bytes (data and event type)")
     }
-}
-
-impl std::error::Error for ParseError {}
+});
 
 /// An incremental event-stream parser: [`feed`](Parser::feed) it bytes as
 /// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item), or

@@ -342,14 +342,10 @@ impl SendError {
     }
 }
 
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("event stream closed")?;
-        self.0.map_or(Ok(()), |kind| write!(f, ": {kind}"))
-    }
-}
-
-impl std::error::Error for SendError {}
+error_display!(SendError(SendError(kind), f) => {
+    f.write_str("event stream closed")?;
+    kind.map_or(Ok(()), |kind| write!(f, ": {kind}"))
+});
 
 /// A stream owned by a fan-out thread: non-blocking, possibly partial writes.
 pub(crate) struct Detached {

@@ -31,6 +31,59 @@ macro_rules! str_enum {
     };
 }
 
+/// `Display` (`$body`, with `self` matched by `$this`, writing to `$f`) and
+/// `Error` for each error type.
+macro_rules! error_display {
+    ($($name:ident($this:pat, $f:ident) => $body:expr);* $(;)?) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, $f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let $this = self;
+                $body
+            }
+        }
+
+        impl std::error::Error for $name {}
+    )*};
+}
+
+/// A public snapshot of counters: each field (documented by its help, then
+/// `$doc`) renders as JSON and as a metric in the Prometheus text format
+/// 0.0.4 (`# HELP`, `# TYPE`, `name value`; no help holds `\` or a line break).
+macro_rules! stats {
+    (
+        $(#[$doc:meta])* pub struct $name:ident($prefix:literal) {
+            $($(#[$fdoc:meta])* $field:ident: $ty:ty, $metric:literal, $kind:literal, $help:literal;)*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct $name {
+            $(#[doc = $help] $(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The counters as a JSON object.
+            #[must_use]
+            pub fn to_json(&self) -> String {
+                let fields = [$(format!("\"{}\":{}", stringify!($field), self.$field)),*];
+                format!("{{{}}}", fields.join(","))
+            }
+
+            #[doc = concat!("The counters in the Prometheus text format 0.0.4, named `", $prefix, "...`.")]
+            #[must_use]
+            pub fn to_prometheus(&self) -> String {
+                let mut out = String::new();
+                $(out += &format!(
+                    "# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n",
+                    concat!($prefix, $metric), $help, $kind, self.$field,
+                );)*
+                out
+            }
+        }
+    };
+}
+
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,11 +124,4 @@ pub(crate) fn random_u64() -> u64 {
 pub(crate) fn jittered((base, jitter): (Duration, Duration)) -> Duration {
     let unit = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
     base + jitter.mul_f64(unit)
-}
-
-/// Appends one metric in the Prometheus text format 0.0.4: `# HELP`, `#
-/// TYPE`, then `name value` (`help` holds no backslash or line break).
-pub(crate) fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
 }

@@ -1172,6 +1172,17 @@ struct Logged {
 }
 
 #[test]
+fn handlers_see_the_peer_address() {
+    let server = TestServer::start(|s| {
+        s.get("/peer", |req| Response::text(200, format!("{:?}", req.remote_addr())));
+    });
+    let mut client = server.client();
+    client.send(b"GET /peer HTTP/1.1\r\nHost: t\r\n\r\n");
+    let peer = client.stream.local_addr().unwrap();
+    assert_eq!(client.response().body, format!("{:?}", Some(peer)).into_bytes());
+}
+
+#[test]
 fn access_log_once_per_request_and_stream_end() {
     let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
     let server = TestServer::start({

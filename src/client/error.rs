@@ -241,32 +241,24 @@ fn show_type(content_type: &Option<String>) -> String {
     content_type.as_ref().map_or("no Content-Type".into(), |t| format!("Content-Type {t:?}"))
 }
 
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
-            Self::Https { url } => write!(f, "{url:?}: no TLS; use http:// via stunnel or nginx"),
-            Self::Method { method } => write!(f, "invalid HTTP method {method:?}: not a token"),
-            Self::Header { name, reason } => write!(f, "invalid request header {name:?}: {reason}"),
-            Self::Status { status, content_type: t } => {
-                write!(f, "{} ({}), not an event stream", answered(*status), show_type(t))
-            }
-            Self::ContentType { content_type: t } => {
-                write!(f, "{} with {}, not text/event-stream", answered(200), show_type(t))
-            }
-            Self::MissingLocation { status } => {
-                write!(f, "{} without a Location header", answered(*status))
-            }
-            Self::InvalidLocation { status, location } => {
-                write!(f, "{} with an unusable Location {location:?}", answered(*status))
-            }
-            Self::TooManyRedirects { limit } => write!(f, "more than {limit} redirects in a row"),
-            Self::EventTooLarge { limit } => {
-                write!(f, "skipped an event larger than {limit} bytes")
-            }
-            Self::Refused(refusal) => refusal.fmt(f),
-        }
+error_display!(ClientError(e, f) => match e {
+    Self::Url { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
+    Self::Https { url } => write!(f, "{url:?}: no TLS; use http:// via stunnel or nginx"),
+    Self::Method { method } => write!(f, "invalid HTTP method {method:?}: not a token"),
+    Self::Header { name, reason } => write!(f, "invalid request header {name:?}: {reason}"),
+    Self::Status { status, content_type: t } => {
+        write!(f, "{} ({}), not an event stream", answered(*status), show_type(t))
     }
-}
-
-impl std::error::Error for ClientError {}
+    Self::ContentType { content_type: t } => {
+        write!(f, "{} with {}, not text/event-stream", answered(200), show_type(t))
+    }
+    Self::MissingLocation { status } => {
+        write!(f, "{} without a Location header", answered(*status))
+    }
+    Self::InvalidLocation { status, location } => {
+        write!(f, "{} with an unusable Location {location:?}", answered(*status))
+    }
+    Self::TooManyRedirects { limit } => write!(f, "more than {limit} redirects in a row"),
+    Self::EventTooLarge { limit } => write!(f, "skipped an event larger than {limit} bytes"),
+    Self::Refused(refusal) => refusal.fmt(f),
+});

@@ -21,8 +21,6 @@
 //! it are in. The parsers keep no state: call them again with the whole,
 //! longer buffer.
 
-use std::fmt;
-
 /// `header` and `header_all` of a head whose fields are `|$head| $pairs`.
 macro_rules! lookups {
     (|$head:ident| $pairs:expr) => {
@@ -222,13 +220,7 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.description(), self.status())
-    }
-}
-
-impl std::error::Error for Error {}
+error_display!(Error(e, f) => write!(f, "{} ({})", e.description(), e.status()));
 
 /// Size bounds on what a peer may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

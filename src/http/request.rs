@@ -23,8 +23,9 @@ pub struct Request {
     query: Option<u32>,
     version: Version,
     fields: Vec<FieldSpan>,
-    body: Vec<u8>,
-    remote_addr: Option<SocketAddr>,
+    /// Set by the server once read.
+    pub(crate) body: Vec<u8>,
+    pub(crate) remote_addr: Option<SocketAddr>,
 }
 
 impl fmt::Debug for Request {
@@ -275,14 +276,6 @@ impl Request {
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }
-
-    pub(crate) fn set_body(&mut self, body: Vec<u8>) {
-        self.body = body;
-    }
-
-    pub(crate) fn set_remote_addr(&mut self, addr: SocketAddr) {
-        self.remote_addr = Some(addr);
-    }
 }
 
 /// Decodes a query string as `application/x-www-form-urlencoded` (WHATWG
@@ -315,18 +308,4 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_setters() {
-        let mut request = Request::parse(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-        request.set_body(b"data".to_vec());
-        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        request.set_remote_addr(addr);
-        assert_eq!((request.body(), request.remote_addr()), (&b"data"[..], Some(addr)));
-    }
 }

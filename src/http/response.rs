@@ -7,6 +7,9 @@ use super::{
 };
 use std::io::Write;
 
+/// The headers the server writes itself (first: a stream's `Content-Type`).
+const OWNED: [&str; 4] = ["content-type", "content-length", "transfer-encoding", "connection"];
+
 /// A response with a complete body.
 ///
 /// ```
@@ -62,12 +65,12 @@ impl Response {
     /// stored, and the server writes `500` instead.
     #[must_use]
     pub fn header(self, name: &str, value: &str) -> Response {
-        self.checked_header(name, value, &[])
+        self.checked_header(name, value, false)
     }
 
-    /// [`header`](Response::header), also refusing the names in `reserved`.
-    pub(crate) fn checked_header(mut self, name: &str, value: &str, reserved: &[&str]) -> Response {
-        if reserved.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+    /// [`header`](Response::header), also refusing `OWNED` on a `stream`'s head.
+    pub(crate) fn checked_header(mut self, name: &str, value: &str, stream: bool) -> Response {
+        if stream && OWNED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             self.invalid = self.invalid.or(Some("reserved response header"));
         } else if valid_field(name, value) {
             self.headers.push((name.to_owned(), value.to_owned()));
@@ -148,8 +151,7 @@ impl Response {
     /// Appends the header lines but the framing ones.
     fn write_headers(&self, out: &mut Vec<u8>) {
         for (name, value) in &self.headers {
-            let owned = ["content-length", "transfer-encoding", "connection"];
-            if !owned.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            if !OWNED[1..].iter().any(|n| name.eq_ignore_ascii_case(n)) {
                 let _ = write!(out, "{name}: {value}\r\n");
             }
         }

@@ -517,5 +517,5 @@ impl Shard {
 }
 
 pub(super) fn gap_frame(reason: &str) -> Frame {
-    Frame::from(Event::new().with_valid_event(GAP_EVENT).data(reason))
+    Frame::from(Event { event: Some(GAP_EVENT.into()), ..Event::new() }.data(reason))
 }

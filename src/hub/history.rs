@@ -279,7 +279,7 @@ impl Coordinator {
         let seq = self.next_seq;
         let event = match event.get_id() {
             Some(id) if !self.is_hub_id(id) => event,
-            _ => event.with_valid_id(format!("{}-{seq}", self.epoch)),
+            _ => Event { id: Some(format!("{}-{seq}", self.epoch)), ..event },
         };
         self.push(Entry {
             seq,

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use crate::event::{Event, Frame};
 use crate::http::{Request, Response};
 use crate::server::{Accept, EventStream};
-use crate::util::push_metric;
 use fanout::{Shard, Sink};
 use history::{Coordinator, Entry, History};
 use receiver::LocalQueue;
@@ -100,15 +99,12 @@ pub enum UnknownId {
     LiveOnly,
 }
 
-/// Declares [`HubStats`] (with each counter's Prometheus name, type and help,
-/// also its doc) and the `Counters` the hub's threads add to.
+/// Declares [`HubStats`] and the `Counters` the hub's threads add to.
 macro_rules! counters {
     ($($name:ident: $metric:literal, $kind:literal, $help:literal;)*) => {
-        /// The hub's counters.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        #[non_exhaustive]
-        pub struct HubStats {
-            $(#[doc = $help] pub $name: u64,)*
+        stats! {
+            /// The hub's counters.
+            pub struct HubStats("stdsse_hub_") { $($name: u64, $metric, $kind, $help;)* }
         }
 
         #[derive(Default)]
@@ -121,27 +117,9 @@ macro_rules! counters {
                 HubStats { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
         }
-
-        impl HubStats {
-            /// The counters as a JSON object.
-            #[must_use]
-            pub fn to_json(&self) -> String {
-                let fields = [$(format!("\"{}\":{}", stringify!($name), self.$name)),*];
-                format!("{{{}}}", fields.join(","))
-            }
-
-            /// The counters in the Prometheus text format 0.0.4, named `stdsse_hub_...`.
-            #[must_use]
-            pub fn to_prometheus(&self) -> String {
-                let mut out = String::new();
-                $(push_metric(&mut out, concat!("stdsse_hub_", $metric), $kind, $help, self.$name);)*
-                out
-            }
-        }
     };
 }
 
-#[rustfmt::skip]
 counters! {
     subscribers: "subscribers", "gauge", "Subscribers now.";
     published: "published_total", "counter", "Events published.";
@@ -179,27 +157,14 @@ pub struct SubscribeError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseTimeoutError;
 
-macro_rules! error_text {
-    ($($name:ident($e:pat): $text:expr;)*) => {$(
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let $e = self;
-                f.write_str($text)
-            }
-        }
-
-        impl std::error::Error for $name {}
-    )*};
-}
-
-error_text! {
-    PublishError(PublishError(_, kind)): match kind {
+error_display! {
+    PublishError(PublishError(_, kind), f) => f.write_str(match kind {
         PublishErrorKind::Closed => "publishing on a closed hub",
         PublishErrorKind::Unavailable => "Redis is unavailable",
         PublishErrorKind::TooLarge => "too large for Redis",
-    };
-    SubscribeError(_): "subscribing to a closed hub";
-    CloseTimeoutError(_): "the hub did not finish closing in time";
+    });
+    SubscribeError(_, f) => f.write_str("subscribing to a closed hub");
+    CloseTimeoutError(_, f) => f.write_str("the hub did not finish closing in time");
 }
 
 /// Decides, per subscriber, whether an event is for it (besides topics).

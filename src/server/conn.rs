@@ -227,7 +227,7 @@ impl Session {
     /// the connection stays open.
     fn handle(&mut self, mut req: Request, consumed: usize) -> bool {
         let app = self.app.clone();
-        req.set_remote_addr(self.conn.remote);
+        req.remote_addr = Some(self.conn.remote);
         app.shared.count(|s| &mut s.requests);
         let keep = req.keep_alive() && !app.shared.shutting_down.load(Ordering::SeqCst);
         // A body that cannot be delimited or an unmet expectation ends it.
@@ -250,7 +250,7 @@ impl Session {
             Response::new(100).send(&self.conn.socket, Version::Http11, false, false);
         }
         match self.read_body(framing, consumed) {
-            Ok(body) => req.set_body(body),
+            Ok(body) => req.body = body,
             Err(refusal) => return self.refuse(&req, refusal),
         }
         match panic::catch_unwind(AssertUnwindSafe(|| (route.handler)(&req))) {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::event::Event;
 use crate::http::{Limits, Request, Response, Version};
 use crate::stream::{goodbye, tick, StreamShared};
-use crate::util::{lock, push_metric, wait_until};
+use crate::util::{lock, wait_until};
 use conn::Conn;
 use route::{Boxed, Route};
 
@@ -61,10 +61,6 @@ pub struct Accept {
     body: Box<BodyFn>,
 }
 
-/// Headers the server writes for a stream.
-const STREAM_OWNED: &[&str] =
-    &["Content-Type", "Content-Length", "Transfer-Encoding", "Connection"];
-
 impl Accept {
     /// Accepts: `body` runs on the connection's thread once the head is sent.
     pub fn new(
@@ -78,7 +74,7 @@ impl Accept {
     /// server owns, makes the answer a `500`.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Accept {
-        self.head = self.head.checked_header(name, value, STREAM_OWNED);
+        self.head = self.head.checked_header(name, value, true);
         self
     }
 }
@@ -126,54 +122,18 @@ pub enum LogKind {
     AcceptError,
 }
 
-/// A snapshot of the server's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Connections open now (each has a thread or an open event stream).
-    pub open_connections: usize,
-    /// Event streams open now.
-    pub open_streams: usize,
-    /// Requests answered since start.
-    pub requests: u64,
-    /// Connections refused with 503 (`max_connections`, a failed spawn).
-    pub rejected: u64,
-    /// Handler panics caught.
-    pub panics: u64,
-    /// Requests refused as malformed, too large or too slow.
-    pub bad_requests: u64,
-    /// Failed `accept` calls.
-    pub accept_errors: u64,
-}
-
-impl Stats {
-    /// The counters as a JSON object.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"open_connections\":{},\"open_streams\":{},\"requests\":{},\"rejected\":{},\"panics\":{},\"bad_requests\":{},\"accept_errors\":{}}}",
-            self.open_connections, self.open_streams, self.requests, self.rejected, self.panics, self.bad_requests, self.accept_errors
-        )
-    }
-
-    /// The counters in the Prometheus text format 0.0.4 (`stdsse_server_...`).
-    #[must_use]
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        #[rustfmt::skip]
-        let metrics = [
-            ("connections_open", "gauge", "Connections open now.", self.open_connections as u64),
-            ("streams_open", "gauge", "Event streams open now.", self.open_streams as u64),
-            ("requests_total", "counter", "Requests answered.", self.requests),
-            ("rejected_total", "counter", "Connections refused with 503.", self.rejected),
-            ("panics_total", "counter", "Handler panics caught.", self.panics),
-            ("bad_requests_total", "counter", "Requests refused as malformed, too large or too slow.", self.bad_requests),
-            ("accept_errors_total", "counter", "Failed accept calls.", self.accept_errors),
-        ];
-        for (name, kind, help, value) in metrics {
-            push_metric(&mut out, &format!("stdsse_server_{name}"), kind, help, value);
-        }
-        out
+stats! {
+    /// A snapshot of the server's counters.
+    pub struct Stats("stdsse_server_") {
+        /// Each has a thread or an open event stream.
+        open_connections: usize, "connections_open", "gauge", "Connections open now.";
+        open_streams: usize, "streams_open", "gauge", "Event streams open now.";
+        requests: u64, "requests_total", "counter", "Requests answered.";
+        /// `max_connections`, or a failed spawn.
+        rejected: u64, "rejected_total", "counter", "Connections refused with 503.";
+        panics: u64, "panics_total", "counter", "Handler panics caught.";
+        bad_requests: u64, "bad_requests_total", "counter", "Requests refused as malformed, too large or too slow.";
+        accept_errors: u64, "accept_errors_total", "counter", "Failed accept calls.";
     }
 }
 
