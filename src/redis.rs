@@ -11,7 +11,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::http::Status;
-use crate::scan::{find_eol, push_decimal};
+use crate::scan::find_eol;
 
 type Parsed = Result<Option<(Reply, usize)>, RedisError>;
 
@@ -152,9 +152,7 @@ pub const LIMITS: ReplyLimits =
 /// first only measures (no copies while a big reply arrives piece by piece).
 #[doc(hidden)]
 pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Status<(Reply, usize)>, RedisError> {
-    if parse_at(buf, 0, 0, limits, false)?.is_none() {
-        return Ok(Status::Partial);
-    }
+    let Some(_) = parse_at(buf, 0, 0, limits, false)? else { return Ok(Status::Partial) };
     Ok(parse_at(buf, 0, 0, limits, true)?.map_or(Status::Partial, Status::Complete))
 }
 
@@ -181,6 +179,7 @@ fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool)
         _ => return Err(Protocol("CR without LF")),
     }
     let line = &line[..eol];
+    let mut end = next;
     let text = || String::from_utf8_lossy(if build { line } else { b"" }).into_owned();
     // `-1` is `None` (nil); a length over `max` is an error.
     let len = |max: usize| match int(line).filter(|&n| n >= -1).map(|n| usize::try_from(n).ok()) {
@@ -193,24 +192,21 @@ fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool)
         b':' => Reply::Integer(int(line).ok_or(Protocol("bad integer"))?),
         b'$' => match len(lim.bulk)? {
             None => Reply::Bulk(None),
+            Some(n) if !has(next.saturating_add(n).saturating_add(2))? => return Ok(None),
             Some(n) => {
-                if !has(next.saturating_add(n).saturating_add(2))? {
-                    return Ok(None);
-                }
-                if &buf[next + n..next + n + 2] != b"\r\n" {
+                end = next + n + 2;
+                if &buf[next + n..end] != b"\r\n" {
                     return Err(Protocol("bulk string without CRLF"));
                 }
-                let bulk = Reply::Bulk(build.then(|| buf[next..next + n].to_vec()));
-                return Ok(Some((bulk, next + n + 2)));
+                Reply::Bulk(build.then(|| buf[next..next + n].to_vec()))
             }
         },
         b'*' => match len(lim.array)? {
             None => Reply::Array(None),
             Some(_) if depth >= lim.depth => return Err(Protocol("arrays nested too deep")),
             Some(n) => {
-                has(next.saturating_add(n.saturating_mul(3))).map(drop)?; // 3 bytes an element at least
+                has(next.saturating_add(n.saturating_mul(3)))?; // 3 bytes an element at least
                 let mut items = Vec::with_capacity(if build { n } else { 0 });
-                let mut end = next;
                 for _ in 0..n {
                     let Some((item, after)) = parse_at(buf, end, depth + 1, lim, build)? else {
                         return Ok(None);
@@ -218,12 +214,12 @@ fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool)
                     items.extend(build.then_some(item));
                     end = after;
                 }
-                return Ok(Some((Reply::Array(Some(items)), end)));
+                Reply::Array(Some(items))
             }
         },
         _ => return Err(Protocol("unknown reply type (RESP3?)")),
     };
-    Ok(Some((reply, next)))
+    Ok(Some((reply, end)))
 }
 
 /// A decimal `i64` (std's parser: checked, never panics).
@@ -251,8 +247,7 @@ impl Conn {
         let host = url.host.trim_start_matches('[').trim_end_matches(']');
         let mut last = io::Error::from(io::ErrorKind::NotFound);
         let mut connect = |a| TcpStream::connect_timeout(&a, timeout).map_err(|e| last = e).ok();
-        let stream = (host, url.port).to_socket_addrs()?.find_map(&mut connect);
-        let stream = stream.ok_or(last)?;
+        let stream = (host, url.port).to_socket_addrs()?.find_map(&mut connect).ok_or(last)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
@@ -270,12 +265,10 @@ impl Conn {
     /// Queues one command as an array of bulk strings,
     /// `*N\r\n$len\r\narg\r\n...` (written by [`flush`](Conn::flush)).
     pub fn send(&mut self, args: &[&[u8]]) {
-        self.out.push(b'*');
-        push_decimal(&mut self.out, args.len() as u128);
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.out, "*{}", args.len());
         for arg in args {
-            self.out.extend_from_slice(b"\r\n$");
-            push_decimal(&mut self.out, arg.len() as u128);
-            self.out.extend_from_slice(b"\r\n");
+            let _ = write!(self.out, "\r\n${}\r\n", arg.len());
             self.out.extend_from_slice(arg);
         }
         self.out.extend_from_slice(b"\r\n");
@@ -299,11 +292,10 @@ impl Conn {
                     reply => Ok(reply),
                 };
             }
-            let old = self.buf.len();
-            self.buf.resize(old + (64 << 10), 0);
-            let read = self.stream.read(&mut self.buf[old..]);
-            self.buf.truncate(old + read.as_ref().map_or(0, |n| *n));
-            if read? == 0 {
+            let mut chunk = [0; 64 << 10];
+            let read = self.stream.read(&mut chunk)?;
+            self.buf.extend_from_slice(&chunk[..read]);
+            if read == 0 {
                 return Err(RedisError::Io(io::ErrorKind::UnexpectedEof));
             } else if Instant::now() > deadline {
                 return Err(RedisError::Timeout);
@@ -340,10 +332,8 @@ pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
                 assert_eq!(parse_reply(&data[..len - 1], &lim), Ok(Status::Partial));
                 "complete"
             }
-            Ok(Status::Partial) => {
-                assert!(data.len() < lim.total, "Partial past the bound");
-                "partial"
-            }
+            Ok(Status::Partial) if data.len() < lim.total => "partial",
+            Ok(Status::Partial) => panic!("Partial past the bound"),
             Err(e) => {
                 assert_eq!(parse_reply(&[data, b"\r\n+OK\r\n"].concat(), &lim), Err(e));
                 "error"
