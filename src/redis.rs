@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::http::Status;
 use crate::scan::find_eol;
 
-type Parsed = Result<Option<(Reply, usize)>, RedisError>;
+type Parsed = Result<(Reply, usize), Option<RedisError>>;
 
 /// Where Redis is: `redis://[user:password@]host[:port][/db]` (port 6379 and
 /// db 0 by default; the userinfo percent-decoded, as in RFC 3986).
@@ -46,7 +46,6 @@ impl RedisUrl {
     }
 }
 
-/// Percent-decodes userinfo (`%40` is `@`).
 fn decode(s: &str) -> Result<String, RedisError> {
     let mut parts = s.split('%');
     let mut out = parts.next().unwrap_or_default().as_bytes().to_vec();
@@ -150,29 +149,30 @@ pub const LIMITS: ReplyLimits =
 /// first only measures (no copies while a big reply arrives piece by piece).
 #[doc(hidden)]
 pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Status<(Reply, usize)>, RedisError> {
-    let Some(_) = parse_at(buf, 0, 0, limits, false)? else { return Ok(Status::Partial) };
-    Ok(parse_at(buf, 0, 0, limits, true)?.map_or(Status::Partial, Status::Complete))
+    let parsed = parse_at(buf, 0, 0, limits, false).and_then(|_| parse_at(buf, 0, 0, limits, true));
+    parsed.map(Status::Complete).or_else(|e| e.map_or(Ok(Status::Partial), Err))
 }
 
-/// The reply at `buf[at..]` in `depth` arrays, built if `build`, and its end.
+/// The reply at `buf[at..]` in `depth` arrays, built if `build`, and its end
+/// (`Err(None)`: not all there yet).
 fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool) -> Parsed {
     // Whether a reply ending at `end` has arrived; an error past the bound.
     let has = |end: usize| (end <= lim.total).then_some(end <= buf.len());
-    let has = |end| has(end).ok_or(Protocol("reply too large"));
-    let Some(&kind) = buf.get(at) else { return Ok(None) };
+    let has = |end| has(end).ok_or(Some(Protocol("reply too large")));
+    let &kind = buf.get(at).ok_or(None)?;
     let line = &buf[at + 1..];
     let eol = find_eol(&line[..line.len().min(lim.line + 1)]);
     if eol.is_none() && line.len() > lim.line {
-        return Err(Protocol("line too long"));
+        return Err(Protocol("line too long").into());
     }
     let next = at + 1 + eol.unwrap_or(line.len()) + 2;
     has(next)?; // first: the same error whatever the next bytes are
-    let Some(eol) = eol else { return Ok(None) };
+    let eol = eol.ok_or(None)?;
     match (line[eol], line.get(eol + 1)) {
-        (b'\n', _) => return Err(Protocol("bare LF")),
-        (_, None) => return Ok(None),
+        (b'\n', _) => return Err(Protocol("bare LF").into()),
+        (_, None) => return Err(None),
         (_, Some(b'\n')) => {}
-        _ => return Err(Protocol("CR without LF")),
+        _ => return Err(Protocol("CR without LF").into()),
     }
     let line = &line[..eol];
     let mut end = next;
@@ -187,44 +187,41 @@ fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool)
         b':' => Reply::Integer(int(line).ok_or(Protocol("bad integer"))?),
         b'$' => match len(lim.bulk)? {
             None => Reply::Bulk(None),
-            Some(n) if !has(next.saturating_add(n).saturating_add(2))? => return Ok(None),
+            Some(n) if !has(next.saturating_add(n).saturating_add(2))? => return Err(None),
             Some(n) => {
                 end = next + n + 2;
                 if &buf[next + n..end] != b"\r\n" {
-                    return Err(Protocol("bulk string without CRLF"));
+                    return Err(Protocol("bulk string without CRLF").into());
                 }
                 Reply::Bulk(build.then(|| buf[next..next + n].to_vec()))
             }
         },
         b'*' => match len(lim.array)? {
             None => Reply::Array(None),
-            Some(_) if depth >= lim.depth => return Err(Protocol("arrays nested too deep")),
+            Some(_) if depth >= lim.depth => return Err(Protocol("arrays nested too deep").into()),
             Some(n) => {
                 has(next.saturating_add(n.saturating_mul(3)))?; // 3 bytes an element at least
                 let mut items = Vec::with_capacity(if build { n } else { 0 });
                 for _ in 0..n {
-                    let Some((item, after)) = parse_at(buf, end, depth + 1, lim, build)? else {
-                        return Ok(None);
-                    };
+                    let (item, after) = parse_at(buf, end, depth + 1, lim, build)?;
                     items.extend(build.then_some(item));
                     end = after;
                 }
                 Reply::Array(Some(items))
             }
         },
-        _ => return Err(Protocol("unknown reply type (RESP3?)")),
+        _ => return Err(Protocol("unknown reply type (RESP3?)").into()),
     };
-    Ok(Some((reply, end)))
+    Ok((reply, end))
 }
 
 fn int(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.parse().ok()
 }
 
-/// A connection to Redis. Pipelining: several [`send`](Conn::send)s, one
-/// [`flush`](Conn::flush), as many [`recv`](Conn::recv)s. After an error
-/// the connection may be out of step: drop it. The timeout bounds each
-/// reply as a whole, so a reply that trickles in without end fails too.
+/// A connection to Redis: pipelining is [`send`](Conn::send)s, a
+/// [`flush`](Conn::flush), [`recv`](Conn::recv)s; after an error, drop it
+/// (it may be out of step). The timeout bounds each reply as a whole.
 #[doc(hidden)]
 #[allow(missing_debug_implementations)] // its buffers may hold an AUTH
 pub struct Conn {
