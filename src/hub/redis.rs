@@ -7,16 +7,15 @@
 //! back (`XREAD BLOCK 1000 COUNT 15` after the last entry delivered) goes
 //! through the history and fan-out: one order on every hub, ids `<epoch>-
 //! <entry id>`. Each round also sends `SET <stream>:epoch <random> NX` and
-//! `GET`: a new epoch means the stream was lost, so the history is cleared
-//! (its ids get the gap signal), every live subscriber gets the gap signal
-//! before any new event, and the stream is read from its start. A resume
-//! the history lacks (of the epoch, or before it is known) goes to the
+//! `GET`: a new epoch means the stream was lost, so the history is cleared,
+//! every live subscriber gets the gap signal before any new event, and the
+//! stream is read from its start. A resume the history lacks goes to the
 //! reader: `XRANGE` from its id (or the last delivered, if older), at most
 //! the history's count; if that holds the id and reaches the last
 //! delivered, what is newer is delivered first and the rest after the id
-//! is its replay, up to the live events; else (trimmed, Redis down, the
-//! queue full) the gap signal. Each thread reconnects after a jittered
-//! back-off (100 ms doubling to 5 s); each change goes to the log hook.
+//! is its replay; else (trimmed, Redis down, the queue full) the gap
+//! signal. Each thread reconnects after a jittered back-off (100 ms
+//! doubling to 5 s), logged.
 
 use std::collections::VecDeque;
 use std::io;
@@ -47,16 +46,14 @@ pub enum RedisLog<'a> {
 }
 
 /// How long connecting, and each answer, may take (the reader's, blocked
-/// in `XREAD`, a second more); the writer sends a `PING` when idle `IDLE`.
+/// in `XREAD`, a second more).
 const TIMEOUT: Duration = Duration::from_secs(2);
 const IDLE: Duration = Duration::from_secs(1);
-/// The reconnect back-off: the first wait and the longest (then jittered).
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// The largest event published through Redis, as encoded (16 MiB, the
 /// parsers' default event bound): 15 (`COUNT`) fit a reply (256 MiB).
 const MAX_FRAME: usize = 16 << 20;
 
-/// An event on its way to Redis: its topics and its frame without an id.
 type Post = (Vec<String>, Vec<u8>);
 type Res<T = bool> = Result<T, RedisError>;
 type Started = io::Result<Option<(Link, Engine)>>;
@@ -67,8 +64,8 @@ pub(super) enum Msg {
     Resume(Sink, Subscription, Option<Vec<Entry>>),
 }
 
-/// The handles' side (the writer's queue, whether Redis is up; the threads
-/// end once it is dropped), and the coordinator's.
+/// The handles' side: the writer's queue, whether Redis is up (the threads
+/// end with it).
 pub(super) type Link = (SyncSender<Post>, Arc<AtomicBool>);
 
 pub(super) struct Engine {
@@ -165,19 +162,14 @@ impl Side {
 
     /// A connection that answered a `PING` (after the back-off, if any).
     fn connect(&mut self) -> Option<Conn> {
-        if let Some(wait) = self.backoff {
-            thread::sleep(jittered((wait / 2, wait)));
-        }
+        thread::sleep(self.backoff.map_or(Duration::ZERO, |wait| jittered((wait / 2, wait))));
         let timeout = TIMEOUT + Duration::from_secs(u64::from(!self.writer));
-        match Conn::connect(&self.url, timeout).and_then(|mut c| c.call(&[b"PING"]).map(|_| c)) {
-            Err(error) => self.lost(&error),
-            Ok(conn) => {
-                self.backoff = None;
-                let _ = self.writer && self.set_up(true);
-                self.log(RedisLog::Connected { writer: self.writer });
-                Some(conn)
-            }
-        }
+        let mut conn = Conn::connect(&self.url, timeout).map_err(|e| self.lost(&e)).ok()?;
+        conn.call(&[b"PING"]).map_err(|e| self.lost(&e)).ok()?;
+        self.backoff = None;
+        let _ = self.writer && self.set_up(true);
+        self.log(RedisLog::Connected { writer: self.writer });
+        Some(conn)
     }
 
     /// Marks Redis down and logs why, once an outage; a longer back-off.
@@ -340,9 +332,8 @@ impl Coordinator {
             |e: &&Engine| e.answer.is_none() && e.up.upgrade().is_some_and(|up| up.load(SeqCst));
         let (sink, sub) =
             match self.redis.as_ref().filter(defer).filter(|_| id.is_some_and(unplaced)) {
-                Some(engine) => match engine.requests.try_send((sink, sub)) {
-                    Ok(()) => return None,
-                    Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) => back,
+                Some(engine) => match engine.requests.try_send((sink, sub)).err()? {
+                    TrySendError::Full(back) | TrySendError::Disconnected(back) => back,
                 },
                 None => (sink, sub),
             };
