@@ -93,11 +93,6 @@ impl Event {
         self
     }
 
-    /// The event without its id (the hub on Redis).
-    pub(crate) fn without_id(self) -> Event {
-        Event { id: None, ..self }
-    }
-
     getters!(get_data: data, get_event: event, get_id: id);
 
     /// Encodes the event into a new buffer.

@@ -88,19 +88,13 @@ pub enum RedisError {
 }
 use RedisError::{Protocol, Url};
 
-impl fmt::Display for RedisError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Url(why) => write!(f, "bad Redis URL: {why}"),
-            RedisError::Io(kind) => write!(f, "Redis I/O: {kind}"),
-            RedisError::Timeout => f.write_str("Redis timed out"),
-            Protocol(why) => write!(f, "Redis protocol: {why}"),
-            RedisError::Server(text) => write!(f, "Redis: {text}"),
-        }
-    }
-}
-
-impl std::error::Error for RedisError {}
+error_display!(RedisError(e, f) => match e {
+    Url(why) => write!(f, "bad Redis URL: {why}"),
+    RedisError::Io(kind) => write!(f, "Redis I/O: {kind}"),
+    RedisError::Timeout => f.write_str("Redis timed out"),
+    Protocol(why) => write!(f, "Redis protocol: {why}"),
+    RedisError::Server(text) => write!(f, "Redis: {text}"),
+});
 
 impl From<io::Error> for RedisError {
     fn from(e: io::Error) -> RedisError {

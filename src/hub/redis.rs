@@ -117,7 +117,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
 
 /// Queues an event for the writer (waits while the queue is full).
 pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), PublishError> {
-    let frame = e.clone().without_id().encode();
+    let frame = Event { id: None, ..e.clone() }.encode();
     let kind = if !link.1.load(SeqCst) {
         PublishErrorKind::Unavailable
     } else if frame.len() > MAX_FRAME {
