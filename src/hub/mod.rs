@@ -281,7 +281,7 @@ builder! {
     close_timeout: Duration = Duration::from_secs(2),
     fanout_threads: usize = thread::available_parallelism().map_or(1, |n| n.get().min(4)),
     log: Option<Hook<Arc<LogFn>>> = None,
-    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String)> = None,
+    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String, redis::Start)> = None,
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
@@ -346,7 +346,9 @@ impl HubBuilder {
         /// Redis is down `publish` fails ([`PublishErrorKind::Unavailable`]). No
         /// TLS: see [`crate::redis`].
         redis(url: &str, stream: &str) {
-            redis: Some((crate::redis::RedisUrl::parse(url), stream.into()))
+            // `start` is reached only through here, so a program that never
+            // calls `redis` links none of the engine.
+            redis: Some((crate::redis::RedisUrl::parse(url), stream.into(), redis::start))
         }
     }
 
@@ -379,7 +381,8 @@ impl HubBuilder {
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
         let config = Arc::new(self);
-        let (redis, engine) = redis::start(&config, &tx)?.unzip();
+        let start = config.redis.as_ref().map(|r| r.2);
+        let (redis, engine) = start.map_or(Ok(None), |start| start(&config, &tx))?.unzip();
         let shards = (0..config.fanout_threads).map(|n| Shard::spawn(n, &config));
         let coordinator = Coordinator {
             shards: shards.collect::<io::Result<_>>()?,

@@ -75,8 +75,10 @@ pub(super) struct Engine {
 }
 
 /// Starts the threads if on Redis; the writer connects first (`publish` works).
+pub(super) type Start = fn(&Arc<HubBuilder>, &SyncSender<Command>) -> Started;
+
 pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Started {
-    let Some((url, stream)) = config.redis.clone() else { return Ok(None) };
+    let Some((url, stream, _)) = config.redis.clone() else { return Ok(None) };
     let url = url.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let up = Arc::new(AtomicBool::new(false));
     let side = |writer| {
