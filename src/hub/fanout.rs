@@ -87,8 +87,8 @@ impl Backlog {
         if config.slow_client == SlowClient::DropOldest {
             return self.over_own(config);
         }
-        let behind = self.end.iter().zip(self.next).map(|(end, next)| end.saturating_sub(next));
-        behind.zip(config.behind_bound()).any(|(b, max)| b > max) && self.first_event().is_some()
+        let over = |i: usize| self.end[i].saturating_sub(self.next[i]) > config.behind[i];
+        (over(0) || over(1) || over(2) || over(3)) && self.first_event().is_some()
     }
 
     /// Applies the slow-client policy if the backlog is over its bound: `None`
@@ -259,18 +259,27 @@ impl Subscriber {
             self.last_write = self.last_write.max(entry.at);
             self.retry_at = entry.at;
         }
-        self.offer(entry, wanted, false);
-        // A batch queues many before any write: only a client that does not read is slow.
-        if self.pending.over(config) {
-            self.flush();
-        }
-        if self.gone {
-            return;
+        let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
+        // A receiver takes the offer and the bound under one lock (nothing is written between).
+        let local = matches!(self.sink, Sink::Local(_));
+        if !local {
+            self.pending.offer(entry, on_topic, wanted);
+            // A batch queues many before any write: only a client that does not read is slow.
+            if self.pending.over(config) {
+                self.flush();
+            }
+            if self.gone {
+                return;
+            }
         }
         let keep = usize::from(self.offset > 0);
-        let Some((events, gap)) = self.backlog(wanted, |b| b.enforce(keep, config)) else {
-            return self.evict(config, false);
-        };
+        let outcome = self.backlog(wanted, |b| {
+            if local {
+                b.offer(entry, on_topic, wanted);
+            }
+            b.enforce(keep, config)
+        });
+        let Some((events, gap)) = outcome else { return self.evict(config, false) };
         if events > 0 {
             self.counters.dropped.fetch_add(events, Ordering::Relaxed);
             self.log(config, HubLogKind::DroppedOldest { events });

@@ -282,6 +282,8 @@ builder! {
     fanout_threads: usize = thread::available_parallelism().map_or(1, |n| n.get().min(4)),
     log: Option<Hook<Arc<LogFn>>> = None,
     redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String, redis::Start)> = None,
+    // Set by `build`: the bound is checked for every subscriber and event.
+    behind: [u64; 4] = [0; 4],
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;
@@ -376,7 +378,8 @@ impl HubBuilder {
     }
 
     /// Starts the hub's threads (fails on a bad Redis URL).
-    pub fn build(self) -> io::Result<Hub> {
+    pub fn build(mut self) -> io::Result<Hub> {
+        self.behind = self.behind_bound();
         let (tx, rx) = mpsc::sync_channel(self.inbox);
         let counters = Arc::new(Counters::default());
         let epoch = format!("{:08x}", crate::util::random_u64() as u32);
