@@ -287,12 +287,13 @@ fn redis_down_fails_publish_at_once_and_a_restart_misses_nothing() {
     assert!(lost.is_some() && back > lost, "{heard:?}");
 }
 
-#[test]
-fn after_a_flush_a_resume_gets_the_gap_and_nothing_from_before() {
-    let Some(redis) = Redis::start(false) else {
-        return;
-    };
-    let ((a, heard), (b, _)) = (hub(&redis, 100, 100), hub(&redis, 100, 1));
+/// A receiver on each hub, three events published on `a` and received by
+/// both (returned), then `FLUSHALL`.
+fn three_then_flush(
+    redis: &Redis,
+    a: &Hub,
+    b: &Hub,
+) -> (Receiver, Receiver, Vec<(String, String, String)>) {
     let (ra, rb) =
         (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
     for n in 0..3 {
@@ -301,6 +302,16 @@ fn after_a_flush_a_resume_gets_the_gap_and_nothing_from_before() {
     let old = take(&ra, 3);
     assert_eq!(take(&rb, 3), old);
     redis.conn().call(&[b"FLUSHALL"]).unwrap();
+    (ra, rb, old)
+}
+
+#[test]
+fn after_a_flush_a_resume_gets_the_gap_and_nothing_from_before() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let ((a, heard), (b, _)) = (hub(&redis, 100, 100), hub(&redis, 100, 1));
+    let (ra, rb, old) = three_then_flush(&redis, &a, &b);
     a.publish(say("new".into())).unwrap();
     // The hubs notice the new epoch within a round trip (1 s): the event
     // published after the flush comes with it, on both.
@@ -326,14 +337,7 @@ fn the_subscribers_live_across_a_flush_get_the_gap_before_the_new_events() {
         return;
     };
     let ((a, _), (b, heard)) = (hub(&redis, 100, 100), hub(&redis, 100, 100));
-    let (ra, rb) =
-        (a.receiver(Subscription::new()).unwrap(), b.receiver(Subscription::new()).unwrap());
-    for n in 0..3 {
-        a.publish(say(format!("old{n}"))).unwrap();
-    }
-    let old = take(&ra, 3);
-    assert_eq!(take(&rb, 3), old);
-    redis.conn().call(&[b"FLUSHALL"]).unwrap();
+    let (ra, rb, old) = three_then_flush(&redis, &a, &b);
     // At once, before B's reader can have seen the flush (its `XREAD`
     // blocks up to a second): B may serve it from its history.
     let resumed = b.receiver(Subscription::new().last_event_id(Some(&old[0].1))).unwrap();
