@@ -84,7 +84,9 @@ macro_rules! stats {
     };
 }
 
+use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves
@@ -110,6 +112,25 @@ pub(crate) fn wait_until<'a, T>(
     }
     Ok(cv.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0)
 }
+
+/// Starts a named thread (`stack`: its size, else std's); one copy of
+/// std's spawn code serves every thread of the crate.
+pub(crate) fn spawn(
+    name: String,
+    stack: Option<usize>,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    fn boxed(name: String, stack: Option<usize>, body: Box<dyn FnOnce() + Send>) -> Spawned {
+        let mut builder = thread::Builder::new().name(name);
+        if let Some(size) = stack {
+            builder = builder.stack_size(size);
+        }
+        builder.spawn(body)
+    }
+    boxed(name, stack, Box::new(body))
+}
+
+type Spawned = io::Result<JoinHandle<()>>;
 
 /// A random number from the standard library's randomly keyed hasher
 /// (mixed with the clock), for jitter and the hub's epoch.

@@ -4,7 +4,6 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{ClientBuilder, Disconnect, Failure, Hop, Url, MIN_TIMEOUT};
@@ -12,7 +11,7 @@ use crate::http::{
     parse_response_head, ChunkedDecoder, Error, Framing, Limits, ResponseHead, Status,
 };
 use crate::parser::Parser;
-use crate::util::{lock, wait_until};
+use crate::util::{lock, spawn, wait_until};
 
 /// The largest response head accepted, interim `1xx` heads included.
 const MAX_HEAD: usize = 64 * 1024;
@@ -87,7 +86,7 @@ impl Shared {
         let slot = Arc::new(Mutex::new(None));
         let (shared, result) = (Arc::clone(self), Arc::clone(&slot));
         let address = format!("{}:{}", url.host, url.port);
-        let spawned = thread::Builder::new().name("stdsse-connect".into()).spawn(move || {
+        let spawned = spawn("stdsse-connect".into(), None, move || {
             *lock(&result) = Some(connect_to(&address, deadline));
             let _state = shared.lock(); // the waiter is waiting, or has not looked yet
             shared.wake.notify_all();

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use super::history::{drain, Coordinator, Entry};
 use super::receiver::LocalQueue;
 use super::GAP_EVENT;
-use super::{Counters, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
+use super::{Command, Counters, Done, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
-use crate::util::{lock, wait_until};
+use crate::util::{lock, spawn, wait_until};
 
 /// A place in the hub's sequence: the events and bytes published before it,
 /// in all and to the subscriber's topics.
@@ -348,8 +348,8 @@ pub(super) struct ShardShared {
 }
 
 pub(super) struct ShardHandle {
-    /// Unbounded as a channel; bounded by the frames queued.
-    tx: mpsc::Sender<ShardCommand>,
+    /// Bounded by the frames queued (and as a channel by the inbox).
+    tx: SyncSender<Command>,
     pub(super) shared: Arc<ShardShared>,
 }
 
@@ -360,7 +360,7 @@ impl ShardHandle {
 
     /// Sends `command`, which counts `frames` against the queue; waits first
     /// while `limit` or more frames are queued, unless the thread ended.
-    pub(super) fn send(&self, command: ShardCommand, frames: usize, limit: usize) -> bool {
+    pub(super) fn send(&self, command: Command, frames: usize, limit: usize) -> bool {
         let mut state = lock(&self.shared.queued);
         while state.0 >= limit && !self.ended() {
             state.1 = true;
@@ -379,7 +379,6 @@ pub(super) enum ShardCommand {
     Publish(Arc<[Arc<Entry>]>),
     Subscribe(Box<Subscriber>),
     Gap(&'static str), // for every subscriber: the Redis stream was lost
-    Close(SyncSender<()>),
 }
 
 /// A fan-out thread: writes to its share of the subscribers.
@@ -391,11 +390,11 @@ pub(super) struct Shard {
 
 impl Shard {
     pub(super) fn spawn(n: usize, config: &Arc<HubBuilder>) -> io::Result<ShardHandle> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(config.inbox);
         let shared = Arc::new(ShardShared::default());
         let shard =
             Shard { subscribers: Vec::new(), config: config.clone(), shared: shared.clone() };
-        thread::Builder::new().name(format!("stdsse-fanout-{n}")).spawn(move || shard.run(rx))?;
+        spawn(format!("stdsse-fanout-{n}"), None, move || shard.run(rx))?;
         Ok(ShardHandle { tx, shared })
     }
 
@@ -408,7 +407,7 @@ impl Shard {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<ShardCommand>) {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
         let tick = tick(self.config.keep_alive);
         let mut next_tick = Instant::now() + tick;
         loop {
@@ -418,7 +417,7 @@ impl Shard {
                 .fold(next_tick, |wake, s| wake.min(s.retry_at));
             let wait = wake.saturating_duration_since(Instant::now());
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
-                ShardCommand::Publish(entries) => {
+                Command::Shard(ShardCommand::Publish(entries)) => {
                     self.release(entries.len());
                     for entry in entries.iter() {
                         self.subscribers
@@ -430,19 +429,20 @@ impl Shard {
                     self.shared.seen.fetch_max(last, Ordering::Relaxed);
                     Ok(())
                 }
-                ShardCommand::Subscribe(sub) => {
+                Command::Shard(ShardCommand::Subscribe(sub)) => {
                     self.release(sub.queued());
                     self.subscribers.push(*sub);
                     Ok(())
                 }
-                ShardCommand::Gap(reason) => {
+                Command::Shard(ShardCommand::Gap(reason)) => {
                     for sub in &mut self.subscribers {
                         sub.push(gap_frame(reason), Kind::Gap);
                         sub.log(&self.config, HubLogKind::Gap { reason });
                     }
                     Ok(())
                 }
-                ShardCommand::Close(done) => Err(done),
+                Command::Close(done) => Err(done),
+                _ => Ok(()),
             });
             if let Err(done) = closed {
                 return self.close(done);
@@ -505,7 +505,7 @@ impl Shard {
 
     /// Sends the goodbye, gives the sockets until the close timeout to take
     /// it, then ends every stream.
-    fn close(&mut self, done: Option<SyncSender<()>>) {
+    fn close(&mut self, done: Option<Done>) {
         let deadline = Instant::now() + self.config.close_timeout;
         // One evicted in this round gets none, as it would not a round later.
         for sub in self.subscribers.iter_mut().filter(|s| !s.gone) {
@@ -521,7 +521,7 @@ impl Shard {
             thread::sleep(Duration::from_millis(2));
         }
         self.remove(|_| true);
-        let _ = done.map(|done| done.send(()));
+        drop(done);
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::fanout::{gap_frame, Kind, ShardCommand, ShardHandle, Sink};
-use super::{Command, Counters, HubBuilder, HubLogKind, Subscription, UnknownId};
+use super::{Command, Counters, Done, HubBuilder, HubLogKind, Subscription, UnknownId};
 use crate::event::{Event, Frame};
 
 /// One published event as the history keeps it.
@@ -222,8 +222,8 @@ pub(super) fn drain<C>(
     rx: &mpsc::Receiver<C>,
     wait: Duration,
     max: usize,
-    mut handle: impl FnMut(C) -> Result<(), SyncSender<()>>,
-) -> Result<(), Option<SyncSender<()>>> {
+    mut handle: impl FnMut(C) -> Result<(), Done>,
+) -> Result<(), Option<Done>> {
     let first = match rx.recv_timeout(wait) {
         Ok(command) => command,
         Err(RecvTimeoutError::Timeout) => return Ok(()),
@@ -245,6 +245,7 @@ impl Coordinator {
                     Command::Subscribe(sink, subscription) => self.subscribe(sink, subscription),
                     Command::Close(done) => return Err(done),
                     Command::Redis(msg) => self.redis(msg),
+                    Command::Shard(_) => {} // the fan-out threads'
                 }
                 Ok(())
             });
@@ -264,7 +265,7 @@ impl Coordinator {
         }
         let batch: Arc<[Arc<Entry>]> = std::mem::take(&mut self.outgoing).into();
         for shard in &self.shards {
-            let command = ShardCommand::Publish(batch.clone());
+            let command = Command::Shard(ShardCommand::Publish(batch.clone()));
             shard.send(command, batch.len(), self.config.inbox);
         }
     }
@@ -387,20 +388,24 @@ impl Coordinator {
         shard.shared.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         let frames = sub.queued();
-        shard.send(ShardCommand::Subscribe(Box::new(sub)), frames, self.config.inbox);
+        shard.send(
+            Command::Shard(ShardCommand::Subscribe(Box::new(sub))),
+            frames,
+            self.config.inbox,
+        );
     }
 
     /// Forwards what is pending, closes every shard and waits for them.
-    pub(super) fn close(&mut self, done: Option<SyncSender<()>>) {
+    pub(super) fn close(&mut self, done: Option<Done>) {
         self.forward();
         let closing = |shard: &ShardHandle| {
-            let (tx, rx) = mpsc::sync_channel(1);
-            shard.send(ShardCommand::Close(tx), 0, usize::MAX).then_some(rx)
+            let (tx, rx) = mpsc::sync_channel(0);
+            shard.send(Command::Close(tx), 0, usize::MAX).then_some(rx)
         };
         let waits: Vec<_> = self.shards.iter().filter_map(closing).collect();
-        waits.iter().for_each(|rx| rx.recv().unwrap_or_default());
+        waits.iter().for_each(|rx| drop(rx.recv()));
         self.prune_history(); // the shards handled everything: the counters settle
-        let _ = done.map(|done| done.send(()));
+        drop(done);
     }
 }
 

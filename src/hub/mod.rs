@@ -398,7 +398,7 @@ impl HubBuilder {
             outgoing: Vec::new(),
             redis: engine,
         };
-        thread::Builder::new().name("stdsse-hub".into()).spawn(move || coordinator.run(rx))?;
+        crate::util::spawn("stdsse-hub".into(), None, move || coordinator.run(rx))?;
         let closed = AtomicBool::new(false);
         Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch, redis }) })
     }
@@ -442,12 +442,18 @@ impl fmt::Debug for Hub {
     }
 }
 
+/// What the hub's threads are sent. Every queue of the hub carries it, the
+/// Redis engine's too: each channel type is a copy of std's channel code.
 enum Command {
     Publish(Vec<String>, Event),
     Subscribe(Sink, Subscription),
-    Close(SyncSender<()>),
+    Close(Done),
     Redis(redis::Msg),
+    Shard(fanout::ShardCommand),
 }
+
+/// Dropped when a thread has finished closing: the waiter's `recv` returns.
+type Done = SyncSender<Command>;
 
 impl Hub {
     /// A hub with the default settings (see [`HubBuilder`]).
@@ -566,7 +572,7 @@ impl Hub {
         }
         // Slack over the close timeout, also for a full inbox (rare: polled).
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let (done_tx, done_rx) = mpsc::sync_channel(0);
         let mut command = Command::Close(done_tx);
         while let Err(TrySendError::Full(back)) = self.inner.tx.try_send(command) {
             if Instant::now() >= deadline {
@@ -576,7 +582,7 @@ impl Hub {
             thread::sleep(Duration::from_millis(1));
         }
         let done = done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        (done != Err(RecvTimeoutError::Timeout)).then_some(()).ok_or(CloseTimeoutError)
+        (!matches!(done, Err(RecvTimeoutError::Timeout))).then_some(()).ok_or(CloseTimeoutError)
     }
 
     /// Whether [`close`](Hub::close) was called.

@@ -30,7 +30,7 @@ use super::history::{Coordinator, Entry, History, BATCH};
 use super::{Command, Event, HubBuilder, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use crate::event::Frame;
 use crate::redis::{Conn, RedisError, RedisUrl, Reply};
-use crate::util::{jittered, random_u64};
+use crate::util::{jittered, random_u64, spawn};
 
 /// What [`HubLogKind::Redis`] reports (`writer`: the writer's connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,18 +58,21 @@ type Post = (Vec<String>, Vec<u8>);
 type Res<T = bool> = Result<T, RedisError>;
 type Started = io::Result<Option<(Link, Engine)>>;
 
-/// From the reader: the epoch and entries read, or a resume's replay.
+/// From the reader: the epoch and entries read, or a resume's replay; to
+/// the writer: a post.
 pub(super) enum Msg {
     Entries(String, Vec<Entry>),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
+    Post(Vec<String>, Vec<u8>),
 }
 
 /// The handles' side: the writer's queue, whether Redis is up (the threads
 /// end with it).
-pub(super) type Link = (SyncSender<Post>, Arc<AtomicBool>);
+pub(super) type Link = (SyncSender<Command>, Arc<AtomicBool>);
 
 pub(super) struct Engine {
-    requests: SyncSender<(Sink, Subscription)>,
+    /// `Command::Subscribe`s, to the reader.
+    requests: SyncSender<Command>,
     up: Weak<AtomicBool>,
     answer: Option<Vec<Entry>>,
 }
@@ -94,8 +97,11 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
+        let post = |c| if let Command::Redis(Msg::Post(t, f)) = c { Some((t, f)) } else { None };
         match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
-            Ok(post) => batch.extend(std::iter::once(post).chain(posts_rx.try_iter().take(BATCH))),
+            Ok(first) => batch.extend(
+                [first].into_iter().chain(posts_rx.try_iter().take(BATCH)).filter_map(post),
+            ),
             Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
             Err(_) => {}
         }
@@ -111,8 +117,8 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     };
     let (reader_side, write) = (side(false), move || writer.run(conn, write));
     let read = move || reader_side.run(None, |side, c| reader.round(side, c));
-    thread::Builder::new().name("stdsse-redis-read".into()).spawn(read)?;
-    thread::Builder::new().name("stdsse-redis-write".into()).spawn(write)?;
+    spawn("stdsse-redis-read".into(), None, read)?;
+    spawn("stdsse-redis-write".into(), None, write)?;
     let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
     Ok(Some(((posts, up), engine)))
 }
@@ -125,7 +131,8 @@ pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), 
     } else if frame.len() > MAX_FRAME {
         PublishErrorKind::TooLarge
     } else {
-        return link.0.send((topics, frame)).map_err(|_| PublishError(e, PublishErrorKind::Closed));
+        let post = Command::Redis(Msg::Post(topics, frame));
+        return link.0.send(post).map_err(|_| PublishError(e, PublishErrorKind::Closed));
     };
     Err(PublishError(e, kind))
 }
@@ -187,7 +194,7 @@ impl Side {
 /// The reader's state: `last` is the newest entry id delivered.
 struct Reader {
     tx: SyncSender<Command>,
-    rx: Receiver<(Sink, Subscription)>,
+    rx: Receiver<Command>,
     stream: String,
     epoch: String,
     last: String,
@@ -202,7 +209,9 @@ impl Reader {
     /// `XREAD`, the epoch, the resumes waiting (down: the gap signal).
     fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res {
         let Some(c) = c else {
-            while let Some((sink, sub)) = side.backoff.and_then(|_| self.rx.try_recv().ok()) {
+            while let Some(Command::Subscribe(sink, sub)) =
+                side.backoff.and_then(|_| self.rx.try_recv().ok())
+            {
                 self.send(Msg::Resume(sink, sub, None));
             }
             return Ok(true);
@@ -224,7 +233,9 @@ impl Reader {
         // `[[stream, [entry, ...]]]`
         let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
         let open = self.deliver(self.entries(read.map_or(Vec::new(), items)));
-        while let Some((sink, sub)) = open.then(|| self.rx.try_recv().ok()).flatten() {
+        while let Some(Command::Subscribe(sink, sub)) =
+            open.then(|| self.rx.try_recv().ok()).flatten()
+        {
             self.resume(side, c, sink, sub)?;
         }
         Ok(open && side.up.strong_count() > 0)
@@ -309,7 +320,7 @@ impl Coordinator {
                     self.history = History::new(&self.config);
                     self.forward();
                     for shard in &self.shards {
-                        shard.send(ShardCommand::Gap("unknown-id"), 0, usize::MAX);
+                        shard.send(Command::Shard(ShardCommand::Gap("unknown-id")), 0, usize::MAX);
                     }
                 }
                 for entry in entries {
@@ -322,6 +333,7 @@ impl Coordinator {
                 }
                 self.subscribe(sink, sub);
             }
+            Msg::Post(..) => {} // the writer's
         }
     }
 
@@ -334,9 +346,13 @@ impl Coordinator {
             |e: &&Engine| e.answer.is_none() && e.up.upgrade().is_some_and(|up| up.load(SeqCst));
         let (sink, sub) =
             match self.redis.as_ref().filter(defer).filter(|_| id.is_some_and(unplaced)) {
-                Some(engine) => match engine.requests.try_send((sink, sub)).err()? {
-                    TrySendError::Full(back) | TrySendError::Disconnected(back) => back,
-                },
+                Some(engine) => {
+                    match engine.requests.try_send(Command::Subscribe(sink, sub)).err()? {
+                        TrySendError::Full(Command::Subscribe(sink, sub))
+                        | TrySendError::Disconnected(Command::Subscribe(sink, sub)) => (sink, sub),
+                        _ => return None, // not sent
+                    }
+                }
                 None => (sink, sub),
             };
         let (mut new, seq, end) =

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::event::Event;
 use crate::http::{Limits, Request, Response, Version};
 use crate::stream::{goodbye, tick, StreamShared};
-use crate::util::{lock, wait_until};
+use crate::util::{lock, spawn, wait_until};
 use conn::Conn;
 use route::{Boxed, Route};
 
@@ -351,8 +351,7 @@ impl Server {
         let app = Arc::new(self.app);
         let shared = &app.shared;
         let ticker_app = app.clone();
-        let spawn = thread::Builder::new().name("stdsse-ticker".into());
-        let ticker = spawn.stack_size(64 * 1024).spawn(move || ticker(&ticker_app))?;
+        let ticker = spawn("stdsse-ticker".into(), Some(64 * 1024), move || ticker(&ticker_app))?;
         accept_loop(&self.listener, &app);
         drop(self.listener);
         shutdown_connections(&app);
@@ -470,10 +469,8 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn { socket, id, remote, server: shared.clone() });
         lock(&shared.connections).insert(id, Arc::downgrade(&conn));
-        let (app2, spawn) = (app.clone(), thread::Builder::new().name("stdsse-conn".into()));
-        if let Err(e) =
-            spawn.stack_size(app.config.stack_size).spawn(move || conn::serve(&app2, conn))
-        {
+        let (app2, stack) = (app.clone(), Some(app.config.stack_size));
+        if let Err(e) = spawn("stdsse-conn".into(), stack, move || conn::serve(&app2, conn)) {
             // The connection was dropped with the closure: it closes.
             shared.count(|s| &mut s.rejected);
             app.log_refusal(Some(remote), (0, 0), LogKind::Rejected, &format!("no thread: {e}"));
