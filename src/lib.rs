@@ -99,7 +99,7 @@
 //! ([`HubBuilder::redis`](hub::HubBuilder::redis); `chat --redis URL` does it).
 //!
 //! ```no_run
-//! use stdsse::hub::{Hub, PublishError, PublishErrorKind, Subscription};
+//! use stdsse::hub::{Hub, Subscription};
 //! use stdsse::{Event, Response, Server};
 //!
 //! let hub = Hub::builder().redis("redis://:secret@10.0.0.5:6379/0", "app:news").build()?;
@@ -108,10 +108,7 @@
 //! let publisher = hub.clone();
 //! server.post("/news", move |req| match publisher.publish(Event::new().data(String::from_utf8_lossy(req.body()))) {
 //!     Ok(()) => Response::new(204),
-//!     Err(PublishError(_, PublishErrorKind::Unavailable)) => {
-//!         Response::text(503, "Redis is down\n").header("Retry-After", "1")
-//!     }
-//!     Err(_) => Response::new(503),
+//!     Err(_) => Response::text(503, "Redis is down\n").header("Retry-After", "1"), // or closed
 //! });
 //! server.run()?;
 //! # Ok::<(), std::io::Error>(())

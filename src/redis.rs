@@ -294,33 +294,3 @@ impl Conn {
         self.recv()
     }
 }
-
-/// One fuzz input (`tests/robustness/fuzz.rs`): parses `input` and the RESP
-/// its bytes spell (`0x80..`: tokens) with default and small limits, and
-/// asserts the parser's invariants. Returns the outcome.
-#[doc(hidden)]
-#[must_use]
-pub fn fuzz_resp_reply(input: &[u8]) -> &'static str {
-    let tokens = b"\r\n * $ : + - -1 *1\r\n *2\r\n $1\r\nx\r\n $-1\r\n :-42\r\n +OK\r\n 99999999999999999999 % _";
-    let tokens: Vec<&[u8]> = tokens.split(|&b| b == b' ').collect();
-    let token = |b: &u8| if *b < 0x80 { vec![*b] } else { tokens[usize::from(*b) % 16].to_vec() };
-    let spelt: Vec<u8> = input.iter().flat_map(token).collect();
-    let small = ReplyLimits { bulk: 8, array: 4, depth: 2, line: 40, total: 64 };
-    let mut outcome = "";
-    for (data, lim) in [input, &spelt].map(|d| [(d, small), (d, LIMITS)]).concat() {
-        outcome = match parse_reply(data, &lim) {
-            Ok(Status::Complete((reply, len))) => {
-                assert_eq!(parse_reply(&data[..len], &lim), Ok(Status::Complete((reply, len))));
-                assert_eq!(parse_reply(&data[..len - 1], &lim), Ok(Status::Partial));
-                "complete"
-            }
-            Ok(Status::Partial) if data.len() < lim.total => "partial",
-            Ok(Status::Partial) => panic!("Partial past the bound"),
-            Err(e) => {
-                assert_eq!(parse_reply(&[data, b"\r\n+OK\r\n"].concat(), &lim), Err(e));
-                "error"
-            }
-        };
-    }
-    outcome
-}

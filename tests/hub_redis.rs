@@ -441,3 +441,97 @@ fn the_chat_on_redis_prints_the_listening_line_first() {
         assert!(line.starts_with("redis: Connected"), "{line}");
     }
 }
+
+/// `XLEN` of the stream, or `LLEN` of a topic's ids.
+fn count(redis: &Redis, command: &[u8], key: &str) -> i64 {
+    match redis.conn().call(&[command, key.as_bytes()]).unwrap() {
+        stdsse::redis::Reply::Integer(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn redis_keeps_each_topics_history_as_the_hub_does_and_a_resume_on_a_new_hub_agrees() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    // Ten events in all, five of each topic: bob's eleven drop his oldest
+    // six, not ann's two, once every hub can have read them (3 s); then 12
+    // for everyone drop the oldest in all.
+    let (a, _) = hub(&redis, 10, 5);
+    // Read as published: a subscriber may be at most half a bound behind.
+    let ra = a.receiver(Subscription::new().topic("ann").topic("bob")).unwrap();
+    let post = |topics: &[&str], text: String| {
+        a.publish_to(topics, say(text)).unwrap();
+        next(&ra)
+    };
+    let mut seen = vec![post(&["ann"], "a0".into())];
+    seen.extend((0..11).map(|n| post(&["bob"], format!("b{n}"))));
+    assert_eq!(count(&redis, b"XLEN", "test:stream"), 12, "none deleted before it can be read");
+    thread::sleep(Duration::from_millis(3100));
+    seen.push(post(&["ann"], "a1".into()));
+    let id = |data: &str| seen.iter().find(|e| e.2 == data).unwrap().1.clone();
+    assert_eq!(count(&redis, b"XLEN", "test:stream"), 7, "a0, b6..b10, a1");
+    assert_eq!(count(&redis, b"LLEN", "test:stream:t:bob"), 5);
+    // A hub started now learns the history from Redis; it must not hide
+    // bob's loss from a resume that also wants bob (b0..b5 are gone).
+    let (b, _) = hub(&redis, 10, 5);
+    for hub in [&a, &b] {
+        common::wait_until("the history at its bounds", || hub.stats().history_len == 7);
+    }
+    #[rustfmt::skip]
+    let cases: [(&str, &[&str], &str, &[&str]); 5] = [
+        ("ann lost nothing", &["ann"], "a0", &["a1"]),
+        ("bob lost b1..b5", &["ann", "bob"], "a0", &["stdsse-gap"]),
+        ("bob, from one kept", &["bob"], "b7", &["b8", "b9", "b10"]),
+        ("bob, from one lost", &["bob"], "b2", &["stdsse-gap"]),
+        ("bob, from his newest lost", &["bob"], "b5", &["b6", "b7", "b8", "b9", "b10"]),
+    ];
+    for (on, hub) in [("A", &a), ("B, new", &b)] {
+        for (name, topics, after, want) in cases {
+            let sub = topics.iter().fold(Subscription::new().topics_only(), |s, t| s.topic(*t));
+            let r = hub.receiver(sub.last_event_id(Some(&id(after)))).unwrap();
+            let got = take(&r, want.len());
+            let got: Vec<_> =
+                got.iter().map(|e| if is_gap(e) { "stdsse-gap" } else { &e.2 }).collect();
+            assert_eq!(got, want, "{on}: {name}");
+        }
+    }
+    (0..12).for_each(|n| drop(post(&[], format!("all{n}"))));
+    for topic in ["ann", "bob"] {
+        let key = format!("test:stream:t:{topic}");
+        assert_eq!(count(&redis, b"LLEN", &key), 0, "{topic}'s dropped by the total");
+    }
+    // Trimmed behind the hub's back: its ids are skipped, not an error.
+    redis.conn().call(&[b"XTRIM", b"test:stream", b"MAXLEN", b"0"]).unwrap();
+    a.publish_to(&["bob"], say("b11".into())).unwrap();
+    assert_eq!(next(&ra).2, "b11");
+}
+
+#[test]
+fn an_entry_deleted_before_the_hub_read_it_gives_the_live_the_gap() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, _) = hub(&redis, 100, 100);
+    let r = a.receiver(Subscription::new()).unwrap();
+    a.publish(say("e0".into())).unwrap();
+    assert_eq!(next(&r).2, "e0");
+    // As a lagging reader sees it: e1 deleted (by a bound) before it was read.
+    let mut c = redis.conn();
+    let frame: &[u8] = b"data: e\n\n";
+    for command in [
+        &[&b"MULTI"[..]][..],
+        &[b"XADD", b"test:stream", b"9999999999990-1", b"d", frame, b"t", b""],
+        &[b"XADD", b"test:stream", b"9999999999990-2", b"d", frame, b"t", b""],
+        &[b"XDEL", b"test:stream", b"9999999999990-1"],
+        &[b"HSET", b"test:stream:lost", b"\n", b"9999999999990-1"],
+        &[b"EXEC"],
+    ] {
+        c.call(command).unwrap();
+    }
+    assert!(is_gap(&next(&r)), "the gap signal first");
+    assert!(next(&r).1.ends_with("-9999999999990-2"));
+    a.publish(say("e3".into())).unwrap();
+    assert_eq!(next(&r).2, "e3", "then no more gaps");
+}

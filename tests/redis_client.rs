@@ -50,7 +50,7 @@ fn replies_parse_whole_and_every_prefix_is_partial() {
         for cut in 0..input.len() {
             assert_eq!(parse_reply(&input[..cut], &SMALL), Ok(Status::Partial), "{input:?} {cut}");
         }
-        assert_eq!(stdsse::redis::fuzz_resp_reply(input), "complete");
+        assert_eq!(common::fuzz::resp_reply(input), "complete");
     }
 }
 

@@ -343,7 +343,8 @@ impl HubBuilder {
         /// Shares the hub with every other on this Redis stream (default: none):
         /// `url` is `redis://[user:password@]host[:port][/db]`, checked and
         /// connected to by [`build`](HubBuilder::build). All deliver the same events
-        /// in one order and ids resume on any; a resume across a loss, and every
+        /// in one order and ids resume on any; the stream is bounded by the
+        /// history's counts, in all and per topic; a resume across a loss, and every
         /// live subscriber when the hub notices one, get the gap signal; while
         /// Redis is down `publish` fails ([`PublishErrorKind::Unavailable`]). No
         /// TLS: see [`crate::redis`].

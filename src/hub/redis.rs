@@ -1,21 +1,22 @@
 //! The hub on Redis Streams ([`HubBuilder::redis`]), its design told once.
 //! `publish` queues the frame without its id (bounded like the inbox); the
-//! writer pipelines each batch, `XADD <stream> MAXLEN ~ <history events> *
-//! d <frame> t <topics>` then `PING`, kept until acknowledged. Redis is up
+//! writer pipelines each batch as `TRIM` scripts of up to 64 entries `d
+//! <frame> t <topics>`, then a `PING`, kept until acknowledged. Redis is up
 //! only while the writer's connection answers (a `PING` also on connect and
 //! after 1 s idle); either thread marks it down. Only what the reader reads
 //! back (`XREAD BLOCK 1000 COUNT 15` after the last entry delivered) goes
 //! through the history and fan-out: one order on every hub, ids `<epoch>-
 //! <entry id>`. Each round also sends `SET <stream>:epoch <random> NX` and
-//! `GET`: a new epoch means the stream was lost, so the history is cleared,
-//! every live subscriber gets the gap signal before any new event, and the
-//! stream is read from its start. A resume the history lacks goes to the
-//! reader: `XRANGE` from its id (or the last delivered, if older), at most
-//! the history's count; if that holds the id and reaches the last
-//! delivered, what is newer is delivered first and the rest after the id
-//! is its replay; else (trimmed, Redis down, the queue full) the gap
-//! signal. Each thread reconnects after a jittered back-off (100 ms
-//! doubling to 5 s), logged.
+//! `GET`: a new epoch (the stream lost) clears the history, gives every live
+//! subscriber the gap signal before any new event, and reads the stream from
+//! its start; an entry deleted unread does so but for the start. A resume
+//! the history cannot place goes to the reader: `XRANGE` from its id (or
+//! the last delivered, if older), at most the history's count; if its id is
+//! there (or a topic's newest lost), none of its topics lost a later one,
+//! and the range reaches the last delivered, what is newer is delivered
+//! first and the rest after the id is its replay; else (trimmed, Redis down,
+//! the queue full) the gap signal. Each thread reconnects after a jittered
+//! back-off (100 ms doubling to 5 s), logged.
 
 use std::collections::VecDeque;
 use std::io;
@@ -48,22 +49,65 @@ pub enum RedisLog<'a> {
 /// How long connecting, and each answer, may take (the reader's, blocked
 /// in `XREAD`, a second more).
 const TIMEOUT: Duration = Duration::from_secs(2);
-const IDLE: Duration = Duration::from_secs(1);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Adds entries (`KEYS[1]`: the stream; `ARGV`: the bounds in all and per
+/// topic, then frame and topics of each), and deletes the oldest past one
+/// once 3 s old: every hub has read it (one further behind gets the gap
+/// signal). `<stream>:lost` keeps the newest deleted of each topic (`""`:
+/// for everyone), of all (`"\n"`), and what all lost when it had grown
+/// past twice the count (`"\r"`); `:t:<topic>` lists the ids of a topic,
+/// `:over` the topics past the bound.
+const TRIM: &str = r"local s, total, cap, lost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[1] .. ':lost'
+local now = redis.call('TIME')
+local limit = now[1] * 1000 + math.floor(now[2] / 1000) - 3000
+local function due(id) return id and tonumber(id:match('^%d+')) < limit end
+local function key(id) return ('%20s%20s'):format(id:match('(%d+)-(%d+)')) end
+local function mark(f, id) local m = redis.call('HGET', lost, f)
+  if not m or key(id) > key(m) then redis.call('HSET', lost, f, id) end end
+local function lose(e)
+  redis.call('XDEL', s, e[1])
+  mark('\n', e[1])
+  for t in (e[2][4] .. '\n'):gmatch('([^\n]*)\n') do mark(t, e[1]); redis.call('LREM', s .. ':t:' .. t, 1, e[1]) end
+  if redis.call('HLEN', lost) > 2 * math.max(total, 32) then
+    local all = redis.call('HGET', lost, '\n'); redis.call('DEL', lost); redis.call('HSET', lost, '\n', all, '\r', all)
+  end
+end
+for i = 3, #ARGV, 2 do
+  local id = redis.call('XADD', s, '*', 'd', ARGV[i], 't', ARGV[i + 1])
+  for t in ARGV[i + 1]:gmatch('[^\n]+') do
+    if redis.call('RPUSH', s .. ':t:' .. t, id) > cap then redis.call('SADD', s .. ':over', t) end
+  end
+end
+for _, t in ipairs(redis.call('SMEMBERS', s .. ':over')) do
+  local list = s .. ':t:' .. t
+  while redis.call('LLEN', list) > cap and due(redis.call('LINDEX', list, 0)) do
+    local old = redis.call('LINDEX', list, 0)
+    local e = redis.call('XRANGE', s, old, old)[1]
+    if e then lose(e) else redis.call('LPOP', list) end
+  end
+  if redis.call('LLEN', list) <= cap then redis.call('SREM', s .. ':over', t) end
+end
+while redis.call('XLEN', s) > total do
+  local e = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1]
+  if due(e[1]) then lose(e) else break end
+end";
+
 /// The largest event published through Redis, as encoded (16 MiB, the
 /// parsers' default event bound): 15 (`COUNT`) fit a reply (256 MiB).
 const MAX_FRAME: usize = 16 << 20;
 
-type Post = (Vec<String>, Vec<u8>);
+type Post = (String, Vec<u8>);
 type Res<T = bool> = Result<T, RedisError>;
 type Started = io::Result<Option<(Link, Engine)>>;
 
 /// From the reader: the epoch and entries read, or a resume's replay; to
 /// the writer: a post.
 pub(super) enum Msg {
-    Entries(String, Vec<Entry>),
+    /// With whether one was deleted unread, and (read from the start) the
+    /// newest deleted before: the history cannot place ids up to it.
+    Entries(String, Vec<Entry>, bool, Option<String>),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
-    Post(Vec<String>, Vec<u8>),
+    Post(String, Vec<u8>),
 }
 
 /// The handles' side: the writer's queue, whether Redis is up (the threads
@@ -75,6 +119,7 @@ pub(super) struct Engine {
     requests: SyncSender<Command>,
     up: Weak<AtomicBool>,
     answer: Option<Vec<Entry>>,
+    unsure: String,
 }
 
 /// Starts the threads if on Redis; the writer connects first (`publish` works).
@@ -92,26 +137,35 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
         (mpsc::sync_channel(config.inbox), mpsc::sync_channel(config.inbox));
     let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
     let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
-    let (mut writer, n) = (side(true), config.history_events.max(1).to_string());
+    let (total, cap) = (config.history_events.max(1), config.topic_bound().0);
+    let head = ["EVAL", TRIM, "1", &stream, &total.to_string(), &cap.to_string()].map(Vec::from);
+    let mut writer = side(true);
     let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
     // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
         let post = |c| if let Command::Redis(Msg::Post(t, f)) = c { Some((t, f)) } else { None };
-        match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
+        match posts_rx.recv_timeout(if batch.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        }) {
             Ok(first) => batch.extend(
                 [first].into_iter().chain(posts_rx.try_iter().take(BATCH)).filter_map(post),
             ),
             Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
             Err(_) => {}
         }
-        for (topics, frame) in &batch {
-            let (s, n, t) = (stream.as_bytes(), n.as_bytes(), topics.join("\n"));
-            c.send(&[b"XADD", s, b"MAXLEN", b"~", n, b"*", b"d", frame, b"t", t.as_bytes()]);
+        for posts in batch.make_contiguous().chunks(64) {
+            let posts = posts.iter().flat_map(|(t, frame)| [frame.as_slice(), t.as_bytes()]);
+            c.send(&head.iter().map(Vec::as_slice).chain(posts).collect::<Vec<_>>());
         }
         c.send(&[b"PING"]);
         c.flush()?;
-        (0..=batch.len()).try_for_each(|_| c.recv().map(|_| drop(batch.pop_front())))?;
+        while !batch.is_empty() {
+            c.recv().map(|_| drop(batch.drain(..batch.len().min(64))))?;
+        }
+        c.recv()?;
         side.set_up(true);
         Ok(true)
     };
@@ -119,7 +173,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let read = move || reader_side.run(None, |side, c| reader.round(side, c));
     spawn("stdsse-redis-read".into(), None, read)?;
     spawn("stdsse-redis-write".into(), None, write)?;
-    let engine = Engine { requests, up: Arc::downgrade(&up), answer: None };
+    let engine = Engine { requests, up: Arc::downgrade(&up), answer: None, unsure: String::new() };
     Ok(Some(((posts, up), engine)))
 }
 
@@ -131,7 +185,7 @@ pub(super) fn publish(link: &Link, topics: Vec<String>, e: Event) -> Result<(), 
     } else if frame.len() > MAX_FRAME {
         PublishErrorKind::TooLarge
     } else {
-        let post = Command::Redis(Msg::Post(topics, frame));
+        let post = Command::Redis(Msg::Post(topics.join("\n"), frame));
         return link.0.send(post).map_err(|_| PublishError(e, PublishErrorKind::Closed));
     };
     Err(PublishError(e, kind))
@@ -147,10 +201,6 @@ struct Side {
 }
 
 impl Side {
-    fn log(&self, what: RedisLog<'_>) {
-        self.config.emit(HubLogKind::Redis(what), None);
-    }
-
     /// Sets whether Redis is up; `false`: the hub is gone.
     fn set_up(&self, up: bool) -> bool {
         self.up.upgrade().map(|flag| flag.store(up, SeqCst)).is_some()
@@ -177,14 +227,15 @@ impl Side {
         conn.call(&[b"PING"]).map_err(|e| self.lost(&e)).ok()?;
         self.backoff = None;
         let _ = self.writer && self.set_up(true);
-        self.log(RedisLog::Connected { writer: self.writer });
+        self.config.emit(HubLogKind::Redis(RedisLog::Connected { writer: self.writer }), None);
         Some(conn)
     }
 
     /// Marks Redis down and logs why, once an outage; a longer back-off.
     fn lost(&mut self, error: &RedisError) -> Option<Conn> {
         if self.backoff.is_none() && self.set_up(false) {
-            self.log(RedisLog::Lost { writer: self.writer, error });
+            self.config
+                .emit(HubLogKind::Redis(RedisLog::Lost { writer: self.writer, error }), None);
         }
         self.backoff = Some(self.backoff.map_or(BACKOFF.0, |b| (b * 2).min(BACKOFF.1)));
         None
@@ -216,23 +267,27 @@ impl Reader {
             }
             return Ok(true);
         };
-        let (s, key, last) = (self.stream.as_bytes(), format!("{}:epoch", self.stream), &self.last);
+        let (s, epoch_key, last) =
+            (self.stream.as_bytes(), format!("{}:epoch", self.stream), &self.last);
         c.send(&[b"XREAD", b"COUNT", b"15", b"BLOCK", b"1000", b"STREAMS", s, last.as_bytes()]);
-        c.send(&[b"SET", key.as_bytes(), format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
-        c.send(&[b"GET", key.as_bytes()]);
+        c.send(&[b"SET", epoch_key.as_bytes(), format!("{:016x}", random_u64()).as_bytes(), b"NX"]);
+        c.send(&[b"GET", epoch_key.as_bytes()]);
+        c.send(&[b"HGET", format!("{}:lost", self.stream).as_bytes(), b"\n"]);
         c.flush()?;
-        let (mut read, _, epoch) = (c.recv()?, c.recv()?, bytes(c.recv()?));
-        let epoch = String::from_utf8_lossy(&epoch);
+        let (mut read, _, epoch, trimmed) =
+            (c.recv()?, c.recv()?, text(c.recv()?), text(c.recv()?));
+        let (from_start, hole) = (self.last == "0-0", key(&trimmed) > key(&self.last));
         if epoch != self.epoch {
             if !self.epoch.is_empty() {
-                side.log(RedisLog::EpochChanged { epoch: &epoch });
+                side.config.emit(HubLogKind::Redis(RedisLog::EpochChanged { epoch: &epoch }), None);
             }
             // What was read is of the old stream.
-            (self.epoch, self.last, read) = (epoch.into(), "0-0".into(), Reply::Array(None));
+            (self.epoch, self.last, read) = (epoch, "0-0".into(), Reply::Array(None));
         }
         // `[[stream, [entry, ...]]]`
         let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
-        let open = self.deliver(self.entries(read.map_or(Vec::new(), items)));
+        let read = self.entries(read.map_or(Vec::new(), items));
+        let open = self.deliver(read, hole && !from_start, from_start.then_some(trimmed));
         while let Some(Command::Subscribe(sink, sub)) =
             open.then(|| self.rx.try_recv().ok()).flatten()
         {
@@ -241,12 +296,12 @@ impl Reader {
         Ok(open && side.up.strong_count() > 0)
     }
 
-    fn deliver(&mut self, read: Vec<Entry>) -> bool {
+    fn deliver(&mut self, read: Vec<Entry>, hole: bool, unsure: Option<String>) -> bool {
         let read: Vec<_> = read.into_iter().filter(|e| key(&e.id) > key(&self.last)).collect();
         if let Some(newest) = read.last() {
             self.last = newest.id[self.epoch.len() + 1..].to_string();
         }
-        self.send(Msg::Entries(self.epoch.clone(), read))
+        self.send(Msg::Entries(self.epoch.clone(), read, hole, unsure))
     }
 
     /// Answers a resume; with a replay, after the newest delivered.
@@ -259,13 +314,22 @@ impl Reader {
         };
         let start = if key(rid) < key(&self.last) { rid } else { &self.last };
         let (s, n) = (self.stream.as_bytes(), (side.config.history_events + 1).to_string());
-        let mut error = Ok(());
-        let got = c.call(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
-        let got = got.map_err(|e| error = Err(e)).map_or(Vec::new(), |g| self.entries(items(g)));
-        let whole = got.iter().any(|e| e.id == id)
+        let lost = format!("{}:lost", self.stream);
+        let topics =
+            sub.topics.iter().map(String::as_bytes).chain((!sub.topics_only).then_some(&b""[..]));
+        c.send(
+            &[&b"HMGET"[..], lost.as_bytes(), b"\r"].into_iter().chain(topics).collect::<Vec<_>>(),
+        );
+        c.send(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
+        let mut error = c.flush();
+        let mut recv = || c.recv().map_err(|e| error = Err(e)).map_or(Vec::new(), items);
+        let (marks, got) = (recv().into_iter().map(text).collect::<Vec<_>>(), recv());
+        let got = self.entries(got);
+        let whole = (got.iter().any(|e| e.id == id) || marks.iter().any(|m| m == rid))
+            && marks.iter().all(|m| key(m) <= key(rid))
             && got.last().is_some_and(|e| key(&e.id) >= key(&self.last));
         let replay: Vec<_> = got.iter().filter(|e| key(&e.id) > key(rid)).cloned().collect();
-        let replay = (whole && self.deliver(got)).then_some(replay);
+        let replay = (whole && self.deliver(got, false, None)).then_some(replay);
         if replay.is_some() {
             sub.last_event_id = Some(format!("{}-{}", self.epoch, self.last));
         }
@@ -278,7 +342,7 @@ impl Reader {
     fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
-            let rid = String::from_utf8_lossy(&parts.next().map_or(Vec::new(), bytes)).into_owned();
+            let rid = parts.next().map_or(String::new(), text);
             let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
             let (d, t) = (fields.nth(1).unwrap_or_default(), fields.nth(1).unwrap_or_default());
             let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
@@ -300,6 +364,10 @@ fn items(reply: Reply) -> Vec<Reply> {
     items
 }
 
+fn text(reply: Reply) -> String {
+    String::from_utf8_lossy(&bytes(reply)).into_owned()
+}
+
 fn bytes(reply: Reply) -> Vec<u8> {
     let Reply::Bulk(Some(bytes)) = reply else { return Vec::new() };
     bytes
@@ -314,9 +382,14 @@ fn key(id: &str) -> Option<(u64, u64)> {
 impl Coordinator {
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
-            Msg::Entries(epoch, entries) => {
+            Msg::Entries(epoch, entries, hole, unsure) => {
                 // Lost: its ids are unknown, the live get the gap signal.
-                if epoch != self.epoch && !std::mem::replace(&mut self.epoch, epoch).is_empty() {
+                let lost =
+                    epoch != self.epoch && !std::mem::replace(&mut self.epoch, epoch).is_empty();
+                if let (Some(engine), Some(unsure)) = (&mut self.redis, unsure) {
+                    engine.unsure = unsure;
+                }
+                if lost || hole {
                     self.history = History::new(&self.config);
                     self.forward();
                     for shard in &self.shards {
@@ -327,8 +400,11 @@ impl Coordinator {
                     self.push(Entry { seq: self.next_seq, offset: self.next_offset, ..entry });
                 }
             }
-            Msg::Resume(sink, sub, replay) => {
+            Msg::Resume(sink, mut sub, replay) => {
                 if let Some(engine) = &mut self.redis {
+                    if replay.is_none() {
+                        sub.last_event_id = Some(String::new()); // no id of the hub's: the gap
+                    }
                     engine.answer = Some(replay.unwrap_or_default());
                 }
                 self.subscribe(sink, sub);
@@ -340,21 +416,20 @@ impl Coordinator {
     /// A subscriber, with the reader's replay if it answered; `None`: deferred to it.
     pub(super) fn subscriber(&mut self, sink: Sink, sub: Subscription) -> Option<Subscriber> {
         let id = sub.last_event_id.as_deref();
-        let unplaced =
-            |id| (self.epoch.is_empty() || self.is_hub_id(id)) && self.history.seq_of(id).is_none();
+        let unsure = self.redis.as_ref().map_or("", |e| &e.unsure);
+        let unplaced = |id| {
+            (self.epoch.is_empty() || self.is_hub_id(id))
+                && (self.history.seq_of(id).is_none() || key(id) <= key(unsure))
+        };
         let defer =
             |e: &&Engine| e.answer.is_none() && e.up.upgrade().is_some_and(|up| up.load(SeqCst));
-        let (sink, sub) =
-            match self.redis.as_ref().filter(defer).filter(|_| id.is_some_and(unplaced)) {
-                Some(engine) => {
-                    match engine.requests.try_send(Command::Subscribe(sink, sub)).err()? {
-                        TrySendError::Full(Command::Subscribe(sink, sub))
-                        | TrySendError::Disconnected(Command::Subscribe(sink, sub)) => (sink, sub),
-                        _ => return None, // not sent
-                    }
-                }
-                None => (sink, sub),
-            };
+        let command = match self.redis.as_ref().filter(defer).filter(|_| id.is_some_and(unplaced)) {
+            Some(engine) => match engine.requests.try_send(Command::Subscribe(sink, sub)).err()? {
+                TrySendError::Full(back) | TrySendError::Disconnected(back) => back,
+            },
+            None => Command::Subscribe(sink, sub),
+        };
+        let Command::Subscribe(sink, sub) = command else { return None };
         let (mut new, seq, end) =
             (Subscriber::new(sink, sub, self), self.next_seq - 1, self.next_offset);
         // The replay comes just before what was delivered last.

@@ -30,7 +30,7 @@
 //! * **RESP replies**: random bytes, and the same with every byte of 0x80 or
 //!   more turned into a RESP token (`*2\r\n`, `$3\r\n`, ...), into the
 //!   Redis reply parser with the default and small limits
-//!   (`stdsse::redis::fuzz_resp_reply`): no panic, `Partial` never past the
+//!   (`tests/common/fuzz.rs`): no panic, `Partial` never past the
 //!   bound, an error the same whatever follows.
 //!
 //! Every input runs under `catch_unwind`: a panic (in the library or in a
@@ -477,7 +477,7 @@ fn main() {
                         let len = rng.below(300);
                         ((0..len).map(|_| rng.next_u64() as u8).collect(), "random bytes")
                     },
-                    |input, _, tally| tally.count(stdsse::redis::fuzz_resp_reply(input)),
+                    |input, _, tally| tally.count(fuzzing::resp_reply(input)),
                 )
             }),
         ),
