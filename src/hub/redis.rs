@@ -53,18 +53,21 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// Adds entries (`KEYS[1]`: the stream; `ARGV`: the bounds in all and per
 /// topic, then frame and topics of each), and deletes the oldest past one
 /// once 3 s old: every hub has read it (one further behind gets the gap
-/// signal). `<stream>:lost` keeps the newest deleted of each topic (`""`:
-/// for everyone), of all (`"\n"`), and what all lost when it had grown
-/// past twice the count (`"\r"`); `:t:<topic>` lists the ids of a topic,
-/// `:over` the topics past the bound.
+/// signal); at most 18 more than twice as many as it adds, so that each
+/// call is short. `<stream>:lost` keeps the newest deleted of each topic
+/// (`""`: for everyone), of all (`"\n"`), and what all lost when it had
+/// grown past twice the count (`"\r"`); `:t:<topic>` lists the ids of a
+/// topic, `:over` the topics past the bound.
 const TRIM: &str = r"local s, total, cap, lost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[1] .. ':lost'
 local now = redis.call('TIME')
 local limit = now[1] * 1000 + math.floor(now[2] / 1000) - 3000
-local function due(id) return id and tonumber(id:match('^%d+')) < limit end
+local budget = #ARGV + 16
+local function due(id) return id and budget > 0 and tonumber(id:match('^%d+')) < limit end
 local function key(id) return ('%20s%20s'):format(id:match('(%d+)-(%d+)')) end
 local function mark(f, id) local m = redis.call('HGET', lost, f)
   if not m or key(id) > key(m) then redis.call('HSET', lost, f, id) end end
 local function lose(e)
+  budget = budget - 1
   redis.call('XDEL', s, e[1])
   mark('\n', e[1])
   for t in (e[2][4] .. '\n'):gmatch('([^\n]*)\n') do mark(t, e[1]); redis.call('LREM', s .. ':t:' .. t, 1, e[1]) end
