@@ -93,9 +93,8 @@
 //!
 //! # Past one machine: instances sharing one stream through Redis
 //!
-//! Run the same program on two machines (or twice, on two ports) against one
-//! Redis: a post to either reaches every subscriber of both, in one order,
-//! and a client that reconnects to the other resumes with no gap
+//! The same program on two machines against one Redis: a post to either reaches every
+//! subscriber of both, in one order, and a client resumes on either with no gap
 //! ([`HubBuilder::redis`](hub::HubBuilder::redis); `chat --redis URL` does it).
 //!
 //! ```no_run

@@ -229,10 +229,10 @@ impl Conn {
     /// Connects within `timeout` (each address in turn), which bounds every
     /// read and write, then sends `AUTH [user] password`, `SELECT db` if set.
     pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Conn, RedisError> {
-        let host = url.host.trim_start_matches('[').trim_end_matches(']');
         let mut last = io::Error::from(io::ErrorKind::NotFound);
         let mut connect = |a| TcpStream::connect_timeout(&a, timeout).map_err(|e| last = e).ok();
-        let stream = (host, url.port).to_socket_addrs()?.find_map(&mut connect).ok_or(last)?;
+        let addrs = format!("{}:{}", url.host, url.port).to_socket_addrs()?;
+        let stream = addrs.into_iter().find_map(&mut connect).ok_or(last)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;

@@ -403,7 +403,8 @@ impl Coordinator {
             shard.send(Command::Close(tx), 0, usize::MAX).then_some(rx)
         };
         let waits: Vec<_> = self.shards.iter().filter_map(closing).collect();
-        waits.iter().for_each(|rx| drop(rx.recv()));
+        let wait = self.config.close_timeout + Duration::from_secs(1); // the shards' own bound, and slack
+        waits.iter().for_each(|rx| drop(rx.recv_timeout(wait)));
         self.prune_history(); // the shards handled everything: the counters settle
         drop(done);
     }

@@ -46,18 +46,16 @@ pub enum RedisLog<'a> {
     EpochChanged { epoch: &'a str },
 }
 
-/// How long connecting, and each answer, may take (the reader's, blocked
-/// in `XREAD`, a second more).
+/// How long connecting, and each answer, may take (the reader's: 1 s more).
 const TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Adds entries (`KEYS[1]`: the stream; `ARGV`: the bounds in all and per
 /// topic, then frame and topics of each), and deletes the oldest past one
 /// once 3 s old: every hub has read it (one further behind gets the gap
-/// signal); at most 18 more than twice as many as it adds, so that each
-/// call is short. `<stream>:lost` keeps the newest deleted of each topic
-/// (`""`: for everyone), of all (`"\n"`), and what all lost when it had
-/// grown past twice the count (`"\r"`); `:t:<topic>` lists the ids of a
-/// topic, `:over` the topics past the bound.
+/// signal), at most 18 more than twice what it adds (each call is short).
+/// `<stream>:lost` keeps the newest deleted of each topic (`""`: everyone's),
+/// of all (`"\n"`), and what all lost once it grew past twice the count
+/// (`"\r"`); `:t:<topic>` lists a topic's ids, `:over` the topics past it.
 const TRIM: &str = r"local s, total, cap, lost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[1] .. ':lost'
 local now = redis.call('TIME')
 local limit = now[1] * 1000 + math.floor(now[2] / 1000) - 3000
@@ -103,11 +101,10 @@ type Post = (String, Vec<u8>);
 type Res<T = bool> = Result<T, RedisError>;
 type Started = io::Result<Option<(Link, Engine)>>;
 
-/// From the reader: the epoch and entries read, or a resume's replay; to
-/// the writer: a post.
+/// From the reader: the epoch, entries read, whether one was deleted unread
+/// and (read from the start) the newest deleted before, up to which the
+/// history cannot place an id; or a resume's replay. To the writer: a post.
 pub(super) enum Msg {
-    /// With whether one was deleted unread, and (read from the start) the
-    /// newest deleted before: the history cannot place ids up to it.
     Entries(String, Vec<Entry>, bool, Option<String>),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
     Post(String, Vec<u8>),
@@ -278,7 +275,7 @@ impl Reader {
         c.send(&[b"HGET", format!("{}:lost", self.stream).as_bytes(), b"\n"]);
         c.flush()?;
         let (mut read, _, epoch, trimmed) =
-            (c.recv()?, c.recv()?, text(c.recv()?), text(c.recv()?));
+            (c.recv()?, c.recv()?, text(&c.recv()?), text(&c.recv()?));
         let (from_start, hole) = (self.last == "0-0", key(&trimmed) > key(&self.last));
         if epoch != self.epoch {
             if !self.epoch.is_empty() {
@@ -299,8 +296,8 @@ impl Reader {
         Ok(open && side.up.strong_count() > 0)
     }
 
-    fn deliver(&mut self, read: Vec<Entry>, hole: bool, unsure: Option<String>) -> bool {
-        let read: Vec<_> = read.into_iter().filter(|e| key(&e.id) > key(&self.last)).collect();
+    fn deliver(&mut self, mut read: Vec<Entry>, hole: bool, unsure: Option<String>) -> bool {
+        read.retain(|e| key(&e.id) > key(&self.last));
         if let Some(newest) = read.last() {
             self.last = newest.id[self.epoch.len() + 1..].to_string();
         }
@@ -326,7 +323,7 @@ impl Reader {
         c.send(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
         let mut error = c.flush();
         let mut recv = || c.recv().map_err(|e| error = Err(e)).map_or(Vec::new(), items);
-        let (marks, got) = (recv().into_iter().map(text).collect::<Vec<_>>(), recv());
+        let (marks, got) = (recv().iter().map(text).collect::<Vec<_>>(), recv());
         let got = self.entries(got);
         let whole = (got.iter().any(|e| e.id == id) || marks.iter().any(|m| m == rid))
             && marks.iter().all(|m| key(m) <= key(rid))
@@ -345,7 +342,7 @@ impl Reader {
     fn entries(&self, replies: Vec<Reply>) -> Vec<Entry> {
         let entry = |reply| {
             let mut parts = items(reply).into_iter();
-            let rid = parts.next().map_or(String::new(), text);
+            let rid = parts.next().map_or(String::new(), |r| text(&r));
             let mut fields = parts.next().map_or(Vec::new(), items).into_iter().map(bytes);
             let (d, t) = (fields.nth(1).unwrap_or_default(), fields.nth(1).unwrap_or_default());
             let first = d.split(|&b| b == b'\n').find(|l| !l.starts_with(b":"));
@@ -367,8 +364,9 @@ fn items(reply: Reply) -> Vec<Reply> {
     items
 }
 
-fn text(reply: Reply) -> String {
-    String::from_utf8_lossy(&bytes(reply)).into_owned()
+fn text(reply: &Reply) -> String {
+    let Reply::Bulk(Some(bytes)) = reply else { return String::new() };
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn bytes(reply: Reply) -> Vec<u8> {

@@ -18,7 +18,6 @@ use crate::util::lock;
 /// registry.
 pub(super) struct Conn {
     pub(super) socket: TcpStream,
-    pub(super) id: u64,
     pub(super) remote: SocketAddr,
     pub(super) server: Arc<Shared>,
 }
@@ -33,7 +32,6 @@ impl Drop for Conn {
     fn drop(&mut self) {
         // The connection thread lingered already; other owners must not wait.
         close_staged(&self.socket, Duration::ZERO);
-        lock(&self.server.connections).remove(&self.id);
         lock(&self.server.stats).open_connections -= 1;
         let _guard = lock(&self.server.closed_lock);
         self.server.closed.notify_all();

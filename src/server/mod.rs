@@ -20,10 +20,9 @@
 mod conn;
 mod route;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -143,8 +142,8 @@ struct Shared {
     local_addr: Option<SocketAddr>,
     shutting_down: AtomicBool,
     stats: Mutex<Stats>,
-    next_id: AtomicU64,
-    connections: Mutex<HashMap<u64, Weak<Conn>>>,
+    /// Both pruned by the ticker (and the connections when twice the limit).
+    connections: Mutex<Vec<Weak<Conn>>>,
     streams: Mutex<Vec<Weak<StreamShared>>>,
     /// Signalled when a connection closes; `stop` at shutdown.
     closed: Condvar,
@@ -466,9 +465,13 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
             continue;
         }
         lock(&shared.stats).open_connections += 1;
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn { socket, id, remote, server: shared.clone() });
-        lock(&shared.connections).insert(id, Arc::downgrade(&conn));
+        let conn = Arc::new(Conn { socket, remote, server: shared.clone() });
+        let mut conns = lock(&shared.connections);
+        if conns.len() >= 2 * app.config.max_connections {
+            conns.retain(|c| c.strong_count() > 0);
+        }
+        conns.push(Arc::downgrade(&conn));
+        drop(conns);
         let (app2, stack) = (app.clone(), Some(app.config.stack_size));
         if let Err(e) = spawn("stdsse-conn".into(), stack, move || conn::serve(&app2, conn)) {
             // The connection was dropped with the closure: it closes.
@@ -497,7 +500,7 @@ fn shutdown_connections(app: &App) {
     for stream in streams.iter().filter_map(Weak::upgrade) {
         stream.close_with(&goodbye(event, retry), Duration::from_millis(100));
     }
-    let conns: Vec<_> = lock(&app.shared.connections).values().cloned().collect();
+    let conns = lock(&app.shared.connections).clone();
     for conn in conns.iter().filter_map(Weak::upgrade) {
         // Read side only: a response being written still completes.
         let _ = conn.socket.shutdown(Shutdown::Read);
@@ -513,6 +516,7 @@ fn ticker(app: &App) {
         drop(wait_until(&shared.stop, guard, Some(Instant::now() + tick)));
         let mut streams = Vec::new();
         lock(&shared.streams).retain(|s| s.upgrade().map(|s| streams.push(s)).is_some());
+        lock(&shared.connections).retain(|c| c.strong_count() > 0);
         for stream in streams {
             stream.tick(app.config.keep_alive);
         }
