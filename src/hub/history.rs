@@ -135,13 +135,19 @@ impl History {
         if self.topics.len() < 2 * self.total.0.max(32) {
             return;
         }
-        let mut idle: Vec<u64> =
+        let idle: Vec<u64> =
             (self.topics.values()).filter(|t| t.counted.events == 0).map(|t| t.lost_seq).collect();
         if idle.is_empty() {
             return;
         }
-        let middle = idle.len() / 2;
-        let threshold = *idle.select_nth_unstable(middle).1;
+        // The median: the least value with more than half at or below it,
+        // found by halving its range (no sort's code in the binary).
+        let (mut threshold, mut high) = (0, u64::MAX);
+        while threshold < high {
+            let mid = threshold + (high - threshold) / 2;
+            let more = idle.iter().filter(|&&seq| seq <= mid).count() > idle.len() / 2;
+            (threshold, high) = if more { (threshold, mid) } else { (mid + 1, high) };
+        }
         self.floor = self.floor.max(threshold);
         (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
     }
@@ -460,6 +466,11 @@ mod tests {
         for seq in 1..=100 {
             history.push(entry(seq, &format!("t{seq}")));
             history.prune(Instant::now(), u64::MAX);
+            if seq == 65 {
+                // 64 remembered, 63 with nothing counted: those that lost up
+                // to the median (32) go.
+                assert_eq!((history.floor, history.topics.len()), (32, 33));
+            }
         }
         assert!(history.topics.len() <= 64, "{}", history.topics.len());
         assert!(history.floor > 0);

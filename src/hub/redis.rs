@@ -18,7 +18,6 @@
 //! the queue full) the gap signal. Each thread reconnects after a jittered
 //! back-off (100 ms doubling to 5 s), logged.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -140,7 +139,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let (total, cap) = (config.history_events.max(1), config.topic_bound().0);
     let head = ["EVAL", TRIM, "1", &stream, &total.to_string(), &cap.to_string()].map(Vec::from);
     let mut writer = side(true);
-    let (conn, mut batch) = (writer.connect(), VecDeque::<Post>::new());
+    let (conn, mut batch) = (writer.connect(), Vec::<Post>::new());
     // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
@@ -156,7 +155,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
             Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
             Err(_) => {}
         }
-        for posts in batch.make_contiguous().chunks(64) {
+        for posts in batch.chunks(64) {
             let posts = posts.iter().flat_map(|(t, frame)| [frame.as_slice(), t.as_bytes()]);
             c.send(&head.iter().map(Vec::as_slice).chain(posts).collect::<Vec<_>>());
         }
