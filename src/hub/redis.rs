@@ -1,7 +1,7 @@
 //! The hub on Redis Streams ([`HubBuilder::redis`]), its design told once.
 //! `publish` queues the frame without its id (bounded like the inbox); the
-//! writer pipelines each batch as `TRIM` scripts of up to 64 entries `d
-//! <frame> t <topics>`, then a `PING`, kept until acknowledged. Redis is up
+//! writer pipelines each batch as `TRIM` scripts of up to 64 entries
+//! `d <frame> t <topics>`, then a `PING`, kept until acknowledged. Redis is up
 //! only while the writer's connection answers (a `PING` also on connect and
 //! after 1 s idle); either thread marks it down. Only what the reader reads
 //! back (`XREAD BLOCK 1000 COUNT 15` after the last entry delivered) goes
