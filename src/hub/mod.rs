@@ -592,7 +592,8 @@ impl Hub {
         self.inner.closed.load(Ordering::SeqCst)
     }
 
-    /// The epoch part of the ids this hub assigns (`<epoch>-<n>`).
+    /// The epoch part of the ids this hub assigns (`<epoch>-<n>`); on Redis,
+    /// ids carry the stream's epoch instead (`<epoch>-<ms>-<seq>`).
     #[must_use]
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
