@@ -113,19 +113,16 @@ pub(crate) fn wait_until<'a, T>(
     Ok(cv.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0)
 }
 
-/// Starts a named thread (`stack`: its size, else std's); one copy of
-/// std's spawn code serves every thread of the crate.
+/// Starts a named thread (`stack`: its size, else std's), boxed: one copy
+/// of std's spawn code serves every thread of the crate.
 pub(crate) fn spawn(
     name: String,
     stack: Option<usize>,
     body: impl FnOnce() + Send + 'static,
-) -> io::Result<JoinHandle<()>> {
+) -> Spawned {
     fn boxed(name: String, stack: Option<usize>, body: Box<dyn FnOnce() + Send>) -> Spawned {
-        let mut builder = thread::Builder::new().name(name);
-        if let Some(size) = stack {
-            builder = builder.stack_size(size);
-        }
-        builder.spawn(body)
+        let builder = thread::Builder::new().name(name);
+        stack.into_iter().fold(builder, thread::Builder::stack_size).spawn(body)
     }
     boxed(name, stack, Box::new(body))
 }

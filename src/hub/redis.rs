@@ -47,6 +47,7 @@ pub enum RedisLog<'a> {
 
 /// How long connecting, and each answer, may take (the reader's: 1 s more).
 const TIMEOUT: Duration = Duration::from_secs(2);
+const IDLE: Duration = Duration::from_secs(1);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Adds entries (`KEYS[1]`: the stream; `ARGV`: the bounds in all and per
 /// topic, then frame and topics of each), and deletes the oldest past one
@@ -144,11 +145,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
         let post = |c| if let Command::Redis(Msg::Post(t, f)) = c { Some((t, f)) } else { None };
-        match posts_rx.recv_timeout(if batch.is_empty() {
-            Duration::from_secs(1)
-        } else {
-            Duration::ZERO
-        }) {
+        match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
             Ok(first) => batch.extend(
                 [first].into_iter().chain(posts_rx.try_iter().take(BATCH)).filter_map(post),
             ),
