@@ -537,3 +537,46 @@ fn an_entry_deleted_before_the_hub_read_it_gives_the_live_the_gap() {
     a.publish(say("e3".into())).unwrap();
     assert_eq!(next(&r).2, "e3", "then no more gaps");
 }
+
+#[test]
+fn each_call_deletes_at_most_its_budget_and_the_next_calls_the_rest() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, _) = hub(&redis, 100, 5);
+    (0..30).for_each(|n| a.publish_to(&["bob"], say(format!("b{n}"))).unwrap());
+    let len = || count(&redis, b"XLEN", "test:stream");
+    common::wait_until("the 30 in Redis", || len() == 30);
+    thread::sleep(Duration::from_millis(3100));
+    // One post: 4 arguments of the script's, so 20 deletions of the 26 due.
+    a.publish_to(&["bob"], say("b30".into())).unwrap();
+    common::wait_until("the first call", || len() < 31);
+    assert_eq!(len(), 11);
+    a.publish_to(&["bob"], say("b31".into())).unwrap();
+    common::wait_until("the next call", || len() < 12);
+    assert_eq!((len(), count(&redis, b"LLEN", "test:stream:t:bob")), (5, 5), "the bound");
+}
+
+#[test]
+fn past_twice_the_count_of_topics_that_lost_one_floor_stands_for_all() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    // One event in all: every post past the first deletes one, for its topic.
+    let (a, _) = hub(&redis, 1, 1);
+    let topics: Vec<String> = (0..70).map(|n| format!("t{n}")).collect();
+    let first = a.receiver(Subscription::new().topic("t0").topics_only()).unwrap();
+    topics.iter().for_each(|t| a.publish_to(&[t], say(t.clone())).unwrap());
+    let old = next(&first).1;
+    thread::sleep(Duration::from_millis(3100));
+    let lost = |field: &[u8]| redis.conn().call(&[b"HEXISTS", b"test:stream:lost", field]).unwrap();
+    common::wait_until("the floor", || {
+        a.publish(say("more".into())).unwrap();
+        lost(b"\r") == stdsse::redis::Reply::Integer(1)
+    });
+    assert!(count(&redis, b"HLEN", "test:stream:lost") <= 64 + 2, "bounded");
+    // t0's own mark is gone: the floor gives its resume the gap signal.
+    let hub_b = hub(&redis, 1, 1).0;
+    let r = hub_b.receiver(Subscription::new().topic("t0").topics_only().last_event_id(Some(&old)));
+    assert!(is_gap(&next(&r.unwrap())));
+}
