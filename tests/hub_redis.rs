@@ -580,3 +580,33 @@ fn past_twice_the_count_of_topics_that_lost_one_floor_stands_for_all() {
     let r = hub_b.receiver(Subscription::new().topic("t0").topics_only().last_event_id(Some(&old)));
     assert!(is_gap(&next(&r.unwrap())));
 }
+
+#[test]
+fn a_new_hub_keeps_what_the_stream_held_as_history_not_news() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, _) = hub(&redis, 2000, 2000);
+    let ra = a.receiver(Subscription::new()).unwrap();
+    (0..1500).for_each(|n| a.publish(say(format!("old{n}"))).unwrap());
+    let first = next(&ra).1;
+    common::wait_until("the 1,500 in Redis", || count(&redis, b"XLEN", "test:stream") == 1500);
+    // Subscribed at once, while B still reads the stream: a new subscriber
+    // gets only what is published after B was built, as on an in-process
+    // hub, and one resuming from the first gets every later one.
+    let (b, _) = hub(&redis, 2000, 2000);
+    let (fresh, recent) = (b.receiver(Subscription::new()).unwrap(), Subscription::new().recent(2));
+    common::wait_until("B reading", || b.stats().history_len > 0);
+    let resumed = b.receiver(Subscription::new().last_event_id(Some(&first))).unwrap();
+    assert!(b.stats().history_len < 1500, "resumed before B had read the stream");
+    a.publish(say("new".into())).unwrap();
+    assert_eq!(next(&fresh).2, "new", "no old event as news");
+    let all = take(&resumed, 1500);
+    assert_eq!(
+        (all[0].2.as_str(), all[1498].2.as_str(), all[1499].2.as_str()),
+        ("old1", "old1499", "new")
+    );
+    common::wait_until("B's history loaded", || b.stats().history_len == 1501);
+    let r = b.receiver(recent).unwrap();
+    assert_eq!(data(&take(&r, 2)), ["old1499", "new"], "the history has them");
+}

@@ -1,22 +1,17 @@
-//! The hub on Redis Streams ([`HubBuilder::redis`]), its design told once.
-//! `publish` queues the frame without its id (bounded like the inbox); the
-//! writer pipelines each batch as `TRIM` scripts of up to 64 entries
-//! `d <frame> t <topics>`, then a `PING`, kept until acknowledged. Redis is up
-//! only while the writer's connection answers (a `PING` also on connect and
-//! after 1 s idle); either thread marks it down. Only what the reader reads
-//! back (`XREAD BLOCK 1000 COUNT 15` after the last entry delivered) goes
-//! through the history and fan-out: one order on every hub, ids `<epoch>-
-//! <entry id>`. Each round also sends `SET <stream>:epoch <random> NX` and
-//! `GET`: a new epoch (the stream lost) clears the history, gives every live
-//! subscriber the gap signal before any new event, and reads the stream from
-//! its start; an entry deleted unread does so but for the start. A resume
-//! the history cannot place goes to the reader: `XRANGE` from its id (or
-//! the last delivered, if older), at most the history's count; if its id is
-//! there (or a topic's newest lost), none of its topics lost a later one,
-//! and the range reaches the last delivered, what is newer is delivered
-//! first and the rest after the id is its replay; else (trimmed, Redis down,
-//! the queue full) the gap signal. Each thread reconnects after a jittered
-//! back-off (100 ms doubling to 5 s), logged.
+//! The hub on Redis Streams ([`HubBuilder::redis`]), its design told once. `publish` queues the
+//! frame without its id (bounded like the inbox); the writer pipelines each batch as `TRIM`
+//! scripts of up to 64 entries `d <frame> t <topics>`, then a `PING`, kept until acknowledged.
+//! Redis is up while the writer's connection answers (a `PING` also on connect and after 1 s
+//! idle). Only what the reader reads back (`XREAD BLOCK 1000 COUNT 15` after the last entry
+//! delivered) goes through the history and fan-out: one order on every hub, ids
+//! `<epoch>-<entry id>`; what the stream held when the hub was built is history, not news. Each
+//! round also sends `SET <stream>:epoch <random> NX` and `GET`: a new epoch (the stream lost)
+//! clears the history, gives every live subscriber the gap signal before any new event, and
+//! reads the stream from its start; an entry deleted unread does so but for the start. A resume
+//! the history cannot place goes to the reader: `XRANGE` from its id (or the last delivered, if
+//! older); if its id is there (or a topic's newest lost), none of its topics lost a later one,
+//! and the range reaches the last delivered, the rest after the id is its replay; else the gap
+//! signal.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -49,16 +44,14 @@ pub enum RedisLog<'a> {
 const TIMEOUT: Duration = Duration::from_secs(2);
 const IDLE: Duration = Duration::from_secs(1);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// Adds entries (`KEYS[1]`: the stream; `ARGV`: the bounds in all and per
-/// topic, then frame and topics of each), and deletes the oldest past one
-/// once 3 s old: every hub has read it (one further behind gets the gap
-/// signal), at most 18 more than twice what it adds (each call is short).
-/// `<stream>:lost` keeps the newest deleted of each topic (`""`: everyone's),
-/// of all (`"\n"`), and what all lost once it grew past twice the count
-/// (`"\r"`); `:t:<topic>` lists a topic's ids, `:over` the topics past it.
+/// Adds entries (`KEYS[1]`: the stream; `ARGV`: the bounds in all and per topic, then frame and
+/// topics of each); deletes the oldest past one once 3 s old (every hub has read it; one
+/// further behind gets the gap signal), at most 18 more than twice what it adds.
+/// `<stream>:lost` keeps the newest deleted of each topic (`""`: everyone's), of all (`"\n"`),
+/// and, past twice the count, of all as every topic's (`"\r"`); `:t:<topic>` lists a topic's
+/// ids, `:over` the topics past the bound.
 const TRIM: &str = r"local s, total, cap, lost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[1] .. ':lost'
-local now = redis.call('TIME')
-local limit = now[1] * 1000 + math.floor(now[2] / 1000) - 3000
+local now = redis.call('TIME'); local limit = now[1] * 1000 + math.floor(now[2] / 1000) - 3000
 local budget = #ARGV + 16
 local function due(id) return id and budget > 0 and tonumber(id:match('^%d+')) < limit end
 local function key(id) return ('%20s%20s'):format(id:match('(%d+)-(%d+)')) end
@@ -101,17 +94,17 @@ type Post = (String, Vec<u8>);
 type Res<T = bool> = Result<T, RedisError>;
 type Started = io::Result<Option<(Link, Engine)>>;
 
-/// From the reader: the epoch, entries read, whether one was deleted unread
-/// and (read from the start) the newest deleted before, up to which the
-/// history cannot place an id; or a resume's replay. To the writer: a post.
+/// From the reader: the epoch, entries read, whether one was deleted unread and (read from the
+/// start) the newest deleted before, up to which the history cannot place an id, and how many
+/// came before the hub was built (history, not news); or a resume's replay. To the writer: a
+/// post.
 pub(super) enum Msg {
-    Entries(String, Vec<Entry>, bool, Option<String>),
+    Entries(String, Vec<Entry>, bool, Option<String>, usize),
     Resume(Sink, Subscription, Option<Vec<Entry>>),
     Post(String, Vec<u8>),
 }
 
-/// The handles' side: the writer's queue, whether Redis is up (the threads
-/// end with it).
+/// The handles' side: the writer's queue, whether Redis is up (the threads end with it).
 pub(super) type Link = (SyncSender<Command>, Arc<AtomicBool>);
 
 pub(super) struct Engine {
@@ -136,11 +129,16 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let ((posts, posts_rx), (requests, rx)) =
         (mpsc::sync_channel(config.inbox), mpsc::sync_channel(config.inbox));
     let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
-    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last };
+    let (mut writer, s) = (side(true), stream.as_bytes());
+    let mut conn = writer.connect();
+    let newest =
+        conn.as_mut().and_then(|c| c.call(&[b"XREVRANGE", s, b"+", b"-", b"COUNT", b"1"]).ok());
+    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last, backlog: String::new() };
+    reader.backlog =
+        newest.and_then(|r| reader.entries(items(r)).pop()).map_or(String::new(), |e| e.id);
     let (total, cap) = (config.history_events.max(1), config.topic_bound().0);
     let head = ["EVAL", TRIM, "1", &stream, &total.to_string(), &cap.to_string()].map(Vec::from);
-    let mut writer = side(true);
-    let (conn, mut batch) = (writer.connect(), Vec::<Post>::new());
+    let mut batch = Vec::<Post>::new();
     // A round: the batch and a `PING`; `false`: the hub gone, queue drained.
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
@@ -238,13 +236,15 @@ impl Side {
     }
 }
 
-/// The reader's state: `last` is the newest entry id delivered.
+/// The reader's state: `last` is the newest entry id delivered, `backlog`
+/// the newest when the hub was built.
 struct Reader {
     tx: SyncSender<Command>,
     rx: Receiver<Command>,
     stream: String,
     epoch: String,
     last: String,
+    backlog: String,
 }
 
 impl Reader {
@@ -276,6 +276,7 @@ impl Reader {
         if epoch != self.epoch {
             if !self.epoch.is_empty() {
                 side.config.emit(HubLogKind::Redis(RedisLog::EpochChanged { epoch: &epoch }), None);
+                self.backlog.clear();
             }
             // What was read is of the old stream.
             (self.epoch, self.last, read) = (epoch, "0-0".into(), Reply::Array(None));
@@ -283,7 +284,9 @@ impl Reader {
         // `[[stream, [entry, ...]]]`
         let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
         let read = self.entries(read.map_or(Vec::new(), items));
-        let open = self.deliver(read, hole && !from_start, from_start.then_some(trimmed));
+        // Read from the start, ids up to either (the backlog is not news) are Redis's to place.
+        let unsure = [trimmed, self.backlog.clone()].into_iter().max_by_key(|id| key(id));
+        let open = self.deliver(read, hole && !from_start, unsure.filter(|_| from_start));
         while let Some(Command::Subscribe(sink, sub)) =
             open.then(|| self.rx.try_recv().ok()).flatten()
         {
@@ -294,10 +297,11 @@ impl Reader {
 
     fn deliver(&mut self, mut read: Vec<Entry>, hole: bool, unsure: Option<String>) -> bool {
         read.retain(|e| key(&e.id) > key(&self.last));
+        let old = read.partition_point(|e| key(&e.id) <= key(&self.backlog));
         if let Some(newest) = read.last() {
             self.last = newest.id[self.epoch.len() + 1..].to_string();
         }
-        self.send(Msg::Entries(self.epoch.clone(), read, hole, unsure))
+        self.send(Msg::Entries(self.epoch.clone(), read, hole, unsure, old))
     }
 
     /// Answers a resume; with a replay, after the newest delivered.
@@ -310,12 +314,10 @@ impl Reader {
         };
         let start = if key(rid) < key(&self.last) { rid } else { &self.last };
         let (s, n) = (self.stream.as_bytes(), (side.config.history_events + 1).to_string());
-        let lost = format!("{}:lost", self.stream);
-        let topics =
-            sub.topics.iter().map(String::as_bytes).chain((!sub.topics_only).then_some(&b""[..]));
-        c.send(
-            &[&b"HMGET"[..], lost.as_bytes(), b"\r"].into_iter().chain(topics).collect::<Vec<_>>(),
-        );
+        let (lost, everyone) = (format!("{}:lost", self.stream), (!sub.topics_only).then_some(""));
+        let topics = sub.topics.iter().map(String::as_str).chain(everyone).map(str::as_bytes);
+        let head = [&b"HMGET"[..], lost.as_bytes(), b"\r"];
+        c.send(&head.into_iter().chain(topics).collect::<Vec<_>>());
         c.send(&[b"XRANGE", s, start.as_bytes(), b"+", b"COUNT", n.as_bytes()]);
         let mut error = c.flush();
         let mut recv = || c.recv().map_err(|e| error = Err(e)).map_or(Vec::new(), items);
@@ -379,7 +381,7 @@ fn key(id: &str) -> Option<(u64, u64)> {
 impl Coordinator {
     pub(super) fn redis(&mut self, msg: Msg) {
         match msg {
-            Msg::Entries(epoch, entries, hole, unsure) => {
+            Msg::Entries(epoch, entries, hole, unsure, old) => {
                 // Lost: its ids are unknown, the live get the gap signal.
                 let lost =
                     epoch != self.epoch && !std::mem::replace(&mut self.epoch, epoch).is_empty();
@@ -393,15 +395,18 @@ impl Coordinator {
                         shard.send(Command::Shard(ShardCommand::Gap("unknown-id")), 0, usize::MAX);
                     }
                 }
-                for entry in entries {
+                for (n, entry) in entries.into_iter().enumerate() {
                     self.push(Entry { seq: self.next_seq, offset: self.next_offset, ..entry });
+                    if n < old {
+                        self.outgoing.pop(); // the stream before the hub: history, not news
+                    }
                 }
             }
             Msg::Resume(sink, mut sub, replay) => {
+                // No replay: the gap signal, as for "" (no id of the hub's).
+                sub.last_event_id =
+                    replay.as_ref().and(sub.last_event_id.take()).or(Some("".into()));
                 if let Some(engine) = &mut self.redis {
-                    if replay.is_none() {
-                        sub.last_event_id = Some(String::new()); // no id of the hub's: the gap
-                    }
                     engine.answer = Some(replay.unwrap_or_default());
                 }
                 self.subscribe(sink, sub);
