@@ -133,9 +133,9 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let mut conn = writer.connect();
     let newest =
         conn.as_mut().and_then(|c| c.call(&[b"XREVRANGE", s, b"+", b"-", b"COUNT", b"1"]).ok());
-    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last, backlog: String::new() };
-    reader.backlog =
-        newest.and_then(|r| reader.entries(items(r)).pop()).map_or(String::new(), |e| e.id);
+    let first = |reply| items(reply).into_iter().next(); // `[[id, fields]]`
+    let backlog = newest.and_then(first).and_then(first).map_or(String::new(), |id| text(&id));
+    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last, backlog };
     let (total, cap) = (config.history_events.max(1), config.topic_bound().0);
     let head = ["EVAL", TRIM, "1", &stream, &total.to_string(), &cap.to_string()].map(Vec::from);
     let mut batch = Vec::<Post>::new();
@@ -284,9 +284,9 @@ impl Reader {
         // `[[stream, [entry, ...]]]`
         let read = items(read).into_iter().next().and_then(|s| items(s).into_iter().nth(1));
         let read = self.entries(read.map_or(Vec::new(), items));
-        // Read from the start, ids up to either (the backlog is not news) are Redis's to place.
-        let unsure = [trimmed, self.backlog.clone()].into_iter().max_by_key(|id| key(id));
-        let open = self.deliver(read, hole && !from_start, unsure.filter(|_| from_start));
+        let newer = |a: String, b: &String| if key(&a) > key(b) { a } else { b.clone() };
+        let unsure = from_start.then(|| newer(trimmed, &self.backlog)); // Redis places ids up to it
+        let open = self.deliver(read, hole && !from_start, unsure);
         while let Some(Command::Subscribe(sink, sub)) =
             open.then(|| self.rx.try_recv().ok()).flatten()
         {
