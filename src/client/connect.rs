@@ -76,6 +76,7 @@ impl Shared {
     /// Resolves and connects on a helper thread, so that `timeout` bounds a
     /// slow name lookup too and `close` interrupts the wait. The result of
     /// an attempt given up goes to its own slot, dropped with it.
+    #[inline(never)]
     pub(super) fn connect(
         self: &Arc<Shared>,
         url: &Url,

@@ -320,6 +320,7 @@ impl Client {
     }
 
     /// Sleeps `delay`, then connects and sets up what comes next.
+    #[inline(never)]
     fn connect(&mut self, delay: Duration) {
         let result = self.shared.sleep(delay).then(|| self.open());
         let Some(result) = result.filter(|_| !self.shared.lock().interrupted()) else {
@@ -351,6 +352,7 @@ impl Client {
 
     /// One connection attempt, redirects included; the bytes read with the
     /// head come with the body.
+    #[inline(never)]
     fn open(&self) -> Result<(Body, Vec<u8>, Connected), Failure> {
         let config = &self.config;
         let (url, method) = (self.url.clone(), config.method.clone());

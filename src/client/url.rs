@@ -29,8 +29,8 @@ impl Url {
     pub(super) fn parse(text: &str) -> Result<Url, ClientError> {
         let invalid = |reason| ClientError::Url { url: text.to_owned(), reason };
         let trimmed = text.trim_matches(|c: char| c <= ' ');
-        let (scheme, rest) =
-            trimmed.split_once("://").ok_or(invalid("not an absolute http:// URL"))?;
+        let (scheme, rest) = trimmed.split_once(':').unwrap_or_default();
+        let rest = rest.strip_prefix("//").ok_or(invalid("not an absolute http:// URL"))?;
         match scheme.to_ascii_lowercase().as_str() {
             "http" => {}
             "https" => return Err(ClientError::Https { url: text.to_owned() }),

@@ -163,8 +163,7 @@ impl ChunkedDecoder {
             (EndLf, b'\n') => Done,
             _ => return Err(Error::ChunkSize),
         };
-        // Extension bytes are those in its states, trailer bytes those of
-        // its field lines (CRLF included).
+        // Extension bytes: those in its states; trailer bytes: its field lines, CRLF included.
         let max = match (self.state, next) {
             (_, SizeSpace | Ext | ExtQuoted | ExtEscape) => MAX_CHUNK_EXT,
             (TrailerName | Trailer | TrailerLf, _) | (_, TrailerName) => MAX_TRAILER,

@@ -59,6 +59,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Status<(Request, usize)
 }
 
 /// Parses a head that must lie within `view`.
+#[inline(never)]
 fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
     let mut start = 0;
     while let Some(b'\r' | b'\n') = view.get(start) {

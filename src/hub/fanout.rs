@@ -2,13 +2,12 @@
 //! with non-blocking vectored writes), the backlog bound and the slow-client policy.
 
 use std::collections::VecDeque;
-use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
+use std::{io, thread};
 
 use super::history::{drain, Coordinator, Entry};
 use super::receiver::LocalQueue;

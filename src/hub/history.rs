@@ -140,8 +140,7 @@ impl History {
         if idle.is_empty() {
             return;
         }
-        // The median: the least value with more than half at or below it,
-        // found by halving its range (no sort's code in the binary).
+        // The median (the least value with more than half at or below it), by halving the range.
         let (mut threshold, mut high) = (0, u64::MAX);
         while threshold < high {
             let mid = threshold + (high - threshold) / 2;
@@ -364,8 +363,7 @@ impl Coordinator {
                     UnknownId::LiveOnly => entries.len(),
                 }
             }
-            // A new client gets what was published since its head went out (it
-            // may have posted one as the stream opened); a receiver, what follows.
+            // A client: all since its head went out (it may have posted); a receiver: what follows.
             None => match &sub.sink {
                 Sink::Socket(stream) => entries.partition_point(|e| e.at < stream.head_sent()),
                 Sink::Local(_) => entries.len(),
@@ -467,8 +465,7 @@ mod tests {
             history.push(entry(seq, &format!("t{seq}")));
             history.prune(Instant::now(), u64::MAX);
             if seq == 65 {
-                // 64 remembered, 63 with nothing counted: those that lost up
-                // to the median (32) go.
+                // 64 remembered, 63 with nothing counted: those that lost up to the median (32) go.
                 assert_eq!((history.floor, history.topics.len()), (32, 33));
             }
         }

@@ -17,15 +17,13 @@ mod history;
 mod receiver;
 mod redis;
 
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
+use std::{fmt, io, thread};
 
 use crate::event::{Event, Frame};
 use crate::http::{Request, Response};

@@ -13,12 +13,11 @@
 //! and the range reaches the last delivered, the rest after the id is its replay; else the gap
 //! signal.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
-use std::thread;
 use std::time::{Duration, Instant};
+use std::{io, thread};
 
 use super::fanout::{ShardCommand, Sink, Subscriber};
 use super::history::{Coordinator, Entry, History, BATCH};
@@ -201,6 +200,7 @@ impl Side {
     }
 
     /// Rounds, reconnecting (`None`: not connected), until `false` or the hub is gone.
+    #[inline(never)]
     fn run(mut self, mut c: Option<Conn>, mut f: impl FnMut(&Self, Option<&mut Conn>) -> Res) {
         loop {
             match f(&self, c.as_mut()) {
@@ -214,6 +214,7 @@ impl Side {
     }
 
     /// A connection that answered a `PING` (after the back-off, if any).
+    #[inline(never)]
     fn connect(&mut self) -> Option<Conn> {
         thread::sleep(self.backoff.map_or(Duration::ZERO, |wait| jittered((wait / 2, wait))));
         let timeout = TIMEOUT + Duration::from_secs(u64::from(!self.writer));
@@ -254,6 +255,7 @@ impl Reader {
     }
 
     /// `XREAD`, the epoch, the resumes waiting (down: the gap signal).
+    #[inline(never)]
     fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res {
         let Some(c) = c else {
             while let Some(Command::Subscribe(sink, sub)) =
@@ -305,6 +307,7 @@ impl Reader {
     }
 
     /// Answers a resume; with a replay, after the newest delivered.
+    #[inline(never)]
     fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res<()> {
         let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));

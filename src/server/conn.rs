@@ -49,6 +49,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Serves one connection, then closes it in stages, unless a stream handed
 /// to another thread still uses it (its last owner closes it then).
+#[inline(never)]
 pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
     let _ = conn.socket.set_write_timeout(Some(app.config.write_timeout));
     let mut session = Session { app: app.clone(), conn, buf: Vec::new(), started: Instant::now() };
