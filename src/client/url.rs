@@ -145,7 +145,7 @@ mod tests {
         assert!(matches!(Url::parse("HTTPS://h/"), Err(ClientError::Https { .. })));
         let bad = "h/path|ftp://h/|http://|http:///p|http://u:p@h/|http://h:0/|http://h:65536/|\
                    http://h:x/|http://h:1:2/|http://[::1/|http://[zz]/|http://[::1]x/|\
-                   http://exa mple/|http://bücher.de/";
+                   http://exa mple/|http://bücher.de/|http:/h|http:h|:|h:80://x";
         for bad in bad.split('|') {
             assert!(matches!(Url::parse(bad), Err(ClientError::Url { .. })), "{bad}");
         }
