@@ -146,7 +146,11 @@ async function checkGapOnResume(id, label, preLoss) {
     await poster.postUntilAccepted(late.url, `${label} third`);
     const wanted = poster.accepted().slice(from);
     const tail = (c) => c.messages().slice(-wanted.length).map((e) => e.data);
-    await waitFor(10000, "the new messages", () => resumers.every((c) => tail(c).join() === wanted.join()));
+    // On a time-out, what each resumer had (a failure once in CI said only that it timed out).
+    const had = () => resumers.map((c) => `${c.name}: ${c.log.map((e) => e.type === "message" ? e.data : e.type).join(", ")}`);
+    await waitFor(10000, "the new messages", () => resumers.every((c) => tail(c).join() === wanted.join())).catch((e) => {
+      throw new Error(`${e.message} (${wanted.join(", ")}); ${had().join("; ")}`);
+    });
     await sleep(300);
     for (const c of resumers) {
       assertEqual(c.log[0].type, "stdsse-gap", `${c.name}: the first event`);
