@@ -338,14 +338,14 @@ impl HubBuilder {
         log(log: impl Fn(&HubLog<'_>) + Send + Sync + 'static) {
             log: Some(Hook(Arc::new(log)))
         }
-        /// Shares the hub with every other on this Redis stream (default: none):
-        /// `url` is `redis://[user:password@]host[:port][/db]`, checked and
-        /// connected to by [`build`](HubBuilder::build). All deliver the same events
-        /// in one order and ids resume on any; the stream is bounded by the
-        /// history's counts, in all and per topic; a resume across a loss, and every
-        /// live subscriber when the hub notices one, get the gap signal; while
-        /// Redis is down `publish` fails ([`PublishErrorKind::Unavailable`]). No
-        /// TLS: see [`crate::redis`].
+        /// Shares the hub with every other on this Redis stream (default: none): `url` is
+        /// `redis://[user:password@]host[:port][/db]`, checked and connected to by
+        /// [`build`](HubBuilder::build). All deliver the same events in one order, each hub's
+        /// own as published: `publish` returns once the event is queued, so two published one
+        /// after the other on two hubs may come in either order. Ids resume on any; the stream
+        /// is bounded by the history's counts, in all and per topic; a resume across a loss, and
+        /// every live subscriber when the hub notices one, get the gap signal; while Redis is
+        /// down `publish` fails ([`PublishErrorKind::Unavailable`]). No TLS: see [`crate::redis`].
         redis(url: &str, stream: &str) {
             // `start` is reached only through here, so a program that never
             // calls `redis` links none of the engine.
