@@ -1,8 +1,6 @@
 //! Chunked bodies (RFC 9112 7.1): the incremental decoder and the framing
 //! of a body in chunks.
 
-use std::io::Write;
-
 use super::{Error, Status, TCHAR, VALUE};
 
 /// Most bytes of chunk extensions on one chunk-size line: bounds the work
@@ -180,11 +178,12 @@ impl ChunkedDecoder {
 /// The line that starts a chunk of `len` (not 0) bytes, the size in hex and
 /// CRLF, written to the start of `out`; returns its length.
 fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
-    debug_assert!(len > 0);
-    let mut rest = &mut out[..];
-    // At most 16 hex digits and CRLF: the write always fits.
-    let _ = write!(rest, "{len:x}\r\n");
-    18 - rest.len()
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4) as usize; // 1 to 16: len > 0
+    for (i, digit) in out[..digits].iter_mut().rev().enumerate() {
+        *digit = b"0123456789abcdef"[len >> (4 * i) & 15];
+    }
+    out[digits..digits + 2].copy_from_slice(CHUNK_END);
+    digits + 2
 }
 
 /// What ends every chunk's data.
