@@ -27,9 +27,7 @@ struct Redis {
 impl Redis {
     /// Starts one; `persist`: an append-only file, so a restart keeps the data.
     fn start(persist: bool) -> Option<Redis> {
-        let version = Command::new("redis-server").arg("--version").output();
-        if !version.is_ok_and(|o| o.status.success()) {
-            println!("SKIP: redis-server is not on PATH");
+        if !common::redis_server_on_path() {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

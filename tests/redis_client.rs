@@ -243,9 +243,7 @@ impl Drop for Redis {
 }
 
 fn start_redis() -> Option<Redis> {
-    let version = Command::new("redis-server").arg("--version").output();
-    if !version.is_ok_and(|o| o.status.success()) {
-        println!("SKIP: redis-server is not on PATH");
+    if !common::redis_server_on_path() {
         return None;
     }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -15,7 +15,8 @@
 //!   ([`Run`]);
 //! - `examples`: the examples as child processes ([`Example`],
 //!   [`run_example`]);
-//! - `fuzz`: a small deterministic random number generator and mutator.
+//! - `fuzz`: a small deterministic random number generator and mutator;
+//! - here too, whether the Redis tests run ([`redis_server_on_path`]).
 //!
 //! Every wait here ends at a deadline; reaching one fails the test.
 
@@ -88,4 +89,20 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         return None;
     }
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether `redis-server` is on PATH, for the tests against a real one:
+/// without it they print SKIP and pass, so `cargo test` stays offline,
+/// unless `STDSSE_REQUIRE_REDIS` is set (CI, which installs it first).
+pub fn redis_server_on_path() -> bool {
+    let version = std::process::Command::new("redis-server").arg("--version").output();
+    let present = version.is_ok_and(|o| o.status.success());
+    assert!(
+        present || std::env::var_os("STDSSE_REQUIRE_REDIS").is_none(),
+        "redis-server is not on PATH"
+    );
+    if !present {
+        println!("SKIP: redis-server is not on PATH");
+    }
+    present
 }
