@@ -12,12 +12,20 @@ use stdsse::hub::{Hub, Subscription};
 use stdsse::Event;
 
 fn publish(c: &mut Criterion) {
-    let mut group = c.benchmark_group("hub_publish");
+    // `hub_publish`: no topics; `hub_publish_topic`: every subscriber on one
+    // topic and every event published to it (the chat's rooms).
+    for (name, topic) in [("hub_publish", None), ("hub_publish_topic", Some("room"))] {
+        publish_group(c, name, topic);
+    }
+}
+
+fn publish_group(c: &mut Criterion, name: &str, topic: Option<&str>) {
+    let mut group = c.benchmark_group(name);
     for subscribers in [10u64, 1_000, 10_000] {
         let hub = Hub::new().expect("start a hub");
-        let receivers: Vec<_> = (0..subscribers)
-            .map(|_| hub.receiver(Subscription::new()).expect("subscribe"))
-            .collect();
+        let subscription = || topic.map_or(Subscription::new(), |t| Subscription::new().topic(t));
+        let receivers: Vec<_> =
+            (0..subscribers).map(|_| hub.receiver(subscription()).expect("subscribe")).collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         while hub.stats().subscribers < subscribers {
             assert!(Instant::now() < deadline, "subscribers did not arrive");
@@ -29,7 +37,11 @@ fn publish(c: &mut Criterion) {
             b.iter(|| {
                 n += 1;
                 let event = Event::new().data(format!(r#"{{"symbol":"ACME","seq":{n}}}"#));
-                hub.publish(event).expect("publish");
+                match topic {
+                    Some(t) => hub.publish_to(&[t], event),
+                    None => hub.publish(event),
+                }
+                .expect("publish");
                 for receiver in &receivers {
                     black_box(receiver.recv().expect("a frame"));
                 }

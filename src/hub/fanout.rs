@@ -240,7 +240,7 @@ impl Subscriber {
 
     /// Offers an event (see [`Backlog::offer`]), without the bound.
     pub(super) fn offer(&mut self, entry: &Entry, wanted: bool, wake: bool) {
-        let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
+        let on_topic = !entry.topics.is_empty() && (wanted || self.subscription.matches(entry));
         self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
     }
 
@@ -258,7 +258,7 @@ impl Subscriber {
             self.last_write = self.last_write.max(entry.at);
             self.retry_at = entry.at;
         }
-        let on_topic = !entry.topics.is_empty() && self.subscription.matches(entry);
+        let on_topic = !entry.topics.is_empty() && (wanted || self.subscription.matches(entry));
         // A receiver takes the offer and the bound under one lock (nothing is written between).
         let local = matches!(self.sink, Sink::Local(_));
         if !local {
