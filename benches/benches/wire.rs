@@ -9,15 +9,13 @@ use stdsse::Event;
 
 /// A typical event of about 100 bytes on the wire.
 fn typical(n: u64) -> Event {
-    Event::new()
-        .event("price")
-        .and_then(|e| e.id(n.to_string()))
-        .expect("valid event")
-        .data(format!(
+    Event::new().event("price").and_then(|e| e.id(n.to_string())).expect("valid event").data(
+        format!(
             r#"{{"symbol":"ACME","bid":{}.25,"ask":{}.75,"seq":{n}}}"#,
             100 + n % 50,
             100 + n % 50
-        ))
+        ),
+    )
 }
 
 /// About 1 MB of typical events: `event`, `id` and one to three `data`
@@ -49,11 +47,7 @@ fn encode(c: &mut Criterion) {
     let big = Event::new()
         .data("0123456789abcdef0123456789abcdef0123456789abcdef012345678\n".repeat(176));
     let mut out = Vec::with_capacity(16 * 1024);
-    for (name, event) in [
-        ("keep_alive", &keep_alive),
-        ("typical", &event),
-        ("10KiB", &big),
-    ] {
+    for (name, event) in [("keep_alive", &keep_alive), ("typical", &event), ("10KiB", &big)] {
         group.throughput(Throughput::Bytes(event.encode().len() as u64));
         // Into a reused buffer, as `EventWriter` does.
         group.bench_function(name, |b| {

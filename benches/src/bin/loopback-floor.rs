@@ -39,38 +39,19 @@ struct Args {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
 
 /// This process's CPU time (user + system) in seconds, from /proc (Linux).
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        clients: 10_000,
-        rate: 100,
-        events: 500,
-        threads: 1,
-        connect: None,
-    };
+    let mut args = Args { clients: 10_000, rate: 100, events: 500, threads: 1, connect: None };
     let mut it = std::env::args().skip(1);
     while let (Some(name), Some(value)) = (it.next(), it.next()) {
         let number = || value.parse::<u64>().expect("a number");
@@ -146,10 +127,7 @@ fn clients(args: &Args, addr: &str) {
             })
         })
         .collect();
-    let latencies: Vec<Vec<u64>> = readers
-        .into_iter()
-        .map(|r| r.join().expect("reader"))
-        .collect();
+    let latencies: Vec<Vec<u64>> = readers.into_iter().map(|r| r.join().expect("reader")).collect();
     println!("{}", cpu_seconds() - cpu_before);
     let mut line = String::new();
     for latency in latencies.into_iter().flatten() {
@@ -219,10 +197,7 @@ fn server(args: &Args) {
             })
         })
         .collect();
-    let _conns: Vec<_> = writers
-        .into_iter()
-        .map(|w| w.join().expect("writer"))
-        .collect();
+    let _conns: Vec<_> = writers.into_iter().map(|w| w.join().expect("writer")).collect();
     let server_cpu = cpu_seconds() - cpu_before;
     let mut report = BufReader::new(child.stdout.take().expect("piped"));
     let mut line = String::new();
@@ -232,10 +207,7 @@ fn server(args: &Args) {
     line.clear();
     report.read_line(&mut line).expect("the clients' latencies");
     let _ = child.wait();
-    let mut latencies: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|l| l.parse().ok())
-        .collect();
+    let mut latencies: Vec<u64> = line.split_whitespace().filter_map(|l| l.parse().ok()).collect();
     latencies.sort_unstable();
     assert!(!latencies.is_empty(), "no deliveries");
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
