@@ -418,11 +418,8 @@ impl Shard {
             let closed = drain(&rx, wait, usize::MAX, |command| match command {
                 Command::Shard(ShardCommand::Publish(entries)) => {
                     self.release(entries.len());
-                    for entry in entries.iter() {
-                        self.subscribers
-                            .iter_mut()
-                            .for_each(|sub| sub.publish(entry, &self.config));
-                    }
+                    let (subs, config) = (&mut self.subscribers, &self.config);
+                    entries.iter().for_each(|e| subs.iter_mut().for_each(|s| s.publish(e, config)));
                     // Every subscriber has been measured against these.
                     let last = entries.last().map_or(0, |e| e.seq);
                     self.shared.seen.fetch_max(last, Ordering::Relaxed);

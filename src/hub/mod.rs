@@ -340,7 +340,8 @@ impl HubBuilder {
         }
         /// Shares the hub with every other on this Redis stream (default: none): `url` is
         /// `redis://[user:password@]host[:port][/db]`, checked and connected to by
-        /// [`build`](HubBuilder::build). All deliver the same events in one order, each hub's
+        /// [`build`](HubBuilder::build), which returns once the hub holds what the stream held
+        /// (at most 2 s), for `recent`. All deliver the same events in one order, each hub's
         /// own as published: `publish` returns once the event is queued, so two published one
         /// after the other on two hubs may come in either order. Ids resume on any; the stream
         /// is bounded by the history's counts, in all and per topic; a resume across a loss, and
@@ -385,6 +386,7 @@ impl HubBuilder {
         let config = Arc::new(self);
         let start = config.redis.as_ref().map(|r| r.2);
         let (redis, engine) = start.map_or(Ok(None), |start| start(&config, &tx))?.unzip();
+        let (redis, loading) = redis.unzip();
         let shards = (0..config.fanout_threads).map(|n| Shard::spawn(n, &config));
         let coordinator = Coordinator {
             shards: shards.collect::<io::Result<_>>()?,
@@ -398,6 +400,7 @@ impl HubBuilder {
             redis: engine,
         };
         crate::util::spawn("stdsse-hub".into(), None, move || coordinator.run(rx))?;
+        loading.map(|loading| loading.recv_timeout(Duration::from_secs(2)));
         let closed = AtomicBool::new(false);
         Ok(Hub { inner: Arc::new(HubInner { tx, closed, counters, epoch, redis }) })
     }

@@ -14,13 +14,13 @@
 //! signal.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use std::{io, thread};
 
 use super::fanout::{ShardCommand, Sink, Subscriber};
-use super::history::{Coordinator, Entry, History, BATCH};
+use super::history::{drain, Coordinator, Entry, History, BATCH};
 use super::{Command, Event, HubBuilder, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use crate::event::Frame;
 use crate::redis::{Conn, RedisError, RedisUrl, Reply};
@@ -91,7 +91,7 @@ const MAX_FRAME: usize = 16 << 20;
 
 type Post = (String, Vec<u8>);
 type Res<T = bool> = Result<T, RedisError>;
-type Started = io::Result<Option<(Link, Engine)>>;
+type Started = io::Result<Option<((Link, Receiver<Command>), Engine)>>;
 
 /// From the reader: the epoch, entries read, whether one was deleted unread and (read from the
 /// start) the newest deleted before, up to which the history cannot place an id, and how many
@@ -125,16 +125,16 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
         let (url, config, up) = (url.clone(), config.clone(), Arc::downgrade(&up));
         Side { writer, url, config, up, backoff: None }
     };
-    let ((posts, posts_rx), (requests, rx)) =
-        (mpsc::sync_channel(config.inbox), mpsc::sync_channel(config.inbox));
-    let (tx, epoch, last) = (tx.clone(), String::new(), "0-0".to_string());
+    let ((posts, posts_rx), (requests, rx), (loaded, loading)) =
+        (mpsc::sync_channel(config.inbox), mpsc::sync_channel(config.inbox), mpsc::sync_channel(0));
+    let (tx, epoch, last, loaded) = (tx.clone(), String::new(), "0-0".to_string(), Some(loaded));
     let (mut writer, s) = (side(true), stream.as_bytes());
     let mut conn = writer.connect();
     let newest =
         conn.as_mut().and_then(|c| c.call(&[b"XREVRANGE", s, b"+", b"-", b"COUNT", b"1"]).ok());
     let first = |reply| items(reply).into_iter().next(); // `[[id, fields]]`
     let backlog = newest.and_then(first).and_then(first).map_or(String::new(), |id| text(&id));
-    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last, backlog };
+    let mut reader = Reader { tx, rx, stream: stream.clone(), epoch, last, backlog, loaded };
     let (total, cap) = (config.history_events.max(1), config.topic_bound().0);
     let head = ["EVAL", TRIM, "1", &stream, &total.to_string(), &cap.to_string()].map(Vec::from);
     let mut batch = Vec::<Post>::new();
@@ -142,12 +142,10 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     let write = move |side: &Side, c: Option<&mut Conn>| -> Res {
         let Some(c) = c else { return Ok(true) };
         let post = |c| if let Command::Redis(Msg::Post(t, f)) = c { Some((t, f)) } else { None };
-        match posts_rx.recv_timeout(if batch.is_empty() { IDLE } else { Duration::ZERO }) {
-            Ok(first) => batch.extend(
-                [first].into_iter().chain(posts_rx.try_iter().take(BATCH)).filter_map(post),
-            ),
-            Err(RecvTimeoutError::Disconnected) if batch.is_empty() => return Ok(false),
-            Err(_) => {}
+        let wait = if batch.is_empty() { IDLE } else { Duration::ZERO };
+        let ok = drain(&posts_rx, wait, BATCH, |c| Ok(()).map(|()| batch.extend(post(c)))).is_ok();
+        if !ok && batch.is_empty() {
+            return Ok(false);
         }
         for posts in batch.chunks(64) {
             let posts = posts.iter().flat_map(|(t, frame)| [frame.as_slice(), t.as_bytes()]);
@@ -167,7 +165,7 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
     spawn("stdsse-redis-read".into(), None, read)?;
     spawn("stdsse-redis-write".into(), None, write)?;
     let engine = Engine { requests, up: Arc::downgrade(&up), answer: None, unsure: String::new() };
-    Ok(Some(((posts, up), engine)))
+    Ok(Some((((posts, up), loading), engine)))
 }
 
 /// Queues an event for the writer (waits while the queue is full).
@@ -238,7 +236,7 @@ impl Side {
 }
 
 /// The reader's state: `last` is the newest entry id delivered, `backlog`
-/// the newest when the hub was built.
+/// the newest when the hub was built; `loaded` ends once that is delivered (`build` waits).
 struct Reader {
     tx: SyncSender<Command>,
     rx: Receiver<Command>,
@@ -246,6 +244,7 @@ struct Reader {
     epoch: String,
     last: String,
     backlog: String,
+    loaded: Option<SyncSender<Command>>,
 }
 
 impl Reader {
@@ -257,6 +256,7 @@ impl Reader {
     /// `XREAD`, the epoch, the resumes waiting (down: the gap signal).
     #[inline(never)]
     fn round(&mut self, side: &Side, c: Option<&mut Conn>) -> Res {
+        self.loaded = self.loaded.take().filter(|_| key(&self.last) < key(&self.backlog));
         let Some(c) = c else {
             while let Some(Command::Subscribe(sink, sub)) =
                 side.backoff.and_then(|_| self.rx.try_recv().ok())
