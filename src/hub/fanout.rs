@@ -239,9 +239,9 @@ impl Subscriber {
     }
 
     /// Offers an event (see [`Backlog::offer`]), without the bound.
-    pub(super) fn offer(&mut self, entry: &Entry, wanted: bool, wake: bool) {
+    pub(super) fn offer(&mut self, entry: &Entry, wanted: bool) {
         let on_topic = !entry.topics.is_empty() && (wanted || self.subscription.matches(entry));
-        self.backlog(wake, |b| b.offer(entry, on_topic, wanted));
+        self.backlog(wanted, |b| b.offer(entry, on_topic, wanted));
     }
 
     /// Offers a published event and keeps the backlog within its bound (how

@@ -383,7 +383,7 @@ impl Coordinator {
         sub.backlog(false, |b| b.next = [next.0, next.1, 0, 0]);
         for (k, entry) in entries.range(start..).enumerate() {
             let want = wanted.get(k).copied().unwrap_or_else(|| sub.wants(entry, &self.config));
-            sub.offer(entry, want, want);
+            sub.offer(entry, want);
         }
         self.forward(); // what was published before it reaches the shards first
         let shard = (self.shards.iter())

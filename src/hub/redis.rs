@@ -441,7 +441,7 @@ impl Coordinator {
         for e in self.redis.as_mut().and_then(|e| e.answer.take()).unwrap_or_default() {
             let entry = Entry { seq, offset: end.saturating_sub(e.frame.len() as u64), ..e };
             let want = new.wants(&entry, &self.config);
-            new.offer(&entry, want, want);
+            new.offer(&entry, want);
         }
         Some(new)
     }
