@@ -155,10 +155,12 @@ cases! { check_head;
     target_tab: b"GET /\t HTTP/1.1\r\n" => Fail(Error::Target);
     target_nul: b"GET /\0 HTTP/1.1\r\n" => Fail(Error::Target);
 
-    // HTTP-version = "HTTP/" DIGIT "." DIGIT; 1.0 and 1.1 are served, other
-    // well-formed versions are 505, anything else is malformed (400).
+    // HTTP-version = "HTTP/" DIGIT "." DIGIT; 1.0 and 1.1 are served, a
+    // higher 1.x is read as 1.1 (RFC 9110 2.5), other well-formed versions
+    // are 505, anything else is malformed (400).
     version_2: b"GET / HTTP/2.0\r\n" => Fail(Error::Version);
-    version_1_2: b"GET / HTTP/1.2\r\n" => Fail(Error::Version);
+    version_1_2: b"GET / HTTP/1.2\r\nHost: a\r\n\r\n" => Head("GET", "/", Http11, &[("host", "a")]);
+    version_1_9_needs_host: b"GET / HTTP/1.9\r\n\r\n" => Fail(Error::MissingHost);
     version_9_9: b"GET / HTTP/9.9\r\n" => Fail(Error::Version);
     version_lowercase: b"GET / http/1.1\r\n" => Fail(Error::MalformedVersion);
     version_short: b"GET / HTTP/1\r\n" => Fail(Error::MalformedVersion);
@@ -562,8 +564,15 @@ cases! { check_framing;
     framing_gzip_chunked: "HTTP/1.1", &[("Transfer-Encoding", "gzip, chunked")] => Err(Error::UnsupportedTransferCoding);
     framing_chunked_twice: "HTTP/1.1", &[("Transfer-Encoding", "chunked, chunked")] => Err(Error::UnsupportedTransferCoding);
     framing_chunked_two_fields: "HTTP/1.1", &[("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")] => Err(Error::UnsupportedTransferCoding);
-    framing_identity: "HTTP/1.1", &[("Transfer-Encoding", "identity")] => Err(Error::UnsupportedTransferCoding);
-    framing_te_empty: "HTTP/1.1", &[("Transfer-Encoding", "")] => Err(Error::UnsupportedTransferCoding);
+    // Empty list elements are ignored (RFC 9110 5.6.1); a final coding
+    // other than chunked leaves the length unknown: 400 (RFC 9112 6.3 rule 4).
+    framing_chunked_empty_elements: "HTTP/1.1", &[("Transfer-Encoding", ", chunked ,"), ("Transfer-Encoding", ",")] => Ok(Framing::Chunked);
+    framing_gzip_empty_chunked: "HTTP/1.1", &[("Transfer-Encoding", "gzip,,chunked")] => Err(Error::UnsupportedTransferCoding);
+    framing_chunked_gzip: "HTTP/1.1", &[("Transfer-Encoding", "chunked, gzip")] => Err(Error::ChunkedNotLast);
+    framing_gzip: "HTTP/1.1", &[("Transfer-Encoding", "gzip")] => Err(Error::ChunkedNotLast);
+    framing_identity: "HTTP/1.1", &[("Transfer-Encoding", "identity")] => Err(Error::ChunkedNotLast);
+    framing_te_empty: "HTTP/1.1", &[("Transfer-Encoding", "")] => Err(Error::ChunkedNotLast);
+    framing_te_commas: "HTTP/1.1", &[("Transfer-Encoding", " , ,")] => Err(Error::ChunkedNotLast);
     framing_chunked_and_length: "HTTP/1.1", &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")] => Err(Error::LengthAndChunked);
     framing_length_and_chunked: "HTTP/1.1", &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")] => Err(Error::LengthAndChunked);
     framing_chunked_http10: "HTTP/1.0", &[("Transfer-Encoding", "chunked")] => Err(Error::UnsupportedTransferCoding);
@@ -636,7 +645,10 @@ cases! { check_chunked;
     chunk_empty_size: b"\r\n" => Err(Error::ChunkSize), b"";
     chunk_negative: b"-5\r\n" => Err(Error::ChunkSize), b"";
     chunk_0x: b"0x5\r\n" => Err(Error::ChunkSize), b"";
-    chunk_17_digits: b"00000000000000005\r\n" => Err(Error::ChunkSize), b"";
+    // chunk-size = 1*HEXDIG: leading zeros do not count against 64 bits.
+    chunk_leading_zeros: b"0000000000000000005\r\nhello\r\n0\r\n\r\n" => Ok(Some(33)), b"hello";
+    chunk_64_digits: [&[b'0'; 63][..], b"1\r\nx\r\n0\r\n\r\n"].concat() => Ok(Some(74)), b"x";
+    chunk_65_digits: [&[b'0'; 64][..], b"5\r\n"].concat() => Err(Error::ChunkSize), b"";
     chunk_size_bare_lf: b"5\nhello\r\n" => Err(Error::ChunkSize), b"";
     chunk_size_cr_no_lf: b"5\rhello" => Err(Error::ChunkSize), b"";
     chunk_space_no_ext: b"5 \r\nhello\r\n0\r\n\r\n" => Err(Error::ChunkSize), b"";
@@ -735,6 +747,7 @@ fn error_statuses() {
         (Error::ContentLength, 400),
         (Error::LengthAndChunked, 400),
         (Error::UnsupportedTransferCoding, 501),
+        (Error::ChunkedNotLast, 400),
         (Error::ChunkSize, 400),
         (Error::BodyTooLarge, 413),
         (Error::Expectation, 417),
@@ -809,7 +822,11 @@ cases! { check_response_header;
 fn response_invalid_status() {
     assert!(!Response::new(42).is_valid());
     assert!(!Response::new(1000).is_valid());
-    assert!(Response::new(100).is_valid() && Response::new(999).is_valid());
+    // A 1xx is never final (RFC 9110 15.2); codes end at 599 (15).
+    for status in [100, 101, 103, 199, 600, 999] {
+        assert!(!Response::new(status).is_valid(), "{status}");
+    }
+    assert!(Response::new(200).is_valid() && Response::new(599).is_valid());
 }
 
 // ---------------------------------------------------------------------------
@@ -892,6 +909,7 @@ fn check_response_framing(method: &str, fields: &[(&str, &str)], want: Result<Fr
 cases! { check_response_framing;
     resp_framing_close: "GET", &[] => Ok(Framing::None);
     resp_framing_length: "GET", &[("Content-Length", "12")] => Ok(Framing::Length(12));
+    resp_framing_chunked_empty_element: "GET", &[("Transfer-Encoding", "chunked,")] => Ok(Framing::Chunked);
     resp_framing_length_same_list: "GET", &[("content-length", "3, 3")] => Ok(Framing::Length(3));
     resp_framing_length_differ_fields: "GET", &[("content-length", "3"), ("Content-Length", "4")] => Err(Error::ContentLength);
     resp_framing_length_negative: "GET", &[("Content-Length", "-1")] => Err(Error::ContentLength);

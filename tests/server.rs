@@ -150,21 +150,23 @@ fn every_status_from_a_real_request() {
         ("chunked over max_body", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n1\r\nx\r\n0\r\n\r\n", 413),
         ("Expect: something-else", b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\nhi", 417),
         ("handler panic", b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n", 500),
-        ("Transfer-Encoding: gzip", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("Transfer-Encoding: gzip", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        ("Transfer-Encoding: chunked, gzip", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
         ("Transfer-Encoding: gzip, chunked", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
         ("chunked in HTTP/1.0", b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
         ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
-        ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505),
+        ("HTTP/1.2, read as 1.1 (RFC 9110 2.5)", b"GET / HTTP/1.2\r\nHost: t\r\n\r\n", 200),
+        ("HTTP/1.9 without Host", b"GET / HTTP/1.9\r\n\r\n", 400),
     ];
     for &(name, request, status) in table {
         let mut client = server.client();
         client.send(request);
         let resp = client.response();
         assert_eq!(resp.status, status, "{name}: {resp:?}");
-        // The reason phrase is the standard one (the version is the
-        // request's, or 1.1 when the request could not be parsed).
+        // The version is ours, 1.1, whatever the request's (RFC 9110 2.5);
+        // the reason phrase is the standard one.
         let reason = stdsse::http::reason_phrase(status);
-        assert_eq!(resp.status_line[8..], format!(" {status} {reason}"), "{name}");
+        assert_eq!(resp.status_line, format!("HTTP/1.1 {status} {reason}"), "{name}");
         if status >= 400 && !matches!(status, 404 | 405) {
             // A bad request ends the connection, cleanly.
             assert_eq!(resp.header("Connection"), Some("close"), "{name}");
@@ -734,7 +736,8 @@ fn http10_closes_unless_asked_to_keep_alive() {
     client.send(b"GET / HTTP/1.0\r\n\r\n");
     let resp = client.response();
     assert_eq!(resp.status, 200);
-    assert!(resp.status_line.starts_with("HTTP/1.0 "), "{resp:?}");
+    // Our version, 1.1, whatever the request's (RFC 9110 2.5).
+    assert!(resp.status_line.starts_with("HTTP/1.1 "), "{resp:?}");
     assert_eq!(resp.header("Connection"), Some("close"));
     client.assert_closed();
 

@@ -8,8 +8,9 @@ use super::{Error, Status, TCHAR, VALUE};
 const MAX_CHUNK_EXT: usize = 1024;
 /// Most bytes of the trailer section (its final CRLF not counted).
 const MAX_TRAILER: usize = 8 * 1024;
-/// Most hex digits in a chunk size (leading zeros included): fits a `u64`.
-const MAX_SIZE_DIGITS: u8 = 16;
+/// Most hex digits in a chunk size, leading zeros included (`1*HEXDIG`; the
+/// value must fit a `u64`).
+const MAX_SIZE_DIGITS: u8 = 64;
 
 /// Where a [`ChunkedDecoder`] is in the body; each `..Lf` state has seen a CR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +122,7 @@ impl ChunkedDecoder {
     fn step(&mut self, b: u8) -> Result<Chunk, Error> {
         use Chunk::*;
         if let (Size, Some(digit)) = (self.state, char::from(b).to_digit(16)) {
-            if self.digits == MAX_SIZE_DIGITS {
+            if self.digits == MAX_SIZE_DIGITS || self.size >> 60 != 0 {
                 return Err(Error::ChunkSize);
             }
             self.digits += 1;

@@ -48,6 +48,7 @@ mod response;
 pub use chunked::ChunkedDecoder;
 pub(crate) use chunked::{body_bytes, framed, framed_len, LAST_CHUNK};
 pub use request::{decode_query, parse_head, percent_decode, Request};
+pub(crate) use response::CONTINUE;
 pub use response::{parse_response_head, reason_phrase, Response, ResponseHead};
 
 /// Builds a `[bool; 256]` table at compile time from a predicate on a byte.
@@ -141,12 +142,13 @@ pub enum Status<T> {
 
 /// Why a message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The method is not a token followed by one SP.
     Method,
     /// Not origin-form, `http` absolute-form or `OPTIONS *`, or a third SP.
     Target,
-    /// A well-formed HTTP-version other than 1.0 and 1.1.
+    /// A well-formed HTTP-version other than 1.x.
     Version,
     /// The HTTP-version is not `HTTP/` DIGIT `.` DIGIT, or is missing.
     MalformedVersion,
@@ -170,8 +172,10 @@ pub enum Error {
     ContentLength,
     /// A request with both `Content-Length` and `Transfer-Encoding`.
     LengthAndChunked,
-    /// A `Transfer-Encoding` other than exactly `chunked`, or any in HTTP/1.0.
+    /// Another coding before the final `chunked`, or a `Transfer-Encoding` in HTTP/1.0.
     UnsupportedTransferCoding,
+    /// A `Transfer-Encoding` whose final coding is not `chunked` (RFC 9112 6.3 rule 4).
+    ChunkedNotLast,
     /// A malformed chunked body.
     ChunkSize,
     /// The body is longer than [`Limits::max_body`].
@@ -212,6 +216,7 @@ impl Error {
             Error::ContentLength => (400, "invalid Content-Length"),
             Error::LengthAndChunked => (400, "both Content-Length and Transfer-Encoding"),
             Error::UnsupportedTransferCoding => (501, "unsupported Transfer-Encoding"),
+            Error::ChunkedNotLast => (400, "Transfer-Encoding not ending in chunked"),
             Error::ChunkSize => (400, "invalid chunked body"),
             Error::BodyTooLarge => (413, "request body too large"),
             Error::Expectation => (417, "unsupported expectation"),
@@ -273,17 +278,23 @@ pub enum Framing {
     Chunked,
 }
 
-/// The framing `Transfer-Encoding` (exactly `chunked`) or else every
-/// `Content-Length` (all elements equal `1*DIGIT`) declares (6.3 rule 3).
+/// The framing `Transfer-Encoding` (exactly `chunked`; empty list elements
+/// are ignored, RFC 9110 5.6.1) or else every `Content-Length` (all elements
+/// equal `1*DIGIT`) declares (6.3 rules 3 and 4).
 fn declared_framing<'a>(
     codings: impl Iterator<Item = &'a str>,
     lengths: impl Iterator<Item = &'a str>,
 ) -> Result<Framing, Error> {
-    let mut codings = codings.flat_map(|v| v.split(',')).map(trim_ows).peekable();
+    let mut codings = codings.peekable();
     if codings.peek().is_some() {
-        return match (codings.next(), codings.next()) {
-            (Some(coding), None) if coding.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Err(Error::UnsupportedTransferCoding),
+        let mut codings =
+            codings.flat_map(|v| v.split(',')).map(trim_ows).filter(|c| !c.is_empty());
+        let chunked = |c: Option<&str>| c.is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        let (first, last) = (codings.next(), codings.last());
+        return match (chunked(first), last) {
+            (true, None) => Ok(Framing::Chunked),
+            _ if chunked(last.or(first)) => Err(Error::UnsupportedTransferCoding),
+            _ => Err(Error::ChunkedNotLast),
         };
     }
     let mut length = None;

@@ -115,6 +115,8 @@ fn parse_view(view: &[u8], limits: &Limits) -> Parsed<(Request, usize)> {
     let version = match &line[version_start..version_end] {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
+        // A higher minor version is read as the highest we implement (RFC 9110 2.5).
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', y] if y.is_ascii_digit() => Version::Http11,
         other if other.contains(&b' ') => return Err(Some(Error::Target)),
         [b'H', b'T', b'T', b'P', b'/', x, b'.', y] if x.is_ascii_digit() && y.is_ascii_digit() => {
             return Err(Some(Error::Version))

@@ -34,10 +34,10 @@ pub struct Response {
 }
 
 impl Response {
-    /// An empty response; a status outside 100..=999 makes it invalid.
+    /// An empty response; a status outside 200..=599 (a 1xx is not final) makes it invalid.
     #[must_use]
     pub fn new(status: u16) -> Response {
-        let invalid = (!(100..=999).contains(&status)).then_some("invalid response status");
+        let invalid = (!(200..=599).contains(&status)).then_some("invalid response status");
         Response { status, headers: Vec::new(), body: Vec::new(), invalid }
     }
 
@@ -122,17 +122,17 @@ impl Response {
     }
 
     /// Writes the response (an invalid one as a `500`) in one write, without
-    /// the body if `head`; returns the bytes written (0 if it failed). 1xx,
-    /// 204 and 304 have no `Content-Length` and no body (RFC 9110 8.6).
+    /// the body if `head`; returns the bytes written (0 if it failed); as 1.1
+    /// (RFC 9110 2.5). 204 and 304 have no `Content-Length` or body (8.6).
     pub(crate) fn send(&self, mut w: impl Write, version: Version, head: bool, close: bool) -> u64 {
         if let Some(why) = self.invalid {
             return Response::text(500, why).send(w, version, head, close);
         }
         let mut out = Vec::with_capacity(256 + self.body.len());
         // Writing to a Vec cannot fail.
-        let _ = write!(out, "{version} {} {}\r\n", self.status, reason_phrase(self.status));
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
         self.write_headers(&mut out);
-        let has_body = !matches!(self.status, 100..=199 | 204 | 304);
+        let has_body = !matches!(self.status, 204 | 304);
         if has_body {
             let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
@@ -266,6 +266,9 @@ impl ResponseHead {
     }
 }
 
+/// The interim answer to `Expect: 100-continue` (RFC 9110 10.1.1).
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// The reason phrase for a status code (RFC 9110 15, RFC 6585), or `"Unknown"`.
 #[must_use]
 #[rustfmt::skip]
@@ -315,10 +318,9 @@ mod tests {
         empty_200: Response::new(200), Http11, head_only: false, close: false => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         no_content_204: Response::new(204).body("ignored"), Http11, head_only: false, close: false => "HTTP/1.1 204 No Content\r\n\r\n";
         not_modified_304: Response::new(304).header("ETag", "\"x\""), Http11, head_only: false, close: false => "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n";
-        continue_100: Response::new(100), Http11, head_only: false, close: false => "HTTP/1.1 100 Continue\r\n\r\n";
         close: Response::json(404, "{}"), Http11, head_only: false, close: true => "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
-        http10_keep_alive: Response::html(200, "<p>"), Http10, head_only: false, close: false => "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n<p>";
-        http10_close: Response::new(200), Http10, head_only: false, close: true => "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        http10_keep_alive: Response::html(200, "<p>"), Http10, head_only: false, close: false => "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n<p>";
+        http10_close: Response::new(200), Http10, head_only: false, close: true => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         framing_headers_dropped: Response::text(200, "ab").header("content-length", "99").header("Transfer-Encoding", "chunked").header("CONNECTION", "upgrade").header("X-Kept", "1").header("X-Kept", "2"), Http11, head_only: false, close: false => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Kept: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nab";
         unknown_status: Response::new(299), Http11, head_only: false, close: false => "HTTP/1.1 299 Unknown\r\nContent-Length: 0\r\n\r\n";
         invalid_header_value_is_500: Response::text(200, "secret").header("X", "a\r\nSet-Cookie: s=1"), Http11, head_only: false, close: false => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\ninvalid response header";

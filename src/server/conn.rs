@@ -1,7 +1,7 @@
 //! One connection: its requests in order, their bodies, the answers, an
 //! event stream's head, and the staged close.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -245,8 +245,7 @@ impl Session {
             }
         };
         if has_body && expect && req.version() == Version::Http11 {
-            // RFC 9110 10.1.1: the interim answer to `Expect: 100-continue`.
-            Response::new(100).send(&self.conn.socket, Version::Http11, false, false);
+            let _ = (&self.conn.socket).write_all(http::CONTINUE);
         }
         match self.read_body(framing, consumed) {
             Ok(body) => req.body = body,
