@@ -73,7 +73,9 @@ impl Event {
         Ok(self)
     }
 
-    /// Sets the id (empty resets the client's); fails on CR, LF or NUL.
+    /// Sets the id (empty resets the client's); fails on what a `Last-Event-ID`
+    /// cannot carry back (RFC 9110 5.5): a control but HTAB (CR, LF and NUL
+    /// included), or SP or HTAB at either end (stripped from a header).
     pub fn id(mut self, id: impl Into<String>) -> Result<Event, EventError> {
         self.id = Some(check(Field::Id, id.into())?);
         Ok(self)
@@ -186,7 +188,8 @@ str_enum! {
 }
 
 /// A field value holds CR or LF (in `event` or `id`), which would end the
-/// field and start another, or NUL (in `id`), which makes clients ignore it.
+/// field and start another, or (in `id`) NUL, which makes clients ignore it,
+/// or another character that a `Last-Event-ID` header cannot carry back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventError {
     field: Field,
@@ -201,7 +204,8 @@ impl EventError {
         self.field
     }
 
-    /// The offending character: `'\r'`, `'\n'` or `'\0'`.
+    /// The offending character: `'\r'` or `'\n'`; in an id also another
+    /// control character, or `' '` or `'\t'` at either end.
     #[must_use]
     pub fn character(&self) -> char {
         self.character
@@ -218,7 +222,10 @@ error_display!(EventError(e, f) => {
     let name = match e.character {
         '\r' => "CR",
         '\n' => "LF",
-        _ => "NUL",
+        '\0' => "NUL",
+        ' ' => "SP",
+        '\t' => "HTAB",
+        _ => "CTL",
     };
     let (code, at, field) = (e.character as u32, e.position, e.field);
     write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
@@ -231,10 +238,12 @@ impl From<EventError> for std::io::Error {
     }
 }
 
-/// Refuses CR and LF in any single-line field, and NUL in `id`.
-fn check(field: Field, value: String) -> Result<String, EventError> {
-    let bad = |c: char| c == '\r' || c == '\n' || (c == '\0' && field == Field::Id);
-    match value.char_indices().find(|&(_, c)| bad(c)) {
+/// Refuses CR and LF in any single-line field, and in `id` what [`Event::id`] names.
+pub(crate) fn check(field: Field, value: String) -> Result<String, EventError> {
+    let end = |at: usize, c: char| (at == 0 || at + 1 == value.len()) && matches!(c, ' ' | '\t');
+    let id = |at, c: char| (c.is_ascii_control() && c != '\t') || end(at, c);
+    let bad = |&(at, c): &(usize, char)| c == '\r' || c == '\n' || field == Field::Id && id(at, c);
+    match value.char_indices().find(bad) {
         None => Ok(value),
         Some((position, character)) => Err(EventError { field, character, position }),
     }

@@ -43,7 +43,8 @@
 //! requests the URL again with a `Last-Event-ID` header, so the server can
 //! resume; a `204 No Content` answer tells it to stop for good. A CR or LF
 //! inside `id` or `event` would start a new field (injection): [`Event`]
-//! refuses those values, and splits data and comments into one line per line.
+//! refuses those values (and ids a `Last-Event-ID` header cannot carry back),
+//! and splits data and comments into one line per line.
 //!
 //! # Writing and reading events
 //!

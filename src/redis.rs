@@ -10,7 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::http::Status;
-use crate::scan::find_eol;
+use crate::scan::{find_eol, is_digits, parse_decimal};
 
 type Parsed = Result<(Reply, usize), Option<RedisError>>;
 
@@ -32,7 +32,7 @@ impl RedisUrl {
         let (auth, rest) = rest.rsplit_once('@').map_or((None, rest), |(a, r)| (Some(a), r));
         let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = match host.rsplit_once(':') {
-            Some((h, p)) if !p.contains(']') => (h, p.parse().map_err(|_| Url("bad port"))?),
+            Some((h, p)) if !p.contains(']') => (h, parse_decimal(p).ok_or(Url("bad port"))?),
             _ => (host, 6379),
         };
         let (user, password) = match auth.map(|a| a.split_once(':')) {
@@ -40,7 +40,7 @@ impl RedisUrl {
             Some(None) => return Err(Url("userinfo is not user:password")),
             Some(Some((u, p))) => (Some(decode(u)?).filter(|u| !u.is_empty()), Some(decode(p)?)),
         };
-        let db = if db.is_empty() { 0 } else { db.parse().map_err(|_| Url("bad db"))? };
+        let db = if db.is_empty() { 0 } else { parse_decimal(db).ok_or(Url("bad db"))? };
         let host = Some(host).filter(|h| !h.is_empty()).ok_or(Url("no host"))?.into();
         Ok(RedisUrl { user, password, host, port, db })
     }
@@ -209,8 +209,10 @@ fn parse_at(buf: &[u8], at: usize, depth: usize, lim: &ReplyLimits, build: bool)
     Ok((reply, end))
 }
 
+/// `[ "-" ] 1*DIGIT` as an `i64`.
 fn int(line: &[u8]) -> Option<i64> {
-    std::str::from_utf8(line).ok()?.parse().ok()
+    let s = std::str::from_utf8(line).ok()?;
+    is_digits(s.strip_prefix('-').unwrap_or(s)).then(|| s.parse().ok())?
 }
 
 /// A connection to Redis: pipelining is [`send`](Conn::send)s, a

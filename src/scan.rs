@@ -32,8 +32,8 @@ pub(crate) fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `1*DIGIT` as a `u64`, or `None` (empty, other characters, overflow).
-pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+/// `1*DIGIT` as an unsigned number, or `None` (empty, other characters, overflow).
+pub(crate) fn parse_decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
     is_digits(s).then(|| s.parse().ok()).flatten()
 }
 
@@ -70,7 +70,7 @@ mod tests {
             assert_eq!(parse_decimal(&n.to_string()), Some(n));
         }
         for bad in ["", "18446744073709551616", "+1", "1 "] {
-            assert_eq!(parse_decimal(bad), None);
+            assert_eq!(parse_decimal::<u64>(bad), None);
         }
     }
 }

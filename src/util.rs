@@ -31,6 +31,34 @@ macro_rules! str_enum {
     };
 }
 
+/// Builder methods that set fields from their arguments.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, $($arg: $ty),*) -> Self {
+            $(self.$field = $value;)*
+            self
+        }
+    )*};
+}
+
+/// A builder's struct, each field declared with its default (`Default`).
+macro_rules! builder {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$doc:meta])* $field:ident: $ty:ty = $default:expr,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$doc])* $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> $name {
+                $name { $($field: $default,)* }
+            }
+        }
+    };
+}
+
 /// `Display` (`$body`, with `self` matched by `$this`, writing to `$f`) and
 /// `Error` for each error type.
 macro_rules! error_display {

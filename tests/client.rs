@@ -244,6 +244,39 @@ fn server_retry_is_clamped_but_the_callers_zero_is_honoured() {
     );
 }
 
+/// An id is any text without CR, LF or NUL (WHATWG), but a request header
+/// carries no other control character (RFC 9110 5.5), and SP or HTAB at
+/// either end is stripped: such an id cannot be sent back, so the client
+/// stops with an error instead of sending a request a server refuses, or
+/// resuming from an id that is not the one it was given.
+#[test]
+fn a_server_id_that_no_header_can_carry_back_ends_the_client() {
+    for id in ["a\x01b", "7 ", "\t7", "\x7f"] {
+        let server = Scripted::start(move |n, _req, stream| {
+            let mut bytes = stream_head("");
+            bytes.extend_from_slice(format!("id: {id}\ndata: a\n\n").as_bytes());
+            if n > 0 {
+                return hold(stream);
+            }
+            send(stream, &bytes);
+        });
+        let run = Run::new(quick(&server.url("/")).build().unwrap());
+        let event = format!("event message:a:{}", id.strip_prefix(' ').unwrap_or(id));
+        let error = "error invalid request header \"Last-Event-ID\": an id that the header cannot \
+                     carry (see Event::id)";
+        let items = ["connected", &event, "disconnected ended", "retrying 20ms", error, "end"];
+        assert_eq!(run.take(6), items, "{id:?}");
+        assert_eq!(server.request().header("last-event-id"), None);
+        assert!(server.received().is_empty(), "{id:?}: a second request was sent");
+    }
+    // The same rule for an id given to the builder.
+    for id in ["a\x01b", " 7", "7\t", "\0"] {
+        let built = Client::builder("http://h/").last_event_id(id).build();
+        assert!(matches!(built, Err(ClientError::Header { .. })), "{id:?}");
+    }
+    assert!(Client::builder("http://h/").last_event_id("a b\té").build().is_ok());
+}
+
 #[test]
 fn an_empty_id_removes_the_last_event_id_header() {
     let server = Scripted::start(|n, _req, stream| {
@@ -1355,6 +1388,10 @@ fn the_builder_checks_headers_method_id_and_url() {
         Client::builder("http://h/").last_event_id("a\nb").build(),
         Err(ClientError::Header { .. })
     ));
+    // Two Host lines are a 400 (RFC 9112 3.2); one replaces the client's own.
+    let twice = Client::builder("http://h/").header("Host", "a").header("host", "b").build();
+    assert!(matches!(twice, Err(ClientError::Header { reason: "given twice", .. })), "{twice:?}");
+    assert!(Client::builder("http://h/").header("Host", "a").build().is_ok());
     let error = Client::builder("http://h/").header("A\r\nB", "x").build().unwrap_err();
     assert!(!error.to_string().contains('\n'), "{error}");
     assert!(matches!(Client::builder("nope").build(), Err(ClientError::Url { .. })));

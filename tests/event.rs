@@ -70,6 +70,25 @@ refuses! {
     id_lf: id("\n") => Id, '\n', 0;
     id_cr: id("1\r2") => Id, '\r', 1;
     id_nul: id("x\0") => Id, '\0', 1;
+    // What a `Last-Event-ID` header cannot carry back (RFC 9110 5.5).
+    id_control: id("a\u{1}b") => Id, '\u{1}', 1;
+    id_del: id("é\u{7f}") => Id, '\u{7f}', 2;
+    id_escape: id("\u{1b}[0m") => Id, '\u{1b}', 0;
+    id_leading_space: id(" 7") => Id, ' ', 0;
+    id_trailing_space: id("7 ") => Id, ' ', 1;
+    id_leading_tab: id("\t7") => Id, '\t', 0;
+    id_trailing_tab: id("é\t") => Id, '\t', 2;
+    id_only_space: id(" ") => Id, ' ', 0;
+}
+
+#[test]
+fn an_id_a_header_carries_back_is_fine() {
+    for id in ["", "a b", "a\tb", "é€😀", "~!\"#", "\u{80}\u{a0}"] {
+        let event = Event::new().id(id).unwrap_or_else(|e| panic!("{id:?}: {e}"));
+        assert_eq!(event.encode(), format!("id: {id}\n\n").replace("id: \n", "id:\n").as_bytes());
+    }
+    let error = Event::new().id("a\u{1}").unwrap_err().to_string();
+    assert!(error.contains("CTL (U+0001) at byte 1 of the `id` field"), "{error}");
 }
 
 #[test]

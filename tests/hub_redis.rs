@@ -624,3 +624,71 @@ fn a_hub_built_on_a_full_stream_gives_recent_the_newest_at_once() {
     a.publish(say("new".into())).unwrap();
     assert_eq!(data(&take(&r, 3)), ["old1498", "old1499", "new"]);
 }
+
+/// A resume that Redis cannot place gets the gap signal even once the hub
+/// has forgotten idle topics (its floor raised): "no id" must never read as
+/// an id the history places.
+#[test]
+fn a_resume_redis_cannot_place_gets_the_gap_after_the_hub_forgot_topics() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, _) = hub(&redis, 1, 1);
+    let x = || Subscription::new().topic("x").topics_only();
+    let rx = a.receiver(x()).unwrap();
+    ["x1", "x2"].iter().for_each(|d| a.publish_to(&["x"], say(d.to_string())).unwrap());
+    let first = next(&rx).1;
+    (0..70).for_each(|n| a.publish_to(&[&format!("t{n}")], say(format!("t{n}"))).unwrap());
+    common::wait_until("A read them all", || a.stats().published == 72);
+    // An id of this epoch older than anything in the stream.
+    let (epoch, _) = first.split_once('-').unwrap();
+    let r = a.receiver(x().last_event_id(Some(&format!("{epoch}-1-0")))).unwrap();
+    a.publish_to(&["x"], say("x3".into())).unwrap();
+    let got = until(&r, "x3");
+    assert!(is_gap(&got[0]), "{got:?}");
+}
+
+/// An entry that another program added without our fields is read (an id
+/// only) and deleted like ours: the script that trims it must not fail
+/// halfway, or the writer would add its batch twice.
+#[test]
+fn a_foreign_entry_in_the_stream_is_trimmed_without_publishing_twice() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, heard) = hub(&redis, 1, 1);
+    redis.conn().call(&[b"XADD", b"test:stream", b"*", b"d", b"data: foreign\n\n"]).unwrap();
+    common::wait_until("A read it", || a.stats().published == 1);
+    let rx = a.receiver(Subscription::new()).unwrap();
+    thread::sleep(Duration::from_millis(3100)); // old enough to be deleted
+    for d in ["e0", "e1", "e2"] {
+        a.publish(say(d.into())).unwrap();
+        assert_eq!(next(&rx).2, d);
+    }
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "no duplicate");
+    assert_eq!(a.stats().published, 4, "the foreign entry and three");
+    assert!(count(&redis, b"XLEN", "test:stream") <= 3);
+    assert!(!heard.lock().unwrap().iter().any(|h| h.starts_with("Lost")), "{heard:?}");
+}
+
+/// A client's `Last-Event-ID` is not trusted to be an entry id: one that
+/// Redis would refuse gets the gap signal and leaves Redis's connections,
+/// and `publish`, alone.
+#[test]
+fn a_malformed_resume_id_gets_the_gap_and_publish_keeps_working() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (a, heard) = hub(&redis, 10, 10);
+    let rx = a.receiver(Subscription::new()).unwrap();
+    a.publish(say("e0".into())).unwrap();
+    let (epoch, _) = next(&rx).1.split_once('-').map(|(e, r)| (e.to_string(), r.len())).unwrap();
+    for rest in ["1-2-3", "+1-0", "1-+0", "1", "-1-0", "18446744073709551616-0", "1-0 "] {
+        let sub = Subscription::new().last_event_id(Some(&format!("{epoch}-{rest}")));
+        let r = a.receiver(sub).unwrap();
+        a.publish(say(rest.into())).unwrap();
+        assert!(is_gap(&next(&r)), "{rest:?}");
+        assert_eq!(next(&rx).2, rest, "{rest:?}: delivered");
+    }
+    assert!(!heard.lock().unwrap().iter().any(|h| h.starts_with("Lost")), "{heard:?}");
+}

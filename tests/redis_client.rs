@@ -58,11 +58,19 @@ fn replies_parse_whole_and_every_prefix_is_partial() {
 fn bad_or_oversized_replies_are_errors() {
     let long = [b"+".as_slice(), &[b'x'; 70]].concat();
     let cr_at_the_bound = [b"+".as_slice(), &[b'x'; 62], b"\rx"].concat();
-    let cases: [(&[u8], &str); 22] = [
+    let cases: [(&[u8], &str); 29] = [
         (b"$-2\r\n", "bad length"),
         (b"*-2\r\n", "bad length"),
         (b"$99999999999999999999\r\n", "bad length"),
         (b"$1x\r\n", "bad length"),
+        // `[ "-" ] 1*DIGIT`, as Redis writes them: no sign but a minus, no space.
+        (b"$+3\r\nabc\r\n", "bad length"),
+        (b"*+1\r\n:1\r\n", "bad length"),
+        (b"$ 3\r\nabc\r\n", "bad length"),
+        (b":+3\r\n", "bad integer"),
+        (b":--3\r\n", "bad integer"),
+        (b":-\r\n", "bad integer"),
+        (b":\r\n", "bad integer"),
         (b"$9\r\n", "length over the limit"),
         (b"*5\r\n", "length over the limit"),
         (b"*1\r\n*1\r\n*1\r\n", "arrays nested too deep"),
@@ -108,6 +116,10 @@ fn urls_parse_and_hide_the_password() {
         ("http://h:1", Err("not redis://")),
         ("redis://h:x", Err("bad port")),
         ("redis://h:70000", Err("bad port")),
+        ("redis://h:+80", Err("bad port")),
+        ("redis://h:", Err("bad port")),
+        ("redis://h:1/+1", Err("bad db")),
+        ("redis://h:1/-1", Err("bad db")),
         ("redis://h:1/x", Err("bad db")),
         ("redis://h:1/0?x=1", Err("bad db")),
         ("redis://secret@h:1", Err("userinfo is not user:password")),

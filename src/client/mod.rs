@@ -10,6 +10,9 @@
 //!   body-less `GET`; another origin loses `Authorization`, `Cookie`,
 //!   `Proxy-Authorization` and a custom `Host`). `1xx` is skipped; `5xx` and
 //!   `429` are retried, honouring `Retry-After`.
+//! * A server's id that no `Last-Event-ID` header can carry (see
+//!   [`Event::id`](crate::Event::id)) ends the client with
+//!   [`ClientError::Header`]: it is never sent, nor dropped silently.
 //! * Every transient problem reconnects to the **original** URL after the
 //!   reconnection time, `× 2ⁿ` after n failures in a row (capped, with equal
 //!   jitter: "optionally, wait some more").
@@ -56,42 +59,40 @@ mod connect;
 mod error;
 mod url;
 
+/// Why `id` cannot be sent as the `Last-Event-ID` (what [`Event::id`](crate::Event::id) refuses).
+fn unsendable(id: &str) -> Option<ClientError> {
+    let reason = "an id that the header cannot carry (see Event::id)";
+    let error = ClientError::Header { name: "Last-Event-ID".into(), reason };
+    crate::event::check(crate::Field::Id, id.to_owned()).err().map(|_| error)
+}
+
 /// The shortest socket timeout (the standard library refuses zero).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub fn $name(mut self, value: $ty) -> ClientBuilder {
-            self.$name = value;
-            self
-        }
-    )*};
-}
-
-/// Settings for a [`Client`], from [`Client::builder`]. Setters never fail:
-/// [`build`](ClientBuilder::build) reports the first invalid value.
-#[derive(Clone)]
-pub struct ClientBuilder {
-    url: String,
-    method: String,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-    last_event_id: String,
-    connect_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    head_timeout: Duration,
-    retry: Duration,
-    retry_floor: Duration,
-    retry_ceiling: Duration,
-    retry_server_errors: bool,
-    max_redirects: u32,
-    max_event_size: usize,
-    comments: bool,
-    states: bool,
-    check: Option<Check>,
-    error: Option<ClientError>,
+builder! {
+    /// Settings for a [`Client`], from [`Client::builder`]. Setters never fail:
+    /// [`build`](ClientBuilder::build) reports the first invalid value.
+    #[derive(Clone)]
+    pub struct ClientBuilder {
+        url: String = String::new(),
+        method: String = "GET".into(),
+        headers: Vec<(String, String)> = Vec::new(),
+        body: Option<Vec<u8>> = None,
+        last_event_id: String = String::new(),
+        connect_timeout: Duration = Duration::from_secs(10),
+        idle_timeout: Option<Duration> = Some(Duration::from_secs(45)),
+        head_timeout: Duration = Duration::from_secs(30),
+        retry: Duration = Duration::from_secs(3),
+        retry_floor: Duration = Duration::from_millis(100),
+        retry_ceiling: Duration = Duration::from_secs(60),
+        retry_server_errors: bool = true,
+        max_redirects: u32 = 10,
+        max_event_size: usize = 16 * 1024 * 1024,
+        comments: bool = false,
+        states: bool = false,
+        check: Option<Check> = None,
+        error: Option<ClientError> = None,
+    }
 }
 
 type Check = Arc<dyn Fn(&Connected) -> Result<(), Refusal> + Send + Sync>;
@@ -115,6 +116,7 @@ impl ClientBuilder {
             _ if !http::valid_field(name, value) => "not a field line a server accepts",
             "content-length" | "transfer-encoding" => "set by the client from the body",
             "last-event-id" => "set by the client: use last_event_id()",
+            "host" if self.headers.iter().any(|h| h.0.eq_ignore_ascii_case(name)) => "given twice",
             _ => {
                 self.headers.push((name.to_owned(), value.to_owned()));
                 return self;
@@ -134,21 +136,10 @@ impl ClientBuilder {
         self
     }
 
-    /// A body, sent with its `Content-Length` on every connection. Default
-    /// none (`Content-Length: 0` for methods but `GET` and `HEAD`).
-    #[must_use]
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> ClientBuilder {
-        self.body = Some(body.into());
-        self
-    }
-
     /// The last event ID to start from. Default empty.
     #[must_use]
     pub fn last_event_id(mut self, id: &str) -> ClientBuilder {
-        if !http::valid_field("Last-Event-ID", id) {
-            let reason = "not a valid field value";
-            self.error.get_or_insert(ClientError::Header { name: "Last-Event-ID".into(), reason });
-        }
+        self.error = self.error.take().or(unsendable(id));
         self.last_event_id = id.to_owned();
         self
     }
@@ -156,52 +147,46 @@ impl ClientBuilder {
     setters! {
         /// How long resolving and connecting may take together. Default 10 s;
         /// at least 1 ms.
-        connect_timeout: Duration;
+        connect_timeout(timeout: Duration) { connect_timeout: timeout }
         /// The connection is taken for dead after this long without a byte,
         /// keep-alives included; also bounds each blocked write. Protects
         /// against half-open connections. Default 45 s (three missed 15 s
         /// keep-alives); `None` waits forever; at least 1 ms.
-        idle_timeout: Option<Duration>;
+        idle_timeout(timeout: Option<Duration>) { idle_timeout: timeout }
         /// How long the whole response head may take, `1xx` answers included.
         /// Protects against a head dripped a byte at a time or endless `1xx`
         /// (which the idle timeout never sees). Default 30 s; at least 1 ms.
-        head_timeout: Duration;
+        head_timeout(timeout: Duration) { head_timeout: timeout }
         /// The reconnection time until the server sends `retry:`. Default 3 s,
         /// as in browsers; used as given (zero reconnects at once).
-        retry: Duration;
+        retry(delay: Duration) { retry: delay }
         /// Whether `5xx` and `429` are retried (honouring `Retry-After`) rather
         /// than final, as in browsers. Default `true`.
-        retry_server_errors: bool;
+        retry_server_errors(retry: bool) { retry_server_errors: retry }
         /// How many redirects are followed in a row. Protects against loops.
         /// Default 10; 0 follows none.
-        max_redirects: u32;
+        max_redirects(n: u32) { max_redirects: n }
         /// The largest event, as [`Parser::max_event_size`] counts; a larger
         /// one is skipped. Protects against an endless event. Default 16 MiB.
-        max_event_size: usize;
+        max_event_size(bytes: usize) { max_event_size: bytes }
         /// Also yield comments. Default off.
-        comments: bool;
+        comments(on: bool) { comments: on }
         /// Also yield the connection states. Default off.
-        states: bool;
-    }
-
-    /// The bounds of a server's `retry:` and the ceiling of the backoff.
-    /// Protects against `retry: 0` (a tight loop) and a typo (an hour-long
-    /// sleep). Default 100 ms to 60 s; a floor above the ceiling raises it.
-    #[must_use]
-    pub fn retry_bounds(mut self, floor: Duration, ceiling: Duration) -> ClientBuilder {
-        (self.retry_floor, self.retry_ceiling) = (floor, ceiling);
-        self
-    }
-
-    /// A check of each event stream's head, after the client's own (as in
-    /// the [module example](self)). Default none.
-    #[must_use]
-    pub fn check_response(
-        mut self,
-        check: impl Fn(&Connected) -> Result<(), Refusal> + Send + Sync + 'static,
-    ) -> ClientBuilder {
-        self.check = Some(Arc::new(check));
-        self
+        states(on: bool) { states: on }
+        /// The bounds of a server's `retry:` and the ceiling of the backoff.
+        /// Protects against `retry: 0` (a tight loop) and a typo (an hour-long
+        /// sleep). Default 100 ms to 60 s; a floor above the ceiling raises it.
+        retry_bounds(floor: Duration, ceiling: Duration) {
+            retry_floor: floor, retry_ceiling: ceiling
+        }
+        /// A body, sent with its `Content-Length` on every connection. Default
+        /// none (`Content-Length: 0` for methods but `GET` and `HEAD`).
+        body(body: impl Into<Vec<u8>>) { body: Some(body.into()) }
+        /// A check of each event stream's head, after the client's own (as in
+        /// the [module example](self)). Default none.
+        check_response(check: impl Fn(&Connected) -> Result<(), Refusal> + Send + Sync + 'static) {
+            check: Some(Arc::new(check))
+        }
     }
 
     /// Checks the settings and the URL (`https://` is [`ClientError::Https`]);
@@ -276,26 +261,7 @@ impl Client {
     /// Starts building a client for an `http://` `url` (checked by `build`).
     #[must_use]
     pub fn builder(url: &str) -> ClientBuilder {
-        ClientBuilder {
-            url: url.to_owned(),
-            method: "GET".into(),
-            headers: Vec::new(),
-            body: None,
-            last_event_id: String::new(),
-            connect_timeout: Duration::from_secs(10),
-            idle_timeout: Some(Duration::from_secs(45)),
-            head_timeout: Duration::from_secs(30),
-            retry: Duration::from_secs(3),
-            retry_floor: Duration::from_millis(100),
-            retry_ceiling: Duration::from_secs(60),
-            retry_server_errors: true,
-            max_redirects: 10,
-            max_event_size: 16 * 1024 * 1024,
-            comments: false,
-            states: false,
-            check: None,
-            error: None,
-        }
+        ClientBuilder { url: url.to_owned(), ..ClientBuilder::default() }
     }
 
     /// A handle that stops this client from any thread.
@@ -357,6 +323,7 @@ impl Client {
         let config = &self.config;
         let (url, method) = (self.url.clone(), config.method.clone());
         let mut hop = Hop { url, method, send_body: true, cross_origin: false };
+        unsendable(self.parser.get_last_event_id()).map(Failure::Final).map_or(Ok(()), Err)?;
         for _ in 0..=config.max_redirects {
             let connection = self.shared.connect(&hop.url, config.connect_timeout)?;
             let (head, rest) = exchange(config, &connection, &hop, self.parser.get_last_event_id())
@@ -541,7 +508,7 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return None;
     };
     let digits = |text: &str, len: usize, max: u64| {
-        parse_decimal(text).filter(|&n| text.len() == len && n <= max)
+        parse_decimal::<u64>(text).filter(|&n| text.len() == len && n <= max)
     };
     DAYS.contains(&day_name).then_some(())?;
     let month = MONTHS.iter().position(|&m| m == month)? as i64 + 1;

@@ -59,7 +59,7 @@ impl Url {
         // `port` is empty or `:` DIGITs.
         let port = match port {
             "" | ":" => Some(80),
-            _ => port.strip_prefix(':').and_then(parse_decimal).and_then(|p| u16::try_from(p).ok()),
+            _ => port.strip_prefix(':').and_then(parse_decimal),
         };
         let port = port.filter(|&p| p != 0).ok_or(invalid("invalid port"))?;
         let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));

@@ -105,7 +105,7 @@ impl History {
     pub(super) fn seq_of(&self, id: &str) -> Option<u64> {
         let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
-            .filter(|t| t.lost_id == id && t.lost_seq > 0)
+            .filter(|t| t.lost_id == id && !id.is_empty()) // "": a floor's, or none lost
             .map(|t| t.lost_seq);
         retained.map(|e| e.seq).into_iter().chain(lost).max()
     }

@@ -181,18 +181,6 @@ pub struct Published<'a> {
     pub frame: &'a Frame,
 }
 
-/// Builder methods that set fields from their arguments.
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) { $($field:ident: $value:expr),* })*) => {$(
-        $(#[$doc])*
-        #[must_use]
-        pub fn $name(mut self, $($arg: $ty),*) -> Self {
-            $(self.$field = $value;)*
-            self
-        }
-    )*};
-}
-
 /// How a stream subscribes: topics, where to resume, and a filter.
 #[derive(Clone, Debug, Default)]
 pub struct Subscription {
@@ -245,43 +233,31 @@ impl Subscription {
     }
 }
 
-/// Declares [`HubBuilder`]'s fields with their defaults.
-macro_rules! builder {
-    ($($field:ident: $ty:ty = $default:expr,)*) => {
-        /// Builds a [`Hub`]; every setting has a default.
-        #[derive(Clone, Debug)]
-        pub struct HubBuilder {
-            $($field: $ty,)*
-        }
-
-        impl Default for HubBuilder {
-            fn default() -> HubBuilder {
-                HubBuilder { $($field: $default,)* }
-            }
-        }
-    };
-}
-
 builder! {
-    history_events: usize = 2000,
-    history_bytes: usize = 2 << 20,
-    history_max_age: Option<Duration> = None,
-    topic_history: Option<(usize, usize)> = None,
-    backlog_events: usize = 1000,
-    backlog_bytes: usize = 1 << 20,
-    stall_timeout: Option<Duration> = None,
-    slow_client: SlowClient = SlowClient::Disconnect,
-    unknown_id: UnknownId = UnknownId::ReplayAll,
-    keep_alive: Option<Duration> = Some(Duration::from_secs(15)),
-    inbox: usize = 1024,
-    close_event: Option<Event> = None,
-    close_retry: Option<(Duration, Duration)> = None,
-    close_timeout: Duration = Duration::from_secs(2),
-    fanout_threads: usize = thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-    log: Option<Hook<Arc<LogFn>>> = None,
-    redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String, redis::Start)> = None,
-    // Set by `build`: the bound is checked for every subscriber and event.
-    behind: [u64; 4] = [0; 4],
+    /// Builds a [`Hub`]; every setting has a default.
+    #[derive(Clone, Debug)]
+    pub struct HubBuilder {
+        history_events: usize = 2000,
+        history_bytes: usize = 2 << 20,
+        history_max_age: Option<Duration> = None,
+        topic_history: Option<(usize, usize)> = None,
+        backlog_events: usize = 1000,
+        backlog_bytes: usize = 1 << 20,
+        stall_timeout: Option<Duration> = None,
+        slow_client: SlowClient = SlowClient::Disconnect,
+        unknown_id: UnknownId = UnknownId::ReplayAll,
+        keep_alive: Option<Duration> = Some(Duration::from_secs(15)),
+        inbox: usize = 1024,
+        close_event: Option<Event> = None,
+        close_retry: Option<(Duration, Duration)> = None,
+        close_timeout: Duration = Duration::from_secs(2),
+        fanout_threads: usize = thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        log: Option<Hook<Arc<LogFn>>> = None,
+        redis: Option<(Result<crate::redis::RedisUrl, crate::redis::RedisError>, String, redis::Start)>
+            = None,
+        // Set by `build`: the bound is checked for every subscriber and event.
+        behind: [u64; 4] = [0; 4],
+    }
 }
 
 type LogFn = dyn Fn(&HubLog<'_>) + Send + Sync;

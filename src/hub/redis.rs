@@ -24,6 +24,7 @@ use super::history::{drain, Coordinator, Entry, History, BATCH};
 use super::{Command, Event, HubBuilder, HubLogKind, PublishError, PublishErrorKind, Subscription};
 use crate::event::Frame;
 use crate::redis::{Conn, RedisError, RedisUrl, Reply};
+use crate::scan::parse_decimal;
 use crate::util::{jittered, random_u64, spawn};
 
 /// What [`HubLogKind::Redis`] reports (`writer`: the writer's connection).
@@ -60,7 +61,7 @@ local function lose(e)
   budget = budget - 1
   redis.call('XDEL', s, e[1])
   mark('\n', e[1])
-  for t in (e[2][4] .. '\n'):gmatch('([^\n]*)\n') do mark(t, e[1]); redis.call('LREM', s .. ':t:' .. t, 1, e[1]) end
+  for t in ((e[2][4] or '') .. '\n'):gmatch('([^\n]*)\n') do mark(t, e[1]); redis.call('LREM', s .. ':t:' .. t, 1, e[1]) end
   if redis.call('HLEN', lost) > 2 * math.max(total, 32) then
     local all = redis.call('HGET', lost, '\n'); redis.call('DEL', lost); redis.call('HSET', lost, '\n', all, '\r', all)
   end
@@ -143,7 +144,9 @@ pub(super) fn start(config: &Arc<HubBuilder>, tx: &SyncSender<Command>) -> Start
         let Some(c) = c else { return Ok(true) };
         let post = |c| if let Command::Redis(Msg::Post(t, f)) = c { Some((t, f)) } else { None };
         let wait = if batch.is_empty() { IDLE } else { Duration::ZERO };
-        let ok = drain(&posts_rx, wait, BATCH, |c| Ok(()).map(|()| batch.extend(post(c)))).is_ok();
+        // A batch Redis keeps refusing stays, and stays within `BATCH`.
+        let (room, add) = (BATCH - batch.len(), |c| Ok(()).map(|()| batch.extend(post(c))));
+        let ok = room == 0 || drain(&posts_rx, wait, room, add).is_ok();
         if !ok && batch.is_empty() {
             return Ok(false);
         }
@@ -311,7 +314,7 @@ impl Reader {
     fn resume(&mut self, side: &Side, c: &mut Conn, sink: Sink, mut sub: Subscription) -> Res<()> {
         let id = sub.last_event_id.clone().unwrap_or_default();
         let rid = id.strip_prefix(self.epoch.as_str()).and_then(|r| r.strip_prefix('-'));
-        let Some(rid) = rid.filter(|r| key(r).is_some()) else {
+        let Some(rid) = rid.filter(|r| key(r).is_some() && r.split('-').count() == 2) else {
             self.send(Msg::Resume(sink, sub, None));
             return Ok(());
         };
@@ -378,7 +381,7 @@ fn bytes(reply: Reply) -> Vec<u8> {
 /// The entry id `<ms>-<seq>` at the end of `id`, as numbers to compare.
 fn key(id: &str) -> Option<(u64, u64)> {
     let (rest, seq) = id.rsplit_once('-')?;
-    Some((rest.rsplit('-').next()?.parse().ok()?, seq.parse().ok()?))
+    Some((parse_decimal(rest.rsplit('-').next()?)?, parse_decimal(seq)?))
 }
 
 impl Coordinator {
