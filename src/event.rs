@@ -219,14 +219,8 @@ impl EventError {
 }
 
 error_display!(EventError(e, f) => {
-    let name = match e.character {
-        '\r' => "CR",
-        '\n' => "LF",
-        '\0' => "NUL",
-        ' ' => "SP",
-        '\t' => "HTAB",
-        _ => "CTL",
-    };
+    let names = [('\r', "CR"), ('\n', "LF"), ('\0', "NUL"), (' ', "SP"), ('\t', "HTAB")];
+    let name = names.iter().find(|n| n.0 == e.character).map_or("CTL", |n| n.1);
     let (code, at, field) = (e.character as u32, e.position, e.field);
     write!(f, "invalid character {name} (U+{code:04X}) at byte {at} of the `{field}` field")
 });

@@ -45,9 +45,9 @@ macro_rules! setters {
 
 /// A builder's struct, each field declared with its default (`Default`).
 macro_rules! builder {
-    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$doc:meta])* $field:ident: $ty:ty = $default:expr,)* }) => {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($(#[$doc:meta])* $field:ident: $ty:ty = $default:expr,)* }) => {
         $(#[$meta])*
-        pub struct $name {
+        $vis struct $name {
             $($(#[$doc])* $field: $ty,)*
         }
 

@@ -244,6 +244,33 @@ fn server_retry_is_clamped_but_the_callers_zero_is_honoured() {
     );
 }
 
+/// A user agent replaces each obs-fold in a response with SP (RFC 9112 5.2)
+/// instead of failing the connection; the body after the head is untouched.
+#[test]
+fn a_folded_response_header_is_unfolded_not_refused() {
+    let server = Scripted::start(|n, _req, stream| {
+        let mut bytes = stream_head("X-Long: a\r\n b\r\n\tc\r\nX-Next: d\r\n");
+        bytes.extend_from_slice(b"data: x\r\n y\n\n");
+        send(stream, &bytes);
+        if n > 0 {
+            hold(stream);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let check = move |answer: &stdsse::client::Connected| {
+        let headers =
+            [answer.header("x-long"), answer.header("x-next")].map(|h| h.map(String::from));
+        tx.lock().unwrap().send(headers).unwrap();
+        Ok(())
+    };
+    let run = Run::new(quick(&server.url("/")).check_response(check).build().unwrap());
+    // Unfolded in the body, the data would be `x   y`.
+    assert_eq!(run.take(2), ["connected", "event message:x:"]);
+    let headers = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(headers, [Some("a   b  \tc".to_string()), Some("d".to_string())]);
+}
+
 /// An id is any text without CR, LF or NUL (WHATWG), but a request header
 /// carries no other control character (RFC 9110 5.5), and SP or HTAB at
 /// either end is stripped: such an id cannot be sent back, so the client

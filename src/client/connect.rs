@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{ClientBuilder, Disconnect, Failure, Hop, Url, MIN_TIMEOUT};
 use crate::http::{
-    parse_response_head, ChunkedDecoder, Error, Framing, Limits, ResponseHead, Status,
+    parse_response_head, unfold, ChunkedDecoder, Error, Framing, Limits, ResponseHead, Status,
 };
 use crate::parser::Parser;
 use crate::util::{lock, spawn, wait_until};
@@ -161,6 +161,7 @@ pub(super) fn exchange(
     let mut limits = Limits { max_headers: usize::MAX, max_head: MAX_HEAD, ..Limits::default() };
     (limits.max_request_line, limits.max_header_line) = (MAX_HEAD, MAX_HEAD);
     loop {
+        unfold(&mut buf);
         match parse_response_head(&buf, &limits) {
             // Interim answers (100 Continue, 103 Early Hints) come before the
             // real one; 101 Switching Protocols is final (and unwanted).

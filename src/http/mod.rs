@@ -48,8 +48,8 @@ mod response;
 pub use chunked::ChunkedDecoder;
 pub(crate) use chunked::{body_bytes, framed, framed_len, LAST_CHUNK};
 pub use request::{decode_query, parse_head, percent_decode, Request};
-pub(crate) use response::CONTINUE;
 pub use response::{parse_response_head, reason_phrase, Response, ResponseHead};
+pub(crate) use response::{unfold, CONTINUE};
 
 /// Builds a `[bool; 256]` table at compile time from a predicate on a byte.
 macro_rules! byte_table {

@@ -223,6 +223,17 @@ pub fn parse_response_head(
     })
 }
 
+/// Replaces each obs-fold (CRLF, then SP or HTAB) in the head at the start of `buf` with SP, as
+/// a user agent must (RFC 9112 5.2); [`parse_response_head`] refuses it, as a server does.
+pub(crate) fn unfold(buf: &mut [u8]) {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
+    for i in 0..end.saturating_sub(2) {
+        if matches!(buf[i..i + 3], [b'\r', b'\n', b' ' | b'\t']) {
+            buf[i..i + 2].copy_from_slice(b"  ");
+        }
+    }
+}
+
 /// The headers as `(&str, &str)`.
 fn pairs(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
     headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))

@@ -193,15 +193,7 @@ impl App {
 /// `(T => f)` takes a `T` and stores `f(value)`; `()`: no setter.
 macro_rules! config {
     ($($(#[$doc:meta])* $name:ident: $ty:ty = $default:expr $(, $set:tt)?;)*) => {
-        struct Config {
-            $($name: $ty,)*
-        }
-
-        impl Default for Config {
-            fn default() -> Config {
-                Config { $($name: $default,)* }
-            }
-        }
+        builder! { struct Config { $($name: $ty = $default,)* } }
 
         impl Server {
             $(config!(@set $(#[$doc])* $name: $ty $(, $set)?);)*
