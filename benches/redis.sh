@@ -2,7 +2,10 @@
 # Broadcast through Redis against the in-process hub, side by side in one run.
 #
 #     bash benches/redis.sh [RUNS]        (default: 1)
+#     ONLY=latency SECS=30 bash benches/redis.sh 3
 #
+# ONLY=KIND keeps one kind of run (throughput, latency, latency100,
+# accepted, readers); SECS sets how long the latency runs last (default 5).
 # Starts its own redis-server (a free port of 127.0.0.1, a temporary
 # directory, no persistence), the release `chat` example, and runs the
 # release `loadgen` example against two set-ups:
@@ -119,20 +122,26 @@ publish_all() { # --publish for every instance (one URL in-process)
     for port in "${ports[@]}"; do echo "--publish http://127.0.0.1:$port/messages?room=bench"; done
 }
 
+# want KIND: whether ONLY (if set) keeps this kind of run.
+want() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
+msgs=$((100 * ${SECS:-5}))
 for _ in $(seq "$runs"); do
     for s in inproc redis; do
         setup "$s"
         # shellcheck disable=SC2046 # one word per flag and URL
-        run throughput "$s" $(publish_all) --clients 1000 --messages 2000 --rate 0
+        want throughput && run throughput "$s" $(publish_all) --clients 1000 --messages 2000 --rate 0
         # shellcheck disable=SC2046
-        run latency "$s" $(publish_all) --clients 1000 --messages 500 --rate 100 --per-thread 10
+        want latency && run latency "$s" $(publish_all) --clients 1000 --messages "$msgs" --rate 100 --per-thread 10
         # shellcheck disable=SC2046
-        run latency100 "$s" $(publish_all) --clients 100 --messages 500 --rate 100 --per-thread 10
-        setup "$s" 1
-        run accepted "$s" --publish "http://127.0.0.1:${ports[0]}/messages?room=bench" \
-            --clients 1 --messages 60000 --rate 0 --pipeline 64
+        want latency100 && run latency100 "$s" $(publish_all) --clients 100 --messages "$msgs" --rate 100 --per-thread 10
+        if want accepted; then
+            setup "$s" 1
+            run accepted "$s" --publish "http://127.0.0.1:${ports[0]}/messages?room=bench" \
+                --clients 1 --messages 60000 --rate 0 --pipeline 64
+        fi
     done
     for n in 2 6; do
+        want readers || continue
         setup redis "$n"
         run readers redis --publish "http://127.0.0.1:${ports[0]}/messages?room=bench" \
             --clients 1 --messages 10000 --rate 2000
