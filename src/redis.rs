@@ -269,7 +269,7 @@ impl Conn {
 
     /// Reads the next reply (an error reply: [`RedisError::Server`]).
     pub fn recv(&mut self) -> Result<Reply, RedisError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::util::later(self.timeout);
         loop {
             if let Status::Complete((reply, len)) = parse_reply(&self.buf, &LIMITS)? {
                 self.buf.drain(..len);

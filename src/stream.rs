@@ -4,7 +4,7 @@
 //! server's docs](crate::server#event-streams)); the keep-alive and the
 //! check for a client that went away.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -140,7 +140,21 @@ impl StreamShared {
     /// blocking at most `wait` (zero: not at all), then closes it. Call
     /// only between frames.
     pub(crate) fn close_with(&self, goodbye: &[Frame], wait: Duration) {
-        let mut state = lock(&self.state);
+        self.end(&mut lock(&self.state), goodbye, wait);
+    }
+
+    /// The server's shutdown: [`close_with`](Self::close_with), unless a
+    /// write holds the stream or a hub owns it (it may be inside a frame):
+    /// then cut at once, so that the write fails and the client drops the
+    /// partial event.
+    pub(crate) fn shut_down(&self, goodbye: &[Frame], wait: Duration) {
+        match self.state.try_lock() {
+            Ok(mut state) if !state.detached => self.end(&mut state, goodbye, wait),
+            _ => drop(self.socket().shutdown(Shutdown::Both)),
+        }
+    }
+
+    fn end(&self, state: &mut State, goodbye: &[Frame], wait: Duration) {
         if !state.closed {
             let data: Vec<u8> = goodbye.iter().flat_map(|f| f.as_bytes()).copied().collect();
             let mut bytes = body_bytes(&data, self.chunked);
@@ -154,7 +168,7 @@ impl StreamShared {
                 state.count(bytes.len());
             }
         }
-        self.mark_closed(&mut state, None);
+        self.mark_closed(state, None);
     }
 
     /// The ticker's visit, skipped while a write holds the lock (the
@@ -177,11 +191,14 @@ impl StreamShared {
         if state.closed {
             return true;
         }
-        let socket = self.socket();
+        let (socket, mut sink) = (self.socket(), [0; 4096]);
+        // Bytes after the request mean nothing here: dropped, 64 KiB a check, so that a close shows.
+        let mut reads =
+            (0..16).map(|_| (&*socket).read(&mut sink)).skip_while(|r| matches!(r, Ok(1..)));
         let mut gone = socket.set_nonblocking(true).is_err()
-            || socket
-                .peek(&mut [0])
-                .map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |n| n == 0);
+            || (reads.next()).is_some_and(|r| {
+                r.map_or_else(|e| e.kind() != io::ErrorKind::WouldBlock, |n| n == 0)
+            });
         if !gone && keep_alive.is_some_and(|i| state.last_write.elapsed() >= i) {
             let bytes = body_bytes(keep_alive_frame().as_bytes(), self.chunked);
             match (&*socket).write(&bytes) {

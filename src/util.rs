@@ -141,6 +141,12 @@ pub(crate) fn wait_until<'a, T>(
     Ok(cv.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0)
 }
 
+/// `after` from now; one past any clock (`Duration::MAX`) is a century.
+pub(crate) fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// Starts a named thread (`stack`: its size, else std's), boxed: one copy
 /// of std's spawn code serves every thread of the crate.
 pub(crate) fn spawn(
@@ -169,5 +175,5 @@ pub(crate) fn random_u64() -> u64 {
 /// `base` plus a random part of up to `jitter`.
 pub(crate) fn jittered((base, jitter): (Duration, Duration)) -> Duration {
     let unit = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    base + jitter.mul_f64(unit)
+    base.saturating_add(jitter.mul_f64(unit))
 }

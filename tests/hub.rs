@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
@@ -1602,6 +1603,48 @@ fn handler_maps_requests_to_subscriptions_or_refusals() {
         let mut sse = server.sse(target, &headers);
         expect_next(&mut sse, &hub, data, *n, name);
     }
+}
+
+/// A client that sent a byte after its request, then closed, is noticed as
+/// gone (what it sends is read and dropped), also without keep-alives.
+#[test]
+fn a_client_that_sent_more_then_closed_is_removed_without_keep_alives() {
+    let hub = build(Hub::builder().keep_alive(None));
+    let server = serve(&hub);
+    let mut sse = server.sse("/events", &[]);
+    wait_subscribers(&hub, 1);
+    sse.stream.write_all(b"X").expect("send a byte");
+    drop(sse);
+    wait_subscribers(&hub, 0);
+}
+
+/// The server's shutdown does not write into a stream a hub owns, which may
+/// be inside a frame: it cuts it, and the client drops the partial event
+/// (no goodbye or last chunk inside the event's data).
+#[test]
+fn server_shutdown_cuts_a_hub_stream_inside_a_frame() {
+    let hub = build(Hub::builder().backlog(10, 64 << 20));
+    let handler = hub.public_handler("topic");
+    let server = TestServer::start(move |s| {
+        s.keep_alive(None).sse("/events", handler); // the hub stays open
+    });
+    let mut client = server.client();
+    client.send(&common::get("/events"));
+    client.read_until(b"\r\n\r\n");
+    wait_subscribers(&hub, 1);
+    hub.publish(Event::new().id("big").unwrap().data("x".repeat(16 << 20))).expect("publish");
+    // Part of it fills the socket buffers; the fan-out's retries back off
+    // (to 250 ms), and a read makes room that a goodbye would take.
+    thread::sleep(Duration::from_millis(700));
+    let mut raw = client.read_exact(256 << 10);
+    server.stop();
+    raw.extend(client.read_to_close().expect("a close, not a reset"));
+    let (mut body, mut parser) = (Vec::new(), Parser::new());
+    common::Dechunker::new().feed(&raw, &mut body);
+    parser.feed(&body);
+    parser.finish();
+    let items: Vec<_> = std::iter::from_fn(|| parser.next_item()).collect();
+    assert!(items.is_empty(), "{} bytes of {} gave {} items", body.len(), 16 << 20, items.len());
 }
 
 /// Every counter in the Prometheus text, each with a value of its own.

@@ -358,3 +358,52 @@ fn the_log_names_a_streams_peer() {
     assert_eq!(kind, "Gap { reason: \"unknown-id\" }");
     assert!(peer.is_some_and(|peer| peer.ip().is_loopback()), "{peer:?}");
 }
+
+/// A publisher's empty id would reset a client's last event id (`id:`
+/// alone), so that its next resume starts as a new client's: the hub gives
+/// its own id instead.
+#[test]
+fn an_empty_id_is_replaced_by_the_hubs_own() {
+    let hub = build(Hub::builder());
+    let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+    hub.publish(Event::new().id("").expect("an empty id").data("one")).expect("publish");
+    let (events, _) = receive(&receiver, QUIET);
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [id(&hub, 1)]);
+}
+
+/// A topic named twice counts once against its bound: with one event per
+/// topic, the event stays for a resume.
+#[test]
+fn a_topic_named_twice_counts_once() {
+    let hub = build(Hub::builder().history(100, 1 << 20).topic_history(1, 1 << 20));
+    publish_to(&hub, "", "all");
+    hub.publish_to(&["b", "b"], Event::new().data("b1")).expect("publish");
+    wait_history(&hub, 2, 2);
+    let resume = Subscription::new().topic("b").last_event_id(Some(&id(&hub, 1)));
+    assert_eq!(replay_then_live(&hub, resume), ["b1", "live"]);
+}
+
+/// Topic names count against the history's byte bound: three events with
+/// 4,000-byte names exceed 10,000 bytes, so the oldest goes.
+#[test]
+fn topic_names_count_against_the_history_bytes() {
+    let hub = build(Hub::builder().history(100, 10_000));
+    for n in 0..3 {
+        hub.publish_to(&[n.to_string().repeat(4000)], Event::new().data("x")).expect("publish");
+    }
+    wait_history(&hub, 3, 2);
+    assert!(hub.stats().history_bytes > 8000, "{:?}", hub.stats());
+}
+
+/// A close timeout too long for the clock waits for the close event to be
+/// taken, and no thread of the hub panics.
+#[test]
+fn a_close_timeout_past_any_clock_still_sends_the_close_event() {
+    let hub = build(
+        Hub::builder().close_timeout(Duration::MAX).close_event(Some(Event::new().data("bye"))),
+    );
+    let receiver = hub.receiver(Subscription::new()).expect("subscribe");
+    hub.close().expect("close");
+    assert_eq!(data_of(&receiver), ["bye"]);
+}

@@ -1799,6 +1799,85 @@ fn graceful_shutdown_sends_the_goodbye_in_chunks_then_the_last_chunk() {
     assert_eq!(String::from_utf8_lossy(&http10.read_to_end()), goodbye);
 }
 
+/// A timeout too long for the clock (`Duration::MAX`) is no timeout, not
+/// a panic of the connection's thread.
+#[test]
+fn timeouts_past_any_clock_are_no_timeouts() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.head_timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX)
+            .body_timeout(Duration::MAX)
+            .linger_timeout(Duration::MAX)
+            .shutdown_timeout(Duration::MAX);
+    });
+    server.assert_alive();
+    let resp = server.request(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"hi"[..]));
+    server.stop(); // bounded: its connections are closed
+}
+
+/// Empty lines before a request are ignored (RFC 9112 2.2), and so is
+/// their time: the connection still waits as an idle one, not as a slow
+/// head (which gets 408 after the head timeout).
+#[test]
+fn an_empty_line_after_a_request_keeps_the_connection_idle() {
+    let server = TestServer::start(|s| {
+        routes(s);
+        s.head_timeout(Duration::from_millis(200)).idle_timeout(Duration::from_secs(5));
+    });
+    let mut client = server.client();
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi\r\n");
+    assert_eq!(client.response().status, 200);
+    thread::sleep(Duration::from_millis(500)); // past the head timeout
+    client.send(&get("/"));
+    assert_eq!(client.response().status, 200);
+    assert_eq!(server.handle.stats().bad_requests, 0);
+}
+
+/// A stream whose write is blocked on a client that stopped reading (the
+/// write timeout is long) ends within the shutdown timeout, not after it.
+#[test]
+fn shutdown_cuts_a_stream_whose_write_is_blocked() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start({
+        let sent = sent.clone();
+        move |s| {
+            s.write_timeout(Duration::from_secs(8)).shutdown_timeout(Duration::from_millis(300));
+            s.sse("/flood", move |_req| {
+                let sent = sent.clone();
+                Ok(Accept::new(move |mut stream| loop {
+                    stream.send(&Event::new().data("x".repeat(1 << 20)))?;
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }))
+            });
+        }
+    });
+    let _reader_that_stopped = open_raw_stream(&server, &get("/flood"));
+    // The socket buffers take a few events; then a send blocks.
+    let mut last = usize::MAX;
+    while last != sent.load(Ordering::SeqCst) {
+        last = sent.load(Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    server.stop();
+    assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
+}
+
+/// A request still arriving when shutdown starts is answered 503 (the
+/// server stopped reading), not 400 as if the client had cut it.
+#[test]
+fn a_request_cut_by_shutdown_gets_503() {
+    let server = TestServer::start(routes);
+    let mut client = server.client();
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello");
+    wait_until("the request is read", || server.handle.stats().requests == 1);
+    server.stop();
+    let resp = client.response();
+    assert_eq!(resp.status, 503, "{resp:?}");
+}
+
 #[test]
 fn shutdown_before_any_stream() {
     let server = TestServer::start(routes);

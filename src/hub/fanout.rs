@@ -15,7 +15,7 @@ use super::GAP_EVENT;
 use super::{Command, Counters, Done, HubBuilder, HubLogKind, Published, SlowClient, Subscription};
 use crate::event::{Event, Frame};
 use crate::stream::{goodbye, keep_alive_frame, tick, Detached, MAX_FRAMES};
-use crate::util::{lock, spawn, wait_until};
+use crate::util::{later, lock, spawn, wait_until};
 
 /// A place in the hub's sequence: the events and bytes published before it,
 /// in all and to the subscriber's topics.
@@ -502,7 +502,7 @@ impl Shard {
     /// Sends the goodbye, gives the sockets until the close timeout to take
     /// it, then ends every stream.
     fn close(&mut self, done: Option<Done>) {
-        let deadline = Instant::now() + self.config.close_timeout;
+        let deadline = later(self.config.close_timeout);
         // One evicted in this round gets none, as it would not a round later.
         for sub in self.subscribers.iter_mut().filter(|s| !s.gone) {
             for frame in goodbye(self.config.close_event.as_ref(), self.config.close_retry) {

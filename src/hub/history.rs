@@ -30,6 +30,11 @@ impl Entry {
         let everyone = self.topics.is_empty().then_some(None);
         everyone.into_iter().chain(self.topics.iter().map(|t| Some(t.as_str())))
     }
+
+    /// Its bytes as the bounds count them: the frame and its topics' names.
+    fn size(&self) -> usize {
+        self.frame.len() + self.topics.iter().map(String::len).sum::<usize>()
+    }
 }
 
 /// Events and bytes, as a bound counts them.
@@ -76,6 +81,8 @@ pub(super) struct History {
     counted: Tally,
     everyone: TopicState,
     topics: HashMap<String, TopicState>,
+    /// The bytes of the names in `topics`.
+    names: usize,
     /// What a topic not in `topics` (forgotten, or never seen) lost.
     floor: u64,
     total: (usize, usize),
@@ -94,7 +101,7 @@ impl History {
     }
 
     fn push(&mut self, entry: Arc<Entry>) {
-        self.all.add(entry.frame.len());
+        self.all.add(entry.size());
         self.entries.push_back(entry);
         if self.total.0 == 0 {
             self.drop_at(self.entries.len() - 1); // no replay: lost at once
@@ -123,16 +130,20 @@ impl History {
         if !self.topics.contains_key(topic) {
             self.forget_idle_topics();
             let state = TopicState { lost_seq: self.floor, ..TopicState::default() };
+            self.names += topic.len();
             self.topics.insert(topic.to_string(), state);
         }
         self.topics.get_mut(topic).expect("inserted")
     }
 
-    /// Bounds the topics remembered: past twice the history's count, the
-    /// older half of those with nothing counted is forgotten, and the floor
-    /// rises to what they had lost (a false gap signal at worst).
+    /// Bounds the topics remembered: past twice the history's count (or
+    /// their names past twice its bytes), the older half of those with
+    /// nothing counted is forgotten, and the floor rises to what they had
+    /// lost (a false gap signal at worst).
     fn forget_idle_topics(&mut self) {
-        if self.topics.len() < 2 * self.total.0.max(32) {
+        if self.topics.len() < 2 * self.total.0.max(32)
+            && self.names <= 2 * self.total.1.max(1 << 16)
+        {
             return;
         }
         let idle: Vec<u64> =
@@ -149,12 +160,13 @@ impl History {
         }
         self.floor = self.floor.max(threshold);
         (self.topics).retain(|_, t| t.counted.events > 0 || t.lost_seq > threshold);
+        self.names = self.topics.keys().map(String::len).sum();
     }
 
     /// Drops entry `index` as lost by its topics (off the tallies it counts in).
     fn drop_at(&mut self, index: usize) {
         let entry = self.entries.remove(index).expect("an entry at `index`");
-        let (len, counted) = (entry.frame.len(), entry.seq <= self.counted_through);
+        let (len, counted) = (entry.size(), entry.seq <= self.counted_through);
         self.all.sub(len);
         if counted {
             self.counted.sub(len);
@@ -178,9 +190,9 @@ impl History {
         while let Some(entry) = self.entries.get(uncounted(self)).filter(|e| e.seq <= seen).cloned()
         {
             self.counted_through = entry.seq;
-            self.counted.add(entry.frame.len());
+            self.counted.add(entry.size());
             for topic in entry.topics() {
-                self.topic(topic).counted.add(entry.frame.len());
+                self.topic(topic).counted.add(entry.size());
             }
             for topic in &entry.topics {
                 while (self.topics.get(topic)).is_some_and(|t| t.counted.over(self.per_topic)) {
@@ -281,10 +293,11 @@ impl Coordinator {
     }
 
     pub(super) fn publish(&mut self, topics: Vec<String>, event: Event) {
-        // An id of the hub's form is the hub's to give, so that each resumes from one place.
+        // An id of the hub's form is the hub's to give, so that each resumes from one
+        // place; an empty one would reset a client's last event id (`id:` alone).
         let seq = self.next_seq;
         let event = match event.get_id() {
-            Some(id) if !self.is_hub_id(id) => event,
+            Some(id) if !id.is_empty() && !self.is_hub_id(id) => event,
             _ => Event { id: Some(format!("{}-{seq}", self.epoch)), ..event },
         };
         self.push(Entry {
@@ -407,7 +420,7 @@ impl Coordinator {
             shard.send(Command::Close(tx), 0, usize::MAX).then_some(rx)
         };
         let waits: Vec<_> = self.shards.iter().filter_map(closing).collect();
-        let wait = self.config.close_timeout + Duration::from_secs(1); // the shards' own bound, and slack
+        let wait = self.config.close_timeout.saturating_add(Duration::from_secs(1)); // the shards' own bound, and slack
         waits.iter().for_each(|rx| drop(rx.recv_timeout(wait)));
         self.prune_history(); // the shards handled everything: the counters settle
         drop(done);
@@ -475,5 +488,20 @@ mod tests {
         assert!(history.lost_after(&Subscription::new().topic("t1"), 0));
         let newest = Subscription::new().topic("t100").topics_only();
         assert!(!history.lost_after(&newest, 99));
+    }
+
+    #[test]
+    fn topics_remembered_are_bounded_by_their_names_bytes() {
+        // 4 KiB names: the history holds three; the names remembered, twice
+        // 64 KiB (the least byte bound) and the one added after the check.
+        let config = super::super::Hub::builder().history(1000, 16 << 10);
+        let mut history = History::new(&config);
+        for seq in 1..=100 {
+            history.push(entry(seq, &format!("{seq:4096}")));
+            history.prune(Instant::now(), u64::MAX);
+            assert_eq!(history.entries.len(), 3.min(seq as usize));
+            assert!(history.names <= (128 << 10) + 4096, "{}", history.names);
+        }
+        assert_eq!(history.names, history.topics.keys().map(String::len).sum::<usize>());
     }
 }

@@ -274,8 +274,9 @@ impl<F> fmt::Debug for Hook<F> {
 
 impl HubBuilder {
     setters! {
-        /// The history's bounds in events and encoded bytes (default 2000, 2 MiB):
-        /// the memory kept for resumes. Zero events disables replay.
+        /// The history's bounds in events and bytes (encoded, with the topics'
+        /// names; default 2000, 2 MiB): the memory kept for resumes. Zero events
+        /// disables replay.
         history(events: usize, bytes: usize) { history_events: events, history_bytes: bytes }
         /// The history's bounds per topic (default: half the total, at least one
         /// event), so a busy topic cannot push a quiet one's events out. An event
@@ -446,8 +447,8 @@ impl Hub {
     }
 
     /// Publishes an event to every subscriber; waits only while the inbox is
-    /// full. It keeps its id unless it has none or one of the hub's form
-    /// (`<epoch>-...`); a repeated id resumes after its newest.
+    /// full. It keeps its id unless it has none, an empty one or one of the
+    /// hub's form (`<epoch>-...`); a repeated id resumes after its newest.
     pub fn publish(&self, event: Event) -> Result<(), PublishError> {
         self.publish_to::<&str>(&[], event)
     }
@@ -458,7 +459,9 @@ impl Hub {
         topics: &[T],
         event: Event,
     ) -> Result<(), PublishError> {
-        let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        let mut topics: Vec<_> = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        topics.sort(); // once each, also against its bound
+        topics.dedup();
         if let (Some(link), false) = (&self.inner.redis, self.is_closed()) {
             return redis::publish(link, topics, event);
         }

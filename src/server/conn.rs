@@ -12,7 +12,7 @@ use super::{Accept, App, LogEntry, LogKind, Shared};
 use crate::event::{push_lines, push_retry};
 use crate::http::{self, ChunkedDecoder, Framing, Request, Response, Status, Version};
 use crate::stream::{EventStream, SendError};
-use crate::util::lock;
+use crate::util::{later, lock};
 
 /// One accepted connection, shared by its thread, its stream and the
 /// registry.
@@ -86,7 +86,7 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
 pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     let _ = socket.shutdown(Shutdown::Write);
     let _ = socket.set_nonblocking(linger.is_zero());
-    let deadline = Instant::now() + linger;
+    let deadline = later(linger);
     let mut sink = [0u8; 4096];
     let mut left = LINGER_BYTES;
     while left > 0 {
@@ -139,14 +139,14 @@ impl Session {
     fn read_head(&mut self, first: bool) -> Result<Option<(Request, usize)>, Refusal> {
         let app = self.app.clone();
         let config = &app.config;
-        let mut deadline =
-            Instant::now() + if first { config.head_timeout } else { config.idle_timeout };
+        let mut deadline = later(if first { config.head_timeout } else { config.idle_timeout });
         let (mut idle, mut parsed_len, mut new_line) = (!first, 0, true);
         loop {
             if !self.buf.is_empty() {
-                if idle {
+                // Empty lines before a request are ignored (RFC 9112 2.2), its clock too.
+                if idle && self.buf.iter().any(|b| !b"\r\n".contains(b)) {
                     idle = false;
-                    deadline = Instant::now() + config.head_timeout;
+                    deadline = later(config.head_timeout);
                 }
                 if new_line || self.buf.len() >= parsed_len + 1024 {
                     parsed_len = self.buf.len();
@@ -162,7 +162,7 @@ impl Session {
             let timeout = read.as_ref().is_err_and(is_timeout);
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
-                Ok(0) => return Err((400, "closed in the request head")),
+                Ok(0) => return Err(self.cut_off("closed in the request head")),
                 Ok(_) => new_line = self.buf[before..].contains(&b'\n'),
                 Err(_) if timeout && unparsed && Instant::now() < deadline => new_line = true,
                 Err(_) if timeout && !self.buf.is_empty() => {
@@ -189,7 +189,7 @@ impl Session {
 
     /// Reads the body after a head of `at` bytes.
     fn read_body(&mut self, framing: Framing, at: usize) -> Result<Vec<u8>, Refusal> {
-        let deadline = Instant::now() + self.app.config.body_timeout;
+        let deadline = later(self.app.config.body_timeout);
         self.buf.drain(..at);
         let mut decoder = match framing {
             Framing::None => return Ok(Vec::new()),
@@ -213,9 +213,18 @@ impl Session {
         }
     }
 
+    /// A request cut off by the client (400), or by the shutdown's closing
+    /// of the read side (503: not the client's fault).
+    fn cut_off(&self, why: &'static str) -> Refusal {
+        match self.app.shared.shutting_down.load(Ordering::SeqCst) {
+            true => (503, "shutting down"),
+            false => (400, why),
+        }
+    }
+
     fn fill_body(&mut self, deadline: Instant) -> Result<(), Refusal> {
         match self.fill(deadline) {
-            Ok(0) => Err((400, "closed in the request body")),
+            Ok(0) => Err(self.cut_off("closed in the request body")),
             Ok(_) => Ok(()),
             Err(e) if is_timeout(&e) => Err((408, "request body too slow")),
             Err(_) => Err((400, "read error in the request body")),

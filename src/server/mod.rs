@@ -29,7 +29,7 @@ use std::{io, thread};
 use crate::event::Event;
 use crate::http::{Limits, Request, Response, Version};
 use crate::stream::{goodbye, tick, StreamShared};
-use crate::util::{lock, spawn, wait_until};
+use crate::util::{later, lock, spawn, wait_until};
 use conn::Conn;
 use route::{Boxed, Route};
 
@@ -344,8 +344,8 @@ impl Server {
         let ticker = spawn("stdsse-ticker".into(), Some(64 * 1024), move || ticker(&ticker_app))?;
         accept_loop(&self.listener, &app);
         drop(self.listener);
-        shutdown_connections(&app);
-        let deadline = Instant::now() + app.config.shutdown_timeout;
+        let deadline = later(app.config.shutdown_timeout);
+        shutdown_connections(&app, deadline);
         let mut guard = lock(&shared.closed_lock);
         while lock(&shared.stats).open_connections > 0 && Instant::now() < deadline {
             guard = wait_until(&shared.closed, guard, Some(deadline)).unwrap_or_else(|g| g);
@@ -371,8 +371,10 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown and returns: stops accepting, ends every
-    /// stream (after the shutdown event and `retry:`), lets requests finish
-    /// and waits up to [`Server::shutdown_timeout`] for them.
+    /// stream (after the shutdown event and `retry:`; one a write is blocked
+    /// on, or a hub's, is cut: close the hub first), lets requests that have
+    /// arrived finish (one still arriving gets 503) and waits up to
+    /// [`Server::shutdown_timeout`] for them, in all.
     pub fn shutdown(&self) {
         if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
             return;
@@ -484,12 +486,15 @@ fn reject(socket: TcpStream, remote: SocketAddr, app: &App, why: &str) {
     app.log_refusal(Some(remote), (503, bytes), LogKind::Rejected, why);
 }
 
-/// Ends every stream and wakes every connection thread blocked reading.
-fn shutdown_connections(app: &App) {
+/// Ends every stream (the goodbye may take 100 ms each, until `deadline`)
+/// and wakes every connection thread blocked reading.
+fn shutdown_connections(app: &App, deadline: Instant) {
     let streams: Vec<_> = lock(&app.shared.streams).drain(..).collect();
     let (event, retry) = (app.config.shutdown_event.as_ref(), app.config.shutdown_retry);
     for stream in streams.iter().filter_map(Weak::upgrade) {
-        stream.close_with(&goodbye(event, retry), Duration::from_millis(100));
+        let wait =
+            deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        stream.shut_down(&goodbye(event, retry), wait);
     }
     let conns = lock(&app.shared.connections).clone();
     for conn in conns.iter().filter_map(Weak::upgrade) {
