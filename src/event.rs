@@ -60,11 +60,11 @@ impl Event {
         Event::default()
     }
 
-    /// Sets the data; each line becomes a `data:` line.
-    #[must_use]
-    pub fn data(mut self, data: impl Into<String>) -> Event {
-        self.data = Some(data.into());
-        self
+    setters! {
+        /// Sets the data; each line becomes a `data:` line.
+        data(data: impl Into<String>) { data: Some(data.into()) }
+        /// Sets the client's reconnection time, in whole milliseconds.
+        retry(delay: Duration) { retry: Some(delay) }
     }
 
     /// Sets the event type; fails on CR or LF.
@@ -79,13 +79,6 @@ impl Event {
     pub fn id(mut self, id: impl Into<String>) -> Result<Event, EventError> {
         self.id = Some(check(Field::Id, id.into())?);
         Ok(self)
-    }
-
-    /// Sets the client's reconnection time, in whole milliseconds.
-    #[must_use]
-    pub fn retry(mut self, delay: Duration) -> Event {
-        self.retry = Some(delay);
-        self
     }
 
     /// Adds a comment (one `:` line per line of text).

@@ -88,31 +88,33 @@ error_display!(ParseError(e, f) => match e {
     }
 });
 
-/// An incremental event-stream parser: [`feed`](Parser::feed) it bytes as
-/// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item), or
-/// iterate (not fused: `None` means "feed me more").
-///
-/// A limit error is returned once, as soon as it is known (a long line
-/// before its end arrives). The rest of the event, up to the next empty
-/// line, is skipped unread, and its earlier fields are dropped but for a
-/// `retry`, which the standard applies at once.
-#[derive(Clone)]
-pub struct Parser {
-    /// The input as fed, decoded; `buf[..pos]` is parsed.
-    buf: String,
-    /// The start of a UTF-8 sequence split at the end of the input fed.
-    tail: Vec<u8>,
-    pos: usize,
-    /// `buf[pos..scanned]` holds no CR or LF (a long line is scanned once).
-    scanned: usize,
-    /// Still at the start of the stream: a BOM may come.
-    at_start: bool,
-    /// The last line ended with CR: an LF next belongs to it.
-    after_cr: bool,
-    skip: Skip,
-    /// Items parsed by `finish` that were not pulled yet.
-    ready: VecDeque<Result<Item, ParseError>>,
-    fields: Fields,
+builder! {
+    /// An incremental event-stream parser: [`feed`](Parser::feed) it bytes as
+    /// they arrive and pull [`Item`]s with [`next_item`](Parser::next_item), or
+    /// iterate (not fused: `None` means "feed me more").
+    ///
+    /// A limit error is returned once, as soon as it is known (a long line
+    /// before its end arrives). The rest of the event, up to the next empty
+    /// line, is skipped unread, and its earlier fields are dropped but for a
+    /// `retry`, which the standard applies at once.
+    #[derive(Clone)]
+    pub struct Parser {
+        /// The input as fed, decoded; `buf[..pos]` is parsed.
+        buf: String = String::new(),
+        /// The start of a UTF-8 sequence split at the end of the input fed.
+        tail: Vec<u8> = Vec::new(),
+        pos: usize = 0,
+        /// `buf[pos..scanned]` holds no CR or LF (a long line is scanned once).
+        scanned: usize = 0,
+        /// Still at the start of the stream: a BOM may come.
+        at_start: bool = true,
+        /// The last line ended with CR: an LF next belongs to it.
+        after_cr: bool = false,
+        skip: Skip = Skip::No,
+        /// Items parsed by `finish` that were not pulled yet.
+        ready: VecDeque<Result<Item, ParseError>> = VecDeque::new(),
+        fields: Fields = Fields { max_event: DEFAULT_LIMIT, ..Fields::default() },
+    }
 }
 
 /// Skipping the lines of an event dropped after a limit error, to its end.
@@ -143,12 +145,6 @@ struct Fields {
     max_line: Option<usize>,
 }
 
-impl Default for Parser {
-    fn default() -> Parser {
-        Parser::new()
-    }
-}
-
 impl fmt::Debug for Parser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Parser")
@@ -166,17 +162,7 @@ impl Parser {
     /// allocates nothing until input is fed).
     #[must_use]
     pub fn new() -> Parser {
-        Parser {
-            buf: String::new(),
-            tail: Vec::new(),
-            pos: 0,
-            scanned: 0,
-            at_start: true,
-            after_cr: false,
-            skip: Skip::No,
-            ready: VecDeque::new(),
-            fields: Fields { max_event: DEFAULT_LIMIT, ..Fields::default() },
-        }
+        Parser::default()
     }
 
     /// Starts from this last event ID, as a client reconnecting with
@@ -235,7 +221,6 @@ impl Parser {
         self.ready.pop_front().or_else(|| self.parse_next())
     }
 
-    /// Parses up to the next item.
     fn parse_next(&mut self) -> Option<Result<Item, ParseError>> {
         loop {
             if self.pos >= self.buf.len() {
@@ -362,13 +347,11 @@ impl Iterator for Parser {
 }
 
 impl Fields {
-    /// The line limit in force.
     fn max_line(&self) -> usize {
         self.max_line.unwrap_or(self.max_event.saturating_add(LINE_SLACK))
     }
 
-    /// Interprets one line (without its end), as the
-    /// [crate docs](crate#the-wire-format-in-one-page) teach.
+    /// Interprets one line (without its end) by the [rules](crate#the-wire-format-in-one-page).
     fn line(&mut self, line: &str) -> Option<Result<Item, ParseError>> {
         let limit = self.max_line();
         if line.len() > limit {

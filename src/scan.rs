@@ -21,7 +21,6 @@ pub(crate) fn find_eol(bytes: &[u8]) -> Option<usize> {
     chunks.remainder().iter().position(|&b| b == b'\r' || b == b'\n').map(|at| offset + at)
 }
 
-/// Appends `n` in decimal.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u128) {
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{n}");

@@ -194,7 +194,6 @@ pub(super) fn exchange(
     }
 }
 
-/// The request head and body.
 fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<u8> {
     let body = config.body.as_deref().filter(|_| hop.send_body);
     let any = |name: &str, names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
@@ -225,7 +224,6 @@ fn request_bytes(config: &ClientBuilder, hop: &Hop, last_event_id: &str) -> Vec<
     [(out + "\r\n").as_bytes(), body.unwrap_or_default()].concat()
 }
 
-/// A read or write error as a reason to reconnect.
 fn io_failure(error: io::Error, idle: Option<Duration>) -> Disconnect {
     match (error.kind(), idle) {
         (ErrorKind::WouldBlock | ErrorKind::TimedOut, Some(idle)) => Disconnect::IdleTimeout(idle),

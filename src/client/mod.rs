@@ -160,8 +160,8 @@ impl ClientBuilder {
         /// The reconnection time until the server sends `retry:`. Default 3 s,
         /// as in browsers; used as given (zero reconnects at once).
         retry(delay: Duration) { retry: delay }
-        /// Whether `5xx` and `429` are retried (honouring `Retry-After`) rather
-        /// than final, as in browsers. Default `true`.
+        /// Whether `5xx` and `429` are retried (honouring `Retry-After`), not final
+        /// as in browsers (the standard fails on any status but 200). Default `true`.
         retry_server_errors(retry: bool) { retry_server_errors: retry }
         /// How many redirects are followed in a row. Protects against loops.
         /// Default 10; 0 follows none.

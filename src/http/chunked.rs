@@ -88,34 +88,24 @@ impl ChunkedDecoder {
     /// the next pipelined request). A size over `max_body` is
     /// [`Error::BodyTooLarge`] as soon as it is read.
     pub fn decode(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<Status<usize>, Error> {
-        match self.state {
-            Chunk::Done => return Ok(Status::Complete(0)),
-            Chunk::Failed(error) => return Err(error),
-            _ => {}
-        }
         let mut i = 0;
-        while i < input.len() {
-            if let Chunk::Data(left @ 1..) = self.state {
-                let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
-                body.extend_from_slice(&input[i..i + take]);
-                i += take;
-                self.state = Chunk::Data(left - take as u64);
-                continue;
-            }
-            i += 1;
-            match self.step(input[i - 1]) {
-                Ok(Chunk::Done) => {
-                    self.state = Chunk::Done;
-                    return Ok(Status::Complete(i));
+        loop {
+            match self.state {
+                Chunk::Done => return Ok(Status::Complete(i)),
+                Chunk::Failed(error) => return Err(error),
+                _ if i == input.len() => return Ok(Status::Partial),
+                Chunk::Data(left @ 1..) => {
+                    let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    body.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    self.state = Chunk::Data(left - take as u64);
                 }
-                Ok(next) => self.state = next,
-                Err(error) => {
-                    self.state = Chunk::Failed(error);
-                    return Err(error);
+                _ => {
+                    i += 1;
+                    self.state = self.step(input[i - 1]).unwrap_or_else(Chunk::Failed);
                 }
             }
         }
-        Ok(Status::Partial)
     }
 
     /// The state after byte `b` (not called in `Data(1..)`, `Done`, `Failed`).
@@ -146,11 +136,7 @@ impl ChunkedDecoder {
             (SizeLf, b'\n') => {
                 let size = std::mem::take(&mut self.size);
                 (self.digits, self.extra, self.decoded) = (0, 0, self.decoded + size);
-                if size == 0 {
-                    TrailerStart
-                } else {
-                    Data(size)
-                }
+                Some(size).filter(|&size| size > 0).map_or(TrailerStart, Data)
             }
             (Data(0), b'\r') => DataLf,
             (DataLf, b'\n') => Size,
@@ -187,7 +173,6 @@ fn chunk_head(len: usize, out: &mut [u8; 18]) -> usize {
     digits + 2
 }
 
-/// What ends every chunk's data.
 const CHUNK_END: &[u8] = b"\r\n";
 
 /// The last chunk and an empty trailer section.

@@ -121,11 +121,6 @@ fn scan(buf: &[u8], from: usize, table: &[bool; 256]) -> usize {
     i
 }
 
-/// `scan` over `field-value` bytes.
-fn scan_value(buf: &[u8], from: usize) -> usize {
-    scan(buf, from, &VALUE)
-}
-
 /// Removes the optional whitespace (SP, HTAB) around a list element.
 fn trim_ows(s: &str) -> &str {
     s.trim_matches([' ', '\t'])
@@ -280,12 +275,12 @@ pub enum Framing {
 
 /// The framing `Transfer-Encoding` (exactly `chunked`; empty list elements
 /// are ignored, RFC 9110 5.6.1) or else every `Content-Length` (all elements
-/// equal `1*DIGIT`) declares (6.3 rules 3 and 4).
-fn declared_framing<'a>(
-    codings: impl Iterator<Item = &'a str>,
-    lengths: impl Iterator<Item = &'a str>,
-) -> Result<Framing, Error> {
-    let mut codings = codings.peekable();
+/// equal `1*DIGIT`) declares (6.3 rules 3 and 4); `all` finds a field's values.
+fn declared_framing<'a, I>(all: impl Fn(&'static str) -> I) -> Result<Framing, Error>
+where
+    I: Iterator<Item = &'a str>,
+{
+    let mut codings = all("transfer-encoding").peekable();
     if codings.peek().is_some() {
         let mut codings =
             codings.flat_map(|v| v.split(',')).map(trim_ows).filter(|c| !c.is_empty());
@@ -298,7 +293,7 @@ fn declared_framing<'a>(
         };
     }
     let mut length = None;
-    for element in lengths.flat_map(|v| v.split(',')) {
+    for element in all("content-length").flat_map(|v| v.split(',')) {
         let n = crate::scan::parse_decimal(trim_ows(element)).ok_or(Error::ContentLength)?;
         if length.is_some_and(|l| l != n) {
             return Err(Error::ContentLength);
@@ -336,7 +331,6 @@ fn unexpected(view: &[u8], i: usize, at_crlf: Error, other: Error) -> Option<Err
     }
 }
 
-/// The CRLF at `view[i]`.
 fn crlf(view: &[u8], i: usize) -> Parsed<()> {
     match (view.get(i), view.get(i + 1)) {
         (None, _) | (Some(b'\r'), None) => Err(None),
@@ -398,7 +392,7 @@ fn parse_fields(
         }
         let ows = line[name_end + 1..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
         let value_start = name_end + 1 + ows;
-        let value_stop = scan_value(line, value_start);
+        let value_stop = scan(line, value_start, &VALUE);
         match line.get(value_stop) {
             None => return Err(long.then_some(Error::HeaderLineTooLong)),
             Some(b'\r' | b'\n') => crlf(view, value_stop)?,
@@ -407,11 +401,8 @@ fn parse_fields(
         // The value holds no CR, LF or FF, so ASCII whitespace is SP or HTAB.
         let value_end = value_start + line[value_start..value_stop].trim_ascii_end().len();
         // Offsets fit in u32: `view` is at most `u32::MAX` bytes long.
-        let at = |i: usize| (i - base) as u32;
-        fields.push(FieldSpan {
-            name: (at(pos), at(name_end)),
-            value: (at(value_start), at(value_end)),
-        });
+        let at = |(from, to): (usize, usize)| ((from - base) as u32, (to - base) as u32);
+        fields.push(FieldSpan { name: at((pos, name_end)), value: at((value_start, value_end)) });
         pos = value_stop + 2;
     }
 }

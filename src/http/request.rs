@@ -259,10 +259,7 @@ impl Request {
         if chunked && self.version == Version::Http10 {
             return Err(Error::UnsupportedTransferCoding);
         }
-        match declared_framing(
-            self.header_all("transfer-encoding"),
-            self.header_all("content-length"),
-        )? {
+        match declared_framing(|name| self.header_all(name))? {
             Framing::Length(n) if n > limits.max_body as u64 => Err(Error::BodyTooLarge),
             framing => Ok(framing),
         }

@@ -2,8 +2,8 @@
 //! the client uses.
 
 use super::{
-    body_bytes, crlf, declared_framing, find, line_bound, parse_fields, scan_value, valid_field,
-    within_head, Error, Framing, Limits, Status, Version,
+    body_bytes, crlf, declared_framing, find, line_bound, parse_fields, scan, valid_field,
+    within_head, Error, Framing, Limits, Status, Version, VALUE,
 };
 use std::io::Write;
 
@@ -80,11 +80,9 @@ impl Response {
         self
     }
 
-    /// Sets the body.
-    #[must_use]
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
-        self.body = body.into();
-        self
+    setters! {
+        /// Sets the body.
+        body(body: impl Into<Vec<u8>>) { body: body.into() }
     }
 
     /// The status code.
@@ -206,7 +204,7 @@ pub fn parse_response_head(
     within_head(buf, limits, |view| {
         // status-line = "HTTP/1." DIGIT SP 3DIGIT [ SP reason-phrase ] CRLF
         let (line, long) = line_bound(view, 0, limits.max_request_line);
-        let line_end = scan_value(line, 0);
+        let line_end = scan(line, 0, &VALUE);
         match line.get(line_end) {
             None => return Err(long.then_some(Error::RequestLineTooLong)),
             Some(_) if !status_line(&line[..line_end]) => return Err(Some(Error::StatusLine)),
@@ -234,7 +232,6 @@ pub(crate) fn unfold(buf: &mut [u8]) {
     }
 }
 
-/// The headers as `(&str, &str)`.
 fn pairs(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
     headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
 }
@@ -273,7 +270,7 @@ impl ResponseHead {
         if method == "HEAD" {
             return Ok(Framing::Length(0));
         }
-        declared_framing(self.header_all("transfer-encoding"), self.header_all("content-length"))
+        declared_framing(|name| self.header_all(name))
     }
 }
 
