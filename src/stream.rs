@@ -113,10 +113,7 @@ impl StreamShared {
                 Err(e) => self.mark_closed(&mut state, Some(e.kind())),
             }
         }
-        if state.closed {
-            return Err(SendError(state.error));
-        }
-        Ok(())
+        (!state.closed).then_some(()).ok_or(SendError(state.error))
     }
 
     /// Marks the stream closed (by `error`, if one), shuts the write side
@@ -250,16 +247,9 @@ impl EventStream {
     ) -> EventStream {
         let writer =
             EventWriter::new(SocketWriter { conn: conn.clone(), chunked, sent: head_bytes });
-        let state = State {
-            writer,
-            last_write: Instant::now(),
-            closed: false,
-            detached: false,
-            error: None,
-            ended_by: None,
-        };
-        let (state, wake) = (Mutex::new(state), Condvar::new());
-        let on_end = Some(on_end);
+        let (last_write, error, ended_by) = (Instant::now(), None, None);
+        let state = State { writer, last_write, closed: false, detached: false, error, ended_by };
+        let (state, wake, on_end) = (Mutex::new(state), Condvar::new(), Some(on_end));
         let shared =
             StreamShared { conn, remote, state, wake, chunked, head_sent, last_event_id, on_end };
         EventStream { shared: Arc::new(shared) }
@@ -301,10 +291,8 @@ impl EventStream {
         let deadline = Instant::now().checked_add(duration);
         let mut state = lock(&self.shared.state);
         while !state.closed {
-            state = match wait_until(&self.shared.wake, state, deadline) {
-                Ok(state) => state,
-                Err(_) => return Ok(()),
-            };
+            let Ok(woken) = wait_until(&self.shared.wake, state, deadline) else { return Ok(()) };
+            state = woken;
         }
         Err(SendError(state.error))
     }

@@ -115,7 +115,7 @@ macro_rules! stats {
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves
 /// its data consistent, and a panicking handler must not take the server
@@ -147,6 +147,17 @@ pub(crate) fn later(after: Duration) -> Instant {
     now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
+/// Sorted and without repeats (a few: inserted in place, without a sort's code).
+pub(crate) fn sorted_set<T: Ord>(all: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut sorted = Vec::new();
+    for item in all {
+        if let Err(at) = sorted.binary_search(&item) {
+            sorted.insert(at, item);
+        }
+    }
+    sorted
+}
+
 /// Starts a named thread (`stack`: its size, else std's), boxed: one copy
 /// of std's spawn code serves every thread of the crate.
 pub(crate) fn spawn(
@@ -167,13 +178,11 @@ type Spawned = io::Result<JoinHandle<()>>;
 /// (mixed with the clock), for jitter and the hub's epoch.
 pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     std::collections::hash_map::RandomState::new().hash_one(now.as_nanos())
 }
 
 /// `base` plus a random part of up to `jitter`.
 pub(crate) fn jittered((base, jitter): (Duration, Duration)) -> Duration {
-    let unit = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    base.saturating_add(jitter.mul_f64(unit))
+    base.saturating_add(jitter.mul_f64((random_u64() >> 11) as f64 / (1u64 << 53) as f64))
 }

@@ -76,10 +76,8 @@ impl Backlog {
     }
 
     fn first_event(&self) -> Option<Count> {
-        self.frames.iter().find_map(|p| match p.kind {
-            Kind::Event(start, _) => Some(start),
-            _ => None,
-        })
+        let start = |p: &Pending| if let Kind::Event(s, _) = p.kind { Some(s) } else { None };
+        self.frames.iter().find_map(start)
     }
 
     pub(super) fn over(&self, config: &HubBuilder) -> bool {
@@ -200,12 +198,8 @@ impl Subscriber {
             return false;
         }
         let Some(super::Hook(filter)) = &sub.filter else { return true };
-        let published = Published {
-            topics: &entry.topics,
-            event_type: entry.event_type.as_deref(),
-            id: &entry.id,
-            frame: &entry.frame,
-        };
+        let (topics, id, frame) = (&entry.topics, &entry.id, &entry.frame);
+        let published = Published { topics, event_type: entry.event_type.as_deref(), id, frame };
         panic::catch_unwind(AssertUnwindSafe(|| filter(&published))).unwrap_or_else(|panic| {
             self.gone = true;
             let message = (panic.downcast_ref::<&str>().copied())

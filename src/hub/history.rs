@@ -110,11 +110,10 @@ impl History {
 
     /// The newest event with the publisher's `id`, retained or a topic's lost.
     pub(super) fn seq_of(&self, id: &str) -> Option<u64> {
-        let retained = self.entries.iter().rev().find(|e| e.id == id);
         let lost = (self.topics.values().chain([&self.everyone]))
             .filter(|t| t.lost_id == id && !id.is_empty()) // "": a floor's, or none lost
             .map(|t| t.lost_seq);
-        retained.map(|e| e.seq).into_iter().chain(lost).max()
+        self.entries.iter().rev().find(|e| e.id == id).map(|e| e.seq).into_iter().chain(lost).max()
     }
 
     /// Whether a topic of `sub` (or everyone's, unless topics-only) lost an
@@ -287,7 +286,6 @@ impl Coordinator {
         }
     }
 
-    /// Whether `id` has the form of the ids this hub assigns.
     pub(super) fn is_hub_id(&self, id: &str) -> bool {
         (id.strip_prefix(self.epoch.as_str())).is_some_and(|rest| rest.starts_with('-'))
     }
@@ -349,15 +347,13 @@ impl Coordinator {
         let canonical = format!("{}-{seq}", self.epoch) == id && (1..self.next_seq).contains(&seq);
         let entries = &self.history.entries;
         let retained = entries.binary_search_by_key(&seq, |e| e.seq).ok();
-        let issued = retained.is_none_or(|i| entries[i].id == id);
-        (canonical && issued).then_some(seq)
+        (canonical && retained.is_none_or(|i| entries[i].id == id)).then_some(seq)
     }
 
     pub(super) fn subscribe(&mut self, sink: Sink, subscription: Subscription) {
         self.prune_history();
-        let Some(mut sub) = self.subscriber(sink, subscription) else {
-            return; // the Redis reader answers
-        };
+        // None: the Redis reader answers.
+        let Some(mut sub) = self.subscriber(sink, subscription) else { return };
         let entries = &self.history.entries;
         let after = |seq: u64| entries.partition_point(|e| e.seq <= seq);
         let resume = (sub.subscription.last_event_id.as_deref()).map(|id| self.resume_seq(id));
@@ -405,11 +401,8 @@ impl Coordinator {
         shard.shared.load.fetch_add(1, Ordering::Relaxed);
         self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         let frames = sub.queued();
-        shard.send(
-            Command::Shard(ShardCommand::Subscribe(Box::new(sub))),
-            frames,
-            self.config.inbox,
-        );
+        let command = Command::Shard(ShardCommand::Subscribe(Box::new(sub)));
+        shard.send(command, frames, self.config.inbox);
     }
 
     /// Forwards what is pending, closes every shard and waits for them.
@@ -472,8 +465,7 @@ mod tests {
 
     #[test]
     fn forgotten_topics_raise_the_floor() {
-        let config = super::super::Hub::builder().history(1, 1 << 20);
-        let mut history = History::new(&config);
+        let mut history = History::new(&super::super::Hub::builder().history(1, 1 << 20));
         for seq in 1..=100 {
             history.push(entry(seq, &format!("t{seq}")));
             history.prune(Instant::now(), u64::MAX);
@@ -486,16 +478,14 @@ mod tests {
         assert!(history.floor > 0);
         // A forgotten topic's client gets the gap signal; t100 has its event.
         assert!(history.lost_after(&Subscription::new().topic("t1"), 0));
-        let newest = Subscription::new().topic("t100").topics_only();
-        assert!(!history.lost_after(&newest, 99));
+        assert!(!history.lost_after(&Subscription::new().topic("t100").topics_only(), 99));
     }
 
     #[test]
     fn topics_remembered_are_bounded_by_their_names_bytes() {
         // 4 KiB names: the history holds three; the names remembered, twice
         // 64 KiB (the least byte bound) and the one added after the check.
-        let config = super::super::Hub::builder().history(1000, 16 << 10);
-        let mut history = History::new(&config);
+        let mut history = History::new(&super::super::Hub::builder().history(1000, 16 << 10));
         for seq in 1..=100 {
             history.push(entry(seq, &format!("{seq:4096}")));
             history.prune(Instant::now(), u64::MAX);

@@ -332,17 +332,14 @@ impl HubBuilder {
     }
 
     fn topic_bound(&self) -> (usize, usize) {
-        let half = ((self.history_events / 2).max(1), self.history_bytes / 2);
-        self.topic_history.unwrap_or(half)
+        self.topic_history.unwrap_or(((self.history_events / 2).max(1), self.history_bytes / 2))
     }
 
     /// The [`backlog`](HubBuilder::backlog) bound with [`SlowClient::Disconnect`].
     fn behind_bound(&self) -> [u64; 4] {
         let (events, bytes, topic) = (self.backlog_events, self.backlog_bytes, self.topic_bound());
-        let cap = |backlog: usize, history: usize| match self.history_events {
-            0 => backlog as u64,
-            _ => backlog.min((history / 2).max(1)) as u64,
-        };
+        let replay = self.history_events > 0;
+        let cap = |n: usize, h: usize| n.min(if replay { (h / 2).max(1) } else { n }) as u64;
         let (h_events, h_bytes) = (self.history_events, self.history_bytes);
         [cap(events, h_events), cap(bytes, h_bytes), cap(events, topic.0), cap(bytes, topic.1)]
     }
@@ -459,9 +456,8 @@ impl Hub {
         topics: &[T],
         event: Event,
     ) -> Result<(), PublishError> {
-        let mut topics: Vec<_> = topics.iter().map(|t| t.as_ref().to_string()).collect();
-        topics.sort(); // once each, also against its bound
-        topics.dedup();
+        // Once each, also against its bound.
+        let topics = crate::util::sorted_set(topics.iter().map(|t| t.as_ref().to_string()));
         if let (Some(link), false) = (&self.inner.redis, self.is_closed()) {
             return redis::publish(link, topics, event);
         }

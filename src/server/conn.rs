@@ -86,9 +86,7 @@ pub(super) fn serve(app: &Arc<App>, conn: Arc<Conn>) {
 pub(super) fn close_staged(socket: &TcpStream, linger: Duration) {
     let _ = socket.shutdown(Shutdown::Write);
     let _ = socket.set_nonblocking(linger.is_zero());
-    let deadline = later(linger);
-    let mut sink = [0u8; 4096];
-    let mut left = LINGER_BYTES;
+    let (deadline, mut sink, mut left) = (later(linger), [0u8; 4096], LINGER_BYTES);
     while left > 0 {
         let wait = deadline.saturating_duration_since(Instant::now());
         if !linger.is_zero() && (wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err()) {

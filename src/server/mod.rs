@@ -410,7 +410,6 @@ impl ShutdownHandle {
 
 const SPARE: &str = if cfg!(windows) { "NUL" } else { "/dev/null" };
 
-/// See [`Server::max_connections`].
 fn default_max_connections() -> usize {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"));

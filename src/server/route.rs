@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{Accept, App};
 use crate::http::{Request, Response};
+use crate::util::sorted_set;
 
 /// A handler; a plain one answers `Err(response)`.
 pub(super) type Boxed = Box<dyn Fn(&Request) -> Result<Accept, Response> + Send + Sync>;
@@ -51,44 +52,21 @@ impl Cors {
         Cors { origins: Some(origins.into_iter().map(Into::into).collect()), ..Cors::any() }
     }
 
-    /// The request headers a page may send, as one comma-separated list
-    /// (default `Last-Event-ID, Content-Type, Cache-Control`).
-    #[must_use]
-    pub fn allow_headers(mut self, headers: &str) -> Cors {
-        self.allow_headers = headers.into();
-        self
-    }
-
-    /// How long a browser may cache a preflight answer (default 10 min).
-    #[must_use]
-    pub fn max_age(mut self, max_age: Duration) -> Cors {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Lets pages send credentials (`withCredentials`): answers carry
-    /// `Access-Control-Allow-Credentials: true`; ignored with [`Cors::any`],
-    /// so that no page on any site can read a user's authenticated stream.
-    #[must_use]
-    pub fn credentials(mut self) -> Cors {
-        self.credentials = true;
-        self
+    setters! {
+        /// The request headers a page may send, as one comma-separated list
+        /// (default `Last-Event-ID, Content-Type, Cache-Control`).
+        allow_headers(headers: &str) { allow_headers: headers.into() }
+        /// How long a browser may cache a preflight answer (default 10 min).
+        max_age(max_age: Duration) { max_age: max_age }
+        /// Lets pages send credentials (`withCredentials`): answers carry
+        /// `Access-Control-Allow-Credentials: true`; ignored with [`Cors::any`],
+        /// so that no page on any site can read a user's authenticated stream.
+        credentials() { credentials: true }
     }
 
     fn allows(&self, origin: &str) -> bool {
         self.origins.as_ref().is_none_or(|list| list.iter().any(|o| o == origin))
     }
-}
-
-/// Sorted and without repeats (a few: inserted in place, without a sort's code).
-fn methods<'a>(all: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut sorted = Vec::new();
-    for method in all {
-        if let Err(at) = sorted.binary_search(&method) {
-            sorted.insert(at, method);
-        }
-    }
-    sorted
 }
 
 /// The route for `method` and `path` (exact routes first, then the longest
@@ -101,14 +79,15 @@ pub(super) fn find<'a>(
     let matches = |r: &&Route| if r.prefix { path.starts_with(&r.path) } else { path == r.path };
     let key = |r: &Route| (r.prefix, std::cmp::Reverse(r.path.len()));
     let best = routes.iter().filter(matches).map(key).min()?;
-    let candidates: Vec<&Route> =
-        routes.iter().filter(matches).filter(|r| key(r) == best).collect();
+    let candidates: Vec<_> = routes.iter().filter(matches).filter(|r| key(r) == best).collect();
     let wanted = |m: &str| candidates.iter().find(|r| r.method == m).copied();
     if let Some(route) = wanted(method).or_else(|| wanted("GET").filter(|_| method == "HEAD")) {
         return Some(Ok(route));
     }
     let head = candidates.iter().any(|r| r.method == "GET").then_some("HEAD");
-    Some(Err(methods(candidates.iter().map(|r| r.method.as_str()).chain(head).chain(["OPTIONS"]))))
+    Some(Err(sorted_set(
+        candidates.iter().map(|r| r.method.as_str()).chain(head).chain(["OPTIONS"]),
+    )))
 }
 
 impl App {
@@ -119,8 +98,7 @@ impl App {
         let allowed = match find(&self.routes, req.method(), req.path()) {
             Some(Ok(route)) => return Ok(route),
             _ if options && req.target() == "*" => {
-                let all = self.routes.iter().map(|r| r.method.as_str());
-                methods(all.chain(["HEAD", "OPTIONS"]))
+                sorted_set(self.routes.iter().map(|r| r.method.as_str()).chain(["HEAD", "OPTIONS"]))
             }
             Some(Err(allowed)) => allowed,
             None => return Err(Response::error(404, "Not Found")),
