@@ -87,7 +87,9 @@ impl Url {
             return Url::parse(&format!("http:{location}"));
         }
         let path = self.target.split('?').next().unwrap_or("/");
+        // RFC 3986 5.2.2: an empty path keeps the base's, and its query unless one is given.
         let base = match location.as_bytes().first() {
+            None => &self.target,
             Some(b'/') => "",
             Some(b'?') => path,
             _ => &path[..path.rfind('/').map_or(0, |i| i + 1)],
@@ -161,6 +163,8 @@ mod tests {
             ("../../../../d", "http://h:81/d"),
             ("./", "http://h:81/a/b/"),
             ("?z", "http://h:81/a/b/c?z"),
+            ("", "http://h:81/a/b/c?q=1"),
+            ("#f", "http://h:81/a/b/c?q=1"),
             ("//other/p", "http://other/p"),
             ("http://o:9/", "http://o:9/"),
         ] {
