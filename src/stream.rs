@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Frame};
 use crate::http::{body_bytes, framed, framed_len, LAST_CHUNK};
-use crate::util::{jittered, lock, wait_until};
+use crate::util::{jittered, later, lock, wait_until};
 use crate::writer::EventWriter;
 
 /// The connection a stream is on (its owner's drop does the bookkeeping).
@@ -141,13 +141,19 @@ impl StreamShared {
     }
 
     /// The server's shutdown: [`close_with`](Self::close_with), unless a
-    /// write holds the stream or a hub owns it (it may be inside a frame):
-    /// then cut at once, so that the write fails and the client drops the
-    /// partial event.
+    /// write holds the stream for all of `wait` (the ticker's visit does
+    /// not) or a hub owns it (it may be inside a frame): then cut, so that
+    /// the write fails and the client drops the partial event.
     pub(crate) fn shut_down(&self, goodbye: &[Frame], wait: Duration) {
-        match self.state.try_lock() {
-            Ok(mut state) if !state.detached => self.end(&mut state, goodbye, wait),
-            _ => drop(self.socket().shutdown(Shutdown::Both)),
+        let deadline = later(wait);
+        loop {
+            match self.state.try_lock() {
+                Ok(mut state) if !state.detached => return self.end(&mut state, goodbye, wait),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => return drop(self.socket().shutdown(Shutdown::Both)),
+            }
         }
     }
 
