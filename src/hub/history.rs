@@ -189,9 +189,10 @@ impl History {
         while let Some(entry) = self.entries.get(uncounted(self)).filter(|e| e.seq <= seen).cloned()
         {
             self.counted_through = entry.seq;
-            self.counted.add(entry.size());
+            let size = entry.size(); // counted once for the total and each topic
+            self.counted.add(size);
             for topic in entry.topics() {
-                self.topic(topic).counted.add(entry.size());
+                self.topic(topic).counted.add(size);
             }
             for topic in &entry.topics {
                 while (self.topics.get(topic)).is_some_and(|t| t.counted.over(self.per_topic)) {
